@@ -1,0 +1,78 @@
+# Thin wrapper over CMake. `make demo` and `make test` install what is
+# missing, build, and run; see README.md.
+
+PACKAGES := build-essential cmake pkg-config clang \
+	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev liburcu-dev libcriterion-dev libssl-dev \
+	sqlite3 iptables iproute2 procps psmisc socat curl \
+	haproxy nginx libnginx-mod-stream wrk
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build debug asan tsan fuzz test unit-test asan-test tsan-test fuzz-test \
+	integration-test demo bench bench-quick format clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	cmake --build build -j $(JOBS)
+
+debug: deps
+	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-debug -j $(JOBS)
+
+asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEM_SANITIZE=address >/dev/null
+	cmake --build build-asan -j $(JOBS)
+
+tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DEM_SANITIZE=thread >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+
+fuzz: deps
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DEM_FUZZ=ON >/dev/null
+	cmake --build build-fuzz -j $(JOBS)
+
+unit-test: build
+	cd build && ctest --output-on-failure -j 2
+
+asan-test: asan
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j 2
+
+tsan-test: tsan
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency
+
+fuzz-test: fuzz
+	tests/fuzz/run.sh build-fuzz
+
+integration-test: build asan
+	tests/integration/run.sh
+
+test: unit-test asan-test tsan-test fuzz-test integration-test
+	@echo "make test: all suites passed"
+
+demo: build
+	conf/demo.sh
+
+bench: build
+	bench/run all
+
+bench-quick: build
+	bench/run --quick all
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-debug build-asan build-tsan build-fuzz

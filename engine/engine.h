@@ -1,0 +1,20 @@
+/* The data plane: one io_uring worker thread per configured core. */
+#ifndef EM_ENGINE_ENGINE_H
+#define EM_ENGINE_ENGINE_H
+
+#include "store/config.h"
+
+struct em_engine;
+
+/* Opens the listeners of <cfg> (capture port, explicit listeners, tunnel
+ * listener) on every worker with SO_REUSEPORT and starts cfg->workers worker
+ * threads. Each worker registers as an RCU reader and reads the live service
+ * table and config (em_table_current, em_config_current). <cfg> is borrowed
+ * for the duration of the call. Returns 0 or -errno (logged). */
+int em_engine_start(const struct em_config *cfg, struct em_engine **out);
+
+/* Stops accepting, lets live connections finish for up to <drain_ms>, closes
+ * the rest, joins the workers and frees everything. */
+void em_engine_stop(struct em_engine *eng, uint32_t drain_ms);
+
+#endif

@@ -1,0 +1,96 @@
+/* The daemon's configuration: a JSON file (conf/edge.json, conf/cloud.json),
+ * every key documented with its default in conf/README.md.
+ *
+ * A config is immutable once loaded. The live one is published with RCU
+ * (em_config_current) so that SIGHUP can swap it while workers read it. */
+#ifndef EM_STORE_CONFIG_H
+#define EM_STORE_CONFIG_H
+
+#include <limits.h>
+
+#include "proto/em.h"
+
+enum em_role { EM_ROLE_EDGE = 0, EM_ROLE_CLOUD };
+
+enum em_balancer {
+	EM_LB_ROUND_ROBIN = 0,
+	EM_LB_RANDOM,
+	EM_LB_LEAST_REQUESTS,
+};
+
+struct em_listener_conf {
+	struct em_addr listen; /* ip:port */
+	char service_ns[64];
+	char service_name[254];
+	uint16_t port;         /* service port */
+};
+
+struct em_config {
+	char path[PATH_MAX];  /* file it was read from */
+	enum em_role role;
+	char node_name[254];
+	char data_dir[PATH_MAX];
+	char api_socket[108];  /* sun_path */
+	unsigned workers;      /* resolved: 0 in the file means one per core */
+	int log_level;         /* enum em_log_level */
+	enum em_balancer balancer;
+
+	struct {
+		bool enabled;
+		uint16_t port;
+		struct em_cidr *service_cidrs;
+		size_t n_service_cidrs;
+		struct em_cidr *exclude_cidrs;
+		size_t n_exclude_cidrs;
+		uint16_t *exclude_ports;
+		size_t n_exclude_ports;
+	} capture;
+
+	struct em_listener_conf *listeners;
+	size_t n_listeners;
+
+	struct {
+		struct em_addr listen; /* family 0 when tunnels are off */
+		char cluster_key[256];
+	} tunnel;
+
+	struct {
+		char address[256]; /* "host:port" of the cloud node, "" if none */
+	} cloud;
+
+	struct {
+		uint32_t connect_ms;      /* upstream connect */
+		uint32_t idle_ms;         /* no bytes either way */
+		uint32_t request_head_ms; /* HTTP request head must arrive within */
+		uint32_t sniff_ms;        /* client silent this long: raw TCP */
+		uint32_t shutdown_ms;     /* drain on exit */
+	} timeouts;
+};
+
+/* Reads and validates <path>. Returns 0 and a new config in <*out>, or -EINVAL
+ * with a one-line message in <err> naming the file, the key and what was
+ * expected, e.g. "conf/edge.json: capture.port: expected integer 1..65535".
+ * A JSON syntax error names the line. Unknown keys are errors. */
+int em_config_load(const char *path, struct em_config **out, char *err, size_t errlen);
+
+/* As em_config_load from text in memory; <name> is used in messages. */
+int em_config_parse(const char *name, const char *text, size_t len, struct em_config **out,
+		    char *err, size_t errlen);
+
+void em_config_free(struct em_config *cfg);
+
+/* Config values a reload cannot change without a restart (role, node_name,
+ * data_dir, api_socket, workers, capture, listeners' addresses, tunnel.listen).
+ * Returns NULL when <next> may replace <cur>, else the name of the first key
+ * that differs. */
+const char *em_config_restart_key(const struct em_config *cur, const struct em_config *next);
+
+/* The live config, published with RCU like the service table (same reader
+ * rules, see store/table.h). em_config_current is never NULL once the daemon
+ * has published its first config. */
+const struct em_config *em_config_current(void);
+/* Sync thread only: publishes <cfg> and frees the previous one after a grace
+ * period. The caller must not be an online RCU reader. */
+void em_config_publish(struct em_config *cfg);
+
+#endif

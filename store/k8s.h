@@ -1,0 +1,180 @@
+/* Decoding of Kubernetes objects as `kubectl get -o json` prints them
+ * (managedFields, annotations and all) into plain C structs.
+ *
+ * Runs on the sync thread only (allocates). Every string and array of a
+ * decoded object is owned by the object and released by em_k8s_free. */
+#ifndef EM_STORE_K8S_H
+#define EM_STORE_K8S_H
+
+#include "proto/em.h"
+
+struct cJSON;
+
+/* The kinds the metamanager stores; the lower-case names are KubeEdge's
+ * metamanager resource types, used in keys "<namespace>/<type>/<name>". */
+enum em_kind {
+	EM_KIND_SERVICE = 0,
+	EM_KIND_ENDPOINTS,
+	EM_KIND_ENDPOINTSLICE,
+	EM_KIND_POD,
+	EM_KIND_NODE,
+	EM_KIND__COUNT
+};
+
+/* "service", "endpoints", "endpointslice", "pod", "node". */
+const char *em_kind_type(enum em_kind k);
+/* Kubernetes "kind" field: "Service", "Endpoints", "EndpointSlice", "Pod", "Node". */
+const char *em_kind_name(enum em_kind k);
+/* Inverse of em_kind_type; also accepts plurals ("services", "endpointslices")
+ * and the kubectl short names ("svc", "ep", "po", "no"). Returns kind or -EINVAL. */
+int em_kind_from_type(const char *type);
+/* Inverse of em_kind_name. Returns kind or -EINVAL. */
+int em_kind_from_name(const char *kind);
+
+/* Nodes are cluster-scoped; they are stored under this namespace, as
+ * KubeEdge's metamanager does. */
+#define EM_NODE_NAMESPACE "default"
+
+/* Node annotation giving the node's tunnel port when it differs from the
+ * local tunnel.listen port. */
+#define EM_NODE_TUNNEL_PORT_ANNOTATION "edgemesh.io/tunnel-port"
+
+enum em_svc_type {
+	EM_SVC_CLUSTER_IP = 0,
+	EM_SVC_NODE_PORT,
+	EM_SVC_LOAD_BALANCER,
+	EM_SVC_EXTERNAL_NAME,
+};
+
+struct em_k8s_svc_port {
+	char *name;             /* "" when unnamed */
+	uint8_t protocol;       /* IPPROTO_TCP (default), IPPROTO_UDP, IPPROTO_SCTP */
+	uint16_t port;
+	uint16_t target_port;   /* numeric targetPort; 0 when named */
+	char *target_port_name; /* named targetPort, else NULL */
+	uint16_t node_port;     /* 0 when none */
+};
+
+struct em_k8s_service {
+	enum em_svc_type type;
+	bool headless;                 /* clusterIP "None" */
+	struct em_addr *cluster_ips;   /* clusterIPs, else clusterIP; port 0 */
+	size_t n_cluster_ips;
+	char *external_name;           /* ExternalName services, else NULL */
+	bool affinity_client_ip;       /* sessionAffinity: ClientIP */
+	uint32_t affinity_timeout_s;   /* sessionAffinityConfig timeout, default 10800 */
+	struct em_k8s_svc_port *ports;
+	size_t n_ports;
+};
+
+/* An endpoint address of an Endpoints subset or an EndpointSlice. */
+struct em_k8s_ep_addr {
+	struct em_addr ip;  /* port 0 */
+	char *node_name;    /* NULL when absent */
+	char *pod_name;     /* targetRef.name when targetRef.kind is Pod, else NULL */
+	char *pod_namespace;/* targetRef.namespace, else NULL */
+	bool ready;         /* Endpoints: addresses vs notReadyAddresses;
+	                       EndpointSlice: conditions.ready (absent = ready) */
+};
+
+struct em_k8s_ep_port {
+	char *name;        /* "" when unnamed */
+	uint8_t protocol;  /* IPPROTO_TCP default */
+	uint16_t port;
+};
+
+struct em_k8s_subset {
+	struct em_k8s_ep_addr *addrs; /* ready ones, then not-ready ones */
+	size_t n_addrs;
+	struct em_k8s_ep_port *ports;
+	size_t n_ports;
+};
+
+struct em_k8s_endpoints {
+	struct em_k8s_subset *subsets;
+	size_t n_subsets;
+};
+
+/* discovery.k8s.io/v1. Each endpoint of a slice may carry several addresses
+ * of the slice's family; they are flattened into <addrs>, one per address. */
+struct em_k8s_endpointslice {
+	char *service_name;  /* label kubernetes.io/service-name; NULL if absent */
+	uint8_t address_type;/* AF_INET, AF_INET6, or 0 for FQDN (ignored) */
+	struct em_k8s_ep_addr *addrs;
+	size_t n_addrs;
+	struct em_k8s_ep_port *ports;
+	size_t n_ports;
+};
+
+struct em_k8s_container_port {
+	char *name; /* "" when unnamed */
+	uint8_t protocol;
+	uint16_t port;
+};
+
+struct em_k8s_label {
+	char *key;
+	char *value;
+};
+
+struct em_k8s_pod {
+	struct em_addr *ips; /* podIPs, else podIP */
+	size_t n_ips;
+	char *node_name;     /* spec.nodeName, NULL if unscheduled */
+	char *phase;         /* status.phase, NULL if absent */
+	struct em_k8s_label *labels;
+	size_t n_labels;
+	struct em_k8s_container_port *ports; /* of all containers */
+	size_t n_ports;
+};
+
+struct em_k8s_node_addr {
+	char *type;          /* "InternalIP", "ExternalIP", "Hostname", ... */
+	char *address;       /* as given */
+	struct em_addr ip;   /* parsed when it is an IP, else family 0 */
+};
+
+struct em_k8s_node {
+	struct em_k8s_node_addr *addrs;
+	size_t n_addrs;
+	uint16_t tunnel_port; /* EM_NODE_TUNNEL_PORT_ANNOTATION, 0 if absent */
+};
+
+struct em_k8s_object {
+	enum em_kind kind;
+	char *ns;               /* metadata.namespace; EM_NODE_NAMESPACE for nodes,
+	                           "default" when absent on a namespaced kind */
+	char *name;             /* metadata.name */
+	char *resource_version; /* metadata.resourceVersion, NULL if absent */
+	union {
+		struct em_k8s_service svc;
+		struct em_k8s_endpoints ep;
+		struct em_k8s_endpointslice slice;
+		struct em_k8s_pod pod;
+		struct em_k8s_node node;
+	};
+};
+
+/* Decodes one object. <kind> is the expected kind, or -1 to take it from the
+ * object's "kind" field. Returns 0 and a new object in <*out>, or -EINVAL with
+ * a one-line reason in <err> (e.g. "spec.ports[1].port: expected integer
+ * 1..65535") and nothing allocated. Unknown fields are ignored; fields of the
+ * wrong type that the mesh uses are errors. */
+int em_k8s_decode_json(const struct cJSON *obj, int kind, struct em_k8s_object **out,
+		       char *err, size_t errlen);
+
+/* As em_k8s_decode_json, from text of <len> bytes (need not be terminated). */
+int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out,
+		  char *err, size_t errlen);
+
+void em_k8s_free(struct em_k8s_object *obj);
+
+/* Writes "<namespace>/<type>/<name>" into <buf>. Returns its length, or
+ * -ENOSPC when it does not fit. */
+int em_k8s_key(enum em_kind kind, const char *ns, const char *name, char *buf, size_t len);
+
+/* Splits a key into its parts (pointers into <key>, lengths in the slices).
+ * Returns the kind, or -EINVAL when the key is not of a stored kind. */
+int em_k8s_key_split(const char *key, struct em_slice *ns, struct em_slice *name);
+
+#endif

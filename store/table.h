@@ -1,0 +1,114 @@
+/* The service table: an immutable snapshot of every Service, its ports and
+ * their endpoints, built by the sync thread and read lock-free by workers.
+ *
+ * Publication uses liburcu's QSBR flavour. A reader thread must be registered
+ * (rcu_register_thread), report rcu_quiescent_state() once per event-loop turn
+ * and go offline around blocking waits; everything it got from a snapshot is
+ * valid until its next quiescent state. Lookups take no lock and allocate
+ * nothing. */
+#ifndef EM_STORE_TABLE_H
+#define EM_STORE_TABLE_H
+
+#include "proto/em.h"
+#include "store/k8s.h"
+
+struct em_service;
+
+struct em_endpoint {
+	struct em_addr addr;  /* pod ip and target port */
+	const char *node;     /* nodeName, "" when unknown */
+	const char *pod;      /* "ns/name" of the target pod, "" when unknown */
+	bool ready;
+	bool local;           /* node is this node (or unknown): dial directly */
+};
+
+struct em_svc_port {
+	const struct em_service *svc;
+	const char *name;     /* port name, "" when unnamed */
+	uint16_t port;        /* service port */
+	uint8_t protocol;     /* IPPROTO_TCP, ... */
+	/* Ready endpoints first: endpoints[0 .. n_ready) are ready. */
+	const struct em_endpoint *endpoints;
+	uint32_t n_endpoints;
+	uint32_t n_ready;
+	/* Stable across snapshots for the same ns/name/port: keys per-worker
+	 * balancer state that must survive a table swap. */
+	uint64_t key;
+};
+
+struct em_service {
+	const char *ns;
+	const char *name;
+	enum em_svc_type type;
+	bool headless;
+	bool affinity_client_ip;
+	uint32_t affinity_timeout_s;
+	const struct em_addr *cluster_ips;
+	uint32_t n_cluster_ips;
+	const struct em_svc_port *ports;
+	uint32_t n_ports;
+};
+
+struct em_node_info {
+	const char *name;
+	struct em_addr internal_ip; /* first InternalIP, family 0 if none */
+	uint16_t tunnel_port;       /* 0: use the local tunnel.listen port */
+};
+
+struct em_table;
+
+/* Reader side. ------------------------------------------------------------ */
+
+/* The live snapshot (never NULL once em_table_init ran); valid until the
+ * calling thread's next quiescent state. */
+const struct em_table *em_table_current(void);
+
+/* Service port whose cluster IP is <dst>'s address and port is <dst>->port,
+ * for <protocol>; NULL when none. */
+const struct em_svc_port *em_table_lookup(const struct em_table *t, const struct em_addr *dst,
+					  uint8_t protocol);
+
+/* Service by namespace and name; NULL when none. */
+const struct em_service *em_table_service(const struct em_table *t, const char *ns,
+					  const char *name);
+
+/* Port <port>/<protocol> of <svc>; NULL when none. */
+const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t port,
+					  uint8_t protocol);
+
+/* Node by name; NULL when none. */
+const struct em_node_info *em_table_node(const struct em_table *t, const char *name);
+
+uint64_t em_table_generation(const struct em_table *t);
+size_t em_table_service_count(const struct em_table *t);
+size_t em_table_bytes(const struct em_table *t); /* memory of the snapshot */
+
+/* Writer side (sync thread only). ---------------------------------------- */
+
+/* Objects a snapshot is built from: borrowed, read during em_table_build only. */
+struct em_table_input {
+	const struct em_k8s_object *const *objs;
+	size_t n_objs;
+	const char *local_node; /* this node's name */
+};
+
+/* Builds a new snapshot from <in>. Endpoints of a service come from its
+ * EndpointSlices when it has any, else from its Endpoints; a named targetPort
+ * is resolved through the endpoint port of the same name, else the target
+ * pod's container port of that name. Returns NULL on allocation failure. */
+struct em_table *em_table_build(const struct em_table_input *in, uint64_t generation);
+
+/* Installs the empty snapshot. Call once before any reader starts. */
+void em_table_init(void);
+
+/* Publishes <t> and frees the previous snapshot after a grace period. The
+ * caller must not be an online RCU reader. */
+void em_table_publish(struct em_table *t);
+
+/* Frees a snapshot never published. */
+void em_table_free(struct em_table *t);
+
+/* At exit, after every reader stopped: frees the live snapshot. */
+void em_table_shutdown(void);
+
+#endif
