@@ -1,0 +1,660 @@
+/* Service table snapshots: built in one arena by the sync thread, published
+ * with one pointer swap, freed after a QSBR grace period. */
+#define _LGPL_SOURCE
+#include "store/table.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <urcu-qsbr.h>
+
+#include "proto/log.h"
+
+/* Arena: snapshots are built once and freed whole, so a bump allocator over
+ * a list of blocks is all they need. */
+struct arena_block {
+	struct arena_block *next;
+	size_t used, cap;
+	_Alignas(16) char data[];
+};
+
+struct arena {
+	struct arena_block *head;
+	size_t bytes;
+};
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+	struct arena_block *b = a->head;
+	n = (n + 15) & ~(size_t)15;
+	if (!b || b->cap - b->used < n) {
+		size_t cap = n > 60000 ? n : 60000;
+		b = malloc(sizeof(*b) + cap);
+		if (!b)
+			return NULL;
+		b->next = a->head;
+		b->used = 0;
+		b->cap = cap;
+		a->head = b;
+		a->bytes += sizeof(*b) + cap;
+	}
+	void *p = b->data + b->used;
+	b->used += n;
+	return p;
+}
+
+static void arena_free(struct arena *a)
+{
+	struct arena_block *b = a->head, *next;
+	for (; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	a->head = NULL;
+}
+
+static const char *arena_strdup(struct arena *a, const char *s)
+{
+	size_t n = strlen(s ? s : "");
+	char *p = arena_alloc(a, n + 1);
+	if (p) {
+		memcpy(p, s ? s : "", n);
+		p[n] = 0;
+	}
+	return p;
+}
+
+/* Lookup slots. The key is stored inline so that a probe touches one cache
+ * line per slot and never chases a pointer for a miss. */
+struct ip_slot {
+	struct em_addr addr; /* cluster ip + service port */
+	uint8_t protocol;
+	const struct em_svc_port *sp; /* NULL: empty */
+};
+
+struct name_slot {
+	uint64_t hash;
+	const struct em_service *svc;
+};
+
+struct node_slot {
+	uint64_t hash;
+	const struct em_node_info *node;
+};
+
+struct em_table {
+	struct arena arena;
+	uint64_t generation;
+	struct ip_slot *ip_slots;
+	size_t ip_mask;
+	struct name_slot *name_slots;
+	size_t name_mask;
+	struct node_slot *node_slots;
+	size_t node_mask;
+	size_t n_services;
+};
+
+static inline uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+static inline uint64_t ip_hash(const struct em_addr *a, uint8_t protocol)
+{
+	uint64_t w0, w1;
+	memcpy(&w0, a->b, 8);
+	memcpy(&w1, a->b + 8, 8);
+	return mix64(w0 ^ mix64(w1 ^ ((uint64_t)a->port << 16 | (uint64_t)a->family << 8 |
+				      protocol)));
+}
+
+static uint64_t name_hash(const char *ns, const char *name)
+{
+	uint64_t h = em_hash64(ns, strlen(ns), EM_HASH_SEED);
+	h = em_hash64("/", 1, h);
+	return em_hash64(name, strlen(name), h);
+}
+
+static size_t pow2_at_least(size_t n)
+{
+	size_t c = 8;
+	while (c < n)
+		c <<= 1;
+	return c;
+}
+
+/* Reader side ------------------------------------------------------------- */
+
+static struct em_table *live_table;
+
+const struct em_table *em_table_current(void)
+{
+	return rcu_dereference(live_table);
+}
+
+const struct em_svc_port *em_table_lookup(const struct em_table *t, const struct em_addr *dst,
+					  uint8_t protocol)
+{
+	size_t i = ip_hash(dst, protocol) & t->ip_mask;
+	for (;;) {
+		const struct ip_slot *s = &t->ip_slots[i];
+		if (!s->sp)
+			return NULL;
+		if (s->protocol == protocol && em_addr_eq(&s->addr, dst))
+			return s->sp;
+		i = (i + 1) & t->ip_mask;
+	}
+}
+
+const struct em_service *em_table_service(const struct em_table *t, const char *ns,
+					  const char *name)
+{
+	uint64_t h = name_hash(ns, name);
+	size_t i = h & t->name_mask;
+	for (;;) {
+		const struct name_slot *s = &t->name_slots[i];
+		if (!s->svc)
+			return NULL;
+		if (s->hash == h && strcmp(s->svc->ns, ns) == 0 && strcmp(s->svc->name, name) == 0)
+			return s->svc;
+		i = (i + 1) & t->name_mask;
+	}
+}
+
+const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t port,
+					  uint8_t protocol)
+{
+	for (uint32_t i = 0; i < svc->n_ports; i++)
+		if (svc->ports[i].port == port && svc->ports[i].protocol == protocol)
+			return &svc->ports[i];
+	return NULL;
+}
+
+const struct em_node_info *em_table_node(const struct em_table *t, const char *name)
+{
+	uint64_t h = em_hash64(name, strlen(name), EM_HASH_SEED);
+	size_t i = h & t->node_mask;
+	for (;;) {
+		const struct node_slot *s = &t->node_slots[i];
+		if (!s->node)
+			return NULL;
+		if (s->hash == h && strcmp(s->node->name, name) == 0)
+			return s->node;
+		i = (i + 1) & t->node_mask;
+	}
+}
+
+uint64_t em_table_generation(const struct em_table *t)
+{
+	return t->generation;
+}
+
+size_t em_table_service_count(const struct em_table *t)
+{
+	return t->n_services;
+}
+
+size_t em_table_bytes(const struct em_table *t)
+{
+	return t->arena.bytes;
+}
+
+/* Builder ----------------------------------------------------------------- */
+
+/* Temporary index from "ns/name" to a chain of object indices, used to find
+ * the Endpoints/EndpointSlices of a Service and the Pod of an address. */
+struct group_index {
+	struct {
+		uint64_t hash;
+		const char *ns, *name;
+		size_t len_ns, len_name;
+		ssize_t head;
+	} *slots;
+	size_t mask;
+	ssize_t *next;
+};
+
+static uint64_t name_hash_n(const char *ns, size_t nns, const char *name, size_t nname)
+{
+	uint64_t h = em_hash64(ns, nns, EM_HASH_SEED);
+	h = em_hash64("/", 1, h);
+	return em_hash64(name, nname, h);
+}
+
+static int group_init(struct group_index *g, size_t n_keys, size_t n_objs)
+{
+	size_t cap = pow2_at_least(n_keys * 2 + 1);
+	g->slots = calloc(cap, sizeof(*g->slots));
+	g->next = malloc((n_objs ? n_objs : 1) * sizeof(*g->next));
+	g->mask = cap - 1;
+	return g->slots && g->next ? 0 : -ENOMEM;
+}
+
+static void group_free(struct group_index *g)
+{
+	free(g->slots);
+	free(g->next);
+}
+
+static size_t group_find(const struct group_index *g, const char *ns, size_t nns, const char *name,
+			 size_t nname, uint64_t h)
+{
+	size_t i = h & g->mask;
+	while (g->slots[i].ns) {
+		if (g->slots[i].hash == h && g->slots[i].len_ns == nns &&
+		    g->slots[i].len_name == nname && memcmp(g->slots[i].ns, ns, nns) == 0 &&
+		    memcmp(g->slots[i].name, name, nname) == 0)
+			return i;
+		i = (i + 1) & g->mask;
+	}
+	return i;
+}
+
+static void group_add(struct group_index *g, const char *ns, const char *name, size_t idx)
+{
+	size_t nns = strlen(ns), nname = strlen(name);
+	uint64_t h = name_hash_n(ns, nns, name, nname);
+	size_t i = group_find(g, ns, nns, name, nname, h);
+	if (!g->slots[i].ns) {
+		g->slots[i].hash = h;
+		g->slots[i].ns = ns;
+		g->slots[i].name = name;
+		g->slots[i].len_ns = nns;
+		g->slots[i].len_name = nname;
+		g->slots[i].head = -1;
+	}
+	g->next[idx] = g->slots[i].head;
+	g->slots[i].head = (ssize_t)idx;
+}
+
+static ssize_t group_head(const struct group_index *g, const char *ns, size_t nns, const char *name,
+			  size_t nname)
+{
+	uint64_t h = name_hash_n(ns, nns, name, nname);
+	size_t i = group_find(g, ns, nns, name, nname, h);
+	return g->slots[i].ns ? g->slots[i].head : -1;
+}
+
+/* A growable scratch vector of endpoints, reused for every service port. */
+struct ep_vec {
+	struct em_endpoint *v;
+	size_t n, cap;
+};
+
+static int ep_push(struct ep_vec *vec, const struct em_endpoint *e)
+{
+	if (vec->n == vec->cap) {
+		size_t cap = vec->cap ? vec->cap * 2 : 64;
+		void *p = realloc(vec->v, cap * sizeof(*vec->v));
+		if (!p)
+			return -ENOMEM;
+		vec->v = p;
+		vec->cap = cap;
+	}
+	vec->v[vec->n++] = *e;
+	return 0;
+}
+
+struct builder {
+	const struct em_table_input *in;
+	struct em_table *t;
+	struct group_index eps;  /* Endpoints and EndpointSlices by service */
+	struct group_index pods; /* Pods by ns/name */
+	struct ep_vec vec;
+	/* interned node name and pod "ns/name" strings are arena copies */
+};
+
+static bool port_matches(const struct em_k8s_svc_port *sp, const struct em_k8s_ep_port *ep)
+{
+	return ep->protocol == sp->protocol && strcmp(ep->name ? ep->name : "", sp->name) == 0;
+}
+
+/* Target port of <sp> on the pod behind <addr> when the endpoint object
+ * gives no port: numeric targetPort, else the pod's container port of that
+ * name. 0 when it cannot be resolved. */
+static uint16_t resolve_target(struct builder *b, const struct em_k8s_svc_port *sp,
+			       const struct em_k8s_ep_addr *addr)
+{
+	if (!sp->target_port_name)
+		return sp->target_port ? sp->target_port : sp->port;
+	if (!addr->pod_name || !addr->pod_namespace)
+		return 0;
+	ssize_t i = group_head(&b->pods, addr->pod_namespace, strlen(addr->pod_namespace),
+			       addr->pod_name, strlen(addr->pod_name));
+	for (; i >= 0; i = b->pods.next[i]) {
+		const struct em_k8s_pod *pod = &b->in->objs[i]->pod;
+		for (size_t k = 0; k < pod->n_ports; k++)
+			if (pod->ports[k].protocol == sp->protocol &&
+			    strcmp(pod->ports[k].name, sp->target_port_name) == 0)
+				return pod->ports[k].port;
+	}
+	return 0;
+}
+
+static int add_endpoint(struct builder *b, const struct em_k8s_ep_addr *a, uint16_t port)
+{
+	struct em_endpoint e = {0};
+	const char *local = b->in->local_node ? b->in->local_node : "";
+
+	if (!port || !a->ip.family)
+		return 0;
+	e.addr = a->ip;
+	e.addr.port = port;
+	e.ready = a->ready;
+	e.node = a->node_name ? a->node_name : "";
+	e.local = !a->node_name || !a->node_name[0] || strcmp(a->node_name, local) == 0;
+	if (a->pod_name) {
+		const char *ns = a->pod_namespace ? a->pod_namespace : "";
+		size_t n1 = strlen(ns), n2 = strlen(a->pod_name);
+		char *p = arena_alloc(&b->t->arena, n1 + n2 + 2);
+		if (!p)
+			return -ENOMEM;
+		memcpy(p, ns, n1);
+		p[n1] = '/';
+		memcpy(p + n1 + 1, a->pod_name, n2 + 1);
+		e.pod = p;
+	} else {
+		e.pod = "";
+	}
+	e.node = arena_strdup(&b->t->arena, e.node);
+	if (!e.node)
+		return -ENOMEM;
+	return ep_push(&b->vec, &e);
+}
+
+/* Endpoints of one service port, from slices if the service has any, else
+ * from its Endpoints object(s). */
+static int collect_endpoints(struct builder *b, const struct em_k8s_object *svc,
+			     const struct em_k8s_svc_port *sp)
+{
+	ssize_t head = group_head(&b->eps, svc->ns, strlen(svc->ns), svc->name, strlen(svc->name));
+	bool have_slices = false;
+	int rc;
+
+	for (ssize_t i = head; i >= 0; i = b->eps.next[i])
+		if (b->in->objs[i]->kind == EM_KIND_ENDPOINTSLICE)
+			have_slices = true;
+
+	for (ssize_t i = head; i >= 0; i = b->eps.next[i]) {
+		const struct em_k8s_object *o = b->in->objs[i];
+		if (have_slices && o->kind == EM_KIND_ENDPOINTSLICE) {
+			const struct em_k8s_endpointslice *s = &o->slice;
+			if (!s->address_type)
+				continue;
+			for (size_t p = 0; p < s->n_ports; p++) {
+				if (!port_matches(sp, &s->ports[p]))
+					continue;
+				for (size_t k = 0; k < s->n_addrs; k++)
+					if ((rc = add_endpoint(b, &s->addrs[k], s->ports[p].port)))
+						return rc;
+			}
+			if (s->n_ports == 0)
+				for (size_t k = 0; k < s->n_addrs; k++)
+					if ((rc = add_endpoint(b, &s->addrs[k],
+							       resolve_target(b, sp, &s->addrs[k]))))
+						return rc;
+		} else if (!have_slices && o->kind == EM_KIND_ENDPOINTS) {
+			for (size_t j = 0; j < o->ep.n_subsets; j++) {
+				const struct em_k8s_subset *sub = &o->ep.subsets[j];
+				for (size_t p = 0; p < sub->n_ports; p++) {
+					if (!port_matches(sp, &sub->ports[p]))
+						continue;
+					for (size_t k = 0; k < sub->n_addrs; k++)
+						if ((rc = add_endpoint(b, &sub->addrs[k],
+								       sub->ports[p].port)))
+							return rc;
+				}
+				if (sub->n_ports == 0)
+					for (size_t k = 0; k < sub->n_addrs; k++)
+						if ((rc = add_endpoint(
+							     b, &sub->addrs[k],
+							     resolve_target(b, sp, &sub->addrs[k]))))
+							return rc;
+			}
+		}
+	}
+	return 0;
+}
+
+static int build_service(struct builder *b, const struct em_k8s_object *o, struct em_service *svc)
+{
+	const struct em_k8s_service *ks = &o->svc;
+	struct em_svc_port *ports;
+	struct em_addr *ips;
+	struct arena *a = &b->t->arena;
+	int rc;
+
+	svc->ns = arena_strdup(a, o->ns);
+	svc->name = arena_strdup(a, o->name);
+	svc->type = ks->type;
+	svc->headless = ks->headless;
+	svc->affinity_client_ip = ks->affinity_client_ip;
+	svc->affinity_timeout_s = ks->affinity_timeout_s;
+	ips = arena_alloc(a, (ks->n_cluster_ips + 1) * sizeof(*ips));
+	ports = arena_alloc(a, (ks->n_ports + 1) * sizeof(*ports));
+	if (!svc->ns || !svc->name || !ips || !ports)
+		return -ENOMEM;
+	memcpy(ips, ks->cluster_ips, ks->n_cluster_ips * sizeof(*ips));
+	svc->cluster_ips = ips;
+	svc->n_cluster_ips = (uint32_t)ks->n_cluster_ips;
+
+	for (size_t i = 0; i < ks->n_ports; i++) {
+		const struct em_k8s_svc_port *kp = &ks->ports[i];
+		struct em_svc_port *p = &ports[i];
+		struct em_endpoint *eps;
+		size_t n_ready = 0, w = 0;
+		char keybuf[16];
+
+		b->vec.n = 0;
+		if ((rc = collect_endpoints(b, o, kp)))
+			return rc;
+		eps = arena_alloc(a, (b->vec.n + 1) * sizeof(*eps));
+		if (!eps)
+			return -ENOMEM;
+		/* ready endpoints first, each group in the source order */
+		for (size_t k = 0; k < b->vec.n; k++)
+			if (b->vec.v[k].ready)
+				eps[w++] = b->vec.v[k];
+		n_ready = w;
+		for (size_t k = 0; k < b->vec.n; k++)
+			if (!b->vec.v[k].ready)
+				eps[w++] = b->vec.v[k];
+
+		p->svc = svc;
+		p->name = arena_strdup(a, kp->name);
+		if (!p->name)
+			return -ENOMEM;
+		p->port = kp->port;
+		p->protocol = kp->protocol;
+		p->endpoints = eps;
+		p->n_endpoints = (uint32_t)w;
+		p->n_ready = (uint32_t)n_ready;
+		p->key = name_hash(o->ns, o->name);
+		snprintf(keybuf, sizeof(keybuf), "/%u/%u", kp->port, kp->protocol);
+		p->key = em_hash64(keybuf, strlen(keybuf), p->key);
+	}
+	svc->ports = ports;
+	svc->n_ports = (uint32_t)ks->n_ports;
+	return 0;
+}
+
+static void insert_ip(struct em_table *t, const struct em_addr *ip, const struct em_svc_port *sp)
+{
+	struct em_addr key = *ip;
+	key.port = sp->port;
+	size_t i = ip_hash(&key, sp->protocol) & t->ip_mask;
+	while (t->ip_slots[i].sp) {
+		if (t->ip_slots[i].protocol == sp->protocol && em_addr_eq(&t->ip_slots[i].addr, &key))
+			return; /* two services claim one cluster IP: first wins */
+		i = (i + 1) & t->ip_mask;
+	}
+	t->ip_slots[i].addr = key;
+	t->ip_slots[i].protocol = sp->protocol;
+	t->ip_slots[i].sp = sp;
+}
+
+static void insert_name(struct em_table *t, const struct em_service *svc)
+{
+	uint64_t h = name_hash(svc->ns, svc->name);
+	size_t i = h & t->name_mask;
+	while (t->name_slots[i].svc) {
+		if (t->name_slots[i].hash == h && strcmp(t->name_slots[i].svc->ns, svc->ns) == 0 &&
+		    strcmp(t->name_slots[i].svc->name, svc->name) == 0)
+			return;
+		i = (i + 1) & t->name_mask;
+	}
+	t->name_slots[i].hash = h;
+	t->name_slots[i].svc = svc;
+}
+
+static int build_node(struct em_table *t, const struct em_k8s_object *o)
+{
+	struct em_node_info *n = arena_alloc(&t->arena, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	memset(n, 0, sizeof(*n));
+	n->name = arena_strdup(&t->arena, o->name);
+	if (!n->name)
+		return -ENOMEM;
+	for (size_t i = 0; i < o->node.n_addrs; i++)
+		if (o->node.addrs[i].ip.family && strcmp(o->node.addrs[i].type, "InternalIP") == 0) {
+			n->internal_ip = o->node.addrs[i].ip;
+			break;
+		}
+	n->tunnel_port = o->node.tunnel_port;
+
+	uint64_t h = em_hash64(n->name, strlen(n->name), EM_HASH_SEED);
+	size_t i = h & t->node_mask;
+	while (t->node_slots[i].node) {
+		if (t->node_slots[i].hash == h && strcmp(t->node_slots[i].node->name, n->name) == 0)
+			return 0;
+		i = (i + 1) & t->node_mask;
+	}
+	t->node_slots[i].hash = h;
+	t->node_slots[i].node = n;
+	return 0;
+}
+
+struct em_table *em_table_build(const struct em_table_input *in, uint64_t generation)
+{
+	struct builder b = {.in = in};
+	size_t n_svc = 0, n_ep = 0, n_pod = 0, n_node = 0, n_ips = 0;
+	struct em_table *t = calloc(1, sizeof(*t));
+	struct em_service *svcs;
+
+	if (!t)
+		return NULL;
+	b.t = t;
+	t->generation = generation;
+
+	for (size_t i = 0; i < in->n_objs; i++) {
+		const struct em_k8s_object *o = in->objs[i];
+		switch (o->kind) {
+		case EM_KIND_SERVICE:
+			n_svc++;
+			n_ips += o->svc.n_cluster_ips * (o->svc.n_ports ? o->svc.n_ports : 1);
+			break;
+		case EM_KIND_ENDPOINTS:
+		case EM_KIND_ENDPOINTSLICE:
+			n_ep++;
+			break;
+		case EM_KIND_POD:
+			n_pod++;
+			break;
+		case EM_KIND_NODE:
+			n_node++;
+			break;
+		default:
+			break;
+		}
+	}
+
+	t->ip_mask = pow2_at_least(n_ips * 2 + 1) - 1;
+	t->name_mask = pow2_at_least(n_svc * 2 + 1) - 1;
+	t->node_mask = pow2_at_least(n_node * 2 + 1) - 1;
+	t->ip_slots = arena_alloc(&t->arena, (t->ip_mask + 1) * sizeof(*t->ip_slots));
+	t->name_slots = arena_alloc(&t->arena, (t->name_mask + 1) * sizeof(*t->name_slots));
+	t->node_slots = arena_alloc(&t->arena, (t->node_mask + 1) * sizeof(*t->node_slots));
+	svcs = arena_alloc(&t->arena, (n_svc + 1) * sizeof(*svcs));
+	if (!t->ip_slots || !t->name_slots || !t->node_slots || !svcs)
+		goto fail;
+	memset(t->ip_slots, 0, (t->ip_mask + 1) * sizeof(*t->ip_slots));
+	memset(t->name_slots, 0, (t->name_mask + 1) * sizeof(*t->name_slots));
+	memset(t->node_slots, 0, (t->node_mask + 1) * sizeof(*t->node_slots));
+
+	if (group_init(&b.eps, n_ep, in->n_objs) || group_init(&b.pods, n_pod, in->n_objs))
+		goto fail;
+	for (size_t i = 0; i < in->n_objs; i++) {
+		const struct em_k8s_object *o = in->objs[i];
+		if (o->kind == EM_KIND_ENDPOINTS)
+			group_add(&b.eps, o->ns, o->name, i);
+		else if (o->kind == EM_KIND_ENDPOINTSLICE && o->slice.service_name)
+			group_add(&b.eps, o->ns, o->slice.service_name, i);
+		else if (o->kind == EM_KIND_POD)
+			group_add(&b.pods, o->ns, o->name, i);
+	}
+
+	for (size_t i = 0; i < in->n_objs; i++) {
+		const struct em_k8s_object *o = in->objs[i];
+		if (o->kind == EM_KIND_NODE) {
+			if (build_node(t, o))
+				goto fail;
+			continue;
+		}
+		if (o->kind != EM_KIND_SERVICE)
+			continue;
+		struct em_service *svc = &svcs[t->n_services++];
+		if (build_service(&b, o, svc))
+			goto fail;
+		insert_name(t, svc);
+		for (uint32_t k = 0; k < svc->n_cluster_ips; k++)
+			for (uint32_t p = 0; p < svc->n_ports; p++)
+				insert_ip(t, &svc->cluster_ips[k], &svc->ports[p]);
+	}
+	group_free(&b.eps);
+	group_free(&b.pods);
+	free(b.vec.v);
+	return t;
+fail:
+	EM_ERR("table", "out of memory building snapshot %llu", (unsigned long long)generation);
+	group_free(&b.eps);
+	group_free(&b.pods);
+	free(b.vec.v);
+	em_table_free(t);
+	return NULL;
+}
+
+void em_table_free(struct em_table *t)
+{
+	if (!t)
+		return;
+	arena_free(&t->arena);
+	free(t);
+}
+
+void em_table_init(void)
+{
+	struct em_table_input in = {0};
+	struct em_table *t = em_table_build(&in, 0);
+	if (!t)
+		abort(); /* nothing can run without a table, and this is startup */
+	rcu_assign_pointer(live_table, t);
+}
+
+void em_table_publish(struct em_table *t)
+{
+	struct em_table *old = rcu_xchg_pointer(&live_table, t);
+	synchronize_rcu();
+	em_table_free(old);
+}
+
+void em_table_shutdown(void)
+{
+	struct em_table *old = rcu_xchg_pointer(&live_table, NULL);
+	em_table_free(old);
+}
