@@ -1,0 +1,376 @@
+/* Object store: sqlite is the source of truth for what is kept; memory holds
+ * only the decoded objects the snapshot builder needs (not their JSON, which
+ * is read back from sqlite on the rare list/get), so the footprint stays that
+ * of the decoded structs. */
+#include "store/store.h"
+
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "proto/log.h"
+#include "store/db.h"
+#include "store/table.h"
+
+struct entry {
+	char *key;
+	struct em_k8s_object *obj;
+};
+
+#define TOMBSTONE ((struct entry *)1)
+
+struct em_store {
+	struct em_db *db;
+	char *local_node;
+	struct entry **slots; /* open addressing by key */
+	size_t cap, used, live;
+	size_t per_kind[EM_KIND__COUNT];
+	uint64_t generation;
+	uint64_t last_build_ns;
+	uint64_t skipped;
+	const struct em_k8s_object **scratch; /* builder input, reused */
+	size_t scratch_cap;
+};
+
+static uint64_t key_hash(const char *key)
+{
+	return em_hash64(key, strlen(key), EM_HASH_SEED);
+}
+
+static size_t find_slot(const struct em_store *st, const char *key, bool for_insert)
+{
+	size_t mask = st->cap - 1, i = key_hash(key) & mask, first_free = SIZE_MAX;
+	for (;;) {
+		struct entry *e = st->slots[i];
+		if (!e)
+			return for_insert && first_free != SIZE_MAX ? first_free : i;
+		if (e == TOMBSTONE) {
+			if (first_free == SIZE_MAX)
+				first_free = i;
+		} else if (strcmp(e->key, key) == 0) {
+			return i;
+		}
+		i = (i + 1) & mask;
+	}
+}
+
+static int grow(struct em_store *st)
+{
+	size_t cap = st->cap ? st->cap * 2 : 1024;
+	struct entry **old = st->slots;
+	size_t old_cap = st->cap;
+
+	while (cap < (st->live + 1) * 2)
+		cap *= 2;
+	st->slots = calloc(cap, sizeof(*st->slots));
+	if (!st->slots) {
+		st->slots = old;
+		return -ENOMEM;
+	}
+	st->cap = cap;
+	st->used = st->live;
+	for (size_t i = 0; i < old_cap; i++)
+		if (old[i] && old[i] != TOMBSTONE)
+			st->slots[find_slot(st, old[i]->key, true)] = old[i];
+	free(old);
+	return 0;
+}
+
+static void entry_free(struct entry *e)
+{
+	em_k8s_free(e->obj);
+	free(e->key);
+	free(e);
+}
+
+/* Takes ownership of <obj>; replaces an entry of the same key. */
+static int cache_put(struct em_store *st, const char *key, struct em_k8s_object *obj)
+{
+	size_t i;
+	struct entry *e;
+
+	if ((st->used + 1) * 4 >= st->cap * 3 && grow(st))
+		return -ENOMEM;
+	i = find_slot(st, key, true);
+	e = st->slots[i];
+	if (e && e != TOMBSTONE) {
+		st->per_kind[e->obj->kind]--;
+		em_k8s_free(e->obj);
+		e->obj = obj;
+		st->per_kind[obj->kind]++;
+		return 0;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->key = strdup(key))) {
+		free(e);
+		return -ENOMEM;
+	}
+	e->obj = obj;
+	if (!st->slots[i])
+		st->used++;
+	st->slots[i] = e;
+	st->live++;
+	st->per_kind[obj->kind]++;
+	return 0;
+}
+
+static bool cache_has(const struct em_store *st, const char *key)
+{
+	struct entry *e = st->cap ? st->slots[find_slot(st, key, false)] : NULL;
+	return e && e != TOMBSTONE;
+}
+
+static bool cache_del(struct em_store *st, const char *key)
+{
+	if (!st->cap)
+		return false;
+	size_t i = find_slot(st, key, false);
+	struct entry *e = st->slots[i];
+	if (!e || e == TOMBSTONE)
+		return false;
+	st->per_kind[e->obj->kind]--;
+	entry_free(e);
+	st->slots[i] = TOMBSTONE;
+	st->live--;
+	return true;
+}
+
+/* Builds and publishes a snapshot of everything in the cache. */
+static int republish(struct em_store *st)
+{
+	struct em_table_input in = {.local_node = st->local_node};
+	size_t n = 0;
+	uint64_t t0 = em_now_ns();
+	struct em_table *t;
+
+	if (st->scratch_cap < st->live + 1) {
+		size_t cap = (st->live + 1) * 2;
+		void *p = realloc(st->scratch, cap * sizeof(*st->scratch));
+		if (!p)
+			return -ENOMEM;
+		st->scratch = p;
+		st->scratch_cap = cap;
+	}
+	for (size_t i = 0; i < st->cap; i++)
+		if (st->slots[i] && st->slots[i] != TOMBSTONE)
+			st->scratch[n++] = st->slots[i]->obj;
+	in.objs = st->scratch;
+	in.n_objs = n;
+	t = em_table_build(&in, st->generation + 1);
+	if (!t)
+		return -ENOMEM;
+	st->last_build_ns = em_now_ns() - t0;
+	st->generation++;
+	em_table_publish(t);
+	return 0;
+}
+
+struct load_ctx {
+	struct em_store *st;
+	int kind;
+	int rc;
+};
+
+static int load_row(void *arg, const char *key, const char *type, const char *value)
+{
+	struct load_ctx *lc = arg;
+	struct em_k8s_object *obj;
+	char err[256];
+	EM_UNUSED(type);
+
+	if (em_k8s_decode(value, strlen(value), lc->kind, &obj, err, sizeof(err))) {
+		EM_WARN("store", "skipping malformed object %s: %s", key, err);
+		lc->st->skipped++;
+		return 0;
+	}
+	if (cache_put(lc->st, key, obj)) {
+		em_k8s_free(obj);
+		lc->rc = -ENOMEM;
+		return 1;
+	}
+	return 0;
+}
+
+int em_store_open(const char *data_dir, const char *local_node, struct em_store **out)
+{
+	char path[PATH_MAX];
+	struct em_store *st = calloc(1, sizeof(*st));
+	int rc;
+
+	if (!st)
+		return -ENOMEM;
+	if (snprintf(path, sizeof(path), "%s/edgemesh.db", data_dir) >= (int)sizeof(path)) {
+		free(st);
+		return -ENAMETOOLONG;
+	}
+	st->local_node = strdup(local_node ? local_node : "");
+	if (!st->local_node || grow(st)) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if ((rc = em_db_open(path, &st->db)))
+		goto fail;
+	for (int k = 0; k < EM_KIND__COUNT; k++) {
+		struct load_ctx lc = {.st = st, .kind = k};
+		rc = em_db_scan(st->db, em_kind_type(k), load_row, &lc);
+		if (lc.rc || rc < 0) {
+			rc = lc.rc ? lc.rc : rc;
+			goto fail;
+		}
+	}
+	if ((rc = republish(st)))
+		goto fail;
+	EM_INFO("store", "loaded %zu objects from %s (%zu services, %llu malformed skipped)",
+		st->live, path, st->per_kind[EM_KIND_SERVICE], (unsigned long long)st->skipped);
+	*out = st;
+	return 0;
+fail:
+	em_store_close(st);
+	return rc;
+}
+
+void em_store_close(struct em_store *st)
+{
+	if (!st)
+		return;
+	for (size_t i = 0; i < st->cap; i++)
+		if (st->slots[i] && st->slots[i] != TOMBSTONE)
+			entry_free(st->slots[i]);
+	free(st->slots);
+	free(st->scratch);
+	free(st->local_node);
+	em_db_close(st->db);
+	free(st);
+}
+
+int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char *err,
+		   size_t errlen)
+{
+	struct em_db_op *ops = calloc(n ? n : 1, sizeof(*ops));
+	struct em_k8s_object **decoded = calloc(n ? n : 1, sizeof(*decoded));
+	char **keys = calloc(n ? n : 1, sizeof(*keys));
+	char **values = calloc(n ? n : 1, sizeof(*values));
+	int rc = 0;
+
+	if (!ops || !decoded || !keys || !values) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char why[256], key[600];
+		if (em_k8s_decode_json(objs[i], -1, &decoded[i], why, sizeof(why))) {
+			snprintf(err, errlen, "items[%zu]: %s", i, why);
+			rc = -EINVAL;
+			goto out;
+		}
+		if (em_k8s_key(decoded[i]->kind, decoded[i]->ns, decoded[i]->name, key,
+			       sizeof(key)) < 0) {
+			snprintf(err, errlen, "items[%zu]: name too long", i);
+			rc = -EINVAL;
+			goto out;
+		}
+		keys[i] = strdup(key);
+		values[i] = cJSON_PrintUnformatted(objs[i]);
+		if (!keys[i] || !values[i]) {
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+			goto out;
+		}
+		ops[i] = (struct em_db_op){.op = EM_DB_UPSERT,
+					   .key = keys[i],
+					   .type = em_kind_type(decoded[i]->kind),
+					   .value = values[i]};
+	}
+	if (em_db_apply(st->db, ops, n)) {
+		snprintf(err, errlen, "database write failed (see log)");
+		rc = -EIO;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (cache_put(st, keys[i], decoded[i])) {
+			/* The disk has it; the next start will load it. */
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+			goto out;
+		}
+		decoded[i] = NULL;
+	}
+	if (republish(st)) {
+		snprintf(err, errlen, "out of memory building the service table");
+		rc = -ENOMEM;
+	}
+out:
+	for (size_t i = 0; i < n && decoded && keys && values; i++) {
+		em_k8s_free(decoded[i]);
+		free(keys[i]);
+		cJSON_free(values[i]);
+	}
+	free(ops);
+	free(decoded);
+	free(keys);
+	free(values);
+	return rc;
+}
+
+int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name)
+{
+	char key[600];
+	struct em_db_op op = {.op = EM_DB_DELETE, .key = key};
+
+	if (em_k8s_key(kind, ns, name, key, sizeof(key)) < 0)
+		return 0;
+	if (!cache_has(st, key))
+		return 0;
+	if (em_db_apply(st->db, &op, 1))
+		return -EIO;
+	cache_del(st, key);
+	if (republish(st))
+		return -ENOMEM;
+	return 1;
+}
+
+struct list_ctx {
+	const char *ns, *name;
+	em_store_visit_cb cb;
+	void *arg;
+	size_t count;
+};
+
+static int list_row(void *arg, const char *key, const char *type, const char *value)
+{
+	struct list_ctx *lc = arg;
+	struct em_slice ns, name;
+	EM_UNUSED(type);
+
+	if (em_k8s_key_split(key, &ns, &name) < 0)
+		return 0;
+	if (lc->ns && !em_slice_eq(ns, lc->ns))
+		return 0;
+	if (lc->name && !em_slice_eq(name, lc->name))
+		return 0;
+	lc->cb(lc->arg, value);
+	lc->count++;
+	return 0;
+}
+
+size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
+		     em_store_visit_cb cb, void *arg)
+{
+	struct list_ctx lc = {.ns = ns, .name = name, .cb = cb, .arg = arg};
+	em_db_scan(st->db, em_kind_type(kind), list_row, &lc);
+	return lc.count;
+}
+
+void em_store_stats(const struct em_store *st, struct em_store_stats *out)
+{
+	const struct em_table *t = em_table_current();
+	memset(out, 0, sizeof(*out));
+	out->generation = st->generation;
+	memcpy(out->objects, st->per_kind, sizeof(out->objects));
+	out->services = t ? em_table_service_count(t) : 0;
+	out->table_bytes = t ? em_table_bytes(t) : 0;
+	out->last_build_ns = st->last_build_ns;
+	out->skipped = st->skipped;
+}

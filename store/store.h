@@ -1,0 +1,50 @@
+/* The metamanager's object store: sqlite on disk, decoded objects in memory,
+ * and the service table snapshot built from them.
+ *
+ * Owned by the sync thread: no function here is thread-safe. Every change is
+ * written to sqlite in one transaction first, then applied in memory, then
+ * published as one new snapshot, so readers and the disk never disagree for
+ * longer than one publication. */
+#ifndef EM_STORE_STORE_H
+#define EM_STORE_STORE_H
+
+#include "store/k8s.h"
+
+struct cJSON;
+struct em_store;
+
+/* Opens <data_dir>/edgemesh.db (created if missing), loads every row of a
+ * stored kind (a malformed row is skipped with a log line naming its key) and
+ * publishes the first snapshot. <local_node> names this node. Returns 0 or
+ * -errno (logged). */
+int em_store_open(const char *data_dir, const char *local_node, struct em_store **out);
+void em_store_close(struct em_store *st);
+
+/* Upserts <n> objects (Kubernetes JSON, each with its "kind") in one
+ * transaction and publishes one snapshot. All or nothing: the first object
+ * that does not decode fails the batch with -EINVAL and "items[i] <key>:
+ * <reason>" in <err>; -EIO when sqlite fails. */
+int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
+		   size_t errlen);
+
+/* Deletes one object. Returns 1 when it existed, 0 when not, -EIO. */
+int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name);
+
+/* Calls <cb> with the compact JSON of each object of <kind> in namespace <ns>
+ * (every namespace when NULL) and name <name> (every name when NULL), in key
+ * order. Returns the number of objects visited. */
+typedef void (*em_store_visit_cb)(void *arg, const char *json);
+size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
+		     em_store_visit_cb cb, void *arg);
+
+struct em_store_stats {
+	uint64_t generation;        /* of the live snapshot */
+	size_t objects[EM_KIND__COUNT];
+	size_t services;            /* in the snapshot */
+	size_t table_bytes;
+	uint64_t last_build_ns;     /* time to build the last snapshot */
+	uint64_t skipped;           /* malformed rows skipped at load */
+};
+void em_store_stats(const struct em_store *st, struct em_store_stats *out);
+
+#endif

@@ -1,0 +1,355 @@
+/* The sync thread's loop: poll(2) over the API socket, its clients and a
+ * wake-up eventfd. The thread is not an RCU reader: it is the writer, so it
+ * may wait for grace periods (em_table_publish) without deadlock. */
+#include "store/sync.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "proto/log.h"
+#include "store/api.h"
+#include "store/store.h"
+
+#define MAX_CLIENTS 64
+#define CLIENT_IDLE_MS 30000
+
+struct client {
+	int fd;
+	struct em_buf in, out;
+	size_t out_off;
+	uint64_t deadline;
+	bool closing; /* close once <out> is written */
+};
+
+struct em_sync {
+	pthread_t thread;
+	int wake_fd;
+	int listen_fd;
+	atomic_bool stop;
+	atomic_bool reload;
+	atomic_uint_fast64_t reloads, reload_failures;
+	struct em_store *store;
+	char config_path[PATH_MAX];
+	char node_name[254];
+	char socket_path[108];
+	struct client clients[MAX_CLIENTS];
+	size_t n_clients;
+};
+
+static void client_close(struct em_sync *s, size_t i)
+{
+	close(s->clients[i].fd);
+	em_buf_free(&s->clients[i].in);
+	em_buf_free(&s->clients[i].out);
+	s->clients[i] = s->clients[--s->n_clients];
+	memset(&s->clients[s->n_clients], 0, sizeof(s->clients[0]));
+}
+
+static void reload_config(struct em_sync *s)
+{
+	struct em_config *next;
+	const struct em_config *cur = em_config_current();
+	const char *key;
+	char err[1024];
+
+	if (em_config_load(s->config_path, &next, err, sizeof(err))) {
+		atomic_fetch_add(&s->reload_failures, 1);
+		EM_ERR("config", "reload refused, keeping the running config: %s", err);
+		return;
+	}
+	if ((key = em_config_restart_key(cur, next))) {
+		atomic_fetch_add(&s->reload_failures, 1);
+		EM_ERR("config",
+		       "reload refused, keeping the running config: %s: %s changed, which needs a "
+		       "restart",
+		       s->config_path, key);
+		em_config_free(next);
+		return;
+	}
+	em_log_level = next->log_level;
+	em_config_publish(next);
+	atomic_fetch_add(&s->reloads, 1);
+	EM_INFO("config", "reloaded %s", s->config_path);
+}
+
+static void handle_input(struct em_sync *s, struct client *c)
+{
+	struct em_api_info info = {.config_path = s->config_path,
+				   .node_name = s->node_name,
+				   .reloads = atomic_load(&s->reloads),
+				   .reload_failures = atomic_load(&s->reload_failures)};
+	size_t start = 0;
+
+	for (;;) {
+		char *nl = memchr(c->in.data + start, '\n', c->in.len - start);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (c->in.data + start));
+		if (em_api_handle(s->store, &info, c->in.data + start, len, &c->out)) {
+			c->closing = true;
+			break;
+		}
+		start += len + 1;
+	}
+	if (start) {
+		memmove(c->in.data, c->in.data + start, c->in.len - start);
+		c->in.len -= start;
+	}
+	if (c->in.len > EM_API_MAX_REQUEST) {
+		static const char msg[] = "{\"ok\":false,\"error\":\"request too large\"}\n";
+		em_buf_append(&c->out, msg, sizeof(msg) - 1);
+		c->in.len = 0;
+		c->closing = true;
+	}
+}
+
+/* Returns false when the client is to be closed now. */
+static bool client_read(struct em_sync *s, struct client *c)
+{
+	char buf[65536];
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+		if (n > 0) {
+			if (em_buf_append(&c->in, buf, (size_t)n))
+				return false;
+			if (c->in.len > EM_API_MAX_REQUEST)
+				break;
+			continue;
+		}
+		if (n == 0)
+			return false; /* peer left, perhaps mid-request: nothing to answer */
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			break;
+		if (errno == EINTR)
+			continue;
+		return false;
+	}
+	handle_input(s, c);
+	return true;
+}
+
+static bool client_write(struct client *c)
+{
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
+				 MSG_NOSIGNAL);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			continue;
+		}
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n == -1 && errno == EINTR)
+			continue;
+		return false;
+	}
+	c->out.len = c->out_off = 0;
+	return !c->closing;
+}
+
+static void accept_clients(struct em_sync *s)
+{
+	for (;;) {
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1)
+			return;
+		if (s->n_clients == MAX_CLIENTS) {
+			static const char msg[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
+			if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) < 0)
+				EM_DEBUG("api", "refusing a client: %s", strerror(errno));
+			close(fd);
+			continue;
+		}
+		struct client *c = &s->clients[s->n_clients++];
+		memset(c, 0, sizeof(*c));
+		c->fd = fd;
+		c->deadline = em_now_ms() + CLIENT_IDLE_MS;
+	}
+}
+
+static void *sync_main(void *arg)
+{
+	struct em_sync *s = arg;
+	struct pollfd pfd[MAX_CLIENTS + 2];
+
+	while (!atomic_load(&s->stop)) {
+		size_t n = 0;
+		pfd[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
+		pfd[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+		for (size_t i = 0; i < s->n_clients; i++) {
+			struct client *c = &s->clients[i];
+			short ev = c->closing ? 0 : POLLIN;
+			if (c->out.len > c->out_off)
+				ev |= POLLOUT;
+			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
+		}
+		if (poll(pfd, n, 1000) == -1 && errno != EINTR) {
+			EM_ERR("sync", "poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[0].revents & POLLIN) {
+			uint64_t v;
+			if (read(s->wake_fd, &v, sizeof(v)) < 0)
+				EM_DEBUG("sync", "wake read: %s", strerror(errno));
+		}
+		if (atomic_exchange(&s->reload, false))
+			reload_config(s);
+		if (pfd[1].revents & POLLIN)
+			accept_clients(s);
+
+		uint64_t now = em_now_ms();
+		/* Walk backwards: client_close moves the last client into slot i. The
+		 * clients accepted this turn have no pollfd yet and are skipped. */
+		for (size_t i = EM_MIN(s->n_clients, n - 2); i-- > 0;) {
+			struct client *c = &s->clients[i];
+			short re = pfd[i + 2].revents;
+			bool keep = true;
+			if (re & (POLLIN | POLLHUP | POLLERR))
+				keep = client_read(s, c);
+			if (keep && c->out.len > c->out_off)
+				keep = client_write(c);
+			else if (keep && c->closing)
+				keep = false;
+			if (re)
+				c->deadline = now + CLIENT_IDLE_MS;
+			if (!keep || now > c->deadline)
+				client_close(s, i);
+		}
+	}
+	while (s->n_clients)
+		client_close(s, s->n_clients - 1);
+	return NULL;
+}
+
+static int bind_socket(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+	mode_t old;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		EM_ERR("api", "%s: socket path too long", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	/* A socket file left by a dead process is replaced; one that answers
+	 * belongs to a running daemon and is not ours to take. */
+	if (access(path, F_OK) == 0) {
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe != -1 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			close(fd);
+			EM_ERR("api", "%s: another edgemesh is serving this socket", path);
+			return -EADDRINUSE;
+		}
+		if (probe != -1)
+			close(probe);
+		unlink(path);
+	}
+	old = umask(0177);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+		int e = errno;
+		umask(old);
+		close(fd);
+		EM_ERR("api", "bind %s: %s", path, strerror(e));
+		return -e;
+	}
+	umask(old);
+	chmod(path, 0600);
+	if (listen(fd, 64) == -1) {
+		int e = errno;
+		close(fd);
+		unlink(path);
+		EM_ERR("api", "listen %s: %s", path, strerror(e));
+		return -e;
+	}
+	return fd;
+}
+
+int em_sync_start(struct em_config *cfg, struct em_sync **out)
+{
+	struct em_sync *s = calloc(1, sizeof(*s));
+	int rc;
+
+	if (!s) {
+		em_config_free(cfg);
+		return -ENOMEM;
+	}
+	s->listen_fd = s->wake_fd = -1;
+	snprintf(s->config_path, sizeof(s->config_path), "%s", cfg->path);
+	snprintf(s->node_name, sizeof(s->node_name), "%s", cfg->node_name);
+	snprintf(s->socket_path, sizeof(s->socket_path), "%s", cfg->api_socket);
+	em_log_level = cfg->log_level;
+	em_config_publish(cfg);
+
+	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)))
+		goto fail;
+	if ((s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = bind_socket(s->socket_path)) < 0)
+		goto fail;
+	s->listen_fd = rc;
+	if ((rc = pthread_create(&s->thread, NULL, sync_main, s))) {
+		rc = -rc;
+		unlink(s->socket_path);
+		goto fail;
+	}
+	EM_INFO("api", "serving %s", s->socket_path);
+	*out = s;
+	return 0;
+fail:
+	if (s->listen_fd != -1)
+		close(s->listen_fd);
+	if (s->wake_fd != -1)
+		close(s->wake_fd);
+	em_store_close(s->store);
+	free(s);
+	return rc;
+}
+
+static void wake(struct em_sync *s)
+{
+	uint64_t one = 1;
+	if (write(s->wake_fd, &one, sizeof(one)) < 0)
+		EM_DEBUG("sync", "wake: %s", strerror(errno));
+}
+
+void em_sync_reload(struct em_sync *s)
+{
+	atomic_store(&s->reload, true);
+	wake(s);
+}
+
+void em_sync_reload_counts(struct em_sync *s, uint64_t *applied, uint64_t *refused)
+{
+	*applied = atomic_load(&s->reloads);
+	*refused = atomic_load(&s->reload_failures);
+}
+
+void em_sync_stop(struct em_sync *s)
+{
+	if (!s)
+		return;
+	atomic_store(&s->stop, true);
+	wake(s);
+	pthread_join(s->thread, NULL);
+	close(s->listen_fd);
+	unlink(s->socket_path);
+	close(s->wake_fd);
+	em_store_close(s->store);
+	free(s);
+}

@@ -1,0 +1,28 @@
+/* The metamanager sync thread: owns the store (sqlite + snapshots), serves
+ * the API socket, and applies config reloads. */
+#ifndef EM_STORE_SYNC_H
+#define EM_STORE_SYNC_H
+
+#include "store/config.h"
+
+struct em_sync;
+
+/* Publishes <cfg> as the live config (ownership passes), opens the store
+ * under cfg->data_dir (loading what is on disk and publishing the first
+ * snapshot before returning), binds cfg->api_socket (mode 0600; a stale
+ * socket file of a dead process is replaced, a live one is an error) and
+ * starts the thread. Returns 0 or -errno (logged); on error <cfg> is freed. */
+int em_sync_start(struct em_config *cfg, struct em_sync **out);
+
+/* Asks the thread to re-read the config file. Any thread may call it. A valid
+ * file is published; an invalid one, or one changing a key that needs a
+ * restart, is refused with a log line and the running config stays. */
+void em_sync_reload(struct em_sync *s);
+
+/* Number of reloads applied / refused so far. */
+void em_sync_reload_counts(struct em_sync *s, uint64_t *applied, uint64_t *refused);
+
+/* Stops the thread, closes the socket (and removes its file) and the store. */
+void em_sync_stop(struct em_sync *s);
+
+#endif
