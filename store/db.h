@@ -29,11 +29,14 @@ struct em_db_op {
 };
 
 /* Applies <n> operations in one transaction: all or none. Returns 0 or -EIO
- * (logged). A delete of a missing key is not an error. */
+ * (logged). A delete of a missing key is not an error. An op without a key,
+ * or an upsert without type or value, fails the batch with -EINVAL (logged). */
 int em_db_apply(struct em_db *db, const struct em_db_op *ops, size_t n);
 
 /* Calls <cb> for each row whose type is <type> (every row when NULL), in key
- * order. A non-zero return from <cb> stops the scan and is returned. */
+ * order. A non-zero return from <cb> stops the scan and is returned; -EIO on
+ * a read error. The strings passed to <cb> live only for that call (NULL
+ * columns are passed as ""); <cb> must not call back into <db>. */
 typedef int (*em_db_row_cb)(void *arg, const char *key, const char *type, const char *value);
 int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg);
 

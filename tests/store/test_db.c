@@ -1,0 +1,406 @@
+/* The metamanager store: KubeEdge schema compatibility, round trips, batch
+ * atomicity, bounded WAL. */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store/db.h"
+
+static char dir[PATH_MAX];
+static char path[PATH_MAX + 16];
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/em-test-db-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/edgemesh.db", dir);
+}
+
+static void teardown(void)
+{
+	char p[PATH_MAX + 32];
+	static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
+TestSuite(db, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Builds a database with plain sqlite3 calls, as edgecore would leave it. */
+static void raw_exec(const char *p, const char *sql)
+{
+	sqlite3 *h;
+	char *msg = NULL;
+	cr_assert_eq(sqlite3_open(p, &h), SQLITE_OK);
+	int rc = sqlite3_exec(h, sql, NULL, NULL, &msg);
+	cr_assert_eq(rc, SQLITE_OK, "%s: %s", sql, msg ? msg : "");
+	sqlite3_close(h);
+}
+
+static int raw_count(const char *p, const char *sql)
+{
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	int n = -1;
+	cr_assert_eq(sqlite3_open(p, &h), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(h));
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	return n;
+}
+
+struct rows {
+	size_t n;
+	char key[64][128];
+	char type[64][32];
+	char value[64][256];
+};
+
+static int collect(void *arg, const char *key, const char *type, const char *value)
+{
+	struct rows *r = arg;
+	cr_assert_lt(r->n, 64);
+	snprintf(r->key[r->n], sizeof(r->key[0]), "%s", key);
+	snprintf(r->type[r->n], sizeof(r->type[0]), "%s", type);
+	snprintf(r->value[r->n], sizeof(r->value[0]), "%s", value);
+	r->n++;
+	return 0;
+}
+
+static const char *find(const struct rows *r, const char *key)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->key[i], key) == 0)
+			return r->value[i];
+	return NULL;
+}
+
+static const char *const our_types[] = {"service", "endpoints", "endpointslice", "pod", "node"};
+
+static void seed_kubeedge(const char *schema)
+{
+	raw_exec(path, schema);
+	raw_exec(path, "INSERT INTO meta(key, type, value) VALUES"
+	               "('default/configmap/x', 'configmap', '{\"kind\":\"ConfigMap\"}'),"
+	               "('default/secret/y', 'secret', '{\"kind\":\"Secret\"}'),"
+	               "('default/service/web', 'service', '{\"kind\":\"Service\"}'),"
+	               "('default/endpoints/web', 'endpoints', '{\"kind\":\"Endpoints\"}'),"
+	               "('kube-system/pod/dns-1', 'pod', '{\"kind\":\"Pod\"}')");
+}
+
+static void check_kubeedge_db(void)
+{
+	struct em_db *db;
+	struct rows r = {0};
+
+	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_scan(db, "service", collect, &r), 0);
+	cr_assert_eq(r.n, 1);
+	cr_assert_str_eq(r.key[0], "default/service/web");
+	cr_assert_str_eq(r.value[0], "{\"kind\":\"Service\"}");
+
+	memset(&r, 0, sizeof(r));
+	cr_assert_eq(em_db_scan(db, "pod", collect, &r), 0);
+	cr_assert_eq(r.n, 1);
+	cr_assert_str_eq(r.key[0], "kube-system/pod/dns-1");
+
+	/* Every row, in key order, other types included. */
+	memset(&r, 0, sizeof(r));
+	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
+	cr_assert_eq(r.n, 5);
+	for (size_t i = 1; i < r.n; i++)
+		cr_assert_lt(strcmp(r.key[i - 1], r.key[i]), 0);
+
+	struct em_db_op ops[] = {
+	        {EM_DB_UPSERT, "default/service/web", "service", "{\"v\":2}"},
+	        {EM_DB_UPSERT, "default/node/n1", "node", "{\"kind\":\"Node\"}"},
+	        {EM_DB_DELETE, "default/endpoints/web", NULL, NULL},
+	};
+	cr_assert_eq(em_db_apply(db, ops, 3), 0);
+	cr_assert_eq(em_db_check(db), 0);
+	em_db_close(db);
+
+	/* Rows of other types survive our writes untouched. */
+	cr_assert_eq(raw_count(path,
+	                       "SELECT count(*) FROM meta WHERE key = 'default/configmap/x' "
+	                       "AND type = 'configmap' AND value = '{\"kind\":\"ConfigMap\"}'"),
+	             1);
+	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta WHERE key = 'default/secret/y' "
+	                             "AND type = 'secret' AND value = '{\"kind\":\"Secret\"}'"),
+	             1);
+	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta WHERE key = "
+	                             "'default/service/web' AND value = '{\"v\":2}'"),
+	             1);
+	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta"), 5);
+	/* Still one table named meta: we did not create a second one. */
+	cr_assert_eq(raw_count(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"), 1);
+}
+
+Test(db, opens_kubeedge_schema)
+{
+	seed_kubeedge("CREATE TABLE meta(key TEXT PRIMARY KEY, type TEXT, value TEXT)");
+	check_kubeedge_db();
+}
+
+/* The DDL edgecore's ORM emits for the same table: sized varchar columns,
+ * NOT NULL with defaults, quoted names. */
+Test(db, opens_edgecore_orm_schema)
+{
+	seed_kubeedge("CREATE TABLE \"meta\" (\"key\" varchar(256) NOT NULL PRIMARY KEY, "
+	              "\"type\" varchar(32) NOT NULL DEFAULT '', \"value\" text)");
+	check_kubeedge_db();
+}
+
+Test(db, creates_schema_and_wal)
+{
+	struct em_db *db;
+	cr_assert_eq(em_db_open(path, &db), 0);
+	em_db_close(db);
+	cr_assert_eq(raw_count(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+	                             "name = 'meta' AND sql = 'CREATE TABLE meta(key TEXT PRIMARY "
+	                             "KEY, type TEXT, value TEXT)'"),
+	             1);
+	/* WAL is persistent in the file header: a plain connection sees it. */
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+	cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+}
+
+Test(db, round_trip_every_type)
+{
+	struct em_db *db;
+	char key[5][64], val[5][64];
+	struct em_db_op ops[5];
+	struct rows r;
+
+	cr_assert_eq(em_db_open(path, &db), 0);
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(key[i], sizeof(key[i]), "ns1/%s/obj", our_types[i]);
+		snprintf(val[i], sizeof(val[i]), "{\"t\":\"%s\",\"v\":1}", our_types[i]);
+		ops[i] = (struct em_db_op){EM_DB_UPSERT, key[i], our_types[i], val[i]};
+	}
+	cr_assert_eq(em_db_apply(db, ops, 5), 0);
+
+	for (size_t i = 0; i < 5; i++) {
+		memset(&r, 0, sizeof(r));
+		cr_assert_eq(em_db_scan(db, our_types[i], collect, &r), 0);
+		cr_assert_eq(r.n, 1, "type %s", our_types[i]);
+		cr_assert_str_eq(r.key[0], key[i]);
+		cr_assert_str_eq(r.type[0], our_types[i]);
+		cr_assert_str_eq(r.value[0], val[i]);
+	}
+
+	/* Update in place, then survive a reopen. */
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(val[i], sizeof(val[i]), "{\"t\":\"%s\",\"v\":2}", our_types[i]);
+		ops[i].value = val[i];
+	}
+	cr_assert_eq(em_db_apply(db, ops, 5), 0);
+	em_db_close(db);
+	cr_assert_eq(em_db_open(path, &db), 0);
+	memset(&r, 0, sizeof(r));
+	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
+	cr_assert_eq(r.n, 5);
+	for (size_t i = 0; i < 5; i++)
+		cr_assert_str_eq(find(&r, key[i]), val[i]);
+
+	/* Delete each; deleting a missing key is no error. */
+	for (size_t i = 0; i < 5; i++)
+		ops[i] = (struct em_db_op){.op = EM_DB_DELETE, .key = key[i]};
+	cr_assert_eq(em_db_apply(db, ops, 5), 0);
+	cr_assert_eq(em_db_apply(db, ops, 5), 0);
+	memset(&r, 0, sizeof(r));
+	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
+	cr_assert_eq(r.n, 0);
+	/* An empty batch commits nothing and succeeds. */
+	cr_assert_eq(em_db_apply(db, NULL, 0), 0);
+	em_db_close(db);
+}
+
+static int stop_at_two(void *arg, const char *key, const char *type, const char *value)
+{
+	int *n = arg;
+	(void)key, (void)type, (void)value;
+	return ++*n == 2 ? 42 : 0;
+}
+
+Test(db, scan_stops_on_callback_value)
+{
+	struct em_db *db;
+	struct em_db_op ops[] = {
+	        {EM_DB_UPSERT, "a/pod/1", "pod", "{}"},
+	        {EM_DB_UPSERT, "a/pod/2", "pod", "{}"},
+	        {EM_DB_UPSERT, "a/pod/3", "pod", "{}"},
+	};
+	int n = 0;
+	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_apply(db, ops, 3), 0);
+	cr_assert_eq(em_db_scan(db, "pod", stop_at_two, &n), 42);
+	cr_assert_eq(n, 2);
+	/* The statement was reset: a new scan starts from the beginning. */
+	n = 0;
+	cr_assert_eq(em_db_scan(db, "pod", stop_at_two, &n), 42);
+	em_db_close(db);
+}
+
+Test(db, batch_is_atomic)
+{
+	struct em_db *db;
+	struct rows r = {0};
+	struct em_db_op ok[] = {
+	        {EM_DB_UPSERT, "default/service/a", "service", "{\"v\":1}"},
+	};
+	struct em_db_op bad[] = {
+	        {EM_DB_UPSERT, "default/service/a", "service", "{\"v\":2}"},
+	        {EM_DB_UPSERT, "default/service/b", "service", "{\"v\":1}"},
+	        {EM_DB_DELETE, "default/service/a", NULL, NULL},
+	        {EM_DB_UPSERT, NULL, "service", "{}"},
+	};
+	struct em_db_op bad_upsert[] = {
+	        {EM_DB_UPSERT, "default/service/c", "service", "{}"},
+	        {EM_DB_UPSERT, "default/service/d", "service", NULL},
+	};
+
+	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_apply(db, ok, 1), 0);
+	cr_assert_lt(em_db_apply(db, bad, 4), 0);
+	cr_assert_lt(em_db_apply(db, bad_upsert, 2), 0);
+	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
+	cr_assert_eq(r.n, 1);
+	cr_assert_str_eq(r.value[0], "{\"v\":1}");
+
+	/* The handle is usable after a rollback. */
+	cr_assert_eq(em_db_apply(db, bad, 3), 0);
+	memset(&r, 0, sizeof(r));
+	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
+	cr_assert_eq(r.n, 1);
+	cr_assert_str_eq(r.key[0], "default/service/b");
+	em_db_close(db);
+}
+
+/* A failure raised by sqlite itself in the middle of a batch (here a trigger,
+ * standing in for a constraint or I/O error) rolls back the earlier ops. */
+Test(db, sqlite_error_rolls_back)
+{
+	struct em_db *db;
+	struct rows r = {0};
+	struct em_db_op ops[] = {
+	        {EM_DB_UPSERT, "default/service/a", "service", "{}"},
+	        {EM_DB_UPSERT, "default/service/boom", "service", "{}"},
+	        {EM_DB_UPSERT, "default/service/z", "service", "{}"},
+	};
+
+	cr_assert_eq(em_db_open(path, &db), 0);
+	raw_exec(path, "CREATE TRIGGER boom BEFORE INSERT ON meta WHEN NEW.key = "
+	               "'default/service/boom' BEGIN SELECT RAISE(ABORT, 'boom'); END");
+	cr_assert_eq(em_db_apply(db, ops, 3), -EIO);
+	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
+	cr_assert_eq(r.n, 0);
+	cr_assert_eq(em_db_apply(db, ops, 1), 0);
+	em_db_close(db);
+}
+
+/* Another connection holding the write lock: the batch waits out the busy
+ * timeout and fails cleanly instead of corrupting anything. */
+Test(db, busy_writer_fails_cleanly, .timeout = 30)
+{
+	struct em_db *db;
+	sqlite3 *h;
+	struct em_db_op ops[] = {{EM_DB_UPSERT, "default/pod/p", "pod", "{}"}};
+
+	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	cr_assert_eq(em_db_apply(db, ops, 1), -EIO);
+	cr_assert_eq(sqlite3_exec(h, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(h);
+	cr_assert_eq(em_db_apply(db, ops, 1), 0);
+	em_db_close(db);
+}
+
+Test(db, wal_stays_bounded)
+{
+	struct em_db *db;
+	char wal[PATH_MAX + 32];
+	char *value = malloc(2048 + 1);
+	char key[8][64];
+	struct em_db_op ops[8];
+	struct stat st;
+	off_t max_wal = 0;
+
+	cr_assert_not_null(value);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	cr_assert_eq(em_db_open(path, &db), 0);
+	/* 250 batches of 8: 2,000 upserts of 2 KiB values, keys cycling over
+	 * 400 objects so the table itself stays small while the WAL sees
+	 * about 8 MiB of page writes. */
+	for (int b = 0; b < 250; b++) {
+		for (int i = 0; i < 8; i++) {
+			snprintf(key[i], sizeof(key[i]), "default/pod/p%03d", (b * 8 + i) % 400);
+			ops[i] = (struct em_db_op){EM_DB_UPSERT, key[i], "pod", value};
+		}
+		memset(value, 'a' + b % 26, 2048);
+		value[2048] = 0;
+		cr_assert_eq(em_db_apply(db, ops, 8), 0);
+		if (stat(wal, &st) == 0 && st.st_size > max_wal)
+			max_wal = st.st_size;
+	}
+	cr_log_info("largest -wal file: %lld bytes", (long long)max_wal);
+	cr_assert_gt(max_wal, 0, "no -wal file: not in WAL mode");
+	/* wal_autocheckpoint of 512 pages: about 2 MiB plus one batch. */
+	cr_assert_lt(max_wal, 3 * 1024 * 1024, "WAL grew to %lld bytes", (long long)max_wal);
+	cr_assert_eq(em_db_check(db), 0);
+	em_db_close(db);
+	free(value);
+	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta WHERE type = 'pod'"), 400);
+}
+
+Test(db, open_errors)
+{
+	struct em_db *db = (struct em_db *)1;
+	char p[PATH_MAX + 32];
+
+	snprintf(p, sizeof(p), "%s/missing-dir/edgemesh.db", dir);
+	cr_assert_lt(em_db_open(p, &db), 0);
+	cr_assert_null(db);
+
+	/* A file that is not a database. */
+	snprintf(p, sizeof(p), "%s/garbage.db", dir);
+	FILE *f = fopen(p, "w");
+	cr_assert_not_null(f);
+	for (int i = 0; i < 200; i++)
+		fputs("this is not an sqlite database at all. ", f);
+	fclose(f);
+	cr_assert_eq(em_db_open(p, &db), -EIO);
+	unlink(p);
+
+	/* A meta table without the columns we need. */
+	raw_exec(path, "CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT)");
+	cr_assert_eq(em_db_open(path, &db), -EIO);
+}
+
+Test(db, check_ok)
+{
+	struct em_db *db;
+	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_check(db), 0);
+	em_db_close(db);
+}
