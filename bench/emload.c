@@ -1,0 +1,664 @@
+/* emload: the benchmark's load generator for what wrk cannot do.
+ *
+ *   pingpong  request/response of -s bytes over -c keep-alive connections for
+ *             -d seconds; every response must equal its request byte for byte
+ *   connect   the same, but a new connection per request (connect, send,
+ *             receive, close), -c of them in flight
+ *   bulk      -c streams, each sends the hello "EMBULK01"+seed and then reads
+ *             the counter pattern of embackend's source mode, checking every
+ *             byte, for -d seconds
+ *   idle      opens -c connections, proves each works with one small round
+ *             trip, prints "READY <n>" on stdout, holds them -H seconds (any
+ *             byte or close from the far side during the hold is an error),
+ *             round-trips on every one again, closes
+ *
+ * Usage: emload -m MODE -a IP:PORT [-c CONNS] [-d SECS] [-s SIZE] [-t THREADS]
+ *               [-H HOLD_SECS]
+ * The last stdout line is "RESULT key=value ..." (mode, conns, secs, ops,
+ * rps, gbps, p50_us, p99_us, p999_us, errors). Exit status 1 when any error
+ * occurred, and the first error is named on stderr. Latency is kept in a
+ * log-bucketed histogram (32 sub-buckets per power of two: about 3% error),
+ * one per thread, merged at the end. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proto/em.h"
+
+#define LD_SUB_BITS 5
+#define LD_SUB      (1u << LD_SUB_BITS)
+#define LD_BUCKETS  (2 * LD_SUB + 45 * LD_SUB)
+#define LD_RECV_BUF (256 * 1024)
+
+enum ld_mode { LD_PINGPONG, LD_CONNECT, LD_BULK, LD_IDLE };
+enum ld_state { LD_CONNECTING, LD_SENDING, LD_RECVING, LD_CLOSED };
+
+struct ld_hist {
+	uint64_t count[LD_BUCKETS];
+	uint64_t n;
+};
+
+struct ld_thread;
+
+struct ld_conn {
+	int fd;
+	enum ld_state state;
+	uint32_t id;
+	uint64_t seq;
+	size_t sent, rcvd;
+	uint64_t t0;
+	uint64_t seed, offset; /* bulk stream position */
+	bool watch_out;        /* EPOLLOUT (instead of EPOLLIN) is registered */
+	char *req, *resp;
+	struct ld_thread *th;
+};
+
+struct ld_thread {
+	pthread_t tid;
+	int index;
+	int ep;
+	int nconns;
+	struct ld_conn *conns;
+	uint64_t ops, bytes, errors;
+	char first_error[160];
+	struct ld_hist hist;
+	char *rbuf; /* bulk receive buffer */
+};
+
+static enum ld_mode g_mode;
+static struct sockaddr_storage g_target;
+static socklen_t g_target_len;
+static int g_conns = 50, g_threads = 1;
+static double g_secs = 5, g_hold = 5;
+static size_t g_size = 100;
+static uint64_t g_deadline_ns;
+
+static void fail(struct ld_thread *th, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Errors are counted, never fatal: the harness wants the full count. */
+static void fail(struct ld_thread *th, const char *fmt, ...)
+{
+	if (th->errors++ == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(th->first_error, sizeof(th->first_error), fmt, ap);
+		va_end(ap);
+	}
+}
+
+static unsigned hist_index(uint64_t v)
+{
+	if (v < 2 * LD_SUB)
+		return (unsigned)v;
+	unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= LD_SUB_BITS + 1 */
+	unsigned sub = (unsigned)(v >> (e - LD_SUB_BITS)) & (LD_SUB - 1);
+	unsigned i = 2 * LD_SUB + (e - LD_SUB_BITS - 1) * LD_SUB + sub;
+	return i < LD_BUCKETS ? i : LD_BUCKETS - 1;
+}
+
+/* Middle of bucket <i>, the inverse of hist_index. */
+static double hist_value(unsigned i)
+{
+	if (i < 2 * LD_SUB)
+		return i;
+	unsigned e = (i - 2 * LD_SUB) / LD_SUB + LD_SUB_BITS + 1;
+	unsigned sub = (i - 2 * LD_SUB) % LD_SUB;
+	double step = (double)(1ULL << (e - LD_SUB_BITS));
+	return (double)(1ULL << e) + sub * step + step / 2;
+}
+
+static double hist_percentile(const struct ld_hist *h, double p)
+{
+	if (!h->n)
+		return 0;
+	/* libm is not linked into the bench programs: round up by hand. */
+	double exact = p / 100.0 * (double)h->n;
+	uint64_t want = (uint64_t)exact, seen = 0;
+	if ((double)want < exact)
+		want++;
+	if (want == 0)
+		want = 1;
+	for (unsigned i = 0; i < LD_BUCKETS; i++) {
+		seen += h->count[i];
+		if (seen >= want)
+			return hist_value(i);
+	}
+	return hist_value(LD_BUCKETS - 1);
+}
+
+static void hist_add(struct ld_hist *h, uint64_t ns)
+{
+	h->count[hist_index(ns)]++;
+	h->n++;
+}
+
+static int open_socket(bool nonblock)
+{
+	int fd = socket(g_target.ss_family,
+	                SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+	if (fd == -1)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	return fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1 ? -errno : 0;
+}
+
+/* Request bytes: an 8-byte sequence number, then a per-connection pattern, so
+ * that a response routed to the wrong connection or reordered never matches. */
+static void make_request(struct ld_conn *c)
+{
+	c->seq++;
+	uint64_t tag = ((uint64_t)c->id << 40) ^ c->seq;
+	memcpy(c->req, &tag, EM_MIN(g_size, (size_t)8));
+}
+
+static void watch(struct ld_conn *c, bool out, int op)
+{
+	struct epoll_event ev = {.events = out ? EPOLLOUT : EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+	epoll_ctl(c->th->ep, op, c->fd, &ev);
+	c->watch_out = out;
+}
+
+static void conn_close(struct ld_conn *c)
+{
+	if (c->fd >= 0) {
+		epoll_ctl(c->th->ep, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+	}
+	c->fd = -1;
+	c->state = LD_CLOSED;
+}
+
+static bool running(void)
+{
+	return em_now_ns() < g_deadline_ns;
+}
+
+static void on_request_event(struct ld_conn *c);
+
+/* Starts a request on <c>: a new connection first in connect mode. */
+static void start_request(struct ld_conn *c)
+{
+	c->sent = c->rcvd = 0;
+	c->t0 = em_now_ns();
+	make_request(c);
+	if (g_mode == LD_CONNECT) {
+		int fd = open_socket(true);
+		if (fd < 0) {
+			fail(c->th, "socket: %s", strerror(-fd));
+			c->state = LD_CLOSED;
+			return;
+		}
+		c->fd = fd;
+		c->state = LD_CONNECTING;
+		if (connect(fd, (struct sockaddr *)&g_target, g_target_len) == -1 &&
+		    errno != EINPROGRESS) {
+			fail(c->th, "connect: %s", strerror(errno));
+			close(fd);
+			c->fd = -1;
+			c->state = LD_CLOSED;
+			return;
+		}
+		watch(c, true, EPOLL_CTL_ADD);
+		return;
+	}
+	/* Send at once: waiting for EPOLLOUT would cost two syscalls per
+	 * request on the load generator's side. */
+	c->state = LD_SENDING;
+	on_request_event(c);
+}
+
+static void on_request_event(struct ld_conn *c)
+{
+	struct ld_thread *th = c->th;
+	if (c->state == LD_CONNECTING) {
+		int err = 0;
+		socklen_t el = sizeof(err);
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+		if (err) {
+			fail(th, "connect: %s", strerror(err));
+			conn_close(c);
+			return;
+		}
+		c->state = LD_SENDING;
+	}
+	if (c->state == LD_SENDING) {
+		while (c->sent < g_size) {
+			ssize_t n = send(c->fd, c->req + c->sent, g_size - c->sent, MSG_NOSIGNAL);
+			if (n == -1) {
+				if (errno == EAGAIN) {
+					if (!c->watch_out)
+						watch(c, true, EPOLL_CTL_MOD);
+					return;
+				}
+				fail(th, "send: %s", strerror(errno));
+				conn_close(c);
+				return;
+			}
+			c->sent += (size_t)n;
+		}
+		c->state = LD_RECVING;
+		if (c->watch_out)
+			watch(c, false, EPOLL_CTL_MOD);
+		return;
+	}
+	if (c->state != LD_RECVING)
+		return;
+	for (;;) {
+		ssize_t n = recv(c->fd, c->resp + c->rcvd, g_size - c->rcvd, 0);
+		if (n == -1) {
+			if (errno == EAGAIN)
+				return;
+			fail(th, "recv: %s", strerror(errno));
+			conn_close(c);
+			return;
+		}
+		if (n == 0) {
+			fail(th, "connection closed by peer after %zu of %zu response bytes",
+			     c->rcvd, g_size);
+			conn_close(c);
+			return;
+		}
+		c->rcvd += (size_t)n;
+		if (c->rcvd == g_size)
+			break;
+	}
+	uint64_t now = em_now_ns();
+	if (memcmp(c->req, c->resp, g_size) != 0) {
+		fail(th, "response differs from request (connection %u, request %llu)", c->id,
+		     (unsigned long long)c->seq);
+		conn_close(c);
+		return;
+	}
+	if (now <= g_deadline_ns) {
+		th->ops++;
+		hist_add(&th->hist, now - c->t0);
+	}
+	if (g_mode == LD_CONNECT)
+		conn_close(c);
+	if (now < g_deadline_ns)
+		start_request(c);
+	else if (g_mode != LD_CONNECT)
+		conn_close(c);
+}
+
+/* Checks bulk bytes against the counter pattern; see embackend.c. */
+static bool bulk_check(const char *buf, size_t len, uint64_t seed, uint64_t off)
+{
+	size_t i = 0;
+	while (i < len && ((off + i) & 7)) {
+		uint64_t w = ((off + i) >> 3) ^ seed;
+		if (buf[i] != (char)(w >> (8 * ((off + i) & 7))))
+			return false;
+		i++;
+	}
+	uint64_t k = (off + i) >> 3, bad = 0;
+	for (; i + 8 <= len; i += 8, k++) {
+		uint64_t w;
+		memcpy(&w, buf + i, 8);
+		bad |= w ^ (k ^ seed);
+	}
+	if (bad)
+		return false;
+	for (; i < len; i++) {
+		uint64_t w = ((off + i) >> 3) ^ seed;
+		if (buf[i] != (char)(w >> (8 * ((off + i) & 7))))
+			return false;
+	}
+	return true;
+}
+
+static void on_bulk_event(struct ld_conn *c)
+{
+	struct ld_thread *th = c->th;
+	for (int rounds = 0; rounds < 8; rounds++) {
+		ssize_t n = recv(c->fd, th->rbuf, LD_RECV_BUF, 0);
+		if (n == -1) {
+			if (errno != EAGAIN) {
+				fail(th, "bulk recv: %s", strerror(errno));
+				conn_close(c);
+			}
+			return;
+		}
+		if (n == 0) {
+			fail(th, "bulk stream closed by peer after %llu bytes",
+			     (unsigned long long)c->offset);
+			conn_close(c);
+			return;
+		}
+		if (!bulk_check(th->rbuf, (size_t)n, c->seed, c->offset)) {
+			fail(th, "bulk stream %u: wrong bytes at offset %llu", c->id,
+			     (unsigned long long)c->offset);
+			conn_close(c);
+			return;
+		}
+		c->offset += (uint64_t)n;
+		th->bytes += (uint64_t)n;
+	}
+}
+
+/* Blocking connect for the long-lived connections of pingpong, bulk, idle. */
+static int connect_blocking(struct ld_thread *th)
+{
+	int fd = open_socket(false);
+	if (fd < 0) {
+		fail(th, "socket: %s", strerror(-fd));
+		return -1;
+	}
+	if (connect(fd, (struct sockaddr *)&g_target, g_target_len) == -1) {
+		fail(th, "connect: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void *thread_main(void *arg)
+{
+	struct ld_thread *th = arg;
+	struct epoll_event evs[256];
+	th->ep = epoll_create1(EPOLL_CLOEXEC);
+	for (int i = 0; i < th->nconns; i++) {
+		struct ld_conn *c = &th->conns[i];
+		c->th = th;
+		c->fd = -1;
+		if (g_mode == LD_CONNECT) {
+			start_request(c);
+			continue;
+		}
+		c->fd = connect_blocking(th);
+		if (c->fd < 0) {
+			c->state = LD_CLOSED;
+			continue;
+		}
+		set_nonblock(c->fd);
+		if (g_mode == LD_BULK) {
+			char hello[16] = "EMBULK01";
+			c->seed = ((uint64_t)c->id << 32) * 0x9E3779B97F4A7C15ULL + 12345;
+			memcpy(hello + 8, &c->seed, 8);
+			if (send(c->fd, hello, sizeof(hello), MSG_NOSIGNAL) != sizeof(hello)) {
+				fail(th, "bulk hello: %s", strerror(errno));
+				close(c->fd);
+				c->fd = -1;
+				c->state = LD_CLOSED;
+				continue;
+			}
+			c->state = LD_RECVING;
+			watch(c, false, EPOLL_CTL_ADD);
+			continue;
+		}
+		watch(c, false, EPOLL_CTL_ADD);
+		start_request(c);
+	}
+	/* After the deadline, requests in flight are still awaited (and checked)
+	 * for up to 2 s; they do not count towards the rate. */
+	uint64_t hard_stop = g_deadline_ns + 2000000000ULL;
+	for (;;) {
+		uint64_t now = em_now_ns();
+		if (g_mode == LD_BULK && now >= g_deadline_ns)
+			break;
+		int open = 0;
+		for (int i = 0; i < th->nconns; i++)
+			open += th->conns[i].state != LD_CLOSED;
+		if (!open)
+			break;
+		if (now >= hard_stop) {
+			fail(th, "%d requests got no response within 2 s", open);
+			break;
+		}
+		int n = epoll_wait(th->ep, evs, EM_ARRAY_SIZE(evs), 50);
+		for (int i = 0; i < n; i++) {
+			struct ld_conn *c = evs[i].data.ptr;
+			if (c->state == LD_CLOSED)
+				continue;
+			if (g_mode == LD_BULK)
+				on_bulk_event(c);
+			else
+				on_request_event(c);
+		}
+		/* A connect-mode slot whose request failed is restarted, so
+		 * that one error does not silently lower the load. */
+		if (g_mode == LD_CONNECT && running())
+			for (int i = 0; i < th->nconns; i++)
+				if (th->conns[i].state == LD_CLOSED)
+					start_request(&th->conns[i]);
+	}
+	for (int i = 0; i < th->nconns; i++)
+		conn_close(&th->conns[i]);
+	close(th->ep);
+	return NULL;
+}
+
+/* One blocking round trip on <fd> with a 5 s timeout. */
+static int idle_ping(struct ld_thread *th, int fd, uint32_t id, uint64_t round)
+{
+	char req[32], resp[32];
+	uint64_t tag = ((uint64_t)id << 8) | round;
+	memset(req, 'i', sizeof(req));
+	memcpy(req, &tag, 8);
+	if (send(fd, req, sizeof(req), MSG_NOSIGNAL) != sizeof(req)) {
+		fail(th, "idle send: %s", strerror(errno));
+		return -1;
+	}
+	size_t got = 0;
+	while (got < sizeof(resp)) {
+		ssize_t n = recv(fd, resp + got, sizeof(resp) - got, 0);
+		if (n <= 0) {
+			fail(th, "idle recv on connection %u: %s", id,
+			     n == 0 ? "closed by peer" : strerror(errno));
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	if (memcmp(req, resp, sizeof(req)) != 0) {
+		fail(th, "idle connection %u: response differs", id);
+		return -1;
+	}
+	return 0;
+}
+
+static uint64_t run_idle(struct ld_thread *th)
+{
+	int *fds = calloc((size_t)g_conns, sizeof(int));
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t ok = 0;
+	struct timeval tv = {.tv_sec = 5};
+	if (!fds) {
+		fail(th, "out of memory");
+		return 0;
+	}
+	for (int i = 0; i < g_conns; i++) {
+		fds[i] = connect_blocking(th);
+		if (fds[i] < 0)
+			continue;
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (idle_ping(th, fds[i], (uint32_t)i, 1) < 0) {
+			close(fds[i]);
+			fds[i] = -1;
+			continue;
+		}
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+		ok++;
+	}
+	printf("READY %llu\n", (unsigned long long)ok);
+	fflush(stdout);
+	uint64_t end = em_now_ns() + (uint64_t)(g_hold * 1e9);
+	struct epoll_event evs[64];
+	for (uint64_t now = em_now_ns(); now < end; now = em_now_ns()) {
+		int n = epoll_wait(ep, evs, EM_ARRAY_SIZE(evs), (int)((end - now) / 1000000) + 1);
+		for (int i = 0; i < n; i++) {
+			uint32_t id = evs[i].data.u32;
+			fail(th, "idle connection %u: unexpected %s during hold", id,
+			     evs[i].events & (EPOLLRDHUP | EPOLLHUP) ? "close" : "data");
+			epoll_ctl(ep, EPOLL_CTL_DEL, fds[id], NULL);
+			close(fds[id]);
+			fds[id] = -1;
+			ok--;
+		}
+	}
+	for (int i = 0; i < g_conns; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (idle_ping(th, fds[i], (uint32_t)i, 2) < 0)
+			ok--;
+		close(fds[i]);
+	}
+	close(ep);
+	free(fds);
+	return ok;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: emload -m pingpong|connect|bulk|idle -a IP:PORT [-c CONNS] "
+	                "[-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	struct em_addr target;
+	bool have_target = false;
+	int opt;
+	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:")) != -1) {
+		switch (opt) {
+		case 'm':
+			if (!strcmp(optarg, "pingpong"))
+				g_mode = LD_PINGPONG;
+			else if (!strcmp(optarg, "connect"))
+				g_mode = LD_CONNECT;
+			else if (!strcmp(optarg, "bulk"))
+				g_mode = LD_BULK;
+			else if (!strcmp(optarg, "idle"))
+				g_mode = LD_IDLE;
+			else
+				usage();
+			break;
+		case 'a':
+			if (em_addr_parse(optarg, true, &target) < 0)
+				usage();
+			have_target = true;
+			break;
+		case 'c':
+			g_conns = atoi(optarg);
+			break;
+		case 'd':
+			g_secs = atof(optarg);
+			break;
+		case 's':
+			g_size = (size_t)atol(optarg);
+			break;
+		case 't':
+			g_threads = atoi(optarg);
+			break;
+		case 'H':
+			g_hold = atof(optarg);
+			break;
+		default:
+			usage();
+		}
+	}
+	if (!have_target || g_conns < 1 || g_threads < 1 || g_threads > 64 || g_size < 1 ||
+	    g_size > (1 << 20) || g_secs <= 0)
+		usage();
+	if (g_threads > g_conns)
+		g_threads = g_conns;
+	g_target_len = em_addr_to_sockaddr(&target, &g_target);
+	signal(SIGPIPE, SIG_IGN);
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+
+	const char *mode_name[] = {"pingpong", "connect", "bulk", "idle"};
+	struct ld_thread *ths = calloc((size_t)g_threads, sizeof(*ths));
+	struct ld_conn *conns = calloc((size_t)g_conns, sizeof(*conns));
+	if (!ths || !conns)
+		return 2;
+	uint64_t ops = 0, bytes = 0, errors = 0;
+	const char *first_error = NULL;
+	uint64_t t_start = em_now_ns(), t_end;
+	struct ld_hist *total = calloc(1, sizeof(*total));
+	if (!total)
+		return 2;
+	if (g_mode == LD_IDLE) {
+		ops = run_idle(&ths[0]);
+		t_end = em_now_ns();
+		errors = ths[0].errors;
+		if (errors)
+			first_error = ths[0].first_error;
+	} else {
+		for (int i = 0; i < g_conns; i++) {
+			conns[i].id = (uint32_t)i;
+			conns[i].req = malloc(g_size);
+			conns[i].resp = malloc(g_size);
+			if (!conns[i].req || !conns[i].resp)
+				return 2;
+			for (size_t k = 0; k < g_size; k++)
+				conns[i].req[k] = (char)('a' + (k + (size_t)i) % 26);
+		}
+		g_deadline_ns = t_start + (uint64_t)(g_secs * 1e9);
+		int per = g_conns / g_threads, extra = g_conns % g_threads, at = 0;
+		for (int t = 0; t < g_threads; t++) {
+			ths[t].index = t;
+			ths[t].conns = conns + at;
+			ths[t].nconns = per + (t < extra);
+			at += ths[t].nconns;
+			if (g_mode == LD_BULK && !(ths[t].rbuf = malloc(LD_RECV_BUF)))
+				return 2;
+			pthread_create(&ths[t].tid, NULL, thread_main, &ths[t]);
+		}
+		for (int t = 0; t < g_threads; t++) {
+			pthread_join(ths[t].tid, NULL);
+			ops += ths[t].ops;
+			bytes += ths[t].bytes;
+			errors += ths[t].errors;
+			if (ths[t].errors && !first_error)
+				first_error = ths[t].first_error;
+			for (unsigned b = 0; b < LD_BUCKETS; b++)
+				total->count[b] += ths[t].hist.count[b];
+			total->n += ths[t].hist.n;
+		}
+		t_end = EM_MIN(em_now_ns(), g_deadline_ns);
+	}
+	double secs = (double)(t_end - t_start) / 1e9;
+	if (g_mode == LD_IDLE)
+		secs = g_hold;
+	printf("RESULT mode=%s conns=%d secs=%.3f ops=%llu rps=%.0f gbps=%.3f p50_us=%.1f "
+	       "p99_us=%.1f p999_us=%.1f errors=%llu\n",
+	       mode_name[g_mode], g_conns, secs, (unsigned long long)ops,
+	       g_mode == LD_IDLE ? 0.0 : (double)ops / secs, (double)bytes * 8 / secs / 1e9,
+	       hist_percentile(total, 50) / 1e3, hist_percentile(total, 99) / 1e3,
+	       hist_percentile(total, 99.9) / 1e3, (unsigned long long)errors);
+	if (g_mode == LD_IDLE && ops != (uint64_t)g_conns && !errors)
+		errors = 1, first_error = "fewer idle connections than asked";
+	if (g_mode != LD_IDLE && g_mode != LD_BULK && ops == 0 && !errors)
+		errors = 1, first_error = "no request completed";
+	if (g_mode == LD_BULK && bytes == 0 && !errors)
+		errors = 1, first_error = "no bulk bytes received";
+	if (errors) {
+		fprintf(stderr, "emload: FAILED: %llu errors; first: %s\n",
+		        (unsigned long long)errors, first_error);
+		return 1;
+	}
+	return 0;
+}
