@@ -408,7 +408,7 @@ static int parse_ip(const char *s, int family, struct em_addr *out)
 
 static const char *family_name(int family)
 {
-	return family == AF_INET ? "IPv4 " : family == AF_INET6 ? "IPv6 " : "";
+	return family == AF_INET ? "IPv4" : family == AF_INET6 ? "IPv6" : "IP";
 }
 
 /* Parses string <it> as an IP address; the error names <name> under the
@@ -419,7 +419,7 @@ static int ip_value(struct dec *d, const cJSON *it, const char *name, int family
 	if (!cJSON_IsString(it) || !it->valuestring)
 		return fail(d, name, "expected string");
 	if (parse_ip(it->valuestring, family, out))
-		return fail(d, name, "invalid %sIP address \"%.64s\"", family_name(family),
+		return fail(d, name, "invalid %s address \"%.64s\"", family_name(family),
 		            it->valuestring);
 	return 0;
 }
@@ -577,6 +577,33 @@ static int decode_svc_ips(struct dec *d, const cJSON *spec, struct em_k8s_servic
 	return rc;
 }
 
+static int decode_affinity(struct dec *d, const cJSON *spec, struct em_k8s_service *s)
+{
+	const cJSON *cfg, *cip;
+	const char *str;
+	size_t mark;
+	int rc;
+
+	rc = get_string(d, spec, "sessionAffinity", false, &str);
+	if (rc || !str || strcmp(str, "None") == 0)
+		return rc;
+	if (strcmp(str, "ClientIP") != 0)
+		return fail(d, "sessionAffinity", "expected None or ClientIP, got \"%.32s\"", str);
+	s->affinity_client_ip = true;
+	rc = get_object(d, spec, "sessionAffinityConfig", false, &cfg);
+	if (rc || !cfg)
+		return rc;
+	mark = path_field(d, "sessionAffinityConfig");
+	rc = get_object(d, cfg, "clientIP", false, &cip);
+	if (!rc && cip) {
+		path_field(d, "clientIP");
+		rc = get_uint(d, cip, "timeoutSeconds", false, 1, K8S_AFFINITY_MAX_S,
+		              &s->affinity_timeout_s, NULL);
+	}
+	path_pop(d, mark);
+	return rc;
+}
+
 static int decode_service(struct dec *d, const cJSON *root, struct em_k8s_service *s)
 {
 	const cJSON *spec, *ports, *it;
@@ -623,30 +650,9 @@ static int decode_service(struct dec *d, const cJSON *root, struct em_k8s_servic
 			goto out;
 	}
 
-	rc = get_string(d, spec, "sessionAffinity", false, &str);
+	rc = decode_affinity(d, spec, s);
 	if (rc)
 		goto out;
-	if (str && strcmp(str, "ClientIP") == 0) {
-		const cJSON *cfg, *cip;
-		s->affinity_client_ip = true;
-		rc = get_object(d, spec, "sessionAffinityConfig", false, &cfg);
-		if (rc || !cfg)
-			goto out;
-		size_t m = path_field(d, "sessionAffinityConfig");
-		rc = get_object(d, cfg, "clientIP", false, &cip);
-		if (!rc && cip) {
-			size_t m2 = path_field(d, "clientIP");
-			rc = get_uint(d, cip, "timeoutSeconds", false, 1, K8S_AFFINITY_MAX_S,
-			              &s->affinity_timeout_s, NULL);
-			path_pop(d, m2);
-		}
-		path_pop(d, m);
-		if (rc)
-			goto out;
-	} else if (str && strcmp(str, "None") != 0) {
-		rc = fail(d, "sessionAffinity", "expected None or ClientIP, got \"%.32s\"", str);
-		goto out;
-	}
 
 	rc = get_array(d, spec, "ports", &ports, &n);
 	if (rc || n == 0)
