@@ -407,9 +407,10 @@ static int restore(int family, const char *text, size_t len, bool quiet)
 	return rc > 0 ? -EIO : rc;
 }
 
-/* Big enough for a few hundred CIDRs and ports; a config beyond that is
- * refused with -ENOSPC rather than truncated. */
-#define RULES_MAX (64 * 1024)
+/* The text grows from RULES_MIN until it fits; RULES_MAX (tens of thousands
+ * of CIDRs and ports) refuses a config rather than truncating it. */
+#define RULES_MIN (16 * 1024)
+#define RULES_MAX (4 * 1024 * 1024)
 
 static int remove_family(int family, bool quiet)
 {
@@ -457,13 +458,18 @@ static int install_family(const struct em_config *cfg, int family)
 	rc = read_state(family, &st, false);
 	if (rc)
 		return rc;
-	text = malloc(RULES_MAX);
-	if (!text)
-		return -ENOMEM;
-	n = rules_text(cfg, family, st.jumps[0], st.jumps[1], text, RULES_MAX);
+	for (size_t cap = RULES_MIN;; cap *= 2) {
+		text = malloc(cap);
+		if (!text)
+			return -ENOMEM;
+		n = rules_text(cfg, family, st.jumps[0], st.jumps[1], text, cap);
+		if (n != -ENOSPC || cap >= RULES_MAX)
+			break;
+		free(text);
+	}
 	if (n < 0) {
 		rc = n;
-		EM_ERR(MOD, "capture rules do not fit in %d bytes", RULES_MAX);
+		EM_ERR(MOD, "capture rules: %s", strerror(-n));
 		goto out;
 	}
 	rc = restore(family, text, (size_t)n, false);

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/capture.h"
@@ -159,8 +160,6 @@ Test(capture_rules, bad_input_and_every_short_buffer)
 	free(f.cfg);
 }
 
-/* ----- in a network namespace ------------------------------------------ */
-
 static char *run_capture(const char *cmd)
 {
 	FILE *p = popen(cmd, "r");
@@ -181,6 +180,131 @@ static char *run_capture(const char *cmd)
 	pclose(p);
 	return out;
 }
+
+/* ----- the tool protocol, with stand-in tools on PATH --------------------- */
+
+struct fake_tools {
+	char dir[64];
+};
+
+static void write_script(const struct fake_tools *t, const char *name, const char *body)
+{
+	char path[128];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s", t->dir, name);
+	fp = fopen(path, "w");
+	cr_assert_not_null(fp);
+	fprintf(fp, "#!/bin/sh\n%s\n", body);
+	fclose(fp);
+	cr_assert_eq(chmod(path, 0755), 0);
+}
+
+static char *read_text(const struct fake_tools *t, const char *name)
+{
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "/bin/cat %s/%s 2>/dev/null", t->dir, name);
+	return run_capture(cmd);
+}
+
+/* iptables-save reports three OUTPUT jumps (the last line has no newline)
+ * and a too-long line that must not count; ip6tables-save reports nothing.
+ * iptables-restore records its input after a pause, so the caller has to
+ * wait for a reader without blocking. */
+static void fake_tools_init(struct fake_tools *t, const char *restore_body)
+{
+	char body[512];
+
+	snprintf(t->dir, sizeof(t->dir), "/tmp/em-capture-XXXXXX");
+	cr_assert_not_null(mkdtemp(t->dir));
+	write_script(t, "iptables-save",
+	             "printf '*nat\\n:EDGEMESH - [0:0]\\n'\n"
+	             "printf -- '-A OUTPUT -p tcp -j EDGEMESH\\n-A OUTPUT -p tcp -j EDGEMESH\\n'\n"
+	             "printf -- '-A OUTPUT -p tcp -j EDGEMESH%0600d\\n' 0\n"
+	             "printf -- '-A OUTPUT -p tcp -j EDGEMESH'");
+	write_script(t, "ip6tables-save", "exit 0");
+	snprintf(body, sizeof(body), restore_body, t->dir, t->dir);
+	write_script(t, "iptables-restore", body);
+	write_script(t, "ip6tables-restore", "exit 3");
+	cr_assert_eq(setenv("PATH", t->dir, 1), 0);
+}
+
+static void fake_tools_fini(struct fake_tools *t)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "/bin/rm -rf %s", t->dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+Test(capture_tools, install_counts_existing_jumps_and_feeds_large_input, .timeout = 30)
+{
+	struct fixture f;
+	struct fake_tools t;
+	uint16_t many[3000];
+	char *in, *args, line[64];
+
+	fixture_init(&f);
+	fixture_v4(&f);
+	for (size_t i = 0; i < EM_ARRAY_SIZE(many); i++)
+		many[i] = (uint16_t)(20000 + i);
+	f.cfg->capture.exclude_ports = many;
+	f.cfg->capture.n_exclude_ports = EM_ARRAY_SIZE(many);
+	fake_tools_init(&t, "/bin/sleep 0.2; /bin/cat > %s/restore.in; echo \"$@\" > %s/args");
+
+	cr_assert_eq(em_capture_install(f.cfg), 0);
+	in = read_text(&t, "restore.in");
+	args = read_text(&t, "args");
+	cr_assert_str_eq(args, "-w 5 --noflush\n");
+	/* Three jumps found: two deleted, none inserted; none in PREROUTING. */
+	cr_assert_eq(count_lines(in, "-D OUTPUT -p tcp -j EDGEMESH"), 2, "%s", in);
+	cr_assert_null(strstr(in, "-I OUTPUT"));
+	cr_assert_eq(count_lines(in, "-I PREROUTING 1 -p tcp -j EDGEMESH"), 1);
+	for (size_t i = 0; i < EM_ARRAY_SIZE(many); i++) {
+		snprintf(line, sizeof(line), "-A EDGEMESH -p tcp --dport %u -j RETURN", many[i]);
+		cr_assert_eq(count_lines(in, line), 1, "%s", line);
+	}
+	cr_assert(strlen(in) > 120000 && strcmp(in + strlen(in) - 7, "COMMIT\n") == 0);
+	free(in);
+	free(args);
+	fake_tools_fini(&t);
+	free(f.cfg);
+}
+
+Test(capture_tools, failing_restore_is_an_error, .timeout = 30)
+{
+	struct fixture f;
+	struct fake_tools t;
+
+	fixture_init(&f);
+	fixture_v4(&f);
+	fake_tools_init(&t, "echo \"iptables-restore: line 3 failed (%s %s)\" >&2; exit 2");
+	cr_assert_eq(em_capture_install(f.cfg), -EIO);
+	cr_assert_eq(em_capture_remove(f.cfg), -EIO);
+	/* ip6tables-restore fails too, but nothing is installed in IPv6. */
+	fake_tools_fini(&t);
+	free(f.cfg);
+}
+
+Test(capture_tools, tool_that_ignores_stdin, .timeout = 30)
+{
+	struct fixture f;
+	struct fake_tools t;
+	uint16_t many[5000];
+
+	fixture_init(&f);
+	fixture_v4(&f);
+	for (size_t i = 0; i < EM_ARRAY_SIZE(many); i++)
+		many[i] = (uint16_t)(1 + i);
+	f.cfg->capture.exclude_ports = many;
+	f.cfg->capture.n_exclude_ports = EM_ARRAY_SIZE(many);
+	/* Exits without reading more than the pipe holds: no SIGPIPE death. */
+	fake_tools_init(&t, "exit 0 # %s %s");
+	cr_assert_eq(em_capture_install(f.cfg), 0);
+	fake_tools_fini(&t);
+	free(f.cfg);
+}
+
+/* ----- in a network namespace ------------------------------------------ */
 
 /* Chain counters change with traffic, the comment lines with the clock. */
 static char *ruleset_snapshot(void)
