@@ -1,6 +1,5 @@
 /* The live config pointer, published like the service table. */
-#define _LGPL_SOURCE
-#include <urcu-qsbr.h>
+#include "store/rcu.h"
 
 #include "store/config.h"
 
@@ -8,14 +7,14 @@ static struct em_config *live_config;
 
 const struct em_config *em_config_current(void)
 {
-	return rcu_dereference(live_config);
+	return __atomic_load_n(&live_config, __ATOMIC_ACQUIRE); /* see store/table.c */
 }
 
 void em_config_publish(struct em_config *cfg)
 {
-	struct em_config *old = rcu_xchg_pointer(&live_config, cfg);
+	struct em_config *old = __atomic_exchange_n(&live_config, cfg, __ATOMIC_ACQ_REL);
 	if (old) {
-		synchronize_rcu();
+		em_rcu_synchronize();
 		em_config_free(old);
 	}
 }

@@ -284,7 +284,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	int rc;
 
 	if (!s) {
-		em_config_free(cfg);
+		em_config_publish(cfg);
 		return -ENOMEM;
 	}
 	s->listen_fd = s->wake_fd = -1;

@@ -11,7 +11,8 @@ struct em_sync;
  * under cfg->data_dir (loading what is on disk and publishing the first
  * snapshot before returning), binds cfg->api_socket (mode 0600; a stale
  * socket file of a dead process is replaced, a live one is an error) and
- * starts the thread. Returns 0 or -errno (logged); on error <cfg> is freed. */
+ * starts the thread. Returns 0 or -errno (logged). <cfg> stays the live
+ * config either way, until em_config_publish(NULL) at exit frees it. */
 int em_sync_start(struct em_config *cfg, struct em_sync **out);
 
 /* Asks the thread to re-read the config file. Any thread may call it. A valid

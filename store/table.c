@@ -1,12 +1,11 @@
 /* Service table snapshots: built in one arena by the sync thread, published
  * with one pointer swap, freed after a QSBR grace period. */
-#define _LGPL_SOURCE
 #include "store/table.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
-#include <urcu-qsbr.h>
+#include "store/rcu.h"
 
 #include "proto/log.h"
 
@@ -132,9 +131,16 @@ static size_t pow2_at_least(size_t n)
 
 static struct em_table *live_table;
 
+#ifdef EM_TSAN
+char em_rcu_tsan_token;
+#endif
+
+/* The pointer is read with an acquire load and swapped with acq_rel: what
+ * rcu_dereference/rcu_xchg_pointer do on this architecture, spelled so that
+ * ThreadSanitizer also sees the ordering. Grace periods stay liburcu's. */
 const struct em_table *em_table_current(void)
 {
-	return rcu_dereference(live_table);
+	return __atomic_load_n(&live_table, __ATOMIC_ACQUIRE);
 }
 
 const struct em_svc_port *em_table_lookup(const struct em_table *t, const struct em_addr *dst,
@@ -439,7 +445,8 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 	ports = arena_alloc(a, (ks->n_ports + 1) * sizeof(*ports));
 	if (!svc->ns || !svc->name || !ips || !ports)
 		return -ENOMEM;
-	memcpy(ips, ks->cluster_ips, ks->n_cluster_ips * sizeof(*ips));
+	if (ks->n_cluster_ips)
+		memcpy(ips, ks->cluster_ips, ks->n_cluster_ips * sizeof(*ips));
 	svc->cluster_ips = ips;
 	svc->n_cluster_ips = (uint32_t)ks->n_cluster_ips;
 
@@ -643,18 +650,18 @@ void em_table_init(void)
 	struct em_table *t = em_table_build(&in, 0);
 	if (!t)
 		abort(); /* nothing can run without a table, and this is startup */
-	rcu_assign_pointer(live_table, t);
+	__atomic_store_n(&live_table, t, __ATOMIC_RELEASE);
 }
 
 void em_table_publish(struct em_table *t)
 {
-	struct em_table *old = rcu_xchg_pointer(&live_table, t);
-	synchronize_rcu();
+	struct em_table *old = __atomic_exchange_n(&live_table, t, __ATOMIC_ACQ_REL);
+	em_rcu_synchronize();
 	em_table_free(old);
 }
 
 void em_table_shutdown(void)
 {
-	struct em_table *old = rcu_xchg_pointer(&live_table, NULL);
+	struct em_table *old = __atomic_exchange_n(&live_table, NULL, __ATOMIC_ACQ_REL);
 	em_table_free(old);
 }
