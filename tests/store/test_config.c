@@ -1,0 +1,492 @@
+/* Configuration: shipped files, defaults, every error message, reload rules. */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proto/log.h"
+#include "store/config.h"
+
+TestSuite(config, .timeout = 30);
+
+#define NAME "conf/edge.json"
+#define KEY  "'tunnel':{'cluster_key':'k'}"
+/* The smallest valid edge config, as a prefix for the cases below. */
+#define BASE "{'role':'edge','node_name':'n1'," KEY
+
+/* Test inputs use ' for " to stay readable. */
+static char *dq(const char *s)
+{
+	char *t = strdup(s);
+	cr_assert_not_null(t);
+	for (char *p = t; *p; p++)
+		if (*p == '\'')
+			*p = '"';
+	return t;
+}
+
+static struct em_config *parse_ok(const char *json)
+{
+	char err[512] = "";
+	struct em_config *cfg = NULL;
+	char *t = dq(json);
+	int rc = em_config_parse(NAME, t, strlen(t), &cfg, err, sizeof(err));
+	cr_assert_eq(rc, 0, "%s: %s", json, err);
+	cr_assert_not_null(cfg);
+	free(t);
+	return cfg;
+}
+
+static void expect_error(const char *json, const char *msg)
+{
+	char err[512] = "";
+	struct em_config *cfg = (struct em_config *)1;
+	char *t = dq(json);
+	int rc = em_config_parse(NAME, t, strlen(t), &cfg, err, sizeof(err));
+	cr_expect_eq(rc, -EINVAL, "%s: rc %d", json, rc);
+	cr_expect_null(cfg, "%s", json);
+	cr_expect_str_eq(err, msg, "input: %s", json);
+	free(t);
+}
+
+static void load_shipped(const char *file, struct em_config **out)
+{
+	char path[512], err[512] = "";
+	snprintf(path, sizeof(path), "%s/conf/%s", EM_SOURCE_DIR, file);
+	cr_assert_eq(em_config_load(path, out, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq((*out)->path, path);
+}
+
+Test(config, shipped_edge)
+{
+	struct em_config *cfg;
+	struct em_cidr want;
+	char buf[EM_ADDR_STRLEN];
+
+	load_shipped("edge.json", &cfg);
+	cr_assert_eq(cfg->role, EM_ROLE_EDGE);
+	cr_assert_str_eq(cfg->node_name, "edge-node-1");
+	cr_assert_str_eq(cfg->data_dir, "/var/lib/edgemesh");
+	cr_assert_str_eq(cfg->api_socket, "/var/lib/edgemesh/edgemesh.sock");
+	cr_assert(cfg->capture.enabled);
+	cr_assert_eq(cfg->capture.port, 15001);
+	cr_assert_eq(cfg->capture.n_service_cidrs, 1);
+	cr_assert_eq(em_cidr_parse("10.96.0.0/12", &want), 0);
+	cr_assert_eq(cfg->capture.service_cidrs[0].prefix, 12);
+	cr_assert(em_addr_eq(&cfg->capture.service_cidrs[0].addr, &want.addr));
+	cr_assert_str_eq(em_addr_format(&cfg->tunnel.listen, true, buf, sizeof(buf)),
+	                 "0.0.0.0:20006");
+	cr_assert_gt(cfg->workers, 0);
+	em_config_free(cfg);
+}
+
+Test(config, shipped_cloud)
+{
+	struct em_config *cfg;
+	load_shipped("cloud.json", &cfg);
+	cr_assert_eq(cfg->role, EM_ROLE_CLOUD);
+	cr_assert_str_neq(cfg->node_name, "");
+	cr_assert_not(cfg->capture.enabled);
+	cr_assert_eq(cfg->tunnel.listen.family, AF_INET);
+	cr_assert_str_eq(cfg->cloud.address, "");
+	em_config_free(cfg);
+}
+
+Test(config, defaults)
+{
+	struct em_config *cfg = parse_ok(BASE "}");
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char buf[EM_ADDR_STRLEN];
+
+	cr_assert_str_eq(cfg->path, NAME);
+	cr_assert_eq(cfg->role, EM_ROLE_EDGE);
+	cr_assert_str_eq(cfg->data_dir, "/var/lib/edgemesh");
+	cr_assert_str_eq(cfg->api_socket, "/var/lib/edgemesh/edgemesh.sock");
+	cr_assert_eq(cfg->workers, (unsigned)(ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu));
+	cr_assert_eq(cfg->log_level, EM_LOG_INFO);
+	cr_assert_eq(cfg->balancer, EM_LB_ROUND_ROBIN);
+	cr_assert_not(cfg->capture.enabled);
+	cr_assert_eq(cfg->capture.port, 15001);
+	cr_assert_eq(cfg->capture.n_service_cidrs, 1);
+	cr_assert_str_eq(
+	        em_addr_format(&cfg->capture.service_cidrs[0].addr, false, buf, sizeof(buf)),
+	        "10.96.0.0");
+	cr_assert_eq(cfg->capture.service_cidrs[0].prefix, 12);
+	cr_assert_eq(cfg->capture.n_exclude_cidrs, 0);
+	cr_assert_eq(cfg->capture.n_exclude_ports, 0);
+	cr_assert_eq(cfg->n_listeners, 0);
+	cr_assert_str_eq(em_addr_format(&cfg->tunnel.listen, true, buf, sizeof(buf)),
+	                 "0.0.0.0:20006");
+	cr_assert_str_eq(cfg->tunnel.cluster_key, "k");
+	cr_assert_str_eq(cfg->cloud.address, "");
+	cr_assert_eq(cfg->timeouts.connect_ms, 5000);
+	cr_assert_eq(cfg->timeouts.idle_ms, 300000);
+	cr_assert_eq(cfg->timeouts.request_head_ms, 10000);
+	cr_assert_eq(cfg->timeouts.sniff_ms, 100);
+	cr_assert_eq(cfg->timeouts.shutdown_ms, 5000);
+	em_config_free(cfg);
+
+	/* api_socket follows data_dir; tunnels off need no key. */
+	cfg = parse_ok("{'role':'cloud','node_name':'c.example','data_dir':'/tmp/em',"
+	               "'tunnel':{'listen':''}}");
+	cr_assert_eq(cfg->role, EM_ROLE_CLOUD);
+	cr_assert_str_eq(cfg->api_socket, "/tmp/em/edgemesh.sock");
+	cr_assert_eq(cfg->tunnel.listen.family, 0);
+	em_config_free(cfg);
+}
+
+Test(config, every_key_set)
+{
+	struct em_config *cfg = parse_ok(
+	        "{'role':'edge','node_name':'edge-2','data_dir':'/d','api_socket':'/run/em.sock',"
+	        "'workers':3,'log_level':'debug','balancer':'least_requests',"
+	        "'capture':{'enabled':true,'port':15006,'service_cidrs':['10.96.0.0/12','fd00::/"
+	        "108'],"
+	        "'exclude_cidrs':['10.96.0.1/32'],'exclude_ports':[22,6443]},"
+	        "'listeners':[{'listen':'127.0.0.1:8080','service':'default/web','port':80}],"
+	        "'tunnel':{'listen':'[::]:20007','cluster_key':'secret'},"
+	        "'cloud':{'address':'cloud.example.com:20006'},"
+	        "'timeouts':{'connect_ms':1,'idle_ms':2,'request_head_ms':3,'sniff_ms':4,"
+	        "'shutdown_ms':0}}");
+	cr_assert_str_eq(cfg->api_socket, "/run/em.sock");
+	cr_assert_eq(cfg->workers, 3);
+	cr_assert_eq(cfg->log_level, EM_LOG_DEBUG);
+	cr_assert_eq(cfg->balancer, EM_LB_LEAST_REQUESTS);
+	cr_assert_eq(cfg->capture.port, 15006);
+	cr_assert_eq(cfg->capture.n_service_cidrs, 2);
+	cr_assert_eq(cfg->capture.service_cidrs[1].addr.family, AF_INET6);
+	cr_assert_eq(cfg->capture.service_cidrs[1].prefix, 108);
+	cr_assert_eq(cfg->capture.n_exclude_cidrs, 1);
+	cr_assert_eq(cfg->capture.exclude_cidrs[0].prefix, 32);
+	cr_assert_eq(cfg->capture.n_exclude_ports, 2);
+	cr_assert_eq(cfg->capture.exclude_ports[0], 22);
+	cr_assert_eq(cfg->capture.exclude_ports[1], 6443);
+	cr_assert_eq(cfg->n_listeners, 1);
+	cr_assert_str_eq(cfg->listeners[0].service_ns, "default");
+	cr_assert_str_eq(cfg->listeners[0].service_name, "web");
+	cr_assert_eq(cfg->listeners[0].port, 80);
+	cr_assert_eq(cfg->listeners[0].listen.port, 8080);
+	cr_assert_eq(cfg->tunnel.listen.family, AF_INET6);
+	cr_assert_eq(cfg->tunnel.listen.port, 20007);
+	cr_assert_str_eq(cfg->cloud.address, "cloud.example.com:20006");
+	cr_assert_eq(cfg->timeouts.connect_ms, 1);
+	cr_assert_eq(cfg->timeouts.idle_ms, 2);
+	cr_assert_eq(cfg->timeouts.request_head_ms, 3);
+	cr_assert_eq(cfg->timeouts.sniff_ms, 4);
+	cr_assert_eq(cfg->timeouts.shutdown_ms, 0);
+	em_config_free(cfg);
+}
+
+Test(config, ipv6_listener)
+{
+	struct em_config *cfg =
+	        parse_ok(BASE ",'listeners':["
+	                      "{'listen':'[::1]:8080','service':'ns-a/svc.b','port':443},"
+	                      "{'listen':'[fd00::1]:8080','service':'ns-a/svc','port':1},"
+	                      "{'listen':'127.0.0.1:8080','service':'ns-a/svc','port':2}]}");
+	struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
+	cr_assert_eq(cfg->n_listeners, 3);
+	cr_assert_eq(cfg->listeners[0].listen.family, AF_INET6);
+	cr_assert_eq(cfg->listeners[0].listen.port, 8080);
+	cr_assert_eq(memcmp(&cfg->listeners[0].listen.v6, &lo6, sizeof(lo6)), 0);
+	cr_assert_str_eq(cfg->listeners[0].service_ns, "ns-a");
+	cr_assert_str_eq(cfg->listeners[0].service_name, "svc.b");
+	cr_assert_eq(cfg->listeners[0].port, 443);
+	cr_assert_eq(cfg->listeners[1].listen.family, AF_INET6);
+	cr_assert_eq(cfg->listeners[2].listen.family, AF_INET);
+	em_config_free(cfg);
+
+	/* An IPv6 address needs brackets before its port. */
+	expect_error(BASE ",'listeners':[{'listen':'::1:8080','service':'a/b','port':1}]}",
+	             NAME ": listeners[0].listen: expected \"ip:port\" (IPv4) or \"[ip]:port\" "
+	                  "(IPv6)");
+	expect_error(BASE ",'listeners':[{'listen':'[::1]','service':'a/b','port':1}]}",
+	             NAME ": listeners[0].listen: expected \"ip:port\" (IPv4) or \"[ip]:port\" "
+	                  "(IPv6)");
+}
+
+Test(config, unknown_and_duplicate_keys)
+{
+	expect_error(BASE ",'bogus':1}", NAME ": bogus: unknown key");
+	expect_error(BASE ",'capture':{'enabled':false,'prot':1}}",
+	             NAME ": capture.prot: unknown key");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:1','service':'a/b','port':1,'x':1}]}",
+	             NAME ": listeners[0].x: unknown key");
+	expect_error(BASE ",'timeouts':{'connect':5}}", NAME ": timeouts.connect: unknown key");
+	expect_error(BASE ",'cloud':{'addr':'x:1'}}", NAME ": cloud.addr: unknown key");
+	expect_error("{'role':'edge','role':'cloud','node_name':'n1'," KEY "}",
+	             NAME ": role: duplicate key");
+	expect_error(BASE ",'tunnel':{}}", NAME ": tunnel: duplicate key");
+}
+
+Test(config, top_level_errors)
+{
+	expect_error("[1,2]", NAME ": top level: expected object");
+	expect_error("{'node_name':'n1'," KEY "}",
+	             NAME ": role: expected \"edge\" or \"cloud\" (required key is missing)");
+	expect_error("{'role':'Edge','node_name':'n1'," KEY "}",
+	             NAME ": role: expected \"edge\" or \"cloud\"");
+	expect_error("{'role':'edge'," KEY "}",
+	             NAME ": node_name: expected DNS-1123 name (lower-case letters, digits, '-', "
+	                  "'.'), 1..253 bytes (required key is missing)");
+	expect_error("{'role':'edge','node_name':'Edge_1'," KEY "}",
+	             NAME ": node_name: expected DNS-1123 name (lower-case letters, digits, '-', "
+	                  "'.'), 1..253 bytes");
+	expect_error("{'role':'edge','node_name':7," KEY "}",
+	             NAME ": node_name: expected DNS-1123 name (lower-case letters, digits, '-', "
+	                  "'.'), 1..253 bytes");
+	expect_error(BASE ",'data_dir':''}",
+	             NAME ": data_dir: expected non-empty path of at most 4000 bytes");
+	expect_error(BASE ",'api_socket':''}",
+	             NAME ": api_socket: expected non-empty path of at most 107 bytes (sun_path)");
+	expect_error(BASE
+	             ",'api_socket':'/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock'}",
+	             NAME ": api_socket: expected non-empty path of at most 107 bytes (sun_path)");
+	expect_error(
+	        BASE ",'data_dir':'/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'}",
+	        NAME ": api_socket: expected path of at most 107 bytes (sun_path): the default "
+	             "<data_dir>/edgemesh.sock is too long, set api_socket");
+	expect_error(BASE ",'workers':-1}", NAME ": workers: expected integer 0..256");
+	expect_error(BASE ",'workers':257}", NAME ": workers: expected integer 0..256");
+	expect_error(BASE ",'workers':1.5}", NAME ": workers: expected integer 0..256");
+	expect_error(BASE ",'workers':'4'}", NAME ": workers: expected integer 0..256");
+	expect_error(BASE ",'log_level':'verbose'}",
+	             NAME ": log_level: expected \"error\", \"warn\", \"info\" or \"debug\"");
+	expect_error(BASE ",'balancer':'weighted'}",
+	             NAME ": balancer: expected \"round_robin\", \"random\" or \"least_requests\"");
+}
+
+Test(config, capture_errors)
+{
+	expect_error(BASE ",'capture':true}", NAME ": capture: expected object");
+	expect_error(BASE ",'capture':{'enabled':'yes'}}",
+	             NAME ": capture.enabled: expected true or false");
+	expect_error(BASE ",'capture':{'port':0}}",
+	             NAME ": capture.port: expected integer 1..65535");
+	expect_error(BASE ",'capture':{'port':65536}}",
+	             NAME ": capture.port: expected integer 1..65535");
+	expect_error(BASE ",'capture':{'port':'15001'}}",
+	             NAME ": capture.port: expected integer 1..65535");
+	expect_error(BASE ",'capture':{'service_cidrs':'10.96.0.0/12'}}",
+	             NAME ": capture.service_cidrs: expected array of at most 256 CIDR strings");
+	expect_error(BASE ",'capture':{'service_cidrs':['10.96.0.0/12','10.300.0.0/16']}}",
+	             NAME ": capture.service_cidrs[1]: expected CIDR string like \"10.96.0.0/12\" "
+	                  "or \"fd00::/108\"");
+	expect_error(BASE ",'capture':{'service_cidrs':['10.96.0.0/33']}}",
+	             NAME ": capture.service_cidrs[0]: expected CIDR string like \"10.96.0.0/12\" "
+	                  "or \"fd00::/108\"");
+	expect_error(BASE ",'capture':{'exclude_cidrs':[10]}}",
+	             NAME ": capture.exclude_cidrs[0]: expected CIDR string like \"10.96.0.0/12\" "
+	                  "or \"fd00::/108\"");
+	expect_error(BASE ",'capture':{'exclude_ports':[22,0]}}",
+	             NAME ": capture.exclude_ports[1]: expected integer 1..65535");
+	expect_error(BASE ",'capture':{'exclude_ports':22}}",
+	             NAME ": capture.exclude_ports: expected array of at most 256 ports");
+	expect_error(BASE ",'capture':{'enabled':true,'service_cidrs':[]}}",
+	             NAME ": capture.service_cidrs: expected at least one CIDR when "
+	                  "capture.enabled is true");
+	/* An empty list is fine while capture is off. */
+	em_config_free(parse_ok(BASE ",'capture':{'enabled':false,'service_cidrs':[]}}"));
+}
+
+Test(config, listener_errors)
+{
+	expect_error(BASE ",'listeners':{}}",
+	             NAME ": listeners: expected array of at most 256 listener objects");
+	expect_error(BASE ",'listeners':[5]}", NAME ": listeners[0]: expected object");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b','port':1},"
+	                  "{'listen':'localhost:80','service':'a/b','port':1}]}",
+	             NAME ": listeners[1].listen: expected \"ip:port\" (IPv4) or \"[ip]:port\" "
+	                  "(IPv6)");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'web','port':1}]}",
+	             NAME ": listeners[0].service: expected \"namespace/name\"");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'Default/web',"
+	                  "'port':1}]}",
+	             NAME ": listeners[0].service: expected \"namespace/name\"");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'a/','port':1}]}",
+	             NAME ": listeners[0].service: expected \"namespace/name\"");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b/c','port':1}]}",
+	             NAME ": listeners[0].service: expected \"namespace/name\"");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b','port':0}]}",
+	             NAME ": listeners[0].port: expected integer 1..65535");
+	expect_error(BASE ",'listeners':[{'service':'a/b','port':1}]}",
+	             NAME ": listeners[0].listen: expected \"ip:port\" (IPv4) or \"[ip]:port\" "
+	                  "(IPv6) (required key is missing)");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','port':1}]}",
+	             NAME ": listeners[0].service: expected \"namespace/name\" (required key is "
+	                  "missing)");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b'}]}",
+	             NAME ": listeners[0].port: expected integer 1..65535 (required key is "
+	                  "missing)");
+	expect_error(BASE ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b','port':1},"
+	                  "{'listen':'127.0.0.1:80','service':'a/c','port':2}]}",
+	             NAME ": listeners[1].listen: expected an address not used by listeners[0]");
+}
+
+Test(config, tunnel_cloud_timeout_errors)
+{
+	expect_error("{'role':'edge','node_name':'n1'}",
+	             NAME ": tunnel.cluster_key: expected non-empty string when tunnel.listen is "
+	                  "on (default \"0.0.0.0:20006\"; \"\" turns it off)");
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'listen':'','cluster_key':''},"
+	             "'cloud':{'address':'cloud:20006'}}",
+	             NAME
+	             ": tunnel.cluster_key: expected non-empty string when cloud.address is set");
+	expect_error(BASE ",'tunnel':{'listen':'0.0.0.0'}}", NAME ": tunnel: duplicate key");
+	expect_error(
+	        "{'role':'edge','node_name':'n1','tunnel':{'listen':'0.0.0.0','cluster_key':'k'}}",
+	        NAME ": tunnel.listen: expected \"ip:port\", \"[ip]:port\" or \"\" (off)");
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':5}}",
+	             NAME ": tunnel.cluster_key: expected string of at most 255 bytes");
+	expect_error(BASE ",'cloud':{'address':'cloud'}}",
+	             NAME ": cloud.address: expected \"host:port\" or \"\"");
+	expect_error(BASE ",'cloud':{'address':'cloud:0'}}",
+	             NAME ": cloud.address: expected \"host:port\" or \"\"");
+	expect_error(BASE ",'cloud':{'address':'bad host:80'}}",
+	             NAME ": cloud.address: expected \"host:port\" or \"\"");
+	expect_error("{'role':'cloud','node_name':'n1'," KEY ",'cloud':{'address':'x:1'}}",
+	             NAME ": cloud.address: expected \"\" for role \"cloud\"");
+	em_config_free(parse_ok(BASE ",'cloud':{'address':'[fd00::1]:20006'}}"));
+	em_config_free(parse_ok(BASE ",'cloud':{'address':'10.0.0.1:20006'}}"));
+
+	expect_error(BASE ",'timeouts':{'connect_ms':0}}",
+	             NAME ": timeouts.connect_ms: expected integer 1..600000");
+	expect_error(BASE ",'timeouts':{'idle_ms':86400001}}",
+	             NAME ": timeouts.idle_ms: expected integer 1..86400000");
+	expect_error(BASE ",'timeouts':{'request_head_ms':null}}",
+	             NAME ": timeouts.request_head_ms: expected integer 1..600000");
+	expect_error(BASE ",'timeouts':{'sniff_ms':20000}}",
+	             NAME ": timeouts.sniff_ms: expected integer 1..10000");
+	expect_error(BASE ",'timeouts':{'shutdown_ms':-1}}",
+	             NAME ": timeouts.shutdown_ms: expected integer 0..600000");
+	expect_error(BASE ",'timeouts':[]}", NAME ": timeouts: expected object");
+}
+
+/* The first error in file order is the one reported. */
+Test(config, first_error_wins)
+{
+	expect_error(BASE ",'workers':-1,'bogus':1}", NAME ": workers: expected integer 0..256");
+	expect_error(BASE ",'bogus':1,'workers':-1}", NAME ": bogus: unknown key");
+}
+
+Test(config, syntax_errors)
+{
+	expect_error("{\n  'role': 'edge',\n  'node_name': edge-node\n}",
+	             NAME ":3: JSON syntax error near 'edge-node'");
+	/* A missing comma shows where the next key starts. */
+	expect_error("{\n'role':'edge'\n'node_name':'n1'}",
+	             NAME ":3: JSON syntax error near '\"node_name\":\"n1\"'");
+	expect_error("{'role':'edge',\n\n\n'listeners':[1,2,]}",
+	             NAME ":4: JSON syntax error near ']}'");
+	expect_error("{'role':'edge'}\n\nx", NAME ":3: JSON syntax error near 'x'");
+	expect_error("", NAME ":1: JSON syntax error at end of file");
+	expect_error("{'role':\n", NAME ":2: JSON syntax error at end of file");
+
+	/* A NUL inside the text is an error, not the end of the file. */
+	char err[256];
+	struct em_config *cfg;
+	static const char nul[] = "{\"role\":\"edge\"}\0{}";
+	cr_assert_eq(em_config_parse(NAME, nul, sizeof(nul) - 1, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_str_eq(err, NAME ":1: JSON syntax error near '?{}'");
+}
+
+Test(config, load_errors)
+{
+	char err[256], path[] = "/tmp/em-test-config-XXXXXX";
+	struct em_config *cfg;
+	int fd;
+
+	cr_assert_eq(em_config_load("/nonexistent/edge.json", &cfg, err, sizeof(err)), -ENOENT);
+	cr_assert_str_eq(err, "/nonexistent/edge.json: cannot open: No such file or directory");
+	cr_assert_eq(em_config_load("/tmp", &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert_str_eq(err, "/tmp: expected a regular file of at most 1048576 bytes");
+
+	fd = mkstemp(path);
+	cr_assert_neq(fd, -1);
+	static const char text[] =
+	        "{\"role\": \"edge\",\n \"node_name\": \"n1\",\n \"workers\": 999,\n"
+	        " \"tunnel\": {\"listen\": \"\"}}\n";
+	cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(fd);
+	cr_assert_eq(em_config_load(path, &cfg, err, sizeof(err)), -EINVAL);
+	char want[128];
+	snprintf(want, sizeof(want), "%s: workers: expected integer 0..256", path);
+	cr_assert_str_eq(err, want);
+	unlink(path);
+}
+
+static struct em_config *with(const char *extra)
+{
+	char buf[1024];
+	snprintf(buf, sizeof(buf), "{'role':'edge','node_name':'n1'%s}", extra);
+	return parse_ok(buf);
+}
+
+static void restart(const char *a, const char *b, const char *key)
+{
+	struct em_config *x = with(a), *y = with(b);
+	const char *got = em_config_restart_key(x, y);
+	if (key)
+		cr_expect(got && strcmp(got, key) == 0, "%s -> %s: got %s, want %s", a, b,
+		          got ? got : "NULL", key);
+	else
+		cr_expect_null(got, "%s -> %s: got %s", a, b, got);
+	em_config_free(x);
+	em_config_free(y);
+}
+
+Test(config, restart_key)
+{
+	static const char *L1 = ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b','port':1}]";
+	static const char *L1b =
+	        ",'listeners':[{'listen':'127.0.0.1:80','service':'a/c','port':2}]";
+	static const char *L1c =
+	        ",'listeners':[{'listen':'127.0.0.1:81','service':'a/b','port':1}]";
+	static const char *L2 = ",'listeners':[{'listen':'127.0.0.1:80','service':'a/b','port':1},"
+	                        "{'listen':'[::1]:80','service':'a/b','port':1}]";
+
+	/* Live changes. */
+	restart("," KEY, "," KEY, NULL);
+	restart("," KEY ",'log_level':'info'", "," KEY ",'log_level':'debug'", NULL);
+	restart("," KEY, "," KEY ",'balancer':'random'", NULL);
+	restart("," KEY, ",'tunnel':{'cluster_key':'other'}", NULL);
+	restart("," KEY, "," KEY ",'timeouts':{'connect_ms':100,'sniff_ms':5}", NULL);
+	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", NULL);
+	{
+		char a[512], b[512];
+		snprintf(a, sizeof(a), ",%s%s", KEY, L1);
+		snprintf(b, sizeof(b), ",%s%s", KEY, L1b);
+		restart(a, b, NULL);
+		snprintf(b, sizeof(b), ",%s%s", KEY, L1c);
+		restart(a, b, "listeners.listen");
+		snprintf(b, sizeof(b), ",%s%s", KEY, L2);
+		restart(a, b, "listeners");
+	}
+
+	/* Restart needed. */
+	struct em_config *x = with("," KEY), *y = with("," KEY);
+	snprintf(y->node_name, sizeof(y->node_name), "n2");
+	cr_expect_str_eq(em_config_restart_key(x, y), "node_name");
+	y->role = EM_ROLE_CLOUD;
+	cr_expect_str_eq(em_config_restart_key(x, y), "role");
+	em_config_free(x);
+	em_config_free(y);
+	restart("," KEY, "," KEY ",'data_dir':'/srv/em'", "data_dir");
+	restart("," KEY, "," KEY ",'api_socket':'/run/em.sock'", "api_socket");
+	restart("," KEY ",'workers':1", "," KEY ",'workers':2", "workers");
+	restart("," KEY, "," KEY ",'capture':{'enabled':true}", "capture.enabled");
+	restart("," KEY, "," KEY ",'capture':{'port':15002}", "capture.port");
+	restart("," KEY, "," KEY ",'capture':{'service_cidrs':['10.96.0.0/16']}",
+	        "capture.service_cidrs");
+	restart("," KEY, "," KEY ",'capture':{'exclude_cidrs':['10.96.0.1/32']}",
+	        "capture.exclude_cidrs");
+	restart("," KEY, "," KEY ",'capture':{'exclude_ports':[22]}", "capture.exclude_ports");
+	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'k'}", "tunnel.listen");
+	restart("," KEY, ",'tunnel':{'listen':''}", "tunnel.listen");
+}
