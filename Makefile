@@ -48,6 +48,7 @@ unit-test: build
 
 asan-test: asan
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 		ctest --output-on-failure -j 2
 
 tsan-test: tsan

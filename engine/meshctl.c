@@ -134,12 +134,17 @@ static const char *proto_name(uint8_t p)
 	return p == IPPROTO_UDP ? "UDP" : p == IPPROTO_SCTP ? "SCTP" : "TCP";
 }
 
-/* Appends "<a>,<b>" style lists into a bounded line buffer. */
+/* Appends "<a>,<b>" style lists into a bounded line buffer; a list too long
+ * for a terminal row is cut. */
 static void cat(char *buf, size_t len, const char *s)
 {
-	size_t n = strlen(buf);
-	if (n + 1 < len)
-		snprintf(buf + n, len - n, "%s%s", n ? "," : "", s);
+	size_t n = strlen(buf), k = strlen(s);
+	if (n && n + 1 < len)
+		buf[n++] = ',';
+	if (n + k >= len)
+		k = len - n - 1;
+	memcpy(buf + n, s, k);
+	buf[n + k] = 0;
 }
 
 static void print_table(int kind, const cJSON *items, bool all_ns)

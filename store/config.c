@@ -105,7 +105,7 @@ static int get_int(struct pctx *c, const cJSON *v, long long lo, long long hi, l
 
 static int get_port(struct pctx *c, const cJSON *v, uint16_t *out)
 {
-	long long n;
+	long long n = 0;
 	int rc = get_int(c, v, 1, 65535, &n);
 	if (!rc)
 		*out = (uint16_t)n;
@@ -114,7 +114,7 @@ static int get_port(struct pctx *c, const cJSON *v, uint16_t *out)
 
 static int get_ms(struct pctx *c, const cJSON *v, long long lo, long long hi, uint32_t *out)
 {
-	long long n;
+	long long n = 0;
 	int rc = get_int(c, v, lo, hi, &n);
 	if (!rc)
 		*out = (uint32_t)n;
@@ -289,7 +289,7 @@ static bool host_port(const char *s)
 static int f_role(struct pctx *c, const cJSON *v)
 {
 	static const char *const names[] = {"edge", "cloud"};
-	int r;
+	int r = 0;
 	int rc = get_enum(c, v, names, 2, "\"edge\" or \"cloud\"", &r);
 	c->cfg->role = (enum em_role)r;
 	return rc;
@@ -322,7 +322,7 @@ static int f_api_socket(struct pctx *c, const cJSON *v)
 
 static int f_workers(struct pctx *c, const cJSON *v)
 {
-	long long n;
+	long long n = 0;
 	int rc = get_int(c, v, 0, EM_CONFIG_MAX_WORKERS, &n);
 	c->cfg->workers = (unsigned)n;
 	return rc;
@@ -331,7 +331,7 @@ static int f_workers(struct pctx *c, const cJSON *v)
 static int f_log_level(struct pctx *c, const cJSON *v)
 {
 	static const char *const names[] = {"error", "warn", "info", "debug"};
-	int r;
+	int r = 0;
 	int rc = get_enum(c, v, names, 4, "\"error\", \"warn\", \"info\" or \"debug\"", &r);
 	/* Same order as enum em_log_level; em_log_level_parse agrees. */
 	c->cfg->log_level = r;
@@ -341,7 +341,7 @@ static int f_log_level(struct pctx *c, const cJSON *v)
 static int f_balancer(struct pctx *c, const cJSON *v)
 {
 	static const char *const names[] = {"round_robin", "random", "least_requests"};
-	int r;
+	int r = 0;
 	int rc = get_enum(c, v, names, 3, "\"round_robin\", \"random\" or \"least_requests\"", &r);
 	c->cfg->balancer = (enum em_balancer)r;
 	return rc;

@@ -158,17 +158,12 @@ static bool client_write(struct client *c)
 
 static void accept_clients(struct em_sync *s)
 {
-	for (;;) {
+	/* When full, further clients wait in the listen backlog (backpressure)
+	 * until a slot frees; the socket is local and mode 0600. */
+	while (s->n_clients < MAX_CLIENTS) {
 		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1)
 			return;
-		if (s->n_clients == MAX_CLIENTS) {
-			static const char msg[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
-			if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) < 0)
-				EM_DEBUG("api", "refusing a client: %s", strerror(errno));
-			close(fd);
-			continue;
-		}
 		struct client *c = &s->clients[s->n_clients++];
 		memset(c, 0, sizeof(*c));
 		c->fd = fd;
@@ -184,7 +179,8 @@ static void *sync_main(void *arg)
 	while (!atomic_load(&s->stop)) {
 		size_t n = 0;
 		pfd[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
-		pfd[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+		pfd[n++] = (struct pollfd){.fd = s->listen_fd,
+					   .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing ? 0 : POLLIN;
@@ -203,9 +199,6 @@ static void *sync_main(void *arg)
 		}
 		if (atomic_exchange(&s->reload, false))
 			reload_config(s);
-		if (pfd[1].revents & POLLIN)
-			accept_clients(s);
-
 		uint64_t now = em_now_ms();
 		/* Walk backwards: client_close moves the last client into slot i. The
 		 * clients accepted this turn have no pollfd yet and are skipped. */
@@ -224,6 +217,9 @@ static void *sync_main(void *arg)
 			if (!keep || now > c->deadline)
 				client_close(s, i);
 		}
+		/* After the clients: slots freed by departed clients count. */
+		if (pfd[1].revents & POLLIN)
+			accept_clients(s);
 	}
 	while (s->n_clients)
 		client_close(s, s->n_clients - 1);
