@@ -1,0 +1,227 @@
+/* Engine start and stop: listeners, worker threads, io_uring feature probe. */
+#include "engine/engine.h"
+
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "engine/worker.h"
+#include "proto/log.h"
+
+static int open_listener(const struct em_addr *a)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = em_addr_to_sockaddr(a, &ss);
+	int one = 1, rc;
+	int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1 ||
+	    (a->family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1) ||
+	    bind(fd, (struct sockaddr *)&ss, sl) == -1 || listen(fd, 4096) == -1) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/* Every opcode the data path submits; a kernel without one is refused at
+ * start rather than failing connections later. */
+static int probe_features(void)
+{
+	static const struct {
+		int op;
+		const char *name;
+	} need[] = {
+	        {IORING_OP_ACCEPT, "accept"},
+	        {IORING_OP_RECV, "recv"},
+	        {IORING_OP_SEND, "send"},
+	        {IORING_OP_CONNECT, "connect"},
+	        {IORING_OP_LINK_TIMEOUT, "link_timeout"},
+	        {IORING_OP_SHUTDOWN, "shutdown"},
+	        {IORING_OP_ASYNC_CANCEL, "async_cancel"},
+	        {IORING_OP_TIMEOUT, "timeout"},
+	        {IORING_OP_READ, "read"},
+	};
+	struct io_uring_probe *p = io_uring_get_probe();
+	if (!p) {
+		EM_ERR("engine", "io_uring unavailable (io_uring_get_probe failed)");
+		return -ENOSYS;
+	}
+	int rc = 0;
+	for (size_t i = 0; i < EM_ARRAY_SIZE(need); i++) {
+		if (!io_uring_opcode_supported(p, need[i].op)) {
+			EM_ERR("engine", "io_uring lacks opcode %s", need[i].name);
+			rc = -ENOSYS;
+		}
+	}
+	io_uring_free_probe(p);
+	return rc;
+}
+
+static void free_engine(struct em_engine *e)
+{
+	if (e->workers) {
+		for (unsigned i = 0; i < e->n_workers; i++) {
+			struct em_worker *w = &e->workers[i];
+			for (size_t k = 0; k < w->n_listeners; k++)
+				if (w->listeners[k].fd >= 0)
+					close(w->listeners[k].fd);
+			free(w->listeners);
+			if (w->wake_fd >= 0)
+				close(w->wake_fd);
+		}
+	}
+	free(e->workers);
+	free(e->lconf);
+	sem_destroy(&e->ready);
+	free(e);
+}
+
+static int add_listener(struct em_worker *w, const struct em_addr *a, uint16_t idx, bool optional)
+{
+	char as[EM_ADDR_STRLEN];
+	int fd = open_listener(a);
+	if (fd < 0) {
+		if (optional && fd == -EAFNOSUPPORT)
+			return 0;
+		EM_ERR("engine", "listen on %s: %s", em_addr_format(a, true, as, sizeof(as)),
+		       strerror(-fd));
+		return fd;
+	}
+	struct em_listener *l = &w->listeners[w->n_listeners++];
+	l->w = w;
+	l->fd = fd;
+	l->idx = idx;
+	return 0;
+}
+
+static void stop_workers(struct em_engine *e, unsigned started, uint32_t drain_ms)
+{
+	atomic_store(&e->drain_ms, drain_ms);
+	atomic_store(&e->stop, true);
+	for (unsigned i = 0; i < started; i++) {
+		uint64_t one = 1;
+		if (write(e->workers[i].wake_fd, &one, sizeof(one)) == -1)
+			EM_WARN("engine", "wake worker %u: %s", i, strerror(errno));
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(e->workers[i].thread, NULL);
+}
+
+static uint32_t or_default(uint32_t v, uint32_t def)
+{
+	return v ? v : def;
+}
+
+int em_engine_start(const struct em_config *cfg, struct em_engine **out)
+{
+	int rc = probe_features();
+	if (rc)
+		return rc;
+	struct em_engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	sem_init(&e->ready, 0, 0);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	e->n_workers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+	e->defaults.connect_ms = or_default(cfg->timeouts.connect_ms, 5000);
+	e->defaults.idle_ms = or_default(cfg->timeouts.idle_ms, 300000);
+	e->defaults.request_head_ms = or_default(cfg->timeouts.request_head_ms, 10000);
+	e->defaults.sniff_ms = cfg->timeouts.sniff_ms;
+	e->defaults.balancer = cfg->balancer;
+	if (cfg->n_listeners > UINT16_MAX - 1) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	e->n_lconf = cfg->n_listeners;
+	e->lconf = calloc(e->n_lconf ? e->n_lconf : 1, sizeof(*e->lconf));
+	e->workers = calloc(e->n_workers, sizeof(*e->workers));
+	if (!e->lconf || !e->workers) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < e->n_lconf; i++) {
+		const struct em_listener_conf *lc = &cfg->listeners[i];
+		e->lconf[i].listen = lc->listen;
+		memcpy(e->lconf[i].ns, lc->service_ns, sizeof(e->lconf[i].ns));
+		memcpy(e->lconf[i].name, lc->service_name, sizeof(e->lconf[i].name));
+		e->lconf[i].ns[sizeof(e->lconf[i].ns) - 1] = 0;
+		e->lconf[i].name[sizeof(e->lconf[i].name) - 1] = 0;
+		e->lconf[i].port = lc->port;
+	}
+	size_t per = e->n_lconf + (cfg->capture.enabled ? 2 : 0);
+	for (unsigned i = 0; i < e->n_workers; i++) {
+		struct em_worker *w = &e->workers[i];
+		w->eng = e;
+		w->id = i;
+		w->wake_fd = -1;
+		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));
+		if (!w->listeners) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < e->n_workers; i++) {
+		struct em_worker *w = &e->workers[i];
+		w->wake_fd = eventfd(0, EFD_CLOEXEC);
+		if (w->wake_fd == -1) {
+			rc = -errno;
+			goto fail;
+		}
+		if (cfg->capture.enabled) {
+			struct em_addr any4 = {.family = AF_INET, .port = cfg->capture.port};
+			struct em_addr any6 = {.family = AF_INET6, .port = cfg->capture.port};
+			if ((rc = add_listener(w, &any4, UINT16_MAX, false)) ||
+			    (rc = add_listener(w, &any6, UINT16_MAX, true)))
+				goto fail;
+		}
+		for (size_t k = 0; k < e->n_lconf; k++)
+			if ((rc = add_listener(w, &e->lconf[k].listen, (uint16_t)k, false)))
+				goto fail;
+	}
+	unsigned started = 0;
+	for (; started < e->n_workers; started++) {
+		struct em_worker *w = &e->workers[started];
+		rc = -pthread_create(&w->thread, NULL, em_worker_main, w);
+		if (rc)
+			break;
+		sem_wait(&e->ready);
+		if (w->init_rc) {
+			rc = w->init_rc;
+			pthread_join(w->thread, NULL);
+			break;
+		}
+	}
+	if (rc) {
+		stop_workers(e, started, 0);
+		goto fail;
+	}
+	unsigned f = e->ring_flags;
+	EM_INFO("engine",
+	        "%u workers, io_uring %s, multishot accept, buffer ring %u x %u, "
+	        "multishot recv, %zu listeners per worker",
+	        e->n_workers,
+	        (f & IORING_SETUP_DEFER_TASKRUN)  ? "SINGLE_ISSUER|DEFER_TASKRUN"
+	        : (f & IORING_SETUP_COOP_TASKRUN) ? "COOP_TASKRUN"
+	                                          : "without task-run flags",
+	        EM_BUF_COUNT, EM_BUF_SIZE, e->workers[0].n_listeners);
+	*out = e;
+	return 0;
+fail:
+	free_engine(e);
+	return rc;
+}
+
+void em_engine_stop(struct em_engine *eng, uint32_t drain_ms)
+{
+	if (!eng)
+		return;
+	stop_workers(eng, eng->n_workers, drain_ms);
+	free_engine(eng);
+}

@@ -1,0 +1,602 @@
+/* HTTP/1.x mode: per-request routing, upstream pools, response framing. */
+#include "engine/http.h"
+
+#include <stdlib.h>
+
+#include "proto/http1.h"
+#include "proto/log.h"
+
+/* A head that does not fit one ring buffer is assembled here; the parser
+ * decides within this many bytes. Rare, so allocated on demand. */
+#define EM_HTTP_HBUF (EM_HTTP1_MAX_LINE + 2 + EM_HTTP1_MAX_HEAD)
+
+enum { H_HEAD = 0, H_EXCHANGE, H_ERROR, H_TUNNEL };
+
+struct em_http {
+	struct em_http1_parser rqp, rsp;
+	struct em_http1_body rqb, rsb;
+	struct em_sock *up; /* upstream of the current exchange */
+	char *hbuf;         /* request head being assembled */
+	char *rbuf;         /* response head being assembled */
+	char *pbuf;         /* bytes after the current request (pipelining) */
+	uint32_t hlen, rlen, plen;
+	uint16_t req_flags;
+	uint8_t phase;
+	bool req_done, resp_head, keepalive, up_dirty;
+	struct em_http *next_free;
+};
+
+static const char E400[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: 18\r\nConnection: close\r\n\r\nmalformed request\n";
+static const char E408[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: 21\r\nConnection: close\r\n\r\nrequest head timeout\n";
+static const char E414[] = "HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: 22\r\nConnection: close\r\n\r\nrequest line too long\n";
+static const char E431[] =
+        "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 32\r\nConnection: close\r\n\r\nrequest header fields too large\n";
+static const char E501[] =
+        "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 32\r\nConnection: close\r\n\r\ntransfer coding not implemented\n";
+static const char E502_REFUSED[] =
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 32\r\nConnection: close\r\n\r\nupstream refused the connection\n";
+static const char E502_BAD[] =
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 27\r\nConnection: close\r\n\r\nbad response from upstream\n";
+static const char E503_NOSVC[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                 "Content-Length: 16\r\nConnection: close\r\n\r\nno such service\n";
+static const char E503_NOEP[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 18\r\nConnection: close\r\n\r\nno ready endpoint\n";
+static const char E504[] =
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 25\r\nConnection: close\r\n\r\nupstream connect timeout\n";
+static const char E505[] =
+        "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 27\r\nConnection: close\r\n\r\nhttp version not supported\n";
+
+static const char *status_page(int status)
+{
+	switch (status) {
+	case 408:
+		return E408;
+	case 414:
+		return E414;
+	case 431:
+		return E431;
+	case 501:
+		return E501;
+	case 505:
+		return E505;
+	case 504:
+		return E504;
+	case 502:
+		return E502_REFUSED;
+	default:
+		return E400;
+	}
+}
+
+static struct em_http *http_alloc(struct em_worker *w)
+{
+	struct em_http *h = w->free_http;
+	if (h) {
+		w->free_http = h->next_free;
+		memset(h, 0, sizeof(*h));
+		return h;
+	}
+	return calloc(1, sizeof(*h));
+}
+
+void em_http_free(struct em_worker *w, struct em_sock *s)
+{
+	struct em_http *h = s->http;
+	s->http = NULL;
+	if (!(s->flags & EM_SF_CLIENT) || !h)
+		return;
+	if (h->up && h->up->http == h)
+		h->up->http = NULL;
+	free(h->hbuf);
+	free(h->rbuf);
+	free(h->pbuf);
+	h->next_free = w->free_http;
+	w->free_http = h;
+}
+
+void em_http_worker_free(struct em_worker *w)
+{
+	while (w->free_http) {
+		struct em_http *h = w->free_http;
+		w->free_http = h->next_free;
+		free(h);
+	}
+	free(w->head);
+	w->head = NULL;
+}
+
+void em_http_unpool(struct em_worker *w, struct em_sock *u)
+{
+	EM_UNUSED(w);
+	em_dlist_del(&u->pnode);
+	if (u->ep) {
+		if (u->ep->n_idle)
+			u->ep->n_idle--;
+		u->ep->active++;
+	}
+	em_sock_timer(w, u, EM_T_NONE, 0);
+	u->state = EM_SK_OPEN;
+}
+
+bool em_http_idle(const struct em_sock *c)
+{
+	const struct em_http *h = c->http;
+	return h && c->state == EM_SK_HTTP && h->phase == H_HEAD && h->hlen == 0;
+}
+
+/* Answers <page> on client <c> and closes it once sent. After part of a
+ * response went out only a reset is honest. */
+static void http_error(struct em_worker *w, struct em_sock *c, const char *page)
+{
+	struct em_http *h = c->http;
+	h->phase = H_ERROR;
+	if (h->up) {
+		struct em_sock *u = h->up;
+		h->up = NULL;
+		u->http = NULL;
+		em_sock_close(w, u, true);
+	}
+	if (h->resp_head || c->static_msg) {
+		em_sock_close(w, c, true);
+		return;
+	}
+	c->static_msg = page;
+	c->flags |= EM_SF_CLOSE_AFTER;
+	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+	if (!em_sock_enqueue(w, c, EM_BID_STATIC, (uint32_t)strlen(page)))
+		em_sock_close(w, c, true);
+}
+
+static bool append(char **buf, uint32_t *len, const char *src, uint32_t n)
+{
+	if (!*buf && !(*buf = malloc(EM_HTTP_HBUF)))
+		return false;
+	if (n > EM_HTTP_HBUF - *len)
+		return false;
+	memcpy(*buf + *len, src, n);
+	*len += n;
+	return true;
+}
+
+static void head_from_copy(struct em_worker *w, struct em_sock *c);
+
+/* Takes an idle upstream of <ep> from the pool or connects a new one. */
+static struct em_sock *upstream_get(struct em_worker *w, const struct em_endpoint *ep)
+{
+	struct em_lb_ep *e = em_lb_ep_get(&w->lb, &ep->addr);
+	struct em_dlist *n = e ? em_dlist_first(&e->idle) : NULL;
+	if (n) {
+		struct em_sock *u = em_container_of(n, struct em_sock, pnode);
+		em_http_unpool(w, u);
+		return u;
+	}
+	struct em_sock *u = em_sock_alloc(w);
+	if (!u)
+		return NULL;
+	if (em_upstream_connect(w, u, ep) < 0) {
+		em_sock_release(w, u);
+		return NULL;
+	}
+	return u;
+}
+
+/* The request head is the first <hl> of <avail> bytes at <base>, which is
+ * ring buffer <bid> or, with EM_BID_STATIC, h->hbuf. */
+static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, const char *base,
+                          uint32_t hl, uint32_t avail)
+{
+	struct em_http *h = c->http;
+	const struct em_http1_head *hd = w->head;
+	h->req_flags = hd->flags;
+	h->keepalive = (hd->flags & EM_HTTP1_F_KEEPALIVE) && !w->stopping;
+	em_http1_body_init(&h->rqb, hd);
+	ssize_t n = em_http1_body_feed(&h->rqb, base + hl, avail - hl);
+	if (n < 0) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		http_error(w, c, E400);
+		return;
+	}
+	uint32_t fwd = hl + (uint32_t)n;
+	h->req_done = em_http1_body_done(&h->rqb);
+	if (fwd < avail && !append(&h->pbuf, &h->plen, base + fwd, avail - fwd)) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		http_error(w, c, E431);
+		return;
+	}
+	w->n_requests++;
+	c->retries = 0;
+	h->resp_head = false;
+	h->up_dirty = false;
+	memset(&h->rsp, 0, sizeof(h->rsp));
+	h->rlen = 0;
+
+	const struct em_svc_port *sp = em_proxy_route(w, c);
+	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
+	struct em_sock *u = ep ? upstream_get(w, ep) : NULL;
+	if (!u) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		w->n_no_endpoint++;
+		http_error(w, c, !sp ? E503_NOSVC : E503_NOEP);
+		return;
+	}
+	h->phase = H_EXCHANGE;
+	h->up = u;
+	u->http = h;
+	c->peer = u;
+	u->peer = c;
+	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+	if (bid == EM_BID_STATIC)
+		u->static_msg = h->hbuf;
+	if (!em_sock_enqueue(w, u, bid, fwd)) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		em_conn_close(w, c, true);
+		return;
+	}
+	if (u->state == EM_SK_OPEN && !(u->flags & EM_SF_RECV_ARMED))
+		em_sock_maybe_rearm(w, u);
+	em_sock_backpressure(w, c, u);
+}
+
+static void head_from_copy(struct em_worker *w, struct em_sock *c)
+{
+	struct em_http *h = c->http;
+	int rc = em_http1_parse_request(&h->rqp, h->hbuf, h->hlen, NULL, w->head);
+	if (rc == EM_PARTIAL) {
+		if (c->tclass != EM_T_HEAD)
+			em_sock_timer(w, c, EM_T_HEAD, w->head_ms);
+		return;
+	}
+	if (rc < 0) {
+		http_error(w, c, status_page(em_http1_status(rc)));
+		return;
+	}
+	uint32_t avail = h->hlen;
+	h->hlen = 0; /* the bytes stay in hbuf until the upstream sent them */
+	start_request(w, c, EM_BID_STATIC, h->hbuf, (uint32_t)rc, avail);
+}
+
+static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
+{
+	struct em_http *h = c->http;
+	const char *buf = em_worker_buf(w, bid);
+	switch (h->phase) {
+	case H_HEAD:
+		if (h->hlen == 0 && h->plen == 0) {
+			int rc = em_http1_parse_request(&h->rqp, buf, len, NULL, w->head);
+			if (rc > 0) {
+				start_request(w, c, bid, buf, (uint32_t)rc, len);
+				return;
+			}
+			if (rc != EM_PARTIAL) {
+				em_worker_buf_put(w, bid);
+				http_error(w, c, status_page(em_http1_status(rc)));
+				return;
+			}
+			memset(&h->rqp, 0, sizeof(h->rqp));
+		}
+		/* The head spans buffers: assemble it. The old head copy may
+		 * still be on its way out of the previous upstream. */
+		if (h->up && h->up->static_msg == h->hbuf) {
+			em_worker_buf_put(w, bid);
+			em_conn_close(w, c, true);
+			return;
+		}
+		if (!append(&h->hbuf, &h->hlen, buf, len)) {
+			em_worker_buf_put(w, bid);
+			http_error(w, c, E431);
+			return;
+		}
+		em_worker_buf_put(w, bid);
+		head_from_copy(w, c);
+		return;
+	case H_EXCHANGE:
+		if (!h->req_done) {
+			ssize_t n = em_http1_body_feed(&h->rqb, buf, len);
+			if (n < 0) {
+				em_worker_buf_put(w, bid);
+				em_conn_close(w, c, true);
+				return;
+			}
+			h->req_done = em_http1_body_done(&h->rqb);
+			if ((uint32_t)n < len &&
+			    !append(&h->pbuf, &h->plen, buf + n, len - (uint32_t)n)) {
+				em_worker_buf_put(w, bid);
+				em_conn_close(w, c, true);
+				return;
+			}
+			if (n == 0) {
+				em_worker_buf_put(w, bid);
+				return;
+			}
+			if (!h->up || !em_sock_enqueue(w, h->up, bid, (uint32_t)n)) {
+				em_worker_buf_put(w, bid);
+				em_conn_close(w, c, true);
+				return;
+			}
+			em_sock_backpressure(w, c, h->up);
+			return;
+		}
+		/* Pipelined: keep it for when this exchange ends. */
+		if (!append(&h->pbuf, &h->plen, buf, len)) {
+			em_worker_buf_put(w, bid);
+			em_conn_close(w, c, true);
+			return;
+		}
+		em_worker_buf_put(w, bid);
+		return;
+	default:
+		em_worker_buf_put(w, bid);
+		return;
+	}
+}
+
+static void pool_put(struct em_worker *w, struct em_sock *u)
+{
+	struct em_lb_ep *e = u->ep;
+	if (!e || e->n_idle >= EM_HTTP_POOL_MAX || w->stopping) {
+		em_sock_close(w, u, false);
+		return;
+	}
+	u->state = EM_SK_POOLED;
+	if (e->active)
+		e->active--;
+	e->last_ms = w->now_ms;
+	e->n_idle++;
+	em_dlist_push_tail(&e->idle, &u->pnode);
+	em_sock_timer(w, u, EM_T_POOL, EM_MIN(w->idle_ms, EM_HTTP_POOL_IDLE_MS));
+	em_sock_maybe_rearm(w, u);
+}
+
+/* The response ended on the wire (its last byte is queued on the client). */
+static void finish_exchange(struct em_worker *w, struct em_sock *c)
+{
+	struct em_http *h = c->http;
+	struct em_sock *u = h->up;
+	bool reuse = h->keepalive && h->req_done && !h->up_dirty && u->q_len == 0 &&
+	             !(u->flags & (EM_SF_SEND_BUSY | EM_SF_RD_EOF));
+	h->up = NULL;
+	u->http = NULL;
+	u->peer = NULL;
+	c->peer = NULL;
+	if (reuse)
+		pool_put(w, u);
+	else
+		em_sock_close(w, u, false);
+	h->phase = H_HEAD;
+	memset(&h->rqp, 0, sizeof(h->rqp));
+	if (!h->keepalive || (c->flags & EM_SF_RD_EOF)) {
+		c->flags |= EM_SF_CLOSE_AFTER;
+		if (c->q_len == 0 && !(c->flags & EM_SF_SEND_BUSY))
+			em_sock_close(w, c, false);
+		return;
+	}
+	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+	if (h->plen) {
+		/* Pipelined bytes become the next head. */
+		if (h->hbuf && h->hbuf == u->static_msg) {
+			em_conn_close(w, c, true);
+			return;
+		}
+		char *tmp = h->hbuf;
+		h->hbuf = h->pbuf;
+		h->hlen = h->plen;
+		h->pbuf = tmp;
+		h->plen = 0;
+		head_from_copy(w, c);
+		if (c->flags & EM_SF_CLOSING)
+			return;
+	}
+	em_sock_maybe_rearm(w, c);
+}
+
+/* Response bytes <base>[0, avail) from upstream <u>; ring buffer <bid> or,
+ * with EM_BID_STATIC, h->rbuf. */
+static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid, const char *base,
+                           uint32_t avail)
+{
+	struct em_http *h = u->http;
+	struct em_sock *c = u->peer;
+	uint32_t off = 0, fwd;
+	if (!h->resp_head) {
+		int rc;
+		if (bid != EM_BID_STATIC && h->rlen == 0) {
+			rc = em_http1_parse_response(&h->rsp, base, avail, h->req_flags, NULL,
+			                             w->head);
+		} else {
+			if (bid != EM_BID_STATIC) {
+				bool ok = append(&h->rbuf, &h->rlen, base, avail);
+				em_worker_buf_put(w, bid);
+				if (!ok) {
+					http_error(w, c, E502_BAD);
+					return;
+				}
+				bid = EM_BID_STATIC;
+			}
+			base = h->rbuf;
+			avail = h->rlen;
+			rc = em_http1_parse_response(&h->rsp, base, avail, h->req_flags, NULL,
+			                             w->head);
+		}
+		if (rc == EM_PARTIAL) {
+			if (bid != EM_BID_STATIC) {
+				memset(&h->rsp, 0, sizeof(h->rsp));
+				bool ok = append(&h->rbuf, &h->rlen, base, avail);
+				em_worker_buf_put(w, bid);
+				if (!ok)
+					http_error(w, c, E502_BAD);
+			}
+			return;
+		}
+		if (rc < 0) {
+			if (bid != EM_BID_STATIC)
+				em_worker_buf_put(w, bid);
+			http_error(w, c, E502_BAD);
+			return;
+		}
+		if (bid == EM_BID_STATIC) {
+			if (c->static_msg) {
+				em_conn_close(w, c, true);
+				return;
+			}
+			/* rbuf goes out as is; the next head gets a new one. */
+			c->static_msg = h->rbuf;
+			c->flags |= EM_SF_STATIC_OWNED;
+			h->rbuf = NULL;
+			h->rlen = 0;
+		}
+		const struct em_http1_head *hd = w->head;
+		off = (uint32_t)rc;
+		if (hd->status < 200 && hd->framing != EM_HTTP1_BODY_TUNNEL) {
+			/* Interim response: forward it, the real one follows. Only
+			 * whole-buffer interim responses are common; a tail after
+			 * one is re-assembled like a split head. */
+			memset(&h->rsp, 0, sizeof(h->rsp));
+			if (off < avail) {
+				if (!append(&h->rbuf, &h->rlen, base + off, avail - off)) {
+					if (bid != EM_BID_STATIC)
+						em_worker_buf_put(w, bid);
+					em_conn_close(w, c, true);
+					return;
+				}
+			}
+			if (!em_sock_enqueue(w, c, bid, off))
+				em_conn_close(w, c, true);
+			return;
+		}
+		h->resp_head = true;
+		if (!(hd->flags & EM_HTTP1_F_KEEPALIVE))
+			h->keepalive = false;
+		em_http1_body_init(&h->rsb, hd);
+		if (hd->framing == EM_HTTP1_BODY_TUNNEL) {
+			/* 101 or CONNECT 2xx: raw bytes both ways from here on. */
+			h->phase = H_TUNNEL;
+			u->http = NULL;
+			h->up = NULL;
+			c->state = EM_SK_OPEN;
+			if (!em_sock_enqueue(w, c, bid, avail)) {
+				em_conn_close(w, c, true);
+				return;
+			}
+			if (h->plen) {
+				/* Client bytes that followed the upgrade request. */
+				em_conn_close(w, c, true);
+				return;
+			}
+			em_sock_maybe_rearm(w, c);
+			return;
+		}
+	}
+	ssize_t n = em_http1_body_feed(&h->rsb, base + off, avail - off);
+	if (n < 0) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		em_conn_close(w, c, true);
+		return;
+	}
+	fwd = off + (uint32_t)n;
+	if (fwd < avail)
+		h->up_dirty = true; /* bytes after the response: never reuse */
+	if (fwd == 0) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+	} else if (!em_sock_enqueue(w, c, bid, fwd)) {
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		em_conn_close(w, c, true);
+		return;
+	}
+	if (em_http1_body_done(&h->rsb)) {
+		finish_exchange(w, c);
+		return;
+	}
+	em_sock_backpressure(w, u, c);
+	if (!(u->flags & EM_SF_RECV_ARMED))
+		em_sock_maybe_rearm(w, u);
+}
+
+void em_http_start(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
+{
+	if (!w->head && !(w->head = malloc(sizeof(*w->head)))) {
+		em_worker_buf_put(w, bid);
+		em_sock_close(w, c, true);
+		return;
+	}
+	c->http = http_alloc(w);
+	if (!c->http) {
+		em_worker_buf_put(w, bid);
+		em_sock_close(w, c, true);
+		return;
+	}
+	c->state = EM_SK_HTTP;
+	client_data(w, c, bid, len);
+}
+
+void em_http_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len)
+{
+	if (s->state == EM_SK_POOLED || (!(s->flags & EM_SF_CLIENT) && (!s->http || !s->peer))) {
+		/* An idle upstream has nothing to say: drop it. */
+		em_worker_buf_put(w, bid);
+		em_sock_close(w, s, true);
+		return;
+	}
+	if (s->flags & EM_SF_CLIENT) {
+		client_data(w, s, bid, len);
+		if (!(s->flags & (EM_SF_CLOSING | EM_SF_RECV_ARMED)))
+			em_sock_maybe_rearm(w, s);
+		return;
+	}
+	response_bytes(w, s, bid, em_worker_buf(w, bid), len);
+}
+
+void em_http_eof(struct em_worker *w, struct em_sock *s)
+{
+	if (s->flags & EM_SF_CLIENT) {
+		struct em_http *h = s->http;
+		if (h && h->phase == H_EXCHANGE && h->req_done) {
+			h->keepalive = false; /* answer, then close */
+			return;
+		}
+		em_conn_close(w, s, h && h->phase == H_EXCHANGE);
+		return;
+	}
+	struct em_http *h = s->http;
+	struct em_sock *c = s->peer;
+	if (!h || !c) {
+		em_sock_close(w, s, false);
+		return;
+	}
+	if (h->resp_head && h->rsb.framing == EM_HTTP1_BODY_CLOSE) {
+		h->keepalive = false;
+		finish_exchange(w, c);
+		return;
+	}
+	http_error(w, c, E502_BAD);
+}
+
+void em_http_connect_failed(struct em_worker *w, struct em_sock *c, struct em_sock *u, int status)
+{
+	EM_UNUSED(u);
+	http_error(w, c, status_page(status));
+}
+
+void em_http_expire(struct em_worker *w, struct em_sock *c)
+{
+	if (c->http && c->http->hlen)
+		http_error(w, c, E408);
+	else
+		em_sock_close(w, c, false);
+}

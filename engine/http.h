@@ -1,0 +1,48 @@
+/* Internal to engine/: HTTP/1.x mode of a client connection.
+ *
+ * A client in HTTP mode is served one request at a time. Each request is
+ * routed and balanced on its own and sent on an upstream connection taken
+ * from the per-worker pool of its endpoint (or a new one); heads and bodies
+ * are forwarded from the ring buffers they arrived in, with boundaries from
+ * proto/http1.h. When the response ends the upstream goes back to the pool
+ * (when both sides allow keep-alive) and the next request starts. Upgrade
+ * (101) and CONNECT (2xx) turn both sockets into raw forwarding. */
+#ifndef EM_ENGINE_HTTP_H
+#define EM_ENGINE_HTTP_H
+
+#include "engine/worker.h"
+
+#define EM_HTTP_POOL_MAX     64u    /* idle upstream connections per endpoint */
+#define EM_HTTP_POOL_IDLE_MS 30000u /* ... kept at most this long */
+
+/* Client <c> sent its first bytes (ring buffer <bid>, <len> bytes) and they
+ * start an HTTP/1.x request. Takes ownership of the buffer. */
+void em_http_start(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len);
+
+/* Bytes for an HTTP client, an HTTP upstream, or a pooled upstream. Takes
+ * ownership of the buffer. May close sockets. */
+void em_http_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len);
+
+/* <s> (HTTP client, HTTP upstream or pooled upstream) read EOF. */
+void em_http_eof(struct em_worker *w, struct em_sock *s);
+
+/* The connect of <u> for client <c> failed for good: answers <status>. */
+void em_http_connect_failed(struct em_worker *w, struct em_sock *c, struct em_sock *u, int status);
+
+/* The request-head timer of client <c> fired: 408. */
+void em_http_expire(struct em_worker *w, struct em_sock *c);
+
+/* True when client <c> is an HTTP connection between requests (nothing of
+ * the next request received): safe to close when stopping. */
+bool em_http_idle(const struct em_sock *c);
+
+/* Releases <s>'s HTTP state (the client owns it; an upstream only refers). */
+void em_http_free(struct em_worker *w, struct em_sock *s);
+
+/* Takes pooled upstream <u> out of its endpoint's pool. */
+void em_http_unpool(struct em_worker *w, struct em_sock *u);
+
+/* At worker exit: frees the per-worker free list and scratch. */
+void em_http_worker_free(struct em_worker *w);
+
+#endif

@@ -1,0 +1,525 @@
+/* Connections: accept, sniff, route, connect, forward both ways, close.
+ *
+ * Data flows from a socket's ring buffers into the queue of its peer: a
+ * buffer received on A is queued on B and sent from where the kernel put it,
+ * then handed back to the ring. While B's queue holds EM_Q_HIGH buffers A's
+ * multishot recv is cancelled; it is re-armed when B's queue is down to
+ * EM_Q_LOW, so a connection never holds more than EM_Q_CAP buffers per
+ * direction whatever the peers do. */
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "engine/capture.h"
+#include "engine/http.h"
+#include "engine/worker.h"
+#include "proto/log.h"
+#include "proto/sniff.h"
+
+#define EM_NO_BID 0x10000u
+
+static void static_sent(struct em_sock *s)
+{
+	if (s->flags & EM_SF_STATIC_OWNED)
+		free((void *)s->static_msg);
+	s->flags &= ~EM_SF_STATIC_OWNED;
+	s->static_msg = NULL;
+}
+
+static void sock_finalize(struct em_worker *w, struct em_sock *s)
+{
+	static_sent(s);
+	while (s->q_len) {
+		uint16_t bid = s->q_bid[s->q_head];
+		if (bid != EM_BID_STATIC)
+			em_worker_buf_put(w, bid);
+		s->q_head = (uint8_t)((s->q_head + 1) % EM_Q_CAP);
+		s->q_len--;
+	}
+	if (s->http)
+		em_http_free(w, s);
+	if (s->state == EM_SK_POOLED)
+		em_http_unpool(w, s);
+	if (s->ep) {
+		if (s->ep->active)
+			s->ep->active--;
+		s->ep->last_ms = w->now_ms;
+		s->ep = NULL;
+	}
+	if (s->fd >= 0) {
+		if (s->flags & EM_SF_ABORT) {
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+			setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		close(s->fd);
+	}
+	em_sock_release(w, s);
+}
+
+void em_sock_close(struct em_worker *w, struct em_sock *s, bool abort)
+{
+	if (s->flags & EM_SF_CLOSING)
+		return;
+	s->flags |= EM_SF_CLOSING | (abort ? EM_SF_ABORT : 0);
+	em_sock_timer(w, s, EM_T_NONE, 0);
+	em_dlist_del(&s->snode);
+	s->flags &= ~EM_SF_STARVED;
+	if (s->peer) {
+		s->peer->peer = NULL;
+		s->peer = NULL;
+	}
+	if (s->inflight == 0) {
+		sock_finalize(w, s);
+		return;
+	}
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_CANCEL));
+	s->inflight++;
+}
+
+void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort)
+{
+	struct em_sock *p = s->peer;
+	em_sock_close(w, s, abort);
+	if (p)
+		em_sock_close(w, p, abort);
+}
+
+void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = EM_BGID;
+	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_RECV));
+	s->flags |= EM_SF_RECV_ARMED;
+	s->inflight++;
+}
+
+/* Re-arms <s>'s recv unless it is armed, finished, starved, or its peer's
+ * queue is still above the low-water mark. */
+void em_sock_maybe_rearm(struct em_worker *w, struct em_sock *s)
+{
+	if (s->flags & (EM_SF_RECV_ARMED | EM_SF_CLOSING | EM_SF_RD_EOF | EM_SF_STARVED))
+		return;
+	if (s->peer && s->peer->q_len > EM_Q_LOW)
+		return;
+	em_sock_arm_recv(w, s);
+}
+
+void em_proxy_unstarve(struct em_worker *w, struct em_sock *s)
+{
+	em_sock_maybe_rearm(w, s);
+}
+
+static void sock_shutdown(struct em_worker *w, struct em_sock *s)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
+	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_SHUTDOWN));
+	s->flags |= EM_SF_WR_SHUT;
+	s->inflight++;
+}
+
+void em_sock_send_next(struct em_worker *w, struct em_sock *s)
+{
+	struct em_sock *src = s->peer;
+	s->flags &= ~EM_SF_SEND_BUSY;
+	if (s->q_len == 0) {
+		if (s->flags & EM_SF_CLOSE_AFTER) {
+			em_conn_close(w, s, false);
+			return;
+		}
+		if (!src)
+			return;
+		if ((src->flags & EM_SF_RD_EOF) && !(s->flags & EM_SF_WR_SHUT))
+			sock_shutdown(w, s);
+		em_sock_maybe_rearm(w, src);
+		return;
+	}
+	unsigned h = s->q_head;
+	const char *base =
+	        s->q_bid[h] == EM_BID_STATIC ? s->static_msg : em_worker_buf(w, s->q_bid[h]);
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_send(sqe, s->fd, base + s->q_off, s->q_bytes[h] - s->q_off,
+	                   MSG_NOSIGNAL | MSG_WAITALL);
+	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_SEND));
+	s->flags |= EM_SF_SEND_BUSY;
+	s->inflight++;
+	if (src && s->q_len <= EM_Q_LOW)
+		em_sock_maybe_rearm(w, src);
+}
+
+/* Queues <len> bytes of ring buffer <bid> (or of s->static_msg with
+ * EM_BID_STATIC) for sending on <dst>. Returns false when the queue is full,
+ * which the low-water logic makes a peer bug; the caller closes. */
+bool em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t bid, uint32_t len)
+{
+	if (EM_UNLIKELY(dst->q_len == EM_Q_CAP))
+		return false;
+	unsigned t = (dst->q_head + dst->q_len) % EM_Q_CAP;
+	dst->q_bid[t] = bid;
+	dst->q_bytes[t] = (uint16_t)len;
+	dst->q_len++;
+	if ((dst->state == EM_SK_OPEN || dst->state == EM_SK_HTTP) &&
+	    !(dst->flags & EM_SF_SEND_BUSY))
+		em_sock_send_next(w, dst);
+	return true;
+}
+
+/* Pauses <src> when its peer's queue reached the high-water mark. */
+void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst)
+{
+	if (dst->q_len < EM_Q_HIGH || !(src->flags & EM_SF_RECV_ARMED) ||
+	    (src->flags & EM_SF_RECV_CANCEL))
+		return;
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_cancel64(sqe, em_ud(src, EM_OP_RECV), 0);
+	io_uring_sqe_set_data64(sqe, em_ud(src, EM_OP_CANCEL));
+	src->flags |= EM_SF_RECV_CANCEL;
+	src->inflight++;
+}
+
+/* The idle timer lives on the client socket; moving it on every CQE would be
+ * wasted work, so it moves only once it is a second stale. */
+static void conn_touch(struct em_worker *w, struct em_sock *s)
+{
+	struct em_sock *c = (s->flags & EM_SF_CLIENT) ? s : s->peer;
+	if (c && c->tclass == EM_T_IDLE && c->deadline_ms < w->now_ms + w->idle_ms - 1000)
+		em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+}
+
+const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c)
+{
+	const struct em_table *t = em_table_current();
+	if (!t)
+		return NULL;
+	if (c->listener == UINT16_MAX)
+		return em_table_lookup(t, &c->dst, IPPROTO_TCP);
+	const struct em_lconf *lc = &w->eng->lconf[c->listener];
+	const struct em_service *svc = em_table_service(t, lc->ns, lc->name);
+	return svc ? em_service_port(svc, lc->port, IPPROTO_TCP) : NULL;
+}
+
+const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,
+                                        const struct em_svc_port *sp, const struct em_addr *avoid)
+{
+	struct em_addr peer, *pp = NULL;
+	if (sp->svc && sp->svc->affinity_client_ip) {
+		/* Only affinity needs the client address: ask for it only then. */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 &&
+		    em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0)
+			pp = &peer;
+	}
+	return em_lb_pick(&w->lb, sp, pp, avoid, w->now_ms);
+}
+
+/* Opens a socket to <ep> in <u> and submits connect + link timeout. */
+int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = em_addr_to_sockaddr(&ep->addr, &ss);
+	int fd = socket(ep->addr.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	u->fd = fd;
+	u->family = ep->addr.family;
+	memcpy(&u->sa6, &ss, EM_MIN((size_t)sl, sizeof(u->sa6)));
+	u->ep = em_lb_ep_get(&w->lb, &ep->addr);
+	if (u->ep) {
+		u->ep->active++;
+		u->ep->last_ms = w->now_ms;
+	}
+	u->state = EM_SK_CONNECTING;
+	/* Connect and its timeout must reach the kernel in one submission. */
+	if (io_uring_sq_space_left(&w->ring) < 2)
+		io_uring_submit(&w->ring);
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&u->sa6, sl);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, em_ud(u, EM_OP_CONNECT));
+	sqe = em_worker_sqe(w);
+	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, em_ud(u, EM_OP_LTIMEOUT));
+	u->inflight += 2;
+	return 0;
+}
+
+/* Raw TCP: pick an endpoint and connect; the client's first buffer <bid>
+ * (EM_NO_BID if none) waits in the upstream's queue. */
+static void start_raw(struct em_worker *w, struct em_sock *c, uint32_t bid, uint32_t len)
+{
+	const struct em_svc_port *sp = em_proxy_route(w, c);
+	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
+	struct em_sock *u = ep ? em_sock_alloc(w) : NULL;
+	if (!u)
+		goto fail;
+	if (em_upstream_connect(w, u, ep) < 0) {
+		em_sock_release(w, u);
+		goto fail;
+	}
+	c->peer = u;
+	u->peer = c;
+	c->state = EM_SK_OPEN;
+	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+	if (bid != EM_NO_BID)
+		em_sock_enqueue(w, u, (uint16_t)bid, len);
+	return;
+fail:
+	w->n_no_endpoint++;
+	if (bid != EM_NO_BID)
+		em_worker_buf_put(w, (uint16_t)bid);
+	em_sock_close(w, c, true);
+}
+
+/* The client's first bytes (or the sniff timeout with EM_NO_BID). */
+static void start_conn(struct em_worker *w, struct em_sock *c, uint32_t bid, uint32_t len)
+{
+	em_sock_timer(w, c, EM_T_NONE, 0);
+	if (bid != EM_NO_BID) {
+		struct em_sniff_result r;
+		int p = em_sniff(em_worker_buf(w, (uint16_t)bid), len, EM_SNIFF_F_FINAL, &r);
+		if (p == EM_SNIFF_HTTP1) {
+			em_http_start(w, c, (uint16_t)bid, len);
+			return;
+		}
+	}
+	start_raw(w, c, bid, len);
+}
+
+void em_proxy_accept(struct em_worker *w, struct em_listener *l, int fd)
+{
+	struct em_sock *c = em_sock_alloc(w);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->flags = EM_SF_CLIENT;
+	c->listener = l->idx;
+	c->state = EM_SK_SNIFF;
+	if (l->idx == UINT16_MAX) {
+		c->flags |= EM_SF_CAPTURED;
+		int rc = em_capture_original_dst(fd, 0, &c->dst);
+		if (rc < 0) {
+			EM_DEBUG("engine", "original destination: %s", strerror(-rc));
+			em_sock_close(w, c, true);
+			return;
+		}
+	}
+	if (w->sniff_ms == 0) {
+		start_conn(w, c, EM_NO_BID, 0);
+		if (!(c->flags & EM_SF_CLOSING))
+			em_sock_arm_recv(w, c);
+		return;
+	}
+	em_sock_timer(w, c, EM_T_SNIFF, w->sniff_ms);
+	em_sock_arm_recv(w, c);
+}
+
+static void check_done(struct em_worker *w, struct em_sock *s)
+{
+	struct em_sock *p = s->peer;
+	const unsigned both = EM_SF_RD_EOF | EM_SF_WR_DONE;
+	if (p && (s->flags & both) == both && (p->flags & both) == both)
+		em_conn_close(w, s, false);
+}
+
+static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cflags)
+{
+	if (res > 0) {
+		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+		switch (s->state) {
+		case EM_SK_SNIFF:
+			start_conn(w, s, bid, (uint32_t)res);
+			return;
+		case EM_SK_HTTP:
+		case EM_SK_POOLED:
+			em_http_recv(w, s, bid, (uint32_t)res);
+			return;
+		default:
+			break;
+		}
+		struct em_sock *dst = s->peer;
+		if (s->http && !(s->flags & EM_SF_CLIENT)) {
+			em_http_recv(w, s, bid, (uint32_t)res);
+			return;
+		}
+		if (!dst || !em_sock_enqueue(w, dst, bid, (uint32_t)res)) {
+			em_worker_buf_put(w, bid);
+			em_conn_close(w, s, true);
+			return;
+		}
+		conn_touch(w, s);
+		em_sock_backpressure(w, s, dst);
+		if (!(s->flags & EM_SF_RECV_ARMED))
+			em_sock_maybe_rearm(w, s);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		w->n_nobufs++;
+		if (!(s->flags & EM_SF_RECV_ARMED)) {
+			s->flags |= EM_SF_STARVED;
+			em_dlist_push_tail(&w->starved, &s->snode);
+		}
+		return;
+	}
+	if (res == -ECANCELED) {
+		em_sock_maybe_rearm(w, s);
+		return;
+	}
+	if (res == 0) {
+		s->flags |= EM_SF_RD_EOF;
+		struct em_sock *dst = s->peer;
+		if (s->state == EM_SK_SNIFF || s->state == EM_SK_HTTP || s->state == EM_SK_POOLED ||
+		    (s->http && !(s->flags & EM_SF_CLIENT))) {
+			if (s->http || s->state == EM_SK_POOLED)
+				em_http_eof(w, s);
+			else
+				em_sock_close(w, s, false);
+			return;
+		}
+		if (!dst) {
+			em_sock_close(w, s, false);
+			return;
+		}
+		if (dst->state == EM_SK_OPEN && dst->q_len == 0 &&
+		    !(dst->flags & EM_SF_SEND_BUSY) && !(dst->flags & EM_SF_WR_SHUT))
+			sock_shutdown(w, dst);
+		return;
+	}
+	em_conn_close(w, s, true);
+}
+
+static void on_send(struct em_worker *w, struct em_sock *s, int res)
+{
+	if (res < 0) {
+		em_conn_close(w, s, true);
+		return;
+	}
+	unsigned h = s->q_head;
+	s->q_off += (uint32_t)res;
+	if (s->q_off >= s->q_bytes[h]) {
+		if (s->q_bid[h] != EM_BID_STATIC)
+			em_worker_buf_put(w, s->q_bid[h]);
+		else
+			static_sent(s);
+		s->q_head = (uint8_t)((h + 1) % EM_Q_CAP);
+		s->q_len--;
+		s->q_off = 0;
+	}
+	conn_touch(w, s);
+	em_sock_send_next(w, s);
+}
+
+static void on_connect(struct em_worker *w, struct em_sock *u, int res)
+{
+	struct em_sock *c = u->peer;
+	if (res == 0) {
+		u->state = EM_SK_OPEN;
+		em_sock_arm_recv(w, u);
+		if (u->q_len)
+			em_sock_send_next(w, u);
+		return;
+	}
+	w->n_connect_fail++;
+	if (!c) {
+		em_sock_close(w, u, true);
+		return;
+	}
+	/* -ECANCELED here means the linked timeout fired. */
+	bool timeout = res == -ECANCELED;
+	if (!timeout && c->retries == 0) {
+		c->retries = 1;
+		const struct em_svc_port *sp = em_proxy_route(w, c);
+		struct em_addr prev = u->ep ? u->ep->addr : (struct em_addr){0};
+		const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, &prev) : NULL;
+		if (ep) {
+			close(u->fd);
+			u->fd = -1;
+			if (u->ep && u->ep->active)
+				u->ep->active--;
+			u->ep = NULL;
+			if (em_upstream_connect(w, u, ep) == 0)
+				return;
+		}
+	}
+	if (c->http) {
+		em_http_connect_failed(w, c, u, timeout ? 504 : 502);
+		return;
+	}
+	em_conn_close(w, u, true);
+}
+
+void em_proxy_cqe(struct em_worker *w, struct em_sock *s, enum em_op op, int res, uint32_t cflags)
+{
+	if (op != EM_OP_RECV || !(cflags & IORING_CQE_F_MORE)) {
+		s->inflight--;
+		if (op == EM_OP_RECV)
+			s->flags &= ~(EM_SF_RECV_ARMED | EM_SF_RECV_CANCEL);
+	}
+	if (EM_UNLIKELY(s->flags & EM_SF_CLOSING)) {
+		if (op == EM_OP_RECV && (cflags & IORING_CQE_F_BUFFER))
+			em_worker_buf_put(w, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
+		if (s->inflight == 0)
+			sock_finalize(w, s);
+		return;
+	}
+	switch (op) {
+	case EM_OP_RECV:
+		on_recv(w, s, res, cflags);
+		break;
+	case EM_OP_SEND:
+		on_send(w, s, res);
+		break;
+	case EM_OP_CONNECT:
+		on_connect(w, s, res);
+		break;
+	case EM_OP_SHUTDOWN:
+		s->flags |= EM_SF_WR_DONE;
+		if (res < 0)
+			em_conn_close(w, s, true);
+		else
+			check_done(w, s);
+		break;
+	default: /* link timeouts and cancels only count */
+		break;
+	}
+}
+
+void em_proxy_expire(struct em_worker *w, struct em_sock *s)
+{
+	switch (s->tclass) {
+	case EM_T_SNIFF:
+		if (s->state == EM_SK_SNIFF)
+			start_conn(w, s, EM_NO_BID, 0);
+		break;
+	case EM_T_HEAD:
+		em_http_expire(w, s);
+		break;
+	default:
+		em_conn_close(w, s, false);
+		break;
+	}
+}
+
+void em_proxy_close_idle(struct em_worker *w, bool all)
+{
+	for (int tc = EM_T_SNIFF; tc < EM_T__COUNT; tc++) {
+		struct em_dlist *h = &w->timers[tc], *n = h->next;
+		/* Closing a socket never unlinks another entry of the same
+		 * list (peers are never on the same list), so <next> stays. */
+		while (n != h) {
+			struct em_dlist *next = n->next;
+			struct em_sock *s = em_container_of(n, struct em_sock, tnode);
+			if (tc != EM_T_IDLE || all || em_http_idle(s))
+				em_conn_close(w, s, all);
+			n = next;
+		}
+	}
+}

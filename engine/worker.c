@@ -1,0 +1,381 @@
+/* The worker loop: ring setup, buffer ring, listeners, timers, dispatch. */
+#include "engine/worker.h"
+
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <urcu-qsbr.h>
+
+#include "engine/http.h"
+#include "proto/log.h"
+
+#define EM_SLAB_SOCKS 64u
+#define EM_TICK_MS    50u
+#define EM_CQE_BATCH  256u
+
+struct io_uring_sqe *em_worker_sqe(struct em_worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	while (EM_UNLIKELY(!sqe)) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+struct em_sock *em_sock_alloc(struct em_worker *w)
+{
+	if (EM_UNLIKELY(!w->free_socks)) {
+		if (w->n_slabs == w->cap_slabs) {
+			size_t cap = w->cap_slabs ? w->cap_slabs * 2 : 16;
+			void **ns = realloc(w->slabs, cap * sizeof(*ns));
+			if (!ns)
+				return NULL;
+			w->slabs = ns;
+			w->cap_slabs = cap;
+		}
+		struct em_sock *slab = aligned_alloc(64, EM_SLAB_SOCKS * sizeof(*slab));
+		if (!slab)
+			return NULL;
+		w->slabs[w->n_slabs++] = slab;
+		for (unsigned i = 0; i < EM_SLAB_SOCKS; i++) {
+			slab[i].peer = w->free_socks;
+			w->free_socks = &slab[i];
+		}
+	}
+	struct em_sock *s = w->free_socks;
+	w->free_socks = s->peer;
+	memset(s, 0, sizeof(*s));
+	s->fd = -1;
+	w->n_live++;
+	return s;
+}
+
+/* Called by proxy.c through em_sock_free (declared there). */
+void em_sock_release(struct em_worker *w, struct em_sock *s);
+void em_sock_release(struct em_worker *w, struct em_sock *s)
+{
+	s->peer = w->free_socks;
+	w->free_socks = s;
+	w->n_live--;
+}
+
+void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class tc, uint32_t ms)
+{
+	s->tclass = (uint8_t)tc;
+	if (tc == EM_T_NONE) {
+		em_dlist_del(&s->tnode);
+		return;
+	}
+	s->deadline_ms = w->now_ms + ms;
+	em_dlist_push_tail(&w->timers[tc], &s->tnode);
+}
+
+void em_worker_buf_put(struct em_worker *w, uint16_t bid)
+{
+	io_uring_buf_ring_add(w->br, em_worker_buf(w, bid), EM_BUF_SIZE, bid,
+	                      io_uring_buf_ring_mask(EM_BUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+	struct em_dlist *n = em_dlist_first(&w->starved);
+	if (EM_UNLIKELY(n != NULL)) {
+		struct em_sock *s = em_container_of(n, struct em_sock, snode);
+		em_dlist_del(n);
+		s->flags &= ~EM_SF_STARVED;
+		em_proxy_unstarve(w, s);
+	}
+}
+
+static void arm_accept(struct em_worker *w, struct em_listener *l)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, em_ud(l, EM_OP_ACCEPT));
+	l->armed = true;
+}
+
+static void arm_tick(struct em_worker *w)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, em_ud(w, EM_OP_TICK));
+}
+
+static void arm_wake(struct em_worker *w)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
+	io_uring_sqe_set_data64(sqe, em_ud(w, EM_OP_WAKE));
+}
+
+/* Timeouts and the balancer follow the live config (SIGHUP); read it here,
+ * once per tick, rather than on every connection. */
+static void refresh_config(struct em_worker *w)
+{
+	const struct em_config *cfg = em_config_current();
+	struct em_engine *e = w->eng;
+	if (cfg) {
+		w->connect_ms = cfg->timeouts.connect_ms ? cfg->timeouts.connect_ms : 5000;
+		w->idle_ms = cfg->timeouts.idle_ms ? cfg->timeouts.idle_ms : 300000;
+		w->head_ms = cfg->timeouts.request_head_ms ? cfg->timeouts.request_head_ms : 10000;
+		w->sniff_ms = cfg->timeouts.sniff_ms;
+		w->lb.algo = cfg->balancer;
+	} else {
+		w->connect_ms = e->defaults.connect_ms;
+		w->idle_ms = e->defaults.idle_ms;
+		w->head_ms = e->defaults.request_head_ms;
+		w->sniff_ms = e->defaults.sniff_ms;
+		w->lb.algo = e->defaults.balancer;
+	}
+	w->connect_ts.tv_sec = w->connect_ms / 1000;
+	w->connect_ts.tv_nsec = (long long)(w->connect_ms % 1000) * 1000000;
+}
+
+static void stop_listeners(struct em_worker *w)
+{
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		struct em_listener *l = &w->listeners[i];
+		if (l->armed) {
+			struct io_uring_sqe *sqe = em_worker_sqe(w);
+			io_uring_prep_cancel64(sqe, em_ud(l, EM_OP_ACCEPT), 0);
+			io_uring_sqe_set_data64(sqe, em_ud(NULL, EM_OP_NONE));
+		}
+	}
+}
+
+static void run_timers(struct em_worker *w)
+{
+	for (int tc = EM_T_SNIFF; tc < EM_T__COUNT; tc++) {
+		struct em_dlist *n;
+		/* Each list is in deadline order (one timeout per class), so stop
+		 * at the first live entry. Bounded per tick to keep latency flat. */
+		for (unsigned k = 0; k < 4096 && (n = em_dlist_first(&w->timers[tc])); k++) {
+			struct em_sock *s = em_container_of(n, struct em_sock, tnode);
+			if (s->deadline_ms > w->now_ms)
+				break;
+			em_sock_timer(w, s, EM_T_NONE, 0);
+			em_proxy_expire(w, s);
+		}
+	}
+}
+
+static void on_tick(struct em_worker *w)
+{
+	w->now_ms = em_now_ms();
+	refresh_config(w);
+	run_timers(w);
+	/* Buffers may have come back without a send completing (closes). */
+	for (unsigned k = 0; k < 64 && !em_dlist_empty(&w->starved); k++) {
+		struct em_sock *s = em_container_of(w->starved.next, struct em_sock, snode);
+		em_dlist_del(&s->snode);
+		s->flags &= ~EM_SF_STARVED;
+		em_proxy_unstarve(w, s);
+	}
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		struct em_listener *l = &w->listeners[i];
+		if (!l->armed && !l->closed && !w->stopping)
+			arm_accept(w, l);
+	}
+	if (w->stopping && w->now_ms >= w->drain_deadline_ms)
+		em_proxy_close_idle(w, true);
+	em_lb_gc(&w->lb, w->now_ms, 60000);
+	arm_tick(w);
+}
+
+static void on_wake(struct em_worker *w)
+{
+	if (!atomic_load(&w->eng->stop)) {
+		arm_wake(w);
+		return;
+	}
+	if (w->stopping)
+		return;
+	w->stopping = true;
+	w->drain_deadline_ms = em_now_ms() + atomic_load(&w->eng->drain_ms);
+	stop_listeners(w);
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		if (w->listeners[i].fd >= 0)
+			close(w->listeners[i].fd);
+		w->listeners[i].fd = -1;
+		w->listeners[i].closed = true;
+	}
+	em_proxy_close_idle(w, false);
+}
+
+static void on_accept(struct em_worker *w, struct em_listener *l, int res, uint32_t cflags)
+{
+	if (!(cflags & IORING_CQE_F_MORE))
+		l->armed = false;
+	if (res >= 0) {
+		w->n_accepted++;
+		if (w->stopping) {
+			close(res);
+			return;
+		}
+		em_proxy_accept(w, l, res);
+		return;
+	}
+	if (res == -ECANCELED)
+		return;
+	/* EMFILE/ENFILE/ENOBUFS: the tick re-arms, which paces retries. */
+	if (!l->armed)
+		EM_WARN("engine", "worker %u: accept: %s", w->id, strerror(-res));
+}
+
+static void dispatch(struct em_worker *w, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	enum em_op op = (enum em_op)(ud & EM_UD_OP_MASK);
+	void *p = (void *)(uintptr_t)(ud & ~(uint64_t)EM_UD_OP_MASK);
+	switch (op) {
+	case EM_OP_NONE:
+		break;
+	case EM_OP_ACCEPT:
+		on_accept(w, p, cqe->res, cqe->flags);
+		break;
+	case EM_OP_TICK:
+		on_tick(w);
+		break;
+	case EM_OP_WAKE:
+		on_wake(w);
+		break;
+	default:
+		em_proxy_cqe(w, p, op, cqe->res, cqe->flags);
+		break;
+	}
+}
+
+static int setup_ring(struct em_worker *w)
+{
+	struct io_uring_params p;
+	static const unsigned tries[] = {
+	        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+	        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+	        0,
+	};
+	int rc = -EINVAL;
+	for (size_t i = 0; i < EM_ARRAY_SIZE(tries); i++) {
+		memset(&p, 0, sizeof(p));
+		p.flags = tries[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = 16384;
+		rc = io_uring_queue_init_params(4096, &w->ring, &p);
+		if (rc == 0) {
+			if (w->id == 0)
+				w->eng->ring_flags = tries[i];
+			return 0;
+		}
+	}
+	return rc;
+}
+
+static int setup_bufs(struct em_worker *w)
+{
+	w->br_bytes = EM_BUF_COUNT * sizeof(struct io_uring_buf);
+	void *mem =
+	        mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	w->br = mem;
+	w->bufs = aligned_alloc(4096, (size_t)EM_BUF_COUNT * EM_BUF_SIZE);
+	if (!w->bufs)
+		return -ENOMEM;
+	struct io_uring_buf_reg reg = {
+	        .ring_addr = (uint64_t)(uintptr_t)mem,
+	        .ring_entries = EM_BUF_COUNT,
+	        .bgid = EM_BGID,
+	};
+	int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc < 0)
+		return rc;
+	io_uring_buf_ring_init(w->br);
+	for (unsigned i = 0; i < EM_BUF_COUNT; i++)
+		io_uring_buf_ring_add(w->br, em_worker_buf(w, (uint16_t)i), EM_BUF_SIZE,
+		                      (unsigned short)i, io_uring_buf_ring_mask(EM_BUF_COUNT),
+		                      (int)i);
+	io_uring_buf_ring_advance(w->br, EM_BUF_COUNT);
+	return 0;
+}
+
+static void teardown(struct em_worker *w, bool ring_up)
+{
+	if (ring_up)
+		io_uring_queue_exit(&w->ring);
+	if (w->br)
+		munmap(w->br, w->br_bytes);
+	free(w->bufs);
+	for (size_t i = 0; i < w->n_slabs; i++)
+		free(w->slabs[i]);
+	free(w->slabs);
+	em_lb_destroy(&w->lb);
+	em_http_worker_free(w);
+	w->br = NULL;
+	w->bufs = NULL;
+	w->slabs = NULL;
+	w->n_slabs = 0;
+}
+
+static bool finished(struct em_worker *w)
+{
+	if (!w->stopping || w->n_live)
+		return false;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		if (w->listeners[i].armed)
+			return false;
+	return true;
+}
+
+void *em_worker_main(void *arg)
+{
+	struct em_worker *w = arg;
+	bool ring_up = false;
+	for (int tc = 0; tc < EM_T__COUNT; tc++)
+		em_dlist_init(&w->timers[tc]);
+	em_dlist_init(&w->starved);
+	w->now_ms = em_now_ms();
+	int rc = em_lb_init(&w->lb, w->eng->defaults.balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
+	if (rc)
+		goto fail;
+	rc = setup_ring(w);
+	if (rc)
+		goto fail;
+	ring_up = true;
+	rc = setup_bufs(w);
+	if (rc)
+		goto fail;
+	w->tick_ts.tv_nsec = EM_TICK_MS * 1000000LL;
+	rcu_register_thread();
+	refresh_config(w);
+	for (size_t i = 0; i < w->n_listeners; i++)
+		arm_accept(w, &w->listeners[i]);
+	arm_tick(w);
+	arm_wake(w);
+	w->init_rc = 0;
+	sem_post(&w->eng->ready);
+
+	struct io_uring_cqe *cqes[EM_CQE_BATCH];
+	while (!finished(w)) {
+		if (io_uring_cq_ready(&w->ring)) {
+			io_uring_submit(&w->ring);
+		} else {
+			rcu_thread_offline();
+			io_uring_submit_and_wait(&w->ring, 1);
+			rcu_thread_online();
+		}
+		unsigned n = io_uring_peek_batch_cqe(&w->ring, cqes, EM_CQE_BATCH);
+		if (n)
+			w->now_ms = em_now_ms();
+		for (unsigned i = 0; i < n; i++)
+			dispatch(w, cqes[i]);
+		io_uring_cq_advance(&w->ring, n);
+		rcu_quiescent_state();
+	}
+	rcu_unregister_thread();
+	teardown(w, ring_up);
+	return NULL;
+fail:
+	EM_ERR("engine", "worker %u: setup: %s", w->id, strerror(-rc));
+	teardown(w, ring_up);
+	w->init_rc = rc;
+	sem_post(&w->eng->ready);
+	return NULL;
+}

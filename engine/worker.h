@@ -1,0 +1,229 @@
+/* Internal to engine/: the worker thread, its ring, its sockets.
+ *
+ * Every object an SQE points to carries the operation in the low 4 bits of
+ * user_data (objects are 16-byte aligned); em_worker_dispatch in worker.c is
+ * the one place that decodes it. A socket counts its requests in flight
+ * (<inflight>, a multishot request counts once until its last CQE); closing
+ * is cancel -> drain completions -> close the fd -> free. */
+#ifndef EM_ENGINE_WORKER_H
+#define EM_ENGINE_WORKER_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+#include "engine/balancer.h"
+#include "engine/engine.h"
+#include "engine/list.h"
+
+enum em_op {
+	EM_OP_NONE = 0, /* result ignored (cancels of listeners) */
+	EM_OP_ACCEPT,   /* struct em_listener */
+	EM_OP_RECV,     /* struct em_sock ... */
+	EM_OP_SEND,
+	EM_OP_CONNECT,
+	EM_OP_LTIMEOUT,
+	EM_OP_SHUTDOWN,
+	EM_OP_CANCEL,
+	EM_OP_TICK, /* struct em_worker */
+	EM_OP_WAKE,
+};
+#define EM_UD_OP_MASK 15u
+
+static inline uint64_t em_ud(const void *p, enum em_op op)
+{
+	return (uint64_t)(uintptr_t)p | op;
+}
+
+/* Ring buffers: one group per worker. Sized for bulk throughput while
+ * keeping a worker's buffer memory at EM_BUF_COUNT * EM_BUF_SIZE. */
+#define EM_BUF_SIZE  32768u
+#define EM_BUF_COUNT 256u
+#define EM_BGID      0
+
+/* Per direction at most EM_Q_CAP received buffers wait for their send; at
+ * EM_Q_HIGH the source's recv is cancelled, it is re-armed at EM_Q_LOW. */
+#define EM_Q_CAP      8u
+#define EM_Q_HIGH     3u
+#define EM_Q_LOW      1u
+#define EM_BID_STATIC 0xffffu /* queue entry points at sock->static_msg */
+
+enum em_timer_class {
+	EM_T_NONE = 0,
+	EM_T_SNIFF, /* client silent so far */
+	EM_T_HEAD,  /* HTTP: waiting for a request head */
+	EM_T_IDLE,  /* forwarding: no bytes either way */
+	EM_T_POOL,  /* pooled idle upstream connection */
+	EM_T__COUNT
+};
+
+enum em_sock_state {
+	EM_SK_SNIFF = 0,  /* client: waiting for its first bytes */
+	EM_SK_CONNECTING, /* upstream: connect in flight */
+	EM_SK_OPEN,       /* forwarding to/from <peer> */
+	EM_SK_HTTP,       /* client: HTTP/1.x, one request at a time */
+	EM_SK_POOLED,     /* upstream: idle in its endpoint's pool */
+};
+
+enum {
+	EM_SF_CLIENT = 1u << 0,
+	EM_SF_RECV_ARMED = 1u << 1,
+	EM_SF_RECV_CANCEL = 1u << 2, /* cancel of the recv in flight */
+	EM_SF_RD_EOF = 1u << 3,      /* peer sent FIN */
+	EM_SF_WR_SHUT = 1u << 4,     /* shutdown(SHUT_WR) submitted */
+	EM_SF_WR_DONE = 1u << 5,     /* ... and completed */
+	EM_SF_SEND_BUSY = 1u << 6,
+	EM_SF_CLOSING = 1u << 7,
+	EM_SF_ABORT = 1u << 8,         /* close with RST */
+	EM_SF_STARVED = 1u << 9,       /* waits on w->starved for buffers */
+	EM_SF_CLOSE_AFTER = 1u << 10,  /* close once the queue is sent */
+	EM_SF_CAPTURED = 1u << 11,     /* client came through the capture port */
+	EM_SF_STATIC_OWNED = 1u << 12, /* static_msg is malloc'd: free once sent */
+};
+
+struct em_http;
+struct em_http1_head;
+
+struct em_sock {
+	struct em_dlist tnode;  /* w->timers[tclass] membership */
+	struct em_dlist snode;  /* w->starved membership */
+	struct em_dlist pnode;  /* upstream: its endpoint's idle pool */
+	struct em_sock *peer;   /* the other side while forwarding */
+	struct em_lb_ep *ep;    /* upstream: endpoint state (counts, pool) */
+	struct em_http *http;   /* client in HTTP mode */
+	const char *static_msg; /* queued send of a constant (error replies) */
+	uint64_t deadline_ms;
+	int fd;
+	uint16_t flags;
+	uint8_t state;
+	uint8_t tclass;
+	uint16_t inflight;
+	uint8_t q_head, q_len;
+	uint32_t q_off; /* bytes of the head entry already sent */
+	uint16_t q_bid[EM_Q_CAP];
+	uint16_t q_bytes[EM_Q_CAP];
+	uint16_t listener; /* client: index in eng->lconf, UINT16_MAX = capture */
+	uint8_t retries;
+	uint8_t family;
+	union {
+		struct em_addr dst;      /* client: original destination */
+		struct sockaddr_in6 sa6; /* upstream: connect address until submit */
+		struct sockaddr_in sa4;
+	};
+} __attribute__((aligned(16)));
+
+struct em_listener {
+	struct em_worker *w;
+	int fd;
+	uint16_t idx; /* index in eng->lconf, UINT16_MAX for capture */
+	bool armed;
+	bool closed;
+} __attribute__((aligned(16)));
+
+/* An explicit listener's target, copied from the config at start. */
+struct em_lconf {
+	struct em_addr listen;
+	char ns[64];
+	char name[254];
+	uint16_t port;
+};
+
+struct em_worker {
+	struct io_uring ring;
+	struct em_engine *eng;
+	unsigned id;
+	pthread_t thread;
+	int init_rc;
+	int wake_fd;
+	uint64_t wake_val;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	size_t br_bytes;
+	struct em_listener *listeners;
+	size_t n_listeners;
+	struct em_dlist timers[EM_T__COUNT];
+	struct em_dlist starved;
+	struct em_sock *free_socks;
+	void **slabs;
+	size_t n_slabs, cap_slabs;
+	size_t n_live;
+	struct em_lb lb;
+	struct em_http *free_http;
+	struct em_http1_head *head; /* parse scratch */
+	struct __kernel_timespec connect_ts, tick_ts;
+	uint32_t connect_ms, idle_ms, head_ms, sniff_ms;
+	uint64_t now_ms;
+	bool stopping, done;
+	uint64_t drain_deadline_ms;
+	/* counters, read only at exit and by tests */
+	uint64_t n_accepted, n_connect_fail, n_no_endpoint, n_nobufs, n_requests;
+};
+
+struct em_engine {
+	unsigned n_workers;
+	struct em_worker *workers;
+	struct em_lconf *lconf;
+	size_t n_lconf;
+	/* listener fds: per worker, capture v4, capture v6, then each lconf */
+	int *lfds;
+	size_t n_lfds_per_worker;
+	unsigned ring_flags; /* setup flags every worker got */
+	struct {
+		uint32_t connect_ms, idle_ms, request_head_ms, sniff_ms;
+		enum em_balancer balancer;
+	} defaults;
+	sem_t ready; /* posted by each worker once set up (or failed) */
+	atomic_bool stop;
+	atomic_uint drain_ms;
+};
+
+/* worker.c ---------------------------------------------------------------- */
+
+/* Worker thread body. Sets w->init_rc before entering its loop. */
+void *em_worker_main(void *arg);
+
+/* An SQE from <w>'s ring; flushes the SQ when it is full. Never NULL. */
+struct io_uring_sqe *em_worker_sqe(struct em_worker *w);
+
+/* Returns ring buffer <bid> to the kernel and re-arms one starved socket. */
+void em_worker_buf_put(struct em_worker *w, uint16_t bid);
+
+static inline char *em_worker_buf(struct em_worker *w, uint16_t bid)
+{
+	return w->bufs + (size_t)bid * EM_BUF_SIZE;
+}
+
+struct em_sock *em_sock_alloc(struct em_worker *w);
+
+/* Puts <s> on timer list <tc> with deadline now + <ms>; EM_T_NONE unlinks. */
+void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class tc, uint32_t ms);
+
+void em_sock_release(struct em_worker *w, struct em_sock *s);
+
+/* proxy.c ----------------------------------------------------------------- */
+
+void em_proxy_accept(struct em_worker *w, struct em_listener *l, int fd);
+void em_proxy_cqe(struct em_worker *w, struct em_sock *s, enum em_op op, int res, uint32_t cflags);
+/* A timer of <s> (class s->tclass) expired. */
+void em_proxy_expire(struct em_worker *w, struct em_sock *s);
+/* Re-arms the recv of a socket that ran out of ring buffers. */
+void em_proxy_unstarve(struct em_worker *w, struct em_sock *s);
+/* Stop: closes connections that carry nothing (silent, idle keep-alive,
+ * pooled); with <all> every connection. */
+void em_proxy_close_idle(struct em_worker *w, bool all);
+
+/* Shared with http.c. */
+void em_sock_close(struct em_worker *w, struct em_sock *s, bool abort);
+void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort);
+void em_sock_arm_recv(struct em_worker *w, struct em_sock *s);
+void em_sock_maybe_rearm(struct em_worker *w, struct em_sock *s);
+void em_sock_send_next(struct em_worker *w, struct em_sock *s);
+bool em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t bid, uint32_t len);
+void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);
+const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c);
+const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,
+                                        const struct em_svc_port *sp, const struct em_addr *avoid);
+int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep);
+
+#endif
