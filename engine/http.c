@@ -10,6 +10,9 @@
  * decides within this many bytes. Rare, so allocated on demand. */
 #define EM_HTTP_HBUF (EM_HTTP1_MAX_LINE + 2 + EM_HTTP1_MAX_HEAD)
 
+/* In place of a ring buffer id: the bytes are in the head copy. */
+#define FROM_COPY EM_Q_NONE
+
 enum { H_HEAD = 0, H_EXCHANGE, H_ERROR, H_TUNNEL };
 
 struct em_http {
@@ -146,14 +149,13 @@ static void http_error(struct em_worker *w, struct em_sock *c, const char *page)
 		u->http = NULL;
 		em_sock_close(w, u, true);
 	}
-	if (h->resp_head || c->static_msg) {
+	if (h->resp_head) {
 		em_sock_close(w, c, true);
 		return;
 	}
-	c->static_msg = page;
 	c->flags |= EM_SF_CLOSE_AFTER;
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
-	if (!em_sock_enqueue(w, c, EM_BID_STATIC, (uint32_t)strlen(page)))
+	if (!em_sock_enqueue_static(w, c, page, (uint32_t)strlen(page), false))
 		em_sock_close(w, c, true);
 }
 
@@ -191,7 +193,7 @@ static struct em_sock *upstream_get(struct em_worker *w, const struct em_endpoin
 }
 
 /* The request head is the first <hl> of <avail> bytes at <base>, which is
- * ring buffer <bid> or, with EM_BID_STATIC, h->hbuf. */
+ * ring buffer <bid> or, with FROM_COPY, h->hbuf. */
 static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, const char *base,
                           uint32_t hl, uint32_t avail)
 {
@@ -202,7 +204,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	em_http1_body_init(&h->rqb, hd);
 	ssize_t n = em_http1_body_feed(&h->rqb, base + hl, avail - hl);
 	if (n < 0) {
-		if (bid != EM_BID_STATIC)
+		if (bid != FROM_COPY)
 			em_worker_buf_put(w, bid);
 		http_error(w, c, E400);
 		return;
@@ -210,7 +212,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	uint32_t fwd = hl + (uint32_t)n;
 	h->req_done = em_http1_body_done(&h->rqb);
 	if (fwd < avail && !append(&h->pbuf, &h->plen, base + fwd, avail - fwd)) {
-		if (bid != EM_BID_STATIC)
+		if (bid != FROM_COPY)
 			em_worker_buf_put(w, bid);
 		http_error(w, c, E431);
 		return;
@@ -226,7 +228,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
 	struct em_sock *u = ep ? upstream_get(w, ep) : NULL;
 	if (!u) {
-		if (bid != EM_BID_STATIC)
+		if (bid != FROM_COPY)
 			em_worker_buf_put(w, bid);
 		w->n_no_endpoint++;
 		http_error(w, c, !sp ? E503_NOSVC : E503_NOEP);
@@ -238,13 +240,16 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	c->peer = u;
 	u->peer = c;
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
-	if (bid == EM_BID_STATIC)
-		u->static_msg = h->hbuf;
-	if (!em_sock_enqueue(w, u, bid, fwd)) {
-		if (bid != EM_BID_STATIC)
-			em_worker_buf_put(w, bid);
-		em_conn_close(w, c, true);
-		return;
+	if (bid == FROM_COPY) {
+		/* The head copy now belongs to the queue. */
+		char *copy = h->hbuf;
+		h->hbuf = NULL;
+		if (!em_sock_enqueue_static(w, u, copy, fwd, true)) {
+			em_conn_close(w, c, true);
+			return;
+		}
+	} else {
+		em_sock_enqueue(w, u, bid, fwd);
 	}
 	if (u->state == EM_SK_OPEN && !(u->flags & EM_SF_RECV_ARMED))
 		em_sock_maybe_rearm(w, u);
@@ -266,7 +271,7 @@ static void head_from_copy(struct em_worker *w, struct em_sock *c)
 	}
 	uint32_t avail = h->hlen;
 	h->hlen = 0; /* the bytes stay in hbuf until the upstream sent them */
-	start_request(w, c, EM_BID_STATIC, h->hbuf, (uint32_t)rc, avail);
+	start_request(w, c, FROM_COPY, h->hbuf, (uint32_t)rc, avail);
 }
 
 static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
@@ -288,13 +293,7 @@ static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, ui
 			}
 			memset(&h->rqp, 0, sizeof(h->rqp));
 		}
-		/* The head spans buffers: assemble it. The old head copy may
-		 * still be on its way out of the previous upstream. */
-		if (h->up && h->up->static_msg == h->hbuf) {
-			em_worker_buf_put(w, bid);
-			em_conn_close(w, c, true);
-			return;
-		}
+		/* The head spans buffers: assemble it. */
 		if (!append(&h->hbuf, &h->hlen, buf, len)) {
 			em_worker_buf_put(w, bid);
 			http_error(w, c, E431);
@@ -322,11 +321,12 @@ static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, ui
 				em_worker_buf_put(w, bid);
 				return;
 			}
-			if (!h->up || !em_sock_enqueue(w, h->up, bid, (uint32_t)n)) {
+			if (!h->up) {
 				em_worker_buf_put(w, bid);
 				em_conn_close(w, c, true);
 				return;
 			}
+			em_sock_enqueue(w, h->up, bid, (uint32_t)n);
 			em_sock_backpressure(w, c, h->up);
 			return;
 		}
@@ -387,10 +387,6 @@ static void finish_exchange(struct em_worker *w, struct em_sock *c)
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
 	if (h->plen) {
 		/* Pipelined bytes become the next head. */
-		if (h->hbuf && h->hbuf == u->static_msg) {
-			em_conn_close(w, c, true);
-			return;
-		}
 		char *tmp = h->hbuf;
 		h->hbuf = h->pbuf;
 		h->hlen = h->plen;
@@ -403,77 +399,80 @@ static void finish_exchange(struct em_worker *w, struct em_sock *c)
 	em_sock_maybe_rearm(w, c);
 }
 
-/* Response bytes <base>[0, avail) from upstream <u>; ring buffer <bid> or,
- * with EM_BID_STATIC, h->rbuf. */
+/* Queues <n> response bytes for the client: from ring buffer <bid>, or from
+ * the assembled copy <own> (then its ownership passes to the queue). */
+static bool to_client(struct em_worker *w, struct em_sock *c, uint16_t bid, char **own, uint32_t n)
+{
+	if (bid != FROM_COPY) {
+		em_sock_enqueue(w, c, bid, n);
+		return true;
+	}
+	char *p = *own;
+	*own = NULL;
+	return em_sock_enqueue_static(w, c, p, n, true);
+}
+
+static void drop(struct em_worker *w, uint16_t bid, char **own)
+{
+	if (bid != FROM_COPY)
+		em_worker_buf_put(w, bid);
+	free(*own);
+	*own = NULL;
+}
+
+/* Response bytes <base>[0, avail) from upstream <u>, in ring buffer <bid>. */
 static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid, const char *base,
                            uint32_t avail)
 {
 	struct em_http *h = u->http;
 	struct em_sock *c = u->peer;
+	char *own = NULL; /* assembled head copy, when bid is FROM_COPY */
 	uint32_t off = 0, fwd;
 	if (!h->resp_head) {
 		int rc;
-		if (bid != EM_BID_STATIC && h->rlen == 0) {
+		if (h->rlen == 0) {
 			rc = em_http1_parse_response(&h->rsp, base, avail, h->req_flags, NULL,
 			                             w->head);
+			if (rc == EM_PARTIAL)
+				memset(&h->rsp, 0, sizeof(h->rsp));
 		} else {
-			if (bid != EM_BID_STATIC) {
-				bool ok = append(&h->rbuf, &h->rlen, base, avail);
-				em_worker_buf_put(w, bid);
-				if (!ok) {
-					http_error(w, c, E502_BAD);
-					return;
-				}
-				bid = EM_BID_STATIC;
-			}
-			base = h->rbuf;
-			avail = h->rlen;
-			rc = em_http1_parse_response(&h->rsp, base, avail, h->req_flags, NULL,
-			                             w->head);
+			rc = EM_PARTIAL;
 		}
 		if (rc == EM_PARTIAL) {
-			if (bid != EM_BID_STATIC) {
-				memset(&h->rsp, 0, sizeof(h->rsp));
-				bool ok = append(&h->rbuf, &h->rlen, base, avail);
-				em_worker_buf_put(w, bid);
-				if (!ok)
-					http_error(w, c, E502_BAD);
-			}
-			return;
-		}
-		if (rc < 0) {
-			if (bid != EM_BID_STATIC)
-				em_worker_buf_put(w, bid);
-			http_error(w, c, E502_BAD);
-			return;
-		}
-		if (bid == EM_BID_STATIC) {
-			if (c->static_msg) {
-				em_conn_close(w, c, true);
+			bool ok = append(&h->rbuf, &h->rlen, base, avail);
+			em_worker_buf_put(w, bid);
+			if (!ok) {
+				http_error(w, c, E502_BAD);
 				return;
 			}
-			/* rbuf goes out as is; the next head gets a new one. */
-			c->static_msg = h->rbuf;
-			c->flags |= EM_SF_STATIC_OWNED;
+			rc = em_http1_parse_response(&h->rsp, h->rbuf, h->rlen, h->req_flags, NULL,
+			                             w->head);
+			if (rc == EM_PARTIAL)
+				return;
+			bid = FROM_COPY;
+			own = h->rbuf;
+			base = own;
+			avail = h->rlen;
 			h->rbuf = NULL;
 			h->rlen = 0;
 		}
+		if (rc < 0) {
+			drop(w, bid, &own);
+			http_error(w, c, E502_BAD);
+			return;
+		}
 		const struct em_http1_head *hd = w->head;
 		off = (uint32_t)rc;
+		memset(&h->rsp, 0, sizeof(h->rsp));
 		if (hd->status < 200 && hd->framing != EM_HTTP1_BODY_TUNNEL) {
-			/* Interim response: forward it, the real one follows. Only
-			 * whole-buffer interim responses are common; a tail after
-			 * one is re-assembled like a split head. */
-			memset(&h->rsp, 0, sizeof(h->rsp));
-			if (off < avail) {
-				if (!append(&h->rbuf, &h->rlen, base + off, avail - off)) {
-					if (bid != EM_BID_STATIC)
-						em_worker_buf_put(w, bid);
-					em_conn_close(w, c, true);
-					return;
-				}
+			/* Interim response: forward it, the real one follows. A tail
+			 * after it is assembled like a split head. */
+			if (off < avail && !append(&h->rbuf, &h->rlen, base + off, avail - off)) {
+				drop(w, bid, &own);
+				em_conn_close(w, c, true);
+				return;
 			}
-			if (!em_sock_enqueue(w, c, bid, off))
+			if (!to_client(w, c, bid, &own, off))
 				em_conn_close(w, c, true);
 			return;
 		}
@@ -487,23 +486,20 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 			u->http = NULL;
 			h->up = NULL;
 			c->state = EM_SK_OPEN;
-			if (!em_sock_enqueue(w, c, bid, avail)) {
+			if (!to_client(w, c, bid, &own, avail) || h->plen) {
+				/* (client bytes after an upgrade request are not kept) */
 				em_conn_close(w, c, true);
 				return;
 			}
-			if (h->plen) {
-				/* Client bytes that followed the upgrade request. */
-				em_conn_close(w, c, true);
-				return;
-			}
+			em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
 			em_sock_maybe_rearm(w, c);
+			em_sock_maybe_rearm(w, u);
 			return;
 		}
 	}
 	ssize_t n = em_http1_body_feed(&h->rsb, base + off, avail - off);
 	if (n < 0) {
-		if (bid != EM_BID_STATIC)
-			em_worker_buf_put(w, bid);
+		drop(w, bid, &own);
 		em_conn_close(w, c, true);
 		return;
 	}
@@ -511,11 +507,8 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 	if (fwd < avail)
 		h->up_dirty = true; /* bytes after the response: never reuse */
 	if (fwd == 0) {
-		if (bid != EM_BID_STATIC)
-			em_worker_buf_put(w, bid);
-	} else if (!em_sock_enqueue(w, c, bid, fwd)) {
-		if (bid != EM_BID_STATIC)
-			em_worker_buf_put(w, bid);
+		drop(w, bid, &own);
+	} else if (!to_client(w, c, bid, &own, fwd)) {
 		em_conn_close(w, c, true);
 		return;
 	}

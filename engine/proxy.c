@@ -4,8 +4,8 @@
  * buffer received on A is queued on B and sent from where the kernel put it,
  * then handed back to the ring. While B's queue holds EM_Q_HIGH buffers A's
  * multishot recv is cancelled; it is re-armed when B's queue is down to
- * EM_Q_LOW, so a connection never holds more than EM_Q_CAP buffers per
- * direction whatever the peers do. */
+ * EM_Q_LOW, so a connection holds a few buffers per direction whatever the
+ * peers do (plus the CQEs already posted when the cancel went in). */
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,24 +18,21 @@
 
 #define EM_NO_BID 0x10000u
 
-static void static_sent(struct em_sock *s)
+static void queue_drop(struct em_worker *w, struct em_sock *s)
 {
-	if (s->flags & EM_SF_STATIC_OWNED)
-		free((void *)s->static_msg);
-	s->flags &= ~EM_SF_STATIC_OWNED;
-	s->static_msg = NULL;
+	while (s->q_len) {
+		uint16_t e = s->q_first;
+		s->q_first = w->q_next[e];
+		s->q_len--;
+		em_worker_entry_put(w, e);
+	}
+	s->q_first = s->q_last = EM_Q_NONE;
+	s->q_off = 0;
 }
 
 static void sock_finalize(struct em_worker *w, struct em_sock *s)
 {
-	static_sent(s);
-	while (s->q_len) {
-		uint16_t bid = s->q_bid[s->q_head];
-		if (bid != EM_BID_STATIC)
-			em_worker_buf_put(w, bid);
-		s->q_head = (uint8_t)((s->q_head + 1) % EM_Q_CAP);
-		s->q_len--;
-	}
+	queue_drop(w, s);
 	if (s->http)
 		em_http_free(w, s);
 	if (s->state == EM_SK_POOLED)
@@ -138,11 +135,10 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 		em_sock_maybe_rearm(w, src);
 		return;
 	}
-	unsigned h = s->q_head;
-	const char *base =
-	        s->q_bid[h] == EM_BID_STATIC ? s->static_msg : em_worker_buf(w, s->q_bid[h]);
+	uint16_t e = s->q_first;
+	const char *base = em_worker_entry(w, e);
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_send(sqe, s->fd, base + s->q_off, s->q_bytes[h] - s->q_off,
+	io_uring_prep_send(sqe, s->fd, base + s->q_off, w->q_bytes[e] - s->q_off,
 	                   MSG_NOSIGNAL | MSG_WAITALL);
 	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_SEND));
 	s->flags |= EM_SF_SEND_BUSY;
@@ -151,20 +147,31 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 		em_sock_maybe_rearm(w, src);
 }
 
-/* Queues <len> bytes of ring buffer <bid> (or of s->static_msg with
- * EM_BID_STATIC) for sending on <dst>. Returns false when the queue is full,
- * which the low-water logic makes a peer bug; the caller closes. */
-bool em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t bid, uint32_t len)
+/* Queues <len> bytes of entry <e> for sending on <dst>. */
+void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len)
 {
-	if (EM_UNLIKELY(dst->q_len == EM_Q_CAP))
-		return false;
-	unsigned t = (dst->q_head + dst->q_len) % EM_Q_CAP;
-	dst->q_bid[t] = bid;
-	dst->q_bytes[t] = (uint16_t)len;
-	dst->q_len++;
+	w->q_bytes[e] = len;
+	w->q_next[e] = EM_Q_NONE;
+	if (dst->q_len++)
+		w->q_next[dst->q_last] = e;
+	else
+		dst->q_first = e;
+	dst->q_last = e;
 	if ((dst->state == EM_SK_OPEN || dst->state == EM_SK_HTTP) &&
 	    !(dst->flags & EM_SF_SEND_BUSY))
 		em_sock_send_next(w, dst);
+}
+
+bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char *p, uint32_t len,
+                            bool owned)
+{
+	uint16_t e = em_worker_static_get(w, p, owned);
+	if (e == EM_Q_NONE) {
+		if (owned)
+			free((void *)p);
+		return false;
+	}
+	em_sock_enqueue(w, dst, e, len);
 	return true;
 }
 
@@ -350,11 +357,12 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 			em_http_recv(w, s, bid, (uint32_t)res);
 			return;
 		}
-		if (!dst || !em_sock_enqueue(w, dst, bid, (uint32_t)res)) {
+		if (!dst) {
 			em_worker_buf_put(w, bid);
 			em_conn_close(w, s, true);
 			return;
 		}
+		em_sock_enqueue(w, dst, bid, (uint32_t)res);
 		conn_touch(w, s);
 		em_sock_backpressure(w, s, dst);
 		if (!(s->flags & EM_SF_RECV_ARMED))
@@ -402,16 +410,14 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 		em_conn_close(w, s, true);
 		return;
 	}
-	unsigned h = s->q_head;
+	uint16_t e = s->q_first;
 	s->q_off += (uint32_t)res;
-	if (s->q_off >= s->q_bytes[h]) {
-		if (s->q_bid[h] != EM_BID_STATIC)
-			em_worker_buf_put(w, s->q_bid[h]);
-		else
-			static_sent(s);
-		s->q_head = (uint8_t)((h + 1) % EM_Q_CAP);
-		s->q_len--;
+	if (s->q_off >= w->q_bytes[e]) {
+		s->q_first = w->q_next[e];
+		if (--s->q_len == 0)
+			s->q_first = s->q_last = EM_Q_NONE;
 		s->q_off = 0;
+		em_worker_entry_put(w, e);
 	}
 	conn_touch(w, s);
 	em_sock_send_next(w, s);
@@ -494,7 +500,9 @@ void em_proxy_cqe(struct em_worker *w, struct em_sock *s, enum em_op op, int res
 
 void em_proxy_expire(struct em_worker *w, struct em_sock *s)
 {
-	switch (s->tclass) {
+	enum em_timer_class tc = s->tclass;
+	s->tclass = EM_T_NONE;
+	switch (tc) {
 	case EM_T_SNIFF:
 		if (s->state == EM_SK_SNIFF)
 			start_conn(w, s, EM_NO_BID, 0);

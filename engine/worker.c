@@ -72,6 +72,30 @@ void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class t
 	em_dlist_push_tail(&w->timers[tc], &s->tnode);
 }
 
+uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, bool owned)
+{
+	uint16_t e = w->st_free;
+	if (e == EM_Q_NONE)
+		return EM_Q_NONE;
+	w->st_free = w->q_next[e];
+	w->st_ptr[e - EM_BUF_COUNT] = ptr;
+	w->st_owned[e - EM_BUF_COUNT] = owned;
+	return e;
+}
+
+void em_worker_entry_put(struct em_worker *w, uint16_t e)
+{
+	if (e < EM_BUF_COUNT) {
+		em_worker_buf_put(w, e);
+		return;
+	}
+	if (w->st_owned[e - EM_BUF_COUNT])
+		free((void *)w->st_ptr[e - EM_BUF_COUNT]);
+	w->st_ptr[e - EM_BUF_COUNT] = NULL;
+	w->q_next[e] = w->st_free;
+	w->st_free = e;
+}
+
 void em_worker_buf_put(struct em_worker *w, uint16_t bid)
 {
 	io_uring_buf_ring_add(w->br, em_worker_buf(w, bid), EM_BUF_SIZE, bid,
@@ -153,7 +177,7 @@ static void run_timers(struct em_worker *w)
 			struct em_sock *s = em_container_of(n, struct em_sock, tnode);
 			if (s->deadline_ms > w->now_ms)
 				break;
-			em_sock_timer(w, s, EM_T_NONE, 0);
+			em_dlist_del(&s->tnode); /* em_proxy_expire reads tclass */
 			em_proxy_expire(w, s);
 		}
 	}
@@ -331,6 +355,11 @@ void *em_worker_main(void *arg)
 	for (int tc = 0; tc < EM_T__COUNT; tc++)
 		em_dlist_init(&w->timers[tc]);
 	em_dlist_init(&w->starved);
+	w->st_free = EM_Q_NONE;
+	for (unsigned e = EM_QSLOTS; e-- > EM_BUF_COUNT;) {
+		w->q_next[e] = w->st_free;
+		w->st_free = (uint16_t)e;
+	}
 	w->now_ms = em_now_ms();
 	int rc = em_lb_init(&w->lb, w->eng->defaults.balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
 	if (rc)

@@ -42,12 +42,17 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_BUF_COUNT 256u
 #define EM_BGID      0
 
-/* Per direction at most EM_Q_CAP received buffers wait for their send; at
- * EM_Q_HIGH the source's recv is cancelled, it is re-armed at EM_Q_LOW. */
-#define EM_Q_CAP      8u
-#define EM_Q_HIGH     3u
-#define EM_Q_LOW      1u
-#define EM_BID_STATIC 0xffffu /* queue entry points at sock->static_msg */
+/* Queued bytes are lists of entries threaded through per-worker arrays: an
+ * entry below EM_BUF_COUNT is a ring buffer, above it a "static" slot that
+ * points at other memory (error pages, heads assembled across buffers).
+ * When the peer's queue holds EM_Q_HIGH entries the source's multishot recv
+ * is cancelled; it is re-armed at EM_Q_LOW. CQEs already posted before the
+ * cancel still queue, so a queue is bounded by the ring, not by a constant. */
+#define EM_STATIC_SLOTS 1024u
+#define EM_QSLOTS       (EM_BUF_COUNT + EM_STATIC_SLOTS)
+#define EM_Q_NONE       0xffffu
+#define EM_Q_HIGH       3u
+#define EM_Q_LOW        1u
 
 enum em_timer_class {
 	EM_T_NONE = 0,
@@ -75,35 +80,31 @@ enum {
 	EM_SF_WR_DONE = 1u << 5,     /* ... and completed */
 	EM_SF_SEND_BUSY = 1u << 6,
 	EM_SF_CLOSING = 1u << 7,
-	EM_SF_ABORT = 1u << 8,         /* close with RST */
-	EM_SF_STARVED = 1u << 9,       /* waits on w->starved for buffers */
-	EM_SF_CLOSE_AFTER = 1u << 10,  /* close once the queue is sent */
-	EM_SF_CAPTURED = 1u << 11,     /* client came through the capture port */
-	EM_SF_STATIC_OWNED = 1u << 12, /* static_msg is malloc'd: free once sent */
+	EM_SF_ABORT = 1u << 8,        /* close with RST */
+	EM_SF_STARVED = 1u << 9,      /* waits on w->starved for buffers */
+	EM_SF_CLOSE_AFTER = 1u << 10, /* close once the queue is sent */
+	EM_SF_CAPTURED = 1u << 11,    /* client came through the capture port */
 };
 
 struct em_http;
 struct em_http1_head;
 
 struct em_sock {
-	struct em_dlist tnode;  /* w->timers[tclass] membership */
-	struct em_dlist snode;  /* w->starved membership */
-	struct em_dlist pnode;  /* upstream: its endpoint's idle pool */
-	struct em_sock *peer;   /* the other side while forwarding */
-	struct em_lb_ep *ep;    /* upstream: endpoint state (counts, pool) */
-	struct em_http *http;   /* client in HTTP mode */
-	const char *static_msg; /* queued send of a constant (error replies) */
+	struct em_dlist tnode; /* w->timers[tclass] membership */
+	struct em_dlist snode; /* w->starved membership */
+	struct em_dlist pnode; /* upstream: its endpoint's idle pool */
+	struct em_sock *peer;  /* the other side while forwarding */
+	struct em_lb_ep *ep;   /* upstream: endpoint state (counts, pool) */
+	struct em_http *http;  /* client in HTTP mode */
 	uint64_t deadline_ms;
 	int fd;
 	uint16_t flags;
 	uint8_t state;
 	uint8_t tclass;
 	uint16_t inflight;
-	uint8_t q_head, q_len;
-	uint32_t q_off; /* bytes of the head entry already sent */
-	uint16_t q_bid[EM_Q_CAP];
-	uint16_t q_bytes[EM_Q_CAP];
-	uint16_t listener; /* client: index in eng->lconf, UINT16_MAX = capture */
+	uint16_t q_first, q_last, q_len; /* entries queued for sending on this socket */
+	uint32_t q_off;                  /* bytes of the first entry already sent */
+	uint16_t listener;               /* client: index in eng->lconf, UINT16_MAX = capture */
 	uint8_t retries;
 	uint8_t family;
 	union {
@@ -149,6 +150,11 @@ struct em_worker {
 	size_t n_slabs, cap_slabs;
 	size_t n_live;
 	struct em_lb lb;
+	uint16_t q_next[EM_QSLOTS];
+	uint32_t q_bytes[EM_QSLOTS];
+	const char *st_ptr[EM_STATIC_SLOTS];
+	uint8_t st_owned[EM_STATIC_SLOTS];
+	uint16_t st_free;
 	struct em_http *free_http;
 	struct em_http1_head *head; /* parse scratch */
 	struct __kernel_timespec connect_ts, tick_ts;
@@ -194,6 +200,19 @@ static inline char *em_worker_buf(struct em_worker *w, uint16_t bid)
 	return w->bufs + (size_t)bid * EM_BUF_SIZE;
 }
 
+/* Bytes of queue entry <e>. */
+static inline const char *em_worker_entry(struct em_worker *w, uint16_t e)
+{
+	return e < EM_BUF_COUNT ? em_worker_buf(w, e) : w->st_ptr[e - EM_BUF_COUNT];
+}
+
+/* A static entry for <ptr>; with <owned> it is freed once released. Returns
+ * EM_Q_NONE when all slots are in use (the caller closes). */
+uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, bool owned);
+
+/* Releases entry <e>: a ring buffer goes back to the kernel. */
+void em_worker_entry_put(struct em_worker *w, uint16_t e);
+
 struct em_sock *em_sock_alloc(struct em_worker *w);
 
 /* Puts <s> on timer list <tc> with deadline now + <ms>; EM_T_NONE unlinks. */
@@ -219,7 +238,9 @@ void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort);
 void em_sock_arm_recv(struct em_worker *w, struct em_sock *s);
 void em_sock_maybe_rearm(struct em_worker *w, struct em_sock *s);
 void em_sock_send_next(struct em_worker *w, struct em_sock *s);
-bool em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t bid, uint32_t len);
+void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len);
+bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char *p, uint32_t len,
+                            bool owned);
 void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);
 const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c);
 const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,

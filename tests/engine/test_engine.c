@@ -272,6 +272,16 @@ static void write_all(int fd, const void *p, size_t n)
 	}
 }
 
+/* read(2) that retries when a signal interrupts it. */
+static ssize_t rd(int fd, void *buf, size_t n)
+{
+	ssize_t k;
+	do
+		k = read(fd, buf, n);
+	while (k == -1 && errno == EINTR);
+	return k;
+}
+
 /* Reads one HTTP response with Content-Length into <body>; returns status. */
 static int read_response(int fd, char *body, size_t cap)
 {
@@ -279,9 +289,11 @@ static int read_response(int fd, char *body, size_t cap)
 	size_t have = 0;
 	char *end;
 	while (!(end = memmem(buf, have, "\r\n\r\n", 4))) {
-		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
-		if (n <= 0)
+		ssize_t n = rd(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0) {
+			snprintf(body, cap, "read: %zd %s", n, n ? strerror(errno) : "eof");
 			return -1;
+		}
 		have += (size_t)n;
 	}
 	buf[have] = 0;
@@ -293,7 +305,7 @@ static int read_response(int fd, char *body, size_t cap)
 	size_t got = EM_MIN(cl, have - hl);
 	memcpy(body, buf + hl, got);
 	while (got < cl) {
-		ssize_t n = read(fd, body + got, cl - got);
+		ssize_t n = rd(fd, body + got, cl - got);
 		if (n <= 0)
 			return -1;
 		got += (size_t)n;
@@ -317,7 +329,7 @@ Test(engine, raw_tcp_echo_and_bulk)
 	int fd = client("127.0.0.1", lp);
 	write_all(fd, "hello raw\n", 10);
 	char buf[65536];
-	ssize_t n = read(fd, buf, sizeof(buf));
+	ssize_t n = rd(fd, buf, sizeof(buf));
 	cr_assert_eq(n, 10);
 	cr_assert_eq(memcmp(buf, "hello raw\n", 10), 0);
 
@@ -336,7 +348,7 @@ Test(engine, raw_tcp_echo_and_bulk)
 		}
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		while (poll(&pfd, 1, sent < total ? 0 : 5000) > 0) {
-			n = read(fd, buf, sizeof(buf));
+			n = rd(fd, buf, sizeof(buf));
 			cr_assert_gt(n, 0);
 			for (ssize_t i = 0; i < n; i++)
 				cr_assert_eq((unsigned char)buf[i], chk++, "byte %zu", recvd + i);
@@ -347,7 +359,7 @@ Test(engine, raw_tcp_echo_and_bulk)
 	}
 	/* Half-close travels: the echo server sees EOF and closes. */
 	shutdown(fd, SHUT_WR);
-	cr_assert_eq(read(fd, buf, sizeof(buf)), 0);
+	cr_assert_eq(rd(fd, buf, sizeof(buf)), 0);
 	close(fd);
 	engine_down();
 }
@@ -362,7 +374,7 @@ Test(engine, ipv6_raw_echo)
 	int fd = client("::1", lp);
 	write_all(fd, "v6 ping", 7);
 	char buf[16];
-	cr_assert_eq(read(fd, buf, sizeof(buf)), 7);
+	cr_assert_eq(rd(fd, buf, sizeof(buf)), 7);
 	cr_assert_eq(memcmp(buf, "v6 ping", 7), 0);
 	close(fd);
 	engine_down();
@@ -456,7 +468,8 @@ Test(engine, http_slow_head_408)
 	write_all(fd, "GET / HTTP/1.1\r\nHost:", 21);
 	char body[256];
 	uint64_t t0 = em_now_ms();
-	cr_assert_eq(read_response(fd, body, sizeof(body)), 408);
+	int st = read_response(fd, body, sizeof(body));
+	cr_assert_eq(st, 408, "status %d: %s", st, body);
 	cr_assert_lt(em_now_ms() - t0, 2000);
 	close(fd);
 	engine_down();
