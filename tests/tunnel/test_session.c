@@ -1,0 +1,708 @@
+/* Two sessions joined in memory: the test pumps each one's output into the
+ * other's input in chunks of varying size, so frames arrive split anywhere. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tunnel/session.h"
+
+#define MAXID 8192
+
+struct side {
+	struct em_tunnel_session *s;
+	struct em_tunnel_conf conf;
+	bool done, failed, closed;
+	uint32_t fail_reason, close_reason, goaway_reason;
+	bool got_goaway;
+	uint32_t opened[MAXID];
+	uint32_t n_opened;
+	uint64_t rx[MAXID];
+	bool fin[MAXID], reset[MAXID], stall[MAXID];
+	uint32_t reset_reason[MAXID];
+	char reset_text[64];
+	bool refuse_opens;
+	bool auto_consume;
+	uint32_t bad_bytes;
+	uint32_t windows, pongs;
+	uint64_t max_unconsumed_over; /* times unconsumed exceeded the window */
+};
+
+static uint64_t now;
+static uint32_t rng = 12345;
+
+static uint32_t rnd(void)
+{
+	rng = rng * 1103515245u + 12345u;
+	return rng >> 8;
+}
+
+static uint8_t pattern(uint32_t id, uint64_t off)
+{
+	return (uint8_t)(off * 131 + id * 7 + (off >> 9));
+}
+
+static void on_event(void *ctx, const struct em_tunnel_event *ev)
+{
+	struct side *sd = ctx;
+	uint32_t id = ev->stream_id;
+	switch (ev->type) {
+	case EM_TUNNEL_EV_HANDSHAKE_DONE:
+		sd->done = true;
+		break;
+	case EM_TUNNEL_EV_HANDSHAKE_FAILED:
+		sd->failed = true;
+		sd->fail_reason = ev->reason;
+		break;
+	case EM_TUNNEL_EV_STREAM_OPEN:
+		cr_assert_lt(id, MAXID);
+		cr_assert_not_null(ev->target);
+		if (sd->refuse_opens) {
+			cr_assert_eq(
+			        em_tunnel_session_reset(sd->s, id, EM_REASON_REFUSED, "not local"),
+			        0);
+			break;
+		}
+		sd->opened[sd->n_opened++] = id;
+		break;
+	case EM_TUNNEL_EV_DATA:
+		cr_assert_lt(id, MAXID);
+		for (size_t i = 0; i < ev->data.len; i++)
+			if ((uint8_t)ev->data.base[i] != pattern(id, sd->rx[id] + i))
+				sd->bad_bytes++;
+		sd->rx[id] += ev->data.len;
+		if (sd->auto_consume && !sd->stall[id])
+			cr_assert_eq(em_tunnel_session_consume(sd->s, id, ev->data.len, now), 0);
+		struct em_tunnel_stream_info info;
+		if (em_tunnel_session_stream_info(sd->s, id, &info) == 0 &&
+		    info.unconsumed > info.recv_window)
+			sd->max_unconsumed_over++;
+		break;
+	case EM_TUNNEL_EV_FIN:
+		sd->fin[id] = true;
+		break;
+	case EM_TUNNEL_EV_RESET:
+		sd->reset[id] = true;
+		sd->reset_reason[id] = ev->reason;
+		snprintf(sd->reset_text, sizeof(sd->reset_text), "%.*s", (int)ev->data.len,
+		         ev->data.base);
+		break;
+	case EM_TUNNEL_EV_WINDOW:
+		sd->windows++;
+		break;
+	case EM_TUNNEL_EV_GOAWAY:
+		sd->got_goaway = true;
+		sd->goaway_reason = ev->reason;
+		break;
+	case EM_TUNNEL_EV_PONG:
+		sd->pongs++;
+		break;
+	case EM_TUNNEL_EV_CLOSED:
+		sd->closed = true;
+		sd->close_reason = ev->reason;
+		break;
+	}
+}
+
+static bool allow_all_but_mallory(void *ctx, struct em_slice name)
+{
+	EM_UNUSED(ctx);
+	return !em_slice_eq(name, "mallory");
+}
+
+static struct side *side_new(enum em_tunnel_role role, const char *name, const char *key)
+{
+	struct side *sd = calloc(1, sizeof(*sd));
+	cr_assert_not_null(sd);
+	sd->conf.role = role;
+	sd->conf.node_name = name;
+	sd->conf.key = key;
+	sd->conf.key_len = strlen(key);
+	sd->conf.on_event = on_event;
+	sd->conf.allow_node = allow_all_but_mallory;
+	sd->conf.ctx = sd;
+	sd->auto_consume = true;
+	return sd;
+}
+
+static void side_start(struct side *sd)
+{
+	cr_assert_eq(em_tunnel_session_create(&sd->conf, now, &sd->s), 0);
+}
+
+static void side_free(struct side *sd)
+{
+	em_tunnel_session_destroy(sd->s);
+	free(sd);
+}
+
+static void check_bounds(struct side *sd)
+{
+	uint32_t c, d;
+	em_tunnel_session_queued(sd->s, &c, &d);
+	uint32_t ccap = sd->conf.ctrl_buffer ? sd->conf.ctrl_buffer : 16 * 1024;
+	uint32_t dcap = sd->conf.send_buffer ? sd->conf.send_buffer : 256 * 1024;
+	cr_assert_leq(c, ccap);
+	cr_assert_leq(d, dcap);
+	cr_assert_leq(em_tunnel_session_stats(sd->s)->ctrl_hwm, ccap);
+	cr_assert_leq(em_tunnel_session_stats(sd->s)->send_hwm, dcap);
+}
+
+/* Moves output of <from> into <to> in random pieces. Returns bytes moved. */
+static size_t pump_one(struct side *from, struct side *to, size_t max_piece)
+{
+	size_t moved = 0;
+	for (int guard = 0; guard < 100000; guard++) {
+		struct em_slice sl = em_tunnel_session_output(from->s);
+		if (!sl.len)
+			break;
+		size_t piece = 1 + rnd() % max_piece;
+		size_t n = EM_MIN(sl.len, piece);
+		em_tunnel_session_input(to->s, sl.base, n, now);
+		em_tunnel_session_output_advance(from->s, n);
+		moved += n;
+		check_bounds(from);
+		check_bounds(to);
+	}
+	return moved;
+}
+
+static void pump(struct side *a, struct side *b)
+{
+	for (int i = 0; i < 10000; i++) {
+		size_t n = pump_one(a, b, 7000) + pump_one(b, a, 7000);
+		if (!n)
+			return;
+	}
+	cr_assert_fail("pump did not settle");
+}
+
+static void connect_pair(struct side *a, struct side *b)
+{
+	side_start(a);
+	side_start(b);
+	pump(a, b);
+}
+
+static struct side *A, *B;
+
+static void setup(void)
+{
+	now = 1000;
+	A = side_new(EM_TUNNEL_DIALER, "edge-a", "secret");
+	B = side_new(EM_TUNNEL_ACCEPTOR, "edge-b", "secret");
+}
+
+static void teardown(void)
+{
+	side_free(A);
+	side_free(B);
+}
+
+static struct em_frame_target target(void)
+{
+	struct em_frame_target t;
+	memset(&t, 0, sizeof(t));
+	t.protocol = EM_FRAME_PROTO_TCP;
+	t.port = 80;
+	t.node = (struct em_slice){"edge-b", 6};
+	t.ns = (struct em_slice){"default", 7};
+	t.service = (struct em_slice){"web", 3};
+	return t;
+}
+
+/* Writes the pattern for <id> from offset <*sent> up to <total>. */
+static void write_some(struct side *sd, uint32_t id, uint64_t *sent, uint64_t total, bool fin)
+{
+	static uint8_t buf[96 * 1024];
+	while (*sent < total) {
+		size_t n = (size_t)EM_MIN(sizeof(buf), total - *sent);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = pattern(id, *sent + i);
+		int w = em_tunnel_session_write(sd->s, id, buf, n, fin && *sent + n == total);
+		cr_assert_geq(w, 0, "write %u: %d (closed %s)", id, w,
+		              em_reason_str(em_tunnel_session_close_reason(sd->s)));
+		*sent += (uint64_t)w;
+		if ((size_t)w < n)
+			return;
+	}
+}
+
+TestSuite(session, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(session, handshake_ok)
+{
+	connect_pair(A, B);
+	cr_assert(A->done && B->done);
+	cr_assert(!A->failed && !B->failed);
+	cr_assert_eq(em_tunnel_session_state(A->s), EM_TUNNEL_OPEN);
+	cr_assert_str_eq(em_tunnel_session_peer_name(A->s), "edge-b");
+	cr_assert_str_eq(em_tunnel_session_peer_name(B->s), "edge-a");
+	cr_assert_eq(A->pongs, 1, "handshake measures the RTT");
+	cr_assert_eq(B->pongs, 1);
+}
+
+Test(session, wrong_key_refused)
+{
+	B->conf.key = "other";
+	B->conf.key_len = 5;
+	connect_pair(A, B);
+	cr_assert(!A->done && !B->done);
+	cr_assert(A->failed && B->failed);
+	cr_assert_eq(A->fail_reason, EM_REASON_AUTH_FAILED);
+	cr_assert_eq(B->fail_reason, EM_REASON_AUTH_FAILED);
+	cr_assert(A->closed && B->closed);
+	cr_assert(em_tunnel_session_should_close(A->s));
+	cr_assert(em_tunnel_session_should_close(B->s));
+	cr_assert_eq(em_tunnel_session_stats(B->s)->auth_failures, 1);
+	uint32_t id;
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), -ENOTCONN);
+}
+
+Test(session, unknown_node_refused)
+{
+	A->conf.node_name = "mallory";
+	connect_pair(A, B);
+	cr_assert(B->failed && A->failed);
+	cr_assert_eq(B->fail_reason, EM_REASON_UNKNOWN_NODE);
+	cr_assert_eq(A->fail_reason, EM_REASON_UNKNOWN_NODE, "told by the GOAWAY");
+	cr_assert_eq(em_tunnel_session_stats(B->s)->unknown_nodes, 1);
+}
+
+Test(session, dialer_checks_peer_name)
+{
+	A->conf.peer_name = "edge-c";
+	connect_pair(A, B);
+	cr_assert(A->failed);
+	cr_assert_eq(A->fail_reason, EM_REASON_UNKNOWN_NODE);
+	cr_assert(B->failed);
+}
+
+Test(session, many_streams_both_ways_every_byte)
+{
+	enum { NS = 64, LEN = 300 * 1000 };
+	uint64_t sent_a[NS] = {0}, sent_b[NS] = {0};
+	uint32_t ids[NS];
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	static uint8_t first[1000];
+	for (int i = 0; i < NS; i++) {
+		uint32_t id = 1 + 2 * (uint32_t)i;
+		for (size_t k = 0; k < sizeof(first); k++)
+			first[k] = pattern(id, k);
+		int w = em_tunnel_session_open(A->s, &t, first, sizeof(first), NULL, &ids[i]);
+		cr_assert_eq(ids[i], id);
+		cr_assert_eq(w, (int)sizeof(first), "OPEN carries the first bytes");
+		sent_a[i] = (uint64_t)w;
+	}
+	pump(A, B);
+	cr_assert_eq(B->n_opened, NS);
+	for (int round = 0; round < 100000; round++) {
+		bool all = true;
+		for (int i = 0; i < NS; i++) {
+			write_some(A, ids[i], &sent_a[i], LEN, true);
+			write_some(B, ids[i], &sent_b[i], LEN, true);
+			all = all && sent_a[i] == LEN && sent_b[i] == LEN;
+		}
+		pump(A, B);
+		if (all)
+			break;
+	}
+	for (int i = 0; i < NS; i++) {
+		cr_assert_eq(B->rx[ids[i]], LEN, "stream %u got %lu", ids[i],
+		             (unsigned long)B->rx[ids[i]]);
+		cr_assert_eq(A->rx[ids[i]], LEN);
+		cr_assert(A->fin[ids[i]] && B->fin[ids[i]]);
+	}
+	cr_assert_eq(A->bad_bytes + B->bad_bytes, 0);
+	cr_assert_eq(A->max_unconsumed_over + B->max_unconsumed_over, 0);
+	cr_assert_eq(em_tunnel_session_streams(A->s), 0, "streams retire after both FINs");
+	cr_assert_eq(em_tunnel_session_streams(B->s), 0);
+	const struct em_tunnel_stats *st = em_tunnel_session_stats(B->s);
+	cr_assert_eq(st->data_in, (uint64_t)NS * LEN);
+	cr_assert_eq(st->streams_opened_remote, NS);
+}
+
+Test(session, stalled_stream_does_not_block_another)
+{
+	uint32_t s1, s2;
+	uint64_t sent1 = 0, sent2 = 0;
+	const uint64_t big = 8u << 20;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &s1), 0);
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &s2), 0);
+	B->stall[s1] = true;
+	for (int round = 0; round < 10000 && sent2 < big; round++) {
+		write_some(A, s1, &sent1, big, false);
+		write_some(A, s2, &sent2, big, false);
+		pump(A, B);
+	}
+	pump(A, B);
+	cr_assert_eq(sent2, big);
+	cr_assert_eq(B->rx[s2], big, "the live stream finished");
+	cr_assert_eq(B->rx[s1], 256 * 1024, "the stalled one got exactly its window");
+	cr_assert_eq(sent1, 256 * 1024);
+	struct em_tunnel_stream_info info;
+	cr_assert_eq(em_tunnel_session_stream_info(A->s, s1, &info), 0);
+	cr_assert_eq(info.send_credit, 0);
+	cr_assert_eq(em_tunnel_session_stream_info(B->s, s1, &info), 0);
+	cr_assert_eq(info.unconsumed, 256 * 1024);
+	/* Once the reader catches up the stalled stream moves again. */
+	cr_assert_eq(em_tunnel_session_consume(B->s, s1, 256 * 1024, now), 0);
+	pump(A, B);
+	cr_assert_gt(A->windows, 0);
+	write_some(A, s1, &sent1, big, false);
+	pump(A, B);
+	cr_assert_gt(B->rx[s1], 256 * 1024);
+	cr_assert_eq(B->bad_bytes, 0);
+}
+
+Test(session, windows_grow_when_window_limited)
+{
+	uint32_t fast, slow;
+	uint64_t sent_f = 0, sent_s = 0;
+	A->conf.max_window = 4u << 20;
+	B->conf.max_window = 4u << 20;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &fast), 0);
+	for (int round = 0; round < 2000 && sent_f < (32u << 20); round++) {
+		write_some(A, fast, &sent_f, 32u << 20, false);
+		pump(A, B);
+	}
+	struct em_tunnel_stream_info info;
+	cr_assert_eq(em_tunnel_session_stream_info(B->s, fast, &info), 0);
+	cr_assert_eq(info.recv_window, 4u << 20, "grew to the cap: %u", info.recv_window);
+	cr_assert_gt(em_tunnel_session_stats(B->s)->windows_grown, 0);
+
+	/* A reader that takes a second per half window is the limit, not the
+	 * window: no growth. */
+	B->auto_consume = false;
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &slow), 0);
+	for (int round = 0; round < 20; round++) {
+		write_some(A, slow, &sent_s, 64u << 20, false);
+		pump(A, B);
+		now += 1000;
+		cr_assert_eq(em_tunnel_session_stream_info(B->s, slow, &info), 0);
+		em_tunnel_session_consume(B->s, slow, info.unconsumed, now);
+		pump(A, B);
+	}
+	cr_assert_eq(em_tunnel_session_stream_info(B->s, slow, &info), 0);
+	cr_assert_eq(info.recv_window, 256 * 1024);
+	cr_assert_gt(B->rx[slow], 1u << 20, "it still moved");
+	cr_assert_eq(B->bad_bytes, 0);
+}
+
+Test(session, tunnel_window_caps_growth)
+{
+	uint32_t a, b;
+	uint64_t sa = 0, sb = 0;
+	B->conf.max_window = 8u << 20;
+	B->conf.tunnel_window = 2u << 20;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &a), 0);
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &b), 0);
+	for (int round = 0; round < 2000 && sb < (16u << 20); round++) {
+		write_some(A, a, &sa, 16u << 20, false);
+		write_some(A, b, &sb, 16u << 20, false);
+		pump(A, B);
+	}
+	struct em_tunnel_stream_info ia, ib;
+	em_tunnel_session_stream_info(B->s, a, &ia);
+	em_tunnel_session_stream_info(B->s, b, &ib);
+	cr_assert_leq((uint64_t)ia.recv_window + ib.recv_window, 2u << 20);
+	cr_assert_geq(ia.recv_window, 256 * 1024);
+	cr_assert_geq(ib.recv_window, 256 * 1024);
+	cr_assert_eq(B->rx[b], 16u << 20);
+}
+
+/* Feeds a hand-made frame to <sd>, as a misbehaving peer would. */
+static void inject(struct side *sd, const struct em_frame *f)
+{
+	static uint8_t buf[EM_FRAME_HEADER_LEN + EM_FRAME_MAX_DATA];
+	int n = em_frame_encode(f, buf, sizeof(buf));
+	cr_assert_gt(n, 0);
+	em_tunnel_session_input(sd->s, buf, (size_t)n, now);
+}
+
+static void inject_open(struct side *sd, uint32_t id)
+{
+	struct em_frame f = {.type = EM_FRAME_OPEN, .stream_id = id};
+	f.u.open = target();
+	inject(sd, &f);
+}
+
+static void expect_goaway(uint32_t reason)
+{
+	cr_assert(B->closed, "B closed");
+	cr_assert_eq(B->close_reason, reason, "B closed with %s", em_reason_str(B->close_reason));
+	cr_assert_eq(em_tunnel_session_stats(B->s)->goaway_reason_out, reason);
+	pump(A, B);
+	cr_assert(A->got_goaway, "A told");
+	cr_assert_eq(A->goaway_reason, reason);
+	cr_assert(A->closed);
+	cr_assert(em_tunnel_session_should_close(B->s));
+	cr_assert_eq(em_tunnel_session_input(B->s, "x", 1, now), -EPROTO);
+}
+
+Test(session, stream_flood_closes_tunnel)
+{
+	B->conf.max_streams = 16;
+	connect_pair(A, B);
+	for (uint32_t i = 0; i < 16; i++)
+		inject_open(B, 1 + 2 * i);
+	cr_assert(!B->closed);
+	cr_assert_eq(B->n_opened, 16);
+	inject_open(B, 33);
+	expect_goaway(EM_REASON_TOO_MANY_STREAMS);
+	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_streams, 1);
+	for (uint32_t i = 0; i < 16; i++)
+		cr_assert(B->reset[1 + 2 * i], "streams fail at once");
+}
+
+Test(session, local_opens_respect_peer_limit)
+{
+	B->conf.max_streams = 4;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	uint32_t id;
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), -EBUSY);
+	pump(A, B);
+	cr_assert(!B->closed);
+}
+
+Test(session, ping_flood_closes_tunnel)
+{
+	connect_pair(A, B);
+	struct em_frame f = {.type = EM_FRAME_PING};
+	/* 30 per interval are fine, also in the next interval (the first
+	 * interval also held the handshake's PING). */
+	now += 1000;
+	for (int i = 0; i < 30; i++)
+		inject(B, &f);
+	now += 1000;
+	for (int i = 0; i < 30; i++)
+		inject(B, &f);
+	cr_assert(!B->closed);
+	inject(B, &f);
+	expect_goaway(EM_REASON_PING_FLOOD);
+	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_pings, 1);
+}
+
+Test(session, rapid_reset_closes_tunnel)
+{
+	B->conf.max_resets = 50;
+	connect_pair(A, B);
+	struct em_frame r = {.type = EM_FRAME_RST};
+	r.u.rst.reason = EM_REASON_CANCEL;
+	uint32_t id = 1;
+	for (int i = 0; i < 50; i++, id += 2) {
+		inject_open(B, id);
+		r.stream_id = id;
+		inject(B, &r);
+	}
+	cr_assert(!B->closed);
+	cr_assert_eq(em_tunnel_session_streams(B->s), 0);
+	inject_open(B, id);
+	r.stream_id = id;
+	inject(B, &r);
+	expect_goaway(EM_REASON_RESET_FLOOD);
+	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_resets, 1);
+}
+
+Test(session, window_update_flood_closes_tunnel)
+{
+	B->conf.max_window_updates = 100;
+	connect_pair(A, B);
+	inject_open(B, 1);
+	struct em_frame f = {.type = EM_FRAME_WINDOW_UPDATE, .stream_id = 1};
+	f.u.increment = 1;
+	for (int i = 0; i < 100; i++)
+		inject(B, &f);
+	cr_assert(!B->closed);
+	inject(B, &f);
+	expect_goaway(EM_REASON_WINDOW_UPDATE_FLOOD);
+}
+
+Test(session, empty_data_flood_closes_tunnel)
+{
+	connect_pair(A, B);
+	inject_open(B, 1);
+	struct em_frame f = {.type = EM_FRAME_DATA, .stream_id = 1};
+	for (int i = 0; i < 100; i++)
+		inject(B, &f);
+	cr_assert(!B->closed);
+	inject(B, &f);
+	expect_goaway(EM_REASON_EMPTY_DATA_FLOOD);
+}
+
+Test(session, data_beyond_window_is_an_error)
+{
+	static char big[64 * 1024];
+	connect_pair(A, B);
+	inject_open(B, 1);
+	struct em_frame f = {.type = EM_FRAME_DATA, .stream_id = 1};
+	f.u.data = (struct em_slice){big, sizeof(big)};
+	B->auto_consume = false;
+	for (int i = 0; i < 4; i++)
+		inject(B, &f);
+	cr_assert(!B->closed, "exactly the window is fine");
+	f.u.data.len = 1;
+	inject(B, &f);
+	expect_goaway(EM_REASON_FLOW_CONTROL);
+}
+
+Test(session, frames_for_unopened_streams_are_errors)
+{
+	connect_pair(A, B);
+	struct em_frame f = {.type = EM_FRAME_WINDOW_UPDATE, .stream_id = 7};
+	f.u.increment = 10;
+	inject(B, &f);
+	expect_goaway(EM_REASON_PROTOCOL);
+}
+
+Test(session, bad_version_closes_with_version)
+{
+	connect_pair(A, B);
+	uint8_t h[12];
+	em_frame_write_header(h, EM_FRAME_PING, 0, 0, 8);
+	h[0] = 9;
+	em_tunnel_session_input(B->s, h, sizeof(h), now);
+	expect_goaway(EM_REASON_VERSION);
+}
+
+Test(session, memory_bounded_when_peer_does_not_read)
+{
+	enum { NS = 32 };
+	uint32_t ids[NS];
+	uint64_t sent[NS] = {0};
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	for (int i = 0; i < NS; i++)
+		cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &ids[i]), 0);
+	/* Nobody drains A's output: writes stop at the send ring. */
+	uint64_t total = 0;
+	for (int round = 0; round < 4; round++)
+		for (int i = 0; i < NS; i++) {
+			write_some(A, ids[i], &sent[i], 1u << 30, false);
+			cr_assert_eq(em_tunnel_session_ping(A->s) == -ENOBUFS, false);
+			check_bounds(A);
+		}
+	for (int i = 0; i < NS; i++)
+		total += sent[i];
+	cr_assert_leq(total, 256 * 1024);
+	uint32_t c, d;
+	em_tunnel_session_queued(A->s, &c, &d);
+	cr_assert_geq(d, 256 * 1024 - 16 * 1024, "ring full: %u", d);
+	/* A peer that opens streams and never reads our answers cannot grow
+	 * B's queues either: pings are capped, answers dropped with GOAWAY. */
+	struct em_frame p = {.type = EM_FRAME_PING};
+	for (int i = 0; i < 100 && !B->closed; i++) {
+		inject(B, &p);
+		check_bounds(B);
+	}
+	cr_assert(B->closed);
+	/* Then everything drains and is intact. */
+	pump(A, B);
+	cr_assert_eq(A->bad_bytes + B->bad_bytes, 0);
+}
+
+Test(session, reset_and_refuse)
+{
+	uint32_t id, id2;
+	connect_pair(A, B);
+	B->refuse_opens = true;
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, "abc", 3, NULL, &id), 3);
+	pump(A, B);
+	cr_assert(A->reset[id]);
+	cr_assert_eq(A->reset_reason[id], EM_REASON_REFUSED);
+	cr_assert_str_eq(A->reset_text, "not local");
+	cr_assert_eq(em_tunnel_session_write(A->s, id, "x", 1, false), -ENOENT);
+	cr_assert_eq(em_tunnel_session_streams(B->s), 0);
+	cr_assert_eq(em_tunnel_session_stats(B->s)->discarded_in, 3, "in-flight data dropped");
+
+	B->refuse_opens = false;
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id2), 0);
+	pump(A, B);
+	cr_assert_eq(em_tunnel_session_reset(A->s, id2, EM_REASON_CANCEL, "client left"), 0);
+	cr_assert_eq(em_tunnel_session_reset(A->s, id2, EM_REASON_CANCEL, NULL), -ENOENT);
+	pump(A, B);
+	cr_assert(B->reset[id2]);
+	cr_assert_eq(B->reset_reason[id2], EM_REASON_CANCEL);
+	cr_assert_str_eq(B->reset_text, "client left");
+	cr_assert(!A->closed && !B->closed);
+}
+
+Test(session, keepalive_and_dead_peer)
+{
+	A->conf.keepalive_ms = 1000;
+	A->conf.dead_ms = 3000;
+	connect_pair(A, B);
+	uint64_t wait = em_tunnel_session_tick(A->s, now);
+	cr_assert_leq(wait, 1000);
+	now += 1000;
+	em_tunnel_session_tick(A->s, now);
+	uint32_t c, d;
+	em_tunnel_session_queued(A->s, &c, &d);
+	cr_assert_eq(c, 20, "one PING queued");
+	pump(A, B);
+	cr_assert_eq(A->pongs, 2);
+	/* Peer silent from now on. */
+	now += 1000;
+	em_tunnel_session_tick(A->s, now);
+	cr_assert(!A->closed);
+	now += 2000;
+	em_tunnel_session_tick(A->s, now);
+	cr_assert(A->closed);
+	cr_assert_eq(A->close_reason, EM_REASON_TIMEOUT);
+	cr_assert_eq(em_tunnel_session_stats(A->s)->timeouts, 1);
+}
+
+Test(session, handshake_timeout)
+{
+	side_start(A);
+	now += 10000;
+	em_tunnel_session_tick(A->s, now);
+	cr_assert(A->failed);
+	cr_assert_eq(A->fail_reason, EM_REASON_TIMEOUT);
+	side_start(B);
+}
+
+Test(session, graceful_goaway_drains)
+{
+	uint32_t id, id2;
+	uint64_t sent = 0;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	pump(A, B);
+	cr_assert_eq(em_tunnel_session_goaway(B->s, EM_REASON_NO_ERROR, "restart"), 0);
+	pump(A, B);
+	cr_assert(A->got_goaway);
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id2), -ESHUTDOWN);
+	write_some(A, id, &sent, 1000, true);
+	cr_assert_eq(em_tunnel_session_write(B->s, id, "ok", 0, true), 0);
+	pump(A, B);
+	cr_assert_eq(B->rx[id], 1000);
+	em_tunnel_session_tick(A->s, now);
+	em_tunnel_session_tick(B->s, now);
+	cr_assert(A->closed && B->closed);
+	cr_assert_eq(A->close_reason, EM_REASON_NO_ERROR);
+	cr_assert(em_tunnel_session_should_close(A->s));
+	cr_assert(em_tunnel_session_should_close(B->s));
+}
+
+Test(session, bad_config_refused)
+{
+	struct em_tunnel_session *s;
+	A->conf.node_name = "bad name";
+	cr_assert_eq(em_tunnel_session_create(&A->conf, now, &s), -EINVAL);
+	A->conf.node_name = "ok";
+	A->conf.key_len = 0;
+	cr_assert_eq(em_tunnel_session_create(&A->conf, now, &s), -EINVAL);
+}
