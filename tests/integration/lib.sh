@@ -1,0 +1,412 @@
+# Helpers for the integration scripts (sourced, not run). They drive the real
+# binaries of build/ (or $B): edgemesh, meshctl, embackend, emload, plus
+# tests/integration/httpecho.c, compiled on demand into the test's temp dir.
+#
+# Every process started through it_bg / it_em_start / it_backend is killed,
+# every namespace made by it_netns deleted and the temp dir removed by the
+# EXIT trap, also when the script fails half-way. Every wait is bounded.
+#
+# Result reporting: it_ok / it_fail record one check each and the script goes
+# on; it_die ends it at once; it_done exits 1 if any check failed. Exit 77
+# (it_skip) means skipped, the last output line being the reason.
+
+set -u
+
+IT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+B=${B:-$IT_ROOT/build}
+case $B in /*) ;; *) B=$IT_ROOT/$B ;; esac
+EDGEMESH=$B/edgemesh
+MESHCTL=$B/meshctl
+EMBACKEND=$B/embackend
+EMLOAD=$B/emload
+
+IT_TMP=$(mktemp -d /tmp/em-it.XXXXXX)
+IT_PIDS=()
+declare -A IT_OUT=()
+IT_NETNS_LIST=()
+IT_NS=""           # namespace of it_in / it_bg; "" = the caller's
+IT_SOCK=$IT_TMP/edgemesh.sock
+IT_DATA=$IT_TMP/data
+IT_CONF=$IT_TMP/edgemesh.json
+IT_EM_PID=""
+IT_EM_LOG=""
+IT_EM_STARTS=0
+IT_FAILS=0
+IT_CHECKS=0
+IT_T0=$(date +%s%N)
+
+# A /24 of the loopback range of our own, so that parallel runs and other
+# tests on the host do not collide on addresses (host loopback tests only).
+IT_NET=127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))
+
+it_log() {
+	local ms=$((($(date +%s%N) - IT_T0) / 1000000))
+	printf '[%3d.%03d] %s\n' $((ms / 1000)) $((ms % 1000)) "$*"
+}
+
+it_ok() {
+	IT_CHECKS=$((IT_CHECKS + 1))
+	it_log "ok   - $*"
+}
+
+it_fail() {
+	IT_CHECKS=$((IT_CHECKS + 1))
+	IT_FAILS=$((IT_FAILS + 1))
+	it_log "FAIL - $*"
+}
+
+# it_check DESCRIPTION CMD...: one check whose outcome is CMD's status.
+it_check() {
+	local desc=$1
+	shift
+	if "$@"; then it_ok "$desc"; else it_fail "$desc"; fi
+}
+
+it_die() {
+	it_fail "$*"
+	exit 1
+}
+
+it_skip() {
+	echo "$*"
+	exit 77
+}
+
+it_need_root() {
+	[ "$(id -u)" = 0 ] || it_skip "needs root (network namespaces and iptables)"
+	command -v ip >/dev/null || it_skip "needs iproute2 (ip)"
+	command -v iptables-save >/dev/null || it_skip "needs iptables"
+}
+
+it_need() {
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null || it_skip "needs $t"
+	done
+}
+
+it_done() {
+	if [ "$IT_FAILS" -gt 0 ]; then
+		it_log "$IT_FAILS of $IT_CHECKS checks failed"
+		exit 1
+	fi
+	it_log "all $IT_CHECKS checks passed"
+	exit 0
+}
+
+it_dump_logs() {
+	local f
+	for f in "$IT_TMP"/*.log; do
+		[ -e "$f" ] || continue
+		echo "---- last lines of $(basename "$f")"
+		tail -n 25 "$f"
+	done
+}
+
+it_cleanup() {
+	local rc=$? p i ns
+	trap - EXIT
+	[ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && it_dump_logs
+	for p in "${IT_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for i in $(seq 60); do
+		local alive=0
+		for p in "${IT_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[ $alive = 0 ] && break
+		sleep 0.05
+	done
+	for p in "${IT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	for p in "${IT_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	for ns in "${IT_NETNS_LIST[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	rm -rf "$IT_TMP"
+	exit "$rc"
+}
+trap it_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# it_wait SECONDS CMD...: runs CMD every 50 ms until it succeeds; status 1
+# when SECONDS pass first.
+it_wait() {
+	local secs=$1 i
+	shift
+	for i in $(seq $((secs * 20))); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	"$@"
+}
+
+# it_netns NAME: a fresh network namespace with lo up and the cluster-IP ranges
+# routed locally (10.96.0.0/12; fd00:10:96::/112 when IPv6 is on). Later
+# it_in / it_bg run inside it.
+it_netns() {
+	local ns="emit-$$-$1"
+	ip netns add "$ns" || it_die "ip netns add $ns"
+	IT_NETNS_LIST+=("$ns")
+	IT_NS=$ns
+	ip netns exec "$ns" ip link set lo up || it_die "lo up in $ns"
+	ip netns exec "$ns" ip route add local 10.96.0.0/12 dev lo || it_die "local route in $ns"
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.lo.disable_ipv6=0 2>/dev/null
+	ip netns exec "$ns" ip -6 route add local fd00:10:96::/112 dev lo 2>/dev/null || true
+}
+
+# it_in CMD...: runs CMD in the current namespace (IT_NS).
+it_in() {
+	if [ -n "$IT_NS" ]; then ip netns exec "$IT_NS" "$@"; else "$@"; fi
+}
+
+# it_bgpid OUT ERR CMD...: CMD in the background in IT_NS; IT_BGPID is the
+# command's own pid (not a subshell's, so signals reach it).
+it_bgpid() {
+	local out=$1 err=$2
+	shift 2
+	if [ "$out" = "$err" ]; then
+		if [ -n "$IT_NS" ]; then
+			ip netns exec "$IT_NS" "$@" >"$out" 2>&1 &
+		else
+			"$@" >"$out" 2>&1 &
+		fi
+	elif [ -n "$IT_NS" ]; then
+		ip netns exec "$IT_NS" "$@" >"$out" 2>"$err" &
+	else
+		"$@" >"$out" 2>"$err" &
+	fi
+	IT_BGPID=$!
+}
+
+# it_bg NAME CMD...: starts CMD in the background in IT_NS, stdout in
+# $IT_TMP/NAME.out, stderr in $IT_TMP/NAME.err; the pid is in IT_LAST_PID.
+# (ip netns exec execs the command, so the pid is the command's own.)
+it_bg() {
+	local name=$1
+	shift
+	it_bgpid "$IT_TMP/$name.out" "$IT_TMP/$name.err" "$@"
+	IT_LAST_PID=$IT_BGPID
+	IT_PIDS+=("$IT_LAST_PID")
+	IT_OUT[$IT_LAST_PID]=$IT_TMP/$name.out
+}
+
+it_forget_pid() {
+	local p keep=()
+	for p in "${IT_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	IT_PIDS=("${keep[@]}")
+}
+
+# it_stop PID [SIGNAL [SECONDS]]: signals PID and waits (bounded) for it to
+# exit; its exit status is in IT_RC (or 255 if it had to be SIGKILLed).
+it_stop() {
+	local pid=$1 sig=${2:-TERM} secs=${3:-10} i
+	kill -"$sig" "$pid" 2>/dev/null
+	IT_RC=255
+	for i in $(seq $((secs * 20))); do
+		kill -0 "$pid" 2>/dev/null || break
+		# A zombie is dead enough: wait reaps it below.
+		[ "$(ps -o stat= -p "$pid" 2>/dev/null)" = Z ] && break
+		sleep 0.05
+	done
+	if kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z ]; then
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		it_forget_pid "$pid"
+		return 1
+	fi
+	wait "$pid" 2>/dev/null
+	IT_RC=$?
+	it_forget_pid "$pid"
+	return 0
+}
+
+# it_wait_line FILE PATTERN [SECONDS]: waits for an extended-regex line.
+it_wait_line() {
+	it_wait "${3:-10}" grep -Eq -- "$2" "$1"
+}
+
+# ---- edgemesh ---------------------------------------------------------------
+
+# it_em_config [FILE]: writes a config from these variables (JSON fragments):
+#   IT_CAPTURE   default {"enabled": false}
+#   IT_LISTENERS default []
+#   IT_LOG_LEVEL default info
+#   IT_WORKERS   default 2
+#   IT_EXTRA     extra top-level members, each followed by a comma
+it_em_config() {
+	local f=${1:-$IT_CONF} cap='{"enabled": false}' lis='[]'
+	[ -n "${IT_CAPTURE:-}" ] && cap=$IT_CAPTURE
+	[ -n "${IT_LISTENERS:-}" ] && lis=$IT_LISTENERS
+	cat >"$f" <<EOF
+{
+	"role": "edge",
+	"node_name": "edge-node-1",
+	"data_dir": "$IT_DATA",
+	"api_socket": "$IT_SOCK",
+	"workers": ${IT_WORKERS:-2},
+	"log_level": "${IT_LOG_LEVEL:-info}",
+	${IT_EXTRA:-}
+	"capture": $cap,
+	"listeners": $lis,
+	"tunnel": { "listen": "" }
+}
+EOF
+}
+
+# it_em_start [CONFIG]: starts edgemesh in IT_NS with its log in
+# $IT_TMP/edgemesh-<n>.log (IT_EM_LOG) and waits until the API socket exists
+# and the log says ready. Dies with the log when it does not come up.
+it_em_start() {
+	local conf=${1:-$IT_CONF}
+	IT_EM_STARTS=$((IT_EM_STARTS + 1))
+	IT_EM_LOG=$IT_TMP/edgemesh-$IT_EM_STARTS.log
+	it_bgpid "$IT_EM_LOG" "$IT_EM_LOG" "$EDGEMESH" -c "$conf"
+	IT_EM_PID=$IT_BGPID
+	IT_PIDS+=("$IT_EM_PID")
+	local i
+	for i in $(seq 200); do
+		if ! kill -0 "$IT_EM_PID" 2>/dev/null; then
+			cat "$IT_EM_LOG"
+			it_die "edgemesh exited during start"
+		fi
+		[ -S "$IT_SOCK" ] && grep -q 'main: ready' "$IT_EM_LOG" && return 0
+		sleep 0.05
+	done
+	cat "$IT_EM_LOG"
+	it_die "edgemesh did not become ready within 10 s"
+}
+
+# it_em_stop [SIGNAL]: stops edgemesh; status in IT_RC.
+it_em_stop() {
+	it_stop "$IT_EM_PID" "${1:-TERM}" 15
+	local r=$?
+	IT_EM_PID=""
+	return $r
+}
+
+it_em_alive() {
+	[ -n "$IT_EM_PID" ] && kill -0 "$IT_EM_PID" 2>/dev/null
+}
+
+ctl() {
+	timeout 10 "$MESHCTL" -s "$IT_SOCK" "$@"
+}
+
+# it_apply JSON: applies one object or a List given as text.
+it_apply() {
+	printf '%s\n' "$1" | ctl apply -f - >/dev/null || it_die "meshctl apply failed: $1"
+}
+
+# it_stat KEY: a numeric member of `meshctl stats`.
+it_stat() {
+	ctl stats | tr -d '\t ' | sed -n "s/^\"$1\":\([0-9]*\).*/\1/p" | head -n 1
+}
+
+# ---- manifests --------------------------------------------------------------
+
+# it_svc NS NAME CLUSTER_IP PORT TARGET_PORT [SESSION_AFFINITY [TIMEOUT_S]]
+it_svc() {
+	local aff=${6:-None} cfg=""
+	[ "$aff" = ClientIP ] &&
+		cfg=", \"sessionAffinityConfig\": {\"clientIP\": {\"timeoutSeconds\": ${7:-10800}}}"
+	local fam=IPv4
+	case $3 in *:*) fam=IPv6 ;; esac
+	cat <<EOF
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "$2", "namespace": "$1", "resourceVersion": "1"},
+ "spec": {"clusterIP": "$3", "clusterIPs": ["$3"], "ipFamilies": ["$fam"],
+  "ports": [{"name": "p", "port": $4, "protocol": "TCP", "targetPort": $5}],
+  "type": "ClusterIP", "sessionAffinity": "$aff"$cfg}}
+EOF
+}
+
+# it_ep NS NAME PORT IP...: Endpoints with every IP ready on this node.
+# With no IP the object has no subsets (a service without endpoints).
+it_ep() {
+	local ns=$1 name=$2 port=$3 ip addrs="" sep=""
+	shift 3
+	for ip in "$@"; do
+		addrs+="$sep{\"ip\": \"$ip\", \"nodeName\": \"edge-node-1\"}"
+		sep=", "
+	done
+	local subsets="[]"
+	[ $# -gt 0 ] &&
+		subsets="[{\"addresses\": [$addrs], \"ports\": [{\"name\": \"p\", \"port\": $port, \"protocol\": \"TCP\"}]}]"
+	cat <<EOF
+{"apiVersion": "v1", "kind": "Endpoints",
+ "metadata": {"name": "$name", "namespace": "$ns", "resourceVersion": "1"},
+ "subsets": $subsets}
+EOF
+}
+
+# it_list OBJECT...: a kubectl List of the given objects.
+it_list() {
+	local o sep="" items=""
+	for o in "$@"; do
+		items+="$sep$o"
+		sep=","
+	done
+	printf '{"apiVersion": "v1", "kind": "List", "items": [%s]}\n' "$items"
+}
+
+# ---- backends and clients ---------------------------------------------------
+
+# it_backend NAME MODE ADDR...: embackend in IT_NS, waits for "ready";
+# IT_LAST_PID is its pid.
+it_backend() {
+	local name=$1 mode=$2 a args=()
+	shift 2
+	for a in "$@"; do args+=(-l "$a"); done
+	it_bg "$name" "$EMBACKEND" -m "$mode" "${args[@]}" -t 1 -b 16
+	it_wait_line "$IT_TMP/$name.out" '^ready' 10 ||
+		{ cat "$IT_TMP/$name.err"; it_die "embackend $name did not start"; }
+}
+
+# it_served PID: prints embackend's next "served ..." line (SIGUSR1).
+it_served() {
+	local f=${IT_OUT[$1]:-} before
+	[ -n "$f" ] || return 1
+	before=$(grep -c '^served' "$f")
+	kill -USR1 "$1" || return 1
+	it_wait 5 it_more_lines "$f" '^served' "$before" || return 1
+	grep '^served' "$f" | tail -n 1
+}
+
+it_more_lines() {
+	[ "$(grep -c -- "$2" "$1")" -gt "$3" ]
+}
+
+# it_httpecho_build: compiles the HTTP echo peer (once per test run).
+it_httpecho_build() {
+	HTTPECHO=$IT_TMP/httpecho
+	[ -x "$HTTPECHO" ] && return 0
+	cc -O2 -Wall -Wextra -pthread -o "$HTTPECHO" "$IT_ROOT/tests/integration/httpecho.c" ||
+		it_die "cannot build tests/integration/httpecho.c"
+}
+
+# it_httpecho NAME ADDR...: HTTP echo server (see httpecho.c) in IT_NS.
+it_httpecho() {
+	local name=$1 a args=()
+	shift
+	it_httpecho_build
+	for a in "$@"; do args+=(-l "$a"); done
+	it_bg "$name" "$HTTPECHO" serve "${args[@]}"
+	it_wait_line "$IT_TMP/$name.out" '^ready' 10 ||
+		{ cat "$IT_TMP/$name.err"; it_die "httpecho $name did not start"; }
+}
+
+# it_count_backends FILE: "backend-0=N backend-1=N ..." from response bodies.
+it_count_backends() {
+	tr -d '.' <"$1" | grep -E '^backend-[0-9]+$' | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' '
+}
+
+# it_within_one COUNT...: all counts differ by at most 1.
+it_within_one() {
+	local min=999999999 max=0 c
+	for c in "$@"; do
+		[ "$c" -lt "$min" ] && min=$c
+		[ "$c" -gt "$max" ] && max=$c
+	done
+	[ $((max - min)) -le 1 ]
+}
+
+# it_urls N URL: URL repeated N times (curl fetches them on one connection).
+it_urls() {
+	local i
+	for i in $(seq "$1"); do printf '%s\n' "$2"; done
+}
