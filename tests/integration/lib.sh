@@ -126,13 +126,14 @@ trap 'exit 130' INT TERM
 # it_wait SECONDS CMD...: runs CMD every 50 ms until it succeeds; status 1
 # when SECONDS pass first.
 it_wait() {
-	local secs=$1 i
+	local end=$(($(date +%s%N) + $1 * 1000000000)) i
 	shift
-	for i in $(seq $((secs * 20))); do
+	for i in $(seq 100000); do # bounded by the deadline; the count is a backstop
 		"$@" && return 0
+		[ "$(date +%s%N)" -lt "$end" ] || return 1
 		sleep 0.05
 	done
-	"$@"
+	return 1
 }
 
 # it_netns NAME: a fresh network namespace with lo up and the cluster-IP ranges
