@@ -312,8 +312,41 @@ struct builder {
 	struct group_index eps;  /* Endpoints and EndpointSlices by service */
 	struct group_index pods; /* Pods by ns/name */
 	struct ep_vec vec;
-	/* interned node name and pod "ns/name" strings are arena copies */
+	/* Node names are interned: a few nodes serve many endpoints. */
+	const char **nodes;
+	size_t nodes_mask, n_nodes;
 };
+
+static const char *intern_node(struct builder *b, const char *name)
+{
+	if (!name[0])
+		return "";
+	if ((b->n_nodes + 1) * 2 > b->nodes_mask) {
+		size_t cap = b->nodes_mask ? (b->nodes_mask + 1) * 2 : 64;
+		const char **v = calloc(cap, sizeof(*v));
+		if (!v)
+			return NULL;
+		for (size_t i = 0; i <= b->nodes_mask && b->nodes; i++) {
+			if (!b->nodes[i])
+				continue;
+			size_t j = em_hash64(b->nodes[i], strlen(b->nodes[i]), EM_HASH_SEED) & (cap - 1);
+			while (v[j])
+				j = (j + 1) & (cap - 1);
+			v[j] = b->nodes[i];
+		}
+		free(b->nodes);
+		b->nodes = v;
+		b->nodes_mask = cap - 1;
+	}
+	size_t i = em_hash64(name, strlen(name), EM_HASH_SEED) & b->nodes_mask;
+	for (; b->nodes[i]; i = (i + 1) & b->nodes_mask)
+		if (strcmp(b->nodes[i], name) == 0)
+			return b->nodes[i];
+	b->nodes[i] = arena_strdup(&b->t->arena, name);
+	if (b->nodes[i])
+		b->n_nodes++;
+	return b->nodes[i];
+}
 
 static bool port_matches(const struct em_k8s_svc_port *sp, const struct em_k8s_ep_port *ep)
 {
@@ -367,7 +400,7 @@ static int add_endpoint(struct builder *b, const struct em_k8s_ep_addr *a, uint1
 	} else {
 		e.pod = "";
 	}
-	e.node = arena_strdup(&b->t->arena, e.node);
+	e.node = intern_node(b, e.node);
 	if (!e.node)
 		return -ENOMEM;
 	return ep_push(&b->vec, &e);
@@ -626,12 +659,14 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 	group_free(&b.eps);
 	group_free(&b.pods);
 	free(b.vec.v);
+	free(b.nodes);
 	return t;
 fail:
 	EM_ERR("table", "out of memory building snapshot %llu", (unsigned long long)generation);
 	group_free(&b.eps);
 	group_free(&b.pods);
 	free(b.vec.v);
+	free(b.nodes);
 	em_table_free(t);
 	return NULL;
 }
