@@ -53,23 +53,23 @@ static struct em_k8s_object **make_objects(size_t *n)
 		svc_ip(s, &a);
 		em_addr_format(&a, false, ip, sizeof(ip));
 		snprintf(json, 64 * 1024,
-			 "{\"kind\":\"Service\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
-			 "\"svc-%d\",\"namespace\":\"ns-%d\"},\"spec\":{\"clusterIP\":\"%s\","
-			 "\"ports\":[{\"name\":\"http\",\"port\":80,\"targetPort\":8080}]}}",
-			 s, s % 50, ip);
+		         "{\"kind\":\"Service\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
+		         "\"svc-%d\",\"namespace\":\"ns-%d\"},\"spec\":{\"clusterIP\":\"%s\","
+		         "\"ports\":[{\"name\":\"http\",\"port\":80,\"targetPort\":8080}]}}",
+		         s, s % 50, ip);
 		objs[2 * s] = decode(json);
 		int off = snprintf(json, 64 * 1024,
-				   "{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{"
-				   "\"name\":\"svc-%d\",\"namespace\":\"ns-%d\"},\"subsets\":[{"
-				   "\"addresses\":[",
-				   s, s % 50);
+		                   "{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{"
+		                   "\"name\":\"svc-%d\",\"namespace\":\"ns-%d\"},\"subsets\":[{"
+		                   "\"addresses\":[",
+		                   s, s % 50);
 		for (int e = 0; e < n_ep; e++)
 			off += snprintf(json + off, (size_t)(64 * 1024 - off),
-					"%s{\"ip\":\"172.16.%d.%d\",\"nodeName\":\"node-%d\"}",
-					e ? "," : "", (s * n_ep + e) / 250 % 256,
-					(s * n_ep + e) % 250 + 1, e % 4);
+			                "%s{\"ip\":\"172.16.%d.%d\",\"nodeName\":\"node-%d\"}",
+			                e ? "," : "", (s * n_ep + e) / 250 % 256,
+			                (s * n_ep + e) % 250 + 1, e % 4);
 		snprintf(json + off, (size_t)(64 * 1024 - off),
-			 "],\"ports\":[{\"name\":\"http\",\"port\":8080}]}]}");
+		         "],\"ports\":[{\"name\":\"http\",\"port\":8080}]}]}");
 		objs[2 * s + 1] = decode(json);
 	}
 	free(json);
@@ -104,7 +104,7 @@ static void *lookup_thread(void *p)
 	const struct em_table *t = em_table_current();
 	for (long k = 0; k < a->n; k++) {
 		const struct em_svc_port *sp =
-			em_table_lookup(t, &dsts[i++ & (n_dsts - 1)], IPPROTO_TCP);
+		        em_table_lookup(t, &dsts[i++ & (n_dsts - 1)], IPPROTO_TCP);
 		if (EM_UNLIKELY(!sp)) {
 			atomic_fetch_add(&misses, 1);
 			continue;
@@ -191,8 +191,8 @@ int main(int argc, char **argv)
 
 	em_table_init();
 	struct em_table_input in = {.objs = (const struct em_k8s_object *const *)objs,
-				    .n_objs = n_objs,
-				    .local_node = "node-0"};
+	                            .n_objs = n_objs,
+	                            .local_node = "node-0"};
 	uint64_t builds[11];
 	size_t bytes = 0;
 	malloc_trim(0);

@@ -22,9 +22,9 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: edgemesh -c FILE [-t]\n"
-		   "  -c FILE  configuration file (JSON, see conf/README.md)\n"
-		   "  -t       check the configuration and exit\n"
-		   "  -h       this help\n");
+	           "  -c FILE  configuration file (JSON, see conf/README.md)\n"
+	           "  -t       check the configuration and exit\n"
+	           "  -h       this help\n");
 }
 
 static int mkdir_p(const char *path)
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	EM_INFO("main", "edgemesh starting: role %s, node %s, %u workers, config %s",
-		cfg->role == EM_ROLE_CLOUD ? "cloud" : "edge", cfg->node_name, cfg->workers, path);
+	        cfg->role == EM_ROLE_CLOUD ? "cloud" : "edge", cfg->node_name, cfg->workers, path);
 
 	em_table_init();
 	/* The sync thread owns cfg from here and publishes it. */

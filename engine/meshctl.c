@@ -19,19 +19,18 @@
 #include "store/api.h"
 #include "store/k8s.h"
 
-#define DEFAULT_SOCKET "/var/lib/edgemesh/edgemesh.sock"
+#define DEFAULT_SOCKET  "/var/lib/edgemesh/edgemesh.sock"
 #define REPLY_TIMEOUT_S 30
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: meshctl [-s SOCKET] COMMAND\n"
-		"  get KIND [NAME] [-n NS | -A] [-o json|wide]\n"
-		"      KIND: services|endpoints|endpointslices|pods|nodes (svc, ep, po, no)\n"
-		"  apply -f FILE          apply one object or a List (FILE - reads stdin)\n"
-		"  delete KIND NS/NAME    (or: delete KIND NAME -n NS)\n"
-		"  stats                  store and table statistics\n"
-		"SOCKET defaults to $EDGEMESH_SOCKET, else " DEFAULT_SOCKET "\n");
+	fprintf(f, "usage: meshctl [-s SOCKET] COMMAND\n"
+	           "  get KIND [NAME] [-n NS | -A] [-o json|wide]\n"
+	           "      KIND: services|endpoints|endpointslices|pods|nodes (svc, ep, po, no)\n"
+	           "  apply -f FILE          apply one object or a List (FILE - reads stdin)\n"
+	           "  delete KIND NS/NAME    (or: delete KIND NAME -n NS)\n"
+	           "  stats                  store and table statistics\n"
+	           "SOCKET defaults to $EDGEMESH_SOCKET, else " DEFAULT_SOCKET "\n");
 }
 
 static void die(const char *fmt, const char *arg)
@@ -62,7 +61,7 @@ static cJSON *call(const char *sock, cJSON *req)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
 		fprintf(stderr, "meshctl: cannot connect to %s: %s (is edgemesh running?)\n", sock,
-			strerror(errno));
+		        strerror(errno));
 		exit(1);
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -102,7 +101,7 @@ static cJSON *call(const char *sock, cJSON *req)
 }
 
 static void print_row(bool all_ns, const struct em_k8s_object *o, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 static void print_row(bool all_ns, const struct em_k8s_object *o, const char *fmt, ...)
 {
@@ -151,11 +150,14 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 {
 	const cJSON *it;
 	static const char *const headers[] = {
-		[EM_KIND_SERVICE] = "NAME                     TYPE          CLUSTER-IP        PORT(S)",
-		[EM_KIND_ENDPOINTS] = "NAME                     ENDPOINTS",
-		[EM_KIND_ENDPOINTSLICE] = "NAME                     ADDRESSTYPE  PORTS     ENDPOINTS",
-		[EM_KIND_POD] = "NAME                     IP                NODE             STATUS",
-		[EM_KIND_NODE] = "NAME                     INTERNAL-IP       TUNNEL-PORT",
+	        [EM_KIND_SERVICE] =
+	                "NAME                     TYPE          CLUSTER-IP        PORT(S)",
+	        [EM_KIND_ENDPOINTS] = "NAME                     ENDPOINTS",
+	        [EM_KIND_ENDPOINTSLICE] =
+	                "NAME                     ADDRESSTYPE  PORTS     ENDPOINTS",
+	        [EM_KIND_POD] =
+	                "NAME                     IP                NODE             STATUS",
+	        [EM_KIND_NODE] = "NAME                     INTERNAL-IP       TUNNEL-PORT",
 	};
 
 	if (cJSON_GetArraySize(items) == 0) {
@@ -178,15 +180,16 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 		case EM_KIND_SERVICE:
 			for (size_t i = 0; i < o->svc.n_ports; i++) {
 				snprintf(tmp, sizeof(tmp), "%u/%s", o->svc.ports[i].port,
-					 proto_name(o->svc.ports[i].protocol));
+				         proto_name(o->svc.ports[i].protocol));
 				cat(col, sizeof(col), tmp);
 			}
-			print_row(ns_col, o, "%-24s %-13s %-17s %s", o->name, svc_type_name(o->svc.type),
-				  o->svc.headless       ? "None"
-				  : o->svc.n_cluster_ips ? em_addr_format(&o->svc.cluster_ips[0], false, a,
-									 sizeof(a))
-							 : "<none>",
-				  col[0] ? col : "<none>");
+			print_row(ns_col, o, "%-24s %-13s %-17s %s", o->name,
+			          svc_type_name(o->svc.type),
+			          o->svc.headless        ? "None"
+			          : o->svc.n_cluster_ips ? em_addr_format(&o->svc.cluster_ips[0],
+			                                                  false, a, sizeof(a))
+			                                 : "<none>",
+			          col[0] ? col : "<none>");
 			break;
 		case EM_KIND_ENDPOINTS:
 			for (size_t s = 0; s < o->ep.n_subsets; s++)
@@ -196,7 +199,8 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 						if (!o->ep.subsets[s].addrs[i].ready)
 							continue;
 						x.port = o->ep.subsets[s].ports[p].port;
-						cat(col, sizeof(col), em_addr_format(&x, true, a, sizeof(a)));
+						cat(col, sizeof(col),
+						    em_addr_format(&x, true, a, sizeof(a)));
 					}
 			print_row(ns_col, o, "%-24s %s", o->name, col[0] ? col : "<none>");
 			break;
@@ -210,18 +214,18 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 				cat(col, sizeof(col),
 				    em_addr_format(&o->slice.addrs[i].ip, false, a, sizeof(a)));
 			print_row(ns_col, o, "%-24s %-12s %-9s %s", o->name,
-				  o->slice.address_type == AF_INET6 ? "IPv6"
-				  : o->slice.address_type == AF_INET ? "IPv4"
-								     : "FQDN",
-				  ports[0] ? ports : "<unset>", col[0] ? col : "<unset>");
+			          o->slice.address_type == AF_INET6  ? "IPv6"
+			          : o->slice.address_type == AF_INET ? "IPv4"
+			                                             : "FQDN",
+			          ports[0] ? ports : "<unset>", col[0] ? col : "<unset>");
 			break;
 		}
 		case EM_KIND_POD:
 			print_row(ns_col, o, "%-24s %-17s %-16s %s", o->name,
-				  o->pod.n_ips ? em_addr_format(&o->pod.ips[0], false, a, sizeof(a))
-					       : "<none>",
-				  o->pod.node_name ? o->pod.node_name : "<none>",
-				  o->pod.phase ? o->pod.phase : "Unknown");
+			          o->pod.n_ips ? em_addr_format(&o->pod.ips[0], false, a, sizeof(a))
+			                       : "<none>",
+			          o->pod.node_name ? o->pod.node_name : "<none>",
+			          o->pod.phase ? o->pod.phase : "Unknown");
 			break;
 		case EM_KIND_NODE: {
 			const char *ip = "<none>";
@@ -232,7 +236,7 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 				}
 			snprintf(tmp, sizeof(tmp), "%u", o->node.tunnel_port);
 			print_row(false, o, "%-24s %-17s %s", o->name, ip,
-				  o->node.tunnel_port ? tmp : "<default>");
+			          o->node.tunnel_port ? tmp : "<default>");
 			break;
 		}
 		}
@@ -358,7 +362,7 @@ static int cmd_apply(const char *sock, int argc, char **argv)
 	cJSON *doc = cJSON_ParseWithLength(text, len);
 	if (!doc) {
 		fprintf(stderr, "meshctl: %s: not valid JSON (near byte %ld)\n", file,
-			cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - text) : -1L);
+		        cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - text) : -1L);
 		free(text);
 		return 1;
 	}

@@ -17,11 +17,11 @@
 #define EM_EBADMSG (-EBADMSG)
 
 #define EM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define EM_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define EM_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define EM_UNUSED(x) ((void)(x))
-#define EM_LIKELY(x) __builtin_expect(!!(x), 1)
-#define EM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define EM_MIN(a, b)     ((a) < (b) ? (a) : (b))
+#define EM_MAX(a, b)     ((a) > (b) ? (a) : (b))
+#define EM_UNUSED(x)     ((void)(x))
+#define EM_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define EM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 
 /* A borrowed byte range; never owns <base>. */
 struct em_slice {

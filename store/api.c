@@ -175,7 +175,7 @@ static int do_delete(struct em_store *st, const cJSON *req, struct em_buf *out)
 
 	if (bad || !kind_s || !name)
 		return reply_error(out, "delete needs \"kind\", \"namespace\" and \"name\" strings",
-				   NULL);
+		                   NULL);
 	if ((kind = em_kind_from_type(kind_s)) < 0)
 		return reply_error(out, "unknown kind \"%s\"", kind_s);
 	if (kind == EM_KIND_NODE || !ns)
@@ -219,8 +219,8 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	return reply_json(out, r);
 }
 
-int em_api_handle(struct em_store *st, const struct em_api_info *info, const char *req,
-		  size_t len, struct em_buf *out)
+int em_api_handle(struct em_store *st, const struct em_api_info *info, const char *req, size_t len,
+                  struct em_buf *out)
 {
 	cJSON *j = cJSON_ParseWithLength(req, len);
 	const cJSON *op;

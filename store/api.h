@@ -38,7 +38,7 @@ struct em_api_info {
 /* Handles one request of <len> bytes (no newline) and appends exactly one
  * reply line, newline included, to <out>. Any input, however malformed, gets
  * an error reply. Returns 0, or -ENOMEM when even the reply can't be built. */
-int em_api_handle(struct em_store *st, const struct em_api_info *info, const char *req,
-		  size_t len, struct em_buf *out);
+int em_api_handle(struct em_store *st, const struct em_api_info *info, const char *req, size_t len,
+                  struct em_buf *out);
 
 #endif

@@ -22,17 +22,17 @@ struct em_listener_conf {
 	struct em_addr listen; /* ip:port */
 	char service_ns[64];
 	char service_name[254];
-	uint16_t port;         /* service port */
+	uint16_t port; /* service port */
 };
 
 struct em_config {
-	char path[PATH_MAX];  /* file it was read from */
+	char path[PATH_MAX]; /* file it was read from */
 	enum em_role role;
 	char node_name[254];
 	char data_dir[PATH_MAX];
-	char api_socket[108];  /* sun_path */
-	unsigned workers;      /* resolved: 0 in the file means one per core */
-	int log_level;         /* enum em_log_level */
+	char api_socket[108]; /* sun_path */
+	unsigned workers;     /* resolved: 0 in the file means one per core */
+	int log_level;        /* enum em_log_level */
 	enum em_balancer balancer;
 
 	struct {
@@ -75,7 +75,7 @@ int em_config_load(const char *path, struct em_config **out, char *err, size_t e
 
 /* As em_config_load from text in memory; <name> is used in messages. */
 int em_config_parse(const char *name, const char *text, size_t len, struct em_config **out,
-		    char *err, size_t errlen);
+                    char *err, size_t errlen);
 
 void em_config_free(struct em_config *cfg);
 

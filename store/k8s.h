@@ -47,8 +47,8 @@ enum em_svc_type {
 };
 
 struct em_k8s_svc_port {
-	char *name;             /* "" when unnamed */
-	uint8_t protocol;       /* IPPROTO_TCP (default), IPPROTO_UDP, IPPROTO_SCTP */
+	char *name;       /* "" when unnamed */
+	uint8_t protocol; /* IPPROTO_TCP (default), IPPROTO_UDP, IPPROTO_SCTP */
 	uint16_t port;
 	uint16_t target_port;   /* numeric targetPort; 0 when named */
 	char *target_port_name; /* named targetPort, else NULL */
@@ -57,29 +57,29 @@ struct em_k8s_svc_port {
 
 struct em_k8s_service {
 	enum em_svc_type type;
-	bool headless;                 /* clusterIP "None" */
-	struct em_addr *cluster_ips;   /* clusterIPs, else clusterIP; port 0 */
+	bool headless;               /* clusterIP "None" */
+	struct em_addr *cluster_ips; /* clusterIPs, else clusterIP; port 0 */
 	size_t n_cluster_ips;
-	char *external_name;           /* ExternalName services, else NULL */
-	bool affinity_client_ip;       /* sessionAffinity: ClientIP */
-	uint32_t affinity_timeout_s;   /* sessionAffinityConfig timeout, default 10800 */
+	char *external_name;         /* ExternalName services, else NULL */
+	bool affinity_client_ip;     /* sessionAffinity: ClientIP */
+	uint32_t affinity_timeout_s; /* sessionAffinityConfig timeout, default 10800 */
 	struct em_k8s_svc_port *ports;
 	size_t n_ports;
 };
 
 /* An endpoint address of an Endpoints subset or an EndpointSlice. */
 struct em_k8s_ep_addr {
-	struct em_addr ip;  /* port 0 */
-	char *node_name;    /* NULL when absent */
-	char *pod_name;     /* targetRef.name when targetRef.kind is Pod, else NULL */
-	char *pod_namespace;/* targetRef.namespace, else NULL */
-	bool ready;         /* Endpoints: addresses vs notReadyAddresses;
-	                       EndpointSlice: conditions.ready (absent = ready) */
+	struct em_addr ip;   /* port 0 */
+	char *node_name;     /* NULL when absent */
+	char *pod_name;      /* targetRef.name when targetRef.kind is Pod, else NULL */
+	char *pod_namespace; /* targetRef.namespace, else NULL */
+	bool ready;          /* Endpoints: addresses vs notReadyAddresses;
+	                        EndpointSlice: conditions.ready (absent = ready) */
 };
 
 struct em_k8s_ep_port {
-	char *name;        /* "" when unnamed */
-	uint8_t protocol;  /* IPPROTO_TCP default */
+	char *name;       /* "" when unnamed */
+	uint8_t protocol; /* IPPROTO_TCP default */
 	uint16_t port;
 };
 
@@ -98,8 +98,8 @@ struct em_k8s_endpoints {
 /* discovery.k8s.io/v1. Each endpoint of a slice may carry several addresses
  * of the slice's family; they are flattened into <addrs>, one per address. */
 struct em_k8s_endpointslice {
-	char *service_name;  /* label kubernetes.io/service-name; NULL if absent */
-	uint8_t address_type;/* AF_INET, AF_INET6, or 0 for FQDN (ignored) */
+	char *service_name;   /* label kubernetes.io/service-name; NULL if absent */
+	uint8_t address_type; /* AF_INET, AF_INET6, or 0 for FQDN (ignored) */
 	struct em_k8s_ep_addr *addrs;
 	size_t n_addrs;
 	struct em_k8s_ep_port *ports;
@@ -120,8 +120,8 @@ struct em_k8s_label {
 struct em_k8s_pod {
 	struct em_addr *ips; /* podIPs, else podIP */
 	size_t n_ips;
-	char *node_name;     /* spec.nodeName, NULL if unscheduled */
-	char *phase;         /* status.phase, NULL if absent */
+	char *node_name; /* spec.nodeName, NULL if unscheduled */
+	char *phase;     /* status.phase, NULL if absent */
 	struct em_k8s_label *labels;
 	size_t n_labels;
 	struct em_k8s_container_port *ports; /* of all containers */
@@ -129,9 +129,9 @@ struct em_k8s_pod {
 };
 
 struct em_k8s_node_addr {
-	char *type;          /* "InternalIP", "ExternalIP", "Hostname", ... */
-	char *address;       /* as given */
-	struct em_addr ip;   /* parsed when it is an IP, else family 0 */
+	char *type;        /* "InternalIP", "ExternalIP", "Hostname", ... */
+	char *address;     /* as given */
+	struct em_addr ip; /* parsed when it is an IP, else family 0 */
 };
 
 struct em_k8s_node {
@@ -160,12 +160,12 @@ struct em_k8s_object {
  * a one-line reason in <err> (e.g. "spec.ports[1].port: expected integer
  * 1..65535") and nothing allocated. Unknown fields are ignored; fields of the
  * wrong type that the mesh uses are errors. */
-int em_k8s_decode_json(const struct cJSON *obj, int kind, struct em_k8s_object **out,
-		       char *err, size_t errlen);
+int em_k8s_decode_json(const struct cJSON *obj, int kind, struct em_k8s_object **out, char *err,
+                       size_t errlen);
 
 /* As em_k8s_decode_json, from text of <len> bytes (need not be terminated). */
-int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out,
-		  char *err, size_t errlen);
+int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out, char *err,
+                  size_t errlen);
 
 void em_k8s_free(struct em_k8s_object *obj);
 

@@ -222,7 +222,7 @@ int em_store_open(const char *data_dir, const char *local_node, struct em_store 
 	if ((rc = republish(st)))
 		goto fail;
 	EM_INFO("store", "loaded %zu objects from %s (%zu services, %llu malformed skipped)",
-		st->live, path, st->per_kind[EM_KIND_SERVICE], (unsigned long long)st->skipped);
+	        st->live, path, st->per_kind[EM_KIND_SERVICE], (unsigned long long)st->skipped);
 	*out = st;
 	return 0;
 fail:
@@ -245,7 +245,7 @@ void em_store_close(struct em_store *st)
 }
 
 int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char *err,
-		   size_t errlen)
+                   size_t errlen)
 {
 	struct em_db_op *ops = calloc(n ? n : 1, sizeof(*ops));
 	struct em_k8s_object **decoded = calloc(n ? n : 1, sizeof(*decoded));
@@ -266,7 +266,7 @@ int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char
 			goto out;
 		}
 		if (em_k8s_key(decoded[i]->kind, decoded[i]->ns, decoded[i]->name, key,
-			       sizeof(key)) < 0) {
+		               sizeof(key)) < 0) {
 			snprintf(err, errlen, "items[%zu]: name too long", i);
 			rc = -EINVAL;
 			goto out;
@@ -279,9 +279,9 @@ int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char
 			goto out;
 		}
 		ops[i] = (struct em_db_op){.op = EM_DB_UPSERT,
-					   .key = keys[i],
-					   .type = em_kind_type(decoded[i]->kind),
-					   .value = values[i]};
+		                           .key = keys[i],
+		                           .type = em_kind_type(decoded[i]->kind),
+		                           .value = values[i]};
 	}
 	if (em_db_apply(st->db, ops, n)) {
 		snprintf(err, errlen, "database write failed (see log)");
@@ -356,7 +356,7 @@ static int list_row(void *arg, const char *key, const char *type, const char *va
 }
 
 size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
-		     em_store_visit_cb cb, void *arg)
+                     em_store_visit_cb cb, void *arg)
 {
 	struct list_ctx lc = {.ns = ns, .name = name, .cb = cb, .arg = arg};
 	em_db_scan(st->db, em_kind_type(kind), list_row, &lc);

@@ -25,7 +25,7 @@ void em_store_close(struct em_store *st);
  * that does not decode fails the batch with -EINVAL and "items[i] <key>:
  * <reason>" in <err>; -EIO when sqlite fails. */
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
-		   size_t errlen);
+                   size_t errlen);
 
 /* Deletes one object. Returns 1 when it existed, 0 when not, -EIO. */
 int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name);
@@ -35,15 +35,15 @@ int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, cons
  * order. Returns the number of objects visited. */
 typedef void (*em_store_visit_cb)(void *arg, const char *json);
 size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
-		     em_store_visit_cb cb, void *arg);
+                     em_store_visit_cb cb, void *arg);
 
 struct em_store_stats {
-	uint64_t generation;        /* of the live snapshot */
+	uint64_t generation; /* of the live snapshot */
 	size_t objects[EM_KIND__COUNT];
-	size_t services;            /* in the snapshot */
+	size_t services; /* in the snapshot */
 	size_t table_bytes;
-	uint64_t last_build_ns;     /* time to build the last snapshot */
-	uint64_t skipped;           /* malformed rows skipped at load */
+	uint64_t last_build_ns; /* time to build the last snapshot */
+	uint64_t skipped;       /* malformed rows skipped at load */
 };
 void em_store_stats(const struct em_store *st, struct em_store_stats *out);
 

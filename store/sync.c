@@ -19,7 +19,7 @@
 #include "store/api.h"
 #include "store/store.h"
 
-#define MAX_CLIENTS 64
+#define MAX_CLIENTS    64
 #define CLIENT_IDLE_MS 30000
 
 struct client {
@@ -84,9 +84,9 @@ static void reload_config(struct em_sync *s)
 static void handle_input(struct em_sync *s, struct client *c)
 {
 	struct em_api_info info = {.config_path = s->config_path,
-				   .node_name = s->node_name,
-				   .reloads = atomic_load(&s->reloads),
-				   .reload_failures = atomic_load(&s->reload_failures)};
+	                           .node_name = s->node_name,
+	                           .reloads = atomic_load(&s->reloads),
+	                           .reload_failures = atomic_load(&s->reload_failures)};
 	size_t start = 0;
 
 	for (;;) {
@@ -141,7 +141,7 @@ static bool client_write(struct client *c)
 {
 	while (c->out_off < c->out.len) {
 		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
-				 MSG_NOSIGNAL);
+		                 MSG_NOSIGNAL);
 		if (n > 0) {
 			c->out_off += (size_t)n;
 			continue;
@@ -180,7 +180,7 @@ static void *sync_main(void *arg)
 		size_t n = 0;
 		pfd[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
 		pfd[n++] = (struct pollfd){.fd = s->listen_fd,
-					   .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
+		                           .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing ? 0 : POLLIN;

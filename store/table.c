@@ -108,8 +108,8 @@ static inline uint64_t ip_hash(const struct em_addr *a, uint8_t protocol)
 	uint64_t w0, w1;
 	memcpy(&w0, a->b, 8);
 	memcpy(&w1, a->b + 8, 8);
-	return mix64(w0 ^ mix64(w1 ^ ((uint64_t)a->port << 16 | (uint64_t)a->family << 8 |
-				      protocol)));
+	return mix64(w0 ^
+	             mix64(w1 ^ ((uint64_t)a->port << 16 | (uint64_t)a->family << 8 | protocol)));
 }
 
 static uint64_t name_hash(const char *ns, const char *name)
@@ -144,7 +144,7 @@ const struct em_table *em_table_current(void)
 }
 
 const struct em_svc_port *em_table_lookup(const struct em_table *t, const struct em_addr *dst,
-					  uint8_t protocol)
+                                          uint8_t protocol)
 {
 	size_t i = ip_hash(dst, protocol) & t->ip_mask;
 	for (;;) {
@@ -158,7 +158,7 @@ const struct em_svc_port *em_table_lookup(const struct em_table *t, const struct
 }
 
 const struct em_service *em_table_service(const struct em_table *t, const char *ns,
-					  const char *name)
+                                          const char *name)
 {
 	uint64_t h = name_hash(ns, name);
 	size_t i = h & t->name_mask;
@@ -173,7 +173,7 @@ const struct em_service *em_table_service(const struct em_table *t, const char *
 }
 
 const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t port,
-					  uint8_t protocol)
+                                          uint8_t protocol)
 {
 	for (uint32_t i = 0; i < svc->n_ports; i++)
 		if (svc->ports[i].port == port && svc->ports[i].protocol == protocol)
@@ -220,7 +220,7 @@ struct group_index {
 		const char *ns, *name;
 		size_t len_ns, len_name;
 		ssize_t head;
-	} *slots;
+	} * slots;
 	size_t mask;
 	ssize_t *next;
 };
@@ -248,7 +248,7 @@ static void group_free(struct group_index *g)
 }
 
 static size_t group_find(const struct group_index *g, const char *ns, size_t nns, const char *name,
-			 size_t nname, uint64_t h)
+                         size_t nname, uint64_t h)
 {
 	size_t i = h & g->mask;
 	while (g->slots[i].ns) {
@@ -279,7 +279,7 @@ static void group_add(struct group_index *g, const char *ns, const char *name, s
 }
 
 static ssize_t group_head(const struct group_index *g, const char *ns, size_t nns, const char *name,
-			  size_t nname)
+                          size_t nname)
 {
 	uint64_t h = name_hash_n(ns, nns, name, nname);
 	size_t i = group_find(g, ns, nns, name, nname, h);
@@ -329,7 +329,8 @@ static const char *intern_node(struct builder *b, const char *name)
 		for (size_t i = 0; i <= b->nodes_mask && b->nodes; i++) {
 			if (!b->nodes[i])
 				continue;
-			size_t j = em_hash64(b->nodes[i], strlen(b->nodes[i]), EM_HASH_SEED) & (cap - 1);
+			size_t j = em_hash64(b->nodes[i], strlen(b->nodes[i]), EM_HASH_SEED) &
+			           (cap - 1);
 			while (v[j])
 				j = (j + 1) & (cap - 1);
 			v[j] = b->nodes[i];
@@ -357,14 +358,14 @@ static bool port_matches(const struct em_k8s_svc_port *sp, const struct em_k8s_e
  * gives no port: numeric targetPort, else the pod's container port of that
  * name. 0 when it cannot be resolved. */
 static uint16_t resolve_target(struct builder *b, const struct em_k8s_svc_port *sp,
-			       const struct em_k8s_ep_addr *addr)
+                               const struct em_k8s_ep_addr *addr)
 {
 	if (!sp->target_port_name)
 		return sp->target_port ? sp->target_port : sp->port;
 	if (!addr->pod_name || !addr->pod_namespace)
 		return 0;
 	ssize_t i = group_head(&b->pods, addr->pod_namespace, strlen(addr->pod_namespace),
-			       addr->pod_name, strlen(addr->pod_name));
+	                       addr->pod_name, strlen(addr->pod_name));
 	for (; i >= 0; i = b->pods.next[i]) {
 		const struct em_k8s_pod *pod = &b->in->objs[i]->pod;
 		for (size_t k = 0; k < pod->n_ports; k++)
@@ -409,7 +410,7 @@ static int add_endpoint(struct builder *b, const struct em_k8s_ep_addr *a, uint1
 /* Endpoints of one service port, from slices if the service has any, else
  * from its Endpoints object(s). */
 static int collect_endpoints(struct builder *b, const struct em_k8s_object *svc,
-			     const struct em_k8s_svc_port *sp)
+                             const struct em_k8s_svc_port *sp)
 {
 	ssize_t head = group_head(&b->eps, svc->ns, strlen(svc->ns), svc->name, strlen(svc->name));
 	bool have_slices = false;
@@ -434,8 +435,9 @@ static int collect_endpoints(struct builder *b, const struct em_k8s_object *svc,
 			}
 			if (s->n_ports == 0)
 				for (size_t k = 0; k < s->n_addrs; k++)
-					if ((rc = add_endpoint(b, &s->addrs[k],
-							       resolve_target(b, sp, &s->addrs[k]))))
+					if ((rc = add_endpoint(
+					             b, &s->addrs[k],
+					             resolve_target(b, sp, &s->addrs[k]))))
 						return rc;
 		} else if (!have_slices && o->kind == EM_KIND_ENDPOINTS) {
 			for (size_t j = 0; j < o->ep.n_subsets; j++) {
@@ -445,14 +447,15 @@ static int collect_endpoints(struct builder *b, const struct em_k8s_object *svc,
 						continue;
 					for (size_t k = 0; k < sub->n_addrs; k++)
 						if ((rc = add_endpoint(b, &sub->addrs[k],
-								       sub->ports[p].port)))
+						                       sub->ports[p].port)))
 							return rc;
 				}
 				if (sub->n_ports == 0)
 					for (size_t k = 0; k < sub->n_addrs; k++)
 						if ((rc = add_endpoint(
-							     b, &sub->addrs[k],
-							     resolve_target(b, sp, &sub->addrs[k]))))
+						             b, &sub->addrs[k],
+						             resolve_target(b, sp,
+						                            &sub->addrs[k]))))
 							return rc;
 			}
 		}
@@ -529,7 +532,8 @@ static void insert_ip(struct em_table *t, const struct em_addr *ip, const struct
 	key.port = sp->port;
 	size_t i = ip_hash(&key, sp->protocol) & t->ip_mask;
 	while (t->ip_slots[i].sp) {
-		if (t->ip_slots[i].protocol == sp->protocol && em_addr_eq(&t->ip_slots[i].addr, &key))
+		if (t->ip_slots[i].protocol == sp->protocol &&
+		    em_addr_eq(&t->ip_slots[i].addr, &key))
 			return; /* two services claim one cluster IP: first wins */
 		i = (i + 1) & t->ip_mask;
 	}
@@ -562,7 +566,8 @@ static int build_node(struct em_table *t, const struct em_k8s_object *o)
 	if (!n->name)
 		return -ENOMEM;
 	for (size_t i = 0; i < o->node.n_addrs; i++)
-		if (o->node.addrs[i].ip.family && strcmp(o->node.addrs[i].type, "InternalIP") == 0) {
+		if (o->node.addrs[i].ip.family &&
+		    strcmp(o->node.addrs[i].type, "InternalIP") == 0) {
 			n->internal_ip = o->node.addrs[i].ip;
 			break;
 		}

@@ -15,18 +15,18 @@
 struct em_service;
 
 struct em_endpoint {
-	struct em_addr addr;  /* pod ip and target port */
-	const char *node;     /* nodeName, "" when unknown */
-	const char *pod;      /* "ns/name" of the target pod, "" when unknown */
+	struct em_addr addr; /* pod ip and target port */
+	const char *node;    /* nodeName, "" when unknown */
+	const char *pod;     /* "ns/name" of the target pod, "" when unknown */
 	bool ready;
-	bool local;           /* node is this node (or unknown): dial directly */
+	bool local; /* node is this node (or unknown): dial directly */
 };
 
 struct em_svc_port {
 	const struct em_service *svc;
-	const char *name;     /* port name, "" when unnamed */
-	uint16_t port;        /* service port */
-	uint8_t protocol;     /* IPPROTO_TCP, ... */
+	const char *name; /* port name, "" when unnamed */
+	uint16_t port;    /* service port */
+	uint8_t protocol; /* IPPROTO_TCP, ... */
 	/* Ready endpoints first: endpoints[0 .. n_ready) are ready. */
 	const struct em_endpoint *endpoints;
 	uint32_t n_endpoints;
@@ -66,15 +66,15 @@ const struct em_table *em_table_current(void);
 /* Service port whose cluster IP is <dst>'s address and port is <dst>->port,
  * for <protocol>; NULL when none. */
 const struct em_svc_port *em_table_lookup(const struct em_table *t, const struct em_addr *dst,
-					  uint8_t protocol);
+                                          uint8_t protocol);
 
 /* Service by namespace and name; NULL when none. */
 const struct em_service *em_table_service(const struct em_table *t, const char *ns,
-					  const char *name);
+                                          const char *name);
 
 /* Port <port>/<protocol> of <svc>; NULL when none. */
 const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t port,
-					  uint8_t protocol);
+                                          uint8_t protocol);
 
 /* Node by name; NULL when none. */
 const struct em_node_info *em_table_node(const struct em_table *t, const char *name);

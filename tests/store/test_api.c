@@ -34,10 +34,11 @@ static void start(void)
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(sock, sizeof(sock), "%s/api.sock", dir);
 	snprintf(cfg_path, sizeof(cfg_path), "%s/edge.json", dir);
-	snprintf(text, sizeof(text),
-		 "{\"role\":\"edge\",\"node_name\":\"n1\",\"data_dir\":\"%s\",\"api_socket\":\"%s\","
-		 "\"workers\":1,\"log_level\":\"error\",\"tunnel\":{\"listen\":\"\"}}",
-		 dir, sock);
+	snprintf(
+	        text, sizeof(text),
+	        "{\"role\":\"edge\",\"node_name\":\"n1\",\"data_dir\":\"%s\",\"api_socket\":\"%s\","
+	        "\"workers\":1,\"log_level\":\"error\",\"tunnel\":{\"listen\":\"\"}}",
+	        dir, sock);
 	write_file(cfg_path, text);
 	cr_assert_eq(em_config_load(cfg_path, &cfg, err, sizeof(err)), 0, "%s", err);
 	em_table_init();
@@ -61,7 +62,7 @@ static int dial(void)
 	struct timeval tv = {.tv_sec = 10};
 	strcpy(sa.sun_path, sock);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s",
-		     strerror(errno));
+	             strerror(errno));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
 }
@@ -87,14 +88,14 @@ static const char *rpc(const char *req)
 }
 
 static const char svc_web[] =
-	"{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\","
-	"\"namespace\":\"default\",\"managedFields\":[{\"manager\":\"kubectl\"}]},\"spec\":{"
-	"\"clusterIP\":\"10.96.0.80\",\"ports\":[{\"name\":\"http\",\"port\":80,"
-	"\"targetPort\":8080}]}}";
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\","
+        "\"namespace\":\"default\",\"managedFields\":[{\"manager\":\"kubectl\"}]},\"spec\":{"
+        "\"clusterIP\":\"10.96.0.80\",\"ports\":[{\"name\":\"http\",\"port\":80,"
+        "\"targetPort\":8080}]}}";
 static const char ep_web[] =
-	"{\"apiVersion\":\"v1\",\"kind\":\"Endpoints\",\"metadata\":{\"name\":\"web\","
-	"\"namespace\":\"default\"},\"subsets\":[{\"addresses\":[{\"ip\":\"127.0.0.2\"}],"
-	"\"ports\":[{\"name\":\"http\",\"port\":8080}]}]}";
+        "{\"apiVersion\":\"v1\",\"kind\":\"Endpoints\",\"metadata\":{\"name\":\"web\","
+        "\"namespace\":\"default\"},\"subsets\":[{\"addresses\":[{\"ip\":\"127.0.0.2\"}],"
+        "\"ports\":[{\"name\":\"http\",\"port\":8080}]}]}";
 
 Test(api, apply_list_get_delete_stats, .init = start, .fini = stop, .timeout = 30)
 {
@@ -114,41 +115,46 @@ Test(api, apply_list_get_delete_stats, .init = start, .fini = stop, .timeout = 3
 	cr_assert(strstr(r, "managedFields"), "objects are returned whole: %s", r);
 	r = rpc("{\"op\":\"list\",\"kind\":\"services\",\"namespace\":\"other\"}");
 	cr_assert(strstr(r, "\"items\":[]"), "%s", r);
-	r = rpc("{\"op\":\"get\",\"kind\":\"endpoints\",\"namespace\":\"default\",\"name\":\"web\"}");
+	r = rpc("{\"op\":\"get\",\"kind\":\"endpoints\",\"namespace\":\"default\",\"name\":"
+	        "\"web\"}");
 	cr_assert(strstr(r, "127.0.0.2"), "%s", r);
 	r = rpc("{\"op\":\"get\",\"kind\":\"svc\",\"namespace\":\"default\",\"name\":\"nope\"}");
 	cr_assert(strstr(r, "\"ok\":false") && strstr(r, "not found"), "%s", r);
 	r = rpc("{\"op\":\"stats\"}");
 	cr_assert(strstr(r, "\"services\":1"), "%s", r);
-	r = rpc("{\"op\":\"delete\",\"kind\":\"service\",\"namespace\":\"default\",\"name\":\"web\"}");
+	r = rpc("{\"op\":\"delete\",\"kind\":\"service\",\"namespace\":\"default\",\"name\":"
+	        "\"web\"}");
 	cr_assert(strstr(r, "\"ok\":true"), "%s", r);
 	cr_assert_null(em_table_lookup(em_table_current(), &dst, IPPROTO_TCP));
-	r = rpc("{\"op\":\"delete\",\"kind\":\"service\",\"namespace\":\"default\",\"name\":\"web\"}");
+	r = rpc("{\"op\":\"delete\",\"kind\":\"service\",\"namespace\":\"default\",\"name\":"
+	        "\"web\"}");
 	cr_assert(strstr(r, "not found"), "%s", r);
 }
 
 Test(api, malformed_requests_get_error_replies, .init = start, .fini = stop, .timeout = 30)
 {
 	static const char *const bad[][2] = {
-		{"not json", "not valid JSON"},
-		{"[1,2]", "must be an object"},
-		{"{\"op\":5}", "must be an object"},
-		{"{\"op\":\"explode\"}", "unknown op"},
-		{"{\"op\":\"list\"}", "missing"},
-		{"{\"op\":\"list\",\"kind\":\"secrets\"}", "unknown kind"},
-		{"{\"op\":\"list\",\"kind\":7}", "non-empty strings"},
-		{"{\"op\":\"get\",\"kind\":\"pods\"}", "get needs"},
-		{"{\"op\":\"apply\"}", "apply needs"},
-		{"{\"op\":\"apply\",\"items\":[{\"kind\":\"Service\",\"metadata\":{}}]}", "items[0]"},
-		{"{\"op\":\"apply\",\"items\":[{\"kind\":\"Service\",\"metadata\":{\"name\":\"a\"},"
-		 "\"spec\":{\"ports\":[{\"port\":99999}]}}]}",
-		 "port"},
-		{"{\"op\":\"delete\",\"kind\":\"service\"}", "delete needs"},
+	        {"not json", "not valid JSON"},
+	        {"[1,2]", "must be an object"},
+	        {"{\"op\":5}", "must be an object"},
+	        {"{\"op\":\"explode\"}", "unknown op"},
+	        {"{\"op\":\"list\"}", "missing"},
+	        {"{\"op\":\"list\",\"kind\":\"secrets\"}", "unknown kind"},
+	        {"{\"op\":\"list\",\"kind\":7}", "non-empty strings"},
+	        {"{\"op\":\"get\",\"kind\":\"pods\"}", "get needs"},
+	        {"{\"op\":\"apply\"}", "apply needs"},
+	        {"{\"op\":\"apply\",\"items\":[{\"kind\":\"Service\",\"metadata\":{}}]}",
+	         "items[0]"},
+	        {"{\"op\":\"apply\",\"items\":[{\"kind\":\"Service\",\"metadata\":{\"name\":\"a\"},"
+	         "\"spec\":{\"ports\":[{\"port\":99999}]}}]}",
+	         "port"},
+	        {"{\"op\":\"delete\",\"kind\":\"service\"}", "delete needs"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *r = rpc(bad[i][0]);
 		cr_assert(strstr(r, "\"ok\":false"), "%s -> %s", bad[i][0], r);
-		cr_assert(strstr(r, bad[i][1]), "%s -> %s (wanted \"%s\")", bad[i][0], r, bad[i][1]);
+		cr_assert(strstr(r, bad[i][1]), "%s -> %s (wanted \"%s\")", bad[i][0], r,
+		          bad[i][1]);
 	}
 	/* a failed batch applies nothing */
 	char req[4096];
@@ -205,7 +211,7 @@ Test(api, meshctl_end_to_end, .init = start, .fini = stop, .timeout = 60)
 		cr_skip_test("%s not built", ctl);
 	snprintf(file, sizeof(file), "%s/list.json", dir);
 	snprintf(out, sizeof(out), "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[%s,%s]}",
-		 svc_web, ep_web);
+	         svc_web, ep_web);
 	write_file(file, out);
 
 	snprintf(cmd, sizeof(cmd), "%s -s %s apply -f %s 2>&1", ctl, sock, file);
@@ -215,7 +221,7 @@ Test(api, meshctl_end_to_end, .init = start, .fini = stop, .timeout = 60)
 	snprintf(cmd, sizeof(cmd), "%s -s %s get services 2>&1", ctl, sock);
 	cr_assert_eq(run(cmd, out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "web") && strstr(out, "10.96.0.80") && strstr(out, "80/TCP"), "%s",
-		  out);
+	          out);
 
 	snprintf(cmd, sizeof(cmd), "%s -s %s get services -n kube-system 2>&1", ctl, sock);
 	cr_assert_eq(run(cmd, out, sizeof(out)), 0, "%s", out);
@@ -242,7 +248,7 @@ Test(api, meshctl_end_to_end, .init = start, .fini = stop, .timeout = 60)
 	cr_assert_eq(run(cmd, out, sizeof(out)), 1, "%s", out);
 	cr_assert(strstr(out, "not valid JSON"), "%s", out);
 	write_file(file, "{\"kind\":\"Service\",\"metadata\":{\"name\":\"x\"},\"spec\":{"
-			 "\"clusterIP\":\"999.1.1.1\"}}");
+	                 "\"clusterIP\":\"999.1.1.1\"}}");
 	cr_assert_eq(run(cmd, out, sizeof(out)), 1, "%s", out);
 	cr_assert(strstr(out, "clusterIP"), "%s", out);
 
@@ -271,10 +277,12 @@ Test(api, reload_valid_and_invalid, .init = start, .fini = stop, .timeout = 30)
 	const struct em_config *cfg = em_config_current();
 	cr_assert_eq(cfg->timeouts.connect_ms, 5000);
 
-	snprintf(text, sizeof(text),
-		 "{\"role\":\"edge\",\"node_name\":\"n1\",\"data_dir\":\"%s\",\"api_socket\":\"%s\","
-		 "\"workers\":1,\"log_level\":\"error\",\"tunnel\":{\"listen\":\"\"},\"timeouts\":{\"connect_ms\":1234}}",
-		 dir, sock);
+	snprintf(
+	        text, sizeof(text),
+	        "{\"role\":\"edge\",\"node_name\":\"n1\",\"data_dir\":\"%s\",\"api_socket\":\"%s\","
+	        "\"workers\":1,\"log_level\":\"error\",\"tunnel\":{\"listen\":\"\"},\"timeouts\":{"
+	        "\"connect_ms\":1234}}",
+	        dir, sock);
 	write_file(cfg_path, text);
 	em_sync_reload(sync_thread);
 	for (int i = 0; i < 200; i++) {

@@ -17,13 +17,13 @@ static struct em_k8s_object *decode(const char *json)
 }
 
 static struct em_k8s_object *service(const char *ns, const char *name, const char *ip,
-				     const char *ports_json, const char *extra)
+                                     const char *ports_json, const char *extra)
 {
 	char buf[4096];
 	snprintf(buf, sizeof(buf),
-		 "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"%s\","
-		 "\"namespace\":\"%s\"},\"spec\":{\"clusterIP\":\"%s\",\"ports\":%s%s}}",
-		 name, ns, ip, ports_json, extra ? extra : "");
+	         "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"%s\","
+	         "\"namespace\":\"%s\"},\"spec\":{\"clusterIP\":\"%s\",\"ports\":%s%s}}",
+	         name, ns, ip, ports_json, extra ? extra : "");
 	return decode(buf);
 }
 
@@ -34,12 +34,10 @@ static struct em_addr addr(const char *s)
 	return a;
 }
 
-static struct em_table *build(struct em_k8s_object **objs, size_t n, const char *node,
-			      uint64_t gen)
+static struct em_table *build(struct em_k8s_object **objs, size_t n, const char *node, uint64_t gen)
 {
-	struct em_table_input in = {.objs = (const struct em_k8s_object *const *)objs,
-				    .n_objs = n,
-				    .local_node = node};
+	struct em_table_input in = {
+	        .objs = (const struct em_k8s_object *const *)objs, .n_objs = n, .local_node = node};
 	struct em_table *t = em_table_build(&in, gen);
 	cr_assert_not_null(t);
 	return t;
@@ -54,16 +52,18 @@ static void free_all(struct em_k8s_object **objs, size_t n)
 Test(table, endpoints_from_endpoints_object_ready_first)
 {
 	struct em_k8s_object *objs[] = {
-		service("default", "web", "10.96.0.10",
-			"[{\"name\":\"http\",\"port\":80,\"targetPort\":\"http\"},"
-			"{\"name\":\"admin\",\"port\":9000,\"targetPort\":9001}]",
-			NULL),
-		decode("{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"web\","
-		       "\"namespace\":\"default\"},\"subsets\":[{\"addresses\":[{\"ip\":\"10.0.0.1\","
-		       "\"nodeName\":\"n1\"},{\"ip\":\"10.0.0.2\",\"nodeName\":\"n2\"}],"
-		       "\"notReadyAddresses\":[{\"ip\":\"10.0.0.3\",\"nodeName\":\"n1\"}],"
-		       "\"ports\":[{\"name\":\"http\",\"port\":8080},{\"name\":\"admin\","
-		       "\"port\":9001}]}]}"),
+	        service("default", "web", "10.96.0.10",
+	                "[{\"name\":\"http\",\"port\":80,\"targetPort\":\"http\"},"
+	                "{\"name\":\"admin\",\"port\":9000,\"targetPort\":9001}]",
+	                NULL),
+	        decode("{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
+	               "\"web\","
+	               "\"namespace\":\"default\"},\"subsets\":[{\"addresses\":[{\"ip\":\"10.0.0."
+	               "1\","
+	               "\"nodeName\":\"n1\"},{\"ip\":\"10.0.0.2\",\"nodeName\":\"n2\"}],"
+	               "\"notReadyAddresses\":[{\"ip\":\"10.0.0.3\",\"nodeName\":\"n1\"}],"
+	               "\"ports\":[{\"name\":\"http\",\"port\":8080},{\"name\":\"admin\","
+	               "\"port\":9001}]}]}"),
 	};
 	struct em_table *t = build(objs, 2, "n1", 7);
 	struct em_addr dst = addr("10.96.0.10:80");
@@ -101,17 +101,20 @@ Test(table, endpoints_from_endpoints_object_ready_first)
 Test(table, slices_win_over_endpoints_and_dual_stack)
 {
 	struct em_k8s_object *objs[] = {
-		service("ns1", "api", "10.96.1.1", "[{\"name\":\"\",\"port\":443,\"targetPort\":8443}]",
-			",\"clusterIPs\":[\"10.96.1.1\",\"fd00::1:1\"]"),
-		decode("{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"api\","
-		       "\"namespace\":\"ns1\"},\"subsets\":[{\"addresses\":[{\"ip\":\"10.9.9.9\"}],"
-		       "\"ports\":[{\"port\":8443}]}]}"),
-		decode("{\"kind\":\"EndpointSlice\",\"apiVersion\":\"discovery.k8s.io/v1\","
-		       "\"metadata\":{\"name\":\"api-abc\",\"namespace\":\"ns1\",\"labels\":{"
-		       "\"kubernetes.io/service-name\":\"api\"}},\"addressType\":\"IPv4\","
-		       "\"endpoints\":[{\"addresses\":[\"10.1.0.1\"],\"conditions\":{\"ready\":true}},"
-		       "{\"addresses\":[\"10.1.0.2\"],\"conditions\":{\"ready\":false}}],"
-		       "\"ports\":[{\"name\":\"\",\"port\":8443,\"protocol\":\"TCP\"}]}"),
+	        service("ns1", "api", "10.96.1.1",
+	                "[{\"name\":\"\",\"port\":443,\"targetPort\":8443}]",
+	                ",\"clusterIPs\":[\"10.96.1.1\",\"fd00::1:1\"]"),
+	        decode("{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
+	               "\"api\","
+	               "\"namespace\":\"ns1\"},\"subsets\":[{\"addresses\":[{\"ip\":\"10.9.9.9\"}],"
+	               "\"ports\":[{\"port\":8443}]}]}"),
+	        decode("{\"kind\":\"EndpointSlice\",\"apiVersion\":\"discovery.k8s.io/v1\","
+	               "\"metadata\":{\"name\":\"api-abc\",\"namespace\":\"ns1\",\"labels\":{"
+	               "\"kubernetes.io/service-name\":\"api\"}},\"addressType\":\"IPv4\","
+	               "\"endpoints\":[{\"addresses\":[\"10.1.0.1\"],\"conditions\":{\"ready\":"
+	               "true}},"
+	               "{\"addresses\":[\"10.1.0.2\"],\"conditions\":{\"ready\":false}}],"
+	               "\"ports\":[{\"name\":\"\",\"port\":8443,\"protocol\":\"TCP\"}]}"),
 	};
 	struct em_table *t = build(objs, 3, "n1", 1);
 	struct em_addr v4 = addr("10.96.1.1:443"), v6 = addr("[fd00::1:1]:443");
@@ -131,21 +134,23 @@ Test(table, slices_win_over_endpoints_and_dual_stack)
 Test(table, named_target_port_through_pod_and_nodes)
 {
 	struct em_k8s_object *objs[] = {
-		service("default", "web", "10.96.0.20",
-			"[{\"name\":\"http\",\"port\":80,\"targetPort\":\"web\"}]", NULL),
-		/* no ports in the subset: the pod's container port named "web" */
-		decode("{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"web\","
-		       "\"namespace\":\"default\"},\"subsets\":[{\"addresses\":[{\"ip\":\"10.0.0.5\","
-		       "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-1\",\"namespace\":"
-		       "\"default\"}}]}]}"),
-		decode("{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"web-1\","
-		       "\"namespace\":\"default\"},\"spec\":{\"nodeName\":\"n1\",\"containers\":[{"
-		       "\"name\":\"c\",\"ports\":[{\"name\":\"web\",\"containerPort\":8081}]}]},"
-		       "\"status\":{\"phase\":\"Running\",\"podIP\":\"10.0.0.5\"}}"),
-		decode("{\"kind\":\"Node\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"n2\","
-		       "\"annotations\":{\"edgemesh.io/tunnel-port\":\"20007\"}},\"status\":{"
-		       "\"addresses\":[{\"type\":\"Hostname\",\"address\":\"n2\"},{\"type\":"
-		       "\"InternalIP\",\"address\":\"192.0.2.7\"}]}}"),
+	        service("default", "web", "10.96.0.20",
+	                "[{\"name\":\"http\",\"port\":80,\"targetPort\":\"web\"}]", NULL),
+	        /* no ports in the subset: the pod's container port named "web" */
+	        decode("{\"kind\":\"Endpoints\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
+	               "\"web\","
+	               "\"namespace\":\"default\"},\"subsets\":[{\"addresses\":[{\"ip\":\"10.0.0."
+	               "5\","
+	               "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-1\",\"namespace\":"
+	               "\"default\"}}]}]}"),
+	        decode("{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"web-1\","
+	               "\"namespace\":\"default\"},\"spec\":{\"nodeName\":\"n1\",\"containers\":[{"
+	               "\"name\":\"c\",\"ports\":[{\"name\":\"web\",\"containerPort\":8081}]}]},"
+	               "\"status\":{\"phase\":\"Running\",\"podIP\":\"10.0.0.5\"}}"),
+	        decode("{\"kind\":\"Node\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"n2\","
+	               "\"annotations\":{\"edgemesh.io/tunnel-port\":\"20007\"}},\"status\":{"
+	               "\"addresses\":[{\"type\":\"Hostname\",\"address\":\"n2\"},{\"type\":"
+	               "\"InternalIP\",\"address\":\"192.0.2.7\"}]}}"),
 	};
 	struct em_table *t = build(objs, 4, "n1", 1);
 	struct em_addr dst = addr("10.96.0.20:80");
@@ -169,7 +174,7 @@ Test(table, named_target_port_through_pod_and_nodes)
 Test(table, empty_and_headless)
 {
 	struct em_k8s_object *objs[] = {
-		service("default", "db", "None", "[{\"port\":5432}]", NULL),
+	        service("default", "db", "None", "[{\"port\":5432}]", NULL),
 	};
 	struct em_table *t = build(objs, 1, "n1", 1);
 	cr_assert_eq(em_table_service_count(t), 1);
