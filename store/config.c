@@ -436,6 +436,9 @@ static int f_listeners(struct pctx *c, const cJSON *v)
 	                 (void **)&c->cfg->listeners, &c->cfg->n_listeners);
 }
 
+#define MS_MAX_10MIN 600000LL
+#define MS_MAX_DAY   86400000LL
+
 static int f_tun_listen(struct pctx *c, const cJSON *v)
 {
 	c->tunnel_listen_set = true;
@@ -456,9 +459,62 @@ static int f_tun_key(struct pctx *c, const cJSON *v)
 	               true, "string of at most 255 bytes");
 }
 
+static int f_tun_max_streams(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 1, 65536, &c->cfg->tunnel.max_streams);
+}
+
+/* Window bounds are those of the wire format (tunnel/PROTOCOL.md, 5). */
+static int f_tun_stream_window(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 16384, 0x7fffffffLL, &c->cfg->tunnel.stream_window);
+}
+
+static int f_tun_stream_window_max(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 16384, 0x7fffffffLL, &c->cfg->tunnel.stream_window_max);
+}
+
+static int f_tun_window_cap(struct pctx *c, const cJSON *v)
+{
+	long long n = 0;
+	int rc = get_int(c, v, 16384, 1LL << 40, &n);
+	if (!rc)
+		c->cfg->tunnel.window_cap = (uint64_t)n;
+	return rc;
+}
+
+static int f_tun_keepalive(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 100, MS_MAX_10MIN, &c->cfg->tunnel.keepalive_ms);
+}
+
+static int f_tun_dead_after(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 200, MS_MAX_10MIN, &c->cfg->tunnel.dead_after_ms);
+}
+
+static int f_tun_reconnect_min(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 10, MS_MAX_10MIN, &c->cfg->tunnel.reconnect_min_ms);
+}
+
+static int f_tun_reconnect_max(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 10, MS_MAX_10MIN, &c->cfg->tunnel.reconnect_max_ms);
+}
+
 static const struct field tunnel_fields[] = {
         {"listen", f_tun_listen, NULL},
         {"cluster_key", f_tun_key, NULL},
+        {"max_streams", f_tun_max_streams, NULL},
+        {"stream_window", f_tun_stream_window, NULL},
+        {"stream_window_max", f_tun_stream_window_max, NULL},
+        {"window_cap", f_tun_window_cap, NULL},
+        {"keepalive_ms", f_tun_keepalive, NULL},
+        {"dead_after_ms", f_tun_dead_after, NULL},
+        {"reconnect_min_ms", f_tun_reconnect_min, NULL},
+        {"reconnect_max_ms", f_tun_reconnect_max, NULL},
 };
 
 static int f_tunnel(struct pctx *c, const cJSON *v)
@@ -484,9 +540,6 @@ static int f_cloud(struct pctx *c, const cJSON *v)
 {
 	return walk_object(c, v, cloud_fields, EM_ARRAY_SIZE(cloud_fields));
 }
-
-#define MS_MAX_10MIN 600000LL
-#define MS_MAX_DAY   86400000LL
 
 static int f_to_connect(struct pctx *c, const cJSON *v)
 {
@@ -549,6 +602,14 @@ static void set_defaults(struct em_config *cfg)
 	cfg->capture.enabled = false;
 	cfg->capture.port = 15001;
 	em_addr_parse(EM_CONFIG_TUNNEL_DEFAULT, true, &cfg->tunnel.listen);
+	cfg->tunnel.max_streams = 1024;
+	cfg->tunnel.stream_window = 256 * 1024;
+	cfg->tunnel.stream_window_max = 16 * 1024 * 1024;
+	cfg->tunnel.window_cap = 64ull * 1024 * 1024;
+	cfg->tunnel.keepalive_ms = 10000;
+	cfg->tunnel.dead_after_ms = 30000;
+	cfg->tunnel.reconnect_min_ms = 200;
+	cfg->tunnel.reconnect_max_ms = 30000;
 	cfg->timeouts.connect_ms = 5000;
 	cfg->timeouts.idle_ms = 300000;
 	cfg->timeouts.request_head_ms = 10000;
@@ -622,6 +683,23 @@ static int finish(struct pctx *c)
 			return fail_at(c, "tunnel.cluster_key",
 			               "expected non-empty string when cloud.address is set");
 	}
+
+	if (cfg->tunnel.stream_window_max < cfg->tunnel.stream_window)
+		return fail_at(c, "tunnel.stream_window_max",
+		               "expected integer >= tunnel.stream_window (%u)",
+		               cfg->tunnel.stream_window);
+	if (cfg->tunnel.window_cap < cfg->tunnel.stream_window_max)
+		return fail_at(c, "tunnel.window_cap",
+		               "expected integer >= tunnel.stream_window_max (%u)",
+		               cfg->tunnel.stream_window_max);
+	if (cfg->tunnel.dead_after_ms <= cfg->tunnel.keepalive_ms)
+		return fail_at(c, "tunnel.dead_after_ms",
+		               "expected integer > tunnel.keepalive_ms (%u)",
+		               cfg->tunnel.keepalive_ms);
+	if (cfg->tunnel.reconnect_max_ms < cfg->tunnel.reconnect_min_ms)
+		return fail_at(c, "tunnel.reconnect_max_ms",
+		               "expected integer >= tunnel.reconnect_min_ms (%u)",
+		               cfg->tunnel.reconnect_min_ms);
 
 	if (cfg->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -52,6 +52,14 @@ struct em_config {
 	struct {
 		struct em_addr listen; /* family 0 when tunnels are off */
 		char cluster_key[256];
+		uint32_t max_streams;       /* streams a peer may open at once */
+		uint32_t stream_window;     /* initial receive window of a stream */
+		uint32_t stream_window_max; /* a stream's window may grow to */
+		uint64_t window_cap;        /* sum of grown windows per tunnel */
+		uint32_t keepalive_ms;      /* PING after this long without input */
+		uint32_t dead_after_ms;     /* peer dead after this long silent */
+		uint32_t reconnect_min_ms;  /* first redial delay (jittered) */
+		uint32_t reconnect_max_ms;  /* redial delay ceiling */
 	} tunnel;
 
 	struct {

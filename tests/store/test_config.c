@@ -490,3 +490,61 @@ Test(config, restart_key)
 	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'k'}", "tunnel.listen");
 	restart("," KEY, ",'tunnel':{'listen':''}", "tunnel.listen");
 }
+
+#define TKEY(x) "{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'k'," x "}}"
+
+Test(config, tunnel_session_keys)
+{
+	struct em_config *cfg = parse_ok(BASE "}");
+	cr_expect_eq(cfg->tunnel.max_streams, 1024);
+	cr_expect_eq(cfg->tunnel.stream_window, 256 * 1024);
+	cr_expect_eq(cfg->tunnel.stream_window_max, 16 * 1024 * 1024);
+	cr_expect_eq(cfg->tunnel.window_cap, 64ull * 1024 * 1024);
+	cr_expect_eq(cfg->tunnel.keepalive_ms, 10000);
+	cr_expect_eq(cfg->tunnel.dead_after_ms, 30000);
+	cr_expect_eq(cfg->tunnel.reconnect_min_ms, 200);
+	cr_expect_eq(cfg->tunnel.reconnect_max_ms, 30000);
+	em_config_free(cfg);
+
+	cfg = parse_ok(TKEY("'max_streams':2000,'stream_window':65536,'stream_window_max':1048576,"
+	                    "'window_cap':8388608,'keepalive_ms':500,'dead_after_ms':1500,"
+	                    "'reconnect_min_ms':50,'reconnect_max_ms':2000"));
+	cr_expect_eq(cfg->tunnel.max_streams, 2000);
+	cr_expect_eq(cfg->tunnel.stream_window, 65536);
+	cr_expect_eq(cfg->tunnel.stream_window_max, 1048576);
+	cr_expect_eq(cfg->tunnel.window_cap, 8388608);
+	cr_expect_eq(cfg->tunnel.keepalive_ms, 500);
+	cr_expect_eq(cfg->tunnel.dead_after_ms, 1500);
+	cr_expect_eq(cfg->tunnel.reconnect_min_ms, 50);
+	cr_expect_eq(cfg->tunnel.reconnect_max_ms, 2000);
+	em_config_free(cfg);
+
+	expect_error(TKEY("'max_streams':0"),
+	             NAME ": tunnel.max_streams: expected integer 1..65536");
+	expect_error(TKEY("'stream_window':1000"),
+	             NAME ": tunnel.stream_window: expected integer 16384..2147483647");
+	expect_error(TKEY("'stream_window_max':'big'"),
+	             NAME ": tunnel.stream_window_max: expected integer 16384..2147483647");
+	expect_error(TKEY("'window_cap':1.5"),
+	             NAME ": tunnel.window_cap: expected integer 16384..1099511627776");
+	expect_error(TKEY("'keepalive_ms':50"),
+	             NAME ": tunnel.keepalive_ms: expected integer 100..600000");
+	expect_error(TKEY("'dead_after_ms':100"),
+	             NAME ": tunnel.dead_after_ms: expected integer 200..600000");
+	expect_error(TKEY("'reconnect_min_ms':0"),
+	             NAME ": tunnel.reconnect_min_ms: expected integer 10..600000");
+	expect_error(TKEY("'reconnect_max_ms':true"),
+	             NAME ": tunnel.reconnect_max_ms: expected integer 10..600000");
+	expect_error(TKEY("'stream_window':1048576,'stream_window_max':65536"),
+	             NAME ": tunnel.stream_window_max: expected integer >= tunnel.stream_window "
+	                  "(1048576)");
+	expect_error(TKEY("'window_cap':65536"),
+	             NAME ": tunnel.window_cap: expected integer >= tunnel.stream_window_max "
+	                  "(16777216)");
+	expect_error(TKEY("'keepalive_ms':5000,'dead_after_ms':5000"),
+	             NAME ": tunnel.dead_after_ms: expected integer > tunnel.keepalive_ms (5000)");
+	expect_error(TKEY("'reconnect_min_ms':500,'reconnect_max_ms':100"),
+	             NAME ": tunnel.reconnect_max_ms: expected integer >= tunnel.reconnect_min_ms "
+	                  "(500)");
+	expect_error(TKEY("'max_stream':5"), NAME ": tunnel.max_stream: unknown key");
+}
