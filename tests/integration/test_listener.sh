@@ -46,6 +46,15 @@ else
 	it_fail "emload pingpong through the listener: $res $(cat "$IT_TMP/emload.err")"
 fi
 
+# Messages larger than any one buffer: 256 KiB each way, several in flight.
+res=$(timeout 20 "$EMLOAD" -m pingpong -a $N.1:18007 -c 2 -d 1 -s 262144 -t 1 2>"$IT_TMP/emload2.err" | tail -n 1)
+it_log "emload 256 KiB: $res"
+if [[ $res =~ ops=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 10 ] && [[ $res =~ errors=0( |$) ]]; then
+	it_ok "256 KiB ping-pong messages through the listener arrive intact"
+else
+	it_fail "256 KiB ping-pong messages through the listener: $res $(cat "$IT_TMP/emload2.err")"
+fi
+
 # -- HTTP round robin: 30 requests on one keep-alive connection
 it_urls 30 "http://$N.1:18080/" | sed 's/^/url = /' >"$IT_TMP/urls"
 timeout 20 curl -sS --max-time 15 -K "$IT_TMP/urls" -w '%{num_connects}\n' >"$IT_TMP/rr.out" 2>"$IT_TMP/rr.err"
