@@ -106,7 +106,8 @@ it_dump_logs() {
 it_cleanup() {
 	local rc=$? p i ns
 	trap - EXIT
-	[ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && it_dump_logs
+	# A reader that went away must not cut the cleanup short.
+	trap '' PIPE HUP INT TERM
 	for p in "${IT_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for i in $(seq 60); do
 		local alive=0
@@ -117,11 +118,15 @@ it_cleanup() {
 	for p in "${IT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
 	for p in "${IT_PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	for ns in "${IT_NETNS_LIST[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	[ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && it_dump_logs 2>/dev/null
 	rm -rf "$IT_TMP"
 	exit "$rc"
 }
 trap it_cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
 
 # it_wait SECONDS CMD...: runs CMD every 50 ms until it succeeds; status 1
 # when SECONDS pass first.

@@ -14,7 +14,8 @@ IT_LISTENERS=$(
 	{ "listen": "$N.1:18007", "service": "default/echo", "port": 7 },
 	{ "listen": "$N.1:18081", "service": "default/empty", "port": 80 },
 	{ "listen": "$N.1:18082", "service": "default/nosuch", "port": 80 },
-	{ "listen": "$N.1:18008", "service": "default/empty", "port": 80 }
+	{ "listen": "$N.1:18008", "service": "default/empty", "port": 80 },
+	{ "listen": "$N.1:18009", "service": "default/bulk", "port": 9 }
 ]
 EOF
 )
@@ -53,6 +54,16 @@ if [[ $res =~ ops=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 10 ] && [[ $res =~ e
 	it_ok "256 KiB ping-pong messages through the listener arrive intact"
 else
 	it_fail "256 KiB ping-pong messages through the listener: $res $(cat "$IT_TMP/emload2.err")"
+fi
+
+it_apply "$(it_list "$(it_svc default bulk 10.96.1.9 9 9009)" "$(it_ep default bulk 9009 $N.22)")"
+it_backend source source $N.22:9009
+res=$(timeout 20 "$EMLOAD" -m bulk -a $N.1:18009 -c 2 -d 1 -t 1 2>"$IT_TMP/bulk.err" | tail -n 1)
+it_log "emload bulk: $res"
+if [[ $res =~ gbps=([0-9.]+) ]] && [ "${BASH_REMATCH[1]}" != 0.000 ] && [[ $res =~ errors=0( |$) ]]; then
+	it_ok "bulk download (2 streams, 1 s) through the listener: every byte checked"
+else
+	it_fail "bulk download through the listener: $res $(cat "$IT_TMP/bulk.err")"
 fi
 
 # -- HTTP round robin: 30 requests on one keep-alive connection
