@@ -6,7 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "engine/worker.h"
+#include "engine/tunnel.h"
 #include "proto/log.h"
 
 static int open_listener(const struct em_addr *a)
@@ -155,7 +155,8 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		e->lconf[i].name[sizeof(e->lconf[i].name) - 1] = 0;
 		e->lconf[i].port = lc->port;
 	}
-	size_t per = e->n_lconf + (cfg->capture.enabled ? 2 : 0);
+	size_t per =
+	        e->n_lconf + (cfg->capture.enabled ? 2 : 0) + (cfg->tunnel.listen.family ? 1 : 0);
 	for (unsigned i = 0; i < e->n_workers; i++) {
 		struct em_worker *w = &e->workers[i];
 		w->eng = e;
@@ -184,6 +185,9 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		for (size_t k = 0; k < e->n_lconf; k++)
 			if ((rc = add_listener(w, &e->lconf[k].listen, (uint16_t)k, false)))
 				goto fail;
+		if (cfg->tunnel.listen.family &&
+		    (rc = add_listener(w, &cfg->tunnel.listen, EM_LISTENER_TUNNEL, false)))
+			goto fail;
 	}
 	unsigned started = 0;
 	for (; started < e->n_workers; started++) {

@@ -1,5 +1,6 @@
 /* HTTP/1.x mode: per-request routing, upstream pools, response framing. */
 #include "engine/http.h"
+#include "engine/tunnel.h"
 
 #include <stdlib.h>
 
@@ -173,7 +174,8 @@ static bool append(char **buf, uint32_t *len, const char *src, uint32_t n)
 static void head_from_copy(struct em_worker *w, struct em_sock *c);
 
 /* Takes an idle upstream of <ep> from the pool or connects a new one. */
-static struct em_sock *upstream_get(struct em_worker *w, const struct em_endpoint *ep)
+static struct em_sock *upstream_get(struct em_worker *w, const struct em_svc_port *sp,
+                                    const struct em_endpoint *ep)
 {
 	struct em_lb_ep *e = em_lb_ep_get(&w->lb, &ep->addr);
 	struct em_dlist *n = e ? em_dlist_first(&e->idle) : NULL;
@@ -182,6 +184,8 @@ static struct em_sock *upstream_get(struct em_worker *w, const struct em_endpoin
 		em_http_unpool(w, u);
 		return u;
 	}
+	if (!ep->local)
+		return em_tun_http_upstream(w, sp, ep);
 	struct em_sock *u = em_sock_alloc(w);
 	if (!u)
 		return NULL;
@@ -226,7 +230,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 
 	const struct em_svc_port *sp = em_proxy_route(w, c);
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
-	struct em_sock *u = ep ? upstream_get(w, ep) : NULL;
+	struct em_sock *u = ep ? upstream_get(w, sp, ep) : NULL;
 	if (!u) {
 		if (bid != FROM_COPY)
 			em_worker_buf_put(w, bid);

@@ -12,6 +12,7 @@
 
 #include "engine/capture.h"
 #include "engine/http.h"
+#include "engine/tunnel.h"
 #include "engine/worker.h"
 #include "proto/log.h"
 #include "proto/sniff.h"
@@ -58,6 +59,8 @@ void em_sock_close(struct em_worker *w, struct em_sock *s, bool abort)
 	if (s->flags & EM_SF_CLOSING)
 		return;
 	s->flags |= EM_SF_CLOSING | (abort ? EM_SF_ABORT : 0);
+	if (s->ts)
+		em_tun_sock_detach(w, s);
 	em_sock_timer(w, s, EM_T_NONE, 0);
 	em_dlist_del(&s->snode);
 	s->flags &= ~EM_SF_STARVED;
@@ -102,6 +105,8 @@ void em_sock_maybe_rearm(struct em_worker *w, struct em_sock *s)
 		return;
 	if (s->peer && s->peer->q_len > EM_Q_LOW)
 		return;
+	if (s->ts && em_tun_recv_blocked(s))
+		return;
 	em_sock_arm_recv(w, s);
 }
 
@@ -110,7 +115,7 @@ void em_proxy_unstarve(struct em_worker *w, struct em_sock *s)
 	em_sock_maybe_rearm(w, s);
 }
 
-static void sock_shutdown(struct em_worker *w, struct em_sock *s)
+void em_sock_shutdown(struct em_worker *w, struct em_sock *s)
 {
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
@@ -128,10 +133,14 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 			em_conn_close(w, s, false);
 			return;
 		}
+		if (s->ts) {
+			em_tun_sock_drained(w, s);
+			return;
+		}
 		if (!src)
 			return;
 		if ((src->flags & EM_SF_RD_EOF) && !(s->flags & EM_SF_WR_SHUT))
-			sock_shutdown(w, s);
+			em_sock_shutdown(w, s);
 		em_sock_maybe_rearm(w, src);
 		return;
 	}
@@ -263,6 +272,10 @@ static void start_raw(struct em_worker *w, struct em_sock *c, uint32_t bid, uint
 {
 	const struct em_svc_port *sp = em_proxy_route(w, c);
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
+	if (ep && !ep->local) {
+		em_tun_start_raw(w, c, sp, ep, bid, len);
+		return;
+	}
 	struct em_sock *u = ep ? em_sock_alloc(w) : NULL;
 	if (!u)
 		goto fail;
@@ -333,6 +346,10 @@ static void check_done(struct em_worker *w, struct em_sock *s)
 {
 	struct em_sock *p = s->peer;
 	const unsigned both = EM_SF_RD_EOF | EM_SF_WR_DONE;
+	if (s->ts) {
+		em_tun_sock_check_done(w, s);
+		return;
+	}
 	if (p && (s->flags & both) == both && (p->flags & both) == both)
 		em_conn_close(w, s, false);
 }
@@ -341,6 +358,10 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 {
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+		if (s->ts) {
+			em_tun_sock_recv(w, s, bid, (uint32_t)res);
+			return;
+		}
 		switch (s->state) {
 		case EM_SK_SNIFF:
 			start_conn(w, s, bid, (uint32_t)res);
@@ -383,6 +404,10 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 	}
 	if (res == 0) {
 		s->flags |= EM_SF_RD_EOF;
+		if (s->ts) {
+			em_tun_sock_eof(w, s);
+			return;
+		}
 		struct em_sock *dst = s->peer;
 		if (s->state == EM_SK_SNIFF || s->state == EM_SK_HTTP || s->state == EM_SK_POOLED ||
 		    (s->http && !(s->flags & EM_SF_CLIENT))) {
@@ -398,7 +423,7 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 		}
 		if (dst->state == EM_SK_OPEN && dst->q_len == 0 &&
 		    !(dst->flags & EM_SF_SEND_BUSY) && !(dst->flags & EM_SF_WR_SHUT))
-			sock_shutdown(w, dst);
+			em_sock_shutdown(w, dst);
 		return;
 	}
 	em_conn_close(w, s, true);
@@ -429,7 +454,7 @@ static void on_connect(struct em_worker *w, struct em_sock *u, int res)
 	if (res == 0) {
 		u->state = EM_SK_OPEN;
 		em_sock_arm_recv(w, u);
-		if (u->q_len)
+		if (u->q_len || u->ts)
 			em_sock_send_next(w, u);
 		return;
 	}

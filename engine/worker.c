@@ -8,6 +8,7 @@
 #include <urcu-qsbr.h>
 
 #include "engine/http.h"
+#include "engine/tunnel.h"
 #include "proto/log.h"
 
 #define EM_SLAB_SOCKS 64u
@@ -89,7 +90,9 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e)
 		em_worker_buf_put(w, e);
 		return;
 	}
-	if (w->st_owned[e - EM_BUF_COUNT])
+	if (w->st_owned[e - EM_BUF_COUNT] == EM_ST_TCHUNK)
+		em_tun_chunk_put(w, w->st_ptr[e - EM_BUF_COUNT]);
+	else if (w->st_owned[e - EM_BUF_COUNT])
 		free((void *)w->st_ptr[e - EM_BUF_COUNT]);
 	w->st_ptr[e - EM_BUF_COUNT] = NULL;
 	w->q_next[e] = w->st_free;
@@ -202,6 +205,7 @@ static void on_tick(struct em_worker *w)
 	}
 	if (w->stopping && w->now_ms >= w->drain_deadline_ms)
 		em_proxy_close_idle(w, true);
+	em_tun_tick(w);
 	em_lb_gc(&w->lb, w->now_ms, 60000);
 	arm_tick(w);
 }
@@ -236,6 +240,10 @@ static void on_accept(struct em_worker *w, struct em_listener *l, int res, uint3
 			close(res);
 			return;
 		}
+		if (l->idx == EM_LISTENER_TUNNEL) {
+			em_tun_accept(w, res);
+			return;
+		}
 		em_proxy_accept(w, l, res);
 		return;
 	}
@@ -262,6 +270,12 @@ static void dispatch(struct em_worker *w, const struct io_uring_cqe *cqe)
 		break;
 	case EM_OP_WAKE:
 		on_wake(w);
+		break;
+	case EM_OP_TRECV:
+	case EM_OP_TSEND:
+	case EM_OP_TCONNECT:
+	case EM_OP_TCOUNT:
+		em_tun_cqe(w, p, op, cqe->res, cqe->flags);
 		break;
 	default:
 		em_proxy_cqe(w, p, op, cqe->res, cqe->flags);
@@ -332,6 +346,7 @@ static void teardown(struct em_worker *w, bool ring_up)
 	free(w->slabs);
 	em_lb_destroy(&w->lb);
 	em_http_worker_free(w);
+	em_tun_worker_free(w);
 	w->br = NULL;
 	w->bufs = NULL;
 	w->slabs = NULL;
@@ -340,7 +355,7 @@ static void teardown(struct em_worker *w, bool ring_up)
 
 static bool finished(struct em_worker *w)
 {
-	if (!w->stopping || w->n_live)
+	if (!w->stopping || w->n_live || !em_tun_idle(w))
 		return false;
 	for (size_t i = 0; i < w->n_listeners; i++)
 		if (w->listeners[i].armed)
@@ -362,6 +377,9 @@ void *em_worker_main(void *arg)
 	}
 	w->now_ms = em_now_ms();
 	int rc = em_lb_init(&w->lb, w->eng->defaults.balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
+	if (rc)
+		goto fail;
+	rc = em_tun_worker_init(w);
 	if (rc)
 		goto fail;
 	rc = setup_ring(w);
@@ -396,6 +414,7 @@ void *em_worker_main(void *arg)
 		for (unsigned i = 0; i < n; i++)
 			dispatch(w, cqes[i]);
 		io_uring_cq_advance(&w->ring, n);
+		em_tun_flush(w);
 		rcu_quiescent_state();
 	}
 	rcu_unregister_thread();

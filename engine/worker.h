@@ -28,6 +28,10 @@ enum em_op {
 	EM_OP_CANCEL,
 	EM_OP_TICK, /* struct em_worker */
 	EM_OP_WAKE,
+	EM_OP_TRECV, /* struct em_tconn (engine/tunnel.c) */
+	EM_OP_TSEND,
+	EM_OP_TCONNECT,
+	EM_OP_TCOUNT, /* link timeouts and cancels of a tunnel socket: only counted */
 };
 #define EM_UD_OP_MASK 15u
 
@@ -48,7 +52,8 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
  * When the peer's queue holds EM_Q_HIGH entries the source's multishot recv
  * is cancelled; it is re-armed at EM_Q_LOW. CQEs already posted before the
  * cancel still queue, so a queue is bounded by the ring, not by a constant. */
-#define EM_STATIC_SLOTS 1024u
+/* Tunnel streams queue one chunk per DATA event: room for many streams. */
+#define EM_STATIC_SLOTS 8192u
 #define EM_QSLOTS       (EM_BUF_COUNT + EM_STATIC_SLOTS)
 #define EM_Q_NONE       0xffffu
 #define EM_Q_HIGH       3u
@@ -84,10 +89,19 @@ enum {
 	EM_SF_STARVED = 1u << 9,      /* waits on w->starved for buffers */
 	EM_SF_CLOSE_AFTER = 1u << 10, /* close once the queue is sent */
 	EM_SF_CAPTURED = 1u << 11,    /* client came through the capture port */
+	EM_SF_TPAIR = 1u << 12,       /* socketpair end bridging an HTTP upstream to a stream */
 };
+
+/* st_owned kinds of a static entry. */
+enum { EM_ST_BORROWED = 0, EM_ST_MALLOC = 1, EM_ST_TCHUNK = 2 };
+
+/* em_listener.idx of the tunnel listener (capture is UINT16_MAX). */
+#define EM_LISTENER_TUNNEL (UINT16_MAX - 1)
 
 struct em_http;
 struct em_http1_head;
+struct em_tstream;
+struct em_tun_worker;
 
 struct em_sock {
 	struct em_dlist tnode; /* w->timers[tclass] membership */
@@ -96,6 +110,7 @@ struct em_sock {
 	struct em_sock *peer;  /* the other side while forwarding */
 	struct em_lb_ep *ep;   /* upstream: endpoint state (counts, pool) */
 	struct em_http *http;  /* client in HTTP mode */
+	struct em_tstream *ts; /* bridged to a tunnel stream (engine/tunnel.c) */
 	uint64_t deadline_ms;
 	int fd;
 	uint16_t flags;
@@ -157,6 +172,7 @@ struct em_worker {
 	uint16_t st_free;
 	struct em_http *free_http;
 	struct em_http1_head *head; /* parse scratch */
+	struct em_tun_worker *tun;  /* tunnels and streams (engine/tunnel.c) */
 	struct __kernel_timespec connect_ts, tick_ts;
 	uint32_t connect_ms, idle_ms, head_ms, sniff_ms;
 	uint64_t now_ms;
@@ -241,6 +257,8 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s);
 void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len);
 bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char *p, uint32_t len,
                             bool owned);
+/* Submits shutdown(SHUT_WR) of <s>. */
+void em_sock_shutdown(struct em_worker *w, struct em_sock *s);
 void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);
 const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c);
 const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,

@@ -1,0 +1,1169 @@
+/* Tunnels between nodes: dial, accept, drive sessions, bridge streams. */
+#include "engine/tunnel.h"
+
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proto/log.h"
+#include "tunnel/session.h"
+
+#define TUN_DEFAULT_PORT 20006
+
+/* DATA is copied into chunks of two sizes: request/response traffic is small,
+ * bulk arrives in ring-buffer-sized pieces. Free lists are capped so an
+ * idle worker gives memory back. */
+#define CH_SMALL      2048u
+#define CH_BIG        EM_BUF_SIZE
+#define CH_FREE_SMALL 4096u
+#define CH_FREE_BIG   256u
+
+struct tchunk {
+	struct tchunk *next;
+	struct em_tstream *ts;
+	uint32_t gen;
+	uint32_t len;
+	uint32_t cap;
+	uint32_t pad_;
+	char data[];
+};
+
+enum { TP_DOWN = 0, TP_DIALING, TP_UP };
+
+struct tpeer {
+	struct em_dlist node;
+	struct em_dlist waitq; /* streams waiting for the tunnel */
+	struct em_tconn *conn; /* dialled tunnel while DIALING/UP */
+	uint64_t next_dial_ms;
+	uint32_t backoff_ms;
+	uint32_t fails;
+	uint8_t state;
+	bool wanted; /* traffic went to it: keep the tunnel up */
+	char name[EM_FRAME_MAX_NAME + 1];
+};
+
+enum {
+	TC_RECV = 1u << 0,
+	TC_SEND = 1u << 1,
+	TC_CONNECTING = 1u << 2,
+	TC_CLOSING = 1u << 3,
+	TC_DIRTY = 1u << 4,
+	TC_UP = 1u << 5,
+	TC_DEAD = 1u << 6, /* streams failed; closing once output is done */
+};
+
+struct em_tconn {
+	struct em_dlist node;    /* tun->conns */
+	struct em_dlist dnode;   /* tun->dirty */
+	struct em_dlist streams; /* every attached stream */
+	struct em_dlist blocked; /* streams with bytes waiting for window */
+	struct em_worker *w;
+	struct tpeer *tp; /* dialled: its peer; accepted: NULL */
+	struct em_tunnel_session *sess;
+	uint64_t next_tick_ms;
+	int fd;
+	uint16_t inflight;
+	uint16_t flags;
+	struct sockaddr_storage sa;
+	char addr[EM_ADDR_STRLEN];
+} __attribute__((aligned(16)));
+
+enum {
+	TS_LOCAL_EOF = 1u << 0,
+	TS_FIN_SENT = 1u << 1,
+	TS_REMOTE_FIN = 1u << 2,
+	TS_DEAD = 1u << 3, /* tunnel side gone; socketpair end drains */
+};
+
+struct em_tstream {
+	struct em_dlist node;  /* tc->streams or tp->waitq */
+	struct em_dlist bnode; /* tc->blocked */
+	struct em_tconn *tc;
+	struct tpeer *tp; /* while waiting */
+	struct em_sock *s;
+	struct em_tstream *next_free;
+	uint32_t id;
+	uint32_t gen;
+	uint32_t p_off; /* pending: socket bytes not yet taken by the session */
+	uint16_t p_first, p_last, p_len;
+	uint16_t flags;
+	uint16_t port;
+	struct em_addr dst;
+	char ns[EM_FRAME_MAX_NS + 1];
+	char svc[EM_FRAME_MAX_NAME + 1];
+};
+
+struct em_tun_worker {
+	struct em_dlist peers;
+	struct em_dlist conns;
+	struct em_dlist dirty;
+	struct em_tstream *free_ts;
+	struct tchunk *free_small, *free_big;
+	uint32_t n_free_small, n_free_big;
+	uint32_t n_conns;
+	uint64_t rng;
+};
+
+/* ---- pure logic ---- */
+
+uint32_t em_tun_backoff(uint32_t *base, uint32_t min_ms, uint32_t max_ms, uint64_t rnd)
+{
+	if (min_ms == 0)
+		min_ms = 1;
+	if (max_ms < min_ms)
+		max_ms = min_ms;
+	uint32_t b = *base;
+	b = b < min_ms ? min_ms : (b > max_ms / 2 ? max_ms : b * 2);
+	*base = b;
+	return b / 2 + (uint32_t)(rnd % ((uint64_t)(b - b / 2) + 1));
+}
+
+static uint64_t rng_next(struct em_tun_worker *t)
+{
+	uint64_t x = t->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return t->rng = x;
+}
+
+/* ---- allocation ---- */
+
+int em_tun_worker_init(struct em_worker *w)
+{
+	struct em_tun_worker *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	em_dlist_init(&t->peers);
+	em_dlist_init(&t->conns);
+	em_dlist_init(&t->dirty);
+	t->rng = em_now_ns() ^ (0x9e3779b97f4a7c15ULL * (w->id + 1));
+	if (!t->rng)
+		t->rng = 1;
+	w->tun = t;
+	return 0;
+}
+
+static void conn_free(struct em_tconn *tc)
+{
+	em_dlist_del(&tc->node);
+	em_dlist_del(&tc->dnode);
+	if (tc->fd >= 0)
+		close(tc->fd);
+	em_tunnel_session_destroy(tc->sess);
+	free(tc);
+}
+
+void em_tun_worker_free(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	if (!t)
+		return;
+	while (!em_dlist_empty(&t->conns)) {
+		struct em_tconn *tc = em_container_of(t->conns.next, struct em_tconn, node);
+		conn_free(tc);
+	}
+	while (!em_dlist_empty(&t->peers)) {
+		struct tpeer *tp = em_container_of(t->peers.next, struct tpeer, node);
+		em_dlist_del(&tp->node);
+		free(tp);
+	}
+	while (t->free_ts) {
+		struct em_tstream *ts = t->free_ts;
+		t->free_ts = ts->next_free;
+		free(ts);
+	}
+	struct tchunk *lists[2] = {t->free_small, t->free_big};
+	for (int i = 0; i < 2; i++)
+		while (lists[i]) {
+			struct tchunk *c = lists[i];
+			lists[i] = c->next;
+			free(c);
+		}
+	free(t);
+	w->tun = NULL;
+}
+
+static struct em_tstream *ts_alloc(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	struct em_tstream *ts = t->free_ts;
+	uint32_t gen = 0;
+	if (ts) {
+		t->free_ts = ts->next_free;
+		gen = ts->gen;
+	} else if (!(ts = malloc(sizeof(*ts)))) {
+		return NULL;
+	}
+	memset(ts, 0, offsetof(struct em_tstream, ns));
+	ts->ns[0] = ts->svc[0] = 0;
+	ts->gen = gen + 1;
+	ts->p_first = ts->p_last = EM_Q_NONE;
+	em_dlist_init(&ts->node);
+	em_dlist_init(&ts->bnode);
+	return ts;
+}
+
+static void pending_drop(struct em_worker *w, struct em_tstream *ts)
+{
+	while (ts->p_len) {
+		uint16_t e = ts->p_first;
+		ts->p_first = w->q_next[e];
+		ts->p_len--;
+		em_worker_entry_put(w, e);
+	}
+	ts->p_first = ts->p_last = EM_Q_NONE;
+	ts->p_off = 0;
+}
+
+static void ts_free(struct em_worker *w, struct em_tstream *ts)
+{
+	em_dlist_del(&ts->node);
+	em_dlist_del(&ts->bnode);
+	pending_drop(w, ts);
+	ts->gen++; /* chunks still queued no longer return window */
+	ts->tc = NULL;
+	ts->tp = NULL;
+	ts->s = NULL;
+	ts->next_free = w->tun->free_ts;
+	w->tun->free_ts = ts;
+}
+
+static struct tchunk *chunk_get(struct em_tun_worker *t, size_t want)
+{
+	bool small = want <= CH_SMALL;
+	struct tchunk **fl = small ? &t->free_small : &t->free_big;
+	struct tchunk *c = *fl;
+	if (c) {
+		*fl = c->next;
+		if (small)
+			t->n_free_small--;
+		else
+			t->n_free_big--;
+		return c;
+	}
+	uint32_t cap = small ? CH_SMALL : CH_BIG;
+	c = malloc(sizeof(*c) + cap);
+	if (c)
+		c->cap = cap;
+	return c;
+}
+
+static void mark_dirty(struct em_worker *w, struct em_tconn *tc)
+{
+	if (!(tc->flags & TC_DIRTY)) {
+		tc->flags |= TC_DIRTY;
+		em_dlist_push_tail(&w->tun->dirty, &tc->dnode);
+	}
+}
+
+void em_tun_chunk_put(struct em_worker *w, const char *p)
+{
+	struct tchunk *c = (struct tchunk *)(void *)(p - offsetof(struct tchunk, data));
+	struct em_tun_worker *t = w->tun;
+	struct em_tstream *ts = c->ts;
+	if (ts && ts->gen == c->gen && ts->tc && ts->id) {
+		em_tunnel_session_consume(ts->tc->sess, ts->id, c->len, w->now_ms);
+		mark_dirty(w, ts->tc);
+	}
+	if (c->cap == CH_SMALL && t->n_free_small < CH_FREE_SMALL) {
+		c->next = t->free_small;
+		t->free_small = c;
+		t->n_free_small++;
+	} else if (c->cap == CH_BIG && t->n_free_big < CH_FREE_BIG) {
+		c->next = t->free_big;
+		t->free_big = c;
+		t->n_free_big++;
+	} else {
+		free(c);
+	}
+}
+
+/* ---- peers ---- */
+
+static struct tpeer *peer_get(struct em_worker *w, const char *name)
+{
+	struct em_tun_worker *t = w->tun;
+	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
+		struct tpeer *tp = em_container_of(n, struct tpeer, node);
+		if (strcmp(tp->name, name) == 0)
+			return tp;
+	}
+	size_t len = strlen(name);
+	if (len == 0 || len > EM_FRAME_MAX_NAME)
+		return NULL;
+	struct tpeer *tp = calloc(1, sizeof(*tp));
+	if (!tp)
+		return NULL;
+	memcpy(tp->name, name, len + 1);
+	em_dlist_init(&tp->waitq);
+	em_dlist_push_tail(&t->peers, &tp->node);
+	return tp;
+}
+
+/* ---- streams ---- */
+
+static void ts_fail(struct em_worker *w, struct em_tstream *ts);
+static void ts_flush(struct em_worker *w, struct em_tstream *ts);
+
+static const char *tc_name(const struct em_tconn *tc)
+{
+	const char *n = tc->sess ? em_tunnel_session_peer_name(tc->sess) : "";
+	return n[0] ? n : (tc->tp ? tc->tp->name : "?");
+}
+
+static void touch(struct em_worker *w, struct em_sock *s)
+{
+	if (s->tclass == EM_T_IDLE && s->deadline_ms < w->now_ms + w->idle_ms - 1000)
+		em_sock_timer(w, s, EM_T_IDLE, w->idle_ms);
+}
+
+static void pending_push(struct em_worker *w, struct em_tstream *ts, uint16_t e, uint32_t len)
+{
+	w->q_bytes[e] = len;
+	w->q_next[e] = EM_Q_NONE;
+	if (ts->p_len++)
+		w->q_next[ts->p_last] = e;
+	else
+		ts->p_first = e;
+	ts->p_last = e;
+}
+
+/* Pauses the socket's recv while its bytes wait for window. */
+static void ts_pause(struct em_worker *w, struct em_tstream *ts)
+{
+	struct em_sock *s = ts->s;
+	if (!s || !(s->flags & EM_SF_RECV_ARMED) || (s->flags & EM_SF_RECV_CANCEL))
+		return;
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_cancel64(sqe, em_ud(s, EM_OP_RECV), 0);
+	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_CANCEL));
+	s->flags |= EM_SF_RECV_CANCEL;
+	s->inflight++;
+}
+
+static void ts_check_done(struct em_worker *w, struct em_tstream *ts)
+{
+	struct em_sock *s = ts->s;
+	if (s && (ts->flags & TS_FIN_SENT) && (ts->flags & TS_REMOTE_FIN) &&
+	    (s->flags & EM_SF_WR_DONE))
+		em_sock_close(w, s, false);
+}
+
+/* Writes the socket's waiting bytes into the session, then its FIN. */
+static void ts_flush(struct em_worker *w, struct em_tstream *ts)
+{
+	struct em_tconn *tc = ts->tc;
+	if (!tc || !ts->id)
+		return;
+	while (ts->p_len) {
+		uint16_t e = ts->p_first;
+		uint32_t len = w->q_bytes[e] - ts->p_off;
+		int n = em_tunnel_session_write(tc->sess, ts->id, em_worker_entry(w, e) + ts->p_off,
+		                                len, false);
+		if (n < 0) {
+			em_tunnel_session_reset(tc->sess, ts->id, EM_REASON_INTERNAL, NULL);
+			ts->id = 0;
+			ts_fail(w, ts);
+			return;
+		}
+		if (n > 0)
+			mark_dirty(w, tc);
+		if ((uint32_t)n < len) {
+			ts->p_off += (uint32_t)n;
+			if (em_dlist_empty(&ts->bnode))
+				em_dlist_push_tail(&tc->blocked, &ts->bnode);
+			return;
+		}
+		ts->p_first = w->q_next[e];
+		if (--ts->p_len == 0)
+			ts->p_first = ts->p_last = EM_Q_NONE;
+		ts->p_off = 0;
+		em_worker_entry_put(w, e);
+	}
+	em_dlist_del(&ts->bnode);
+	if ((ts->flags & (TS_LOCAL_EOF | TS_FIN_SENT)) == TS_LOCAL_EOF) {
+		if (em_tunnel_session_shutdown(tc->sess, ts->id) == 0)
+			mark_dirty(w, tc);
+		ts->flags |= TS_FIN_SENT;
+		ts_check_done(w, ts);
+		return;
+	}
+	if (ts->s)
+		em_sock_maybe_rearm(w, ts->s);
+}
+
+/* The stream cannot go on. A raw client or a local endpoint connection is
+ * reset; a socketpair end half-closes so its HTTP upstream reads EOF before
+ * any response (502) and then closes it. */
+static void ts_fail(struct em_worker *w, struct em_tstream *ts)
+{
+	struct em_sock *s = ts->s;
+	em_dlist_del(&ts->node);
+	em_dlist_del(&ts->bnode);
+	pending_drop(w, ts);
+	ts->tc = NULL;
+	ts->tp = NULL;
+	ts->id = 0;
+	ts->gen++;
+	if (!s) {
+		ts_free(w, ts);
+		return;
+	}
+	if ((s->flags & EM_SF_TPAIR) && !(s->flags & EM_SF_CLOSING)) {
+		ts->flags |= TS_DEAD;
+		if (!(s->flags & EM_SF_WR_SHUT)) {
+			s->flags |= EM_SF_WR_SHUT;
+			shutdown(s->fd, SHUT_WR);
+		}
+		em_sock_timer(w, s, EM_T_IDLE, w->idle_ms);
+		em_sock_maybe_rearm(w, s);
+		return;
+	}
+	em_sock_close(w, s, true);
+}
+
+static void ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts)
+{
+	struct em_frame_target tg = {
+	        .protocol = EM_FRAME_PROTO_TCP,
+	        .port = ts->port,
+	        .dst = ts->dst,
+	        .node = {tc->tp->name, strlen(tc->tp->name)},
+	        .ns = {ts->ns, strlen(ts->ns)},
+	        .service = {ts->svc, strlen(ts->svc)},
+	};
+	const char *data = NULL;
+	uint32_t len = 0;
+	if (ts->p_len) {
+		data = em_worker_entry(w, ts->p_first) + ts->p_off;
+		len = w->q_bytes[ts->p_first] - ts->p_off;
+	}
+	uint32_t id = 0;
+	int n = em_tunnel_session_open(tc->sess, &tg, data, len, ts, &id);
+	if (n == -ENOBUFS)
+		return; /* stays waiting: retried when the send ring drains */
+	em_dlist_del(&ts->node);
+	ts->tp = NULL;
+	if (n < 0) {
+		ts_fail(w, ts);
+		return;
+	}
+	ts->tc = tc;
+	ts->id = id;
+	em_dlist_push_tail(&tc->streams, &ts->node);
+	mark_dirty(w, tc);
+	if (len) {
+		ts->p_off += (uint32_t)n;
+		if ((uint32_t)n == len) {
+			uint16_t e = ts->p_first;
+			ts->p_first = w->q_next[e];
+			if (--ts->p_len == 0)
+				ts->p_first = ts->p_last = EM_Q_NONE;
+			ts->p_off = 0;
+			em_worker_entry_put(w, e);
+		}
+	}
+	ts_flush(w, ts);
+}
+
+static void peer_down(struct em_worker *w, struct tpeer *tp);
+static int peer_dial(struct em_worker *w, struct tpeer *tp);
+
+/* Sends <ts> toward <tp>: at once when the tunnel is up, after the dial when
+ * one is under way; fails it at once while the peer waits for its redial. */
+static void ts_submit(struct em_worker *w, struct tpeer *tp, struct em_tstream *ts)
+{
+	tp->wanted = true;
+	if (tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms && !w->stopping)
+		peer_dial(w, tp);
+	if (tp->state == TP_DOWN) {
+		ts_fail(w, ts);
+		return;
+	}
+	ts->tp = tp;
+	em_dlist_push_tail(&tp->waitq, &ts->node);
+	if (tp->state == TP_UP)
+		ts_open(w, tp->conn, ts);
+}
+
+static struct em_tstream *ts_new(struct em_worker *w, const struct em_svc_port *sp,
+                                 const struct em_endpoint *ep)
+{
+	struct em_tstream *ts = ts_alloc(w);
+	if (!ts)
+		return NULL;
+	ts->port = sp->port;
+	ts->dst = ep->addr;
+	if (sp->svc) {
+		snprintf(ts->ns, sizeof(ts->ns), "%s", sp->svc->ns);
+		snprintf(ts->svc, sizeof(ts->svc), "%s", sp->svc->name);
+	}
+	return ts;
+}
+
+void em_tun_start_raw(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+                      const struct em_endpoint *ep, uint32_t bid, uint32_t len)
+{
+	struct tpeer *tp = peer_get(w, ep->node);
+	struct em_tstream *ts = tp ? ts_new(w, sp, ep) : NULL;
+	if (!ts) {
+		w->n_no_endpoint++;
+		if (bid != EM_TUN_NO_BID)
+			em_worker_buf_put(w, (uint16_t)bid);
+		em_sock_close(w, c, true);
+		return;
+	}
+	c->ts = ts;
+	ts->s = c;
+	c->state = EM_SK_OPEN;
+	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+	if (bid != EM_TUN_NO_BID)
+		pending_push(w, ts, (uint16_t)bid, len);
+	ts_submit(w, tp, ts);
+	if (c->ts == ts && ts->p_len)
+		ts_pause(w, ts);
+}
+
+struct em_sock *em_tun_http_upstream(struct em_worker *w, const struct em_svc_port *sp,
+                                     const struct em_endpoint *ep)
+{
+	int sv[2];
+	struct tpeer *tp = peer_get(w, ep->node);
+	if (!tp)
+		return NULL;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+		return NULL;
+	struct em_sock *u = em_sock_alloc(w);
+	struct em_sock *b = u ? em_sock_alloc(w) : NULL;
+	struct em_tstream *ts = b ? ts_new(w, sp, ep) : NULL;
+	if (!ts) {
+		if (b)
+			em_sock_release(w, b);
+		if (u)
+			em_sock_release(w, u);
+		close(sv[0]);
+		close(sv[1]);
+		return NULL;
+	}
+	u->fd = sv[0];
+	u->family = AF_UNIX;
+	u->state = EM_SK_OPEN;
+	u->ep = em_lb_ep_get(&w->lb, &ep->addr);
+	if (u->ep) {
+		u->ep->active++;
+		u->ep->last_ms = w->now_ms;
+	}
+	b->fd = sv[1];
+	b->family = AF_UNIX;
+	b->state = EM_SK_OPEN;
+	b->flags = EM_SF_TPAIR;
+	b->ts = ts;
+	ts->s = b;
+	em_sock_arm_recv(w, b);
+	ts_submit(w, tp, ts);
+	return u;
+}
+
+/* ---- stream hooks of proxy.c ---- */
+
+bool em_tun_recv_blocked(const struct em_sock *s)
+{
+	const struct em_tstream *ts = s->ts;
+	return ts->p_len > 0 && !(ts->flags & TS_DEAD);
+}
+
+void em_tun_sock_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len)
+{
+	struct em_tstream *ts = s->ts;
+	if (ts->flags & TS_DEAD) {
+		em_worker_buf_put(w, bid);
+		return;
+	}
+	touch(w, s);
+	pending_push(w, ts, bid, len);
+	if (ts->tc && ts->id && ts->p_len == 1) {
+		ts_flush(w, ts);
+		if (s->ts != ts || (s->flags & EM_SF_CLOSING))
+			return;
+	}
+	if (ts->p_len)
+		ts_pause(w, ts);
+	else if (!(s->flags & EM_SF_RECV_ARMED))
+		em_sock_maybe_rearm(w, s);
+}
+
+void em_tun_sock_eof(struct em_worker *w, struct em_sock *s)
+{
+	struct em_tstream *ts = s->ts;
+	if (ts->flags & TS_DEAD) {
+		em_sock_close(w, s, false);
+		return;
+	}
+	ts->flags |= TS_LOCAL_EOF;
+	if (ts->tc && ts->id && ts->p_len == 0)
+		ts_flush(w, ts);
+}
+
+void em_tun_sock_drained(struct em_worker *w, struct em_sock *s)
+{
+	struct em_tstream *ts = s->ts;
+	if ((ts->flags & TS_REMOTE_FIN) && !(s->flags & EM_SF_WR_SHUT) && s->state == EM_SK_OPEN)
+		em_sock_shutdown(w, s);
+}
+
+void em_tun_sock_check_done(struct em_worker *w, struct em_sock *s)
+{
+	ts_check_done(w, s->ts);
+}
+
+void em_tun_sock_detach(struct em_worker *w, struct em_sock *s)
+{
+	struct em_tstream *ts = s->ts;
+	s->ts = NULL;
+	ts->s = NULL;
+	struct em_tconn *tc = ts->tc;
+	if (tc && ts->id) {
+		if ((ts->flags & (TS_FIN_SENT | TS_REMOTE_FIN)) == (TS_FIN_SENT | TS_REMOTE_FIN) &&
+		    !(s->flags & EM_SF_ABORT)) {
+			em_tunnel_session_set_user(tc->sess, ts->id, NULL);
+		} else {
+			bool unreachable = s->state == EM_SK_CONNECTING;
+			em_tunnel_session_reset(
+			        tc->sess, ts->id,
+			        unreachable ? EM_REASON_UNREACHABLE : EM_REASON_CANCEL,
+			        unreachable ? "connect to the endpoint failed" : NULL);
+		}
+		mark_dirty(w, tc);
+	}
+	ts_free(w, ts);
+}
+
+/* ---- session events ---- */
+
+static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts, uint32_t id,
+                    struct em_slice d)
+{
+	struct em_sock *s = ts->s;
+	if (!s) {
+		em_tunnel_session_consume(tc->sess, id, d.len, w->now_ms);
+		return;
+	}
+	while (d.len) {
+		struct tchunk *c = chunk_get(w->tun, d.len);
+		uint16_t e = c ? em_worker_static_get(w, c->data, false) : EM_Q_NONE;
+		if (e == EM_Q_NONE) {
+			if (c) {
+				c->ts = NULL;
+				em_tun_chunk_put(w, c->data);
+			}
+			em_tunnel_session_reset(tc->sess, id, EM_REASON_INTERNAL, "out of buffers");
+			ts->id = 0;
+			ts_fail(w, ts);
+			return;
+		}
+		w->st_owned[e - EM_BUF_COUNT] = EM_ST_TCHUNK;
+		uint32_t n = (uint32_t)EM_MIN(d.len, (size_t)c->cap);
+		memcpy(c->data, d.base, n);
+		c->ts = ts;
+		c->gen = ts->gen;
+		c->len = n;
+		d.base += n;
+		d.len -= n;
+		em_sock_enqueue(w, s, e, n);
+		if (s->ts != ts)
+			return; /* the send failed and closed the socket */
+	}
+	touch(w, s);
+}
+
+static bool allow_node(void *ctx, struct em_slice name)
+{
+	EM_UNUSED(ctx);
+	char buf[EM_FRAME_MAX_NAME + 1];
+	if (name.len == 0 || name.len > EM_FRAME_MAX_NAME)
+		return false;
+	memcpy(buf, name.base, name.len);
+	buf[name.len] = 0;
+	const struct em_table *t = em_table_current();
+	return t && em_table_node(t, buf) != NULL;
+}
+
+static void slice_str(char *dst, size_t cap, struct em_slice s)
+{
+	size_t n = EM_MIN(s.len, cap - 1);
+	memcpy(dst, s.base, n);
+	dst[n] = 0;
+}
+
+/* The peer opened a stream: serve it from a local endpoint of the named
+ * service, the very one the opener picked, or refuse it. */
+static void serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tunnel_event *ev)
+{
+	const struct em_frame_target *tg = ev->target;
+	char ns[EM_FRAME_MAX_NS + 1], name[EM_FRAME_MAX_NAME + 1];
+	const struct em_endpoint *ep = NULL;
+	const struct em_table *t = em_table_current();
+	slice_str(ns, sizeof(ns), tg->ns);
+	slice_str(name, sizeof(name), tg->service);
+	const struct em_service *svc = t && ns[0] ? em_table_service(t, ns, name) : NULL;
+	const struct em_svc_port *sp = svc && tg->protocol == EM_FRAME_PROTO_TCP
+	                                       ? em_service_port(svc, tg->port, IPPROTO_TCP)
+	                                       : NULL;
+	for (uint32_t i = 0; sp && i < sp->n_ready; i++)
+		if (sp->endpoints[i].local && em_addr_eq(&sp->endpoints[i].addr, &tg->dst)) {
+			ep = &sp->endpoints[i];
+			break;
+		}
+	if (!ep) {
+		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_REFUSED,
+		                        "not a local endpoint of that service here");
+		return;
+	}
+	struct em_tstream *ts = ts_alloc(w);
+	struct em_sock *u = ts ? em_sock_alloc(w) : NULL;
+	if (!u || em_upstream_connect(w, u, ep) < 0) {
+		if (u)
+			em_sock_release(w, u);
+		if (ts)
+			ts_free(w, ts);
+		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_UNREACHABLE,
+		                        "cannot connect to the endpoint");
+		return;
+	}
+	ts->tc = tc;
+	ts->id = ev->stream_id;
+	ts->s = u;
+	u->ts = ts;
+	em_dlist_push_tail(&tc->streams, &ts->node);
+	em_tunnel_session_set_user(tc->sess, ev->stream_id, ts);
+	em_sock_timer(w, u, EM_T_IDLE, w->idle_ms);
+}
+
+static void open_waiting(struct em_worker *w, struct em_tconn *tc);
+
+static void conn_up(struct em_worker *w, struct em_tconn *tc)
+{
+	tc->flags |= TC_UP;
+	struct tpeer *tp = tc->tp;
+	if (!tp) {
+		EM_INFO("tunnel", "worker %u: tunnel from %s (%s) up", w->id, tc_name(tc),
+		        tc->addr);
+		return;
+	}
+	EM_INFO("tunnel", "worker %u: tunnel to %s (%s) up", w->id, tp->name, tc->addr);
+	tp->state = TP_UP;
+	tp->fails = 0;
+	tp->backoff_ms = 0;
+	open_waiting(w, tc);
+}
+
+/* Opens the streams that waited for the tunnel or for send ring space. */
+static void open_waiting(struct em_worker *w, struct em_tconn *tc)
+{
+	struct tpeer *tp = tc->tp;
+	for (unsigned k = 0; k < 100000 && !em_dlist_empty(&tp->waitq); k++) {
+		struct em_tstream *ts = em_container_of(tp->waitq.next, struct em_tstream, node);
+		ts_open(w, tc, ts);
+		if (ts->tp == tp)
+			break; /* send ring full: the rest waits for it to drain */
+	}
+}
+
+static void on_event(void *ctx, const struct em_tunnel_event *ev)
+{
+	struct em_tconn *tc = ctx;
+	struct em_worker *w = tc->w;
+	struct em_tstream *ts = ev->stream_user;
+	switch (ev->type) {
+	case EM_TUNNEL_EV_HANDSHAKE_DONE:
+		conn_up(w, tc);
+		break;
+	case EM_TUNNEL_EV_HANDSHAKE_FAILED:
+		EM_WARN("tunnel", "worker %u: tunnel %s %s (%s): handshake refused: %s%s%.*s",
+		        w->id, tc->tp ? "to" : "from", tc_name(tc), tc->addr,
+		        em_reason_str(ev->reason), ev->data.len ? ": " : "",
+		        (int)EM_MIN(ev->data.len, 128), ev->data.base);
+		break;
+	case EM_TUNNEL_EV_STREAM_OPEN:
+		serve_open(w, tc, ev);
+		break;
+	case EM_TUNNEL_EV_DATA:
+		if (ts)
+			ts_data(w, tc, ts, ev->stream_id, ev->data);
+		else
+			em_tunnel_session_consume(tc->sess, ev->stream_id, ev->data.len, w->now_ms);
+		break;
+	case EM_TUNNEL_EV_FIN:
+		if (ts) {
+			ts->flags |= TS_REMOTE_FIN;
+			struct em_sock *s = ts->s;
+			if (s && s->q_len == 0 && !(s->flags & EM_SF_SEND_BUSY))
+				em_tun_sock_drained(w, s);
+		}
+		break;
+	case EM_TUNNEL_EV_RESET:
+		if (ts) {
+			ts->id = 0;
+			ts_fail(w, ts);
+		}
+		break;
+	case EM_TUNNEL_EV_WINDOW:
+		if (ts)
+			ts_flush(w, ts);
+		break;
+	case EM_TUNNEL_EV_GOAWAY:
+		if (ev->reason != EM_REASON_NO_ERROR)
+			EM_WARN("tunnel", "worker %u: tunnel %s %s (%s): peer sent goaway: %s",
+			        w->id, tc->tp ? "to" : "from", tc_name(tc), tc->addr,
+			        em_reason_str(ev->reason));
+		break;
+	case EM_TUNNEL_EV_CLOSED:
+	case EM_TUNNEL_EV_PONG:
+		break;
+	}
+	mark_dirty(w, tc);
+}
+
+/* ---- tunnel sockets ---- */
+
+static void conn_close(struct em_worker *w, struct em_tconn *tc)
+{
+	if (tc->flags & TC_CLOSING)
+		return;
+	tc->flags |= TC_CLOSING;
+	if (tc->inflight == 0) {
+		w->tun->n_conns--;
+		conn_free(tc);
+		return;
+	}
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_cancel_fd(sqe, tc->fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCOUNT));
+	tc->inflight++;
+}
+
+/* The tunnel is over: every stream fails at once, a dialled peer schedules
+ * its redial. <why> is for the log. */
+static void conn_dead(struct em_worker *w, struct em_tconn *tc, const char *why)
+{
+	if (tc->flags & TC_DEAD)
+		return;
+	tc->flags |= TC_DEAD;
+	if (why)
+		EM_WARN("tunnel", "worker %u: tunnel %s %s (%s) closed: %s", w->id,
+		        tc->tp ? "to" : "from", tc_name(tc), tc->addr, why);
+	for (unsigned k = 0; k < 1000000 && !em_dlist_empty(&tc->streams); k++) {
+		struct em_tstream *ts = em_container_of(tc->streams.next, struct em_tstream, node);
+		ts_fail(w, ts);
+	}
+	if (tc->tp && tc->tp->conn == tc) {
+		tc->tp->conn = NULL;
+		peer_down(w, tc->tp);
+	}
+	conn_close(w, tc);
+}
+
+static void conn_arm_recv(struct em_worker *w, struct em_tconn *tc)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_recv_multishot(sqe, tc->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = EM_BGID;
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TRECV));
+	tc->flags |= TC_RECV;
+	tc->inflight++;
+}
+
+/* Sends the session's next output slice (one send in flight). */
+static void conn_kick(struct em_worker *w, struct em_tconn *tc)
+{
+	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING))
+		return;
+	struct em_slice out = em_tunnel_session_output(tc->sess);
+	if (out.len == 0) {
+		if (em_tunnel_session_should_close(tc->sess)) {
+			uint32_t r = em_tunnel_session_close_reason(tc->sess);
+			conn_dead(w, tc, r == EM_REASON_NO_ERROR ? NULL : em_reason_str(r));
+		}
+		return;
+	}
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_send(sqe, tc->fd, out.base, out.len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TSEND));
+	tc->flags |= TC_SEND;
+	tc->inflight++;
+}
+
+static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_role role)
+{
+	const struct em_config *cfg = em_config_current();
+	if (!cfg || !cfg->tunnel.cluster_key[0])
+		return -ENOKEY;
+	struct em_tunnel_conf c = {
+	        .role = role,
+	        .node_name = cfg->node_name,
+	        .key = cfg->tunnel.cluster_key,
+	        .key_len = strlen(cfg->tunnel.cluster_key),
+	        .peer_name = tc->tp ? tc->tp->name : "",
+	        .allow_node = allow_node,
+	        .on_event = on_event,
+	        .ctx = tc,
+	        .max_streams = cfg->tunnel.max_streams,
+	        .initial_window = cfg->tunnel.stream_window,
+	        .max_window = cfg->tunnel.stream_window_max,
+	        .tunnel_window = cfg->tunnel.window_cap,
+	        .keepalive_ms = cfg->tunnel.keepalive_ms,
+	        .dead_ms = cfg->tunnel.dead_after_ms,
+	};
+	int rc = em_tunnel_session_create(&c, w->now_ms, &tc->sess);
+	if (rc == 0)
+		tc->next_tick_ms = w->now_ms;
+	return rc;
+}
+
+static struct em_tconn *conn_alloc(struct em_worker *w, int fd)
+{
+	struct em_tconn *tc = aligned_alloc(16, sizeof(*tc));
+	if (!tc)
+		return NULL;
+	memset(tc, 0, sizeof(*tc));
+	tc->w = w;
+	tc->fd = fd;
+	em_dlist_init(&tc->streams);
+	em_dlist_init(&tc->blocked);
+	em_dlist_init(&tc->dnode);
+	em_dlist_push_tail(&w->tun->conns, &tc->node);
+	w->tun->n_conns++;
+	return tc;
+}
+
+void em_tun_accept(struct em_worker *w, int fd)
+{
+	struct em_tconn *tc = conn_alloc(w, fd);
+	if (!tc) {
+		close(fd);
+		return;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct em_addr a;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    em_addr_from_sockaddr((struct sockaddr *)&ss, &a) == 0)
+		em_addr_format(&a, true, tc->addr, sizeof(tc->addr));
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int rc = session_new(w, tc, EM_TUNNEL_ACCEPTOR);
+	if (rc) {
+		EM_WARN("tunnel", "worker %u: tunnel from %s refused: %s", w->id, tc->addr,
+		        rc == -ENOKEY ? "no cluster key" : strerror(-rc));
+		w->tun->n_conns--;
+		conn_free(tc);
+		return;
+	}
+	conn_arm_recv(w, tc);
+	mark_dirty(w, tc);
+}
+
+static int peer_dial(struct em_worker *w, struct tpeer *tp)
+{
+	const struct em_table *t = em_table_current();
+	const struct em_config *cfg = em_config_current();
+	const struct em_node_info *ni = t ? em_table_node(t, tp->name) : NULL;
+	if (!ni || !ni->internal_ip.family) {
+		if (tp->fails++ == 0)
+			EM_WARN("tunnel", "worker %u: tunnel to %s: no such node or no InternalIP",
+			        w->id, tp->name);
+		peer_down(w, tp);
+		return -EHOSTUNREACH;
+	}
+	struct em_addr a = ni->internal_ip;
+	a.port = ni->tunnel_port                    ? ni->tunnel_port
+	         : cfg && cfg->tunnel.listen.family ? cfg->tunnel.listen.port
+	                                            : TUN_DEFAULT_PORT;
+	int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		int rc = -errno;
+		peer_down(w, tp);
+		return rc;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct em_tconn *tc = conn_alloc(w, fd);
+	if (!tc) {
+		close(fd);
+		peer_down(w, tp);
+		return -ENOMEM;
+	}
+	tc->tp = tp;
+	em_addr_format(&a, true, tc->addr, sizeof(tc->addr));
+	int rc = session_new(w, tc, EM_TUNNEL_DIALER);
+	if (rc) {
+		if (tp->fails++ == 0)
+			EM_WARN("tunnel", "worker %u: tunnel to %s: %s", w->id, tp->name,
+			        rc == -ENOKEY ? "no cluster key" : strerror(-rc));
+		w->tun->n_conns--;
+		conn_free(tc);
+		peer_down(w, tp);
+		return rc;
+	}
+	socklen_t sl = em_addr_to_sockaddr(&a, &tc->sa);
+	tp->conn = tc;
+	tp->state = TP_DIALING;
+	tc->flags |= TC_CONNECTING;
+	if (io_uring_sq_space_left(&w->ring) < 2)
+		io_uring_submit(&w->ring);
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&tc->sa, sl);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCONNECT));
+	sqe = em_worker_sqe(w);
+	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCOUNT));
+	tc->inflight += 2;
+	return 0;
+}
+
+/* <tp> has no tunnel: streams waiting for it fail, the redial is scheduled. */
+static void peer_down(struct em_worker *w, struct tpeer *tp)
+{
+	tp->state = TP_DOWN;
+	tp->conn = NULL;
+	const struct em_config *cfg = em_config_current();
+	uint32_t lo = cfg ? cfg->tunnel.reconnect_min_ms : 200;
+	uint32_t hi = cfg ? cfg->tunnel.reconnect_max_ms : 30000;
+	tp->next_dial_ms = w->now_ms + em_tun_backoff(&tp->backoff_ms, lo, hi, rng_next(w->tun));
+	for (unsigned k = 0; k < 1000000 && !em_dlist_empty(&tp->waitq); k++) {
+		struct em_tstream *ts = em_container_of(tp->waitq.next, struct em_tstream, node);
+		ts_fail(w, ts);
+	}
+}
+
+static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t cflags)
+{
+	if (res > 0) {
+		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+		if (!(tc->flags & TC_DEAD))
+			em_tunnel_session_input(tc->sess, em_worker_buf(w, bid), (size_t)res,
+			                        w->now_ms);
+		em_worker_buf_put(w, bid);
+		mark_dirty(w, tc);
+		if (!(tc->flags & TC_RECV) && !(tc->flags & TC_DEAD))
+			conn_arm_recv(w, tc);
+		return;
+	}
+	if (res == -ENOBUFS || res == -ECANCELED) {
+		w->n_nobufs += res == -ENOBUFS;
+		return; /* the tick re-arms */
+	}
+	if (tc->flags & TC_DEAD)
+		return;
+	conn_dead(w, tc, res == 0 ? "peer closed the connection" : strerror(-res));
+}
+
+void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t cflags)
+{
+	struct em_tconn *tc = p;
+	if (op != EM_OP_TRECV || !(cflags & IORING_CQE_F_MORE)) {
+		tc->inflight--;
+		if (op == EM_OP_TRECV)
+			tc->flags &= ~TC_RECV;
+	}
+	if (tc->flags & TC_CLOSING) {
+		if (op == EM_OP_TRECV && (cflags & IORING_CQE_F_BUFFER))
+			em_worker_buf_put(w, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
+		if (tc->inflight == 0) {
+			w->tun->n_conns--;
+			conn_free(tc);
+		}
+		return;
+	}
+	switch (op) {
+	case EM_OP_TRECV:
+		on_trecv(w, tc, res, cflags);
+		break;
+	case EM_OP_TSEND:
+		tc->flags &= ~TC_SEND;
+		if (res < 0) {
+			conn_dead(w, tc, strerror(-res));
+			break;
+		}
+		em_tunnel_session_output_advance(tc->sess, (size_t)res);
+		/* Ring space came back: bytes and opens that waited for it. */
+		for (struct em_dlist *n = tc->blocked.next, *next; n != &tc->blocked; n = next) {
+			next = n->next;
+			ts_flush(w, em_container_of(n, struct em_tstream, bnode));
+		}
+		if (tc->tp && tc->tp->conn == tc && tc->tp->state == TP_UP &&
+		    !em_dlist_empty(&tc->tp->waitq))
+			open_waiting(w, tc);
+		mark_dirty(w, tc);
+		break;
+	case EM_OP_TCONNECT:
+		tc->flags &= ~TC_CONNECTING;
+		if (res < 0) {
+			struct tpeer *tp = tc->tp;
+			bool first = tp && tp->fails++ == 0;
+			if (first)
+				conn_dead(w, tc,
+				          res == -ECANCELED ? "connect timed out" : strerror(-res));
+			else
+				conn_dead(w, tc, NULL);
+			break;
+		}
+		conn_arm_recv(w, tc);
+		mark_dirty(w, tc);
+		break;
+	default:
+		break;
+	}
+}
+
+void em_tun_flush(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	for (unsigned k = 0; k < 100000 && !em_dlist_empty(&t->dirty); k++) {
+		struct em_tconn *tc = em_container_of(t->dirty.next, struct em_tconn, dnode);
+		em_dlist_del(&tc->dnode);
+		tc->flags &= ~TC_DIRTY;
+		conn_kick(w, tc);
+	}
+}
+
+void em_tun_tick(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	for (struct em_dlist *n = t->conns.next, *next; n != &t->conns; n = next) {
+		next = n->next;
+		struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
+		if (tc->flags & (TC_CLOSING | TC_DEAD | TC_CONNECTING))
+			continue;
+		if (w->stopping && w->n_live == 0) {
+			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stopping");
+			conn_dead(w, tc, NULL);
+			continue;
+		}
+		if (!(tc->flags & TC_RECV))
+			conn_arm_recv(w, tc);
+		if (w->now_ms >= tc->next_tick_ms) {
+			uint64_t d = em_tunnel_session_tick(tc->sess, w->now_ms);
+			tc->next_tick_ms = w->now_ms + d;
+			mark_dirty(w, tc);
+		}
+	}
+	if (w->stopping)
+		return;
+	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
+		struct tpeer *tp = em_container_of(n, struct tpeer, node);
+		if (tp->wanted && tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms)
+			peer_dial(w, tp);
+	}
+	em_tun_flush(w);
+}
+
+bool em_tun_idle(const struct em_worker *w)
+{
+	return !w->tun || w->tun->n_conns == 0;
+}

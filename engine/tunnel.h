@@ -1,0 +1,81 @@
+/* Internal to engine/: the worker's tunnels to peer nodes (edgehub).
+ *
+ * Each worker keeps one dialled tunnel per peer node it sends traffic to,
+ * and serves the tunnels its SO_REUSEPORT tunnel listener accepted. A tunnel
+ * is a TCP socket driven by a sans-I/O session (tunnel/session.h): received
+ * bytes go to em_tunnel_session_input(), its output is sent one slice at a
+ * time, its timers run from the worker's tick.
+ *
+ * A stream is bridged to one local socket (struct em_sock with <ts> set):
+ *   - a raw TCP client whose endpoint lives on another node (dialling side),
+ *   - one end of a socketpair whose other end is an HTTP upstream, so that a
+ *     remote request exchange is parsed like any upstream connection,
+ *   - the connection to the local endpoint (accepting side).
+ * Bytes from the socket are written into the session (what the window does
+ * not take waits in the socket's ring buffers, and its recv is paused); bytes
+ * from the session are copied into pooled chunks queued on the socket, and
+ * their window is returned once the socket has sent them. A stream whose
+ * tunnel dies fails at once: a raw client is reset, an HTTP exchange sees its
+ * upstream close (502). */
+#ifndef EM_ENGINE_TUNNEL_H
+#define EM_ENGINE_TUNNEL_H
+
+#include "engine/worker.h"
+
+/* Delay before the next redial of a failed peer: doubles <*base> (starting
+ * at <min_ms>, capped at <max_ms>) and returns a value drawn from
+ * [base/2, base] with <rnd> ("equal jitter"), so that the workers of many
+ * nodes that lost the same peer do not redial in step. */
+uint32_t em_tun_backoff(uint32_t *base, uint32_t min_ms, uint32_t max_ms, uint64_t rnd);
+
+/* Allocates <w>'s tunnel state. Returns 0 or -ENOMEM. */
+int em_tun_worker_init(struct em_worker *w);
+
+/* At worker exit, after the ring is gone: frees everything left. */
+void em_tun_worker_free(struct em_worker *w);
+
+/* A connection accepted on the tunnel listener. Takes <fd>. */
+void em_tun_accept(struct em_worker *w, int fd);
+
+/* Completion of a tunnel socket operation (EM_OP_TRECV ... EM_OP_TCOUNT). */
+void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t cflags);
+
+/* Once per worker tick: session timers, redials, re-arming, stop. */
+void em_tun_tick(struct em_worker *w);
+
+/* After each batch of completions: sends what sessions queued meanwhile. */
+void em_tun_flush(struct em_worker *w);
+
+/* True when no tunnel socket is open (the worker may exit). */
+bool em_tun_idle(const struct em_worker *w);
+
+/* Raw TCP client <c> whose pick <ep> (of <sp>) lives on another node: its
+ * bytes go over a stream to ep->node. <bid>/<len> are its first bytes
+ * (bid EM_TUN_NO_BID if none; the buffer is taken). On failure <c> is reset
+ * before this returns. */
+#define EM_TUN_NO_BID 0x10000u
+void em_tun_start_raw(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+                      const struct em_endpoint *ep, uint32_t bid, uint32_t len);
+
+/* An upstream for one HTTP exchange with remote endpoint <ep> of <sp>: an
+ * open socket (state EM_SK_OPEN, <ep>'s balancer entry counted) whose peer
+ * end is bridged to a stream. NULL when out of memory or descriptors. */
+struct em_sock *em_tun_http_upstream(struct em_worker *w, const struct em_svc_port *sp,
+                                     const struct em_endpoint *ep);
+
+/* Hooks of proxy.c for sockets with <ts> set. */
+void em_tun_sock_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len);
+void em_tun_sock_eof(struct em_worker *w, struct em_sock *s);
+/* <s>'s send queue is empty. */
+void em_tun_sock_drained(struct em_worker *w, struct em_sock *s);
+/* <s>'s shutdown(SHUT_WR) completed. */
+void em_tun_sock_check_done(struct em_worker *w, struct em_sock *s);
+/* <s> is closing: its stream is reset (or forgotten when both sides ended). */
+void em_tun_sock_detach(struct em_worker *w, struct em_sock *s);
+/* True while bytes of <s> wait for window: its recv must stay paused. */
+bool em_tun_recv_blocked(const struct em_sock *s);
+
+/* A queued chunk (static entry of kind EM_ST_TCHUNK) was sent or dropped. */
+void em_tun_chunk_put(struct em_worker *w, const char *p);
+
+#endif
