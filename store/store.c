@@ -332,6 +332,7 @@ int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, cons
 }
 
 struct list_ctx {
+	const struct em_store *st;
 	const char *ns, *name;
 	em_store_visit_cb cb;
 	void *arg;
@@ -350,6 +351,9 @@ static int list_row(void *arg, const char *key, const char *type, const char *va
 		return 0;
 	if (lc->name && !em_slice_eq(name, lc->name))
 		return 0;
+	/* A row that did not decode at load (skipped, logged) is not served. */
+	if (!cache_has(lc->st, key))
+		return 0;
 	lc->cb(lc->arg, value);
 	lc->count++;
 	return 0;
@@ -358,7 +362,7 @@ static int list_row(void *arg, const char *key, const char *type, const char *va
 size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
                      em_store_visit_cb cb, void *arg)
 {
-	struct list_ctx lc = {.ns = ns, .name = name, .cb = cb, .arg = arg};
+	struct list_ctx lc = {.st = st, .ns = ns, .name = name, .cb = cb, .arg = arg};
 	em_db_scan(st->db, em_kind_type(kind), list_row, &lc);
 	return lc.count;
 }

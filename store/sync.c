@@ -125,8 +125,12 @@ static bool client_read(struct em_sync *s, struct client *c)
 				break;
 			continue;
 		}
-		if (n == 0)
-			return false; /* peer left, perhaps mid-request: nothing to answer */
+		if (n == 0) {
+			/* The peer half-closed: answer the complete requests it sent,
+			 * then close; a partial request is dropped. */
+			c->closing = true;
+			break;
+		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			break;
 		if (errno == EINTR)
