@@ -213,6 +213,14 @@ const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_so
 		return NULL;
 	if (c->listener == UINT16_MAX)
 		return em_table_lookup(t, &c->dst, IPPROTO_TCP);
+	/* The live config names the listener's service: a reload may change it
+	 * (a reload keeps the listeners' number and addresses). */
+	const struct em_config *cfg = em_config_current();
+	if (cfg && c->listener < cfg->n_listeners) {
+		const struct em_listener_conf *l = &cfg->listeners[c->listener];
+		const struct em_service *svc = em_table_service(t, l->service_ns, l->service_name);
+		return svc ? em_service_port(svc, l->port, IPPROTO_TCP) : NULL;
+	}
 	const struct em_lconf *lc = &w->eng->lconf[c->listener];
 	const struct em_service *svc = em_table_service(t, lc->ns, lc->name);
 	return svc ? em_service_port(svc, lc->port, IPPROTO_TCP) : NULL;
