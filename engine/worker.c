@@ -5,11 +5,11 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <urcu-qsbr.h>
 
 #include "engine/http.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
+#include "store/rcu.h"
 
 #define EM_SLAB_SOCKS 64u
 #define EM_TICK_MS    50u
@@ -390,7 +390,7 @@ void *em_worker_main(void *arg)
 	if (rc)
 		goto fail;
 	w->tick_ts.tv_nsec = EM_TICK_MS * 1000000LL;
-	rcu_register_thread();
+	em_rcu_register();
 	refresh_config(w);
 	for (size_t i = 0; i < w->n_listeners; i++)
 		arm_accept(w, &w->listeners[i]);
@@ -404,9 +404,9 @@ void *em_worker_main(void *arg)
 		if (io_uring_cq_ready(&w->ring)) {
 			io_uring_submit(&w->ring);
 		} else {
-			rcu_thread_offline();
+			em_rcu_offline();
 			io_uring_submit_and_wait(&w->ring, 1);
-			rcu_thread_online();
+			em_rcu_online();
 		}
 		unsigned n = io_uring_peek_batch_cqe(&w->ring, cqes, EM_CQE_BATCH);
 		if (n)
@@ -415,9 +415,9 @@ void *em_worker_main(void *arg)
 			dispatch(w, cqes[i]);
 		io_uring_cq_advance(&w->ring, n);
 		em_tun_flush(w);
-		rcu_quiescent_state();
+		em_rcu_quiescent();
 	}
-	rcu_unregister_thread();
+	em_rcu_unregister();
 	teardown(w, ring_up);
 	return NULL;
 fail:

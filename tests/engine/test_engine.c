@@ -1,5 +1,4 @@
-/* The engine in-process: explicit listeners, backends on loopback threads.
- * em-test: concurrency */
+/* The engine in-process: explicit listeners, backends on loopback threads. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
