@@ -89,7 +89,7 @@ static void handle_input(struct em_sync *s, struct client *c)
 	                           .reload_failures = atomic_load(&s->reload_failures)};
 	size_t start = 0;
 
-	for (;;) {
+	while (start < c->in.len) {
 		char *nl = memchr(c->in.data + start, '\n', c->in.len - start);
 		if (!nl)
 			break;
