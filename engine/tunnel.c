@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +12,14 @@
 #include "tunnel/session.h"
 
 #define TUN_DEFAULT_PORT 20006
+
+/* Tunnel sockets receive into a buffer group of their own. Stream bytes that
+ * wait for window hold ring buffers of the main group; if the tunnels drew
+ * from it too, those buffers could starve the very recv that brings the
+ * WINDOW_UPDATE releasing them. Tunnel buffers go back right after input. */
+#define TUN_BGID      1
+#define TUN_BUF_COUNT 64u
+#define TUN_BUF_SIZE  32768u
 
 /* DATA is copied into chunks of two sizes: request/response traffic is small,
  * bulk arrives in ring-buffer-sized pieces. Free lists are capped so an
@@ -104,6 +113,9 @@ struct em_tun_worker {
 	uint32_t n_free_small, n_free_big;
 	uint32_t n_conns;
 	uint64_t rng;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	size_t br_bytes;
 };
 
 /* ---- pure logic ---- */
@@ -156,11 +168,59 @@ static void conn_free(struct em_tconn *tc)
 	free(tc);
 }
 
+static int bufs_setup(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	if (t->br)
+		return 0;
+	size_t bytes = TUN_BUF_COUNT * sizeof(struct io_uring_buf);
+	void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	t->bufs = aligned_alloc(4096, (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE);
+	struct io_uring_buf_reg reg = {
+	        .ring_addr = (uint64_t)(uintptr_t)mem,
+	        .ring_entries = TUN_BUF_COUNT,
+	        .bgid = TUN_BGID,
+	};
+	int rc = t->bufs ? io_uring_register_buf_ring(&w->ring, &reg, 0) : -ENOMEM;
+	if (rc < 0) {
+		free(t->bufs);
+		t->bufs = NULL;
+		munmap(mem, bytes);
+		return rc;
+	}
+	t->br = mem;
+	t->br_bytes = bytes;
+	io_uring_buf_ring_init(t->br);
+	for (unsigned i = 0; i < TUN_BUF_COUNT; i++)
+		io_uring_buf_ring_add(t->br, t->bufs + (size_t)i * TUN_BUF_SIZE, TUN_BUF_SIZE,
+		                      (unsigned short)i, io_uring_buf_ring_mask(TUN_BUF_COUNT),
+		                      (int)i);
+	io_uring_buf_ring_advance(t->br, TUN_BUF_COUNT);
+	return 0;
+}
+
+static char *tbuf(struct em_tun_worker *t, uint16_t bid)
+{
+	return t->bufs + (size_t)bid * TUN_BUF_SIZE;
+}
+
+static void tbuf_put(struct em_tun_worker *t, uint16_t bid)
+{
+	io_uring_buf_ring_add(t->br, tbuf(t, bid), TUN_BUF_SIZE, bid,
+	                      io_uring_buf_ring_mask(TUN_BUF_COUNT), 0);
+	io_uring_buf_ring_advance(t->br, 1);
+}
+
 void em_tun_worker_free(struct em_worker *w)
 {
 	struct em_tun_worker *t = w->tun;
 	if (!t)
 		return;
+	if (t->br)
+		munmap(t->br, t->br_bytes);
+	free(t->bufs);
 	while (!em_dlist_empty(&t->conns)) {
 		struct em_tconn *tc = em_container_of(t->conns.next, struct em_tconn, node);
 		conn_free(tc);
@@ -200,9 +260,7 @@ static struct em_tstream *ts_alloc(struct em_worker *w)
 	memset(ts, 0, offsetof(struct em_tstream, ns));
 	ts->ns[0] = ts->svc[0] = 0;
 	ts->gen = gen + 1;
-	ts->p_first = ts->p_last = EM_Q_NONE;
-	em_dlist_init(&ts->node);
-	em_dlist_init(&ts->bnode);
+	ts->p_first = ts->p_last = EM_Q_NONE; /* lists: all-zero reads as unlinked */
 	return ts;
 }
 
@@ -373,7 +431,7 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 			mark_dirty(w, tc);
 		if ((uint32_t)n < len) {
 			ts->p_off += (uint32_t)n;
-			if (em_dlist_empty(&ts->bnode))
+			if (!em_dlist_linked(&ts->bnode))
 				em_dlist_push_tail(&tc->blocked, &ts->bnode);
 			return;
 		}
@@ -871,7 +929,7 @@ static void conn_arm_recv(struct em_worker *w, struct em_tconn *tc)
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	io_uring_prep_recv_multishot(sqe, tc->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = EM_BGID;
+	sqe->buf_group = TUN_BGID;
 	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TRECV));
 	tc->flags |= TC_RECV;
 	tc->inflight++;
@@ -926,6 +984,11 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 
 static struct em_tconn *conn_alloc(struct em_worker *w, int fd)
 {
+	int rc = bufs_setup(w);
+	if (rc) {
+		EM_WARN("tunnel", "worker %u: tunnel buffer ring: %s", w->id, strerror(-rc));
+		return NULL;
+	}
 	struct em_tconn *tc = aligned_alloc(16, sizeof(*tc));
 	if (!tc)
 		return NULL;
@@ -1046,18 +1109,23 @@ static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
 		if (!(tc->flags & TC_DEAD))
-			em_tunnel_session_input(tc->sess, em_worker_buf(w, bid), (size_t)res,
+			em_tunnel_session_input(tc->sess, tbuf(w->tun, bid), (size_t)res,
 			                        w->now_ms);
-		em_worker_buf_put(w, bid);
+		tbuf_put(w->tun, bid);
 		mark_dirty(w, tc);
 		if (!(tc->flags & TC_RECV) && !(tc->flags & TC_DEAD))
 			conn_arm_recv(w, tc);
 		return;
 	}
-	if (res == -ENOBUFS || res == -ECANCELED) {
-		w->n_nobufs += res == -ENOBUFS;
-		return; /* the tick re-arms */
+	if (res == -ENOBUFS) {
+		/* Every tunnel buffer was back before this CQE was handled. */
+		w->n_nobufs++;
+		if (!(tc->flags & (TC_RECV | TC_DEAD)))
+			conn_arm_recv(w, tc);
+		return;
 	}
+	if (res == -ECANCELED)
+		return; /* the tick re-arms */
 	if (tc->flags & TC_DEAD)
 		return;
 	conn_dead(w, tc, res == 0 ? "peer closed the connection" : strerror(-res));
@@ -1073,7 +1141,7 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 	}
 	if (tc->flags & TC_CLOSING) {
 		if (op == EM_OP_TRECV && (cflags & IORING_CQE_F_BUFFER))
-			em_worker_buf_put(w, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
+			tbuf_put(w->tun, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
 		if (tc->inflight == 0) {
 			w->tun->n_conns--;
 			conn_free(tc);

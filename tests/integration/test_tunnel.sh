@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Cross-node traffic over tunnels (flow F2). Two node namespaces em-a-PID and
+# em-b-PID joined by a veth pair whose addresses (192.168.77.1/.2) exist only
+# inside them; each runs its own edgemesh with capture and a tunnel listener
+# on its veth address, both given the same manifests: Nodes node-a/node-b and
+# services whose endpoints are backends inside B's namespace. From A:
+#   - TCP echo and HTTP through cluster IPs reach B's backends across the
+#     tunnel; one service mixes an endpoint on A with one on B per request;
+#   - 1,000 concurrent streams on one tunnel (one worker), every byte checked;
+#   - 10 MB both ways intact, with half-close;
+#   - 5% packet loss on the link: data still intact. (tc netem is not
+#     available on these kernels: loss comes from iptables' statistic match,
+#     and there is no delay test);
+#   - kill -9 of B's edgemesh: A's clients fail fast, A's fd count does not
+#     grow over repeated failures, the tunnel comes back when B restarts;
+#   - a wrong cluster key on B: refused with a log line naming A's address,
+#     clients fail fast.
+. "$(dirname "$0")/lib.sh"
+[ "$(id -u)" = 0 ] || it_skip "test_tunnel: needs root (network namespaces, veth, iptables)"
+it_need_root
+it_need socat curl python3
+# 1,000 streams need about 2,000 descriptors on A (client + emload) and B.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 8192 ] || it_skip "needs 8192 descriptors (ulimit -n)"
+
+NSA=em-a-$$
+NSB=em-b-$$
+VA=ema$$
+VB=emb$$
+IPA=192.168.77.1
+IPB=192.168.77.2
+KEY=tunnel-test-key-$$
+ECHO_PY="$IT_ROOT/tests/integration/tunnel_echo.py"
+
+for ns in $NSA $NSB; do
+	ip netns add "$ns" || it_die "ip netns add $ns"
+	IT_NETNS_LIST+=("$ns")
+	ip -n "$ns" link set lo up || it_die "lo up in $ns"
+	ip -n "$ns" route add local 10.96.0.0/12 dev lo || it_die "local route in $ns"
+done
+ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" || it_die "veth pair"
+ip -n "$NSA" addr add $IPA/24 dev "$VA" && ip -n "$NSA" link set "$VA" up &&
+	ip -n "$NSB" addr add $IPB/24 dev "$VB" && ip -n "$NSB" link set "$VB" up ||
+	it_die "veth addresses"
+link_up() { [ "$(ip -n "$NSA" -br link show "$VA" | awk '{print $2}')" = UP ]; }
+it_wait 5 link_up || it_die "veth link does not come up"
+
+# em_conf NODE IP KEY: writes $IT_TMP/NODE.json.
+em_conf() {
+	cat >"$IT_TMP/$1.json" <<EOF
+{
+	"role": "edge",
+	"node_name": "$1",
+	"data_dir": "$IT_TMP/data-$1",
+	"api_socket": "$IT_TMP/$1.sock",
+	"workers": 1,
+	"log_level": "info",
+	"capture": {"enabled": true, "port": 15001},
+	"tunnel": {"listen": "$2:20006", "cluster_key": "$3", "keepalive_ms": 1000,
+		"dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
+	"timeouts": {"connect_ms": 2000}
+}
+EOF
+}
+
+declare -A EM_PID=() EM_LOG=()
+# em_start NODE NS: starts NODE's edgemesh in NS; waits until it is ready.
+em_start() {
+	local node=$1 i
+	IT_NS=$2
+	IT_EM_STARTS=$((IT_EM_STARTS + 1))
+	EM_LOG[$node]=$IT_TMP/edgemesh-$node-$IT_EM_STARTS.log
+	it_bgpid "${EM_LOG[$node]}" "${EM_LOG[$node]}" "$EDGEMESH" -c "$IT_TMP/$node.json"
+	EM_PID[$node]=$IT_BGPID
+	IT_PIDS+=("$IT_BGPID")
+	for i in $(seq 200); do
+		kill -0 "${EM_PID[$node]}" 2>/dev/null ||
+			{ cat "${EM_LOG[$node]}"; it_die "edgemesh $node exited during start"; }
+		[ -S "$IT_TMP/$node.sock" ] && grep -q 'main: ready' "${EM_LOG[$node]}" && return 0
+		sleep 0.05
+	done
+	cat "${EM_LOG[$node]}"
+	it_die "edgemesh $node did not become ready within 10 s"
+}
+
+em_apply() {
+	printf '%s\n' "$2" | timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" apply -f - >/dev/null ||
+		it_die "meshctl apply on $1 failed"
+}
+
+node_obj() {
+	cat <<EOF
+{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "$1", "resourceVersion": "1"},
+ "spec": {}, "status": {"addresses": [{"type": "InternalIP", "address": "$2"}]}}
+EOF
+}
+
+# ep_obj NS NAME PORT IP@NODE...
+ep_obj() {
+	local ns=$1 name=$2 port=$3 a addrs="" sep=""
+	shift 3
+	for a in "$@"; do
+		addrs+="$sep{\"ip\": \"${a%@*}\", \"nodeName\": \"${a#*@}\"}"
+		sep=", "
+	done
+	cat <<EOF
+{"apiVersion": "v1", "kind": "Endpoints",
+ "metadata": {"name": "$name", "namespace": "$ns", "resourceVersion": "1"},
+ "subsets": [{"addresses": [$addrs], "ports": [{"name": "p", "port": $port, "protocol": "TCP"}]}]}
+EOF
+}
+
+MANIFESTS=$(it_list \
+	"$(node_obj node-a $IPA)" "$(node_obj node-b $IPB)" \
+	"$(it_svc default echo 10.96.0.7 7 7007)" \
+	"$(ep_obj default echo 7007 $IPB@node-b)" \
+	"$(it_svc default web 10.96.0.80 80 8080)" \
+	"$(ep_obj default web 8080 127.0.0.21@node-b 127.0.0.22@node-b)" \
+	"$(it_svc default mix 10.96.0.81 80 8081)" \
+	"$(ep_obj default mix 8081 127.0.0.11@node-a 127.0.0.12@node-b)")
+
+em_conf node-a $IPA "$KEY"
+em_conf node-b $IPB "$KEY"
+em_start node-a "$NSA"
+em_start node-b "$NSB"
+em_apply node-a "$MANIFESTS"
+em_apply node-b "$MANIFESTS"
+PIDA=${EM_PID[node-a]}
+
+IT_NS=$NSB
+it_backend echo-b echo $IPB:7007
+it_backend web-b http 127.0.0.21:8080 127.0.0.22:8080
+it_backend mix-b http 127.0.0.12:8081
+IT_NS=$NSA
+# Listener 1 answers "backend-1": A's endpoint tells itself from B's.
+it_backend mix-a http 127.0.0.10:8081 127.0.0.11:8081
+
+ina() { ip netns exec "$NSA" "$@"; }
+
+echo_once() {
+	[ "$(printf 'across the tunnel\n' | timeout 5 ip netns exec "$NSA" socat -t 3 - TCP:10.96.0.7:7 2>/dev/null)" = "across the tunnel" ]
+}
+
+# -- TCP echo across the tunnel
+if it_wait 10 echo_once; then
+	it_ok "TCP echo from A through the cluster IP reaches B's backend"
+else
+	it_die "TCP echo across the tunnel: $(tail -n 5 "${EM_LOG[node-a]}")"
+fi
+it_check "A logged the tunnel to node-b up" grep -q "tunnel to node-b ($IPB:20006) up" "${EM_LOG[node-a]}"
+it_check "B logged the tunnel from node-a up" grep -q "tunnel from node-a ($IPA:[0-9]*) up" "${EM_LOG[node-b]}"
+
+# -- HTTP keep-alive across the tunnel, balanced over B's two endpoints
+it_urls 10 "http://10.96.0.80/" | sed 's/^/url = /' >"$IT_TMP/web.urls"
+ina timeout 20 curl -sS --max-time 15 -K "$IT_TMP/web.urls" >"$IT_TMP/web.out" 2>"$IT_TMP/web.err"
+counts=$(it_count_backends "$IT_TMP/web.out")
+it_check "10 HTTP requests across the tunnel, 5 per endpoint on B ($counts)" \
+	[ "$counts" = "backend-0=5 backend-1=5 " ]
+
+# -- one service, endpoints on both nodes: per-request balancing mixes them
+it_urls 20 "http://10.96.0.81/" | sed 's/^/url = /' >"$IT_TMP/mix.urls"
+ina timeout 20 curl -sS --max-time 15 -K "$IT_TMP/mix.urls" -w '%{num_connects}\n' \
+	>"$IT_TMP/mix.out" 2>"$IT_TMP/mix.err"
+counts=$(it_count_backends "$IT_TMP/mix.out")
+conns=$(grep -E '^[0-9]+$' "$IT_TMP/mix.out" | awk '{s+=$1} END {print s+0}')
+it_check "20 keep-alive requests alternate between A's endpoint and B's ($counts, $conns client connection)" \
+	[ "$counts" = "backend-0=10 backend-1=10 " -a "$conns" = 1 ]
+
+# -- 1,000 concurrent streams on one tunnel (one worker on each side)
+res=$(ina timeout 60 "$EMLOAD" -m pingpong -a 10.96.0.7:7 -c 1000 -d 3 -s 100 -t 1 \
+	2>"$IT_TMP/emload1000.err" | tail -n 1)
+it_log "1000 streams: $res"
+if [[ $res =~ ops=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 2000 ] && [[ $res =~ errors=0( |$) ]]; then
+	it_ok "1000 concurrent streams, every response equal to its request"
+else
+	it_fail "1000 concurrent streams: $res $(head -c 300 "$IT_TMP/emload1000.err")"
+fi
+it_check "still one tunnel A -> B (one 'up' line on each side)" \
+	[ "$(grep -c 'tunnel to node-b' "${EM_LOG[node-a]}")" = 1 -a \
+	"$(grep -c 'tunnel from node-a' "${EM_LOG[node-b]}")" = 1 ]
+
+# -- 10 MB both ways
+out=$(ina timeout 60 python3 "$ECHO_PY" 10.96.0.7 7 10485760 2>&1)
+it_check "10 MB sent and echoed back intact across the tunnel ($out)" [ "$out" = "ok 10485760" ]
+
+# -- 5% loss on the link, both directions
+ip netns exec "$NSA" iptables -A INPUT -i "$VA" -m statistic --mode random --probability 0.05 -j DROP &&
+	ip netns exec "$NSB" iptables -A INPUT -i "$VB" -m statistic --mode random --probability 0.05 -j DROP ||
+	it_die "iptables loss rules"
+out=$(ina timeout 120 python3 "$ECHO_PY" 10.96.0.7 7 4194304 2>&1)
+it_check "4 MB both ways intact with 5% packet loss ($out)" [ "$out" = "ok 4194304" ]
+res=$(ina timeout 60 "$EMLOAD" -m pingpong -a 10.96.0.7:7 -c 50 -d 3 -s 1000 -t 1 \
+	2>"$IT_TMP/emloadloss.err" | tail -n 1)
+it_check "50 streams ping-pong with 5% loss, no error ($res)" eval '[[ $res =~ errors=0( |$) ]]'
+ip netns exec "$NSA" iptables -D INPUT -i "$VA" -m statistic --mode random --probability 0.05 -j DROP
+ip netns exec "$NSB" iptables -D INPUT -i "$VB" -m statistic --mode random --probability 0.05 -j DROP
+
+# -- kill -9 of B: fast failures, no descriptor leak, recovery
+fail_fast() {
+	local t0 ms out
+	t0=$(date +%s%N)
+	out=$(printf 'x\n' | timeout 10 ip netns exec "$NSA" socat -t 5 - TCP:10.96.0.7:7 2>/dev/null)
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	FAST_MS=$ms
+	[ -z "$out" ] && [ "$ms" -lt 2000 ]
+}
+kill -KILL "${EM_PID[node-b]}"
+wait "${EM_PID[node-b]}" 2>/dev/null
+it_forget_pid "${EM_PID[node-b]}"
+sleep 0.3
+fail_fast # the first failure may open descriptors that stay (log, lists)
+fd0=$(ls /proc/$PIDA/fd | wc -l)
+worst=0 bad=0
+for i in $(seq 20); do
+	fail_fast || bad=$((bad + 1))
+	[ "$FAST_MS" -gt "$worst" ] && worst=$FAST_MS
+done
+fd1=$(ls /proc/$PIDA/fd | wc -l)
+it_check "B killed: 20 clients of A failed fast, no data, no hang (worst ${worst} ms, $bad slow or answered)" [ "$bad" = 0 ]
+it_check "A's descriptors do not grow over the failures ($fd0 -> $fd1)" [ "$fd1" -le "$fd0" ]
+t0=$(date +%s)
+em_start node-b "$NSB"
+if it_wait 15 echo_once; then
+	it_ok "tunnel back after B restarted ($(($(date +%s) - t0)) s), echo works again"
+else
+	it_fail "tunnel not back 15 s after B restarted: $(tail -n 5 "${EM_LOG[node-a]}")"
+fi
+
+# -- wrong cluster key on B
+it_stop "${EM_PID[node-b]}" TERM 10
+em_conf node-b $IPB "not-the-$KEY"
+em_start node-b "$NSB"
+sleep 0.3
+bad=0 worst=0
+for i in $(seq 5); do
+	fail_fast || bad=$((bad + 1))
+	[ "$FAST_MS" -gt "$worst" ] && worst=$FAST_MS
+	sleep 0.3
+done
+it_check "wrong key: clients of A fail fast (worst ${worst} ms, $bad slow or answered)" [ "$bad" = 0 ]
+if it_wait 5 grep -Eq "tunnel from .*\($IPA:[0-9]+\).*refused: auth_failed" "${EM_LOG[node-b]}"; then
+	it_ok "B logged the refusal with A's address: $(grep -E 'refused: auth_failed' "${EM_LOG[node-b]}" | head -n 1 | cut -c1-160)"
+else
+	it_fail "B did not log the refused handshake: $(grep tunnel "${EM_LOG[node-b]}" | tail -n 3)"
+fi
+it_check "A logged the refusal too" grep -q "tunnel to node-b.*auth_failed" "${EM_LOG[node-a]}"
+it_check "A is still alive" kill -0 "$PIDA"
+
+it_done
