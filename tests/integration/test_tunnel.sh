@@ -12,7 +12,8 @@
 #     available on these kernels: loss comes from iptables' statistic match,
 #     and there is no delay test);
 #   - kill -9 of B's edgemesh: A's clients fail fast, A's fd count does not
-#     grow over repeated failures, the tunnel comes back when B restarts;
+#     grow over repeated failures, HTTP gets 502, the tunnel comes back when
+#     B restarts;
 #   - a wrong cluster key on B: refused with a log line naming A's address,
 #     clients fail fast.
 . "$(dirname "$0")/lib.sh"
@@ -215,6 +216,11 @@ for i in $(seq 20); do
 	fail_fast || bad=$((bad + 1))
 	[ "$FAST_MS" -gt "$worst" ] && worst=$FAST_MS
 done
+t0=$(date +%s%N)
+code=$(ina curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://10.96.0.80/ 2>/dev/null)
+ms=$((($(date +%s%N) - t0) / 1000000))
+it_check "B killed: an HTTP request to B's service gets 502 at once (got $code in $ms ms)" \
+	[ "$code" = 502 -a "$ms" -lt 2000 ]
 fd1=$(ls /proc/$PIDA/fd | wc -l)
 it_check "B killed: 20 clients of A failed fast, no data, no hang (worst ${worst} ms, $bad slow or answered)" [ "$bad" = 0 ]
 it_check "A's descriptors do not grow over the failures ($fd0 -> $fd1)" [ "$fd1" -le "$fd0" ]
