@@ -497,6 +497,8 @@ static void on_connect(struct em_worker *w, struct em_sock *u, int res)
 
 void em_proxy_cqe(struct em_worker *w, struct em_sock *s, enum em_op op, int res, uint32_t cflags)
 {
+	if (op == EM_OP_RECV && (cflags & IORING_CQE_F_BUFFER))
+		w->n_bufs_held++;
 	if (op != EM_OP_RECV || !(cflags & IORING_CQE_F_MORE)) {
 		s->inflight--;
 		if (op == EM_OP_RECV)

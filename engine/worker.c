@@ -101,6 +101,7 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e)
 
 void em_worker_buf_put(struct em_worker *w, uint16_t bid)
 {
+	w->n_bufs_held--;
 	io_uring_buf_ring_add(w->br, em_worker_buf(w, bid), EM_BUF_SIZE, bid,
 	                      io_uring_buf_ring_mask(EM_BUF_COUNT), 0);
 	io_uring_buf_ring_advance(w->br, 1);
@@ -298,6 +299,9 @@ static int setup_ring(struct em_worker *w)
 		p.cq_entries = 16384;
 		rc = io_uring_queue_init_params(4096, &w->ring, &p);
 		if (rc == 0) {
+			/* Spares io_uring_enter the file lookup and its shared
+			 * refcount on every loop turn; optional (5.18+). */
+			io_uring_register_ring_fd(&w->ring);
 			if (w->id == 0)
 				w->eng->ring_flags = tries[i];
 			return 0;

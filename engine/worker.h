@@ -180,6 +180,9 @@ struct em_worker {
 	uint64_t drain_deadline_ms;
 	/* counters, read only at exit and by tests */
 	uint64_t n_accepted, n_connect_fail, n_no_endpoint, n_nobufs, n_requests;
+	/* Ring buffers of group EM_BGID held by userspace (queued or being
+	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
+	uint32_t n_bufs_held;
 };
 
 struct em_engine {
