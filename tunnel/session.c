@@ -45,6 +45,7 @@ struct stream {
 	uint32_t unconsumed;
 	uint32_t pending_update;
 	uint64_t last_update_ms;
+	uint64_t opened_ms;
 };
 
 struct ring {
@@ -206,7 +207,7 @@ static struct stream *stream_new(struct em_tunnel_session *s, uint32_t id, bool 
 	st->send_credit = s->peer_window;
 	st->recv_window = s->conf.initial_window;
 	st->recv_credit = s->conf.initial_window;
-	st->last_update_ms = s->now;
+	st->last_update_ms = st->opened_ms = s->now;
 	s->idx[find_pos(s, id)] = slot + 1;
 	s->granted_total += st->recv_window;
 	if (remote)
@@ -728,7 +729,11 @@ static void on_rst(struct em_tunnel_session *s, const struct em_frame *f)
 		return;
 	}
 	s->st.resets_in++;
-	if ((st->flags & ST_REMOTE_OPENED) &&
+	/* Open-then-reset churn is what costs the receiver (a connect per OPEN
+	 * with no use): only streams reset within EM_TUNNEL_CHURN_MS of their
+	 * OPEN count, so a client closing many long-lived streams at once is
+	 * no flood. */
+	if ((st->flags & ST_REMOTE_OPENED) && s->now - st->opened_ms < EM_TUNNEL_CHURN_MS &&
 	    over(s, &s->cnt_resets, s->conf.max_resets, EM_REASON_RESET_FLOOD, "reset flood"))
 		return;
 	struct em_tunnel_event ev = {.type = EM_TUNNEL_EV_RESET,

@@ -24,6 +24,9 @@
 
 #include "proto/frame.h"
 
+/* A peer-opened stream reset within this time of its OPEN counts as churn. */
+#define EM_TUNNEL_CHURN_MS 1000u
+
 struct em_tunnel_session;
 
 enum em_tunnel_role {
@@ -102,7 +105,8 @@ struct em_tunnel_conf {
 	uint32_t max_pings;          /* PINGs from the peer per interval [30] */
 	uint32_t max_window_updates; /* WINDOW_UPDATEs per interval [20000] */
 	uint32_t max_empty_data;     /* DATA without bytes nor FIN per interval [100] */
-	uint32_t max_resets;         /* peer RST of live streams per interval [500] */
+	uint32_t max_resets;         /* peer RSTs of streams it opened less than
+	                                EM_TUNNEL_CHURN_MS before, per interval [500] */
 	uint32_t handshake_ms;       /* HELLO+AUTH must complete within [10000] */
 	uint32_t keepalive_ms;       /* PING after this long without input [10000] */
 	uint32_t dead_ms;            /* peer dead after this long silent [30000] */

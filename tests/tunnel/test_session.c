@@ -493,6 +493,24 @@ Test(session, ping_flood_closes_tunnel)
 	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_pings, 1);
 }
 
+Test(session, closing_many_long_lived_streams_is_no_flood)
+{
+	B->conf.max_resets = 50;
+	connect_pair(A, B);
+	struct em_frame r = {.type = EM_FRAME_RST};
+	r.u.rst.reason = EM_REASON_CANCEL;
+	for (uint32_t i = 0; i < 60; i++)
+		inject_open(B, 1 + 2 * i);
+	now += 2 * EM_TUNNEL_CHURN_MS;
+	for (uint32_t i = 0; i < 60; i++) {
+		r.stream_id = 1 + 2 * i;
+		inject(B, &r);
+	}
+	cr_assert(!B->closed, "60 streams reset after living 2 s are not churn");
+	cr_assert_eq(em_tunnel_session_streams(B->s), 0);
+	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_resets, 0);
+}
+
 Test(session, rapid_reset_closes_tunnel)
 {
 	B->conf.max_resets = 50;
