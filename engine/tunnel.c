@@ -19,7 +19,20 @@
  * WINDOW_UPDATE releasing them. Tunnel buffers go back right after input. */
 #define TUN_BGID      1
 #define TUN_BUF_COUNT 64u
-#define TUN_BUF_SIZE  32768u
+#define TUN_BUF_SIZE  65536u
+/* Bulk DATA is queued on the local socket straight from the tunnel buffer it
+ * arrived in (no copy); the buffer returns to the ring once every such slice
+ * was sent. Only up to TUN_HOLD_MAX buffers are held at a time, so slow
+ * readers can never starve the tunnel's recv (which carries the window
+ * updates freeing them): past that, and for small slices, DATA is copied. */
+#define TUN_HOLD_MAX (TUN_BUF_COUNT / 2)
+#define TUN_REFS     8u
+#define TUN_REF_MIN  4096u
+/* Session send ring: room for several large output slices, so that one
+ * bulk stream keeps a send in flight while the next slice fills. */
+#define TUN_SEND_RING (1024u * 1024)
+/* Free send ring bytes below which blocked streams wait for the next send. */
+#define TUN_RING_ROOM 4096u
 
 /* DATA is copied into chunks of two sizes: request/response traffic is small,
  * bulk arrives in ring-buffer-sized pieces. Free lists are capped so an
@@ -37,6 +50,20 @@ struct tchunk {
 	uint32_t cap;
 	uint32_t pad_;
 	char data[];
+};
+
+/* A slice of a held tunnel buffer queued on a socket. */
+struct tref {
+	struct em_tstream *ts; /* NULL: free record */
+	uint32_t gen;
+	uint32_t off;
+	uint32_t len;
+};
+
+struct tbufhold {
+	uint16_t refs;
+	bool held; /* input is done with it: back to the ring at refs 0 */
+	struct tref r[TUN_REFS];
 };
 
 enum { TP_DOWN = 0, TP_DIALING, TP_UP };
@@ -67,7 +94,7 @@ struct em_tconn {
 	struct em_dlist node;    /* tun->conns */
 	struct em_dlist dnode;   /* tun->dirty */
 	struct em_dlist streams; /* every attached stream */
-	struct em_dlist blocked; /* streams with bytes waiting for window */
+	struct em_dlist blocked; /* streams with bytes waiting for send ring room */
 	struct em_worker *w;
 	struct tpeer *tp; /* dialled: its peer; accepted: NULL */
 	struct em_tunnel_session *sess;
@@ -116,6 +143,9 @@ struct em_tun_worker {
 	struct io_uring_buf_ring *br;
 	char *bufs;
 	size_t br_bytes;
+	struct tbufhold hold[TUN_BUF_COUNT];
+	uint32_t n_held;  /* buffers with refs */
+	uint32_t cur_bid; /* buffer being parsed by input(), or UINT32_MAX */
 };
 
 /* ---- pure logic ---- */
@@ -151,6 +181,7 @@ int em_tun_worker_init(struct em_worker *w)
 	em_dlist_init(&t->peers);
 	em_dlist_init(&t->conns);
 	em_dlist_init(&t->dirty);
+	t->cur_bid = UINT32_MAX;
 	t->rng = em_now_ns() ^ (0x9e3779b97f4a7c15ULL * (w->id + 1));
 	if (!t->rng)
 		t->rng = 1;
@@ -317,10 +348,78 @@ static void mark_dirty(struct em_worker *w, struct em_tconn *tc)
 	}
 }
 
+/* A held slice was sent or dropped: its window goes back, and the buffer
+ * to the ring when it was the last slice of a buffer input is done with. */
+static void ref_put(struct em_worker *w, const char *p)
+{
+	struct em_tun_worker *t = w->tun;
+	size_t at = (size_t)(p - t->bufs);
+	uint16_t bid = (uint16_t)(at / TUN_BUF_SIZE);
+	uint32_t off = (uint32_t)(at % TUN_BUF_SIZE);
+	struct tbufhold *h = &t->hold[bid];
+	for (unsigned i = 0; i < TUN_REFS; i++) {
+		struct tref *r = &h->r[i];
+		if (!r->ts || r->off != off)
+			continue;
+		struct em_tstream *ts = r->ts;
+		if (ts->gen == r->gen && ts->tc && ts->id) {
+			em_tunnel_session_consume(ts->tc->sess, ts->id, r->len, w->now_ms);
+			mark_dirty(w, ts->tc);
+		}
+		r->ts = NULL;
+		if (--h->refs == 0) {
+			t->n_held--;
+			if (h->held) {
+				h->held = false;
+				tbuf_put(t, bid);
+			}
+		}
+		return;
+	}
+}
+
+/* Queues <d> (a slice of the buffer being parsed) on <s> without copying.
+ * Returns false when it must be copied instead. */
+static bool ref_enqueue(struct em_worker *w, struct em_tstream *ts, struct em_sock *s,
+                        struct em_slice d)
+{
+	struct em_tun_worker *t = w->tun;
+	if (d.len < TUN_REF_MIN || t->cur_bid == UINT32_MAX)
+		return false;
+	const char *b = tbuf(t, (uint16_t)t->cur_bid);
+	if (d.base < b || d.base + d.len > b + TUN_BUF_SIZE)
+		return false;
+	struct tbufhold *h = &t->hold[t->cur_bid];
+	if (h->refs == 0 && t->n_held >= TUN_HOLD_MAX)
+		return false;
+	struct tref *r = NULL;
+	for (unsigned i = 0; i < TUN_REFS && !r; i++)
+		if (!h->r[i].ts)
+			r = &h->r[i];
+	if (!r)
+		return false;
+	uint16_t e = em_worker_static_get(w, d.base, false);
+	if (e == EM_Q_NONE)
+		return false;
+	w->st_owned[e - EM_BUF_COUNT] = EM_ST_TCHUNK;
+	r->ts = ts;
+	r->gen = ts->gen;
+	r->off = (uint32_t)(d.base - b);
+	r->len = (uint32_t)d.len;
+	if (h->refs++ == 0)
+		t->n_held++;
+	em_sock_enqueue(w, s, e, (uint32_t)d.len);
+	return true;
+}
+
 void em_tun_chunk_put(struct em_worker *w, const char *p)
 {
-	struct tchunk *c = (struct tchunk *)(void *)(p - offsetof(struct tchunk, data));
 	struct em_tun_worker *t = w->tun;
+	if (t->bufs && p >= t->bufs && p < t->bufs + (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE) {
+		ref_put(w, p);
+		return;
+	}
+	struct tchunk *c = (struct tchunk *)(void *)(p - offsetof(struct tchunk, data));
 	struct em_tstream *ts = c->ts;
 	if (ts && ts->gen == c->gen && ts->tc && ts->id) {
 		em_tunnel_session_consume(ts->tc->sess, ts->id, c->len, w->now_ms);
@@ -431,7 +530,13 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 			mark_dirty(w, tc);
 		if ((uint32_t)n < len) {
 			ts->p_off += (uint32_t)n;
-			if (!em_dlist_linked(&ts->bnode))
+			/* Out of window: the WINDOW event flushes it. Out of ring
+			 * room: the next send completion does, in turn. */
+			struct em_tunnel_stream_info si;
+			if (em_tunnel_session_stream_info(tc->sess, ts->id, &si) == 0 &&
+			    si.send_credit == 0)
+				em_dlist_del(&ts->bnode);
+			else if (!em_dlist_linked(&ts->bnode))
 				em_dlist_push_tail(&tc->blocked, &ts->bnode);
 			return;
 		}
@@ -709,6 +814,11 @@ static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 		em_tunnel_session_consume(tc->sess, id, d.len, w->now_ms);
 		return;
 	}
+	if (ref_enqueue(w, ts, s, d)) {
+		if (s->ts == ts)
+			touch(w, s);
+		return;
+	}
 	while (d.len) {
 		struct tchunk *c = chunk_get(w->tun, d.len);
 		uint16_t e = c ? em_worker_static_get(w, c->data, false) : EM_Q_NONE;
@@ -973,6 +1083,7 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	        .initial_window = cfg->tunnel.stream_window,
 	        .max_window = cfg->tunnel.stream_window_max,
 	        .tunnel_window = cfg->tunnel.window_cap,
+	        .send_buffer = TUN_SEND_RING,
 	        .keepalive_ms = cfg->tunnel.keepalive_ms,
 	        .dead_ms = cfg->tunnel.dead_after_ms,
 	};
@@ -1108,10 +1219,16 @@ static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t
 {
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
-		if (!(tc->flags & TC_DEAD))
-			em_tunnel_session_input(tc->sess, tbuf(w->tun, bid), (size_t)res,
-			                        w->now_ms);
-		tbuf_put(w->tun, bid);
+		struct em_tun_worker *t = w->tun;
+		if (!(tc->flags & TC_DEAD)) {
+			t->cur_bid = bid;
+			em_tunnel_session_input(tc->sess, tbuf(t, bid), (size_t)res, w->now_ms);
+			t->cur_bid = UINT32_MAX;
+		}
+		if (t->hold[bid].refs)
+			t->hold[bid].held = true;
+		else
+			tbuf_put(t, bid);
 		mark_dirty(w, tc);
 		if (!(tc->flags & TC_RECV) && !(tc->flags & TC_DEAD))
 			conn_arm_recv(w, tc);
@@ -1159,10 +1276,21 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 			break;
 		}
 		em_tunnel_session_output_advance(tc->sess, (size_t)res);
-		/* Ring space came back: bytes and opens that waited for it. */
-		for (struct em_dlist *n = tc->blocked.next, *next; n != &tc->blocked; n = next) {
-			next = n->next;
-			ts_flush(w, em_container_of(n, struct em_tstream, bnode));
+		/* Ring space came back: bytes and opens that waited for it, in
+		 * turn (a stream still blocked goes to the back), until the ring
+		 * is full again: with many streams blocked, a completion must not
+		 * walk them all for nothing. */
+		for (unsigned k = 0, nb = 0; k < 100000 && !em_dlist_empty(&tc->blocked); k++) {
+			uint32_t cq = 0, sq = 0;
+			em_tunnel_session_queued(tc->sess, &cq, &sq);
+			if (TUN_SEND_RING - sq < TUN_RING_ROOM || nb == 2)
+				break;
+			struct em_tstream *ts =
+			        em_container_of(tc->blocked.next, struct em_tstream, bnode);
+			em_dlist_del(&ts->bnode);
+			ts_flush(w, ts);
+			if (em_dlist_linked(&ts->bnode))
+				nb++; /* ring full (or nearly): the rest waits */
 		}
 		if (tc->tp && tc->tp->conn == tc && tc->tp->state == TP_UP &&
 		    !em_dlist_empty(&tc->tp->waitq))

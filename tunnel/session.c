@@ -18,7 +18,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 
-#define SEND_SLICE_MAX (64u * 1024)
+#define SEND_SLICE_MAX (256u * 1024)
 /* A GOAWAY always fits in the control ring: other frames leave this free. */
 #define GOAWAY_RESERVE (EM_FRAME_HEADER_LEN + 8 + EM_FRAME_MAX_TEXT)
 #define MIN_RTT_MS     1
