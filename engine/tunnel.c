@@ -111,6 +111,7 @@ enum {
 	TS_FIN_SENT = 1u << 1,
 	TS_REMOTE_FIN = 1u << 2,
 	TS_DEAD = 1u << 3, /* tunnel side gone; socketpair end drains */
+	TS_WAIT_SLOT = 1u << 4, /* waiting for a stream slot at the peer's limit */
 };
 
 struct em_tstream {
@@ -608,6 +609,20 @@ static void ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 	int n = em_tunnel_session_open(tc->sess, &tg, data, len, ts, &id);
 	if (n == -ENOBUFS)
 		return; /* stays waiting: retried when the send ring drains */
+	if (n == -EBUSY) {
+		/* At the stream limit: wait for streams to end (retried after sends
+		 * and on the tick), for at most the connect timeout, as a connect
+		 * to a busy endpoint would. */
+		if (ts->s && !(ts->flags & TS_WAIT_SLOT)) {
+			ts->flags |= TS_WAIT_SLOT;
+			em_sock_timer(w, ts->s, EM_T_IDLE, w->connect_ms);
+		}
+		return;
+	}
+	if ((ts->flags & TS_WAIT_SLOT) && ts->s) {
+		ts->flags &= ~TS_WAIT_SLOT;
+		em_sock_timer(w, ts->s, EM_T_IDLE, w->idle_ms);
+	}
 	em_dlist_del(&ts->node);
 	ts->tp = NULL;
 	if (n < 0) {
@@ -1343,6 +1358,9 @@ void em_tun_tick(struct em_worker *w)
 		}
 		if (!(tc->flags & TC_RECV))
 			conn_arm_recv(w, tc);
+		if (tc->tp && tc->tp->conn == tc && tc->tp->state == TP_UP &&
+		    !em_dlist_empty(&tc->tp->waitq))
+			open_waiting(w, tc);
 		if (w->now_ms >= tc->next_tick_ms) {
 			uint64_t d = em_tunnel_session_tick(tc->sess, w->now_ms);
 			tc->next_tick_ms = w->now_ms + d;

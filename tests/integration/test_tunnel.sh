@@ -46,7 +46,7 @@ ip -n "$NSA" addr add $IPA/24 dev "$VA" && ip -n "$NSA" link set "$VA" up &&
 link_up() { [ "$(ip -n "$NSA" -br link show "$VA" | awk '{print $2}')" = UP ]; }
 it_wait 5 link_up || it_die "veth link does not come up"
 
-# em_conf NODE IP KEY: writes $IT_TMP/NODE.json.
+# em_conf NODE IP KEY [MAX_STREAMS]: writes $IT_TMP/NODE.json.
 em_conf() {
 	cat >"$IT_TMP/$1.json" <<EOF
 {
@@ -58,7 +58,8 @@ em_conf() {
 	"log_level": "info",
 	"capture": {"enabled": true, "port": 15001},
 	"tunnel": {"listen": "$2:20006", "cluster_key": "$3", "keepalive_ms": 1000,
-		"dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
+		"dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000,
+		"max_streams": ${4:-1024}},
 	"timeouts": {"connect_ms": 2000}
 }
 EOF
@@ -251,5 +252,21 @@ else
 fi
 it_check "A logged the refusal too" grep -q "tunnel to node-b.*auth_failed" "${EM_LOG[node-a]}"
 it_check "A is still alive" kill -0 "$PIDA"
+
+# -- B accepts only 16 streams at once: A's excess streams wait for a slot
+# (up to connect_ms) instead of being refused. 100 short connections in
+# flight at a time, each a new stream.
+it_stop "${EM_PID[node-b]}" TERM 10
+em_conf node-b $IPB "$KEY" 16
+em_start node-b "$NSB"
+it_wait 15 echo_once || it_fail "tunnel not back after B's restart with max_streams 16"
+res=$(ina timeout 60 "$EMLOAD" -m connect -a 10.96.0.7:7 -c 100 -d 2 -s 100 -t 1 \
+	2>"$IT_TMP/emloadlimit.err" | tail -n 1)
+it_log "100 connections over 16 stream slots: $res"
+if [[ $res =~ ops=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 200 ] && [[ $res =~ errors=0( |$) ]]; then
+	it_ok "at the peer's stream limit new streams wait for a slot, none refused"
+else
+	it_fail "streams beyond the peer's limit: $res $(head -c 300 "$IT_TMP/emloadlimit.err")"
+fi
 
 it_done
