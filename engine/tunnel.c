@@ -34,6 +34,17 @@
 /* Free send ring bytes below which blocked streams wait for the next send. */
 #define TUN_RING_ROOM 4096u
 
+/* Endpoint sockets of peer-opened streams beyond the first TUN_MANY_STREAMS
+ * get a fixed kernel receive buffer. Their bytes leave only as fast as the
+ * tunnel window allows, and a thousand autotuned buffers (a megabyte or more
+ * each behind a fast backend) push the host past net.ipv4.tcp_mem's pressure
+ * mark, where the kernel clamps the receive window of every socket above its
+ * fair share to a few segments: the one tunnel socket carrying all streams
+ * is such a socket, and the whole tunnel crawls. A few streams keep
+ * autotuning (a fixed buffer costs one stream about a seventh). */
+#define TUN_MANY_STREAMS 16u
+#define TUN_MANY_RCVBUF  (128 * 1024)
+
 /* DATA is copied into chunks of two sizes: request/response traffic is small,
  * bulk arrives in ring-buffer-sized pieces. Free lists are capped so an
  * idle worker gives memory back. */
@@ -110,7 +121,7 @@ enum {
 	TS_LOCAL_EOF = 1u << 0,
 	TS_FIN_SENT = 1u << 1,
 	TS_REMOTE_FIN = 1u << 2,
-	TS_DEAD = 1u << 3, /* tunnel side gone; socketpair end drains */
+	TS_DEAD = 1u << 3,      /* tunnel side gone; socketpair end drains */
 	TS_WAIT_SLOT = 1u << 4, /* waiting for a stream slot at the peer's limit */
 };
 
@@ -915,6 +926,12 @@ static void serve_open(struct em_worker *w, struct em_tconn *tc, const struct em
 		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_UNREACHABLE,
 		                        "cannot connect to the endpoint");
 		return;
+	}
+	if (em_tunnel_session_streams(tc->sess) > TUN_MANY_STREAMS) {
+		/* Set before the connect is submitted, so the SYN already
+		 * carries the small window. */
+		int rb = TUN_MANY_RCVBUF;
+		setsockopt(u->fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof(rb));
 	}
 	ts->tc = tc;
 	ts->id = ev->stream_id;
