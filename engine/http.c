@@ -184,7 +184,7 @@ static struct em_sock *upstream_get(struct em_worker *w, const struct em_svc_por
 		em_http_unpool(w, u);
 		return u;
 	}
-	if (!ep->local)
+	if (em_proxy_via_tunnel(ep))
 		return em_tun_http_upstream(w, sp, ep);
 	struct em_sock *u = em_sock_alloc(w);
 	if (!u)

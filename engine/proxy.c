@@ -226,6 +226,14 @@ const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_so
 	return svc ? em_service_port(svc, lc->port, IPPROTO_TCP) : NULL;
 }
 
+bool em_proxy_via_tunnel(const struct em_endpoint *ep)
+{
+	if (ep->local)
+		return false;
+	const struct em_config *cfg = em_config_current();
+	return cfg && cfg->tunnel.cluster_key[0];
+}
+
 const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,
                                         const struct em_svc_port *sp, const struct em_addr *avoid)
 {
@@ -280,7 +288,7 @@ static void start_raw(struct em_worker *w, struct em_sock *c, uint32_t bid, uint
 {
 	const struct em_svc_port *sp = em_proxy_route(w, c);
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
-	if (ep && !ep->local) {
+	if (ep && em_proxy_via_tunnel(ep)) {
 		em_tun_start_raw(w, c, sp, ep, bid, len);
 		return;
 	}

@@ -264,6 +264,11 @@ bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char
 void em_sock_shutdown(struct em_worker *w, struct em_sock *s);
 void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);
 const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c);
+/* True when <ep> is reached through a tunnel to its node: it is on another
+ * node and tunnels are configured (a cluster key). Without a key the mesh
+ * runs without tunnels and every endpoint is dialed directly, as on a flat
+ * pod network. */
+bool em_proxy_via_tunnel(const struct em_endpoint *ep);
 const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,
                                         const struct em_svc_port *sp, const struct em_addr *avoid);
 int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep);

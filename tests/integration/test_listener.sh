@@ -101,6 +101,16 @@ it_apply "$(it_ep default empty 8080 $N.12)"
 body=$(curl -sS --max-time 10 http://$N.1:18081/ | tr -d '.')
 it_check "endpoints added later serve at once (got '$body')" [ "$body" = backend-1 ]
 
+# -- an endpoint on another node, no cluster key (tunnels not configured):
+# dialed directly, as on a flat pod network
+it_apply '{"apiVersion": "v1", "kind": "Endpoints",
+ "metadata": {"name": "empty", "namespace": "default", "resourceVersion": "2"},
+ "subsets": [{"addresses": [{"ip": "'$N.13'", "nodeName": "edge-node-9"}],
+ "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}]}]}'
+body=$(curl -sS --max-time 10 http://$N.1:18081/ | tr -d '.')
+it_check "without a cluster key an endpoint on another node is dialed directly (got '$body')" \
+	[ "$body" = backend-2 ]
+
 it_check "edgemesh still running" it_em_alive
 it_em_stop TERM
 it_check "SIGTERM: clean exit status 0 (got $IT_RC)" [ "$IT_RC" = 0 ]
