@@ -172,6 +172,8 @@ static bool append(char **buf, uint32_t *len, const char *src, uint32_t n)
 }
 
 static void head_from_copy(struct em_worker *w, struct em_sock *c);
+static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_port *sp,
+                                    const struct em_endpoint *ep);
 
 /* Takes an idle upstream of <ep> from the pool or connects a new one. */
 static struct em_sock *upstream_get(struct em_worker *w, const struct em_svc_port *sp,
@@ -182,8 +184,60 @@ static struct em_sock *upstream_get(struct em_worker *w, const struct em_svc_por
 	if (n) {
 		struct em_sock *u = em_container_of(n, struct em_sock, pnode);
 		em_http_unpool(w, u);
+		if (!(u->flags & EM_SF_TPAIR) && !u->ts)
+			u->flags |= EM_SF_REPLAY;
 		return u;
 	}
+	return upstream_new(w, sp, ep);
+}
+
+bool em_http_replay(struct em_worker *w, struct em_sock *u)
+{
+	struct em_http *h = u->http;
+	struct em_sock *c = u->peer;
+	if (!(u->flags & EM_SF_REPLAY) || !h || !c || h->up != u || h->resp_head || h->rlen)
+		return false;
+	const struct em_svc_port *sp = em_proxy_route(w, c);
+	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
+	struct em_sock *n = ep ? upstream_new(w, sp, ep) : NULL;
+	if (!n)
+		return false;
+	u->http = NULL;
+	u->peer = NULL;
+	h->up = n;
+	n->http = h;
+	c->peer = n;
+	n->peer = c;
+	/* Kept entries went out whole or in part: all is sent again from the
+	 * start, then what was still queued. */
+	uint16_t e = u->k_first, k = u->k_len;
+	u->k_len = 0;
+	u->flags &= ~EM_SF_REPLAY;
+	while (k--) {
+		uint16_t next = w->q_next[e];
+		em_sock_enqueue(w, n, e, w->q_bytes[e]);
+		e = next;
+	}
+	e = u->q_first;
+	k = u->q_len;
+	u->q_len = 0;
+	u->q_first = u->q_last = EM_Q_NONE;
+	u->q_off = 0;
+	while (k--) {
+		uint16_t next = w->q_next[e];
+		em_sock_enqueue(w, n, e, w->q_bytes[e]);
+		e = next;
+	}
+	em_sock_close(w, u, true);
+	if (n->state == EM_SK_OPEN && !(n->flags & EM_SF_RECV_ARMED))
+		em_sock_maybe_rearm(w, n);
+	return true;
+}
+
+/* Connects a new upstream to <ep>. */
+static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_port *sp,
+                                    const struct em_endpoint *ep)
+{
 	if (em_proxy_via_tunnel(ep))
 		return em_tun_http_upstream(w, sp, ep);
 	struct em_sock *u = em_sock_alloc(w);
@@ -432,6 +486,8 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 	struct em_sock *c = u->peer;
 	char *own = NULL; /* assembled head copy, when bid is FROM_COPY */
 	uint32_t off = 0, fwd;
+	if (u->flags & EM_SF_REPLAY)
+		em_sock_kept_drop(w, u); /* the backend answers: no replay */
 	if (!h->resp_head) {
 		int rc;
 		if (h->rlen == 0) {

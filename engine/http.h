@@ -39,6 +39,15 @@ bool em_http_idle(const struct em_sock *c);
 /* Releases <s>'s HTTP state (the client owns it; an upstream only refers). */
 void em_http_free(struct em_worker *w, struct em_sock *s);
 
+/* Upstream <u> (EM_SF_REPLAY: reused from the pool, no response byte yet)
+ * failed: its backend had closed the idle connection as the request went
+ * out. Moves the whole request (entries kept by the sends, then the queue)
+ * to a new connection to an endpoint picked again, closes <u> and returns
+ * true; false when no new upstream could be had (the caller fails as
+ * before). The new connection is never reused, so a request is replayed
+ * at most once, and its connect keeps the client's refused-retry budget. */
+bool em_http_replay(struct em_worker *w, struct em_sock *u);
+
 /* Takes pooled upstream <u> out of its endpoint's pool. */
 void em_http_unpool(struct em_worker *w, struct em_sock *u);
 

@@ -29,6 +29,27 @@ static void queue_drop(struct em_worker *w, struct em_sock *s)
 	}
 	s->q_first = s->q_last = EM_Q_NONE;
 	s->q_off = 0;
+	em_sock_kept_drop(w, s);
+}
+
+void em_sock_kept_drop(struct em_worker *w, struct em_sock *s)
+{
+	s->flags &= ~EM_SF_REPLAY;
+	while (s->k_len) {
+		uint16_t e = s->k_first;
+		s->k_first = w->q_next[e];
+		s->k_len--;
+		em_worker_entry_put(w, e);
+	}
+}
+
+/* A request on a reused upstream failed before any response byte: a new
+ * connection gets it again, once. True when that replay took over. */
+static bool try_replay(struct em_worker *w, struct em_sock *s)
+{
+	if (!(s->flags & EM_SF_REPLAY) || (s->flags & EM_SF_CLIENT) || !s->http || !s->peer)
+		return false;
+	return em_http_replay(w, s);
 }
 
 static void sock_finalize(struct em_worker *w, struct em_sock *s)
@@ -419,6 +440,8 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 		return;
 	}
 	if (res == 0) {
+		if (try_replay(w, s))
+			return;
 		s->flags |= EM_SF_RD_EOF;
 		if (s->ts) {
 			em_tun_sock_eof(w, s);
@@ -442,12 +465,16 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 			em_sock_shutdown(w, dst);
 		return;
 	}
+	if (try_replay(w, s))
+		return;
 	em_conn_close(w, s, true);
 }
 
 static void on_send(struct em_worker *w, struct em_sock *s, int res)
 {
 	if (res < 0) {
+		if (try_replay(w, s))
+			return;
 		em_conn_close(w, s, true);
 		return;
 	}
@@ -458,7 +485,18 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 		if (--s->q_len == 0)
 			s->q_first = s->q_last = EM_Q_NONE;
 		s->q_off = 0;
-		em_worker_entry_put(w, e);
+		if ((s->flags & EM_SF_REPLAY) && s->k_len < EM_REPLAY_KEEP) {
+			/* q_bytes[e] stays: the replay sends the entry whole. */
+			w->q_next[e] = EM_Q_NONE;
+			if (s->k_len++)
+				w->q_next[s->k_last] = e;
+			else
+				s->k_first = e;
+			s->k_last = e;
+		} else {
+			em_sock_kept_drop(w, s);
+			em_worker_entry_put(w, e);
+		}
 	}
 	conn_touch(w, s);
 	em_sock_send_next(w, s);

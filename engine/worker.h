@@ -90,7 +90,15 @@ enum {
 	EM_SF_CLOSE_AFTER = 1u << 10, /* close once the queue is sent */
 	EM_SF_CAPTURED = 1u << 11,    /* client came through the capture port */
 	EM_SF_TPAIR = 1u << 12,       /* socketpair end bridging an HTTP upstream to a stream */
+	/* HTTP upstream reused from the pool with nothing of the response seen
+	 * yet: the keep-alive close of the backend may have raced the request,
+	 * so sent entries are kept (k_*) to replay it on a new connection. */
+	EM_SF_REPLAY = 1u << 13,
 };
+
+/* Entries kept for a replay at most; a request longer than that is sent
+ * without a safety net (its start is released). */
+#define EM_REPLAY_KEEP 4u
 
 /* st_owned kinds of a static entry. */
 enum { EM_ST_BORROWED = 0, EM_ST_MALLOC = 1, EM_ST_TCHUNK = 2 };
@@ -119,6 +127,7 @@ struct em_sock {
 	uint16_t inflight;
 	uint16_t q_first, q_last, q_len; /* entries queued for sending on this socket */
 	uint32_t q_off;                  /* bytes of the first entry already sent */
+	uint16_t k_first, k_last, k_len; /* sent entries kept while EM_SF_REPLAY */
 	uint16_t listener;               /* client: index in eng->lconf, UINT16_MAX = capture */
 	uint8_t retries;
 	uint8_t family;
@@ -260,6 +269,8 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s);
 void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len);
 bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char *p, uint32_t len,
                             bool owned);
+/* Clears EM_SF_REPLAY of <s> and releases the entries it kept. */
+void em_sock_kept_drop(struct em_worker *w, struct em_sock *s);
 /* Submits shutdown(SHUT_WR) of <s>. */
 void em_sock_shutdown(struct em_worker *w, struct em_sock *s);
 void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);

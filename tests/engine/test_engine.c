@@ -19,7 +19,11 @@
 
 /* Backends ------------------------------------------------------------- */
 
-enum { B_ECHO, B_HTTP, B_SOURCE };
+/* B_ONESHOT: HTTP, answers one request per connection (with keep-alive
+ * headers) and then closes it as a backend whose keep-alive timeout fires:
+ * at once, on the next request after reading it (FIN), or on the next
+ * request without reading it (RST). */
+enum { B_ECHO, B_HTTP, B_SOURCE, B_ONESHOT };
 
 struct backend {
 	int lfd;
@@ -27,6 +31,7 @@ struct backend {
 	int id;
 	atomic_int requests;
 	atomic_llong sent; /* B_SOURCE: bytes written so far */
+	atomic_int conns;  /* connections accepted */
 	pthread_t thr;
 };
 
@@ -115,6 +120,15 @@ static void *bconn_main(void *arg)
 		                  "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bl, body);
 		if (write(fd, resp, (size_t)rl) != rl)
 			break;
+		if (b->mode == B_ONESHOT) {
+			int k = atomic_fetch_add(&b->conns, 1) % 3;
+			struct pollfd pfd = {.fd = fd, .events = POLLIN};
+			if (k > 0 && have == 0)
+				poll(&pfd, 1, 2000);
+			if (k == 1)
+				(void)!read(fd, buf, sizeof(buf));
+			break;
+		}
 	}
 out:
 	close(fd);
@@ -457,6 +471,34 @@ Test(engine, http_refused_502)
 	write_all(fd, req, strlen(req));
 	char body[256];
 	cr_assert_eq(read_response(fd, body, sizeof(body)), 502);
+	close(fd);
+	engine_down();
+}
+
+Test(engine, http_reused_upstream_closed_replays)
+{
+	/* Every request after the first on a pooled upstream meets a backend
+	 * that already closed it: each must be replayed on a new connection,
+	 * never answered 502. */
+	struct backend *b = backend_start("127.0.0.1", 0, B_ONESHOT, 7);
+	const char *ips[] = {"127.0.0.1"};
+	publish_table(ips, 1, backend_port(b), NULL);
+	uint16_t lp = free_port("127.0.0.1");
+	engine_up("127.0.0.1", lp);
+	int fd = client("127.0.0.1", lp);
+	char body[256];
+	for (int i = 0; i < 20; i++) {
+		const char *req =
+		        i % 2 ? "POST /p HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello"
+		              : "GET /g HTTP/1.1\r\nHost: web\r\n\r\n";
+		write_all(fd, req, strlen(req));
+		cr_assert_eq(read_response(fd, body, sizeof(body)), 200, "request %d: %s", i, body);
+		cr_assert_eq(strncmp(body, i % 2 ? "id=7 len=5 sum=532" : "id=7 len=0 sum=0", 16),
+		             0, "request %d: %s", i, body);
+		if (i % 4 == 3)
+			usleep(2000); /* sometimes the close reaches the pool first */
+	}
+	cr_assert_eq(atomic_load(&b->requests), 20);
 	close(fd);
 	engine_down();
 }
