@@ -18,23 +18,29 @@ static int parse_port(const char *s, uint16_t *out)
 	return 0;
 }
 
-static int parse_ip(const char *s, size_t n, struct em_addr *out)
+int em_ip_parse(const char *s, size_t n, int family, struct em_addr *out)
 {
 	char buf[INET6_ADDRSTRLEN + 1];
+	memset(out, 0, sizeof(*out));
 	if (n == 0 || n >= sizeof(buf))
 		return -EINVAL;
 	memcpy(buf, s, n);
 	buf[n] = 0;
-	memset(out->b, 0, sizeof(out->b));
-	if (inet_pton(AF_INET, buf, &out->v4) == 1) {
+	if ((family == 0 || family == AF_INET) && inet_pton(AF_INET, buf, &out->v4) == 1) {
 		out->family = AF_INET;
 		return 0;
 	}
-	if (inet_pton(AF_INET6, buf, &out->v6) == 1) {
+	if ((family == 0 || family == AF_INET6) && inet_pton(AF_INET6, buf, &out->v6) == 1) {
 		out->family = AF_INET6;
 		return 0;
 	}
+	memset(out, 0, sizeof(*out));
 	return -EINVAL;
+}
+
+static int parse_ip(const char *s, size_t n, struct em_addr *out)
+{
+	return em_ip_parse(s, n, 0, out);
 }
 
 int em_addr_parse(const char *s, bool need_port, struct em_addr *out)

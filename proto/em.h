@@ -55,6 +55,11 @@ struct em_addr {
  * <need_port> a port is required. Returns 0 or -EINVAL. */
 int em_addr_parse(const char *s, bool need_port, struct em_addr *out);
 
+/* Parses a bare IP address of <n> bytes at <s> (no port, no zone) of
+ * <family> (AF_INET, AF_INET6, or 0 for either) into <out>, port 0. Returns 0
+ * or -EINVAL with <out> zeroed. */
+int em_ip_parse(const char *s, size_t n, int family, struct em_addr *out);
+
 /* Formats <a> as "ip" (with_port false) or "ip:port" / "[ip]:port" into <buf>
  * (at least EM_ADDR_STRLEN bytes). Returns <buf>. */
 #define EM_ADDR_STRLEN 56

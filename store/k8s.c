@@ -4,7 +4,6 @@
  * a mistyped port or address is refused with the JSON path that is wrong. */
 #include "store/k8s.h"
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -393,17 +392,7 @@ static int get_protocol(struct dec *d, const cJSON *parent, uint8_t *out)
 /* A bare IP address (no port, no zone). <family> 0 accepts either. */
 static int parse_ip(const char *s, int family, struct em_addr *out)
 {
-	memset(out, 0, sizeof(*out));
-	if ((family == 0 || family == AF_INET) && inet_pton(AF_INET, s, &out->v4) == 1) {
-		out->family = AF_INET;
-		return 0;
-	}
-	if ((family == 0 || family == AF_INET6) && inet_pton(AF_INET6, s, &out->v6) == 1) {
-		out->family = AF_INET6;
-		return 0;
-	}
-	memset(out, 0, sizeof(*out));
-	return -EINVAL;
+	return em_ip_parse(s, strlen(s), family, out);
 }
 
 static const char *family_name(int family)
