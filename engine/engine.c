@@ -222,6 +222,27 @@ fail:
 	return rc;
 }
 
+static const struct {
+	const char *group, *name;
+} counter_names[EM_C__COUNT] = {
+#define EM_X_NAME(id, g, n) [EM_C_##id] = {g, n},
+        EM_COUNTERS(EM_X_NAME)
+#undef EM_X_NAME
+};
+
+size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap)
+{
+	struct em_engine *e = eng;
+	for (unsigned i = 0; i < EM_C__COUNT && i < cap; i++) {
+		uint64_t sum = 0;
+		for (unsigned k = 0; k < e->n_workers; k++)
+			sum += __atomic_load_n(&e->workers[k].pub[i], __ATOMIC_RELAXED);
+		out[i] =
+		        (struct em_api_counter){counter_names[i].group, counter_names[i].name, sum};
+	}
+	return EM_C__COUNT;
+}
+
 void em_engine_stop(struct em_engine *eng, uint32_t drain_ms)
 {
 	if (!eng)

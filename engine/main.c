@@ -116,6 +116,7 @@ int main(int argc, char **argv)
 	live = em_config_current();
 	if ((rc = em_engine_start(live, &eng)))
 		goto out;
+	em_sync_set_counters(sync, em_engine_counters, eng);
 	if (live->capture.enabled) {
 		if ((rc = em_capture_install(live)))
 			goto out;
@@ -139,8 +140,10 @@ out:
 	live = em_config_current();
 	if (captured)
 		em_capture_remove(live);
-	if (eng)
+	if (eng) {
+		em_sync_set_counters(sync, NULL, NULL);
 		em_engine_stop(eng, live ? live->timeouts.shutdown_ms : 0);
+	}
 	em_sync_stop(sync);
 	em_config_publish(NULL);
 	em_table_shutdown();

@@ -158,6 +158,9 @@ struct em_tun_worker {
 	struct tbufhold hold[TUN_BUF_COUNT];
 	uint32_t n_held;  /* buffers with refs */
 	uint32_t cur_bid; /* buffer being parsed by input(), or UINT32_MAX */
+	/* Counters: sessions already freed, and tunnel-level events. */
+	struct em_tunnel_stats retired;
+	uint64_t n_dialed, n_accepted, n_closed, n_open_refused;
 };
 
 /* ---- pure logic ---- */
@@ -201,8 +204,77 @@ int em_tun_worker_init(struct em_worker *w)
 	return 0;
 }
 
+/* Adds the counters of <src> that stats reports to <dst>. */
+static void stats_add(struct em_tunnel_stats *dst, const struct em_tunnel_stats *src)
+{
+	dst->bytes_in += src->bytes_in;
+	dst->bytes_out += src->bytes_out;
+	dst->streams_opened_local += src->streams_opened_local;
+	dst->streams_opened_remote += src->streams_opened_remote;
+	dst->resets_in += src->resets_in;
+	dst->resets_out += src->resets_out;
+	dst->limit_streams += src->limit_streams;
+	dst->limit_pings += src->limit_pings;
+	dst->limit_window_updates += src->limit_window_updates;
+	dst->limit_empty_data += src->limit_empty_data;
+	dst->limit_resets += src->limit_resets;
+	dst->limit_ctrl_queue += src->limit_ctrl_queue;
+	dst->limit_flow_control += src->limit_flow_control;
+	dst->auth_failures += src->auth_failures;
+	dst->unknown_nodes += src->unknown_nodes;
+	dst->protocol_errors += src->protocol_errors;
+	dst->timeouts += src->timeouts;
+}
+
+void em_tun_counters(const struct em_worker *w, uint64_t *v)
+{
+	const struct em_tun_worker *t = w->tun;
+	if (!t)
+		return;
+	struct em_tunnel_stats sum = t->retired;
+	uint64_t up = 0, streams = 0;
+	for (const struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next) {
+		const struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
+		if (tc->sess)
+			stats_add(&sum, em_tunnel_session_stats(tc->sess));
+		if ((tc->flags & TC_UP) && !(tc->flags & (TC_DEAD | TC_CLOSING))) {
+			up++;
+			streams += em_tunnel_session_streams(tc->sess);
+		}
+	}
+	v[EM_C_T_UP] += up;
+	v[EM_C_T_DIALED] += t->n_dialed;
+	v[EM_C_T_ACCEPTED] += t->n_accepted;
+	v[EM_C_T_CLOSED] += t->n_closed;
+	v[EM_C_T_STREAMS] += streams;
+	v[EM_C_T_OPENED_LOCAL] += sum.streams_opened_local;
+	v[EM_C_T_OPENED_REMOTE] += sum.streams_opened_remote;
+	v[EM_C_T_OPEN_REFUSED] += t->n_open_refused;
+	v[EM_C_T_RESETS_IN] += sum.resets_in;
+	v[EM_C_T_RESETS_OUT] += sum.resets_out;
+	v[EM_C_T_BYTES_IN] += sum.bytes_in;
+	v[EM_C_T_BYTES_OUT] += sum.bytes_out;
+	v[EM_C_T_LIMIT_STREAMS] += sum.limit_streams;
+	v[EM_C_T_LIMIT_PINGS] += sum.limit_pings;
+	v[EM_C_T_LIMIT_UPDATES] += sum.limit_window_updates;
+	v[EM_C_T_LIMIT_EMPTY] += sum.limit_empty_data;
+	v[EM_C_T_LIMIT_RESETS] += sum.limit_resets;
+	v[EM_C_T_LIMIT_CTRL] += sum.limit_ctrl_queue;
+	v[EM_C_T_LIMIT_FLOW] += sum.limit_flow_control;
+	v[EM_C_T_AUTH_FAIL] += sum.auth_failures;
+	v[EM_C_T_UNKNOWN_NODE] += sum.unknown_nodes;
+	v[EM_C_T_PROTO_ERR] += sum.protocol_errors;
+	v[EM_C_T_TIMEOUTS] += sum.timeouts;
+}
+
 static void conn_free(struct em_tconn *tc)
 {
+	struct em_tun_worker *t = tc->w->tun;
+	if (tc->sess) {
+		stats_add(&t->retired, em_tunnel_session_stats(tc->sess));
+		if (tc->flags & TC_UP)
+			t->n_closed++;
+	}
 	em_dlist_del(&tc->node);
 	em_dlist_del(&tc->dnode);
 	if (tc->fd >= 0)
@@ -912,6 +984,7 @@ static void serve_open(struct em_worker *w, struct em_tconn *tc, const struct em
 			break;
 		}
 	if (!ep) {
+		w->tun->n_open_refused++;
 		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_REFUSED,
 		                        "not a local endpoint of that service here");
 		return;
@@ -923,6 +996,7 @@ static void serve_open(struct em_worker *w, struct em_tconn *tc, const struct em
 			em_sock_release(w, u);
 		if (ts)
 			ts_free(w, ts);
+		w->tun->n_open_refused++;
 		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_UNREACHABLE,
 		                        "cannot connect to the endpoint");
 		return;
@@ -1169,6 +1243,7 @@ void em_tun_accept(struct em_worker *w, int fd)
 		conn_free(tc);
 		return;
 	}
+	w->tun->n_accepted++;
 	conn_arm_recv(w, tc);
 	mark_dirty(w, tc);
 }
@@ -1216,6 +1291,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 		return rc;
 	}
 	socklen_t sl = em_addr_to_sockaddr(&a, &tc->sa);
+	w->tun->n_dialed++;
 	tp->conn = tc;
 	tp->state = TP_DIALING;
 	tc->flags |= TC_CONNECTING;

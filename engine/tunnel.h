@@ -46,6 +46,9 @@ void em_tun_tick(struct em_worker *w);
 /* After each batch of completions: sends what sessions queued meanwhile. */
 void em_tun_flush(struct em_worker *w);
 
+/* Adds the tunnel counters (EM_C_T_*) of <w> to <v>. */
+void em_tun_counters(const struct em_worker *w, uint64_t *v);
+
 /* True when no tunnel socket is open (the worker may exit). */
 bool em_tun_idle(const struct em_worker *w);
 

@@ -187,6 +187,20 @@ static void run_timers(struct em_worker *w)
 	}
 }
 
+void em_worker_publish(struct em_worker *w)
+{
+	uint64_t v[EM_C__COUNT] = {0};
+	v[EM_C_ACCEPTED] = w->n_accepted;
+	v[EM_C_ACTIVE] = w->n_live;
+	v[EM_C_REQUESTS] = w->n_requests;
+	v[EM_C_CONNECT_FAIL] = w->n_connect_fail;
+	v[EM_C_NO_ENDPOINT] = w->n_no_endpoint;
+	v[EM_C_NOBUFS] = w->n_nobufs;
+	em_tun_counters(w, v);
+	for (unsigned i = 0; i < EM_C__COUNT; i++)
+		__atomic_store_n(&w->pub[i], v[i], __ATOMIC_RELAXED);
+}
+
 static void on_tick(struct em_worker *w)
 {
 	w->now_ms = em_now_ms();
@@ -208,6 +222,7 @@ static void on_tick(struct em_worker *w)
 		em_proxy_close_idle(w, true);
 	em_tun_tick(w);
 	em_lb_gc(&w->lb, w->now_ms, 60000);
+	em_worker_publish(w);
 	arm_tick(w);
 }
 

@@ -154,6 +154,47 @@ struct em_lconf {
 	uint16_t port;
 };
 
+/* Counters `meshctl stats` reports (group, name). Each worker publishes its
+ * values once per tick with relaxed atomic stores (em_worker_publish); the
+ * stats reader sums them over the workers. */
+#define EM_COUNTERS(X)                                                                             \
+	X(ACCEPTED, "engine", "connections_accepted")                                              \
+	X(ACTIVE, "engine", "connections_active")                                                  \
+	X(REQUESTS, "engine", "http_requests")                                                     \
+	X(CONNECT_FAIL, "engine", "upstream_connect_failures")                                     \
+	X(NO_ENDPOINT, "engine", "no_endpoint")                                                    \
+	X(NOBUFS, "engine", "recv_buffer_shortages")                                               \
+	X(T_UP, "tunnel", "tunnels_up")                                                            \
+	X(T_DIALED, "tunnel", "tunnels_dialed")                                                    \
+	X(T_ACCEPTED, "tunnel", "tunnels_accepted")                                                \
+	X(T_CLOSED, "tunnel", "tunnels_closed")                                                    \
+	X(T_STREAMS, "tunnel", "streams_active")                                                   \
+	X(T_OPENED_LOCAL, "tunnel", "streams_opened")                                              \
+	X(T_OPENED_REMOTE, "tunnel", "streams_served")                                             \
+	X(T_OPEN_REFUSED, "tunnel", "opens_refused")                                               \
+	X(T_RESETS_IN, "tunnel", "resets_received")                                                \
+	X(T_RESETS_OUT, "tunnel", "resets_sent")                                                   \
+	X(T_BYTES_IN, "tunnel", "bytes_received")                                                  \
+	X(T_BYTES_OUT, "tunnel", "bytes_sent")                                                     \
+	X(T_LIMIT_STREAMS, "tunnel", "limit_streams")                                              \
+	X(T_LIMIT_PINGS, "tunnel", "limit_pings")                                                  \
+	X(T_LIMIT_UPDATES, "tunnel", "limit_window_updates")                                       \
+	X(T_LIMIT_EMPTY, "tunnel", "limit_empty_data")                                             \
+	X(T_LIMIT_RESETS, "tunnel", "limit_resets")                                                \
+	X(T_LIMIT_CTRL, "tunnel", "limit_control_queue")                                           \
+	X(T_LIMIT_FLOW, "tunnel", "flow_control_errors")                                           \
+	X(T_AUTH_FAIL, "tunnel", "auth_failures")                                                  \
+	X(T_UNKNOWN_NODE, "tunnel", "unknown_nodes")                                               \
+	X(T_PROTO_ERR, "tunnel", "protocol_errors")                                                \
+	X(T_TIMEOUTS, "tunnel", "keepalive_timeouts")
+
+enum em_counter {
+#define EM_X_ENUM(id, group, name) EM_C_##id,
+	EM_COUNTERS(EM_X_ENUM)
+#undef EM_X_ENUM
+	        EM_C__COUNT
+};
+
 struct em_worker {
 	struct io_uring ring;
 	struct em_engine *eng;
@@ -192,6 +233,7 @@ struct em_worker {
 	/* Ring buffers of group EM_BGID held by userspace (queued or being
 	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
 	uint32_t n_bufs_held;
+	uint64_t pub[EM_C__COUNT]; /* published counters, see EM_COUNTERS */
 };
 
 struct em_engine {
@@ -219,6 +261,9 @@ void *em_worker_main(void *arg);
 
 /* An SQE from <w>'s ring; flushes the SQ when it is full. Never NULL. */
 struct io_uring_sqe *em_worker_sqe(struct em_worker *w);
+
+/* Publishes <w>'s counters for the stats reader (worker thread only). */
+void em_worker_publish(struct em_worker *w);
 
 /* Returns ring buffer <bid> to the kernel and re-arms one starved socket. */
 void em_worker_buf_put(struct em_worker *w, uint16_t bid);

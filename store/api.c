@@ -216,6 +216,20 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	objs = cJSON_AddObjectToObject(o, "objects");
 	for (int k = 0; k < EM_KIND__COUNT; k++)
 		cJSON_AddNumberToObject(objs, em_kind_type(k), (double)s.objects[k]);
+	if (info && info->counters) {
+		struct em_api_counter c[EM_API_MAX_COUNTERS];
+		size_t n = info->counters(info->counters_ctx, c, EM_API_MAX_COUNTERS);
+		n = EM_MIN(n, (size_t)EM_API_MAX_COUNTERS);
+		for (size_t i = 0; i < n; i++) {
+			if (!c[i].group || !c[i].name)
+				continue;
+			cJSON *g = cJSON_GetObjectItemCaseSensitive(o, c[i].group);
+			if (!g)
+				g = cJSON_AddObjectToObject(o, c[i].group);
+			if (cJSON_IsObject(g) && !cJSON_GetObjectItemCaseSensitive(g, c[i].name))
+				cJSON_AddNumberToObject(g, c[i].name, (double)c[i].value);
+		}
+	}
 	return reply_json(out, r);
 }
 

@@ -18,6 +18,8 @@ struct em_store;
 
 /* Requests larger than this are refused without being read further. */
 #define EM_API_MAX_REQUEST (16u << 20)
+/* Most data-plane counters one stats reply carries. */
+#define EM_API_MAX_COUNTERS 128u
 
 struct em_buf {
 	char *data;
@@ -28,11 +30,24 @@ struct em_buf {
 int em_buf_append(struct em_buf *b, const void *p, size_t n);
 void em_buf_free(struct em_buf *b);
 
+/* One counter of another part of the daemon (the data plane), reported by
+ * stats as stats.<group>.<name>. Names are static strings. */
+struct em_api_counter {
+	const char *group;
+	const char *name;
+	uint64_t value;
+};
+
+/* Fills up to <cap> counters and returns how many there are. */
+typedef size_t (*em_api_counters_fn)(void *ctx, struct em_api_counter *out, size_t cap);
+
 /* Daemon facts the stats reply reports besides the store's own. */
 struct em_api_info {
 	const char *config_path;
 	const char *node_name;
 	uint64_t reloads, reload_failures;
+	em_api_counters_fn counters; /* NULL: none */
+	void *counters_ctx;
 };
 
 /* Handles one request of <len> bytes (no newline) and appends exactly one

@@ -43,7 +43,29 @@ struct em_sync {
 	char socket_path[108];
 	struct client clients[MAX_CLIENTS];
 	size_t n_clients;
+	pthread_mutex_t counters_mu; /* guards counters_fn/ctx and their calls */
+	em_api_counters_fn counters_fn;
+	void *counters_ctx;
 };
+
+static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
+{
+	struct em_sync *s = ctx;
+	size_t n = 0;
+	pthread_mutex_lock(&s->counters_mu);
+	if (s->counters_fn)
+		n = s->counters_fn(s->counters_ctx, out, cap);
+	pthread_mutex_unlock(&s->counters_mu);
+	return n;
+}
+
+void em_sync_set_counters(struct em_sync *s, em_api_counters_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&s->counters_mu);
+	s->counters_fn = fn;
+	s->counters_ctx = ctx;
+	pthread_mutex_unlock(&s->counters_mu);
+}
 
 static void client_close(struct em_sync *s, size_t i)
 {
@@ -86,7 +108,9 @@ static void handle_input(struct em_sync *s, struct client *c)
 	struct em_api_info info = {.config_path = s->config_path,
 	                           .node_name = s->node_name,
 	                           .reloads = atomic_load(&s->reloads),
-	                           .reload_failures = atomic_load(&s->reload_failures)};
+	                           .reload_failures = atomic_load(&s->reload_failures),
+	                           .counters = locked_counters,
+	                           .counters_ctx = s};
 	size_t start = 0;
 
 	while (start < c->in.len) {
@@ -288,6 +312,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 		return -ENOMEM;
 	}
 	s->listen_fd = s->wake_fd = -1;
+	pthread_mutex_init(&s->counters_mu, NULL);
 	snprintf(s->config_path, sizeof(s->config_path), "%s", cfg->path);
 	snprintf(s->node_name, sizeof(s->node_name), "%s", cfg->node_name);
 	snprintf(s->socket_path, sizeof(s->socket_path), "%s", cfg->api_socket);
@@ -351,5 +376,6 @@ void em_sync_stop(struct em_sync *s)
 	unlink(s->socket_path);
 	close(s->wake_fd);
 	em_store_close(s->store);
+	pthread_mutex_destroy(&s->counters_mu);
 	free(s);
 }

@@ -3,6 +3,7 @@
 #ifndef EM_STORE_SYNC_H
 #define EM_STORE_SYNC_H
 
+#include "store/api.h"
 #include "store/config.h"
 
 struct em_sync;
@@ -22,6 +23,11 @@ void em_sync_reload(struct em_sync *s);
 
 /* Number of reloads applied / refused so far. */
 void em_sync_reload_counts(struct em_sync *s, uint64_t *applied, uint64_t *refused);
+
+/* Sets the source of the data-plane counters that stats reports (NULL: none).
+ * Returns once no call of the previous source is running, so the caller may
+ * free what the previous <ctx> points to. Any thread may call it. */
+void em_sync_set_counters(struct em_sync *s, em_api_counters_fn fn, void *ctx);
 
 /* Stops the thread, closes the socket (and removes its file) and the store. */
 void em_sync_stop(struct em_sync *s);

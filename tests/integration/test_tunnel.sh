@@ -181,6 +181,22 @@ it_check "still one tunnel A -> B (one 'up' line on each side)" \
 	[ "$(grep -c 'tunnel to node-b' "${EM_LOG[node-a]}")" = 1 -a \
 	"$(grep -c 'tunnel from node-a' "${EM_LOG[node-b]}")" = 1 ]
 
+# -- counters: meshctl stats on both sides (workers publish every 50 ms)
+stat_of() { # NODE GROUP NAME: the value of stats.GROUP.NAME
+	timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" stats 2>/dev/null |
+		python3 -c "import json,sys; print(json.load(sys.stdin)['$2']['$3'])" 2>/dev/null
+}
+sleep 0.2
+sa=$(stat_of node-a tunnel streams_opened) sb=$(stat_of node-b tunnel streams_served)
+it_check "stats: A counts the streams it opened, B those it served (A $sa, B $sb; over 1000 each)" \
+	[ "${sa:-0}" -gt 1000 -a "${sb:-0}" -gt 1000 ]
+ua=$(stat_of node-a tunnel tunnels_up) da=$(stat_of node-a tunnel tunnels_dialed)
+ub=$(stat_of node-b tunnel tunnels_accepted) ba=$(stat_of node-a tunnel bytes_sent)
+it_check "stats: A has 1 tunnel up, dialed once; B accepted it; bytes counted (up $ua, dialed $da, accepted $ub, A sent $ba B)" \
+	[ "$ua" = 1 -a "$da" = 1 -a "$ub" = 1 -a "${ba:-0}" -gt 100000 ]
+ca=$(stat_of node-a engine connections_accepted)
+it_check "stats: A's engine counted the client connections ($ca)" [ "${ca:-0}" -gt 1000 ]
+
 # -- 10 MB both ways
 out=$(ina timeout 60 python3 "$ECHO_PY" 10.96.0.7 7 10485760 2>&1)
 it_check "10 MB sent and echoed back intact across the tunnel ($out)" [ "$out" = "ok 10485760" ]
@@ -251,6 +267,10 @@ else
 	it_fail "B did not log the refused handshake: $(grep tunnel "${EM_LOG[node-b]}" | tail -n 3)"
 fi
 it_check "A logged the refusal too" grep -q "tunnel to node-b.*auth_failed" "${EM_LOG[node-a]}"
+sleep 0.2
+fb=$(stat_of node-b tunnel auth_failures) ub=$(stat_of node-b tunnel tunnels_up)
+it_check "stats: B counts the refused handshakes, no tunnel up ($fb failures, $ub up)" \
+	[ "${fb:-0}" -ge 1 -a "$ub" = 0 ]
 it_check "A is still alive" kill -0 "$PIDA"
 
 # -- B accepts only 16 streams at once: A's excess streams wait for a slot

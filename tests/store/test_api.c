@@ -305,3 +305,40 @@ Test(api, reload_valid_and_invalid, .init = start, .fini = stop, .timeout = 30)
 	cr_assert_eq(refused, 1);
 	cr_assert_eq(em_config_current()->timeouts.connect_ms, 1234, "old config keeps serving");
 }
+
+/* A counters source standing in for the engine: two groups, one value that
+ * changes between calls, and an entry without a name (skipped). */
+static size_t fake_calls;
+static size_t fake_counters(void *ctx, struct em_api_counter *out, size_t cap)
+{
+	const uint64_t *base = ctx;
+	struct em_api_counter c[] = {
+	        {"engine", "connections_accepted", *base + fake_calls++},
+	        {"tunnel", "tunnels_up", 3},
+	        {"tunnel", NULL, 9},
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]) && i < cap; i++)
+		out[i] = c[i];
+	return sizeof(c) / sizeof(c[0]);
+}
+
+Test(api, stats_reports_data_plane_counters, .init = start, .fini = stop, .timeout = 30)
+{
+	const char *r = rpc("{\"op\":\"stats\"}");
+	cr_assert(strstr(r, "\"ok\":true") && !strstr(r, "\"engine\""), "no source: no groups: %s",
+	          r);
+
+	static uint64_t base = 41;
+	em_sync_set_counters(sync_thread, fake_counters, &base);
+	r = rpc("{\"op\":\"stats\"}");
+	cr_assert(strstr(r, "\"engine\":{\"connections_accepted\":41}"), "%s", r);
+	cr_assert(strstr(r, "\"tunnel\":{\"tunnels_up\":3}"), "%s", r);
+	r = rpc("{\"op\":\"stats\"}");
+	cr_assert(strstr(r, "\"connections_accepted\":42"), "read at each request: %s", r);
+
+	em_sync_set_counters(sync_thread, NULL, NULL);
+	size_t calls = fake_calls;
+	r = rpc("{\"op\":\"stats\"}");
+	cr_assert(!strstr(r, "\"engine\""), "source removed: %s", r);
+	cr_assert_eq(fake_calls, calls, "a removed source is not called");
+}
