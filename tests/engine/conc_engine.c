@@ -185,16 +185,26 @@ static void workers_follow_published_tables_and_configs(void)
 
 	for (int i = 0; i < N_CLIENTS; i++)
 		pthread_create(&th[i], NULL, client, (void *)(intptr_t)i);
+	uint64_t accepted = 0;
 	for (uint64_t g = 2; g < 2 + N_PUBLISH; g++) {
 		objs[1] = eps[g & 1];
 		em_table_publish(em_table_build(&in, g));
 		if (g % 15 == 0)
 			em_config_publish(config());
+		/* The stats reader sums the workers' published counters while
+		 * they run (under TSan: no race with the workers' stores). */
+		struct em_api_counter c[EM_API_MAX_COUNTERS];
+		size_t n = em_engine_counters(eng, c, EM_API_MAX_COUNTERS);
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(c[i].name, "connections_accepted") == 0)
+				accepted = c[i].value;
 		usleep(1000);
 	}
 	atomic_store(&stop, true);
 	for (int i = 0; i < N_CLIENTS; i++)
 		pthread_join(th[i], NULL);
+	CONC_CHECK(accepted >= N_CLIENTS, "counters read while running: %lu connections accepted",
+	           (unsigned long)accepted);
 	em_engine_stop(eng, 1000);
 	em_config_publish(NULL);
 	em_table_shutdown();
