@@ -99,6 +99,7 @@ enum {
 	TC_DIRTY = 1u << 4,
 	TC_UP = 1u << 5,
 	TC_DEAD = 1u << 6, /* streams failed; closing once output is done */
+	TC_GOAWAY = 1u << 7, /* our GOAWAY (stopping) is queued */
 };
 
 struct em_tconn {
@@ -1046,6 +1047,30 @@ static void open_waiting(struct em_worker *w, struct em_tconn *tc)
 	}
 }
 
+/* The peer is stopping (GOAWAY without error): its streams on <tc> finish
+ * there, new ones need a new tunnel. A dialled tunnel leaves its peer, which
+ * redials for the streams still waiting (the peer may be back already, as in
+ * a rolling restart; if not, they fail fast). */
+static void peer_draining(struct em_worker *w, struct em_tconn *tc)
+{
+	EM_INFO("tunnel", "worker %u: tunnel %s %s (%s): peer is stopping, %u stream(s) finishing",
+	        w->id, tc->tp ? "to" : "from", tc_name(tc), tc->addr,
+	        em_tunnel_session_streams(tc->sess));
+	struct tpeer *tp = tc->tp;
+	if (!tp || tp->conn != tc)
+		return;
+	tp->conn = NULL;
+	tp->state = TP_DOWN;
+	tp->next_dial_ms = w->now_ms;
+	tp->backoff_ms = 0;
+	if (em_dlist_empty(&tp->waitq))
+		return;
+	if (w->stopping)
+		peer_down(w, tp); /* fails the waiting streams */
+	else
+		peer_dial(w, tp); /* on failure it fails them */
+}
+
 static void on_event(void *ctx, const struct em_tunnel_event *ev)
 {
 	struct em_tconn *tc = ctx;
@@ -1093,6 +1118,8 @@ static void on_event(void *ctx, const struct em_tunnel_event *ev)
 			EM_WARN("tunnel", "worker %u: tunnel %s %s (%s): peer sent goaway: %s",
 			        w->id, tc->tp ? "to" : "from", tc_name(tc), tc->addr,
 			        em_reason_str(ev->reason));
+		else
+			peer_draining(w, tc);
 		break;
 	case EM_TUNNEL_EV_CLOSED:
 	case EM_TUNNEL_EV_PONG:
@@ -1448,6 +1475,13 @@ void em_tun_tick(struct em_worker *w)
 			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stopping");
 			conn_dead(w, tc, NULL);
 			continue;
+		}
+		if (w->stopping && (tc->flags & TC_UP) && !(tc->flags & TC_GOAWAY)) {
+			/* Draining: peers open no new streams here; those under
+			 * way finish until the drain deadline. */
+			tc->flags |= TC_GOAWAY;
+			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stopping");
+			mark_dirty(w, tc);
 		}
 		if (!(tc->flags & TC_RECV))
 			conn_arm_recv(w, tc);

@@ -289,4 +289,43 @@ else
 	it_fail "streams beyond the peer's limit: $res $(head -c 300 "$IT_TMP/emloadlimit.err")"
 fi
 
+# -- B stops gracefully (SIGTERM, shutdown_ms 5000): a stream under way keeps
+# working through the drain, new streams fail fast, B exits once its last
+# stream ended rather than at the deadline.
+rm -f "$IT_TMP/go" "$IT_TMP/go.ready"
+ina timeout 20 python3 - "$IT_TMP/go" >"$IT_TMP/drain.out" 2>&1 <<'PY' &
+import os, socket, sys, time
+go = sys.argv[1]
+s = socket.create_connection(("10.96.0.7", 7), timeout=10)
+s.sendall(b"before the stop\n")
+print("first:", s.recv(100))
+open(go + ".ready", "w").close()
+end = time.time() + 10
+while not os.path.exists(go) and time.time() < end:
+    time.sleep(0.02)
+s.sendall(b"during the drain\n")
+print("second:", s.recv(100))
+s.close()
+PY
+drain_client=$!
+it_wait 5 test -e "$IT_TMP/go.ready" || it_fail "drain: the long-lived stream did not start"
+kill -TERM "${EM_PID[node-b]}"
+it_wait 3 grep -q "node-b.*peer is stopping, 1 stream(s) finishing" "${EM_LOG[node-a]}" &&
+	it_ok "drain: A learnt B is stopping, with its one stream still under way" ||
+	it_fail "drain: A did not log B's GOAWAY: $(grep tunnel "${EM_LOG[node-a]}" | tail -n 3)"
+if fail_fast; then
+	it_ok "drain: a new connection to B's service is not served by it and fails fast (${FAST_MS} ms)"
+else
+	it_fail "drain: a new connection to B's service was answered or slow (${FAST_MS} ms)"
+fi
+it_check "drain: B is still running" kill -0 "${EM_PID[node-b]}"
+t0=$(date +%s%N)
+touch "$IT_TMP/go"
+wait "$drain_client"
+it_check "drain: the stream under way was served through the drain ($(tr '\n' ' ' <"$IT_TMP/drain.out"))" \
+	grep -q "second: b'during the drain" "$IT_TMP/drain.out"
+it_stop "${EM_PID[node-b]}" TERM 5
+ms=$((($(date +%s%N) - t0) / 1000000))
+it_check "drain: B exited ${ms} ms after its last stream ended (deadline 5000 ms)" [ "$ms" -lt 2500 ]
+
 it_done
