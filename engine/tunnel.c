@@ -98,7 +98,7 @@ enum {
 	TC_CLOSING = 1u << 3,
 	TC_DIRTY = 1u << 4,
 	TC_UP = 1u << 5,
-	TC_DEAD = 1u << 6, /* streams failed; closing once output is done */
+	TC_DEAD = 1u << 6,   /* streams failed; closing once output is done */
 	TC_GOAWAY = 1u << 7, /* our GOAWAY (stopping) is queued */
 };
 
