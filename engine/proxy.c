@@ -167,9 +167,23 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 	}
 	uint16_t e = s->q_first;
 	const char *base = em_worker_entry(w, e);
+	if (s->q_len > 1 && w->n_sendv == EM_SENDV_SLOTS)
+		em_worker_submit(w);
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_send(sqe, s->fd, base + s->q_off, w->q_bytes[e] - s->q_off,
-	                   MSG_NOSIGNAL | MSG_WAITALL);
+	if (s->q_len > 1 && w->n_sendv < EM_SENDV_SLOTS) {
+		/* Several entries queued: one sendmsg for up to EM_SENDV_IOV. */
+		struct em_sendv *v = &w->sendv[w->n_sendv++];
+		unsigned n = 0;
+		v->iov[n++] = (struct iovec){(void *)(base + s->q_off), w->q_bytes[e] - s->q_off};
+		for (uint16_t x = w->q_next[e]; x != EM_Q_NONE && n < EM_SENDV_IOV;
+		     x = w->q_next[x])
+			v->iov[n++] = (struct iovec){(void *)em_worker_entry(w, x), w->q_bytes[x]};
+		v->mh = (struct msghdr){.msg_iov = v->iov, .msg_iovlen = n};
+		io_uring_prep_sendmsg(sqe, s->fd, &v->mh, MSG_NOSIGNAL | MSG_WAITALL);
+	} else {
+		io_uring_prep_send(sqe, s->fd, base + s->q_off, w->q_bytes[e] - s->q_off,
+		                   MSG_NOSIGNAL | MSG_WAITALL);
+	}
 	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_SEND));
 	s->flags |= EM_SF_SEND_BUSY;
 	s->inflight++;
@@ -291,7 +305,7 @@ int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_
 	u->state = EM_SK_CONNECTING;
 	/* Connect and its timeout must reach the kernel in one submission. */
 	if (io_uring_sq_space_left(&w->ring) < 2)
-		io_uring_submit(&w->ring);
+		em_worker_submit(w);
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&u->sa6, sl);
 	sqe->flags |= IOSQE_IO_LINK;
@@ -478,9 +492,16 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 		em_conn_close(w, s, true);
 		return;
 	}
-	uint16_t e = s->q_first;
-	s->q_off += (uint32_t)res;
-	if (s->q_off >= w->q_bytes[e]) {
+	/* One send may have covered several entries (em_sock_send_next). */
+	uint32_t left = (uint32_t)res;
+	for (unsigned k = 0; k <= EM_SENDV_IOV && s->q_len; k++) {
+		uint16_t e = s->q_first;
+		uint32_t rest = w->q_bytes[e] - s->q_off;
+		if (left < rest) {
+			s->q_off += left;
+			break;
+		}
+		left -= rest;
 		s->q_first = w->q_next[e];
 		if (--s->q_len == 0)
 			s->q_first = s->q_last = EM_Q_NONE;
@@ -497,6 +518,8 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 			em_sock_kept_drop(w, s);
 			em_worker_entry_put(w, e);
 		}
+		if (left == 0)
+			break;
 	}
 	conn_touch(w, s);
 	em_sock_send_next(w, s);

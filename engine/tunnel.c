@@ -1323,7 +1323,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 	tp->state = TP_DIALING;
 	tc->flags |= TC_CONNECTING;
 	if (io_uring_sq_space_left(&w->ring) < 2)
-		io_uring_submit(&w->ring);
+		em_worker_submit(w);
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&tc->sa, sl);
 	sqe->flags |= IOSQE_IO_LINK;

@@ -15,11 +15,18 @@
 #define EM_TICK_MS    50u
 #define EM_CQE_BATCH  256u
 
+void em_worker_submit(struct em_worker *w)
+{
+	io_uring_submit(&w->ring);
+	if (io_uring_sq_ready(&w->ring) == 0)
+		w->n_sendv = 0;
+}
+
 struct io_uring_sqe *em_worker_sqe(struct em_worker *w)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 	while (EM_UNLIKELY(!sqe)) {
-		io_uring_submit(&w->ring);
+		em_worker_submit(w);
 		sqe = io_uring_get_sqe(&w->ring);
 	}
 	return sqe;
@@ -421,11 +428,13 @@ void *em_worker_main(void *arg)
 	struct io_uring_cqe *cqes[EM_CQE_BATCH];
 	while (!finished(w)) {
 		if (io_uring_cq_ready(&w->ring)) {
-			io_uring_submit(&w->ring);
+			em_worker_submit(w);
 		} else {
 			em_rcu_offline();
 			io_uring_submit_and_wait(&w->ring, 1);
 			em_rcu_online();
+			if (io_uring_sq_ready(&w->ring) == 0)
+				w->n_sendv = 0;
 		}
 		unsigned n = io_uring_peek_batch_cqe(&w->ring, cqes, EM_CQE_BATCH);
 		if (n)

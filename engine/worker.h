@@ -9,6 +9,7 @@
 #define EM_ENGINE_WORKER_H
 
 #include <liburing.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -195,6 +196,16 @@ enum em_counter {
 	        EM_C__COUNT
 };
 
+/* A gathered send: several queued entries of one socket in one sendmsg. The
+ * kernel copies the header and vectors when it takes the SQE (IORING_FEAT_
+ * SUBMIT_STABLE), so the worker's slots are reused after each submit. */
+#define EM_SENDV_SLOTS 64u
+#define EM_SENDV_IOV   8u
+struct em_sendv {
+	struct msghdr mh;
+	struct iovec iov[EM_SENDV_IOV];
+};
+
 struct em_worker {
 	struct io_uring ring;
 	struct em_engine *eng;
@@ -234,6 +245,8 @@ struct em_worker {
 	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
 	uint32_t n_bufs_held;
 	uint64_t pub[EM_C__COUNT]; /* published counters, see EM_COUNTERS */
+	unsigned n_sendv;          /* slots of sendv used by unsubmitted SQEs */
+	struct em_sendv sendv[EM_SENDV_SLOTS];
 };
 
 struct em_engine {
@@ -258,6 +271,9 @@ struct em_engine {
 
 /* Worker thread body. Sets w->init_rc before entering its loop. */
 void *em_worker_main(void *arg);
+
+/* Submits the SQ; once the kernel took every SQE, the sendv slots are free. */
+void em_worker_submit(struct em_worker *w);
 
 /* An SQE from <w>'s ring; flushes the SQ when it is full. Never NULL. */
 struct io_uring_sqe *em_worker_sqe(struct em_worker *w);
