@@ -159,6 +159,7 @@ struct em_tun_worker {
 	struct tbufhold hold[TUN_BUF_COUNT];
 	uint32_t n_held;  /* buffers with refs */
 	uint32_t cur_bid; /* buffer being parsed by input(), or UINT32_MAX */
+	bool exiting;     /* worker exit: the buffer ring is gone */
 	/* Counters: sessions already freed, and tunnel-level events. */
 	struct em_tunnel_stats retired;
 	uint64_t n_dialed, n_accepted, n_closed, n_open_refused;
@@ -334,6 +335,7 @@ void em_tun_worker_free(struct em_worker *w)
 	struct em_tun_worker *t = w->tun;
 	if (!t)
 		return;
+	t->exiting = true;
 	if (t->br)
 		munmap(t->br, t->br_bytes);
 	free(t->bufs);
@@ -603,8 +605,15 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 	while (ts->p_len) {
 		uint16_t e = ts->p_first;
 		uint32_t len = w->q_bytes[e] - ts->p_off;
-		int n = em_tunnel_session_write(tc->sess, ts->id, em_worker_entry(w, e) + ts->p_off,
-		                                len, false);
+		const char *p = em_worker_entry(w, e) + ts->p_off;
+		/* A whole ring buffer's worth goes out from the buffer itself
+		 * (the session hands it back once sent); else it is copied. */
+		int n = e < EM_BUF_COUNT && len >= TUN_REF_MIN
+		                ? em_tunnel_session_write_ref(tc->sess, ts->id, p, len, e)
+		                : 0;
+		bool ref = n > 0;
+		if (n == 0)
+			n = em_tunnel_session_write(tc->sess, ts->id, p, len, false);
 		if (n < 0) {
 			em_tunnel_session_reset(tc->sess, ts->id, EM_REASON_INTERNAL, NULL);
 			ts->id = 0;
@@ -629,7 +638,8 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 		if (--ts->p_len == 0)
 			ts->p_first = ts->p_last = EM_Q_NONE;
 		ts->p_off = 0;
-		em_worker_entry_put(w, e);
+		if (!ref)
+			em_worker_entry_put(w, e);
 	}
 	em_dlist_del(&ts->bnode);
 	if ((ts->flags & (TS_LOCAL_EOF | TS_FIN_SENT)) == TS_LOCAL_EOF) {
@@ -1183,19 +1193,37 @@ static void conn_kick(struct em_worker *w, struct em_tconn *tc)
 {
 	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING))
 		return;
-	struct em_slice out = em_tunnel_session_output(tc->sess);
-	if (out.len == 0) {
+	struct iovec iov[EM_SENDV_IOV];
+	unsigned n = em_tunnel_session_output_iov(tc->sess, iov, EM_SENDV_IOV);
+	if (n == 0) {
 		if (em_tunnel_session_should_close(tc->sess)) {
 			uint32_t r = em_tunnel_session_close_reason(tc->sess);
 			conn_dead(w, tc, r == EM_REASON_NO_ERROR ? NULL : em_reason_str(r));
 		}
 		return;
 	}
+	if (n > 1 && w->n_sendv == EM_SENDV_SLOTS)
+		em_worker_submit(w);
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_send(sqe, tc->fd, out.base, out.len, MSG_NOSIGNAL);
+	if (n > 1 && w->n_sendv < EM_SENDV_SLOTS) {
+		struct em_sendv *v = &w->sendv[w->n_sendv++];
+		memcpy(v->iov, iov, n * sizeof(iov[0]));
+		v->mh = (struct msghdr){.msg_iov = v->iov, .msg_iovlen = n};
+		io_uring_prep_sendmsg(sqe, tc->fd, &v->mh, MSG_NOSIGNAL);
+	} else {
+		io_uring_prep_send(sqe, tc->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TSEND));
 	tc->flags |= TC_SEND;
 	tc->inflight++;
+}
+
+/* A payload the session sent without copying (write_ref) is done with. */
+static void on_release(void *ctx, uint64_t token)
+{
+	struct em_tconn *tc = ctx;
+	if (!tc->w->tun->exiting)
+		em_worker_entry_put(tc->w, (uint16_t)token);
 }
 
 static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_role role)
@@ -1211,6 +1239,7 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	        .peer_name = tc->tp ? tc->tp->name : "",
 	        .allow_node = allow_node,
 	        .on_event = on_event,
+	        .on_release = on_release,
 	        .ctx = tc,
 	        .max_streams = cfg->tunnel.max_streams,
 	        .initial_window = cfg->tunnel.stream_window,

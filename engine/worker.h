@@ -200,7 +200,7 @@ enum em_counter {
  * kernel copies the header and vectors when it takes the SQE (IORING_FEAT_
  * SUBMIT_STABLE), so the worker's slots are reused after each submit. */
 #define EM_SENDV_SLOTS 64u
-#define EM_SENDV_IOV   8u
+#define EM_SENDV_IOV   16u
 struct em_sendv {
 	struct msghdr mh;
 	struct iovec iov[EM_SENDV_IOV];

@@ -17,8 +17,16 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define SEND_SLICE_MAX (256u * 1024)
+/* A DATA frame whose payload stays in the caller's memory (write_ref) sits
+ * in the send ring as its header, with this flag set, followed by EXT_DESC
+ * bytes: the payload's address and the caller's token. The flag never goes
+ * on the wire: output() hands out a copy of the header without it. */
+#define FLAG_EXT       0x8000u
+#define EXT_DESC       16u
+#define EXT_PER_OUTPUT 8u
 /* A GOAWAY always fits in the control ring: other frames leave this free. */
 #define GOAWAY_RESERVE (EM_FRAME_HEADER_LEN + 8 + EM_FRAME_MAX_TEXT)
 #define MIN_RTT_MS     1
@@ -70,7 +78,16 @@ struct em_tunnel_session {
 
 	struct ring ctrl, send;
 	uint8_t out_src;
-	uint32_t out_left; /* bytes of the current output frame still to go */
+	uint32_t out_left; /* wire bytes of the current output frame still to go */
+	/* EXT frames (see FLAG_EXT): how many are queued, their payload bytes
+	 * (counted against the send buffer like ring bytes), and the current
+	 * output frame when it is one. */
+	uint32_t n_ext;
+	uint64_t ext_bytes;
+	bool out_ext;
+	const uint8_t *out_ext_p;
+	uint64_t out_ext_token;
+	uint8_t ext_hdr[EXT_PER_OUTPUT][EM_FRAME_HEADER_LEN];
 
 	uint8_t hdr[EM_FRAME_HEADER_LEN];
 	uint32_t hdr_have;
@@ -115,13 +132,32 @@ static void ring_put(struct ring *r, const void *data, uint32_t n)
 	r->used += n;
 }
 
-static uint32_t ring_frame_len(const struct ring *r)
+/* Copies <n> bytes at <off> past the head. */
+static void ring_peek(const struct ring *r, uint32_t off, void *dst, uint32_t n)
+{
+	uint8_t *d = dst;
+	for (uint32_t i = 0; i < n; i++)
+		d[i] = r->buf[(r->head + off + i) % r->cap];
+}
+
+static uint32_t hdr_len(const uint8_t *h)
+{
+	return (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+}
+
+static bool hdr_ext(const uint8_t *h)
+{
+	return ((uint32_t)h[2] << 8 | h[3]) & FLAG_EXT;
+}
+
+/* Wire length of the frame at <off> past the head, and whether it is EXT
+ * (its ring footprint is then header + EXT_DESC). */
+static uint32_t ring_frame_at(const struct ring *r, uint32_t off, bool *ext)
 {
 	uint8_t h[EM_FRAME_HEADER_LEN];
-	for (uint32_t i = 0; i < EM_FRAME_HEADER_LEN; i++)
-		h[i] = r->buf[(r->head + i) % r->cap];
-	return EM_FRAME_HEADER_LEN +
-	       ((uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11]);
+	ring_peek(r, off, h, sizeof(h));
+	*ext = hdr_ext(h);
+	return EM_FRAME_HEADER_LEN + hdr_len(h);
 }
 
 static void ring_skip(struct ring *r, uint32_t n)
@@ -144,9 +180,16 @@ static bool ctrl_put(struct em_tunnel_session *s, const void *frame, uint32_t n,
 	return true;
 }
 
+/* Send ring room, EXT payloads counted as if they were in the ring. */
+static uint32_t send_free(const struct em_tunnel_session *s)
+{
+	uint32_t f = ring_free(&s->send);
+	return s->ext_bytes >= f ? 0 : f - (uint32_t)s->ext_bytes;
+}
+
 static bool send_put(struct em_tunnel_session *s, const void *frame, uint32_t n)
 {
-	if (n > ring_free(&s->send))
+	if (n > send_free(s))
 		return false;
 	ring_put(&s->send, frame, n);
 	s->st.send_hwm = EM_MAX(s->st.send_hwm, s->send.used);
@@ -958,22 +1001,129 @@ int em_tunnel_session_input(struct em_tunnel_session *s, const void *buf, size_t
 
 /* ---- output ---- */
 
-struct em_slice em_tunnel_session_output(struct em_tunnel_session *s)
+/* Starts the output frame at the head of <r>. */
+static void start_frame(struct em_tunnel_session *s, const struct ring *r)
 {
+	bool ext;
+	s->out_left = ring_frame_at(r, 0, &ext);
+	s->out_ext = ext;
+	if (ext) {
+		uint8_t d[EXT_DESC];
+		ring_peek(r, EM_FRAME_HEADER_LEN, d, sizeof(d));
+		memcpy(&s->out_ext_p, d, sizeof(s->out_ext_p));
+		memcpy(&s->out_ext_token, d + 8, sizeof(s->out_ext_token));
+	}
+}
+
+/* Appends ring bytes [off, off + len) of <r> to <iov>, merged with the last
+ * entry when contiguous. Returns the bytes added (less when <max> is hit). */
+static uint32_t add_ring(const struct ring *r, uint32_t off, uint32_t len, struct iovec *iov,
+                         unsigned *n, unsigned max)
+{
+	uint32_t added = 0;
+	while (added < len) {
+		uint32_t pos = (r->head + off + added) % r->cap;
+		uint32_t k = EM_MIN(len - added, r->cap - pos);
+		uint8_t *p = r->buf + pos;
+		if (*n && (uint8_t *)iov[*n - 1].iov_base + iov[*n - 1].iov_len == p) {
+			iov[*n - 1].iov_len += k;
+		} else {
+			if (*n == max)
+				break;
+			iov[(*n)++] = (struct iovec){p, k};
+		}
+		added += k;
+	}
+	return added;
+}
+
+/* The send ring's next bytes: frames from the current one on, up to about
+ * SEND_SLICE_MAX bytes (only the current frame once the session failed). */
+static unsigned output_send(struct em_tunnel_session *s, struct iovec *iov, unsigned max)
+{
+	const struct ring *r = &s->send;
+	uint32_t budget = s->discard_send ? s->out_left : EM_MAX(SEND_SLICE_MAX, s->out_left);
+	uint32_t off = 0, total = 0;
+	unsigned n = 0, hx = 0;
+	while (off < r->used && total < budget && n < max) {
+		bool cur = off == 0, ext;
+		uint32_t wire = cur ? s->out_left : ring_frame_at(r, off, &ext);
+		if (cur)
+			ext = s->out_ext;
+		if (!ext) {
+			/* A partly sent frame starts at the head: the ring moves
+			 * along with output_advance(). */
+			uint32_t k = add_ring(r, off, wire, iov, &n, max);
+			total += k;
+			if (k < wire)
+				break;
+			off += wire;
+		} else {
+			uint8_t h[EM_FRAME_HEADER_LEN], d[EXT_DESC];
+			ring_peek(r, off, h, sizeof(h));
+			ring_peek(r, off + EM_FRAME_HEADER_LEN, d, sizeof(d));
+			uint32_t len = hdr_len(h);
+			uint32_t done = EM_FRAME_HEADER_LEN + len - (cur ? s->out_left : wire);
+			if (hx == EXT_PER_OUTPUT || n + 2 > max)
+				break;
+			uint8_t *hc = s->ext_hdr[hx++];
+			memcpy(hc, h, sizeof(h));
+			hc[2] &= (uint8_t) ~(FLAG_EXT >> 8);
+			if (done < EM_FRAME_HEADER_LEN)
+				iov[n++] = (struct iovec){hc + done, EM_FRAME_HEADER_LEN - done};
+			const uint8_t *p;
+			memcpy(&p, d, sizeof(p));
+			uint32_t pdone =
+			        done > EM_FRAME_HEADER_LEN ? done - EM_FRAME_HEADER_LEN : 0;
+			if (len > pdone)
+				iov[n++] =
+				        (struct iovec){(void *)(uintptr_t)(p + pdone), len - pdone};
+			total += EM_FRAME_HEADER_LEN + len - done;
+			off += EM_FRAME_HEADER_LEN + EXT_DESC;
+		}
+		if (s->discard_send)
+			break;
+	}
+	return n;
+}
+
+unsigned em_tunnel_session_output_iov(struct em_tunnel_session *s, struct iovec *iov, unsigned max)
+{
+	if (max == 0)
+		return 0;
 	if (s->out_left == 0) {
 		if (s->ctrl.used)
 			s->out_src = SRC_CTRL;
 		else if (s->send.used && !s->discard_send)
 			s->out_src = SRC_SEND;
 		else
-			return (struct em_slice){NULL, 0};
-		s->out_left = ring_frame_len(s->out_src == SRC_CTRL ? &s->ctrl : &s->send);
+			return 0;
+		start_frame(s, s->out_src == SRC_CTRL ? &s->ctrl : &s->send);
 	}
-	struct ring *r = s->out_src == SRC_CTRL ? &s->ctrl : &s->send;
-	uint32_t n = EM_MIN(r->used, r->cap - r->head);
 	if (s->out_src == SRC_SEND)
-		n = EM_MIN(n, s->discard_send ? s->out_left : EM_MAX(SEND_SLICE_MAX, s->out_left));
-	return (struct em_slice){(const char *)r->buf + r->head, n};
+		return output_send(s, iov, max);
+	const struct ring *r = &s->ctrl;
+	iov[0] = (struct iovec){r->buf + r->head, EM_MIN(r->used, r->cap - r->head)};
+	return 1;
+}
+
+struct em_slice em_tunnel_session_output(struct em_tunnel_session *s)
+{
+	struct iovec v;
+	if (em_tunnel_session_output_iov(s, &v, 1) == 0)
+		return (struct em_slice){NULL, 0};
+	return (struct em_slice){v.iov_base, v.iov_len};
+}
+
+/* The EXT frame at the head of the send ring is done with: its payload goes
+ * back to the caller. */
+static void ext_done(struct em_tunnel_session *s, uint32_t len, uint64_t token)
+{
+	ring_skip(&s->send, EM_FRAME_HEADER_LEN + EXT_DESC);
+	s->n_ext--;
+	s->ext_bytes -= len;
+	if (s->conf.on_release)
+		s->conf.on_release(s->conf.ctx, token);
 }
 
 void em_tunnel_session_output_advance(struct em_tunnel_session *s, size_t n)
@@ -981,16 +1131,23 @@ void em_tunnel_session_output_advance(struct em_tunnel_session *s, size_t n)
 	struct ring *r = s->out_src == SRC_CTRL ? &s->ctrl : &s->send;
 	if (s->out_src == SRC_NONE)
 		return;
-	n = EM_MIN(n, r->used);
-	s->st.bytes_out += n;
-	while (n) {
+	size_t n0 = n;
+	for (unsigned k = 0; n && (s->out_left || r->used) && k < 1000000; k++) {
 		if (s->out_left == 0)
-			s->out_left = ring_frame_len(r);
+			start_frame(s, r);
 		uint32_t take = (uint32_t)EM_MIN(n, s->out_left);
-		ring_skip(r, take);
 		s->out_left -= take;
 		n -= take;
+		if (!s->out_ext) {
+			ring_skip(r, take);
+		} else if (s->out_left == 0) {
+			uint8_t h[EM_FRAME_HEADER_LEN];
+			ring_peek(r, 0, h, sizeof(h));
+			s->out_ext = false;
+			ext_done(s, hdr_len(h), s->out_ext_token);
+		}
 	}
+	s->st.bytes_out += n0 - n;
 	if (s->out_left == 0)
 		s->out_src = SRC_NONE;
 	flush_pending(s);
@@ -1018,7 +1175,7 @@ int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void
 	size_t total = 0;
 	len = EM_MIN(len, (size_t)INT32_MAX);
 	while (total < len) {
-		uint32_t room = ring_free(&s->send);
+		uint32_t room = send_free(s);
 		if (room <= EM_FRAME_HEADER_LEN)
 			break;
 		uint64_t chunk = EM_MIN((uint64_t)(len - total), st->send_credit);
@@ -1052,6 +1209,33 @@ int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void
 	return (int)total;
 }
 
+int em_tunnel_session_write_ref(struct em_tunnel_session *s, uint32_t id, const void *data,
+                                size_t len, uint64_t token)
+{
+	if (!usable(s))
+		return -ENOTCONN;
+	struct stream *st = find_live(s, id);
+	if (!st)
+		return -ENOENT;
+	if (st->flags & ST_LOCAL_FIN)
+		return -EPIPE;
+	if (len == 0 || len > s->peer_max_data || len > st->send_credit ||
+	    (uint64_t)send_free(s) < EM_FRAME_HEADER_LEN + EXT_DESC + (uint64_t)len)
+		return 0;
+	uint8_t h[EM_FRAME_HEADER_LEN], d[EXT_DESC];
+	em_frame_write_header(h, EM_FRAME_DATA, FLAG_EXT, id, (uint32_t)len);
+	memcpy(d, &data, sizeof(data));
+	memcpy(d + 8, &token, sizeof(token));
+	ring_put(&s->send, h, sizeof(h));
+	ring_put(&s->send, d, sizeof(d));
+	s->n_ext++;
+	s->ext_bytes += len;
+	s->st.send_hwm = EM_MAX(s->st.send_hwm, s->send.used + (uint32_t)s->ext_bytes);
+	st->send_credit -= len;
+	s->st.data_out += len;
+	return (int)len;
+}
+
 int em_tunnel_session_shutdown(struct em_tunnel_session *s, uint32_t id)
 {
 	if (!usable(s))
@@ -1082,7 +1266,7 @@ int em_tunnel_session_open(struct em_tunnel_session *s, const struct em_frame_ta
 	int n = em_frame_encode(&f, b, sizeof(b));
 	if (n < 0)
 		return -EINVAL;
-	if ((uint32_t)n > ring_free(&s->send))
+	if ((uint32_t)n > send_free(s))
 		return -ENOBUFS;
 	struct stream *st = stream_new(s, s->next_id, false);
 	if (!st)
@@ -1320,6 +1504,24 @@ void em_tunnel_session_destroy(struct em_tunnel_session *s)
 {
 	if (!s)
 		return;
+	/* Payloads still referenced go back to the caller. */
+	struct ring *r = &s->send;
+	if (s->out_src == SRC_SEND && s->out_left && !s->out_ext)
+		ring_skip(r, s->out_left); /* rest of a plain frame */
+	s->out_left = 0;
+	for (unsigned k = 0; s->n_ext && r->used && k < 10000000; k++) {
+		uint8_t h[EM_FRAME_HEADER_LEN];
+		ring_peek(r, 0, h, sizeof(h));
+		if (!hdr_ext(h)) {
+			ring_skip(r, EM_FRAME_HEADER_LEN + hdr_len(h));
+			continue;
+		}
+		uint8_t d[EXT_DESC];
+		uint64_t token;
+		ring_peek(r, EM_FRAME_HEADER_LEN, d, sizeof(d));
+		memcpy(&token, d + 8, sizeof(token));
+		ext_done(s, hdr_len(h), token);
+	}
 	if (s->key)
 		OPENSSL_cleanse(s->key, s->conf.key_len);
 	free(s->key);

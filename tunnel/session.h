@@ -22,6 +22,8 @@
 #ifndef EM_TUNNEL_SESSION_H
 #define EM_TUNNEL_SESSION_H
 
+#include <sys/uio.h>
+
 #include "proto/frame.h"
 
 /* A peer-opened stream reset within this time of its OPEN counts as churn. */
@@ -92,6 +94,10 @@ struct em_tunnel_conf {
 	 * synchronously from input(). */
 	bool (*allow_node)(void *ctx, struct em_slice name);
 	void (*on_event)(void *ctx, const struct em_tunnel_event *ev);
+	/* A payload queued with em_tunnel_session_write_ref() was sent, or
+	 * dropped (failed session, destroy): <token> as given there. Called
+	 * from output_advance() and destroy(). */
+	void (*on_release)(void *ctx, uint64_t token);
 	void *ctx;
 
 	uint32_t max_streams;        /* concurrent streams per direction [1024] */
@@ -169,7 +175,14 @@ int em_tunnel_session_input(struct em_tunnel_session *s, const void *buf, size_t
  * whatever else is called meanwhile (it may sit in an SQE). */
 struct em_slice em_tunnel_session_output(struct em_tunnel_session *s);
 
-/* Reports that the first <n> bytes of the last output() slice were sent.
+/* The next bytes to send as up to <max> vectors (returns how many; 0 when
+ * there is nothing): several frames at once, payloads queued with
+ * write_ref() in place. Same validity as output()'s slice; output() is the
+ * first vector of this. */
+unsigned em_tunnel_session_output_iov(struct em_tunnel_session *s, struct iovec *iov, unsigned max);
+
+/* Reports that the first <n> bytes of the last output() slice (or output
+ * vectors) were sent.
  * Freed ring space may let deferred FIN/RST/WINDOW_UPDATE frames in and
  * lets a short write() be retried. */
 void em_tunnel_session_output_advance(struct em_tunnel_session *s, size_t n);
@@ -198,6 +211,14 @@ int em_tunnel_session_open(struct em_tunnel_session *s, const struct em_frame_ta
  * -ENOTCONN when the session is closed. Never fires events. */
 int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void *data, size_t len,
                             bool fin);
+
+/* Queues all <len> bytes of <data> on <id> as one DATA frame without copying
+ * them: <data> must stay valid and unchanged until conf.on_release(<token>).
+ * All or nothing: returns <len>, or 0 when the peer's window, its max DATA
+ * size or the send buffer (payloads count against it as if in the ring)
+ * does not take all of it (write() may then take part). Errors as write(). */
+int em_tunnel_session_write_ref(struct em_tunnel_session *s, uint32_t id, const void *data,
+                                size_t len, uint64_t token);
 
 /* Half-closes <id> (FIN). Queued at once or, when the send ring is full,
  * as soon as it has room. Returns 0, -ENOENT, or -EPIPE if already closed. */

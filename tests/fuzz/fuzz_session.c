@@ -1,7 +1,8 @@
 /* libFuzzer harness for the tunnel session: two sessions complete a real
  * handshake, then the input is fed to the acceptor as if its authenticated
  * peer had sent it. Whatever arrives, the session must not crash, must keep
- * its queues within their caps and must not deliver more than the window. */
+ * its queues within their caps and must not deliver more than the window;
+ * every payload queued without copying comes back exactly once. */
 #include <stdlib.h>
 
 #include "tunnel/session.h"
@@ -12,7 +13,18 @@ struct fz {
 	struct em_tunnel_session *s;
 	uint64_t delivered;
 	unsigned events;
+	long refs; /* write_ref payloads not yet released */
 };
+
+static const char ref_payload[2048];
+
+static void on_release(void *ctx, uint64_t token)
+{
+	struct fz *z = ctx;
+	(void)token;
+	if (--z->refs < 0)
+		abort();
+}
 
 static void on_event(void *ctx, const struct em_tunnel_event *ev)
 {
@@ -28,6 +40,10 @@ static void on_event(void *ctx, const struct em_tunnel_event *ev)
 		else if (ev->data.len % 3)
 			em_tunnel_session_consume(z->s, ev->stream_id, ev->data.len, 0);
 	} else if (ev->type == EM_TUNNEL_EV_STREAM_OPEN) {
+		if (em_tunnel_session_write_ref(z->s, ev->stream_id, ref_payload,
+		                                1 + ev->stream_id % sizeof(ref_payload),
+		                                ev->stream_id) > 0)
+			z->refs++;
 		em_tunnel_session_write(z->s, ev->stream_id, "ok", 2, (ev->stream_id & 2) != 0);
 	}
 }
@@ -58,6 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                            .key = "k",
 	                            .key_len = 1,
 	                            .on_event = on_event,
+	                            .on_release = on_release,
 	                            .ctx = &za,
 	                            .max_streams = 8,
 	                            .send_buffer = 4096,
@@ -83,8 +100,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = n < size - off ? n : size - off;
 		em_tunnel_session_input(zb.s, data + off, n, off);
 		off += n;
-		struct em_slice sl = em_tunnel_session_output(zb.s);
-		em_tunnel_session_output_advance(zb.s, sl.len / 2);
+		struct iovec iov[16];
+		unsigned nv = em_tunnel_session_output_iov(zb.s, iov, 1 + data[off - 1] % 16);
+		size_t out = 0;
+		for (unsigned i = 0; i < nv; i++)
+			out += iov[i].iov_len;
+		em_tunnel_session_output_advance(zb.s, out / 2);
 		uint32_t c, d;
 		em_tunnel_session_queued(zb.s, &c, &d);
 		if (c > 1024 || d > 4096)
@@ -92,5 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	em_tunnel_session_tick(zb.s, size + 100000);
 	em_tunnel_session_destroy(zb.s);
+	if (zb.refs != 0)
+		abort();
 	return 0;
 }

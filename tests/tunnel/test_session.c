@@ -25,6 +25,9 @@ struct side {
 	uint32_t bad_bytes;
 	uint32_t windows, pongs;
 	uint64_t max_unconsumed_over; /* times unconsumed exceeded the window */
+	/* pump_iov(): frame headers of this side's output, parsed as sent */
+	uint8_t wh[EM_FRAME_HEADER_LEN];
+	uint32_t wh_have, wh_skip;
 };
 
 static uint64_t now;
@@ -723,4 +726,201 @@ Test(session, bad_config_refused)
 	A->conf.node_name = "ok";
 	A->conf.key_len = 0;
 	cr_assert_eq(em_tunnel_session_create(&A->conf, now, &s), -EINVAL);
+}
+
+/* ---- payloads sent without copying (write_ref) ---- */
+
+#define NREF 64
+static struct {
+	uint8_t *buf[NREF];
+	uint32_t released[NREF]; /* times released */
+	uint32_t order[NREF], n_order;
+} refs;
+
+static void on_release(void *ctx, uint64_t token)
+{
+	EM_UNUSED(ctx);
+	cr_assert_lt(token, NREF);
+	refs.released[token]++;
+	refs.order[refs.n_order++ % NREF] = (uint32_t)token;
+	memset(refs.buf[token], 0xee, 1); /* the session must not send it again */
+}
+
+static uint8_t *ref_buf(uint32_t token, uint32_t id, uint64_t off, size_t len)
+{
+	uint8_t *b = malloc(len);
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < len; i++)
+		b[i] = pattern(id, off + i);
+	refs.buf[token] = b;
+	return b;
+}
+
+static void refs_free(void)
+{
+	for (int i = 0; i < NREF; i++)
+		free(refs.buf[i]);
+	memset(&refs, 0, sizeof(refs));
+}
+
+/* Moves <from>'s output to <to> through output_iov(), a random number of
+ * bytes per step (so steps end inside headers and payloads), and checks
+ * every DATA header on the wire carries only protocol flags. */
+static size_t pump_iov(struct side *from, struct side *to)
+{
+	static uint8_t wire[1 << 20];
+	uint8_t *hdr = from->wh;
+	size_t moved = 0;
+	for (int guard = 0; guard < 100000; guard++) {
+		struct iovec iov[16];
+		unsigned n = em_tunnel_session_output_iov(from->s, iov, 1 + rnd() % 16);
+		if (!n)
+			break;
+		size_t want = 1 + rnd() % 70000, len = 0;
+		for (unsigned i = 0; i < n && len < want; i++) {
+			size_t k = EM_MIN(iov[i].iov_len, want - len);
+			memcpy(wire + len, iov[i].iov_base, k);
+			len += k;
+		}
+		for (size_t i = 0; i < len; i++) {
+			if (from->wh_skip) {
+				from->wh_skip--;
+				continue;
+			}
+			hdr[from->wh_have++] = wire[i];
+			if (from->wh_have < EM_FRAME_HEADER_LEN)
+				continue;
+			from->wh_have = 0;
+			cr_assert_eq(hdr[2] & 0x80, 0, "an internal flag reached the wire");
+			from->wh_skip = (uint32_t)hdr[8] << 24 | (uint32_t)hdr[9] << 16 |
+			                (uint32_t)hdr[10] << 8 | hdr[11];
+		}
+		em_tunnel_session_input(to->s, wire, len, now);
+		em_tunnel_session_output_advance(from->s, len);
+		check_bounds(from);
+		moved += len;
+	}
+	return moved;
+}
+
+Test(session, write_ref_payloads_arrive_in_order_and_come_back_once)
+{
+	A->conf.on_release = on_release;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	uint32_t id;
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	pump(A, B);
+	/* Copied and referenced pieces interleaved, sizes 1 byte to 32 KiB. */
+	uint64_t off = 0;
+	uint32_t tokens = 0;
+	static uint8_t tmp[40000];
+	for (int i = 0; i < 40; i++) {
+		size_t len = i % 5 == 4 ? 1 + rnd() % 3000 : 4096 + rnd() % 28000;
+		if (i % 3 != 2 && tokens < NREF) {
+			uint8_t *b = ref_buf(tokens, id, off, len);
+			int w = 0;
+			for (int k = 0; k < 100 && w == 0; k++) {
+				w = em_tunnel_session_write_ref(A->s, id, b, len, tokens);
+				if (w == 0) /* out of window or room: let some go */
+					pump_iov(A, B), pump_iov(B, A);
+			}
+			cr_assert_eq(w, (int)len, "piece %d: %d", i, w);
+			tokens++;
+		} else {
+			for (size_t k = 0; k < len; k++)
+				tmp[k] = pattern(id, off + k);
+			size_t done = 0;
+			for (int k = 0; k < 100 && done < len; k++) {
+				int w = em_tunnel_session_write(A->s, id, tmp + done, len - done,
+				                                false);
+				cr_assert_geq(w, 0);
+				done += (size_t)w;
+				if (done < len)
+					pump_iov(A, B), pump_iov(B, A);
+			}
+			cr_assert_eq(done, len);
+		}
+		off += len;
+		if (i % 7 == 6) /* some output before the rest is queued */
+			pump_iov(A, B);
+	}
+	cr_assert_eq(em_tunnel_session_shutdown(A->s, id), 0);
+	for (int k = 0; k < 1000 && (pump_iov(A, B) + pump_iov(B, A)); k++)
+		;
+	cr_assert_eq(B->rx[id], off, "got %lu of %lu", (unsigned long)B->rx[id],
+	             (unsigned long)off);
+	cr_assert_eq(B->bad_bytes, 0);
+	cr_assert(B->fin[id]);
+	for (uint32_t k = 0; k < tokens; k++) {
+		cr_assert_eq(refs.released[k], 1, "token %u released %u times", k,
+		             refs.released[k]);
+		cr_assert_eq(refs.order[k], k, "released in queue order");
+	}
+	uint32_t c, d;
+	em_tunnel_session_queued(A->s, &c, &d);
+	cr_assert_eq(d, 0);
+	cr_assert_eq(em_tunnel_session_stats(A->s)->data_out, off);
+	refs_free();
+}
+
+Test(session, write_ref_is_all_or_nothing)
+{
+	A->conf.on_release = on_release;
+	A->conf.send_buffer = 64 * 1024;
+	B->conf.initial_window = 64 * 1024;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	uint32_t id;
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	pump(A, B);
+	uint8_t *b = ref_buf(0, id, 0, 70 * 1024);
+	cr_assert_eq(em_tunnel_session_write_ref(A->s, id, b, 70 * 1024, 0), 0,
+	             "more than the peer's window (and max frame): refused whole");
+	cr_assert_eq(em_tunnel_session_write_ref(A->s, id, b, 40 * 1024, 0), 40 * 1024);
+	cr_assert_eq(em_tunnel_session_write_ref(A->s, id, b + 40 * 1024, 30 * 1024, 1), 0,
+	             "the send buffer counts referenced bytes: no room for 30 KiB more");
+	int w = em_tunnel_session_write(A->s, id, b + 40 * 1024, 30 * 1024, false);
+	cr_assert(w > 0 && w < 24 * 1024, "a copy takes only what is left (%d)", w);
+	cr_assert_eq(em_tunnel_session_write_ref(A->s, 9999, b, 10, 1), -ENOENT);
+	cr_assert_eq(em_tunnel_session_write_ref(A->s, id, b, 0, 1), 0);
+	for (int k = 0; k < 100 && (pump_iov(A, B) + pump_iov(B, A)); k++)
+		;
+	cr_assert_eq(refs.released[0], 1);
+	cr_assert_eq(B->rx[id], 40 * 1024 + (uint64_t)w);
+	cr_assert_eq(B->bad_bytes, 0);
+	refs_free();
+}
+
+Test(session, write_ref_payloads_come_back_on_destroy)
+{
+	A->conf.on_release = on_release;
+	connect_pair(A, B);
+	struct em_frame_target t = target();
+	uint32_t id;
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	pump(A, B);
+	for (uint32_t k = 0; k < 5; k++) {
+		uint8_t *b = ref_buf(k, id, k * 10000, 10000);
+		cr_assert_eq(em_tunnel_session_write_ref(A->s, id, b, 10000, k), 10000);
+		uint8_t small[100];
+		memset(small, 1, sizeof(small));
+		cr_assert_eq(em_tunnel_session_write(A->s, id, small, sizeof(small), false), 100);
+	}
+	/* Stop inside the second payload: the first was sent whole. */
+	struct iovec iov[16];
+	unsigned n = em_tunnel_session_output_iov(A->s, iov, 16);
+	size_t total = 0;
+	for (unsigned i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	cr_assert_gt(n, 4, "several frames in one output: %u", n);
+	em_tunnel_session_output_advance(A->s, 12 + 10000 + 12 + 100 + 12 + 5000);
+	cr_assert_eq(refs.released[0], 1);
+	cr_assert_eq(refs.released[1], 0, "half sent: still the session's");
+	em_tunnel_session_destroy(A->s);
+	A->s = NULL;
+	for (uint32_t k = 0; k < 5; k++)
+		cr_assert_eq(refs.released[k], 1, "token %u released %u times", k,
+		             refs.released[k]);
+	refs_free();
 }
