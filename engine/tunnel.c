@@ -115,6 +115,7 @@ struct em_tconn {
 	uint16_t inflight;
 	uint16_t flags;
 	struct sockaddr_storage sa;
+	struct em_addr dialed; /* dialled: the peer address it was dialled at */
 	char addr[EM_ADDR_STRLEN];
 } __attribute__((aligned(16)));
 
@@ -162,7 +163,11 @@ struct em_tun_worker {
 	bool exiting;     /* worker exit: the buffer ring is gone */
 	/* Counters: sessions already freed, and tunnel-level events. */
 	struct em_tunnel_stats retired;
-	uint64_t n_dialed, n_accepted, n_closed, n_open_refused;
+	uint64_t n_dialed, n_accepted, n_closed, n_open_refused, n_open_repicked, n_refused;
+	/* Per-stream refusals are logged at most once a second per worker. */
+	uint64_t refuse_log_ms;
+	uint32_t refuse_quiet; /* refusals not logged since the last line */
+	uint64_t table_gen;    /* table generation peers' addresses were checked at */
 };
 
 /* ---- pure logic ---- */
@@ -252,6 +257,8 @@ void em_tun_counters(const struct em_worker *w, uint64_t *v)
 	v[EM_C_T_OPENED_LOCAL] += sum.streams_opened_local;
 	v[EM_C_T_OPENED_REMOTE] += sum.streams_opened_remote;
 	v[EM_C_T_OPEN_REFUSED] += t->n_open_refused;
+	v[EM_C_T_OPEN_REPICKED] += t->n_open_repicked;
+	v[EM_C_T_REFUSED] += t->n_refused;
 	v[EM_C_T_RESETS_IN] += sum.resets_in;
 	v[EM_C_T_RESETS_OUT] += sum.resets_out;
 	v[EM_C_T_BYTES_IN] += sum.bytes_in;
@@ -975,6 +982,21 @@ static void slice_str(char *dst, size_t cap, struct em_slice s)
 	dst[n] = 0;
 }
 
+/* True when a per-stream refusal may be logged now; sets <*quiet> to the
+ * number not logged since the last line. */
+static bool refuse_log_ok(struct em_worker *w, uint32_t *quiet)
+{
+	struct em_tun_worker *t = w->tun;
+	if (t->refuse_log_ms && w->now_ms < t->refuse_log_ms + 1000) {
+		t->refuse_quiet++;
+		return false;
+	}
+	t->refuse_log_ms = w->now_ms;
+	*quiet = t->refuse_quiet;
+	t->refuse_quiet = 0;
+	return true;
+}
+
 /* The peer opened a stream: serve it from a local endpoint of the named
  * service, the very one the opener picked, or refuse it. */
 static void serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tunnel_event *ev)
@@ -989,13 +1011,38 @@ static void serve_open(struct em_worker *w, struct em_tconn *tc, const struct em
 	const struct em_svc_port *sp = svc && tg->protocol == EM_FRAME_PROTO_TCP
 	                                       ? em_service_port(svc, tg->port, IPPROTO_TCP)
 	                                       : NULL;
-	for (uint32_t i = 0; sp && i < sp->n_ready; i++)
-		if (sp->endpoints[i].local && em_addr_eq(&sp->endpoints[i].addr, &tg->dst)) {
+	uint32_t n_local = 0;
+	for (uint32_t i = 0; sp && i < sp->n_ready; i++) {
+		if (!sp->endpoints[i].local)
+			continue;
+		n_local++;
+		if (em_addr_eq(&sp->endpoints[i].addr, &tg->dst)) {
 			ep = &sp->endpoints[i];
 			break;
 		}
+	}
+	if (!ep && n_local) {
+		/* The opener's pick is no longer here (its table is behind
+		 * ours): another local endpoint of the service serves it. */
+		uint32_t k = ev->stream_id % n_local;
+		for (uint32_t i = 0; i < sp->n_ready && !ep; i++)
+			if (sp->endpoints[i].local && k-- == 0)
+				ep = &sp->endpoints[i];
+		w->tun->n_open_repicked++;
+	}
 	if (!ep) {
 		w->tun->n_open_refused++;
+		uint32_t quiet;
+		if (refuse_log_ok(w, &quiet)) {
+			char dst[EM_ADDR_STRLEN];
+			em_addr_format(&tg->dst, true, dst, sizeof(dst));
+			EM_WARN("tunnel",
+			        "worker %u: stream from %s to %s/%s port %u (%s) refused: %s "
+			        "(%u more refusals not logged)",
+			        w->id, tc_name(tc), ns, name, tg->port, dst,
+			        !sp ? "no such service port here" : "no local endpoint here",
+			        quiet);
+		}
 		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_REFUSED,
 		                        "not a local endpoint of that service here");
 		return;
@@ -1114,6 +1161,18 @@ static void on_event(void *ctx, const struct em_tunnel_event *ev)
 		}
 		break;
 	case EM_TUNNEL_EV_RESET:
+		if (ev->reason == EM_REASON_REFUSED || ev->reason == EM_REASON_UNREACHABLE) {
+			/* The peer would not serve a stream we opened. */
+			w->tun->n_refused++;
+			uint32_t quiet;
+			if (refuse_log_ok(w, &quiet))
+				EM_WARN("tunnel",
+				        "worker %u: %s refused a stream to %s/%s: %s%s%.*s "
+				        "(%u more refusals not logged)",
+				        w->id, tc_name(tc), ts ? ts->ns : "?", ts ? ts->svc : "?",
+				        em_reason_str(ev->reason), ev->data.len ? ": " : "",
+				        (int)EM_MIN(ev->data.len, 128), ev->data.base, quiet);
+		}
 		if (ts) {
 			ts->id = 0;
 			ts_fail(w, ts);
@@ -1304,6 +1363,17 @@ void em_tun_accept(struct em_worker *w, int fd)
 	mark_dirty(w, tc);
 }
 
+/* Where <ni>'s tunnel listens: its InternalIP at its annotated port, else at
+ * our own tunnel port (the same on every node), else the default. */
+static struct em_addr peer_addr(const struct em_node_info *ni, const struct em_config *cfg)
+{
+	struct em_addr a = ni->internal_ip;
+	a.port = ni->tunnel_port                    ? ni->tunnel_port
+	         : cfg && cfg->tunnel.listen.family ? cfg->tunnel.listen.port
+	                                            : TUN_DEFAULT_PORT;
+	return a;
+}
+
 static int peer_dial(struct em_worker *w, struct tpeer *tp)
 {
 	const struct em_table *t = em_table_current();
@@ -1316,10 +1386,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 		peer_down(w, tp);
 		return -EHOSTUNREACH;
 	}
-	struct em_addr a = ni->internal_ip;
-	a.port = ni->tunnel_port                    ? ni->tunnel_port
-	         : cfg && cfg->tunnel.listen.family ? cfg->tunnel.listen.port
-	                                            : TUN_DEFAULT_PORT;
+	struct em_addr a = peer_addr(ni, cfg);
 	int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		int rc = -errno;
@@ -1335,6 +1402,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 		return -ENOMEM;
 	}
 	tc->tp = tp;
+	tc->dialed = a;
 	em_addr_format(&a, true, tc->addr, sizeof(tc->addr));
 	int rc = session_new(w, tc, EM_TUNNEL_DIALER);
 	if (rc) {
@@ -1492,6 +1560,39 @@ void em_tun_flush(struct em_worker *w)
 	}
 }
 
+/* The table changed: a peer whose Node now gives another tunnel address
+ * (or is gone) gets a new tunnel for new streams; the old one drains (our
+ * GOAWAY, its streams finish). */
+static void peers_recheck(struct em_worker *w, const struct em_table *tab)
+{
+	const struct em_config *cfg = em_config_current();
+	struct em_tun_worker *t = w->tun;
+	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
+		struct tpeer *tp = em_container_of(n, struct tpeer, node);
+		struct em_tconn *tc = tp->conn;
+		if (!tc || tp->state != TP_UP)
+			continue;
+		const struct em_node_info *ni = em_table_node(tab, tp->name);
+		struct em_addr a =
+		        ni && ni->internal_ip.family ? peer_addr(ni, cfg) : (struct em_addr){0};
+		if (a.family && em_addr_eq(&a, &tc->dialed))
+			continue;
+		char now[EM_ADDR_STRLEN] = "none";
+		if (a.family)
+			em_addr_format(&a, true, now, sizeof(now));
+		EM_INFO("tunnel",
+		        "worker %u: node %s moved from %s to %s: new streams use a new tunnel",
+		        w->id, tp->name, tc->addr, now);
+		em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "peer address changed");
+		tc->flags |= TC_GOAWAY;
+		mark_dirty(w, tc);
+		tp->conn = NULL;
+		tp->state = TP_DOWN;
+		tp->next_dial_ms = w->now_ms;
+		tp->backoff_ms = 0;
+	}
+}
+
 void em_tun_tick(struct em_worker *w)
 {
 	struct em_tun_worker *t = w->tun;
@@ -1525,6 +1626,11 @@ void em_tun_tick(struct em_worker *w)
 	}
 	if (w->stopping)
 		return;
+	const struct em_table *tab = em_table_current();
+	if (tab && em_table_generation(tab) != t->table_gen) {
+		t->table_gen = em_table_generation(tab);
+		peers_recheck(w, tab);
+	}
 	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
 		struct tpeer *tp = em_container_of(n, struct tpeer, node);
 		if (tp->wanted && tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms)

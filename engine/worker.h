@@ -173,6 +173,8 @@ struct em_lconf {
 	X(T_OPENED_LOCAL, "tunnel", "streams_opened")                                              \
 	X(T_OPENED_REMOTE, "tunnel", "streams_served")                                             \
 	X(T_OPEN_REFUSED, "tunnel", "opens_refused")                                               \
+	X(T_OPEN_REPICKED, "tunnel", "opens_repicked")                                             \
+	X(T_REFUSED, "tunnel", "streams_refused_by_peer")                                          \
 	X(T_RESETS_IN, "tunnel", "resets_received")                                                \
 	X(T_RESETS_OUT, "tunnel", "resets_sent")                                                   \
 	X(T_BYTES_IN, "tunnel", "bytes_received")                                                  \

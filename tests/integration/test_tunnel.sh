@@ -168,6 +168,26 @@ conns=$(grep -E '^[0-9]+$' "$IT_TMP/mix.out" | awk '{s+=$1} END {print s+0}')
 it_check "20 keep-alive requests alternate between A's endpoint and B's ($counts, $conns client connection)" \
 	[ "$counts" = "backend-0=10 backend-1=10 " -a "$conns" = 1 ]
 
+# -- B's table is ahead of A's: one endpoint of service rp left B, A still
+# picks it; B serves those streams from its other endpoint instead of
+# refusing them.
+IT_NS=$NSB
+it_backend rp-b http 127.0.0.31:8082 127.0.0.32:8082
+IT_NS=$NSA
+em_apply node-a "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
+	"$(ep_obj default rp 8082 127.0.0.31@node-b 127.0.0.32@node-b)")"
+em_apply node-b "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
+	"$(ep_obj default rp 8082 127.0.0.32@node-b)")"
+sleep 0.2
+it_urls 10 "http://10.96.0.82/" | sed 's/^/url = /' >"$IT_TMP/rp.urls"
+ina timeout 20 curl -sS --max-time 15 -K "$IT_TMP/rp.urls" >"$IT_TMP/rp.out" 2>"$IT_TMP/rp.err"
+counts=$(it_count_backends "$IT_TMP/rp.out")
+it_check "endpoint gone on B, still in A's table: 10 requests all served by B's other endpoint ($counts)" \
+	[ "$counts" = "backend-1=10 " ]
+sleep 0.1
+rp=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-b.sock" stats | python3 -c "import json,sys; print(json.load(sys.stdin)['tunnel']['opens_repicked'])")
+it_check "stats: B counts the stream it re-picked ($rp, expected 1: A pools it)" [ "$rp" = 1 ]
+
 # -- 1,000 concurrent streams on one tunnel (one worker on each side)
 res=$(ina timeout 60 "$EMLOAD" -m pingpong -a 10.96.0.7:7 -c 1000 -d 3 -s 100 -t 1 \
 	2>"$IT_TMP/emload1000.err" | tail -n 1)

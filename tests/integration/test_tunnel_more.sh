@@ -10,9 +10,9 @@
 #      B's tunnel port and no connection of its own to B's backend;
 #   2. the Node annotation edgemesh.io/tunnel-port: B listens on 20106 and
 #      says so, A (listening on the default port itself) dials 20106; with the
-#      annotation removed (and the tunnel broken by restarting B) A dials
-#      20006, where nothing listens: its clients fail fast and its log names
-#      the tunnel; with the annotation back, traffic recovers within seconds;
+#      annotation removed A drains that tunnel at once and dials 20006, where
+#      nothing listens: its clients fail fast and its log names the tunnel;
+#      with the annotation back, traffic recovers within seconds;
 #   3. a node that is not in B's table ("stranger", a third edgemesh in A's
 #      namespace, right cluster key): B refuses its tunnel and logs the name
 #      and the reason, the stranger's client fails fast, A's tunnel is
@@ -287,15 +287,19 @@ sa=$(socks "$NSA")
 it_check "annotation: A's tunnel connection goes to $IPB:$ALT_PORT, none to :20006 ($(grep -F "$IPB:" <<<"$sa" | tr '\n' ';'))" \
 	to_alt_only "$sa"
 
-# Annotation removed: A must dial the default port. The established tunnel is
-# broken by restarting B (still on 20106), so that A has to dial again.
+# Annotation removed: A must dial the default port. The established tunnel
+# drains (A notices the Node changed) and new streams go to 20006, where
+# nothing listens; B is restarted too (still on 20106), so that no old
+# connection is left at all.
+loga=$(wc -l <"${EM_LOG[node-a]}")
 em_apply node-a "$(node_obj node-b $IPB)"
 nodes=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-a.sock" get nodes 2>&1 | grep node-b | tr -s ' ')
 it_log "A's Node node-b without the annotation: $nodes"
-# Not a check: the tunnel already up is kept (it is node-b's, authenticated).
+moved() { new_lines "${EM_LOG[node-a]}" "$loga" | grep -qF "node node-b moved from $IPB:$ALT_PORT to $IPB:20006"; }
+it_wait 3 moved
+it_check "annotation removed: A drains the tunnel to port $ALT_PORT at once ('$(new_lines "${EM_LOG[node-a]}" "$loga" | grep -F moved | head -n 1 | cut -c1-150)')" moved
 if echo_at "$ECHO4"; then kept=yes; else kept=no; fi
-it_log "annotation removed: the established tunnel still carries new traffic: $kept"
-loga=$(wc -l <"${EM_LOG[node-a]}")
+it_check "annotation removed: a new connection no longer uses the old tunnel (answered: $kept)" [ "$kept" = no ]
 em_stop node-b
 em_start node-b "$NSB"
 sleep 0.3
