@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto/log.h"
@@ -1285,6 +1286,14 @@ static void on_release(void *ctx, uint64_t token)
 		em_worker_entry_put(tc->w, (uint16_t)token);
 }
 
+static uint64_t clock_us(void *ctx)
+{
+	EM_UNUSED(ctx);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_role role)
 {
 	const struct em_config *cfg = em_config_current();
@@ -1299,6 +1308,7 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	        .allow_node = allow_node,
 	        .on_event = on_event,
 	        .on_release = on_release,
+	        .clock_us = clock_us,
 	        .ctx = tc,
 	        .max_streams = cfg->tunnel.max_streams,
 	        .initial_window = cfg->tunnel.stream_window,

@@ -29,7 +29,10 @@
 #define EXT_PER_OUTPUT 8u
 /* A GOAWAY always fits in the control ring: other frames leave this free. */
 #define GOAWAY_RESERVE (EM_FRAME_HEADER_LEN + 8 + EM_FRAME_MAX_TEXT)
-#define MIN_RTT_MS     1
+/* Floor of the RTT used for window growth: the resolution of the clock
+ * (1 ms from the callers' timestamps), or with conf.clock_us a LAN's RTT. */
+#define MIN_RTT_US       1000u
+#define MIN_RTT_US_CLOCK 50u
 
 enum {
 	ST_LOCAL_FIN = 1 << 0,      /* our FIN is queued or pending */
@@ -52,7 +55,7 @@ struct stream {
 	uint32_t recv_credit;
 	uint32_t unconsumed;
 	uint32_t pending_update;
-	uint64_t last_update_ms;
+	uint64_t last_update_us;
 	uint64_t opened_ms;
 };
 
@@ -110,11 +113,19 @@ struct em_tunnel_session {
 	uint64_t now, created, last_rx, interval_start;
 	uint32_t cnt_pings, cnt_updates, cnt_empty, cnt_resets;
 	bool ping_out;
-	uint64_t ping_seq, ping_sent_ms;
-	uint32_t srtt;
+	uint64_t ping_seq, ping_sent_ms, ping_sent_us;
+	uint32_t srtt;    /* ms, as reported */
+	uint64_t srtt_us; /* for window growth (see now_us) */
 
 	struct em_tunnel_stats st;
 };
+
+/* Microseconds for window growth: the caller's clock when it gave one,
+ * else the millisecond timestamps of its calls. */
+static uint64_t now_us(const struct em_tunnel_session *s)
+{
+	return s->conf.clock_us ? s->conf.clock_us(s->conf.ctx) : s->now * 1000;
+}
 
 /* ---- rings ---- */
 
@@ -250,7 +261,8 @@ static struct stream *stream_new(struct em_tunnel_session *s, uint32_t id, bool 
 	st->send_credit = s->peer_window;
 	st->recv_window = s->conf.initial_window;
 	st->recv_credit = s->conf.initial_window;
-	st->last_update_ms = st->opened_ms = s->now;
+	st->opened_ms = s->now;
+	st->last_update_us = now_us(s);
 	s->idx[find_pos(s, id)] = slot + 1;
 	s->granted_total += st->recv_window;
 	if (remote)
@@ -385,6 +397,7 @@ static int send_ping(struct em_tunnel_session *s)
 		return -ENOBUFS;
 	s->ping_out = true;
 	s->ping_sent_ms = s->now;
+	s->ping_sent_us = now_us(s);
 	return 0;
 }
 
@@ -405,8 +418,9 @@ static void maybe_update(struct em_tunnel_session *s, struct stream *st)
 		return;
 	}
 	uint32_t delta = 0;
-	uint64_t rtt2 = 2 * (uint64_t)EM_MAX(s->srtt, MIN_RTT_MS);
-	if (s->now - st->last_update_ms < rtt2 && st->recv_window < s->conf.max_window) {
+	uint64_t t = now_us(s);
+	uint64_t rtt2 = 2 * EM_MAX(s->srtt_us, s->conf.clock_us ? MIN_RTT_US_CLOCK : MIN_RTT_US);
+	if (t - st->last_update_us < rtt2 && st->recv_window < s->conf.max_window) {
 		uint32_t w = (uint32_t)EM_MIN((uint64_t)st->recv_window * 2, s->conf.max_window);
 		if (s->granted_total + (w - st->recv_window) <= s->conf.tunnel_window)
 			delta = w - st->recv_window;
@@ -425,7 +439,7 @@ static void maybe_update(struct em_tunnel_session *s, struct stream *st)
 	}
 	st->recv_credit += inc;
 	st->pending_update = 0;
-	st->last_update_ms = s->now;
+	st->last_update_us = t;
 }
 
 /* Both directions finished: nothing more can arrive or leave. */
@@ -837,6 +851,8 @@ static void on_ping(struct em_tunnel_session *s, const struct em_frame *f)
 	s->ping_out = false;
 	uint32_t sample = (uint32_t)EM_MIN(s->now - s->ping_sent_ms, UINT32_MAX / 8);
 	s->srtt = s->st.pongs_in == 1 ? sample : (7 * s->srtt + sample) / 8;
+	uint64_t sample_us = now_us(s) - s->ping_sent_us;
+	s->srtt_us = s->st.pongs_in == 1 ? sample_us : (7 * s->srtt_us + sample_us) / 8;
 	struct em_tunnel_event ev = {.type = EM_TUNNEL_EV_PONG, .credit = sample};
 	emit(s, &ev);
 }
@@ -1477,6 +1493,7 @@ int em_tunnel_session_create(const struct em_tunnel_conf *conf, uint64_t now_ms,
 
 	s->now = s->created = s->last_rx = s->interval_start = now_ms;
 	s->srtt = c->rtt_initial_ms;
+	s->srtt_us = (uint64_t)c->rtt_initial_ms * 1000;
 	s->next_id = c->role == EM_TUNNEL_DIALER ? 1 : 2;
 
 	rc = -EIO;

@@ -98,6 +98,11 @@ struct em_tunnel_conf {
 	 * dropped (failed session, destroy): <token> as given there. Called
 	 * from output_advance() and destroy(). */
 	void (*on_release)(void *ctx, uint64_t token);
+	/* A monotonic clock in microseconds, optional: with it, RTTs and the
+	 * window growth rule resolve a LAN's sub-millisecond round trips (the
+	 * millisecond timestamps of the calls cannot), so windows stay near
+	 * the bandwidth-delay product instead of growing to max_window. */
+	uint64_t (*clock_us)(void *ctx);
 	void *ctx;
 
 	uint32_t max_streams;        /* concurrent streams per direction [1024] */

@@ -924,3 +924,90 @@ Test(session, write_ref_payloads_come_back_on_destroy)
 		             refs.released[k]);
 	refs_free();
 }
+
+/* ---- window growth with a microsecond clock ---- */
+
+static uint64_t test_us;
+static uint64_t test_clock(void *ctx)
+{
+	EM_UNUSED(ctx);
+	return test_us;
+}
+
+/* Moves at most <cap> bytes of <from>'s output to <to>. */
+static size_t pump_capped(struct side *from, struct side *to, size_t cap)
+{
+	size_t moved = 0;
+	while (moved < cap) {
+		struct em_slice sl = em_tunnel_session_output(from->s);
+		if (!sl.len)
+			break;
+		size_t n = EM_MIN(sl.len, cap - moved);
+		em_tunnel_session_input(to->s, sl.base, n, now);
+		em_tunnel_session_output_advance(from->s, n);
+		moved += n;
+	}
+	return moved;
+}
+
+/* A link of 64 KiB per 100 µs round trip (about 5 Gbit/s, BDP 64 KiB): with
+ * the caller's microsecond clock the receiver sees that the sender is limited
+ * by the link, not by the window, which therefore stays at its initial size.
+ * Timestamps in whole milliseconds cannot tell: every update looks fast and
+ * the window doubles to the cap (the same run without the clock shows it). */
+static uint32_t window_after_link_run(bool fine_clock, size_t link)
+{
+	uint32_t id;
+	uint64_t sent = 0;
+	test_us = 1000000;
+	if (fine_clock) {
+		A->conf.clock_us = test_clock;
+		B->conf.clock_us = test_clock;
+	}
+	A->conf.max_window = B->conf.max_window = 4u << 20;
+	A->conf.send_buffer = 8u << 20; /* the sender's ring is no limit */
+	side_start(A);
+	side_start(B);
+	for (int i = 0; i < 100; i++) { /* handshake over a 100 µs RTT */
+		size_t n = pump_capped(A, B, 1 << 20);
+		test_us += 50;
+		n += pump_capped(B, A, 1 << 20);
+		test_us += 50;
+		if (!n)
+			break;
+	}
+	cr_assert(A->done && B->done);
+	struct em_frame_target t = target();
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	for (int round = 0; round < 5000 && sent < (16u << 20); round++) {
+		write_some(A, id, &sent, 16u << 20, false);
+		pump_capped(A, B, link);
+		test_us += 50;
+		pump_capped(B, A, 1 << 20);
+		test_us += 50;
+	}
+	cr_assert_eq(sent, 16u << 20, "the transfer finished");
+	cr_assert_eq(B->bad_bytes, 0);
+	struct em_tunnel_stream_info info;
+	cr_assert_eq(em_tunnel_session_stream_info(B->s, id, &info), 0);
+	return info.recv_window;
+}
+
+Test(session, window_stays_near_the_bdp_with_a_microsecond_clock)
+{
+	uint32_t w = window_after_link_run(true, 64 * 1024);
+	cr_assert_eq(w, 256 * 1024, "window %u", w);
+}
+
+Test(session, window_grows_with_a_microsecond_clock_when_the_window_limits)
+{
+	/* 4 MiB per 100 µs: the window, not the link, is the limit. */
+	uint32_t w = window_after_link_run(true, 4u << 20);
+	cr_assert_eq(w, 4u << 20, "window %u", w);
+}
+
+Test(session, window_overshoots_with_millisecond_timestamps_only)
+{
+	uint32_t w = window_after_link_run(false, 64 * 1024);
+	cr_assert_eq(w, 4u << 20, "window %u", w);
+}
