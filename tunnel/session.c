@@ -56,6 +56,9 @@ struct stream {
 	uint32_t unconsumed;
 	uint32_t pending_update;
 	uint64_t last_update_us;
+	/* With conf.clock_us: bytes returned since meas_start_us, the interval
+	 * (at least one RTT) over which the stream's rate is judged. */
+	uint64_t meas_start_us, meas_bytes;
 	uint64_t opened_ms;
 };
 
@@ -262,7 +265,8 @@ static struct stream *stream_new(struct em_tunnel_session *s, uint32_t id, bool 
 	st->recv_window = s->conf.initial_window;
 	st->recv_credit = s->conf.initial_window;
 	st->opened_ms = s->now;
-	st->last_update_us = now_us(s);
+	st->last_update_us = st->meas_start_us = now_us(s);
+	st->meas_bytes = 0;
 	s->idx[find_pos(s, id)] = slot + 1;
 	s->granted_total += st->recv_window;
 	if (remote)
@@ -419,8 +423,21 @@ static void maybe_update(struct em_tunnel_session *s, struct stream *st)
 	}
 	uint32_t delta = 0;
 	uint64_t t = now_us(s);
-	uint64_t rtt2 = 2 * EM_MAX(s->srtt_us, s->conf.clock_us ? MIN_RTT_US_CLOCK : MIN_RTT_US);
-	if (t - st->last_update_us < rtt2 && st->recv_window < s->conf.max_window) {
+	bool limited, judged = false;
+	if (s->conf.clock_us) {
+		/* Judged over at least one RTT, so that a burst of returns (one
+		 * large send completing) does not look like a fast stream: the
+		 * window is the limit while the rate reaches half of W / RTT,
+		 * so W settles near twice the bandwidth-delay product. */
+		uint64_t rtt = EM_MAX(s->srtt_us, MIN_RTT_US_CLOCK);
+		uint64_t el = t - st->meas_start_us;
+		uint64_t bytes = st->meas_bytes + st->pending_update;
+		judged = el >= rtt;
+		limited = judged && bytes * rtt * 2 >= (uint64_t)st->recv_window * el;
+	} else {
+		limited = t - st->last_update_us < 2 * EM_MAX(s->srtt_us, MIN_RTT_US);
+	}
+	if (limited && st->recv_window < s->conf.max_window) {
 		uint32_t w = (uint32_t)EM_MIN((uint64_t)st->recv_window * 2, s->conf.max_window);
 		if (s->granted_total + (w - st->recv_window) <= s->conf.tunnel_window)
 			delta = w - st->recv_window;
@@ -440,6 +457,12 @@ static void maybe_update(struct em_tunnel_session *s, struct stream *st)
 	st->recv_credit += inc;
 	st->pending_update = 0;
 	st->last_update_us = t;
+	if (judged) {
+		st->meas_start_us = t;
+		st->meas_bytes = 0;
+	} else {
+		st->meas_bytes += inc - delta;
+	}
 }
 
 /* Both directions finished: nothing more can arrive or leave. */
