@@ -33,6 +33,8 @@
  * (1 ms from the callers' timestamps), or with conf.clock_us a LAN's RTT. */
 #define MIN_RTT_US       1000u
 #define MIN_RTT_US_CLOCK 50u
+/* While streams are open, the RTT is sampled (a PING) this often. */
+#define RTT_SAMPLE_MS 5000u
 
 enum {
 	ST_LOCAL_FIN = 1 << 0,      /* our FIN is queued or pending */
@@ -1409,8 +1411,9 @@ uint64_t em_tunnel_session_tick(struct em_tunnel_session *s, uint64_t now_ms)
 		return 60000;
 	}
 	if (s->state != EM_TUNNEL_HANDSHAKE && !s->ping_out &&
-	    now_ms - s->last_rx >= c->keepalive_ms)
-		send_ping(s);
+	    (now_ms - s->last_rx >= c->keepalive_ms ||
+	     (s->n_local + s->n_remote && now_ms - s->ping_sent_ms >= RTT_SAMPLE_MS)))
+		send_ping(s); /* keepalive, or a fresh RTT for window growth */
 	flush_pending(s);
 	maybe_drained(s);
 
@@ -1418,7 +1421,10 @@ uint64_t em_tunnel_session_tick(struct em_tunnel_session *s, uint64_t now_ms)
 	if (s->state == EM_TUNNEL_HANDSHAKE)
 		next = EM_MIN(next, s->created + c->handshake_ms);
 	else if (!s->ping_out)
-		next = EM_MIN(next, s->last_rx + c->keepalive_ms);
+		next = EM_MIN(next,
+		              EM_MIN(s->last_rx + c->keepalive_ms,
+		                     s->n_local + s->n_remote ? s->ping_sent_ms + RTT_SAMPLE_MS
+		                                              : UINT64_MAX));
 	next = EM_MIN(next, s->interval_start + c->limit_interval_ms);
 	return next > now_ms ? next - now_ms : 1;
 }

@@ -1011,3 +1011,31 @@ Test(session, window_overshoots_with_millisecond_timestamps_only)
 	uint32_t w = window_after_link_run(false, 64 * 1024);
 	cr_assert_eq(w, 4u << 20, "window %u", w);
 }
+
+Test(session, rtt_is_sampled_while_streams_are_open)
+{
+	connect_pair(A, B);
+	cr_assert_eq(A->pongs, 1, "the handshake's sample");
+	now += 5001;
+	em_tunnel_session_tick(A->s, now);
+	pump(A, B);
+	cr_assert_eq(A->pongs, 1, "no stream, no keepalive due: no PING");
+	struct em_frame_target t = target();
+	uint32_t id;
+	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
+	pump(A, B);
+	now += 10;
+	em_tunnel_session_tick(A->s, now);
+	pump(A, B);
+	cr_assert_eq(A->pongs, 2, "a stream is open and the last sample is old: a new one");
+	now += 1000;
+	uint64_t next = em_tunnel_session_tick(A->s, now);
+	pump(A, B);
+	cr_assert_eq(A->pongs, 2, "not again before 5 s");
+	cr_assert_leq(next, 4000, "the tick comes back for the next sample (%lu ms)",
+	              (unsigned long)next);
+	now += 4000;
+	em_tunnel_session_tick(A->s, now);
+	pump(A, B);
+	cr_assert_eq(A->pongs, 3);
+}
