@@ -110,7 +110,13 @@ void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort)
 void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 {
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	/* A socket bridged to a tunnel stream reads one buffer per arm: its
+	 * bytes often wait for window or send room, and a multishot read would
+	 * keep filling buffers until its cancel lands. */
+	if (s->ts)
+		io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
+	else
+		io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = EM_BGID;
 	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_RECV));

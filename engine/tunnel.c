@@ -32,8 +32,10 @@
 /* Session send ring: room for several large output slices, so that one
  * bulk stream keeps a send in flight while the next slice fills. */
 #define TUN_SEND_RING (1024u * 1024)
-/* Free send ring bytes below which blocked streams wait for the next send. */
-#define TUN_RING_ROOM 4096u
+/* Stream sockets keep receiving while the session has this much room;
+ * below it a socket pauses after its current read and waits, with its bytes
+ * in the kernel, for sends to make room (see em_tun_recv_blocked). */
+#define TUN_ARM_ROOM (TUN_SEND_RING / 4)
 
 /* Endpoint sockets of peer-opened streams beyond the first TUN_MANY_STREAMS
  * get a fixed kernel receive buffer. Their bytes leave only as fast as the
@@ -604,6 +606,43 @@ static void ts_check_done(struct em_worker *w, struct em_tstream *ts)
 		em_sock_close(w, s, false);
 }
 
+/* The stream waits for window with bytes in ring buffers while the ring
+ * runs low: the bytes move to the heap and the buffers go back, so that
+ * streams waiting on their peers do not starve the sockets that could go
+ * on. Entries that cannot move stay where they are. */
+static void ts_unpin(struct em_worker *w, struct em_tstream *ts)
+{
+	uint16_t prev = EM_Q_NONE;
+	for (uint16_t e = ts->p_first, k = 0; e != EM_Q_NONE && k < ts->p_len; k++) {
+		uint16_t next = w->q_next[e];
+		if (e < EM_BUF_COUNT) {
+			uint32_t off = e == ts->p_first ? ts->p_off : 0;
+			uint32_t len = w->q_bytes[e] - off;
+			char *p = malloc(len ? len : 1);
+			uint16_t ne = p ? em_worker_static_get(w, p, true) : EM_Q_NONE;
+			if (ne == EM_Q_NONE) {
+				free(p);
+				return;
+			}
+			memcpy(p, em_worker_buf(w, e) + off, len);
+			w->q_bytes[ne] = len;
+			w->q_next[ne] = next;
+			if (prev == EM_Q_NONE) {
+				ts->p_first = ne;
+				ts->p_off = 0;
+			} else {
+				w->q_next[prev] = ne;
+			}
+			if (ts->p_last == e)
+				ts->p_last = ne;
+			em_worker_buf_put(w, e);
+			e = ne;
+		}
+		prev = e;
+		e = next;
+	}
+}
+
 /* Writes the socket's waiting bytes into the session, then its FIN. */
 static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 {
@@ -636,9 +675,11 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 			 * room: the next send completion does, in turn. */
 			struct em_tunnel_stream_info si;
 			if (em_tunnel_session_stream_info(tc->sess, ts->id, &si) == 0 &&
-			    si.send_credit == 0)
+			    si.send_credit == 0) {
 				em_dlist_del(&ts->bnode);
-			else if (!em_dlist_linked(&ts->bnode))
+				if (w->n_bufs_held > EM_BUF_COUNT / 2)
+					ts_unpin(w, ts);
+			} else if (!em_dlist_linked(&ts->bnode))
 				em_dlist_push_tail(&tc->blocked, &ts->bnode);
 			return;
 		}
@@ -851,15 +892,38 @@ struct em_sock *em_tun_http_upstream(struct em_worker *w, const struct em_svc_po
 
 bool em_tun_recv_blocked(const struct em_sock *s)
 {
-	const struct em_tstream *ts = s->ts;
-	return ts->p_len > 0 && !(ts->flags & TS_DEAD);
+	struct em_tstream *ts = s->ts;
+	if (ts->flags & TS_DEAD)
+		return false;
+	if (ts->p_len > 0)
+		return true;
+	struct em_tconn *tc = ts->tc;
+	if (!tc || !ts->id)
+		return false;
+	/* While the peer's window is shut, or the session's send buffer is
+	 * mostly full, the bytes wait in the socket's kernel buffer (TCP
+	 * pushes back on the sender) instead of in ring buffers, which a
+	 * thousand waiting streams would take from everyone else. A window
+	 * update re-arms the first kind, a send completion the second. */
+	struct em_tunnel_stream_info si;
+	if (em_tunnel_session_stream_info(tc->sess, ts->id, &si) == 0 && si.send_credit == 0 &&
+	    !si.local_fin)
+		return true;
+	if (em_tunnel_session_send_room(tc->sess) < TUN_ARM_ROOM) {
+		if (!em_dlist_linked(&ts->bnode))
+			em_dlist_push_tail(&tc->blocked, &ts->bnode);
+		return true;
+	}
+	return false;
 }
 
 void em_tun_sock_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len)
 {
 	struct em_tstream *ts = s->ts;
 	if (ts->flags & TS_DEAD) {
+		/* Drained until its EOF (one read per arm). */
 		em_worker_buf_put(w, bid);
+		em_sock_maybe_rearm(w, s);
 		return;
 	}
 	touch(w, s);
@@ -869,7 +933,7 @@ void em_tun_sock_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint
 		if (s->ts != ts || (s->flags & EM_SF_CLOSING))
 			return;
 	}
-	if (ts->p_len)
+	if (em_tun_recv_blocked(s))
 		ts_pause(w, ts);
 	else if (!(s->flags & EM_SF_RECV_ARMED))
 		em_sock_maybe_rearm(w, s);
@@ -1522,10 +1586,12 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 		 * turn (a stream still blocked goes to the back), until the ring
 		 * is full again: with many streams blocked, a completion must not
 		 * walk them all for nothing. */
-		for (unsigned k = 0, nb = 0; k < 100000 && !em_dlist_empty(&tc->blocked); k++) {
-			uint32_t cq = 0, sq = 0;
-			em_tunnel_session_queued(tc->sess, &cq, &sq);
-			if (TUN_SEND_RING - sq < TUN_RING_ROOM || nb == 2)
+		/* Each stream set receiving again may bring a ring buffer's
+		 * worth: that much room is set aside for it. */
+		for (uint32_t k = 0, nb = 0, promised = 0;
+		     k < 100000 && !em_dlist_empty(&tc->blocked); k++) {
+			if (em_tunnel_session_send_room(tc->sess) < TUN_ARM_ROOM + promised ||
+			    nb == 2)
 				break;
 			struct em_tstream *ts =
 			        em_container_of(tc->blocked.next, struct em_tstream, bnode);
@@ -1533,6 +1599,8 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 			ts_flush(w, ts);
 			if (em_dlist_linked(&ts->bnode))
 				nb++; /* ring full (or nearly): the rest waits */
+			else
+				promised += EM_BUF_SIZE;
 		}
 		if (tc->tp && tc->tp->conn == tc && tc->tp->state == TP_UP &&
 		    !em_dlist_empty(&tc->tp->waitq))

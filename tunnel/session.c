@@ -1611,6 +1611,11 @@ uint32_t em_tunnel_session_streams(const struct em_tunnel_session *s)
 	return s->n_local + s->n_remote;
 }
 
+uint32_t em_tunnel_session_send_room(const struct em_tunnel_session *s)
+{
+	return send_free(s);
+}
+
 void em_tunnel_session_queued(const struct em_tunnel_session *s, uint32_t *ctrl, uint32_t *send)
 {
 	*ctrl = s->ctrl.used;

@@ -275,6 +275,10 @@ uint32_t em_tunnel_session_rtt_ms(const struct em_tunnel_session *s);
 /* Live streams (both directions). */
 uint32_t em_tunnel_session_streams(const struct em_tunnel_session *s);
 
+/* Bytes write() or write_ref() could queue now, the peer's windows aside
+ * (send buffer room, referenced payloads counted as queued). */
+uint32_t em_tunnel_session_send_room(const struct em_tunnel_session *s);
+
 /* Bytes in the control and send rings now (for memory checks). */
 void em_tunnel_session_queued(const struct em_tunnel_session *s, uint32_t *ctrl, uint32_t *send);
 
