@@ -6,7 +6,8 @@
 # services whose endpoints are backends inside B's namespace. From A:
 #   - TCP echo and HTTP through cluster IPs reach B's backends across the
 #     tunnel; one service mixes an endpoint on A with one on B per request;
-#   - 1,000 concurrent streams on one tunnel (one worker), every byte checked;
+#   - 1,000 concurrent streams on one tunnel (one worker), every byte checked,
+#     ping-pong and bulk (streams waiting for window and send room);
 #   - 10 MB both ways intact, with half-close;
 #   - with tc netem (skipped with a message where the kernel lacks it), 10 ms
 #     delay and 1% loss each way: data still intact; 5% packet loss from
@@ -119,7 +120,9 @@ MANIFESTS=$(it_list \
 	"$(it_svc default web 10.96.0.80 80 8080)" \
 	"$(ep_obj default web 8080 127.0.0.21@node-b 127.0.0.22@node-b)" \
 	"$(it_svc default mix 10.96.0.81 80 8081)" \
-	"$(ep_obj default mix 8081 127.0.0.11@node-a 127.0.0.12@node-b)")
+	"$(ep_obj default mix 8081 127.0.0.11@node-a 127.0.0.12@node-b)" \
+	"$(it_svc default src 10.96.0.8 9 7009)" \
+	"$(ep_obj default src 7009 $IPB@node-b)")
 
 em_conf node-a $IPA "$KEY"
 em_conf node-b $IPB "$KEY"
@@ -131,6 +134,7 @@ PIDA=${EM_PID[node-a]}
 
 IT_NS=$NSB
 it_backend echo-b echo $IPB:7007
+it_backend src-b source $IPB:7009
 it_backend web-b http 127.0.0.21:8080 127.0.0.22:8080
 it_backend mix-b http 127.0.0.12:8081
 IT_NS=$NSA
@@ -200,6 +204,18 @@ fi
 it_check "still one tunnel A -> B (one 'up' line on each side)" \
 	[ "$(grep -c 'tunnel to node-b' "${EM_LOG[node-a]}")" = 1 -a \
 	"$(grep -c 'tunnel from node-a' "${EM_LOG[node-b]}")" = 1 ]
+
+# -- 1,000 bulk streams at once from B's source: windows shut and reopen,
+# streams wait for window and send room, every byte checked
+res=$(ina timeout 60 "$EMLOAD" -m bulk -a 10.96.0.8:9 -c 1000 -d 2 -t 1 \
+	2>"$IT_TMP/emloadbulk.err" | tail -n 1)
+it_log "1000 bulk streams: $res"
+gbps=$(sed -n 's/.*gbps=\([0-9.]*\).*/\1/p' <<<"$res")
+if [[ $res =~ errors=0( |$) ]] && awk -v g="${gbps:-0}" 'BEGIN {exit !(g > 0.05)}'; then
+	it_ok "1000 bulk streams across the tunnel, every byte as the source sent it"
+else
+	it_fail "1000 bulk streams: $res $(head -c 300 "$IT_TMP/emloadbulk.err")"
+fi
 
 # -- counters: meshctl stats on both sides (workers publish every 50 ms)
 stat_of() { # NODE GROUP NAME: the value of stats.GROUP.NAME
