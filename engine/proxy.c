@@ -110,10 +110,11 @@ void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort)
 void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 {
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	/* A socket bridged to a tunnel stream reads one buffer per arm: its
-	 * bytes often wait for window or send room, and a multishot read would
-	 * keep filling buffers until its cancel lands. */
-	if (s->ts)
+	/* A socket bridged to a tunnel stream reads one buffer per arm while
+	 * the ring runs low: its bytes often wait for window or send room, and
+	 * a multishot read would keep filling buffers until its cancel lands.
+	 * With buffers to spare, multishot saves a re-arm per read. */
+	if (s->ts && w->n_bufs_held > EM_BUF_COUNT / 2)
 		io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	else
 		io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
