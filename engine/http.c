@@ -213,6 +213,7 @@ bool em_http_replay(struct em_worker *w, struct em_sock *u)
 	uint16_t e = u->k_first, k = u->k_len;
 	u->k_len = 0;
 	u->flags &= ~EM_SF_REPLAY;
+	w->n_replays++;
 	while (k--) {
 		uint16_t next = w->q_next[e];
 		em_sock_enqueue(w, n, e, w->q_bytes[e]);

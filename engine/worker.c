@@ -200,6 +200,7 @@ void em_worker_publish(struct em_worker *w)
 	v[EM_C_ACCEPTED] = w->n_accepted;
 	v[EM_C_ACTIVE] = w->n_live;
 	v[EM_C_REQUESTS] = w->n_requests;
+	v[EM_C_REPLAYS] = w->n_replays;
 	v[EM_C_CONNECT_FAIL] = w->n_connect_fail;
 	v[EM_C_NO_ENDPOINT] = w->n_no_endpoint;
 	v[EM_C_NOBUFS] = w->n_nobufs;

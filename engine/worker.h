@@ -162,6 +162,7 @@ struct em_lconf {
 	X(ACCEPTED, "engine", "connections_accepted")                                              \
 	X(ACTIVE, "engine", "connections_active")                                                  \
 	X(REQUESTS, "engine", "http_requests")                                                     \
+	X(REPLAYS, "engine", "http_replays")                                                       \
 	X(CONNECT_FAIL, "engine", "upstream_connect_failures")                                     \
 	X(NO_ENDPOINT, "engine", "no_endpoint")                                                    \
 	X(NOBUFS, "engine", "recv_buffer_shortages")                                               \
@@ -242,7 +243,7 @@ struct em_worker {
 	bool stopping, done;
 	uint64_t drain_deadline_ms;
 	/* counters, read only at exit and by tests */
-	uint64_t n_accepted, n_connect_fail, n_no_endpoint, n_nobufs, n_requests;
+	uint64_t n_accepted, n_connect_fail, n_no_endpoint, n_nobufs, n_requests, n_replays;
 	/* Ring buffers of group EM_BGID held by userspace (queued or being
 	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
 	uint32_t n_bufs_held;

@@ -8,6 +8,8 @@
 #     tunnel; one service mixes an endpoint on A with one on B per request;
 #   - 1,000 concurrent streams on one tunnel (one worker), every byte checked,
 #     ping-pong and bulk (streams waiting for window and send room);
+#   - HTTP keep-alive to a backend on B that closes after each response:
+#     requests that meet a closed pooled stream are sent again, never 502;
 #   - 10 MB both ways intact, with half-close;
 #   - with tc netem (skipped with a message where the kernel lacks it), 10 ms
 #     delay and 1% loss each way: data still intact; 5% packet loss from
@@ -122,7 +124,9 @@ MANIFESTS=$(it_list \
 	"$(it_svc default mix 10.96.0.81 80 8081)" \
 	"$(ep_obj default mix 8081 127.0.0.11@node-a 127.0.0.12@node-b)" \
 	"$(it_svc default src 10.96.0.8 9 7009)" \
-	"$(ep_obj default src 7009 $IPB@node-b)")
+	"$(ep_obj default src 7009 $IPB@node-b)" \
+	"$(it_svc default once 10.96.0.83 80 8083)" \
+	"$(ep_obj default once 8083 $IPB@node-b)")
 
 em_conf node-a $IPA "$KEY"
 em_conf node-b $IPB "$KEY"
@@ -135,6 +139,8 @@ PIDA=${EM_PID[node-a]}
 IT_NS=$NSB
 it_backend echo-b echo $IPB:7007
 it_backend src-b source $IPB:7009
+it_bg once-b python3 "$(dirname "$0")/oneshot_http.py" $IPB 8083
+it_wait_line "$IT_TMP/once-b.out" '^ready' 10 || it_die "oneshot HTTP backend did not start"
 it_backend web-b http 127.0.0.21:8080 127.0.0.22:8080
 it_backend mix-b http 127.0.0.12:8081
 IT_NS=$NSA
@@ -191,6 +197,17 @@ it_check "endpoint gone on B, still in A's table: 10 requests all served by B's 
 sleep 0.1
 rp=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-b.sock" stats | python3 -c "import json,sys; print(json.load(sys.stdin)['tunnel']['opens_repicked'])")
 it_check "stats: B counts the stream it re-picked ($rp, expected 1: A pools it)" [ "$rp" = 1 ]
+
+# -- a backend on B that closes every connection after its response: A's
+# pooled tunnel upstreams are gone by the next request, which is sent again
+# on a new stream instead of answered 502
+it_urls 20 "http://10.96.0.83/" | sed 's/^/url = /' >"$IT_TMP/once.urls"
+ina timeout 30 curl -sS --max-time 20 -K "$IT_TMP/once.urls" -w ' %{http_code}\n' \
+	>"$IT_TMP/once.out" 2>"$IT_TMP/once.err"
+ok=$(grep -c ' 200$' "$IT_TMP/once.out")
+sleep 0.1
+rp=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-a.sock" stats | python3 -c "import json,sys; print(json.load(sys.stdin)['engine']['http_replays'])")
+it_check "20 keep-alive requests to a backend on B that closes after each response: all 200 ($ok; $rp sent again on a new stream; other codes: $(grep -E '^ [0-9]{3}$' "$IT_TMP/once.out" | grep -v ' 200' | head -n 3 | tr '\n' ' '))" [ "$ok" = 20 ]
 
 # -- 1,000 concurrent streams on one tunnel (one worker on each side)
 res=$(ina timeout 60 "$EMLOAD" -m pingpong -a 10.96.0.7:7 -c 1000 -d 3 -s 100 -t 1 \
