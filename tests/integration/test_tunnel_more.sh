@@ -20,7 +20,9 @@
 #   4. manifests that disagree (A places an endpoint on B, B places it on A,
 #      after a run where both place it on B and it is served): B refuses the
 #      stream with an RST, the client fails fast, B's backend sees no
-#      connection, A's tunnel stays up, and the refusal is logged on A or B.
+#      connection, A's tunnel stays up, and the refusal is logged on A or B;
+#   5. two workers on each node: each of A's workers dials its own tunnel and
+#      ping-pong over them has no error.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || it_skip "test_tunnel_more: needs root (network namespaces, veth, iptables)"
 it_need_root
@@ -400,4 +402,22 @@ else
 fi
 
 it_check "A is still alive" kill -0 "$PIDA"
+
+# ---- 5. two workers on each node ------------------------------------------------
+# Each worker of A dials its own tunnel to B once it has a client for B; B
+# accepts them on whichever of its workers SO_REUSEPORT picks.
+for n in node-a node-b; do
+	sed -i 's/"workers": 1,/"workers": 2,/' "$IT_TMP/$n.json"
+	em_stop $n
+done
+em_start node-b "$NSB"
+em_start node-a "$NSA"
+it_wait 10 echo_at "$ECHO4" || it_fail "two workers: no echo through $ECHO4 within 10 s"
+res=$(ina timeout 30 "$EMLOAD" -m pingpong -a "${ECHO4#TCP:}" -c 32 -d 1 -s 100 -t 1 2>&1 | tail -n 1)
+it_check "two workers: 32 connections of ping-pong across the tunnels, no error ($res)" \
+	eval '[[ $res =~ errors=0( |$) ]] && [[ $res =~ ops=[1-9] ]]'
+ups=$(grep -c "tunnel to node-b .* up" "${EM_LOG[node-a]}")
+workers=$(grep -o "worker [0-9]*: tunnel to node-b .* up" "${EM_LOG[node-a]}" | cut -d: -f1 | sort -u | wc -l)
+it_check "two workers: each of A's workers dialed its own tunnel to B ($ups up, from $workers workers)" \
+	[ "$workers" = 2 ]
 it_done
