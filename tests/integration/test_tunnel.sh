@@ -18,7 +18,10 @@
 #     grow over repeated failures, HTTP gets 502, the tunnel comes back when
 #     B restarts;
 #   - a wrong cluster key on B: refused with a log line naming A's address,
-#     clients fail fast.
+#     clients fail fast;
+#   - B's daemon frozen (SIGSTOP): A's keepalive declares the tunnel dead in
+#     time and counts it; the tunnel returns once B runs again;
+#   - B stopped with SIGTERM: a stream under way finishes, new ones fail fast.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || it_skip "test_tunnel: needs root (network namespaces, veth, iptables)"
 it_need_root
@@ -353,6 +356,26 @@ if [[ $res =~ ops=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 200 ] && [[ $res =~ 
 else
 	it_fail "streams beyond the peer's limit: $res $(head -c 300 "$IT_TMP/emloadlimit.err")"
 fi
+
+# -- B's daemon freezes (SIGSTOP): its kernel still acknowledges, but no
+# PING is answered; A declares the tunnel dead within keepalive_ms +
+# dead_after_ms (1 + 3 s here), its streams fail, and it is back once B runs.
+loga=$(wc -l <"${EM_LOG[node-a]}")
+kill -STOP "${EM_PID[node-b]}"
+t0=$(date +%s%N)
+dead() { tail -n +"$((loga + 1))" "${EM_LOG[node-a]}" | grep -q "tunnel to node-b .* closed: timeout"; }
+if it_wait 8 dead; then
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	it_check "B frozen: A declared the tunnel dead after ${ms} ms (keepalive 1 s + dead after 3 s)" \
+		[ "$ms" -le 5500 ]
+else
+	it_fail "B frozen: A did not declare the tunnel dead within 8 s: $(tail -n 3 "${EM_LOG[node-a]}")"
+fi
+to=$(stat_of node-a tunnel keepalive_timeouts)
+it_check "stats: A counts the keepalive timeout ($to)" [ "${to:-0}" -ge 1 ]
+kill -CONT "${EM_PID[node-b]}"
+it_wait 10 echo_once && it_ok "B running again: the tunnel is back, echo works" ||
+	it_fail "B running again: no echo within 10 s: $(tail -n 3 "${EM_LOG[node-a]}")"
 
 # -- B stops gracefully (SIGTERM, shutdown_ms 5000): a stream under way keeps
 # working through the drain, new streams fail fast, B exits once its last
