@@ -236,6 +236,29 @@ static void stats_add(struct em_tunnel_stats *dst, const struct em_tunnel_stats 
 	dst->timeouts += src->timeouts;
 }
 
+bool em_tun_trim(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	if (!t)
+		return true;
+	if (t->n_held)
+		return false;
+	if (t->bufs)
+		madvise(t->bufs, (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE, MADV_DONTNEED);
+	while (t->free_small) {
+		struct tchunk *c = t->free_small;
+		t->free_small = c->next;
+		free(c);
+	}
+	while (t->free_big) {
+		struct tchunk *c = t->free_big;
+		t->free_big = c->next;
+		free(c);
+	}
+	t->n_free_small = t->n_free_big = 0;
+	return true;
+}
+
 void em_tun_counters(const struct em_worker *w, uint64_t *v)
 {
 	const struct em_tun_worker *t = w->tun;

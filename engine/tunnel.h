@@ -46,6 +46,10 @@ void em_tun_tick(struct em_worker *w);
 /* After each batch of completions: sends what sessions queued meanwhile. */
 void em_tun_flush(struct em_worker *w);
 
+/* Idle worker: gives back the pages of the tunnels' receive buffers and the
+ * pooled chunks. Returns false when buffers are held (try again later). */
+bool em_tun_trim(struct em_worker *w);
+
 /* Adds the tunnel counters (EM_C_T_*) of <w> to <v>. */
 void em_tun_counters(const struct em_worker *w, uint64_t *v);
 

@@ -209,6 +209,17 @@ void em_worker_publish(struct em_worker *w)
 		__atomic_store_n(&w->pub[i], v[i], __ATOMIC_RELAXED);
 }
 
+/* No buffer was taken for EM_TRIM_IDLE_MS: the pages of those not held go
+ * back to the kernel. Only this thread's reads fill them (io_uring completes
+ * socket reads in this task's context), so none is written meanwhile. */
+static void trim(struct em_worker *w)
+{
+	if (w->n_bufs_held || !em_tun_trim(w))
+		return;
+	madvise(w->bufs, (size_t)EM_BUF_COUNT * EM_BUF_SIZE, MADV_DONTNEED);
+	w->bufs_resident = false;
+}
+
 static void on_tick(struct em_worker *w)
 {
 	w->now_ms = em_now_ms();
@@ -230,6 +241,8 @@ static void on_tick(struct em_worker *w)
 		em_proxy_close_idle(w, true);
 	em_tun_tick(w);
 	em_lb_gc(&w->lb, w->now_ms, 60000);
+	if (w->bufs_resident && w->now_ms - w->buf_used_ms >= EM_TRIM_IDLE_MS)
+		trim(w);
 	em_worker_publish(w);
 	arm_tick(w);
 }
@@ -280,6 +293,10 @@ static void on_accept(struct em_worker *w, struct em_listener *l, int res, uint3
 
 static void dispatch(struct em_worker *w, const struct io_uring_cqe *cqe)
 {
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		w->buf_used_ms = w->now_ms;
+		w->bufs_resident = true;
+	}
 	uint64_t ud = cqe->user_data;
 	enum em_op op = (enum em_op)(ud & EM_UD_OP_MASK);
 	void *p = (void *)(uintptr_t)(ud & ~(uint64_t)EM_UD_OP_MASK);

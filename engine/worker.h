@@ -46,6 +46,8 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_BUF_SIZE  32768u
 #define EM_BUF_COUNT 256u
 #define EM_BGID      0
+/* Receive buffers unused this long give their pages back (em_worker.c). */
+#define EM_TRIM_IDLE_MS 3000u
 
 /* Queued bytes are lists of entries threaded through per-worker arrays: an
  * entry below EM_BUF_COUNT is a ring buffer, above it a "static" slot that
@@ -248,7 +250,11 @@ struct em_worker {
 	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
 	uint32_t n_bufs_held;
 	uint64_t pub[EM_C__COUNT]; /* published counters, see EM_COUNTERS */
-	unsigned n_sendv;          /* slots of sendv used by unsubmitted SQEs */
+	/* Idle trim: pages of buffers not used for EM_TRIM_IDLE_MS go back to
+	 * the kernel (they fault in again on the next read). */
+	uint64_t buf_used_ms;
+	bool bufs_resident;
+	unsigned n_sendv; /* slots of sendv used by unsubmitted SQEs */
 	struct em_sendv sendv[EM_SENDV_SLOTS];
 };
 
