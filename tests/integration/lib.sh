@@ -416,3 +416,65 @@ it_urls() {
 	local i
 	for i in $(seq "$1"); do printf '%s\n' "$2"; done
 }
+
+# ---- several named daemons (the multi-node tests) ----------------------------
+# A daemon NAME runs with $IT_TMP/NAME.json and API socket $IT_TMP/NAME.sock;
+# its pid is EM_PID[NAME], its log EM_LOG[NAME] (a new file per start).
+declare -A EM_PID=() EM_LOG=()
+
+# it_em_start NAME NS: starts edgemesh NAME in namespace NS; waits (10 s at
+# most) until it is ready.
+it_em_start() {
+	local name=$1 i
+	IT_NS=$2
+	IT_EM_STARTS=$((IT_EM_STARTS + 1))
+	EM_LOG[$name]=$IT_TMP/edgemesh-$name-$IT_EM_STARTS.log
+	it_bgpid "${EM_LOG[$name]}" "${EM_LOG[$name]}" "$EDGEMESH" -c "$IT_TMP/$name.json"
+	EM_PID[$name]=$IT_BGPID
+	IT_PIDS+=("$IT_BGPID")
+	for i in $(seq 200); do
+		kill -0 "${EM_PID[$name]}" 2>/dev/null ||
+			{ cat "${EM_LOG[$name]}"; it_die "edgemesh $name exited during start"; }
+		[ -S "$IT_TMP/$name.sock" ] && grep -q 'main: ready' "${EM_LOG[$name]}" && return 0
+		sleep 0.05
+	done
+	cat "${EM_LOG[$name]}"
+	it_die "edgemesh $name did not become ready within 10 s"
+}
+
+it_em_stop() {
+	it_stop "${EM_PID[$1]}" TERM 10 || it_log "edgemesh $1 had to be killed"
+}
+
+# it_em_apply NAME JSON: meshctl apply on NAME's API socket.
+it_em_apply() {
+	printf '%s\n' "$2" | timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" apply -f - >/dev/null ||
+		it_die "meshctl apply on $1 failed: $2"
+}
+
+# it_node_obj NAME IP [TUNNEL_PORT]: a Node with that InternalIP, annotated
+# with edgemesh.io/tunnel-port when a port is given.
+it_node_obj() {
+	local ann=""
+	[ -n "${3:-}" ] && ann=", \"annotations\": {\"edgemesh.io/tunnel-port\": \"$3\"}"
+	cat <<EOF
+{"apiVersion": "v1", "kind": "Node",
+ "metadata": {"name": "$1", "resourceVersion": "1"$ann},
+ "spec": {}, "status": {"addresses": [{"type": "InternalIP", "address": "$2"}]}}
+EOF
+}
+
+# it_ep_obj NS NAME PORT IP@NODE...: Endpoints with one port named "p".
+it_ep_obj() {
+	local ns=$1 name=$2 port=$3 a addrs="" sep=""
+	shift 3
+	for a in "$@"; do
+		addrs+="$sep{\"ip\": \"${a%@*}\", \"nodeName\": \"${a#*@}\"}"
+		sep=", "
+	done
+	cat <<EOF
+{"apiVersion": "v1", "kind": "Endpoints",
+ "metadata": {"name": "$name", "namespace": "$ns", "resourceVersion": "1"},
+ "subsets": [{"addresses": [$addrs], "ports": [{"name": "p", "port": $port, "protocol": "TCP"}]}]}
+EOF
+}

@@ -71,72 +71,25 @@ em_conf() {
 EOF
 }
 
-declare -A EM_PID=() EM_LOG=()
-# em_start NODE NS: starts NODE's edgemesh in NS; waits until it is ready.
-em_start() {
-	local node=$1 i
-	IT_NS=$2
-	IT_EM_STARTS=$((IT_EM_STARTS + 1))
-	EM_LOG[$node]=$IT_TMP/edgemesh-$node-$IT_EM_STARTS.log
-	it_bgpid "${EM_LOG[$node]}" "${EM_LOG[$node]}" "$EDGEMESH" -c "$IT_TMP/$node.json"
-	EM_PID[$node]=$IT_BGPID
-	IT_PIDS+=("$IT_BGPID")
-	for i in $(seq 200); do
-		kill -0 "${EM_PID[$node]}" 2>/dev/null ||
-			{ cat "${EM_LOG[$node]}"; it_die "edgemesh $node exited during start"; }
-		[ -S "$IT_TMP/$node.sock" ] && grep -q 'main: ready' "${EM_LOG[$node]}" && return 0
-		sleep 0.05
-	done
-	cat "${EM_LOG[$node]}"
-	it_die "edgemesh $node did not become ready within 10 s"
-}
-
-em_apply() {
-	printf '%s\n' "$2" | timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" apply -f - >/dev/null ||
-		it_die "meshctl apply on $1 failed"
-}
-
-node_obj() {
-	cat <<EOF
-{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "$1", "resourceVersion": "1"},
- "spec": {}, "status": {"addresses": [{"type": "InternalIP", "address": "$2"}]}}
-EOF
-}
-
-# ep_obj NS NAME PORT IP@NODE...
-ep_obj() {
-	local ns=$1 name=$2 port=$3 a addrs="" sep=""
-	shift 3
-	for a in "$@"; do
-		addrs+="$sep{\"ip\": \"${a%@*}\", \"nodeName\": \"${a#*@}\"}"
-		sep=", "
-	done
-	cat <<EOF
-{"apiVersion": "v1", "kind": "Endpoints",
- "metadata": {"name": "$name", "namespace": "$ns", "resourceVersion": "1"},
- "subsets": [{"addresses": [$addrs], "ports": [{"name": "p", "port": $port, "protocol": "TCP"}]}]}
-EOF
-}
-
 MANIFESTS=$(it_list \
-	"$(node_obj node-a $IPA)" "$(node_obj node-b $IPB)" \
+	"$(it_node_obj node-a $IPA)" "$(it_node_obj node-b $IPB)" \
 	"$(it_svc default echo 10.96.0.7 7 7007)" \
-	"$(ep_obj default echo 7007 $IPB@node-b)" \
+	"$(it_ep_obj default echo 7007 $IPB@node-b)" \
 	"$(it_svc default web 10.96.0.80 80 8080)" \
-	"$(ep_obj default web 8080 127.0.0.21@node-b 127.0.0.22@node-b)" \
+	"$(it_ep_obj default web 8080 127.0.0.21@node-b 127.0.0.22@node-b)" \
 	"$(it_svc default mix 10.96.0.81 80 8081)" \
-	"$(ep_obj default mix 8081 127.0.0.11@node-a 127.0.0.12@node-b)" \
+	"$(it_ep_obj default mix 8081 127.0.0.11@node-a 127.0.0.12@node-b)" \
 	"$(it_svc default src 10.96.0.8 9 7009)" \
-	"$(ep_obj default src 7009 $IPB@node-b)" \
+	"$(it_ep_obj default src 7009 $IPB@node-b)" \
 	"$(it_svc default once 10.96.0.83 80 8083)" \
-	"$(ep_obj default once 8083 $IPB@node-b)")
+	"$(it_ep_obj default once 8083 $IPB@node-b)")
 
 em_conf node-a $IPA "$KEY"
 em_conf node-b $IPB "$KEY"
-em_start node-a "$NSA"
-em_start node-b "$NSB"
-em_apply node-a "$MANIFESTS"
-em_apply node-b "$MANIFESTS"
+it_em_start node-a "$NSA"
+it_em_start node-b "$NSB"
+it_em_apply node-a "$MANIFESTS"
+it_em_apply node-b "$MANIFESTS"
 PIDA=${EM_PID[node-a]}
 
 IT_NS=$NSB
@@ -187,10 +140,10 @@ it_check "20 keep-alive requests alternate between A's endpoint and B's ($counts
 IT_NS=$NSB
 it_backend rp-b http 127.0.0.31:8082 127.0.0.32:8082
 IT_NS=$NSA
-em_apply node-a "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
-	"$(ep_obj default rp 8082 127.0.0.31@node-b 127.0.0.32@node-b)")"
-em_apply node-b "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
-	"$(ep_obj default rp 8082 127.0.0.32@node-b)")"
+it_em_apply node-a "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
+	"$(it_ep_obj default rp 8082 127.0.0.31@node-b 127.0.0.32@node-b)")"
+it_em_apply node-b "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
+	"$(it_ep_obj default rp 8082 127.0.0.32@node-b)")"
 sleep 0.2
 it_urls 10 "http://10.96.0.82/" | sed 's/^/url = /' >"$IT_TMP/rp.urls"
 ina timeout 20 curl -sS --max-time 15 -K "$IT_TMP/rp.urls" >"$IT_TMP/rp.out" 2>"$IT_TMP/rp.err"
@@ -310,7 +263,7 @@ fd1=$(ls /proc/$PIDA/fd | wc -l)
 it_check "B killed: 20 clients of A failed fast, no data, no hang (worst ${worst} ms, $bad slow or answered)" [ "$bad" = 0 ]
 it_check "A's descriptors do not grow over the failures ($fd0 -> $fd1)" [ "$fd1" -le "$fd0" ]
 t0=$(date +%s)
-em_start node-b "$NSB"
+it_em_start node-b "$NSB"
 if it_wait 15 echo_once; then
 	it_ok "tunnel back after B restarted ($(($(date +%s) - t0)) s), echo works again"
 else
@@ -320,7 +273,7 @@ fi
 # -- wrong cluster key on B
 it_stop "${EM_PID[node-b]}" TERM 10
 em_conf node-b $IPB "not-the-$KEY"
-em_start node-b "$NSB"
+it_em_start node-b "$NSB"
 sleep 0.3
 bad=0 worst=0
 for i in $(seq 5); do
@@ -346,7 +299,7 @@ it_check "A is still alive" kill -0 "$PIDA"
 # flight at a time, each a new stream.
 it_stop "${EM_PID[node-b]}" TERM 10
 em_conf node-b $IPB "$KEY" 16
-em_start node-b "$NSB"
+it_em_start node-b "$NSB"
 it_wait 15 echo_once || it_fail "tunnel not back after B's restart with max_streams 16"
 res=$(ina timeout 60 "$EMLOAD" -m connect -a 10.96.0.7:7 -c 100 -d 2 -s 100 -t 1 \
 	2>"$IT_TMP/emloadlimit.err" | tail -n 1)
