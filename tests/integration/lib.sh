@@ -422,9 +422,9 @@ it_urls() {
 # its pid is EM_PID[NAME], its log EM_LOG[NAME] (a new file per start).
 declare -A EM_PID=() EM_LOG=()
 
-# it_em_start NAME NS: starts edgemesh NAME in namespace NS; waits (10 s at
+# it_node_start NAME NS: starts edgemesh NAME in namespace NS; waits (10 s at
 # most) until it is ready.
-it_em_start() {
+it_node_start() {
 	local name=$1 i
 	IT_NS=$2
 	IT_EM_STARTS=$((IT_EM_STARTS + 1))
@@ -442,12 +442,12 @@ it_em_start() {
 	it_die "edgemesh $name did not become ready within 10 s"
 }
 
-it_em_stop() {
+it_node_stop() {
 	it_stop "${EM_PID[$1]}" TERM 10 || it_log "edgemesh $1 had to be killed"
 }
 
-# it_em_apply NAME JSON: meshctl apply on NAME's API socket.
-it_em_apply() {
+# it_node_apply NAME JSON: meshctl apply on NAME's API socket.
+it_node_apply() {
 	printf '%s\n' "$2" | timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" apply -f - >/dev/null ||
 		it_die "meshctl apply on $1 failed: $2"
 }

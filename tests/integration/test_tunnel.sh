@@ -86,10 +86,10 @@ MANIFESTS=$(it_list \
 
 em_conf node-a $IPA "$KEY"
 em_conf node-b $IPB "$KEY"
-it_em_start node-a "$NSA"
-it_em_start node-b "$NSB"
-it_em_apply node-a "$MANIFESTS"
-it_em_apply node-b "$MANIFESTS"
+it_node_start node-a "$NSA"
+it_node_start node-b "$NSB"
+it_node_apply node-a "$MANIFESTS"
+it_node_apply node-b "$MANIFESTS"
 PIDA=${EM_PID[node-a]}
 
 IT_NS=$NSB
@@ -140,9 +140,9 @@ it_check "20 keep-alive requests alternate between A's endpoint and B's ($counts
 IT_NS=$NSB
 it_backend rp-b http 127.0.0.31:8082 127.0.0.32:8082
 IT_NS=$NSA
-it_em_apply node-a "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
+it_node_apply node-a "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
 	"$(it_ep_obj default rp 8082 127.0.0.31@node-b 127.0.0.32@node-b)")"
-it_em_apply node-b "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
+it_node_apply node-b "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
 	"$(it_ep_obj default rp 8082 127.0.0.32@node-b)")"
 sleep 0.2
 it_urls 10 "http://10.96.0.82/" | sed 's/^/url = /' >"$IT_TMP/rp.urls"
@@ -263,7 +263,7 @@ fd1=$(ls /proc/$PIDA/fd | wc -l)
 it_check "B killed: 20 clients of A failed fast, no data, no hang (worst ${worst} ms, $bad slow or answered)" [ "$bad" = 0 ]
 it_check "A's descriptors do not grow over the failures ($fd0 -> $fd1)" [ "$fd1" -le "$fd0" ]
 t0=$(date +%s)
-it_em_start node-b "$NSB"
+it_node_start node-b "$NSB"
 if it_wait 15 echo_once; then
 	it_ok "tunnel back after B restarted ($(($(date +%s) - t0)) s), echo works again"
 else
@@ -273,7 +273,7 @@ fi
 # -- wrong cluster key on B
 it_stop "${EM_PID[node-b]}" TERM 10
 em_conf node-b $IPB "not-the-$KEY"
-it_em_start node-b "$NSB"
+it_node_start node-b "$NSB"
 sleep 0.3
 bad=0 worst=0
 for i in $(seq 5); do
@@ -299,7 +299,7 @@ it_check "A is still alive" kill -0 "$PIDA"
 # flight at a time, each a new stream.
 it_stop "${EM_PID[node-b]}" TERM 10
 em_conf node-b $IPB "$KEY" 16
-it_em_start node-b "$NSB"
+it_node_start node-b "$NSB"
 it_wait 15 echo_once || it_fail "tunnel not back after B's restart with max_streams 16"
 res=$(ina timeout 60 "$EMLOAD" -m connect -a 10.96.0.7:7 -c 100 -d 2 -s 100 -t 1 \
 	2>"$IT_TMP/emloadlimit.err" | tail -n 1)

@@ -154,8 +154,8 @@ new_lines() { tail -n +"$(($2 + 1))" "$1"; }
 CAP_A="{\"enabled\": true, \"port\": 15001, \"service_cidrs\": [\"10.96.0.0/12\", \"fd00:96::/112\"]}"
 em_conf node-a node-a "[$IP6A]:20006" "$CAP_A"
 em_conf node-b node-b "[$IP6B]:20006" '{"enabled": false}'
-it_em_start node-a "$NSA"
-it_em_start node-b "$NSB"
+it_node_start node-a "$NSA"
+it_node_start node-b "$NSB"
 PIDA=${EM_PID[node-a]}
 
 IT_NS=$NSB
@@ -167,8 +167,8 @@ split_pid=$IT_LAST_PID
 M6=$(it_list "$(it_node_obj node-a $IP6A)" "$(it_node_obj node-b $IP6B)" \
 	"$(it_svc default echo6 fd00:96::7 7 7007)" "$(it_ep_obj default echo6 7007 $IP6B@node-b)" \
 	"$(it_svc default web6 fd00:96::80 80 8080)" "$(it_ep_obj default web6 8080 $IP6B@node-b)")
-it_em_apply node-a "$M6"
-it_em_apply node-b "$M6"
+it_node_apply node-a "$M6"
+it_node_apply node-b "$M6"
 
 if it_wait 10 echo_at "TCP6:[fd00:96::7]:7"; then
 	it_ok "IPv6: TCP echo from A through [fd00:96::7]:7 reaches B's backend"
@@ -205,14 +205,14 @@ it_stop "$hold_pid" TERM 5
 # ---- 2. the tunnel-port annotation -------------------------------------------
 # B restarts listening on 20106 and announces it; A's own listener stays on
 # the default port 20006, so only the annotation can send A to 20106.
-it_em_stop node-b
+it_node_stop node-b
 em_conf node-b node-b "$IPB:$ALT_PORT" '{"enabled": false}'
 svc4="$(it_svc default echo 10.96.0.7 7 7007)"
 ep4="$(it_ep_obj default echo 7007 $IPB@node-b)"
 M4=$(it_list "$(it_node_obj node-a $IPA)" "$(it_node_obj node-b $IPB $ALT_PORT)" "$svc4" "$ep4")
-it_em_apply node-a "$M4"
-it_em_start node-b "$NSB"
-it_em_apply node-b "$M4"
+it_node_apply node-a "$M4"
+it_node_start node-b "$NSB"
+it_node_apply node-b "$M4"
 ECHO4=TCP:10.96.0.7:7
 if it_wait 10 echo_at "$ECHO4"; then
 	it_ok "annotation: TCP echo from A to B's service through a tunnel to port $ALT_PORT"
@@ -239,7 +239,7 @@ it_check "annotation: A's tunnel connection goes to $IPB:$ALT_PORT, none to :200
 # nothing listens; B is restarted too (still on 20106), so that no old
 # connection is left at all.
 loga=$(wc -l <"${EM_LOG[node-a]}")
-it_em_apply node-a "$(it_node_obj node-b $IPB)"
+it_node_apply node-a "$(it_node_obj node-b $IPB)"
 nodes=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-a.sock" get nodes 2>&1 | grep node-b | tr -s ' ')
 it_log "A's Node node-b without the annotation: $nodes"
 moved() { new_lines "${EM_LOG[node-a]}" "$loga" | grep -qF "node node-b moved from $IPB:$ALT_PORT to $IPB:20006"; }
@@ -247,8 +247,8 @@ it_wait 3 moved
 it_check "annotation removed: A drains the tunnel to port $ALT_PORT at once ('$(new_lines "${EM_LOG[node-a]}" "$loga" | grep -F moved | head -n 1 | cut -c1-150)')" moved
 if echo_at "$ECHO4"; then kept=yes; else kept=no; fi
 it_check "annotation removed: a new connection no longer uses the old tunnel (answered: $kept)" [ "$kept" = no ]
-it_em_stop node-b
-it_em_start node-b "$NSB"
+it_node_stop node-b
+it_node_start node-b "$NSB"
 sleep 0.3
 if fail_fast_n 5 10.96.0.7 7; then
 	it_ok "no annotation: 5 clients of A fail fast (worst $FAIL_WORST ms, saw $FAIL_SEEN)"
@@ -260,7 +260,7 @@ it_check "no annotation: A's log names the tunnel to the default port ('$(cut -c
 alt_up_again() { new_lines "${EM_LOG[node-a]}" "$loga" | grep -qF "tunnel to node-b ($IPB:$ALT_PORT) up"; }
 it_check "no annotation: A did not bring a tunnel to port $ALT_PORT up again" eval '! alt_up_again'
 
-it_em_apply node-a "$(it_node_obj node-b $IPB $ALT_PORT)"
+it_node_apply node-a "$(it_node_obj node-b $IPB $ALT_PORT)"
 t0=$(date +%s%N)
 if it_wait 5 echo_at "$ECHO4"; then
 	it_ok "annotation back: traffic recovers after $((($(date +%s%N) - t0) / 1000000)) ms"
@@ -273,8 +273,8 @@ fi
 # explicit listener instead of capture and no tunnel listener of its own.
 em_conf stranger stranger "" '{"enabled": false}' \
 	'[{"listen": "127.0.0.1:9007", "service": "default/echo", "port": 7}]'
-it_em_start stranger "$NSA"
-it_em_apply stranger "$(it_list "$(it_node_obj node-b $IPB $ALT_PORT)" "$svc4" "$ep4")"
+it_node_start stranger "$NSA"
+it_node_apply stranger "$(it_list "$(it_node_obj node-b $IPB $ALT_PORT)" "$svc4" "$ep4")"
 logb=$(wc -l <"${EM_LOG[node-b]}")
 loga=$(wc -l <"${EM_LOG[node-a]}")
 sleep 0.2
@@ -297,7 +297,7 @@ it_check "unknown node: the stranger logged the refusal" \
 a_closed=$(new_lines "${EM_LOG[node-a]}" "$loga" | grep -F "tunnel to node-b" | head -n 1)
 it_check "unknown node: A's own tunnel stayed up${a_closed:+ ($a_closed)} and carries traffic" \
 	eval '[ -z "$a_closed" ] && echo_at "$ECHO4"'
-it_em_stop stranger
+it_node_stop stranger
 
 # ---- 4. manifests that disagree ----------------------------------------------
 # default/split 10.96.0.9:7 has one endpoint, 127.0.0.31:7009, where a backend
@@ -308,8 +308,8 @@ it_em_stop stranger
 split_on() { it_list "$(it_svc default split 10.96.0.9 7 7009)" "$(it_ep_obj default split 7009 127.0.0.31@"$1")"; }
 served_l0() { it_served "$split_pid" | sed -nE 's/.*l0=([0-9]+).*/\1/p'; }
 generation() { timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" stats | tr -d '\t ,' | sed -n 's/^"generation":\([0-9]*\)$/\1/p'; }
-it_em_apply node-a "$(split_on node-b)"
-it_em_apply node-b "$(split_on node-b)"
+it_node_apply node-a "$(split_on node-b)"
+it_node_apply node-b "$(split_on node-b)"
 if it_wait 5 echo_at TCP:10.96.0.9:7; then
 	it_ok "manifests agree: echo through 10.96.0.9:7 served by B's endpoint 127.0.0.31:7009"
 else
@@ -317,7 +317,7 @@ else
 fi
 n0=$(served_l0)
 gen0=$(generation node-b)
-it_em_apply node-b "$(split_on node-a)"
+it_node_apply node-b "$(split_on node-a)"
 newer() { [ "$(generation node-b)" -gt "$gen0" ]; }
 it_wait 3 newer || it_fail "B's table generation did not move past $gen0 after the apply"
 loga=$(wc -l <"${EM_LOG[node-a]}")
@@ -353,10 +353,10 @@ it_check "A is still alive" kill -0 "$PIDA"
 # accepts them on whichever of its workers SO_REUSEPORT picks.
 for n in node-a node-b; do
 	sed -i 's/"workers": 1,/"workers": 2,/' "$IT_TMP/$n.json"
-	it_em_stop $n
+	it_node_stop $n
 done
-it_em_start node-b "$NSB"
-it_em_start node-a "$NSA"
+it_node_start node-b "$NSB"
+it_node_start node-a "$NSA"
 it_wait 10 echo_at "$ECHO4" || it_fail "two workers: no echo through $ECHO4 within 10 s"
 res=$(ina timeout 30 "$EMLOAD" -m pingpong -a "${ECHO4#TCP:}" -c 32 -d 1 -s 100 -t 1 2>&1 | tail -n 1)
 it_check "two workers: 32 connections of ping-pong across the tunnels, no error ($res)" \
