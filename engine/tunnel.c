@@ -1192,6 +1192,15 @@ static void open_waiting(struct em_worker *w, struct em_tconn *tc)
 	}
 }
 
+/* <tp>'s tunnel drains on its own: new streams dial a new one at once. */
+static void peer_detach(struct em_worker *w, struct tpeer *tp)
+{
+	tp->conn = NULL;
+	tp->state = TP_DOWN;
+	tp->next_dial_ms = w->now_ms;
+	tp->backoff_ms = 0;
+}
+
 /* The peer is stopping (GOAWAY without error): its streams on <tc> finish
  * there, new ones need a new tunnel. A dialled tunnel leaves its peer, which
  * redials for the streams still waiting (the peer may be back already, as in
@@ -1204,10 +1213,7 @@ static void peer_draining(struct em_worker *w, struct em_tconn *tc)
 	struct tpeer *tp = tc->tp;
 	if (!tp || tp->conn != tc)
 		return;
-	tp->conn = NULL;
-	tp->state = TP_DOWN;
-	tp->next_dial_ms = w->now_ms;
-	tp->backoff_ms = 0;
+	peer_detach(w, tp);
 	if (em_dlist_empty(&tp->waitq))
 		return;
 	if (w->stopping)
@@ -1687,10 +1693,7 @@ static void peers_recheck(struct em_worker *w, const struct em_table *tab)
 		em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "peer address changed");
 		tc->flags |= TC_GOAWAY;
 		mark_dirty(w, tc);
-		tp->conn = NULL;
-		tp->state = TP_DOWN;
-		tp->next_dial_ms = w->now_ms;
-		tp->backoff_ms = 0;
+		peer_detach(w, tp);
 	}
 }
 
