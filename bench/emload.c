@@ -6,16 +6,22 @@
  *             receive, close), -c of them in flight
  *   bulk      -c streams, each sends the hello "EMBULK01"+seed and then reads
  *             the counter pattern of embackend's source mode, checking every
- *             byte, for -d seconds
+ *             byte. Streams are opened one after another; the -d seconds
+ *             measured start -w seconds (default 0.5) after the last one is
+ *             open, so that neither the opening nor the bytes the streams
+ *             buffered meanwhile count as throughput. Every byte, also
+ *             those outside the window, is checked.
  *   idle      opens -c connections, proves each works with one small round
  *             trip, prints "READY <n>" on stdout, holds them -H seconds (any
  *             byte or close from the far side during the hold is an error),
  *             round-trips on every one again, closes
  *
  * Usage: emload -m MODE -a IP:PORT [-c CONNS] [-d SECS] [-s SIZE] [-t THREADS]
- *               [-H HOLD_SECS]
+ *               [-H HOLD_SECS] [-w WARM_SECS]
  * The last stdout line is "RESULT key=value ..." (mode, conns, secs, ops,
- * rps, gbps, p50_us, p99_us, p999_us, errors). Exit status 1 when any error
+ * rps, gbps, p50_us, p99_us, p999_us, errors, and for bulk open_ms: how long
+ * opening every stream took, and gb_all: the GB received in the whole run,
+ * the divisor of a proxy's CPU per GB measured over the whole run). Exit status 1 when any error
  * occurred, and the first error is named on stderr. Latency is kept in a
  * log-bucketed histogram (32 sub-buckets per power of two: about 3% error),
  * one per thread, merged at the end. */
@@ -71,6 +77,8 @@ struct ld_thread {
 	int nconns;
 	struct ld_conn *conns;
 	uint64_t ops, bytes, errors;
+	uint64_t bytes_at; /* bulk: bytes when the measured window began */
+	bool window;       /* bulk: bytes_at is set */
 	uint64_t checked; /* responses verified, also those after the deadline */
 	char first_error[160];
 	struct ld_hist hist;
@@ -84,6 +92,10 @@ static int g_conns = 50, g_threads = 1;
 static double g_secs = 5, g_hold = 5;
 static size_t g_size = 100;
 static uint64_t g_deadline_ns;
+/* bulk: every thread has opened its streams; the measured window */
+static pthread_barrier_t g_opened;
+static double g_warm = 0.5;
+static uint64_t g_open_ns, g_window_ns;
 
 static void fail(struct ld_thread *th, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -409,11 +421,25 @@ static void *thread_main(void *arg)
 		watch(c, false, EPOLL_CTL_ADD);
 		start_request(c);
 	}
+	if (g_mode == LD_BULK) {
+		/* The last thread to finish opening sets the window; the second
+		 * wait publishes it to every thread. */
+		if (pthread_barrier_wait(&g_opened) == PTHREAD_BARRIER_SERIAL_THREAD) {
+			g_open_ns = em_now_ns();
+			g_window_ns = g_open_ns + (uint64_t)(g_warm * 1e9);
+			g_deadline_ns = g_window_ns + (uint64_t)(g_secs * 1e9);
+		}
+		pthread_barrier_wait(&g_opened);
+	}
 	/* After the deadline, requests in flight are still awaited (and checked)
 	 * for up to 2 s; they do not count towards the rate. */
 	uint64_t hard_stop = g_deadline_ns + 2000000000ULL;
 	for (;;) {
 		uint64_t now = em_now_ns();
+		if (g_mode == LD_BULK && !th->window && now >= g_window_ns) {
+			th->bytes_at = th->bytes;
+			th->window = true;
+		}
 		if (g_mode == LD_BULK && now >= g_deadline_ns)
 			break;
 		int open = 0;
@@ -531,7 +557,7 @@ static uint64_t run_idle(struct ld_thread *th)
 static void usage(void)
 {
 	fprintf(stderr, "usage: emload -m pingpong|connect|bulk|idle -a IP:PORT [-c CONNS] "
-	                "[-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS]\n");
+	                "[-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS] [-w WARM_SECS]\n");
 	exit(2);
 }
 
@@ -540,7 +566,7 @@ int main(int argc, char **argv)
 	struct em_addr target;
 	bool have_target = false;
 	int opt;
-	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:w:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "pingpong"))
@@ -574,15 +600,20 @@ int main(int argc, char **argv)
 		case 'H':
 			g_hold = atof(optarg);
 			break;
+		case 'w':
+			g_warm = atof(optarg);
+			break;
 		default:
 			usage();
 		}
 	}
 	if (!have_target || g_conns < 1 || g_threads < 1 || g_threads > 64 || g_size < 1 ||
-	    g_size > (1 << 20) || g_secs <= 0)
+	    g_size > (1 << 20) || g_secs <= 0 || g_warm < 0)
 		usage();
 	if (g_threads > g_conns)
 		g_threads = g_conns;
+	if (g_mode == LD_BULK)
+		pthread_barrier_init(&g_opened, NULL, (unsigned)g_threads);
 	g_target_len = em_addr_to_sockaddr(&target, &g_target);
 	signal(SIGPIPE, SIG_IGN);
 	struct rlimit rl;
@@ -596,7 +627,7 @@ int main(int argc, char **argv)
 	struct ld_conn *conns = calloc((size_t)g_conns, sizeof(*conns));
 	if (!ths || !conns)
 		return 2;
-	uint64_t ops = 0, bytes = 0, errors = 0, checked = 0;
+	uint64_t ops = 0, bytes = 0, bytes_all = 0, errors = 0, checked = 0;
 	const char *first_error = NULL;
 	uint64_t t_start = em_now_ns(), t_end;
 	struct ld_hist *total = calloc(1, sizeof(*total));
@@ -633,7 +664,13 @@ int main(int argc, char **argv)
 			pthread_join(ths[t].tid, NULL);
 			ops += ths[t].ops;
 			checked += ths[t].checked;
-			bytes += ths[t].bytes;
+			/* bulk: only the window's bytes (a thread whose loop ended
+			 * before the window contributes none) */
+			bytes_all += ths[t].bytes;
+			if (g_mode == LD_BULK)
+				bytes += ths[t].window ? ths[t].bytes - ths[t].bytes_at : 0;
+			else
+				bytes += ths[t].bytes;
 			errors += ths[t].errors;
 			if (ths[t].errors && !first_error)
 				first_error = ths[t].first_error;
@@ -643,15 +680,24 @@ int main(int argc, char **argv)
 		}
 		t_end = EM_MIN(em_now_ns(), g_deadline_ns);
 	}
-	double secs = (double)(t_end - t_start) / 1e9;
+	double open_ms = 0;
+	if (g_mode == LD_BULK) {
+		open_ms = (double)(g_open_ns - t_start) / 1e6;
+		t_start = g_window_ns;
+	}
+	double secs = t_end > t_start ? (double)(t_end - t_start) / 1e9 : 0;
 	if (g_mode == LD_IDLE)
 		secs = g_hold;
 	printf("RESULT mode=%s conns=%d secs=%.3f ops=%llu rps=%.0f gbps=%.3f p50_us=%.1f "
-	       "p99_us=%.1f p999_us=%.1f errors=%llu\n",
+	       "p99_us=%.1f p999_us=%.1f errors=%llu",
 	       mode_name[g_mode], g_conns, secs, (unsigned long long)ops,
-	       g_mode == LD_IDLE ? 0.0 : (double)ops / secs, (double)bytes * 8 / secs / 1e9,
+	       g_mode == LD_IDLE || secs <= 0 ? 0.0 : (double)ops / secs,
+	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0,
 	       hist_percentile(total, 50) / 1e3, hist_percentile(total, 99) / 1e3,
 	       hist_percentile(total, 99.9) / 1e3, (unsigned long long)errors);
+	if (g_mode == LD_BULK)
+		printf(" open_ms=%.0f gb_all=%.4f", open_ms, (double)bytes_all / 1e9);
+	printf("\n");
 	if (g_mode == LD_IDLE && ops != (uint64_t)g_conns && !errors)
 		errors = 1, first_error = "fewer idle connections than asked";
 	/* A slow first answer is not an error (the rate shows it); no answer
