@@ -43,6 +43,7 @@ enum {
 	ST_RST_PENDING = 1 << 3,    /* reset by us, RST waits for room */
 	ST_UPDATE_PENDING = 1 << 4, /* WINDOW_UPDATE waits for control room */
 	ST_REMOTE_OPENED = 1 << 5,
+	ST_DATA_OUT = 1 << 6, /* we have written DATA bytes on it */
 };
 #define ST_PENDING (ST_FIN_PENDING | ST_RST_PENDING | ST_UPDATE_PENDING)
 
@@ -813,9 +814,12 @@ static void on_rst(struct em_tunnel_session *s, const struct em_frame *f)
 	s->st.resets_in++;
 	/* Open-then-reset churn is what costs the receiver (a connect per OPEN
 	 * with no use): only streams reset within EM_TUNNEL_CHURN_MS of their
-	 * OPEN count, so a client closing many long-lived streams at once is
-	 * no flood. */
-	if ((st->flags & ST_REMOTE_OPENED) && s->now - st->opened_ms < EM_TUNNEL_CHURN_MS &&
+	 * OPEN, before we wrote them a byte, count. A client closing many
+	 * long-lived streams at once is no flood, nor are clients that give
+	 * up on streams already answering (a reset then costs the opener a
+	 * round trip per stream, and concurrency bounds it). */
+	if ((st->flags & (ST_REMOTE_OPENED | ST_DATA_OUT)) == ST_REMOTE_OPENED &&
+	    s->now - st->opened_ms < EM_TUNNEL_CHURN_MS &&
 	    over(s, &s->cnt_resets, s->conf.max_resets, EM_REASON_RESET_FLOOD, "reset flood"))
 		return;
 	struct em_tunnel_event ev = {.type = EM_TUNNEL_EV_RESET,
@@ -1237,6 +1241,8 @@ int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void
 			st->flags |= ST_LOCAL_FIN;
 	}
 	s->st.data_out += total;
+	if (total)
+		st->flags |= ST_DATA_OUT;
 	if (fin && total == len && !(st->flags & ST_LOCAL_FIN)) {
 		/* Nothing to carry the flag (len 0): a bare FIN. */
 		st->flags |= ST_LOCAL_FIN;
@@ -1273,6 +1279,7 @@ int em_tunnel_session_write_ref(struct em_tunnel_session *s, uint32_t id, const 
 	s->ext_bytes += len;
 	s->st.send_hwm = EM_MAX(s->st.send_hwm, s->send.used + (uint32_t)s->ext_bytes);
 	st->send_credit -= len;
+	st->flags |= ST_DATA_OUT;
 	s->st.data_out += len;
 	return (int)len;
 }

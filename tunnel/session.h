@@ -117,7 +117,8 @@ struct em_tunnel_conf {
 	uint32_t max_window_updates; /* WINDOW_UPDATEs per interval [20000] */
 	uint32_t max_empty_data;     /* DATA without bytes nor FIN per interval [100] */
 	uint32_t max_resets;         /* peer RSTs of streams it opened less than
-	                                EM_TUNNEL_CHURN_MS before, per interval [500] */
+	                                EM_TUNNEL_CHURN_MS before and we had not
+	                                written a byte on, per interval [500] */
 	uint32_t handshake_ms;       /* HELLO+AUTH must complete within [10000] */
 	uint32_t keepalive_ms;       /* PING after this long without input [10000] */
 	uint32_t dead_ms;            /* peer dead after this long silent [30000] */

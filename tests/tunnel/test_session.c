@@ -519,6 +519,36 @@ Test(session, closing_many_long_lived_streams_is_no_flood)
 	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_resets, 0);
 }
 
+/* Clients giving up on young streams that already carry the answer (a
+ * timeout under load, a 1,000-stream download aborted) are no flood: the
+ * opener paid a round trip for each. The same number of resets before any
+ * answer is. */
+Test(session, resetting_answered_young_streams_is_no_flood)
+{
+	B->conf.max_resets = 50;
+	connect_pair(A, B);
+	struct em_frame r = {.type = EM_FRAME_RST};
+	r.u.rst.reason = EM_REASON_CANCEL;
+	for (uint32_t i = 0; i < 60; i++) {
+		inject_open(B, 1 + 2 * i);
+		cr_assert_eq(em_tunnel_session_write(B->s, 1 + 2 * i, "answer", 6, false), 6);
+	}
+	now += EM_TUNNEL_CHURN_MS / 4;
+	for (uint32_t i = 0; i < 60; i++) {
+		r.stream_id = 1 + 2 * i;
+		inject(B, &r);
+	}
+	cr_assert(!B->closed, "60 answered streams reset after 250 ms are not churn");
+	cr_assert_eq(em_tunnel_session_stats(B->s)->limit_resets, 0);
+	for (uint32_t i = 0; i < 51; i++)
+		inject_open(B, 201 + 2 * i);
+	for (uint32_t i = 0; i < 51 && !B->closed; i++) {
+		r.stream_id = 201 + 2 * i;
+		inject(B, &r);
+	}
+	expect_goaway(EM_REASON_RESET_FLOOD);
+}
+
 Test(session, rapid_reset_closes_tunnel)
 {
 	B->conf.max_resets = 50;
