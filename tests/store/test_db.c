@@ -13,26 +13,18 @@
 #include <sqlite3.h>
 
 #include "store/db.h"
+#include "tests/store/tmpdb.h"
 
-static char dir[PATH_MAX];
-static char path[PATH_MAX + 16];
+static struct tmpdb tdb;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/em-test-db-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/edgemesh.db", dir);
+	tmpdb_make(&tdb, "em-test-db");
 }
 
 static void teardown(void)
 {
-	char p[PATH_MAX + 32];
-	static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
-	for (size_t i = 0; i < 4; i++) {
-		snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
-		unlink(p);
-	}
-	rmdir(dir);
+	tmpdb_remove(&tdb);
 }
 
 TestSuite(db, .init = setup, .fini = teardown, .timeout = 60);
@@ -92,13 +84,13 @@ static const char *const our_types[] = {"service", "endpoints", "endpointslice",
 
 static void seed_kubeedge(const char *schema)
 {
-	raw_exec(path, schema);
-	raw_exec(path, "INSERT INTO meta(key, type, value) VALUES"
-	               "('default/configmap/x', 'configmap', '{\"kind\":\"ConfigMap\"}'),"
-	               "('default/secret/y', 'secret', '{\"kind\":\"Secret\"}'),"
-	               "('default/service/web', 'service', '{\"kind\":\"Service\"}'),"
-	               "('default/endpoints/web', 'endpoints', '{\"kind\":\"Endpoints\"}'),"
-	               "('kube-system/pod/dns-1', 'pod', '{\"kind\":\"Pod\"}')");
+	raw_exec(tdb.path, schema);
+	raw_exec(tdb.path, "INSERT INTO meta(key, type, value) VALUES"
+	                   "('default/configmap/x', 'configmap', '{\"kind\":\"ConfigMap\"}'),"
+	                   "('default/secret/y', 'secret', '{\"kind\":\"Secret\"}'),"
+	                   "('default/service/web', 'service', '{\"kind\":\"Service\"}'),"
+	                   "('default/endpoints/web', 'endpoints', '{\"kind\":\"Endpoints\"}'),"
+	                   "('kube-system/pod/dns-1', 'pod', '{\"kind\":\"Pod\"}')");
 }
 
 static void check_kubeedge_db(void)
@@ -106,7 +98,7 @@ static void check_kubeedge_db(void)
 	struct em_db *db;
 	struct rows r = {0};
 
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	cr_assert_eq(em_db_scan(db, "service", collect, &r), 0);
 	cr_assert_eq(r.n, 1);
 	cr_assert_str_eq(r.key[0], "default/service/web");
@@ -134,19 +126,20 @@ static void check_kubeedge_db(void)
 	em_db_close(db);
 
 	/* Rows of other types survive our writes untouched. */
-	cr_assert_eq(raw_count(path,
+	cr_assert_eq(raw_count(tdb.path,
 	                       "SELECT count(*) FROM meta WHERE key = 'default/configmap/x' "
 	                       "AND type = 'configmap' AND value = '{\"kind\":\"ConfigMap\"}'"),
 	             1);
-	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta WHERE key = 'default/secret/y' "
-	                             "AND type = 'secret' AND value = '{\"kind\":\"Secret\"}'"),
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM meta WHERE key = 'default/secret/y' "
+	                                 "AND type = 'secret' AND value = '{\"kind\":\"Secret\"}'"),
 	             1);
-	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta WHERE key = "
-	                             "'default/service/web' AND value = '{\"v\":2}'"),
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM meta WHERE key = "
+	                                 "'default/service/web' AND value = '{\"v\":2}'"),
 	             1);
-	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta"), 5);
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM meta"), 5);
 	/* Still one table named meta: we did not create a second one. */
-	cr_assert_eq(raw_count(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"), 1);
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"),
+	             1);
 }
 
 Test(db, opens_kubeedge_schema)
@@ -167,16 +160,17 @@ Test(db, opens_edgecore_orm_schema)
 Test(db, creates_schema_and_wal)
 {
 	struct em_db *db;
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	em_db_close(db);
-	cr_assert_eq(raw_count(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-	                             "name = 'meta' AND sql = 'CREATE TABLE meta(key TEXT PRIMARY "
-	                             "KEY, type TEXT, value TEXT)'"),
+	cr_assert_eq(raw_count(tdb.path,
+	                       "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+	                       "name = 'meta' AND sql = 'CREATE TABLE meta(key TEXT PRIMARY "
+	                       "KEY, type TEXT, value TEXT)'"),
 	             1);
 	/* WAL is persistent in the file header: a plain connection sees it. */
 	sqlite3 *h;
 	sqlite3_stmt *st;
-	cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+	cr_assert_eq(sqlite3_open(tdb.path, &h), SQLITE_OK);
 	cr_assert_eq(sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
 	cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
 	cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
@@ -191,7 +185,7 @@ Test(db, round_trip_every_type)
 	struct em_db_op ops[5];
 	struct rows r;
 
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	for (size_t i = 0; i < 5; i++) {
 		snprintf(key[i], sizeof(key[i]), "ns1/%s/obj", our_types[i]);
 		snprintf(val[i], sizeof(val[i]), "{\"t\":\"%s\",\"v\":1}", our_types[i]);
@@ -215,7 +209,7 @@ Test(db, round_trip_every_type)
 	}
 	cr_assert_eq(em_db_apply(db, ops, 5), 0);
 	em_db_close(db);
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	memset(&r, 0, sizeof(r));
 	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
 	cr_assert_eq(r.n, 5);
@@ -251,7 +245,7 @@ Test(db, scan_stops_on_callback_value)
 	        {EM_DB_UPSERT, "a/pod/3", "pod", "{}"},
 	};
 	int n = 0;
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	cr_assert_eq(em_db_apply(db, ops, 3), 0);
 	cr_assert_eq(em_db_scan(db, "pod", stop_at_two, &n), 42);
 	cr_assert_eq(n, 2);
@@ -279,7 +273,7 @@ Test(db, batch_is_atomic)
 	        {EM_DB_UPSERT, "default/service/d", "service", NULL},
 	};
 
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	cr_assert_eq(em_db_apply(db, ok, 1), 0);
 	cr_assert_lt(em_db_apply(db, bad, 4), 0);
 	cr_assert_lt(em_db_apply(db, bad_upsert, 2), 0);
@@ -308,9 +302,9 @@ Test(db, sqlite_error_rolls_back)
 	        {EM_DB_UPSERT, "default/service/z", "service", "{}"},
 	};
 
-	cr_assert_eq(em_db_open(path, &db), 0);
-	raw_exec(path, "CREATE TRIGGER boom BEFORE INSERT ON meta WHEN NEW.key = "
-	               "'default/service/boom' BEGIN SELECT RAISE(ABORT, 'boom'); END");
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	raw_exec(tdb.path, "CREATE TRIGGER boom BEFORE INSERT ON meta WHEN NEW.key = "
+	                   "'default/service/boom' BEGIN SELECT RAISE(ABORT, 'boom'); END");
 	cr_assert_eq(em_db_apply(db, ops, 3), -EIO);
 	cr_assert_eq(em_db_scan(db, NULL, collect, &r), 0);
 	cr_assert_eq(r.n, 0);
@@ -326,8 +320,8 @@ Test(db, busy_writer_fails_cleanly, .timeout = 30)
 	sqlite3 *h;
 	struct em_db_op ops[] = {{EM_DB_UPSERT, "default/pod/p", "pod", "{}"}};
 
-	cr_assert_eq(em_db_open(path, &db), 0);
-	cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	cr_assert_eq(sqlite3_open(tdb.path, &h), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	cr_assert_eq(em_db_apply(db, ops, 1), -EIO);
 	cr_assert_eq(sqlite3_exec(h, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
@@ -347,8 +341,8 @@ Test(db, wal_stays_bounded)
 	off_t max_wal = 0;
 
 	cr_assert_not_null(value);
-	snprintf(wal, sizeof(wal), "%s-wal", path);
-	cr_assert_eq(em_db_open(path, &db), 0);
+	snprintf(wal, sizeof(wal), "%s-wal", tdb.path);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	/* 250 batches of 8: 2,000 upserts of 2 KiB values, keys cycling over
 	 * 400 objects so the table itself stays small while the WAL sees
 	 * about 8 MiB of page writes. */
@@ -370,7 +364,7 @@ Test(db, wal_stays_bounded)
 	cr_assert_eq(em_db_check(db), 0);
 	em_db_close(db);
 	free(value);
-	cr_assert_eq(raw_count(path, "SELECT count(*) FROM meta WHERE type = 'pod'"), 400);
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM meta WHERE type = 'pod'"), 400);
 }
 
 Test(db, open_errors)
@@ -378,12 +372,12 @@ Test(db, open_errors)
 	struct em_db *db = (struct em_db *)1;
 	char p[PATH_MAX + 32];
 
-	snprintf(p, sizeof(p), "%s/missing-dir/edgemesh.db", dir);
+	snprintf(p, sizeof(p), "%s/missing-dir/edgemesh.db", tdb.dir);
 	cr_assert_lt(em_db_open(p, &db), 0);
 	cr_assert_null(db);
 
 	/* A file that is not a database. */
-	snprintf(p, sizeof(p), "%s/garbage.db", dir);
+	snprintf(p, sizeof(p), "%s/garbage.db", tdb.dir);
 	FILE *f = fopen(p, "w");
 	cr_assert_not_null(f);
 	for (int i = 0; i < 200; i++)
@@ -393,14 +387,14 @@ Test(db, open_errors)
 	unlink(p);
 
 	/* A meta table without the columns we need. */
-	raw_exec(path, "CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT)");
-	cr_assert_eq(em_db_open(path, &db), -EIO);
+	raw_exec(tdb.path, "CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT)");
+	cr_assert_eq(em_db_open(tdb.path, &db), -EIO);
 }
 
 Test(db, check_ok)
 {
 	struct em_db *db;
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	cr_assert_eq(em_db_check(db), 0);
 	em_db_close(db);
 }

@@ -19,31 +19,23 @@
 
 #include "proto/em.h"
 #include "store/db.h"
+#include "tests/store/tmpdb.h"
 
 #define ROWS_PER_BATCH 6
 #define KILLS          15
 #define MAX_DELAY_MS   30
 #define MAX_BATCHES    2000000
 
-static char dir[PATH_MAX];
-static char path[PATH_MAX + 16];
+static struct tmpdb tdb;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/em-test-dbcrash-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/edgemesh.db", dir);
+	tmpdb_make(&tdb, "em-test-dbcrash");
 }
 
 static void teardown(void)
 {
-	char p[PATH_MAX + 32];
-	static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
-	for (size_t i = 0; i < 4; i++) {
-		snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
-		unlink(p);
-	}
-	rmdir(dir);
+	tmpdb_remove(&tdb);
 }
 
 TestSuite(db_crash, .init = setup, .fini = teardown, .timeout = 60);
@@ -72,7 +64,7 @@ static void child(int ackfd)
 	char keys[ROWS_PER_BATCH][64], vals[ROWS_PER_BATCH][160];
 	struct em_db_op ops[ROWS_PER_BATCH];
 
-	if (em_db_open(path, &db) != 0)
+	if (em_db_open(tdb.path, &db) != 0)
 		_exit(2);
 	if (em_db_scan(db, "service", last_batch_cb, &last) != 0)
 		_exit(3);
@@ -123,7 +115,7 @@ static void check_disk(unsigned acked, unsigned *on_disk)
 	struct em_db *db;
 
 	memset(&v, 0, sizeof(v));
-	cr_assert_eq(em_db_open(path, &db), 0);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
 	cr_assert_eq(em_db_check(db), 0, "integrity_check failed");
 	cr_assert_eq(em_db_scan(db, "service", verify_cb, &v), 0);
 	em_db_close(db);
