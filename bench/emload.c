@@ -79,7 +79,7 @@ struct ld_thread {
 	uint64_t ops, bytes, errors;
 	uint64_t bytes_at; /* bulk: bytes when the measured window began */
 	bool window;       /* bulk: bytes_at is set */
-	uint64_t checked; /* responses verified, also those after the deadline */
+	uint64_t checked;  /* responses verified, also those after the deadline */
 	char first_error[160];
 	struct ld_hist hist;
 	char *rbuf; /* bulk receive buffer */
@@ -692,9 +692,9 @@ int main(int argc, char **argv)
 	       "p99_us=%.1f p999_us=%.1f errors=%llu",
 	       mode_name[g_mode], g_conns, secs, (unsigned long long)ops,
 	       g_mode == LD_IDLE || secs <= 0 ? 0.0 : (double)ops / secs,
-	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0,
-	       hist_percentile(total, 50) / 1e3, hist_percentile(total, 99) / 1e3,
-	       hist_percentile(total, 99.9) / 1e3, (unsigned long long)errors);
+	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0, hist_percentile(total, 50) / 1e3,
+	       hist_percentile(total, 99) / 1e3, hist_percentile(total, 99.9) / 1e3,
+	       (unsigned long long)errors);
 	if (g_mode == LD_BULK)
 		printf(" open_ms=%.0f gb_all=%.4f", open_ms, (double)bytes_all / 1e9);
 	printf("\n");
