@@ -294,6 +294,16 @@ static int client(const char *ip, uint16_t port)
 	return fd;
 }
 
+/* Publishes a table whose endpoints are <ips> at <port>, starts the engine
+ * on a free port and returns a client connected to it. */
+static int serve_and_connect(const char *ips[], size_t n, uint16_t port)
+{
+	publish_table(ips, n, port, NULL);
+	uint16_t lp = free_port("127.0.0.1");
+	engine_up("127.0.0.1", lp);
+	return client("127.0.0.1", lp);
+}
+
 static void write_all(int fd, const void *p, size_t n)
 {
 	const char *c = p;
@@ -463,10 +473,7 @@ Test(engine, http_refused_502)
 	/* Two endpoints on ports nobody listens on: retry, then 502. */
 	uint16_t dead = free_port("127.0.0.5");
 	const char *ips[] = {"127.0.0.5", "127.0.0.6"};
-	publish_table(ips, 2, dead, NULL);
-	uint16_t lp = free_port("127.0.0.1");
-	engine_up("127.0.0.1", lp);
-	int fd = client("127.0.0.1", lp);
+	int fd = serve_and_connect(ips, 2, dead);
 	const char *req = "GET / HTTP/1.1\r\nHost: web\r\n\r\n";
 	write_all(fd, req, strlen(req));
 	char body[256];
@@ -482,10 +489,7 @@ Test(engine, http_reused_upstream_closed_replays)
 	 * never answered 502. */
 	struct backend *b = backend_start("127.0.0.1", 0, B_ONESHOT, 7);
 	const char *ips[] = {"127.0.0.1"};
-	publish_table(ips, 1, backend_port(b), NULL);
-	uint16_t lp = free_port("127.0.0.1");
-	engine_up("127.0.0.1", lp);
-	int fd = client("127.0.0.1", lp);
+	int fd = serve_and_connect(ips, 1, backend_port(b));
 	char body[256];
 	for (int i = 0; i < 20; i++) {
 		const char *req =
@@ -506,10 +510,7 @@ Test(engine, http_reused_upstream_closed_replays)
 Test(engine, http_bad_request_400)
 {
 	const char *ips[] = {"127.0.0.1"};
-	publish_table(ips, 1, 9, NULL);
-	uint16_t lp = free_port("127.0.0.1");
-	engine_up("127.0.0.1", lp);
-	int fd = client("127.0.0.1", lp);
+	int fd = serve_and_connect(ips, 1, 9);
 	const char *req = "GET / HTTP/1.1\r\nHost: web\r\nContent-Length: 1\r\n"
 	                  "Transfer-Encoding: chunked\r\n\r\n";
 	write_all(fd, req, strlen(req));
@@ -522,10 +523,7 @@ Test(engine, http_bad_request_400)
 Test(engine, http_slow_head_408)
 {
 	const char *ips[] = {"127.0.0.1"};
-	publish_table(ips, 1, 9, NULL);
-	uint16_t lp = free_port("127.0.0.1");
-	engine_up("127.0.0.1", lp);
-	int fd = client("127.0.0.1", lp);
+	int fd = serve_and_connect(ips, 1, 9);
 	write_all(fd, "GET / HTTP/1.1\r\nHost:", 21);
 	char body[256];
 	uint64_t t0 = em_now_ms();
@@ -540,10 +538,7 @@ Test(engine, http_large_body_intact)
 {
 	struct backend *b = backend_start("127.0.0.1", 0, B_HTTP, 7);
 	const char *ips[] = {"127.0.0.1"};
-	publish_table(ips, 1, backend_port(b), NULL);
-	uint16_t lp = free_port("127.0.0.1");
-	engine_up("127.0.0.1", lp);
-	int fd = client("127.0.0.1", lp);
+	int fd = serve_and_connect(ips, 1, backend_port(b));
 	size_t len = 10u << 20;
 	char head[256];
 	int hl = snprintf(head, sizeof(head),
