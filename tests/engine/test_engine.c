@@ -680,7 +680,11 @@ Test(engine, slow_reader_backpressure)
 	uint32_t held = 0;
 	for (unsigned i = 0; i < eng->n_workers; i++)
 		held += __atomic_load_n(&eng->workers[i].n_bufs_held, __ATOMIC_RELAXED);
-	cr_assert_lt(held, EM_BUF_COUNT / 4, "worker holds %u of %u ring buffers", held,
+	/* Paused, the source holds its 3 queued buffers plus what its
+	 * multishot recv filled before the cancel landed: the kernel fills up
+	 * to 32 buffers per run of a multishot recv, and a loaded machine
+	 * allows two runs (66 was seen). Not paused, it holds the whole ring. */
+	cr_assert_lt(held, EM_BUF_COUNT / 2, "worker holds %u of %u ring buffers", held,
 	             EM_BUF_COUNT);
 	/* Kernel socket buffers on three sockets plus the held ring buffers. */
 	cr_assert_lt(now, 64ll << 20, "%lld bytes in flight", now);
