@@ -209,12 +209,13 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	unsigned f = e->ring_flags;
 	EM_INFO("engine",
 	        "%u workers, io_uring %s, multishot accept, buffer ring %u x %u, "
-	        "multishot recv, %zu listeners per worker",
+	        "multishot recv%s, %zu listeners per worker",
 	        e->n_workers,
 	        (f & IORING_SETUP_DEFER_TASKRUN)  ? "SINGLE_ISSUER|DEFER_TASKRUN"
 	        : (f & IORING_SETUP_COOP_TASKRUN) ? "COOP_TASKRUN"
 	                                          : "without task-run flags",
-	        EM_BUF_COUNT, EM_BUF_SIZE, e->workers[0].n_listeners);
+	        EM_BUF_COUNT, EM_BUF_SIZE, e->recv_cap ? " (capped)" : "",
+	        e->workers[0].n_listeners);
 	*out = e;
 	return 0;
 fail:

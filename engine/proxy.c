@@ -5,7 +5,8 @@
  * then handed back to the ring. While B's queue holds EM_Q_HIGH buffers A's
  * multishot recv is cancelled; it is re-armed when B's queue is down to
  * EM_Q_LOW, so a connection holds a few buffers per direction whatever the
- * peers do (plus the CQEs already posted when the cancel went in). */
+ * peers do (plus the CQEs already posted when the cancel went in: at most
+ * EM_RECV_CAP and one buffer where the kernel caps multishot recvs). */
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -114,10 +115,14 @@ void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 	 * the ring runs low: its bytes often wait for window or send room, and
 	 * a multishot read would keep filling buffers until its cancel lands.
 	 * With buffers to spare, multishot saves a re-arm per read. */
-	if (s->ts && w->n_bufs_held > EM_BUF_COUNT / 2)
+	if (s->ts && w->n_bufs_held > EM_BUF_COUNT / 2) {
 		io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
-	else
+	} else {
 		io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+		/* The total byte cap shares the SQE field of file_index. */
+		if (w->recv_cap)
+			sqe->file_index = EM_RECV_CAP;
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = EM_BGID;
 	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_RECV));

@@ -378,6 +378,67 @@ static int setup_bufs(struct em_worker *w)
 	return 0;
 }
 
+/* Hands a buffer the probe below received back to the ring. */
+static void probe_buf_return(struct em_worker *w, const struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_BUFFER))
+		return;
+	uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	io_uring_buf_ring_add(w->br, em_worker_buf(w, bid), EM_BUF_SIZE, bid,
+	                      io_uring_buf_ring_mask(EM_BUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+}
+
+/* Whether a multishot recv takes a total byte cap (Linux 6.17): two bytes
+ * wait on a socketpair and a recv capped at one byte is armed. A kernel
+ * with the cap ends the recv after its first completion (which may fill a
+ * whole buffer: the cap is checked after each read); one without refuses
+ * the SQE (the field is file_index there) or keeps the recv armed. */
+static bool probe_recv_cap(struct em_worker *w)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return false;
+	bool ok = false;
+	struct io_uring_sqe *sqe;
+	if (write(sv[1], "xy", 2) == 2 && (sqe = io_uring_get_sqe(&w->ring))) {
+		io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = EM_BGID;
+		sqe->file_index = 1;
+		io_uring_sqe_set_data64(sqe, 1);
+		io_uring_submit(&w->ring);
+		/* Waits for the recv's last CQE, and for the cancel's if one
+		 * had to go in, so that none reaches the worker's dispatch. */
+		bool recv_live = true, first = true, cancel_live = false;
+		struct __kernel_timespec ts = {.tv_sec = 1};
+		while (recv_live || cancel_live) {
+			struct io_uring_cqe *cqe;
+			if (io_uring_wait_cqe_timeout(&w->ring, &cqe, &ts) < 0)
+				break;
+			if (io_uring_cqe_get_data64(cqe) == 1) {
+				recv_live = cqe->flags & IORING_CQE_F_MORE;
+				if (first)
+					ok = cqe->res > 0 && !recv_live;
+				first = false;
+				probe_buf_return(w, cqe);
+			} else {
+				cancel_live = false;
+			}
+			io_uring_cqe_seen(&w->ring, cqe);
+			if (recv_live && !cancel_live && (sqe = io_uring_get_sqe(&w->ring))) {
+				io_uring_prep_cancel64(sqe, 1, 0);
+				io_uring_sqe_set_data64(sqe, 2);
+				io_uring_submit(&w->ring);
+				cancel_live = true;
+			}
+		}
+	}
+	close(sv[0]);
+	close(sv[1]);
+	return ok;
+}
+
 static void teardown(struct em_worker *w, bool ring_up)
 {
 	if (ring_up)
@@ -433,6 +494,9 @@ void *em_worker_main(void *arg)
 	rc = setup_bufs(w);
 	if (rc)
 		goto fail;
+	w->recv_cap = probe_recv_cap(w);
+	if (w->id == 0)
+		w->eng->recv_cap = w->recv_cap;
 	w->tick_ts.tv_nsec = EM_TICK_MS * 1000000LL;
 	em_rcu_register();
 	refresh_config(w);

@@ -61,6 +61,12 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_Q_NONE       0xffffu
 #define EM_Q_HIGH       3u
 #define EM_Q_LOW        1u
+/* Where the kernel supports it (6.17+, probed at start), a multishot recv
+ * ends by itself once it has read this many bytes (plus at most one
+ * buffer) and is re-armed: a source whose peer stalls then overshoots by a
+ * few buffers before its cancel lands, instead of up to 32 per run of the
+ * recv. */
+#define EM_RECV_CAP (16u * EM_BUF_SIZE)
 
 enum em_timer_class {
 	EM_T_NONE = 0,
@@ -249,6 +255,7 @@ struct em_worker {
 	/* Ring buffers of group EM_BGID held by userspace (queued or being
 	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
 	uint32_t n_bufs_held;
+	bool recv_cap;             /* multishot recv takes a byte cap (see EM_RECV_CAP) */
 	uint64_t pub[EM_C__COUNT]; /* published counters, see EM_COUNTERS */
 	/* Idle trim: pages of buffers not used for EM_TRIM_IDLE_MS go back to
 	 * the kernel (they fault in again on the next read). */
@@ -267,6 +274,7 @@ struct em_engine {
 	int *lfds;
 	size_t n_lfds_per_worker;
 	unsigned ring_flags; /* setup flags every worker got */
+	bool recv_cap;       /* multishot recvs are capped (EM_RECV_CAP) */
 	struct {
 		uint32_t connect_ms, idle_ms, request_head_ms, sniff_ms;
 		enum em_balancer balancer;
