@@ -394,6 +394,9 @@ static void probe_buf_return(struct em_worker *w, const struct io_uring_cqe *cqe
  * with the cap ends the recv after its first completion (which may fill a
  * whole buffer: the cap is checked after each read); one without refuses
  * the SQE (the field is file_index there) or keeps the recv armed. */
+#define PROBE_RECV   (1u << 4 | EM_OP_NONE)
+#define PROBE_CANCEL (2u << 4 | EM_OP_NONE)
+
 static bool probe_recv_cap(struct em_worker *w)
 {
 	int sv[2];
@@ -406,17 +409,18 @@ static bool probe_recv_cap(struct em_worker *w)
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = EM_BGID;
 		sqe->file_index = 1;
-		io_uring_sqe_set_data64(sqe, 1);
+		io_uring_sqe_set_data64(sqe, PROBE_RECV);
 		io_uring_submit(&w->ring);
 		/* Waits for the recv's last CQE, and for the cancel's if one
-		 * had to go in, so that none reaches the worker's dispatch. */
+		 * had to go in. Both carry EM_OP_NONE, so that one arriving
+		 * after a timeout is ignored by the worker's dispatch. */
 		bool recv_live = true, first = true, cancel_live = false;
 		struct __kernel_timespec ts = {.tv_sec = 1};
 		while (recv_live || cancel_live) {
 			struct io_uring_cqe *cqe;
 			if (io_uring_wait_cqe_timeout(&w->ring, &cqe, &ts) < 0)
 				break;
-			if (io_uring_cqe_get_data64(cqe) == 1) {
+			if (io_uring_cqe_get_data64(cqe) == PROBE_RECV) {
 				recv_live = cqe->flags & IORING_CQE_F_MORE;
 				if (first)
 					ok = cqe->res > 0 && !recv_live;
@@ -427,8 +431,8 @@ static bool probe_recv_cap(struct em_worker *w)
 			}
 			io_uring_cqe_seen(&w->ring, cqe);
 			if (recv_live && !cancel_live && (sqe = io_uring_get_sqe(&w->ring))) {
-				io_uring_prep_cancel64(sqe, 1, 0);
-				io_uring_sqe_set_data64(sqe, 2);
+				io_uring_prep_cancel64(sqe, PROBE_RECV, 0);
+				io_uring_sqe_set_data64(sqe, PROBE_CANCEL);
 				io_uring_submit(&w->ring);
 				cancel_live = true;
 			}
