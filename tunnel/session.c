@@ -1205,8 +1205,9 @@ static bool usable(const struct em_tunnel_session *s)
 	return s->state == EM_TUNNEL_OPEN || s->state == EM_TUNNEL_DRAINING;
 }
 
-int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void *data, size_t len,
-                            bool fin)
+/* The stream <id> may be written: the session is usable, the stream live
+ * and not yet half-closed by us. Sets *out, or returns -errno. */
+static int writable(struct em_tunnel_session *s, uint32_t id, struct stream **out)
 {
 	if (!usable(s))
 		return -ENOTCONN;
@@ -1215,6 +1216,17 @@ int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void
 		return -ENOENT;
 	if (st->flags & ST_LOCAL_FIN)
 		return -EPIPE;
+	*out = st;
+	return 0;
+}
+
+int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void *data, size_t len,
+                            bool fin)
+{
+	struct stream *st;
+	int rc = writable(s, id, &st);
+	if (rc)
+		return rc;
 
 	const uint8_t *p = data;
 	size_t total = 0;
@@ -1259,13 +1271,10 @@ int em_tunnel_session_write(struct em_tunnel_session *s, uint32_t id, const void
 int em_tunnel_session_write_ref(struct em_tunnel_session *s, uint32_t id, const void *data,
                                 size_t len, uint64_t token)
 {
-	if (!usable(s))
-		return -ENOTCONN;
-	struct stream *st = find_live(s, id);
-	if (!st)
-		return -ENOENT;
-	if (st->flags & ST_LOCAL_FIN)
-		return -EPIPE;
+	struct stream *st;
+	int rc = writable(s, id, &st);
+	if (rc)
+		return rc;
 	if (len == 0 || len > s->peer_max_data || len > st->send_credit ||
 	    (uint64_t)send_free(s) < EM_FRAME_HEADER_LEN + EXT_DESC + (uint64_t)len)
 		return 0;
@@ -1286,13 +1295,10 @@ int em_tunnel_session_write_ref(struct em_tunnel_session *s, uint32_t id, const 
 
 int em_tunnel_session_shutdown(struct em_tunnel_session *s, uint32_t id)
 {
-	if (!usable(s))
-		return -ENOTCONN;
-	struct stream *st = find_live(s, id);
-	if (!st)
-		return -ENOENT;
-	if (st->flags & ST_LOCAL_FIN)
-		return -EPIPE;
+	struct stream *st;
+	int rc = writable(s, id, &st);
+	if (rc)
+		return rc;
 	return em_tunnel_session_write(s, id, NULL, 0, true) < 0 ? -EIO : 0;
 }
 

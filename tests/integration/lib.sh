@@ -324,20 +324,12 @@ EOF
 # it_ep NS NAME PORT IP...: Endpoints with every IP ready on this node.
 # With no IP the object has no subsets (a service without endpoints).
 it_ep() {
-	local ns=$1 name=$2 port=$3 ip addrs="" sep=""
+	local ns=$1 name=$2 port=$3 ip on=()
 	shift 3
 	for ip in "$@"; do
-		addrs+="$sep{\"ip\": \"$ip\", \"nodeName\": \"edge-node-1\"}"
-		sep=", "
+		on+=("$ip@edge-node-1")
 	done
-	local subsets="[]"
-	[ $# -gt 0 ] &&
-		subsets="[{\"addresses\": [$addrs], \"ports\": [{\"name\": \"p\", \"port\": $port, \"protocol\": \"TCP\"}]}]"
-	cat <<EOF
-{"apiVersion": "v1", "kind": "Endpoints",
- "metadata": {"name": "$name", "namespace": "$ns", "resourceVersion": "1"},
- "subsets": $subsets}
-EOF
+	it_ep_obj "$ns" "$name" "$port" "${on[@]}"
 }
 
 # it_list OBJECT...: a kubectl List of the given objects.
@@ -464,17 +456,20 @@ it_node_obj() {
 EOF
 }
 
-# it_ep_obj NS NAME PORT IP@NODE...: Endpoints with one port named "p".
+# it_ep_obj NS NAME PORT IP@NODE...: Endpoints with one port named "p"; with
+# no address, no subsets.
 it_ep_obj() {
-	local ns=$1 name=$2 port=$3 a addrs="" sep=""
+	local ns=$1 name=$2 port=$3 a addrs="" sep="" subsets="[]"
 	shift 3
 	for a in "$@"; do
 		addrs+="$sep{\"ip\": \"${a%@*}\", \"nodeName\": \"${a#*@}\"}"
 		sep=", "
 	done
+	[ $# -gt 0 ] &&
+		subsets="[{\"addresses\": [$addrs], \"ports\": [{\"name\": \"p\", \"port\": $port, \"protocol\": \"TCP\"}]}]"
 	cat <<EOF
 {"apiVersion": "v1", "kind": "Endpoints",
  "metadata": {"name": "$name", "namespace": "$ns", "resourceVersion": "1"},
- "subsets": [{"addresses": [$addrs], "ports": [{"name": "p", "port": $port, "protocol": "TCP"}]}]}
+ "subsets": $subsets}
 EOF
 }

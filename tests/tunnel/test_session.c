@@ -838,7 +838,9 @@ static size_t pump_iov(struct side *from, struct side *to)
 	return moved;
 }
 
-Test(session, write_ref_payloads_arrive_in_order_and_come_back_once)
+/* A pair whose A side releases referenced payloads through on_release, with
+ * one stream A opened and B accepted; returns its id. */
+static uint32_t ref_pair_open(void)
 {
 	A->conf.on_release = on_release;
 	connect_pair(A, B);
@@ -846,6 +848,11 @@ Test(session, write_ref_payloads_arrive_in_order_and_come_back_once)
 	uint32_t id;
 	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
 	pump(A, B);
+	return id;
+}
+Test(session, write_ref_payloads_arrive_in_order_and_come_back_once)
+{
+	uint32_t id = ref_pair_open();
 	/* Copied and referenced pieces interleaved, sizes 1 byte to 32 KiB. */
 	uint64_t off = 0;
 	uint32_t tokens = 0;
@@ -929,12 +936,7 @@ Test(session, write_ref_is_all_or_nothing)
 
 Test(session, write_ref_payloads_come_back_on_destroy)
 {
-	A->conf.on_release = on_release;
-	connect_pair(A, B);
-	struct em_frame_target t = target();
-	uint32_t id;
-	cr_assert_eq(em_tunnel_session_open(A->s, &t, NULL, 0, NULL, &id), 0);
-	pump(A, B);
+	uint32_t id = ref_pair_open();
 	for (uint32_t k = 0; k < 5; k++) {
 		uint8_t *b = ref_buf(k, id, k * 10000, 10000);
 		cr_assert_eq(em_tunnel_session_write_ref(A->s, id, b, 10000, k), 10000);
