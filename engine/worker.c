@@ -389,14 +389,14 @@ static void probe_buf_return(struct em_worker *w, const struct io_uring_cqe *cqe
 	io_uring_buf_ring_advance(w->br, 1);
 }
 
+#define PROBE_RECV   (1u << 4 | EM_OP_NONE)
+#define PROBE_CANCEL (2u << 4 | EM_OP_NONE)
+
 /* Whether a multishot recv takes a total byte cap (Linux 6.17): two bytes
  * wait on a socketpair and a recv capped at one byte is armed. A kernel
  * with the cap ends the recv after its first completion (which may fill a
  * whole buffer: the cap is checked after each read); one without refuses
  * the SQE (the field is file_index there) or keeps the recv armed. */
-#define PROBE_RECV   (1u << 4 | EM_OP_NONE)
-#define PROBE_CANCEL (2u << 4 | EM_OP_NONE)
-
 static bool probe_recv_cap(struct em_worker *w)
 {
 	int sv[2];
