@@ -207,12 +207,7 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len)
 {
 	w->q_bytes[e] = len;
-	w->q_next[e] = EM_Q_NONE;
-	if (dst->q_len++)
-		w->q_next[dst->q_last] = e;
-	else
-		dst->q_first = e;
-	dst->q_last = e;
+	em_q_append(w, &dst->q_first, &dst->q_last, &dst->q_len, e);
 	if ((dst->state == EM_SK_OPEN || dst->state == EM_SK_HTTP) &&
 	    !(dst->flags & EM_SF_SEND_BUSY))
 		em_sock_send_next(w, dst);
@@ -520,12 +515,7 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 		s->q_off = 0;
 		if ((s->flags & EM_SF_REPLAY) && s->k_len < EM_REPLAY_KEEP) {
 			/* q_bytes[e] stays: the replay sends the entry whole. */
-			w->q_next[e] = EM_Q_NONE;
-			if (s->k_len++)
-				w->q_next[s->k_last] = e;
-			else
-				s->k_first = e;
-			s->k_last = e;
+			em_q_append(w, &s->k_first, &s->k_last, &s->k_len, e);
 		} else {
 			em_sock_kept_drop(w, s);
 			em_worker_entry_put(w, e);

@@ -600,12 +600,7 @@ static void touch(struct em_worker *w, struct em_sock *s)
 static void pending_push(struct em_worker *w, struct em_tstream *ts, uint16_t e, uint32_t len)
 {
 	w->q_bytes[e] = len;
-	w->q_next[e] = EM_Q_NONE;
-	if (ts->p_len++)
-		w->q_next[ts->p_last] = e;
-	else
-		ts->p_first = e;
-	ts->p_last = e;
+	em_q_append(w, &ts->p_first, &ts->p_last, &ts->p_len, e);
 }
 
 /* Pauses the socket's recv while its bytes wait for window. */

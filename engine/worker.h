@@ -301,6 +301,19 @@ void em_worker_publish(struct em_worker *w);
 /* Returns ring buffer <bid> to the kernel and re-arms one starved socket. */
 void em_worker_buf_put(struct em_worker *w, uint16_t bid);
 
+/* Appends entry <e> to the list (*first, *last, *len) threaded through
+ * w->q_next: a socket's send queue, its replay list, a stream's pending. */
+static inline void em_q_append(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
+                               uint16_t e)
+{
+	w->q_next[e] = EM_Q_NONE;
+	if ((*len)++)
+		w->q_next[*last] = e;
+	else
+		*first = e;
+	*last = e;
+}
+
 static inline char *em_worker_buf(struct em_worker *w, uint16_t bid)
 {
 	return w->bufs + (size_t)bid * EM_BUF_SIZE;
