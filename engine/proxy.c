@@ -450,6 +450,7 @@ static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cf
 	}
 	if (res == -ENOBUFS) {
 		w->n_nobufs++;
+		em_bufring_dry(&w->rb); /* the loop refills and re-arms */
 		if (!(s->flags & EM_SF_RECV_ARMED)) {
 			s->flags |= EM_SF_STARVED;
 			em_dlist_push_tail(&w->starved, &s->snode);
@@ -568,8 +569,10 @@ static void on_connect(struct em_worker *w, struct em_sock *u, int res)
 
 void em_proxy_cqe(struct em_worker *w, struct em_sock *s, enum em_op op, int res, uint32_t cflags)
 {
-	if (op == EM_OP_RECV && (cflags & IORING_CQE_F_BUFFER))
+	if (op == EM_OP_RECV && (cflags & IORING_CQE_F_BUFFER)) {
 		w->n_bufs_held++;
+		em_bufring_taken(&w->rb);
+	}
 	if (op != EM_OP_RECV || !(cflags & IORING_CQE_F_MORE)) {
 		s->inflight--;
 		if (op == EM_OP_RECV)

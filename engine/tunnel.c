@@ -157,9 +157,7 @@ struct em_tun_worker {
 	uint32_t n_free_small, n_free_big;
 	uint32_t n_conns;
 	uint64_t rng;
-	struct io_uring_buf_ring *br;
-	char *bufs;
-	size_t br_bytes;
+	struct em_bufring rb; /* group TUN_BGID, set up with the first tunnel */
 	struct tbufhold hold[TUN_BUF_COUNT];
 	uint32_t n_held;  /* buffers with refs */
 	uint32_t cur_bid; /* buffer being parsed by input(), or UINT32_MAX */
@@ -243,8 +241,8 @@ bool em_tun_trim(struct em_worker *w)
 		return true;
 	if (t->n_held)
 		return false;
-	if (t->bufs)
-		madvise(t->bufs, (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE, MADV_DONTNEED);
+	if (t->rb.base)
+		madvise(t->rb.base, (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE, MADV_DONTNEED);
 	while (t->free_small) {
 		struct tchunk *c = t->free_small;
 		t->free_small = c->next;
@@ -318,49 +316,14 @@ static void conn_free(struct em_tconn *tc)
 	free(tc);
 }
 
-static int bufs_setup(struct em_worker *w)
-{
-	struct em_tun_worker *t = w->tun;
-	if (t->br)
-		return 0;
-	size_t bytes = TUN_BUF_COUNT * sizeof(struct io_uring_buf);
-	void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (mem == MAP_FAILED)
-		return -errno;
-	t->bufs = aligned_alloc(4096, (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE);
-	struct io_uring_buf_reg reg = {
-	        .ring_addr = (uint64_t)(uintptr_t)mem,
-	        .ring_entries = TUN_BUF_COUNT,
-	        .bgid = TUN_BGID,
-	};
-	int rc = t->bufs ? io_uring_register_buf_ring(&w->ring, &reg, 0) : -ENOMEM;
-	if (rc < 0) {
-		free(t->bufs);
-		t->bufs = NULL;
-		munmap(mem, bytes);
-		return rc;
-	}
-	t->br = mem;
-	t->br_bytes = bytes;
-	io_uring_buf_ring_init(t->br);
-	for (unsigned i = 0; i < TUN_BUF_COUNT; i++)
-		io_uring_buf_ring_add(t->br, t->bufs + (size_t)i * TUN_BUF_SIZE, TUN_BUF_SIZE,
-		                      (unsigned short)i, io_uring_buf_ring_mask(TUN_BUF_COUNT),
-		                      (int)i);
-	io_uring_buf_ring_advance(t->br, TUN_BUF_COUNT);
-	return 0;
-}
-
 static char *tbuf(struct em_tun_worker *t, uint16_t bid)
 {
-	return t->bufs + (size_t)bid * TUN_BUF_SIZE;
+	return em_bufring_buf(&t->rb, bid);
 }
 
 static void tbuf_put(struct em_tun_worker *t, uint16_t bid)
 {
-	io_uring_buf_ring_add(t->br, tbuf(t, bid), TUN_BUF_SIZE, bid,
-	                      io_uring_buf_ring_mask(TUN_BUF_COUNT), 0);
-	io_uring_buf_ring_advance(t->br, 1);
+	em_bufring_put(&t->rb, bid);
 }
 
 void em_tun_worker_free(struct em_worker *w)
@@ -369,9 +332,7 @@ void em_tun_worker_free(struct em_worker *w)
 	if (!t)
 		return;
 	t->exiting = true;
-	if (t->br)
-		munmap(t->br, t->br_bytes);
-	free(t->bufs);
+	em_bufring_free(&t->rb);
 	while (!em_dlist_empty(&t->conns)) {
 		struct em_tconn *tc = em_container_of(t->conns.next, struct em_tconn, node);
 		conn_free(tc);
@@ -473,7 +434,7 @@ static void mark_dirty(struct em_worker *w, struct em_tconn *tc)
 static void ref_put(struct em_worker *w, const char *p)
 {
 	struct em_tun_worker *t = w->tun;
-	size_t at = (size_t)(p - t->bufs);
+	size_t at = (size_t)(p - t->rb.base);
 	uint16_t bid = (uint16_t)(at / TUN_BUF_SIZE);
 	uint32_t off = (uint32_t)(at % TUN_BUF_SIZE);
 	struct tbufhold *h = &t->hold[bid];
@@ -535,7 +496,8 @@ static bool ref_enqueue(struct em_worker *w, struct em_tstream *ts, struct em_so
 void em_tun_chunk_put(struct em_worker *w, const char *p)
 {
 	struct em_tun_worker *t = w->tun;
-	if (t->bufs && p >= t->bufs && p < t->bufs + (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE) {
+	if (t->rb.base && p >= t->rb.base &&
+	    p < t->rb.base + (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE) {
 		ref_put(w, p);
 		return;
 	}
@@ -1414,7 +1376,9 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 
 static struct em_tconn *conn_alloc(struct em_worker *w, int fd)
 {
-	int rc = bufs_setup(w);
+	int rc = w->tun->rb.br ? 0
+	                       : em_bufring_init(&w->tun->rb, &w->ring, TUN_BGID, TUN_BUF_COUNT,
+	                                         TUN_BUF_SIZE);
 	if (rc) {
 		EM_WARN("tunnel", "worker %u: tunnel buffer ring: %s", w->id, strerror(-rc));
 		return NULL;
@@ -1565,8 +1529,12 @@ static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t
 		return;
 	}
 	if (res == -ENOBUFS) {
-		/* Every tunnel buffer was back before this CQE was handled. */
+		/* The buffers the recv filled came back as their CQEs were
+		 * handled, but for at most TUN_HOLD_MAX held ones: the
+		 * refill puts them in the ring before the re-arm. */
 		w->n_nobufs++;
+		em_bufring_dry(&w->tun->rb);
+		em_bufring_refill(&w->tun->rb);
 		if (!(tc->flags & (TC_RECV | TC_DEAD)))
 			conn_arm_recv(w, tc);
 		return;
@@ -1581,6 +1549,8 @@ static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t
 void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t cflags)
 {
 	struct em_tconn *tc = p;
+	if (op == EM_OP_TRECV && (cflags & IORING_CQE_F_BUFFER))
+		em_bufring_taken(&w->tun->rb);
 	if (op != EM_OP_TRECV || !(cflags & IORING_CQE_F_MORE)) {
 		tc->inflight--;
 		if (op == EM_OP_TRECV)
@@ -1654,6 +1624,7 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 void em_tun_flush(struct em_worker *w)
 {
 	struct em_tun_worker *t = w->tun;
+	em_bufring_refill(&t->rb);
 	for (unsigned k = 0; k < 100000 && !em_dlist_empty(&t->dirty); k++) {
 		struct em_tconn *tc = em_container_of(t->dirty.next, struct em_tconn, dnode);
 		em_dlist_del(&tc->dnode);
@@ -1695,6 +1666,7 @@ static void peers_recheck(struct em_worker *w, const struct em_table *tab)
 void em_tun_tick(struct em_worker *w)
 {
 	struct em_tun_worker *t = w->tun;
+	em_bufring_tick(&t->rb);
 	for (struct em_dlist *n = t->conns.next, *next; n != &t->conns; n = next) {
 		next = n->next;
 		struct em_tconn *tc = em_container_of(n, struct em_tconn, node);

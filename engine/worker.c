@@ -106,19 +106,32 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e)
 	w->st_free = e;
 }
 
+/* Re-arms the socket that has waited longest for a buffer, if any. */
+static bool unstarve_one(struct em_worker *w)
+{
+	struct em_dlist *n = em_dlist_first(&w->starved);
+	if (EM_LIKELY(n == NULL))
+		return false;
+	struct em_sock *s = em_container_of(n, struct em_sock, snode);
+	em_dlist_del(n);
+	s->flags &= ~EM_SF_STARVED;
+	em_proxy_unstarve(w, s);
+	return true;
+}
+
 void em_worker_buf_put(struct em_worker *w, uint16_t bid)
 {
 	w->n_bufs_held--;
-	io_uring_buf_ring_add(w->br, em_worker_buf(w, bid), EM_BUF_SIZE, bid,
-	                      io_uring_buf_ring_mask(EM_BUF_COUNT), 0);
-	io_uring_buf_ring_advance(w->br, 1);
-	struct em_dlist *n = em_dlist_first(&w->starved);
-	if (EM_UNLIKELY(n != NULL)) {
-		struct em_sock *s = em_container_of(n, struct em_sock, snode);
-		em_dlist_del(n);
-		s->flags &= ~EM_SF_STARVED;
-		em_proxy_unstarve(w, s);
-	}
+	em_bufring_put(&w->rb, bid);
+	unstarve_one(w);
+}
+
+/* Buffers the last CQEs took come back from the stack, one starved
+ * socket re-armed for each. */
+static void refill(struct em_worker *w)
+{
+	for (unsigned n = em_bufring_refill(&w->rb); n && unstarve_one(w); n--)
+		;
 }
 
 static void arm_accept(struct em_worker *w, struct em_listener *l)
@@ -216,7 +229,7 @@ static void trim(struct em_worker *w)
 {
 	if (w->n_bufs_held || !em_tun_trim(w))
 		return;
-	madvise(w->bufs, (size_t)EM_BUF_COUNT * EM_BUF_SIZE, MADV_DONTNEED);
+	madvise(w->rb.base, (size_t)EM_BUF_COUNT * EM_BUF_SIZE, MADV_DONTNEED);
 	w->bufs_resident = false;
 }
 
@@ -226,12 +239,9 @@ static void on_tick(struct em_worker *w)
 	refresh_config(w);
 	run_timers(w);
 	/* Buffers may have come back without a send completing (closes). */
-	for (unsigned k = 0; k < 64 && !em_dlist_empty(&w->starved); k++) {
-		struct em_sock *s = em_container_of(w->starved.next, struct em_sock, snode);
-		em_dlist_del(&s->snode);
-		s->flags &= ~EM_SF_STARVED;
-		em_proxy_unstarve(w, s);
-	}
+	for (unsigned k = 0; k < 64 && unstarve_one(w); k++)
+		;
+	em_bufring_tick(&w->rb);
 	for (size_t i = 0; i < w->n_listeners; i++) {
 		struct em_listener *l = &w->listeners[i];
 		if (!l->armed && !l->closed && !w->stopping)
@@ -350,43 +360,13 @@ static int setup_ring(struct em_worker *w)
 	return rc;
 }
 
-static int setup_bufs(struct em_worker *w)
-{
-	w->br_bytes = EM_BUF_COUNT * sizeof(struct io_uring_buf);
-	void *mem =
-	        mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (mem == MAP_FAILED)
-		return -errno;
-	w->br = mem;
-	w->bufs = aligned_alloc(4096, (size_t)EM_BUF_COUNT * EM_BUF_SIZE);
-	if (!w->bufs)
-		return -ENOMEM;
-	struct io_uring_buf_reg reg = {
-	        .ring_addr = (uint64_t)(uintptr_t)mem,
-	        .ring_entries = EM_BUF_COUNT,
-	        .bgid = EM_BGID,
-	};
-	int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-	if (rc < 0)
-		return rc;
-	io_uring_buf_ring_init(w->br);
-	for (unsigned i = 0; i < EM_BUF_COUNT; i++)
-		io_uring_buf_ring_add(w->br, em_worker_buf(w, (uint16_t)i), EM_BUF_SIZE,
-		                      (unsigned short)i, io_uring_buf_ring_mask(EM_BUF_COUNT),
-		                      (int)i);
-	io_uring_buf_ring_advance(w->br, EM_BUF_COUNT);
-	return 0;
-}
-
 /* Hands a buffer the probe below received back to the ring. */
 static void probe_buf_return(struct em_worker *w, const struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_BUFFER))
 		return;
-	uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-	io_uring_buf_ring_add(w->br, em_worker_buf(w, bid), EM_BUF_SIZE, bid,
-	                      io_uring_buf_ring_mask(EM_BUF_COUNT), 0);
-	io_uring_buf_ring_advance(w->br, 1);
+	em_bufring_taken(&w->rb);
+	em_bufring_put(&w->rb, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
 }
 
 #define PROBE_RECV   (1u << 4 | EM_OP_NONE)
@@ -447,17 +427,13 @@ static void teardown(struct em_worker *w, bool ring_up)
 {
 	if (ring_up)
 		io_uring_queue_exit(&w->ring);
-	if (w->br)
-		munmap(w->br, w->br_bytes);
-	free(w->bufs);
+	em_bufring_free(&w->rb);
 	for (size_t i = 0; i < w->n_slabs; i++)
 		free(w->slabs[i]);
 	free(w->slabs);
 	em_lb_destroy(&w->lb);
 	em_http_worker_free(w);
 	em_tun_worker_free(w);
-	w->br = NULL;
-	w->bufs = NULL;
 	w->slabs = NULL;
 	w->n_slabs = 0;
 }
@@ -495,7 +471,7 @@ void *em_worker_main(void *arg)
 	if (rc)
 		goto fail;
 	ring_up = true;
-	rc = setup_bufs(w);
+	rc = em_bufring_init(&w->rb, &w->ring, EM_BGID, EM_BUF_COUNT, EM_BUF_SIZE);
 	if (rc)
 		goto fail;
 	/* The kernel's answer holds for every ring: worker 0 asks (workers
@@ -530,6 +506,7 @@ void *em_worker_main(void *arg)
 		for (unsigned i = 0; i < n; i++)
 			dispatch(w, cqes[i]);
 		io_uring_cq_advance(&w->ring, n);
+		refill(w);
 		em_tun_flush(w);
 		em_rcu_quiescent();
 	}

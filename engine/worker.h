@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "engine/balancer.h"
+#include "engine/bufring.h"
 #include "engine/engine.h"
 #include "engine/list.h"
 
@@ -42,7 +43,8 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 }
 
 /* Ring buffers: one group per worker. Sized for bulk throughput while
- * keeping a worker's buffer memory at EM_BUF_COUNT * EM_BUF_SIZE. */
+ * keeping a worker's buffer memory at EM_BUF_COUNT * EM_BUF_SIZE; reads
+ * land in the most recently used of them (engine/bufring.h). */
 #define EM_BUF_SIZE  32768u
 #define EM_BUF_COUNT 256u
 #define EM_BGID      0
@@ -225,9 +227,7 @@ struct em_worker {
 	int init_rc;
 	int wake_fd;
 	uint64_t wake_val;
-	struct io_uring_buf_ring *br;
-	char *bufs;
-	size_t br_bytes;
+	struct em_bufring rb; /* group EM_BGID */
 	struct em_listener *listeners;
 	size_t n_listeners;
 	struct em_dlist timers[EM_T__COUNT];
@@ -316,7 +316,7 @@ static inline void em_q_append(struct em_worker *w, uint16_t *first, uint16_t *l
 
 static inline char *em_worker_buf(struct em_worker *w, uint16_t bid)
 {
-	return w->bufs + (size_t)bid * EM_BUF_SIZE;
+	return em_bufring_buf(&w->rb, bid);
 }
 
 /* Bytes of queue entry <e>. */
