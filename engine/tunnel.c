@@ -332,11 +332,11 @@ void em_tun_worker_free(struct em_worker *w)
 	if (!t)
 		return;
 	t->exiting = true;
-	em_bufring_free(&t->rb);
 	while (!em_dlist_empty(&t->conns)) {
 		struct em_tconn *tc = em_container_of(t->conns.next, struct em_tconn, node);
 		conn_free(tc);
 	}
+	em_bufring_free(&t->rb); /* after the conns: slices of it may still be dropped */
 	while (!em_dlist_empty(&t->peers)) {
 		struct tpeer *tp = em_container_of(t->peers.next, struct tpeer, node);
 		em_dlist_del(&tp->node);
