@@ -162,7 +162,7 @@ static int listen_on(const char *ip, uint16_t *port)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	cr_assert_eq(bind(fd, (struct sockaddr *)&ss, sl), 0, "bind %s: %s", ip, strerror(errno));
-	cr_assert_eq(listen(fd, 128), 0);
+	cr_assert_eq(listen(fd, 1024), 0);
 	sl = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	em_addr_from_sockaddr((struct sockaddr *)&ss, &a);
@@ -242,7 +242,9 @@ static void publish_table(const char *ep_ips[], size_t n, uint16_t ep_port, cons
 		em_k8s_free(objs[1]);
 }
 
-static void engine_up(const char *listen_ip, uint16_t lport)
+/* Starts the engine with one listener on <listen_ip>:<lport> for
+ * default/web:80, closing connections idle for <idle_ms>. */
+static void engine_up_idle(const char *listen_ip, uint16_t lport, unsigned idle_ms)
 {
 	char json[2048], err[256];
 	snprintf(json, sizeof(json),
@@ -250,15 +252,20 @@ static void engine_up(const char *listen_ip, uint16_t lport)
 	         "\"round_robin\",\"capture\":{\"enabled\":false},\"tunnel\":{\"listen\":\"\"},"
 	         "\"data_dir\":\"/tmp\",\"listeners\":[{\"listen\":"
 	         "\"%s%s%s:%u\",\"service\":\"default/web\",\"port\":80}],\"timeouts\":{"
-	         "\"connect_ms\":1000,\"idle_ms\":5000,\"request_head_ms\":500,\"sniff_ms\":50}}",
+	         "\"connect_ms\":1000,\"idle_ms\":%u,\"request_head_ms\":500,\"sniff_ms\":50}}",
 	         strchr(listen_ip, ':') ? "[" : "", listen_ip, strchr(listen_ip, ':') ? "]" : "",
-	         lport);
+	         lport, idle_ms);
 	struct em_config *cfg = NULL;
 	cr_assert_eq(em_config_parse("test", json, strlen(json), &cfg, err, sizeof(err)), 0, "%s",
 	             err);
 	em_config_publish(cfg);
 	fds_before = count_fds();
 	cr_assert_eq(em_engine_start(cfg, &eng), 0);
+}
+
+static void engine_up(const char *listen_ip, uint16_t lport)
+{
+	engine_up_idle(listen_ip, lport, 5000);
 }
 
 static void engine_down(void)
@@ -705,5 +712,76 @@ Test(engine, slow_reader_backpressure)
 		got += (size_t)n;
 	}
 	close(fd);
+	engine_down();
+}
+
+/* Stalled readers that together hold every ring buffer: the sources that
+ * then find the ring empty wait for buffers (a shortage each) and must be
+ * re-armed as buffers come back. A paused source holds at least EM_Q_HIGH
+ * buffers; 256 of them over the test's two workers hold more than a ring
+ * has, so the rings run dry. Once the clients read, every stream resumes,
+ * byte-exact. Fails when a starved source is never re-armed (its client's
+ * poll times out) or bytes are lost. */
+Test(engine, stalled_readers_drain_the_ring_and_all_resume, .timeout = 60)
+{
+	enum { N = 256 };
+	const size_t want = 64u << 10;
+	struct backend *b = backend_start("127.0.0.1", 0, B_SOURCE, 0);
+	const char *ips[] = {"127.0.0.1"};
+	publish_table(ips, 1, backend_port(b), NULL);
+	uint16_t lp = free_port("127.0.0.1");
+	/* A starved stream is idle until its turn comes: on a slow (sanitized,
+	 * loaded) machine that may take longer than the usual 5 s. */
+	engine_up_idle("127.0.0.1", lp, 30000);
+
+	struct pollfd pfd[N];
+	size_t got[N] = {0};
+	for (int i = 0; i < N; i++) {
+		/* A small receive window keeps the bytes in flight per stream
+		 * (and so the kernel memory of the test) small. */
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int rcv = 16384;
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(lp)};
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect %d: %s",
+		             i, strerror(errno));
+		pfd[i] = (struct pollfd){.fd = fd, .events = POLLIN};
+	}
+	/* Wait until a source found the ring empty. */
+	uint64_t nobufs = 0;
+	for (int k = 0; k < 100 && nobufs == 0; k++) {
+		usleep(50000);
+		nobufs = 0;
+		for (unsigned i = 0; i < eng->n_workers; i++)
+			nobufs += __atomic_load_n(&eng->workers[i].n_nobufs, __ATOMIC_RELAXED);
+	}
+	cr_assert_gt(nobufs, 0, "the ring never ran dry");
+
+	char buf[65536];
+	int done = 0;
+	uint64_t t0 = em_now_ms();
+	while (done < N) {
+		int r = poll(pfd, N, 5000);
+		cr_assert_gt(r, 0, "no stream moved for 5 s: %d of %d done", done, N);
+		for (int i = 0; i < N; i++) {
+			if (pfd[i].fd < 0 || !(pfd[i].revents & POLLIN))
+				continue;
+			ssize_t n = rd(pfd[i].fd, buf, EM_MIN(sizeof(buf), want - got[i]));
+			cr_assert_gt(n, 0,
+			             "stream %d after %zu bytes, %d streams done in %llu ms: %s", i,
+			             got[i], done, (unsigned long long)(em_now_ms() - t0),
+			             n ? strerror(errno) : "eof");
+			for (ssize_t j = 0; j < n; j++)
+				cr_assert_eq((unsigned char)buf[j], (got[i] + (size_t)j) % 251,
+				             "stream %d byte %zu", i, got[i] + (size_t)j);
+			got[i] += (size_t)n;
+			if (got[i] == want) {
+				close(pfd[i].fd);
+				pfd[i].fd = -1;
+				done++;
+			}
+		}
+	}
 	engine_down();
 }
