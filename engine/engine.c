@@ -128,6 +128,10 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	if (!e)
 		return -ENOMEM;
 	sem_init(&e->ready, 0, 0);
+	/* A kill switch for the kernel's recv cap, should one misbehave; the
+	 * tests also run the uncapped path with it. */
+	const char *cap = getenv("EDGEMESH_RECV_CAP");
+	e->recv_cap_off = cap && strcmp(cap, "0") == 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	e->n_workers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	e->defaults.connect_ms = or_default(cfg->timeouts.connect_ms, 5000);
@@ -214,7 +218,10 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	        (f & IORING_SETUP_DEFER_TASKRUN)  ? "SINGLE_ISSUER|DEFER_TASKRUN"
 	        : (f & IORING_SETUP_COOP_TASKRUN) ? "COOP_TASKRUN"
 	                                          : "without task-run flags",
-	        EM_BUF_COUNT, EM_BUF_SIZE, e->recv_cap ? " (capped)" : "",
+	        EM_BUF_COUNT, EM_BUF_SIZE,
+	        e->recv_cap       ? " (capped)"
+	        : e->recv_cap_off ? " (uncapped: EDGEMESH_RECV_CAP=0)"
+	                          : "",
 	        e->workers[0].n_listeners);
 	*out = e;
 	return 0;

@@ -477,7 +477,7 @@ void *em_worker_main(void *arg)
 	/* The kernel's answer holds for every ring: worker 0 asks (workers
 	 * start one after another), the others read it. */
 	if (w->id == 0)
-		w->eng->recv_cap = probe_recv_cap(w);
+		w->eng->recv_cap = !w->eng->recv_cap_off && probe_recv_cap(w);
 	w->recv_cap = w->eng->recv_cap;
 	w->tick_ts.tv_nsec = EM_TICK_MS * 1000000LL;
 	em_rcu_register();

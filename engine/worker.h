@@ -275,6 +275,7 @@ struct em_engine {
 	size_t n_lfds_per_worker;
 	unsigned ring_flags; /* setup flags every worker got */
 	bool recv_cap;       /* multishot recvs are capped (EM_RECV_CAP) */
+	bool recv_cap_off;   /* EDGEMESH_RECV_CAP=0: never cap them (kill switch) */
 	struct {
 		uint32_t connect_ms, idle_ms, request_head_ms, sniff_ms;
 		enum em_balancer balancer;

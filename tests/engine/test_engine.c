@@ -660,17 +660,33 @@ Test(balancer, client_ip_affinity_sticks_and_expires)
 	em_lb_destroy(&lb2);
 }
 
+/* Runs the next engine_up with the kernel's recv cap turned off
+ * (EDGEMESH_RECV_CAP=0), the path of kernels without it. Each test runs in
+ * a process of its own, so the setting ends with the test. */
+static void recv_cap_off(void)
+{
+	setenv("EDGEMESH_RECV_CAP", "0", 1);
+}
+
+/* After engine_up: the switch above was obeyed. */
+static void check_recv_cap_off(void)
+{
+	if (getenv("EDGEMESH_RECV_CAP"))
+		cr_assert_not(eng->recv_cap, "EDGEMESH_RECV_CAP=0 was ignored");
+}
+
 /* Backpressure: a client that stops reading must stop the backend, not make
  * the worker hold more and more ring buffers; once it reads again the stream
  * resumes intact. Fails when the source's recv is not paused (the worker
  * would take the whole buffer ring) or not re-armed (the read times out). */
-Test(engine, slow_reader_backpressure)
+static void slow_reader(void)
 {
 	struct backend *b = backend_start("127.0.0.1", 0, B_SOURCE, 0);
 	const char *ips[] = {"127.0.0.1"};
 	publish_table(ips, 1, backend_port(b), NULL);
 	uint16_t lp = free_port("127.0.0.1");
 	engine_up("127.0.0.1", lp);
+	check_recv_cap_off();
 
 	int fd = client("127.0.0.1", lp);
 	write_all(fd, "go", 2);
@@ -715,6 +731,17 @@ Test(engine, slow_reader_backpressure)
 	engine_down();
 }
 
+Test(engine, slow_reader_backpressure)
+{
+	slow_reader();
+}
+
+Test(engine, slow_reader_backpressure_uncapped)
+{
+	recv_cap_off();
+	slow_reader();
+}
+
 /* Stalled readers that together hold every ring buffer: the sources that
  * then find the ring empty wait for buffers (a shortage each) and must be
  * re-armed as buffers come back. A paused source holds at least EM_Q_HIGH
@@ -722,7 +749,7 @@ Test(engine, slow_reader_backpressure)
  * has, so the rings run dry. Once the clients read, every stream resumes,
  * byte-exact. Fails when a starved source is never re-armed (its client's
  * poll times out) or bytes are lost. */
-Test(engine, stalled_readers_drain_the_ring_and_all_resume, .timeout = 60)
+static void stalled_readers(void)
 {
 	enum { N = 256 };
 	const size_t want = 64u << 10;
@@ -733,6 +760,7 @@ Test(engine, stalled_readers_drain_the_ring_and_all_resume, .timeout = 60)
 	/* A starved stream is idle until its turn comes: on a slow (sanitized,
 	 * loaded) machine that may take longer than the usual 5 s. */
 	engine_up_idle("127.0.0.1", lp, 30000);
+	check_recv_cap_off();
 
 	struct pollfd pfd[N];
 	size_t got[N] = {0};
@@ -784,4 +812,15 @@ Test(engine, stalled_readers_drain_the_ring_and_all_resume, .timeout = 60)
 		}
 	}
 	engine_down();
+}
+
+Test(engine, stalled_readers_drain_the_ring_and_all_resume, .timeout = 60)
+{
+	stalled_readers();
+}
+
+Test(engine, stalled_readers_drain_the_ring_and_all_resume_uncapped, .timeout = 60)
+{
+	recv_cap_off();
+	stalled_readers();
 }
