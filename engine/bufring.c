@@ -71,16 +71,21 @@ void em_bufring_free(struct em_bufring *r)
 	memset(r, 0, sizeof(*r));
 }
 
-bool em_bufring_put(struct em_bufring *r, uint16_t bid)
+void em_bufring_put(struct em_bufring *r, uint16_t bid)
 {
 	if (r->in_ring < r->target) {
 		ring_add(r, bid, 0);
 		io_uring_buf_ring_advance(r->br, 1);
 		r->in_ring++;
-		return true;
+		return;
 	}
 	r->stack[r->n_stack++] = bid;
-	return false;
+}
+
+void em_bufring_trim(struct em_bufring *r)
+{
+	if (r->base)
+		madvise(r->base, (size_t)r->count * r->size, MADV_DONTNEED);
 }
 
 unsigned em_bufring_refill(struct em_bufring *r)

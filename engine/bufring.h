@@ -66,8 +66,8 @@ static inline void em_bufring_taken(struct em_bufring *r)
 }
 
 /* Gives buffer <bid> back: into the ring when it is below target, else on
- * top of the stack. Returns whether the ring got it. */
-bool em_bufring_put(struct em_bufring *r, uint16_t bid);
+ * top of the stack. */
+void em_bufring_put(struct em_bufring *r, uint16_t bid);
 
 /* Tops the ring up to its target from the top of the stack. Returns how
  * many buffers went in (readers starved of buffers may now be re-armed). */
@@ -77,6 +77,12 @@ unsigned em_bufring_refill(struct em_bufring *r);
  * the target if the stack had buffers to give; call em_bufring_refill
  * before re-arming the recv. */
 void em_bufring_dry(struct em_bufring *r);
+
+/* Gives the pages of all <r>'s buffers back to the kernel (they fault in
+ * again when next read into). Only while the caller holds none of them,
+ * and from the thread that owns the ring: reads complete in its context,
+ * so no buffer is being written meanwhile. */
+void em_bufring_trim(struct em_bufring *r);
 
 /* Once per worker tick: halves the target toward the floor when the ring
  * was never below half of it since the last tick. */

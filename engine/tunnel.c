@@ -4,7 +4,6 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,8 +240,7 @@ bool em_tun_trim(struct em_worker *w)
 		return true;
 	if (t->n_held)
 		return false;
-	if (t->rb.base)
-		madvise(t->rb.base, (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE, MADV_DONTNEED);
+	em_bufring_trim(&t->rb);
 	while (t->free_small) {
 		struct tchunk *c = t->free_small;
 		t->free_small = c->next;

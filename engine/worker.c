@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "engine/http.h"
@@ -229,7 +228,7 @@ static void trim(struct em_worker *w)
 {
 	if (w->n_bufs_held || !em_tun_trim(w))
 		return;
-	madvise(w->rb.base, (size_t)EM_BUF_COUNT * EM_BUF_SIZE, MADV_DONTNEED);
+	em_bufring_trim(&w->rb);
 	w->bufs_resident = false;
 }
 
