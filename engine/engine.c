@@ -78,7 +78,6 @@ static void free_engine(struct em_engine *e)
 		}
 	}
 	free(e->workers);
-	free(e->lconf);
 	sem_destroy(&e->ready);
 	free(e);
 }
@@ -143,24 +142,13 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		rc = -EINVAL;
 		goto fail;
 	}
-	e->n_lconf = cfg->n_listeners;
-	e->lconf = calloc(e->n_lconf ? e->n_lconf : 1, sizeof(*e->lconf));
 	e->workers = calloc(e->n_workers, sizeof(*e->workers));
-	if (!e->lconf || !e->workers) {
+	if (!e->workers) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	for (size_t i = 0; i < e->n_lconf; i++) {
-		const struct em_listener_conf *lc = &cfg->listeners[i];
-		e->lconf[i].listen = lc->listen;
-		memcpy(e->lconf[i].ns, lc->service_ns, sizeof(e->lconf[i].ns));
-		memcpy(e->lconf[i].name, lc->service_name, sizeof(e->lconf[i].name));
-		e->lconf[i].ns[sizeof(e->lconf[i].ns) - 1] = 0;
-		e->lconf[i].name[sizeof(e->lconf[i].name) - 1] = 0;
-		e->lconf[i].port = lc->port;
-	}
-	size_t per =
-	        e->n_lconf + (cfg->capture.enabled ? 2 : 0) + (cfg->tunnel.listen.family ? 1 : 0);
+	size_t per = cfg->n_listeners + (cfg->capture.enabled ? 2 : 0) +
+	             (cfg->tunnel.listen.family ? 1 : 0);
 	for (unsigned i = 0; i < e->n_workers; i++) {
 		struct em_worker *w = &e->workers[i];
 		w->eng = e;
@@ -186,8 +174,8 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 			    (rc = add_listener(w, &any6, UINT16_MAX, true)))
 				goto fail;
 		}
-		for (size_t k = 0; k < e->n_lconf; k++)
-			if ((rc = add_listener(w, &e->lconf[k].listen, (uint16_t)k, false)))
+		for (size_t k = 0; k < cfg->n_listeners; k++)
+			if ((rc = add_listener(w, &cfg->listeners[k].listen, (uint16_t)k, false)))
 				goto fail;
 		if (cfg->tunnel.listen.family &&
 		    (rc = add_listener(w, &cfg->tunnel.listen, EM_LISTENER_TUNNEL, false)))

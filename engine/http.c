@@ -197,7 +197,7 @@ bool em_http_replay(struct em_worker *w, struct em_sock *u)
 	struct em_sock *c = u->peer;
 	if (!(u->flags & EM_SF_REPLAY) || !h || !c || h->up != u || h->resp_head || h->rlen)
 		return false;
-	const struct em_svc_port *sp = em_proxy_route(w, c);
+	const struct em_svc_port *sp = em_proxy_route(c);
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
 	struct em_sock *n = ep ? upstream_new(w, sp, ep) : NULL;
 	if (!n)
@@ -283,7 +283,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	memset(&h->rsp, 0, sizeof(h->rsp));
 	h->rlen = 0;
 
-	const struct em_svc_port *sp = em_proxy_route(w, c);
+	const struct em_svc_port *sp = em_proxy_route(c);
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
 	struct em_sock *u = ep ? upstream_get(w, sp, ep) : NULL;
 	if (!u) {

@@ -248,7 +248,7 @@ static void conn_touch(struct em_worker *w, struct em_sock *s)
 		em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
 }
 
-const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c)
+const struct em_svc_port *em_proxy_route(const struct em_sock *c)
 {
 	const struct em_table *t = em_table_current();
 	if (!t)
@@ -256,16 +256,14 @@ const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_so
 	if (c->listener == UINT16_MAX)
 		return em_table_lookup(t, &c->dst, IPPROTO_TCP);
 	/* The live config names the listener's service: a reload may change it
-	 * (a reload keeps the listeners' number and addresses). */
+	 * (a reload keeps the listeners' number and addresses). A config is
+	 * published for as long as the engine runs. */
 	const struct em_config *cfg = em_config_current();
-	if (cfg && c->listener < cfg->n_listeners) {
-		const struct em_listener_conf *l = &cfg->listeners[c->listener];
-		const struct em_service *svc = em_table_service(t, l->service_ns, l->service_name);
-		return svc ? em_service_port(svc, l->port, IPPROTO_TCP) : NULL;
-	}
-	const struct em_lconf *lc = &w->eng->lconf[c->listener];
-	const struct em_service *svc = em_table_service(t, lc->ns, lc->name);
-	return svc ? em_service_port(svc, lc->port, IPPROTO_TCP) : NULL;
+	if (!cfg || c->listener >= cfg->n_listeners)
+		return NULL;
+	const struct em_listener_conf *l = &cfg->listeners[c->listener];
+	const struct em_service *svc = em_table_service(t, l->service_ns, l->service_name);
+	return svc ? em_service_port(svc, l->port, IPPROTO_TCP) : NULL;
 }
 
 bool em_proxy_via_tunnel(const struct em_endpoint *ep)
@@ -328,7 +326,7 @@ int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_
  * (EM_NO_BID if none) waits in the upstream's queue. */
 static void start_raw(struct em_worker *w, struct em_sock *c, uint32_t bid, uint32_t len)
 {
-	const struct em_svc_port *sp = em_proxy_route(w, c);
+	const struct em_svc_port *sp = em_proxy_route(c);
 	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
 	if (ep && em_proxy_via_tunnel(ep)) {
 		em_tun_start_raw(w, c, sp, ep, bid, len);
@@ -547,7 +545,7 @@ static void on_connect(struct em_worker *w, struct em_sock *u, int res)
 	bool timeout = res == -ECANCELED;
 	if (!timeout && c->retries == 0) {
 		c->retries = 1;
-		const struct em_svc_port *sp = em_proxy_route(w, c);
+		const struct em_svc_port *sp = em_proxy_route(c);
 		struct em_addr prev = u->ep ? u->ep->addr : (struct em_addr){0};
 		const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, &prev) : NULL;
 		if (ep) {

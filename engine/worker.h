@@ -139,7 +139,7 @@ struct em_sock {
 	uint16_t q_first, q_last, q_len; /* entries queued for sending on this socket */
 	uint32_t q_off;                  /* bytes of the first entry already sent */
 	uint16_t k_first, k_last, k_len; /* sent entries kept while EM_SF_REPLAY */
-	uint16_t listener;               /* client: index in eng->lconf, UINT16_MAX = capture */
+	uint16_t listener; /* client: index in the config's listeners, UINT16_MAX = capture */
 	uint8_t retries;
 	uint8_t family;
 	union {
@@ -152,18 +152,10 @@ struct em_sock {
 struct em_listener {
 	struct em_worker *w;
 	int fd;
-	uint16_t idx; /* index in eng->lconf, UINT16_MAX for capture */
+	uint16_t idx; /* index in the config's listeners, UINT16_MAX for capture */
 	bool armed;
 	bool closed;
 } __attribute__((aligned(16)));
-
-/* An explicit listener's target, copied from the config at start. */
-struct em_lconf {
-	struct em_addr listen;
-	char ns[64];
-	char name[254];
-	uint16_t port;
-};
 
 /* Counters `meshctl stats` reports (group, name). Each worker publishes its
  * values once per tick with relaxed atomic stores (em_worker_publish); the
@@ -268,9 +260,8 @@ struct em_worker {
 struct em_engine {
 	unsigned n_workers;
 	struct em_worker *workers;
-	struct em_lconf *lconf;
-	size_t n_lconf;
-	/* listener fds: per worker, capture v4, capture v6, then each lconf */
+	/* listener fds: per worker, capture v4, capture v6, then each of the
+	 * config's listeners (a reload keeps their number and addresses) */
 	int *lfds;
 	size_t n_lfds_per_worker;
 	unsigned ring_flags; /* setup flags every worker got */
@@ -366,7 +357,10 @@ void em_sock_kept_drop(struct em_worker *w, struct em_sock *s);
 /* Submits shutdown(SHUT_WR) of <s>. */
 void em_sock_shutdown(struct em_worker *w, struct em_sock *s);
 void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);
-const struct em_svc_port *em_proxy_route(struct em_worker *w, const struct em_sock *c);
+/* The service port client <c> is for, in the current table: by original
+ * destination (capture) or by its listener's service in the live config.
+ * NULL when there is none. */
+const struct em_svc_port *em_proxy_route(const struct em_sock *c);
 /* True when <ep> is reached through a tunnel to its node: it is on another
  * node and tunnels are configured (a cluster key). Without a key the mesh
  * runs without tunnels and every endpoint is dialed directly, as on a flat
