@@ -104,7 +104,6 @@ unsigned em_bufring_refill(struct em_bufring *r)
 
 void em_bufring_dry(struct em_bufring *r)
 {
-	r->dry = true;
 	r->low = 0;
 	if (r->n_stack && r->target < r->count)
 		r->target = (uint16_t)(r->target * 2u > r->count ? r->count : r->target * 2u);
@@ -112,8 +111,7 @@ void em_bufring_dry(struct em_bufring *r)
 
 void em_bufring_tick(struct em_bufring *r)
 {
-	if (!r->dry && r->low >= r->target / 2 && r->target > r->floor)
+	if (r->low >= r->target / 2 && r->target > r->floor)
 		r->target = (uint16_t)(r->target / 2 < r->floor ? r->floor : r->target / 2);
-	r->dry = false;
 	r->low = r->in_ring;
 }

@@ -31,11 +31,10 @@ struct em_bufring {
 	uint32_t size;    /* bytes per buffer */
 	uint16_t count;   /* buffers in all; a power of two */
 	uint16_t in_ring; /* buffers the kernel can take now */
-	uint16_t low;     /* lowest in_ring since the last tick */
+	uint16_t low;     /* lowest in_ring since the last tick (0: it ran dry) */
 	uint16_t target;  /* in_ring is topped up to this from the stack */
 	uint16_t floor;   /* target never goes below this */
 	uint16_t n_stack; /* free buffers waiting on the stack */
-	bool dry;         /* a recv found the ring empty since the last tick */
 	uint16_t *stack;  /* count entries; top at n_stack - 1 */
 };
 

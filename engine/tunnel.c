@@ -314,16 +314,6 @@ static void conn_free(struct em_tconn *tc)
 	free(tc);
 }
 
-static char *tbuf(struct em_tun_worker *t, uint16_t bid)
-{
-	return em_bufring_buf(&t->rb, bid);
-}
-
-static void tbuf_put(struct em_tun_worker *t, uint16_t bid)
-{
-	em_bufring_put(&t->rb, bid);
-}
-
 void em_tun_worker_free(struct em_worker *w)
 {
 	struct em_tun_worker *t = w->tun;
@@ -450,7 +440,7 @@ static void ref_put(struct em_worker *w, const char *p)
 			t->n_held--;
 			if (h->held) {
 				h->held = false;
-				tbuf_put(t, bid);
+				em_bufring_put(&t->rb, bid);
 			}
 		}
 		return;
@@ -465,7 +455,7 @@ static bool ref_enqueue(struct em_worker *w, struct em_tstream *ts, struct em_so
 	struct em_tun_worker *t = w->tun;
 	if (d.len < TUN_REF_MIN || t->cur_bid == UINT32_MAX)
 		return false;
-	const char *b = tbuf(t, (uint16_t)t->cur_bid);
+	const char *b = em_bufring_buf(&t->rb, (uint16_t)t->cur_bid);
 	if (d.base < b || d.base + d.len > b + TUN_BUF_SIZE)
 		return false;
 	struct tbufhold *h = &t->hold[t->cur_bid];
@@ -1514,13 +1504,14 @@ static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t
 		struct em_tun_worker *t = w->tun;
 		if (!(tc->flags & TC_DEAD)) {
 			t->cur_bid = bid;
-			em_tunnel_session_input(tc->sess, tbuf(t, bid), (size_t)res, w->now_ms);
+			em_tunnel_session_input(tc->sess, em_bufring_buf(&t->rb, bid), (size_t)res,
+			                        w->now_ms);
 			t->cur_bid = UINT32_MAX;
 		}
 		if (t->hold[bid].refs)
 			t->hold[bid].held = true;
 		else
-			tbuf_put(t, bid);
+			em_bufring_put(&t->rb, bid);
 		mark_dirty(w, tc);
 		if (!(tc->flags & TC_RECV) && !(tc->flags & TC_DEAD))
 			conn_arm_recv(w, tc);
@@ -1556,7 +1547,7 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 	}
 	if (tc->flags & TC_CLOSING) {
 		if (op == EM_OP_TRECV && (cflags & IORING_CQE_F_BUFFER))
-			tbuf_put(w->tun, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
+			em_bufring_put(&w->tun->rb, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
 		if (tc->inflight == 0) {
 			w->tun->n_conns--;
 			conn_free(tc);
