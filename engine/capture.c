@@ -1,6 +1,7 @@
 #include "engine/capture.h"
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
@@ -89,6 +90,11 @@ static int rules_text(const struct em_config *cfg, int family, unsigned have_out
 		return 0;
 
 	text_add(&t, "*nat\n:%s - [0:0]\n", EM_CAPTURE_CHAIN);
+	/* First: our own dials (engine/worker.h em_sock_mark) are never
+	 * captured, whatever address an endpoint or node was given. */
+	if (cfg->capture.mark)
+		text_add(&t, "-A %s -m mark --mark 0x%" PRIx32 " -j RETURN\n", EM_CAPTURE_CHAIN,
+		         cfg->capture.mark);
 	for (size_t i = 0; i < cfg->capture.n_exclude_cidrs; i++) {
 		c = &cfg->capture.exclude_cidrs[i];
 		if (c->addr.family != family)
@@ -512,6 +518,23 @@ int em_capture_remove(const struct em_config *cfg)
 	if (rc4)
 		return rc4;
 	return has_family(cfg, AF_INET6) ? rc6 : 0;
+}
+
+int em_capture_installed(const struct em_config *cfg)
+{
+	static const int fams[2] = {AF_INET, AF_INET6};
+	struct nat_state st;
+	int n = 0, rc;
+
+	for (int i = 0; i < 2; i++) {
+		bool quiet = fams[i] == AF_INET6 && !has_family(cfg, AF_INET6);
+		rc = read_state(fams[i], &st, quiet);
+		if (rc && !quiet)
+			return rc;
+		if (rc == 0 && (st.chain || st.jumps[0] || st.jumps[1]))
+			n++;
+	}
+	return n;
 }
 
 /* ----- original destination -------------------------------------------- */

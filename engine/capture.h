@@ -4,18 +4,19 @@
  * to from OUTPUT (apps on this node) and PREROUTING (containers behind a
  * bridge) by a rule "-p tcp -j EDGEMESH" inserted first in each hook. The
  * chain holds, in this order:
- *   1. "-d <cidr> -j RETURN" for each capture.exclude_cidrs entry,
- *   2. "-p tcp --dport <port> -j RETURN" for each capture.exclude_ports entry,
- *   3. "-d <cidr> -p tcp -j REDIRECT --to-ports <capture.port>" for each
+ *   1. "-m mark --mark <capture.mark> -j RETURN" (edgemesh's own dials),
+ *   2. "-d <cidr> -j RETURN" for each capture.exclude_cidrs entry,
+ *   3. "-p tcp --dport <port> -j RETURN" for each capture.exclude_ports entry,
+ *   4. "-d <cidr> -p tcp -j REDIRECT --to-ports <capture.port>" for each
  *      capture.service_cidrs entry.
  * IPv4 CIDRs go to iptables, IPv6 CIDRs to ip6tables; a family without
  * service CIDRs gets no rules and its tools are only asked to clean up.
  *
- * edgemesh's own traffic is not exempted by uid (a RETURN for our uid would
- * need the owner match and only works in OUTPUT): its upstream connections go
- * to endpoint (pod) addresses and tunnel peers, never to cluster IPs, so they
- * do not match a service CIDR. A service CIDR that overlaps pod or node
- * addresses must be carved out with exclude_cidrs.
+ * edgemesh's own traffic is exempted by its socket mark: every upstream and
+ * tunnel socket the engine dials carries SO_MARK capture.mark, and rule 1
+ * returns it before any REDIRECT. An endpoint or node address inside a
+ * service CIDR therefore cannot make edgemesh connect to itself. (A uid
+ * match would only work in OUTPUT and needs the owner module.)
  *
  * REDIRECT sends OUTPUT traffic to the loopback address and PREROUTING traffic
  * to the primary address of the incoming interface, so the capture listener
@@ -71,6 +72,12 @@ int em_capture_install(const struct em_config *cfg);
  * an IPv6 service CIDR, so a host without ip6tables nat does not complain at
  * every exit. Returns 0, or the first error as em_capture_install. */
 int em_capture_remove(const struct em_config *cfg);
+
+/* Number of families (0..2) in which EM_CAPTURE_CHAIN or one of its jumps is
+ * present, as em_capture_remove would find them; lets `--remove-capture` say
+ * that there is nothing to remove. IPv6 errors count as "nothing" under the
+ * same condition as em_capture_remove. Returns the count or -errno / -EIO. */
+int em_capture_installed(const struct em_config *cfg);
 
 /* Stores into <out> the destination a captured connection <fd> (an accepted
  * socket) had before REDIRECT: SO_ORIGINAL_DST for IPv4, IP6T_SO_ORIGINAL_DST

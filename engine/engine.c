@@ -138,6 +138,9 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	e->defaults.request_head_ms = or_default(cfg->timeouts.request_head_ms, 10000);
 	e->defaults.sniff_ms = cfg->timeouts.sniff_ms;
 	e->defaults.balancer = cfg->balancer;
+	/* Only captured traffic can loop back into us; without capture the
+	 * daemon may run unprivileged and SO_MARK would need CAP_NET_ADMIN. */
+	e->mark = cfg->capture.enabled ? cfg->capture.mark : 0;
 	if (cfg->n_listeners > UINT16_MAX - 1) {
 		rc = -EINVAL;
 		goto fail;

@@ -1,10 +1,18 @@
 /* edgemesh daemon: edge or cloud role, chosen by the config file.
  *
- *   edgemesh -c FILE        run
- *   edgemesh -c FILE -t     check FILE and exit 0 (valid) or 1
+ *   edgemesh -c FILE                   run
+ *   edgemesh -c FILE -t                check FILE and exit 0 (valid) or 1
+ *   edgemesh -c FILE --remove-capture  remove the capture rules a run left
  *
  * Signals are blocked in every thread and taken here with sigwaitinfo, so no
- * handler ever runs inside a worker: SIGHUP reloads, SIGTERM/SIGINT stop. */
+ * handler ever runs inside a worker: SIGHUP reloads, SIGTERM/SIGINT stop.
+ *
+ * The sync thread may replace (and free) the live config at any time after a
+ * SIGHUP, also while this thread is shutting down. This thread is therefore
+ * an RCU reader like the workers: online only while it reads the live config
+ * (start-up and the first part of shutdown), offline while it waits for
+ * signals, so reloads and table updates never wait for it there.
+ */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,15 +24,51 @@
 #include "engine/engine.h"
 #include "proto/log.h"
 #include "store/config.h"
+#include "store/rcu.h"
 #include "store/sync.h"
 #include "store/table.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: edgemesh -c FILE [-t]\n"
-	           "  -c FILE  configuration file (JSON, see conf/README.md)\n"
-	           "  -t       check the configuration and exit\n"
-	           "  -h       this help\n");
+	fprintf(f, "usage: edgemesh -c FILE [-t | --remove-capture]\n"
+	           "  -c FILE           configuration file (JSON, see conf/README.md)\n"
+	           "  -t                check the configuration and exit\n"
+	           "  --remove-capture  remove the iptables capture rules a run installed\n"
+	           "                    (after a crash; idempotent) and exit\n"
+	           "  -h                this help\n");
+}
+
+/* --remove-capture: the daemon need not run. The rules are removed whatever
+ * the config says (it only decides whether IPv6 failures are errors), and
+ * also when it does not load, so a unit's ExecStopPost still cleans up after
+ * a config change broke the file; the exit status then says 1. */
+static int remove_capture(const char *path)
+{
+	struct em_config *cfg = NULL;
+	char err[1024];
+	int bad = 0, n, rc;
+
+	if (em_config_load(path, &cfg, err, sizeof(err))) {
+		fprintf(stderr, "edgemesh: %s; removing the capture rules anyway\n", err);
+		cfg = NULL;
+		bad = 1;
+	}
+	n = em_capture_installed(cfg);
+	if (n == 0) {
+		printf("edgemesh: no capture rules (chain %s) installed, nothing to remove\n",
+		       EM_CAPTURE_CHAIN);
+		rc = 0;
+	} else if (n < 0 || (rc = em_capture_remove(cfg)) != 0) {
+		rc = n < 0 ? n : rc;
+		fprintf(stderr, "edgemesh: cannot remove the capture rules (chain %s): %s\n",
+		        EM_CAPTURE_CHAIN, strerror(-rc));
+	} else {
+		printf("edgemesh: capture rules (chain %s and its jumps) removed\n",
+		       EM_CAPTURE_CHAIN);
+	}
+	if (cfg)
+		em_config_free(cfg);
+	return rc || bad ? 1 : 0;
 }
 
 static int mkdir_p(const char *path)
@@ -50,7 +94,8 @@ static int mkdir_p(const char *path)
 int main(int argc, char **argv)
 {
 	const char *path = NULL;
-	bool test_only = false;
+	bool test_only = false, remove_only = false, rcu_reader = false, rcu_online = false;
+	uint32_t drain_ms = 0;
 	struct em_config *cfg;
 	struct em_sync *sync = NULL;
 	struct em_engine *eng = NULL;
@@ -60,8 +105,17 @@ int main(int argc, char **argv)
 	sigset_t set;
 	int opt, rc = 1;
 
-	while ((opt = getopt(argc, argv, "c:th")) != -1) {
+	static const struct option longopts[] = {
+	        {"remove-capture", no_argument, NULL, 'R'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
+	};
+
+	while ((opt = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'R':
+			remove_only = true;
+			break;
 		case 'c':
 			path = optarg;
 			break;
@@ -76,10 +130,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!path || optind != argc) {
+	if (!path || optind != argc || (test_only && remove_only)) {
 		usage(stderr);
 		return 2;
 	}
+	if (remove_only)
+		return remove_capture(path);
 	if (em_config_load(path, &cfg, err, sizeof(err))) {
 		fprintf(stderr, "edgemesh: %s\n", err);
 		if (test_only)
@@ -113,6 +169,10 @@ int main(int argc, char **argv)
 	cfg = NULL;
 	if (rc)
 		goto out;
+	/* Registered only now: em_sync_start publishes and waits for grace
+	 * periods, which an online reader here would block. */
+	em_rcu_register();
+	rcu_reader = rcu_online = true;
 	live = em_config_current();
 	if ((rc = em_engine_start(live, &eng)))
 		goto out;
@@ -122,6 +182,9 @@ int main(int argc, char **argv)
 			goto out;
 		captured = true;
 	}
+	live = NULL;
+	em_rcu_offline();
+	rcu_online = false;
 	EM_INFO("main", "ready");
 
 	for (;;) {
@@ -137,12 +200,23 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	/* Online while the live config is read: a reload that the sync thread
+	 * performs meanwhile (a SIGHUP just before SIGTERM) frees the config it
+	 * replaces only after this thread goes offline again. */
+	if (rcu_reader && !rcu_online)
+		em_rcu_online();
 	live = em_config_current();
 	if (captured)
 		em_capture_remove(live);
+	drain_ms = live ? live->timeouts.shutdown_ms : 0;
+	live = NULL;
+	/* Unregistered before anything below waits for a grace period
+	 * (em_sync_stop joins the sync thread, publish(NULL) synchronizes). */
+	if (rcu_reader)
+		em_rcu_unregister();
 	if (eng) {
 		em_sync_set_counters(sync, NULL, NULL);
-		em_engine_stop(eng, live ? live->timeouts.shutdown_ms : 0);
+		em_engine_stop(eng, drain_ms);
 	}
 	em_sync_stop(sync);
 	em_config_publish(NULL);

@@ -297,6 +297,11 @@ int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_
 	int fd = socket(ep->addr.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
+	int rc = em_sock_mark(w, fd);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	u->fd = fd;

@@ -1438,10 +1438,12 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 	}
 	struct em_addr a = peer_addr(ni, cfg);
 	int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		int rc = -errno;
+	int mrc = fd == -1 ? -errno : em_sock_mark(w, fd);
+	if (mrc) {
+		if (fd != -1)
+			close(fd);
 		peer_down(w, tp);
-		return rc;
+		return mrc;
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

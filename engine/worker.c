@@ -155,6 +155,15 @@ static void arm_wake(struct em_worker *w)
 	io_uring_sqe_set_data64(sqe, em_ud(w, EM_OP_WAKE));
 }
 
+int em_sock_mark(const struct em_worker *w, int fd)
+{
+	uint32_t mark = w->eng->mark;
+
+	if (mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1)
+		return -errno;
+	return 0;
+}
+
 /* Timeouts and the balancer follow the live config (SIGHUP); read it here,
  * once per tick, rather than on every connection. */
 static void refresh_config(struct em_worker *w)

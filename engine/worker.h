@@ -267,6 +267,7 @@ struct em_engine {
 	unsigned ring_flags; /* setup flags every worker got */
 	bool recv_cap;       /* multishot recvs are capped (EM_RECV_CAP) */
 	bool recv_cap_off;   /* EDGEMESH_RECV_CAP=0: never cap them (kill switch) */
+	uint32_t mark;       /* SO_MARK of outgoing sockets; 0: none (no capture) */
 	struct {
 		uint32_t connect_ms, idle_ms, request_head_ms, sniff_ms;
 		enum em_balancer balancer;
@@ -280,6 +281,13 @@ struct em_engine {
 
 /* Worker thread body. Sets w->init_rc before entering its loop. */
 void *em_worker_main(void *arg);
+
+/* Puts the engine's SO_MARK (capture.mark, when capture is on) on <fd>, a
+ * socket about to connect out, so the capture chain lets it pass; every
+ * upstream and tunnel dial calls it before connect. Does nothing when the
+ * engine has no mark. Returns 0 or -errno of setsockopt (-EPERM without
+ * CAP_NET_ADMIN); <fd> stays open either way, the caller closes it. */
+int em_sock_mark(const struct em_worker *w, int fd);
 
 /* Submits the SQ; once the kernel took every SQE, the sendv slots are free. */
 void em_worker_submit(struct em_worker *w);

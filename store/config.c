@@ -21,6 +21,9 @@
 #define EM_CONFIG_MAX_ITEMS        256 /* per array */
 #define EM_CONFIG_TUNNEL_DEFAULT   "0.0.0.0:20006"
 #define EM_CONFIG_CIDR_DEFAULT     "10.96.0.0/12"
+/* SO_MARK of edgemesh's own outgoing sockets; clear of the bits kube-proxy
+ * (0x4000, 0x8000) and Calico (upper 16) use. */
+#define EM_CONFIG_MARK_DEFAULT 0x1e4du
 #define EM_CONFIG_DATA_DIR_DEFAULT "/var/lib/edgemesh"
 #define EM_CONFIG_SOCKET_NAME      "/edgemesh.sock"
 /* data_dir must leave room for the files the daemon keeps in it. */
@@ -376,12 +379,21 @@ static int f_cap_exclude_ports(struct pctx *c, const cJSON *v)
 	                 (void **)&c->cfg->capture.exclude_ports, &c->cfg->capture.n_exclude_ports);
 }
 
+static int f_cap_mark(struct pctx *c, const cJSON *v)
+{
+	long long n = 0;
+	int rc = get_int(c, v, 1, UINT32_MAX, &n);
+	c->cfg->capture.mark = (uint32_t)n;
+	return rc;
+}
+
 static const struct field capture_fields[] = {
         {"enabled", f_cap_enabled, NULL},
         {"port", f_cap_port, NULL},
         {"service_cidrs", f_cap_service_cidrs, NULL},
         {"exclude_cidrs", f_cap_exclude_cidrs, NULL},
         {"exclude_ports", f_cap_exclude_ports, NULL},
+        {"mark", f_cap_mark, NULL},
 };
 
 static int f_capture(struct pctx *c, const cJSON *v)
@@ -601,6 +613,7 @@ static void set_defaults(struct em_config *cfg)
 	cfg->balancer = EM_LB_ROUND_ROBIN;
 	cfg->capture.enabled = false;
 	cfg->capture.port = 15001;
+	cfg->capture.mark = EM_CONFIG_MARK_DEFAULT;
 	em_addr_parse(EM_CONFIG_TUNNEL_DEFAULT, true, &cfg->tunnel.listen);
 	cfg->tunnel.max_streams = 1024;
 	cfg->tunnel.stream_window = 256 * 1024;
@@ -879,6 +892,8 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 	     memcmp(cur->capture.exclude_ports, next->capture.exclude_ports,
 	            cur->capture.n_exclude_ports * sizeof(uint16_t)) != 0))
 		return "capture.exclude_ports";
+	if (cur->capture.mark != next->capture.mark)
+		return "capture.mark";
 	/* A listener's target (service, port) may change live; its socket not. */
 	if (cur->n_listeners != next->n_listeners)
 		return "listeners";

@@ -44,6 +44,7 @@ struct em_config {
 		size_t n_exclude_cidrs;
 		uint16_t *exclude_ports;
 		size_t n_exclude_ports;
+		uint32_t mark; /* SO_MARK of our outgoing sockets, RETURNed first */
 	} capture;
 
 	struct em_listener_conf *listeners;
@@ -88,7 +89,8 @@ int em_config_parse(const char *name, const char *text, size_t len, struct em_co
 void em_config_free(struct em_config *cfg);
 
 /* Config values a reload cannot change without a restart (role, node_name,
- * data_dir, api_socket, workers, capture, listeners' addresses, tunnel.listen).
+ * data_dir, api_socket, workers, every capture key, listeners' addresses,
+ * tunnel.listen).
  * Returns NULL when <next> may replace <cur>, else the name of the first key
  * that differs. */
 const char *em_config_restart_key(const struct em_config *cur, const struct em_config *next);

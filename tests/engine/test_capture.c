@@ -125,6 +125,32 @@ Test(capture_rules, ipv6_only_its_family)
 	free(f.cfg);
 }
 
+/* The mark of the daemon's own dials is returned before any other rule, in
+ * both families; without a mark there is no such rule. */
+Test(capture_rules, own_mark_returns_first)
+{
+	struct fixture f;
+	char buf[4096];
+	int fams[2] = {AF_INET, AF_INET6};
+
+	fixture_init(&f);
+	fixture_v4(&f);
+	add_cidr(f.svc, &f.cfg->capture.n_service_cidrs, "fd00:10:96::/112");
+	f.cfg->capture.mark = 0x1e4d;
+	for (int i = 0; i < 2; i++) {
+		cr_assert_gt(em_capture_rules(f.cfg, fams[i], buf, sizeof(buf)), 0);
+		static const char head[] = "*nat\n:EDGEMESH - [0:0]\n"
+		                           "-A EDGEMESH -m mark --mark 0x1e4d -j RETURN\n"
+		                           "-A EDGEMESH ";
+		cr_assert(strncmp(buf, head, sizeof(head) - 1) == 0, "%s", buf);
+		cr_assert_eq(count_lines(buf, "-A EDGEMESH -m mark --mark 0x1e4d -j RETURN"), 1);
+	}
+	f.cfg->capture.mark = 0;
+	cr_assert_gt(em_capture_rules(f.cfg, AF_INET, buf, sizeof(buf)), 0);
+	cr_assert_null(strstr(buf, "mark"), "%s", buf);
+	free(f.cfg);
+}
+
 Test(capture_rules, family_without_cidrs_is_empty)
 {
 	struct fixture f;

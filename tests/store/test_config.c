@@ -548,3 +548,22 @@ Test(config, tunnel_session_keys)
 	                  "(500)");
 	expect_error(TKEY("'max_stream':5"), NAME ": tunnel.max_stream: unknown key");
 }
+
+/* capture.mark: the SO_MARK of the daemon's own dials and the first RETURN
+ * of the capture chain. */
+Test(config, capture_mark)
+{
+	struct em_config *cfg = parse_ok(BASE "}");
+	cr_expect_eq(cfg->capture.mark, 0x1e4du);
+	em_config_free(cfg);
+	cfg = parse_ok(BASE ",'capture':{'mark':4294967295}}");
+	cr_expect_eq(cfg->capture.mark, 0xffffffffu);
+	em_config_free(cfg);
+	expect_error(BASE ",'capture':{'mark':0}}",
+	             NAME ": capture.mark: expected integer 1..4294967295");
+	expect_error(BASE ",'capture':{'mark':4294967296}}",
+	             NAME ": capture.mark: expected integer 1..4294967295");
+	expect_error(BASE ",'capture':{'mark':'0x1e4d'}}",
+	             NAME ": capture.mark: expected integer 1..4294967295");
+	restart("," KEY, "," KEY ",'capture':{'mark':1}", "capture.mark");
+}
