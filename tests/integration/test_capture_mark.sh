@@ -7,7 +7,11 @@
 # endpoint inside it. The daemon's dial to the endpoint carries capture.mark,
 # which the chain returns first, so requests still reach the backend; a
 # build without the mark redirects its own dial back to its capture port and
-# the client never sees the backend. Needs root.
+# the client never sees the backend.
+# Then the same for a tunnel dial: two namespaces joined by a veth pair, node
+# B's address 10.97.0.2 inside A's captured range (A's own 10.97.0.1 is not);
+# a request from A to a service whose endpoint is on B must cross the tunnel.
+# Needs root.
 . "$(dirname "$0")/lib.sh"
 it_need_root
 it_need curl
@@ -62,4 +66,70 @@ it_check "5 connections accepted for 5 requests, none of our own (got $acc)" [ "
 it_check "edgemesh still running" it_em_alive
 it_em_stop TERM
 it_check "clean exit (got $IT_RC)" [ "$IT_RC" = 0 ]
+
+# ---- tunnel dials
+NSA=emit-$$-ta
+NSB=emit-$$-tb
+VA=emma$$
+VB=emmb$$
+IPA=10.97.0.1
+IPB=10.97.0.2
+KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+for ns in $NSA $NSB; do
+	ip netns add "$ns" || it_die "ip netns add $ns"
+	IT_NETNS_LIST+=("$ns")
+	ip -n "$ns" link set lo up || it_die "lo up in $ns"
+	ip -n "$ns" route add local 10.96.0.0/16 dev lo || it_die "local route in $ns"
+done
+ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" || it_die "veth pair"
+ip -n "$NSA" addr add $IPA/24 dev "$VA" && ip -n "$NSA" link set "$VA" up &&
+	ip -n "$NSB" addr add $IPB/24 dev "$VB" && ip -n "$NSB" link set "$VB" up ||
+	it_die "veth addresses"
+link_up() { [ "$(ip -n "$NSA" -br link show "$VA" | awk '{print $2}')" = UP ]; }
+it_wait 5 link_up || it_die "veth link does not come up"
+
+# node_conf NODE IP CIDRS: $IT_TMP/NODE.json.
+node_conf() {
+	cat >"$IT_TMP/$1.json" <<EOF
+{
+	"role": "edge",
+	"node_name": "$1",
+	"data_dir": "$IT_TMP/data-$1",
+	"api_socket": "$IT_TMP/$1.sock",
+	"workers": 1,
+	"capture": {"enabled": true, "port": 15001, "service_cidrs": [$3]},
+	"tunnel": {"listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
+		"reconnect_max_ms": 500},
+	"timeouts": {"connect_ms": 2000}
+}
+EOF
+}
+MANIFESTS=$(it_list "$(it_node_obj node-a $IPA)" "$(it_node_obj node-b $IPB)" \
+	"$(it_svc default far 10.96.0.60 80 8080)" "$(it_ep_obj default far 8080 127.0.0.21@node-b)")
+node_conf node-a $IPA '"10.96.0.0/16"'
+node_conf node-b $IPB '"10.96.0.0/16"'
+it_node_start node-a "$NSA"
+it_node_start node-b "$NSB"
+it_node_apply node-a "$MANIFESTS"
+it_node_apply node-b "$MANIFESTS"
+IT_NS=$NSB
+it_backend far http 127.0.0.21:8080
+IT_NS=$NSA
+far_get() {
+	[ "$(ip netns exec "$NSA" curl -s -o /dev/null -w '%{http_code}' --max-time 3 \
+		http://10.96.0.60/ 2>/dev/null)" = 200 ]
+}
+it_check "node B outside A's captured range: a request crosses the tunnel" it_wait 10 far_get
+
+# B's address joins A's captured range (a restart of A; the store keeps the
+# objects).
+it_node_stop node-a
+node_conf node-a $IPA '"10.96.0.0/16", "10.97.0.2/32"'
+it_node_start node-a "$NSA"
+ip netns exec "$NSA" iptables-save -t nat | grep EDGEMESH | sed 's/^/    A nat| /'
+it_check "node B inside A's captured range: a request still crosses the tunnel" it_wait 10 far_get
+it_check "A logged the new tunnel to node-b up" \
+	grep -q "tunnel to node-b ($IPB:20006) up" "${EM_LOG[node-a]}"
+it_node_stop node-a
+it_node_stop node-b
 it_done
