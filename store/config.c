@@ -21,14 +21,15 @@
 #define EM_CONFIG_MAX_ITEMS        256 /* per array */
 #define EM_CONFIG_TUNNEL_DEFAULT   "0.0.0.0:20006"
 #define EM_CONFIG_CIDR_DEFAULT     "10.96.0.0/12"
-/* SO_MARK of edgemesh's own outgoing sockets; clear of the bits kube-proxy
- * (0x4000, 0x8000) and Calico (upper 16) use. */
-#define EM_CONFIG_MARK_DEFAULT 0x1e4du
 #define EM_CONFIG_DATA_DIR_DEFAULT "/var/lib/edgemesh"
 #define EM_CONFIG_SOCKET_NAME      "/edgemesh.sock"
 /* data_dir must leave room for the files the daemon keeps in it. */
 #define EM_CONFIG_DATA_DIR_MAX 4000
 _Static_assert(EM_CONFIG_DATA_DIR_MAX + 64 <= PATH_MAX, "data_dir limit exceeds PATH_MAX");
+
+/* SO_MARK of edgemesh's own outgoing sockets; clear of the bits kube-proxy
+ * (0x4000, 0x8000) and Calico (upper 16) use. */
+#define EM_CONFIG_MARK_DEFAULT 0x1e4du
 
 struct pctx {
 	const char *name;
