@@ -386,6 +386,9 @@ static int listen_on(const char *ap)
 	return fd;
 }
 
+/* SO_MARK that connect_to puts on its sockets; 0: none. */
+static uint32_t connect_mark;
+
 /* Connects within 2 s; returns the socket or -errno. */
 static int connect_to(const char *ap)
 {
@@ -399,6 +402,10 @@ static int connect_to(const char *ap)
 	sl = em_addr_to_sockaddr(&a, &ss);
 	fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	cr_assert_geq(fd, 0);
+	if (connect_mark)
+		cr_assert_eq(
+		        setsockopt(fd, SOL_SOCKET, SO_MARK, &connect_mark, sizeof(connect_mark)), 0,
+		        "SO_MARK: %s", strerror(errno));
 	if (connect(fd, (struct sockaddr *)&ss, sl) == -1) {
 		if (errno != EINPROGRESS) {
 			err = -errno;
@@ -499,6 +506,39 @@ Test(capture_ns, redirects_service_cidr_and_spares_excludes, .timeout = 30)
 	close(cap);
 	close(direct80);
 	close(direct8443);
+	leave_netns(&f);
+}
+
+/* A socket carrying capture.mark (as the daemon's own dials do) reaches the
+ * real address even inside a service CIDR; one with another mark is still
+ * captured. em_capture_installed follows install and remove. */
+Test(capture_ns, own_mark_is_not_captured, .timeout = 30)
+{
+	struct fixture f;
+	int cap, direct80;
+
+	fixture_init(&f);
+	fixture_v4(&f);
+	f.cfg->capture.mark = 0x1e4d;
+	enter_netns(&f);
+	sh("ip route add local 10.96.0.0/12 dev lo");
+	cap = listen_on("127.0.0.1:15001");
+	direct80 = listen_on("0.0.0.0:80");
+
+	cr_assert_eq(em_capture_installed(f.cfg), 0);
+	cr_assert_eq(em_capture_install(f.cfg), 0);
+	cr_assert_eq(em_capture_installed(f.cfg), 1);
+	connect_mark = 0x1e4d;
+	close(expect_lands("10.96.0.10:80", direct80, cap));
+	connect_mark = 0x1e4e;
+	close(expect_lands("10.96.0.10:80", cap, direct80));
+	connect_mark = 0;
+	close(expect_lands("10.96.0.10:80", cap, direct80));
+
+	cr_assert_eq(em_capture_remove(f.cfg), 0);
+	cr_assert_eq(em_capture_installed(f.cfg), 0);
+	close(cap);
+	close(direct80);
 	leave_netns(&f);
 }
 
