@@ -79,10 +79,16 @@ static int fail_msg(struct pctx *c, const char *fmt, ...)
 
 #define FAIL_EXPECTED(c, ...) fail_msg(c, "expected " __VA_ARGS__)
 
+/* Keys come from the file and are echoed in messages: control bytes (cJSON
+ * lets raw newlines into strings) become '?' so that a message stays one
+ * line. */
 static size_t path_push_key(struct pctx *c, const char *key)
 {
-	size_t len = strlen(c->path);
+	size_t len = strlen(c->path), n;
 	snprintf(c->path + len, sizeof(c->path) - len, "%s%s", len ? "." : "", key);
+	for (n = len; c->path[n]; n++)
+		if ((unsigned char)c->path[n] < 0x20 || c->path[n] == 0x7f)
+			c->path[n] = '?';
 	return len;
 }
 

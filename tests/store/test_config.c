@@ -667,3 +667,11 @@ Test(config, api_socket_not_a_socket)
 	rmdir(dir);
 	em_config_free(cfg);
 }
+
+/* cJSON lets raw control bytes into strings; a key echoed in a message must
+ * not split it into several lines (found by tests/fuzz/fuzz_config.c). */
+Test(config, control_bytes_in_keys_stay_on_one_line)
+{
+	expect_error(BASE ",'timeouts':{'shutdown_m\n\ns':5}}",
+	             NAME ": timeouts.shutdown_m??s: unknown key");
+}
