@@ -18,7 +18,9 @@ trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-KEY="demo-$RANDOM-$RANDOM-cluster-key"
+# A fresh cluster key, as an operator makes one (edgemesh refuses keys
+# shorter than 32 bytes and the placeholder of conf/edge.json).
+KEY=$(openssl rand -hex 32 2>/dev/null || od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 LISTENERS='
 		{ "listen": "127.0.0.1:18080", "service": "default/web", "port": 80 },
 		{ "listen": "127.0.0.1:18007", "service": "default/echo", "port": 7 }'

@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,15 @@
 #define EM_CONFIG_CIDR_DEFAULT     "10.96.0.0/12"
 #define EM_CONFIG_DATA_DIR_DEFAULT "/var/lib/edgemesh"
 #define EM_CONFIG_SOCKET_NAME      "/edgemesh.sock"
+/* The key shipped in conf/edge.json and conf/cloud.json: known to everyone,
+ * so it authenticates no one. */
+#define EM_CONFIG_PLACEHOLDER_KEY "change-me-to-a-long-random-cluster-key"
+#define EM_CONFIG_KEY_MIN         32
+#define EM_CONFIG_KEY_HOWTO       "make one with `openssl rand -hex 32`"
+/* Shortest service range prefixes: anything wider captures traffic that is
+ * not the cluster's (a /0 takes every connection of the host, SSH included). */
+#define EM_CONFIG_CIDR4_MIN_PREFIX 8
+#define EM_CONFIG_CIDR6_MIN_PREFIX 32
 /* data_dir must leave room for the files the daemon keeps in it. */
 #define EM_CONFIG_DATA_DIR_MAX 4000
 _Static_assert(EM_CONFIG_DATA_DIR_MAX + 64 <= PATH_MAX, "data_dir limit exceeds PATH_MAX");
@@ -73,10 +83,16 @@ static int fail_msg(struct pctx *c, const char *fmt, ...)
 
 #define FAIL_EXPECTED(c, ...) fail_msg(c, "expected " __VA_ARGS__)
 
+/* Keys come from the file and are echoed in messages: control bytes (cJSON
+ * lets raw newlines into strings) become '?' so that a message stays one
+ * line. */
 static size_t path_push_key(struct pctx *c, const char *key)
 {
-	size_t len = strlen(c->path);
+	size_t len = strlen(c->path), n;
 	snprintf(c->path + len, sizeof(c->path) - len, "%s%s", len ? "." : "", key);
+	for (n = len; c->path[n]; n++)
+		if ((unsigned char)c->path[n] < 0x20 || c->path[n] == 0x7f)
+			c->path[n] = '?';
 	return len;
 }
 
@@ -661,6 +677,22 @@ static int finish(struct pctx *c)
 	if (cfg->capture.enabled && cfg->capture.n_service_cidrs == 0)
 		return fail_at(c, "capture.service_cidrs",
 		               "expected at least one CIDR when capture.enabled is true");
+	/* The ranges matter only while capture is on: off, they capture nothing. */
+	for (size_t i = 0; cfg->capture.enabled && i < cfg->capture.n_service_cidrs; i++) {
+		const struct em_cidr *r = &cfg->capture.service_cidrs[i];
+		unsigned min = r->addr.family == AF_INET ? EM_CONFIG_CIDR4_MIN_PREFIX
+		                                         : EM_CONFIG_CIDR6_MIN_PREFIX;
+		char ip[EM_ADDR_STRLEN], key[64];
+		if (r->prefix >= min)
+			continue;
+		snprintf(key, sizeof(key), "capture.service_cidrs[%zu]", i);
+		return fail_at(c, key,
+		               "%s/%u would capture far more than the cluster's services; "
+		               "expected an %s prefix of /%u or longer, the cluster's service "
+		               "range (e.g. \"10.96.0.0/12\")",
+		               em_addr_format(&r->addr, false, ip, sizeof(ip)), r->prefix,
+		               r->addr.family == AF_INET ? "IPv4" : "IPv6", min);
+	}
 
 	if (!c->api_socket_set) {
 		size_t n = strlen(cfg->data_dir) + strlen(EM_CONFIG_SOCKET_NAME);
@@ -697,6 +729,17 @@ static int finish(struct pctx *c)
 			return fail_at(c, "tunnel.cluster_key",
 			               "expected non-empty string when cloud.address is set");
 	}
+
+	if (strcmp(cfg->tunnel.cluster_key, EM_CONFIG_PLACEHOLDER_KEY) == 0)
+		return fail_at(c, "tunnel.cluster_key",
+		               "the placeholder key shipped with edgemesh is public and is refused; "
+		               "expected a secret of at least %d bytes shared by the cluster's "
+		               "nodes: " EM_CONFIG_KEY_HOWTO,
+		               EM_CONFIG_KEY_MIN);
+	if (cfg->tunnel.cluster_key[0] && strlen(cfg->tunnel.cluster_key) < EM_CONFIG_KEY_MIN)
+		return fail_at(c, "tunnel.cluster_key",
+		               "expected at least %d bytes, got %zu: " EM_CONFIG_KEY_HOWTO,
+		               EM_CONFIG_KEY_MIN, strlen(cfg->tunnel.cluster_key));
 
 	if (cfg->tunnel.stream_window_max < cfg->tunnel.stream_window)
 		return fail_at(c, "tunnel.stream_window_max",
@@ -797,6 +840,69 @@ out:
 	return rc;
 }
 
+static const char *file_type(mode_t m)
+{
+	return S_ISREG(m)    ? "a regular file"
+	       : S_ISDIR(m)  ? "a directory"
+	       : S_ISLNK(m)  ? "a symbolic link"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	                     : "not a socket";
+}
+
+int em_config_check_host(const struct em_config *cfg, char *err, size_t errlen)
+{
+	struct ifaddrs *ifs = NULL;
+	struct stat st;
+
+	/* The daemon replaces a stale socket at start; anything else there
+	 * (the database, a config file) is an operator's mistake to report, not
+	 * a file to delete. */
+	if (lstat(cfg->api_socket, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen,
+		         "%s: api_socket: %s exists and is %s; expected a free path or a unix "
+		         "socket (edgemesh never replaces other files)",
+		         cfg->path, cfg->api_socket, file_type(st.st_mode));
+		return -EEXIST;
+	}
+	if (!cfg->capture.enabled || !cfg->capture.n_service_cidrs)
+		return 0;
+	if (getifaddrs(&ifs) == -1) {
+		int e = errno;
+		snprintf(err, errlen,
+		         "%s: capture.service_cidrs: cannot list this node's addresses to check "
+		         "them: getifaddrs: %s",
+		         cfg->path, strerror(e));
+		return -e;
+	}
+	/* A range holding one of our own addresses would redirect connections
+	 * to this node itself (API clients, the tunnel port, SSH) into the mesh. */
+	for (const struct ifaddrs *ifa = ifs; ifa; ifa = ifa->ifa_next) {
+		struct em_addr a;
+		if (!ifa->ifa_addr || em_addr_from_sockaddr(ifa->ifa_addr, &a))
+			continue;
+		a.port = 0;
+		for (size_t i = 0; i < cfg->capture.n_service_cidrs; i++) {
+			const struct em_cidr *r = &cfg->capture.service_cidrs[i];
+			char rip[EM_ADDR_STRLEN], aip[EM_ADDR_STRLEN];
+			if (!em_cidr_contains(r, &a))
+				continue;
+			snprintf(err, errlen,
+			         "%s: capture.service_cidrs[%zu]: %s/%u contains %s, an address of "
+			         "this node (interface %s); expected the cluster's service range, "
+			         "which no interface may use",
+			         cfg->path, i, em_addr_format(&r->addr, false, rip, sizeof(rip)),
+			         r->prefix, em_addr_format(&a, false, aip, sizeof(aip)),
+			         ifa->ifa_name ? ifa->ifa_name : "?");
+			freeifaddrs(ifs);
+			return -EINVAL;
+		}
+	}
+	freeifaddrs(ifs);
+	return 0;
+}
+
 int em_config_load(const char *path, struct em_config **out, char *err, size_t errlen)
 {
 	struct stat st;
@@ -838,6 +944,10 @@ int em_config_load(const char *path, struct em_config **out, char *err, size_t e
 		got += (size_t)n;
 	}
 	rc = em_config_parse(path, text, got, out, err, errlen);
+	if (!rc && (rc = em_config_check_host(*out, err, errlen)) != 0) {
+		em_config_free(*out);
+		*out = NULL;
+	}
 out:
 	if (fd != -1)
 		close(fd);

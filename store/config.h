@@ -76,15 +76,29 @@ struct em_config {
 	} timeouts;
 };
 
-/* Reads and validates <path>. Returns 0 and a new config in <*out>, or -EINVAL
+/* Reads and validates <path>: em_config_parse, then em_config_check_host.
+ * Returns 0 and a new config in <*out>, or -errno (-EINVAL for a bad value)
  * with a one-line message in <err> naming the file, the key and what was
  * expected, e.g. "conf/edge.json: capture.port: expected integer 1..65535".
- * A JSON syntax error names the line. Unknown keys are errors. */
+ * A JSON syntax error names the line. Unknown keys are errors. The daemon's
+ * -t, its start and every SIGHUP reload go through here. */
 int em_config_load(const char *path, struct em_config **out, char *err, size_t errlen);
 
-/* As em_config_load from text in memory; <name> is used in messages. */
+/* As em_config_load from text in memory; <name> is used in messages. Checks
+ * the text alone (no file system, no interfaces), so it refuses: a
+ * tunnel.cluster_key shorter than 32 bytes or equal to the placeholder of
+ * the shipped configs; with capture.enabled, a service range shorter than
+ * /8 (IPv4) or /32 (IPv6). */
 int em_config_parse(const char *name, const char *text, size_t len, struct em_config **out,
                     char *err, size_t errlen);
+
+/* Checks <cfg> against this host: api_socket must not name an existing file
+ * that is not a unix socket (it would otherwise be unlinked to bind), and,
+ * with capture.enabled, no capture.service_cidrs range may contain an
+ * address of one of this node's interfaces (getifaddrs). Returns 0, or
+ * -EEXIST / -EINVAL / -errno of getifaddrs with a one-line message in <err>
+ * naming cfg->path, the key and the reason. Reads only. */
+int em_config_check_host(const struct em_config *cfg, char *err, size_t errlen);
 
 void em_config_free(struct em_config *cfg);
 

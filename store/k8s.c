@@ -200,6 +200,7 @@ void em_k8s_free(struct em_k8s_object *obj)
 struct dec {
 	char *err;
 	size_t errlen;
+	const struct em_k8s_limits *lim; /* NULL: no service ranges to refuse */
 	size_t plen;
 	char path[256];
 };
@@ -410,6 +411,55 @@ static int ip_value(struct dec *d, const cJSON *it, const char *name, int family
 	if (parse_ip(it->valuestring, family, out))
 		return fail(d, name, "invalid %s address \"%.64s\"", family_name(family),
 		            it->valuestring);
+	return 0;
+}
+
+/* Why <a> cannot be an endpoint address, or NULL when it can. The API
+ * server refuses these too; here they would also make the proxy connect to
+ * nothing, to a group, or (inside a service range it captures) to itself
+ * until it runs out of descriptors. */
+static const char *bad_endpoint_ip(const struct em_addr *a)
+{
+	static const uint8_t zero[16];
+	const uint8_t *v4 = NULL;
+
+	if (a->family == AF_INET)
+		v4 = a->b;
+	else if (IN6_IS_ADDR_V4MAPPED(&a->v6))
+		v4 = a->b + 12;
+	else if (memcmp(a->b, zero, 16) == 0)
+		return "the unspecified address";
+	else if (a->b[0] == 0xff)
+		return "a multicast address";
+	if (!v4)
+		return NULL;
+	if (memcmp(v4, zero, 4) == 0)
+		return "the unspecified address";
+	if ((v4[0] & 0xf0) == 0xe0)
+		return "a multicast address";
+	if (v4[0] == 255 && v4[1] == 255 && v4[2] == 255 && v4[3] == 255)
+		return "the broadcast address";
+	return NULL;
+}
+
+/* Refuses endpoint address <a> of field <name> (NULL: the current path). */
+static int check_endpoint_ip(struct dec *d, const char *name, const struct em_addr *a)
+{
+	char ip[EM_ADDR_STRLEN], net[EM_ADDR_STRLEN];
+	const char *why = bad_endpoint_ip(a);
+
+	if (why)
+		return fail(d, name, "%s is %s; expected a pod or host address",
+		            em_addr_format(a, false, ip, sizeof(ip)), why);
+	for (size_t i = 0; d->lim && i < d->lim->n_service_cidrs; i++) {
+		const struct em_cidr *r = &d->lim->service_cidrs[i];
+		if (em_cidr_contains(r, a))
+			return fail(d, name,
+			            "%s is inside capture.service_cidrs %s/%u, a service address; "
+			            "expected a pod or host address",
+			            em_addr_format(a, false, ip, sizeof(ip)),
+			            em_addr_format(&r->addr, false, net, sizeof(net)), r->prefix);
+	}
 	return 0;
 }
 
@@ -714,6 +764,8 @@ static int decode_ep_address(struct dec *d, const cJSON *it, bool ready, struct 
 		return fail(d, "ip", "missing");
 	rc = ip_value(d, ip, "ip", 0, &a->ip);
 	if (!rc)
+		rc = check_endpoint_ip(d, "ip", &a->ip);
+	if (!rc)
 		rc = dup_string(d, it, "nodeName", &a->node_name);
 	if (!rc)
 		rc = decode_target_ref(d, it, a);
@@ -881,6 +933,8 @@ static int decode_slice_endpoint(struct dec *d, const cJSON *it, int family,
 			*ea = proto;
 			sl->n_addrs++;
 			rc = ip_value(d, a, NULL, family, &ea->ip);
+			if (!rc)
+				rc = check_endpoint_ip(d, NULL, &ea->ip);
 			if (!rc && host && !(ea->node_name = strdup(host)))
 				rc = oom(d);
 		}
@@ -1215,7 +1269,13 @@ out:
 int em_k8s_decode_json(const struct cJSON *root, int kind, struct em_k8s_object **out, char *err,
                        size_t errlen)
 {
-	struct dec d = {.err = err, .errlen = errlen};
+	return em_k8s_decode_json_lim(root, kind, NULL, out, err, errlen);
+}
+
+int em_k8s_decode_json_lim(const struct cJSON *root, int kind, const struct em_k8s_limits *lim,
+                           struct em_k8s_object **out, char *err, size_t errlen)
+{
+	struct dec d = {.err = err, .errlen = errlen, .lim = lim};
 	struct em_k8s_object *o;
 	const char *kname;
 	int rc;

@@ -159,9 +159,24 @@ struct em_k8s_object {
  * object's "kind" field. Returns 0 and a new object in <*out>, or -EINVAL with
  * a one-line reason in <err> (e.g. "spec.ports[1].port: expected integer
  * 1..65535") and nothing allocated. Unknown fields are ignored; fields of the
- * wrong type that the mesh uses are errors. */
+ * wrong type that the mesh uses are errors. An endpoint address that is
+ * unspecified (0.0.0.0, ::), multicast or the IPv4 broadcast address is an
+ * error, as in the Kubernetes API. */
 int em_k8s_decode_json(const struct cJSON *obj, int kind, struct em_k8s_object **out, char *err,
                        size_t errlen);
+
+/* What the store refuses beyond the decoder's own rules. */
+struct em_k8s_limits {
+	const struct em_cidr *service_cidrs; /* endpoint addresses inside: refused */
+	size_t n_service_cidrs;
+};
+
+/* As em_k8s_decode_json, and an endpoint address (Endpoints subsets' ip,
+ * EndpointSlice endpoints' addresses) inside one of <lim>'s service ranges is
+ * refused with the path of the field. <lim> may be NULL and is only read
+ * during the call. */
+int em_k8s_decode_json_lim(const struct cJSON *obj, int kind, const struct em_k8s_limits *lim,
+                           struct em_k8s_object **out, char *err, size_t errlen);
 
 /* As em_k8s_decode_json, from text of <len> bytes (need not be terminated). */
 int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out, char *err,

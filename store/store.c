@@ -31,6 +31,8 @@ struct em_store {
 	uint64_t skipped;
 	const struct em_k8s_object **scratch; /* builder input, reused */
 	size_t scratch_cap;
+	struct em_cidr *service_cidrs; /* endpoint addresses refused at apply */
+	size_t n_service_cidrs;
 };
 
 static uint64_t key_hash(const char *key)
@@ -239,14 +241,46 @@ void em_store_close(struct em_store *st)
 			entry_free(st->slots[i]);
 	free(st->slots);
 	free(st->scratch);
+	free(st->service_cidrs);
 	free(st->local_node);
 	em_db_close(st->db);
 	free(st);
 }
 
+int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs, size_t n)
+{
+	struct em_cidr *copy = NULL;
+
+	if (n && !(copy = malloc(n * sizeof(*copy))))
+		return -ENOMEM;
+	if (n)
+		memcpy(copy, cidrs, n * sizeof(*copy));
+	free(st->service_cidrs);
+	st->service_cidrs = copy;
+	st->n_service_cidrs = n;
+	return 0;
+}
+
+/* "Kind namespace/name" of an object that did not decode, read from its JSON
+ * as far as it goes, so that the error names the object. */
+static void object_label(const cJSON *obj, char *buf, size_t len)
+{
+	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(obj, "kind");
+	const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+	const cJSON *ns = cJSON_GetObjectItemCaseSensitive(meta, "namespace");
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(meta, "name");
+
+	snprintf(buf, len, "%.32s %.63s/%.253s",
+	         cJSON_IsString(kind) && kind->valuestring ? kind->valuestring : "?",
+	         cJSON_IsString(ns) && ns->valuestring ? ns->valuestring : "default",
+	         cJSON_IsString(name) && name->valuestring ? name->valuestring : "?");
+}
+
 int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char *err,
                    size_t errlen)
 {
+	struct em_k8s_limits lim = {.service_cidrs = st->service_cidrs,
+	                            .n_service_cidrs = st->n_service_cidrs};
 	struct em_db_op *ops = calloc(n ? n : 1, sizeof(*ops));
 	struct em_k8s_object **decoded = calloc(n ? n : 1, sizeof(*decoded));
 	char **keys = calloc(n ? n : 1, sizeof(*keys));
@@ -259,9 +293,10 @@ int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		char why[256], key[600];
-		if (em_k8s_decode_json(objs[i], -1, &decoded[i], why, sizeof(why))) {
-			snprintf(err, errlen, "items[%zu]: %s", i, why);
+		char why[256], key[600], label[360];
+		if (em_k8s_decode_json_lim(objs[i], -1, &lim, &decoded[i], why, sizeof(why))) {
+			object_label(objs[i], label, sizeof(label));
+			snprintf(err, errlen, "items[%zu] %s: %s", i, label, why);
 			rc = -EINVAL;
 			goto out;
 		}

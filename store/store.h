@@ -20,10 +20,18 @@ struct em_store;
 int em_store_open(const char *data_dir, const char *local_node, struct em_store **out);
 void em_store_close(struct em_store *st);
 
+/* Sets the service ranges (capture.service_cidrs while capture is enabled,
+ * else none) inside which em_store_apply refuses endpoint addresses. Copies
+ * <cidrs>; objects already stored are not re-checked. Returns 0 or -ENOMEM
+ * (the previous ranges stay). */
+int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs, size_t n);
+
 /* Upserts <n> objects (Kubernetes JSON, each with its "kind") in one
  * transaction and publishes one snapshot. All or nothing: the first object
- * that does not decode fails the batch with -EINVAL and "items[i] <key>:
- * <reason>" in <err>; -EIO when sqlite fails. */
+ * that does not decode, or has an endpoint address that is unspecified,
+ * multicast, broadcast or inside the service ranges, fails the batch with
+ * -EINVAL and "items[i] <Kind> <namespace>/<name>: <field path>: <reason>" in
+ * <err>, nothing stored; -EIO when sqlite fails. */
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
                    size_t errlen);
 

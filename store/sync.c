@@ -76,6 +76,15 @@ static void client_close(struct em_sync *s, size_t i)
 	memset(&s->clients[s->n_clients], 0, sizeof(s->clients[0]));
 }
 
+/* Endpoint addresses inside the captured service ranges would loop back
+ * into the mesh; with capture off the ranges mean nothing here. */
+static int store_limits(struct em_sync *s, const struct em_config *cfg)
+{
+	bool on = cfg->capture.enabled;
+	return em_store_set_service_cidrs(s->store, on ? cfg->capture.service_cidrs : NULL,
+	                                  on ? cfg->capture.n_service_cidrs : 0);
+}
+
 static void reload_config(struct em_sync *s)
 {
 	struct em_config *next;
@@ -98,6 +107,9 @@ static void reload_config(struct em_sync *s)
 		return;
 	}
 	em_log_level = next->log_level;
+	if (store_limits(s, next))
+		EM_WARN("config", "out of memory: keeping the previous service ranges for "
+		                  "endpoint checks");
 	em_config_publish(next);
 	atomic_fetch_add(&s->reloads, 1);
 	EM_INFO("config", "reloaded %s", s->config_path);
@@ -254,9 +266,18 @@ static void *sync_main(void *arg)
 	return NULL;
 }
 
+/* Removes the socket file we bound, and nothing that has replaced it since. */
+static void unlink_socket(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+}
+
 static int bind_socket(const char *path)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
 	int fd;
 	mode_t old;
 
@@ -269,8 +290,15 @@ static int bind_socket(const char *path)
 	if (fd == -1)
 		return -errno;
 	/* A socket file left by a dead process is replaced; one that answers
-	 * belongs to a running daemon and is not ours to take. */
-	if (access(path, F_OK) == 0) {
+	 * belongs to a running daemon and is not ours to take. Anything that is
+	 * not a socket (the database, a config file) is never removed: config
+	 * load refuses it too, this is the last word before the unlink. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			close(fd);
+			EM_ERR("api", "%s: exists and is not a socket; refusing to replace it", path);
+			return -EEXIST;
+		}
 		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (probe != -1 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 			close(probe);
@@ -295,7 +323,7 @@ static int bind_socket(const char *path)
 	if (listen(fd, 64) == -1) {
 		int e = errno;
 		close(fd);
-		unlink(path);
+		unlink_socket(path);
 		EM_ERR("api", "listen %s: %s", path, strerror(e));
 		return -e;
 	}
@@ -319,7 +347,8 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	em_log_level = cfg->log_level;
 	em_config_publish(cfg);
 
-	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)))
+	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)) ||
+	    (rc = store_limits(s, cfg)))
 		goto fail;
 	if ((s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
 		rc = -errno;
@@ -330,7 +359,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	s->listen_fd = rc;
 	if ((rc = pthread_create(&s->thread, NULL, sync_main, s))) {
 		rc = -rc;
-		unlink(s->socket_path);
+		unlink_socket(s->socket_path);
 		goto fail;
 	}
 	EM_INFO("api", "serving %s", s->socket_path);
@@ -373,7 +402,7 @@ void em_sync_stop(struct em_sync *s)
 	wake(s);
 	pthread_join(s->thread, NULL);
 	close(s->listen_fd);
-	unlink(s->socket_path);
+	unlink_socket(s->socket_path);
 	close(s->wake_fd);
 	em_store_close(s->store);
 	pthread_mutex_destroy(&s->counters_mu);

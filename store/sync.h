@@ -11,8 +11,11 @@ struct em_sync;
 /* Publishes <cfg> as the live config (ownership passes), opens the store
  * under cfg->data_dir (loading what is on disk and publishing the first
  * snapshot before returning), binds cfg->api_socket (mode 0600; a stale
- * socket file of a dead process is replaced, a live one is an error) and
- * starts the thread. Returns 0 or -errno (logged). <cfg> stays the live
+ * socket file of a dead process is replaced, a live one is an error, and a
+ * path that is not a socket is -EEXIST and left alone) and starts the thread.
+ * The store refuses endpoint addresses inside cfg's capture.service_cidrs
+ * while capture is enabled (em_store_set_service_cidrs), from start and after
+ * every applied reload. Returns 0 or -errno (logged). <cfg> stays the live
  * config either way, until em_config_publish(NULL) at exit frees it. */
 int em_sync_start(struct em_config *cfg, struct em_sync **out);
 

@@ -36,7 +36,7 @@ VA=ema$$
 VB=emb$$
 IPA=192.168.77.1
 IPB=192.168.77.2
-KEY=tunnel-test-key-$$
+KEY=tunnel-test-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n") # >= 32 bytes
 ECHO_PY="$IT_ROOT/tests/integration/tunnel_echo.py"
 
 for ns in $NSA $NSB; do

@@ -36,7 +36,7 @@ IPA=192.168.78.1
 IPB=192.168.78.2
 IP6A=fd00:79::1
 IP6B=fd00:79::2
-KEY=tunnel-more-key-$$
+KEY=tunnel-more-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n") # >= 32 bytes
 ALT_PORT=20106
 
 for ns in $NSA $NSB; do

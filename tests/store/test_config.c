@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "proto/log.h"
@@ -14,7 +15,9 @@
 TestSuite(config, .timeout = 30);
 
 #define NAME "conf/edge.json"
-#define KEY  "'tunnel':{'cluster_key':'k'}"
+/* Keys must be at least 32 bytes. */
+#define K32  "k0123456789abcdef0123456789abcde"
+#define KEY  "'tunnel':{'cluster_key':'" K32 "'}"
 /* The smallest valid edge config, as a prefix for the cases below. */
 #define BASE "{'role':'edge','node_name':'n1'," KEY
 
@@ -53,11 +56,29 @@ static void expect_error(const char *json, const char *msg)
 	free(t);
 }
 
+#define PLACEHOLDER "change-me-to-a-long-random-cluster-key"
+
+/* The shipped files carry a public placeholder key that the daemon refuses;
+ * with a real key put in its place they must be valid as they are. */
 static void load_shipped(const char *file, struct em_config **out)
 {
-	char path[512], err[512] = "";
+	char path[512], err[512] = "", text[8192], *at;
+	FILE *f;
+	size_t n;
+
 	snprintf(path, sizeof(path), "%s/conf/%s", EM_SOURCE_DIR, file);
-	cr_assert_eq(em_config_load(path, out, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(em_config_load(path, out, err, sizeof(err)), -EINVAL);
+	cr_assert_null(*out);
+	cr_assert(strstr(err, ": tunnel.cluster_key: the placeholder key") != NULL, "%s", err);
+	cr_assert(strstr(err, "openssl rand -hex 32") != NULL, "%s", err);
+
+	cr_assert_not_null(f = fopen(path, "r"));
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = 0;
+	cr_assert_not_null(at = strstr(text, PLACEHOLDER));
+	memcpy(at, K32 "------", strlen(PLACEHOLDER));
+	cr_assert_eq(em_config_parse(path, text, n, out, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq((*out)->path, path);
 }
 
@@ -121,7 +142,7 @@ Test(config, defaults)
 	cr_assert_eq(cfg->n_listeners, 0);
 	cr_assert_str_eq(em_addr_format(&cfg->tunnel.listen, true, buf, sizeof(buf)),
 	                 "0.0.0.0:20006");
-	cr_assert_str_eq(cfg->tunnel.cluster_key, "k");
+	cr_assert_str_eq(cfg->tunnel.cluster_key, K32);
 	cr_assert_str_eq(cfg->cloud.address, "");
 	cr_assert_eq(cfg->timeouts.connect_ms, 5000);
 	cr_assert_eq(cfg->timeouts.idle_ms, 300000);
@@ -148,7 +169,7 @@ Test(config, every_key_set)
 	        "108'],"
 	        "'exclude_cidrs':['10.96.0.1/32'],'exclude_ports':[22,6443]},"
 	        "'listeners':[{'listen':'127.0.0.1:8080','service':'default/web','port':80}],"
-	        "'tunnel':{'listen':'[::]:20007','cluster_key':'secret'},"
+	        "'tunnel':{'listen':'[::]:20007','cluster_key':'secret-" K32 "'},"
 	        "'cloud':{'address':'cloud.example.com:20006'},"
 	        "'timeouts':{'connect_ms':1,'idle_ms':2,'request_head_ms':3,'sniff_ms':4,"
 	        "'shutdown_ms':0}}");
@@ -340,7 +361,7 @@ Test(config, tunnel_cloud_timeout_errors)
 	             ": tunnel.cluster_key: expected non-empty string when cloud.address is set");
 	expect_error(BASE ",'tunnel':{'listen':'0.0.0.0'}}", NAME ": tunnel: duplicate key");
 	expect_error(
-	        "{'role':'edge','node_name':'n1','tunnel':{'listen':'0.0.0.0','cluster_key':'k'}}",
+	        "{'role':'edge','node_name':'n1','tunnel':{'listen':'0.0.0.0','cluster_key':'" K32 "'}}",
 	        NAME ": tunnel.listen: expected \"ip:port\", \"[ip]:port\" or \"\" (off)");
 	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':5}}",
 	             NAME ": tunnel.cluster_key: expected string of at most 255 bytes");
@@ -455,7 +476,7 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY, NULL);
 	restart("," KEY ",'log_level':'info'", "," KEY ",'log_level':'debug'", NULL);
 	restart("," KEY, "," KEY ",'balancer':'random'", NULL);
-	restart("," KEY, ",'tunnel':{'cluster_key':'other'}", NULL);
+	restart("," KEY, ",'tunnel':{'cluster_key':'other-" K32 "'}", NULL);
 	restart("," KEY, "," KEY ",'timeouts':{'connect_ms':100,'sniff_ms':5}", NULL);
 	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", NULL);
 	{
@@ -487,11 +508,11 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY ",'capture':{'exclude_cidrs':['10.96.0.1/32']}",
 	        "capture.exclude_cidrs");
 	restart("," KEY, "," KEY ",'capture':{'exclude_ports':[22]}", "capture.exclude_ports");
-	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'k'}", "tunnel.listen");
+	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'" K32 "'}", "tunnel.listen");
 	restart("," KEY, ",'tunnel':{'listen':''}", "tunnel.listen");
 }
 
-#define TKEY(x) "{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'k'," x "}}"
+#define TKEY(x) "{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'" K32 "'," x "}}"
 
 Test(config, tunnel_session_keys)
 {
@@ -566,4 +587,110 @@ Test(config, capture_mark)
 	expect_error(BASE ",'capture':{'mark':'0x1e4d'}}",
 	             NAME ": capture.mark: expected integer 1..4294967295");
 	restart("," KEY, "," KEY ",'capture':{'mark':1}", "capture.mark");
+}
+
+Test(config, cluster_key_strength)
+{
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'short'}}",
+	             NAME ": tunnel.cluster_key: expected at least 32 bytes, got 5: make one "
+	                  "with `openssl rand -hex 32`");
+	/* One byte short of the minimum, then the minimum. */
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':"
+	             "'k0123456789abcdef0123456789abcd'}}",
+	             NAME ": tunnel.cluster_key: expected at least 32 bytes, got 31: make one "
+	                  "with `openssl rand -hex 32`");
+	em_config_free(parse_ok(BASE "}"));
+	/* A node that only dials the cloud needs a strong key as well. */
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'listen':'','cluster_key':'k'},"
+	             "'cloud':{'address':'cloud:20006'}}",
+	             NAME ": tunnel.cluster_key: expected at least 32 bytes, got 1: make one "
+	                  "with `openssl rand -hex 32`");
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'" PLACEHOLDER "'}}",
+	             NAME ": tunnel.cluster_key: the placeholder key shipped with edgemesh is "
+	                  "public and is refused; expected a secret of at least 32 bytes shared "
+	                  "by the cluster's nodes: make one with `openssl rand -hex 32`");
+}
+
+#define CAP(cidrs) BASE ",'capture':{'enabled':true,'service_cidrs':[" cidrs "]}}"
+
+Test(config, service_cidrs_too_wide)
+{
+	expect_error(CAP("'0.0.0.0/0'"),
+	             NAME ": capture.service_cidrs[0]: 0.0.0.0/0 would capture far more than the "
+	                  "cluster's services; expected an IPv4 prefix of /8 or longer, the "
+	                  "cluster's service range (e.g. \"10.96.0.0/12\")");
+	expect_error(CAP("'10.96.0.0/12','::/0'"),
+	             NAME ": capture.service_cidrs[1]: ::/0 would capture far more than the "
+	                  "cluster's services; expected an IPv6 prefix of /32 or longer, the "
+	                  "cluster's service range (e.g. \"10.96.0.0/12\")");
+	expect_error(CAP("'10.0.0.0/7'"),
+	             NAME ": capture.service_cidrs[0]: 10.0.0.0/7 would capture far more than the "
+	                  "cluster's services; expected an IPv4 prefix of /8 or longer, the "
+	                  "cluster's service range (e.g. \"10.96.0.0/12\")");
+	expect_error(CAP("'fd00::/31'"),
+	             NAME ": capture.service_cidrs[0]: fd00::/31 would capture far more than the "
+	                  "cluster's services; expected an IPv6 prefix of /32 or longer, the "
+	                  "cluster's service range (e.g. \"10.96.0.0/12\")");
+	em_config_free(parse_ok(CAP("'10.0.0.0/8','fd00::/32'")));
+	/* With capture off the ranges capture nothing and are not judged. */
+	em_config_free(parse_ok(BASE ",'capture':{'enabled':false,'service_cidrs':['0.0.0.0/0']}}"));
+}
+
+Test(config, service_cidrs_own_address)
+{
+	char err[512] = "";
+	struct em_config *cfg;
+
+	/* Loopback is an address of every node. */
+	cfg = parse_ok(CAP("'10.96.0.0/12','127.0.0.0/8'"));
+	snprintf(cfg->api_socket, sizeof(cfg->api_socket), "/nonexistent-%d/em.sock", getpid());
+	cr_expect_eq(em_config_check_host(cfg, err, sizeof(err)), -EINVAL);
+	cr_expect(strstr(err, NAME ": capture.service_cidrs[1]: 127.0.0.0/8 contains 127.") != NULL,
+	          "%s", err);
+	cr_expect(strstr(err, "an address of this node (interface lo)") != NULL, "%s", err);
+	em_config_free(cfg);
+
+	cfg = parse_ok(BASE ",'capture':{'enabled':false,'service_cidrs':['127.0.0.0/8']}}");
+	snprintf(cfg->api_socket, sizeof(cfg->api_socket), "/nonexistent-%d/em.sock", getpid());
+	cr_expect_eq(em_config_check_host(cfg, err, sizeof(err)), 0, "%s", err);
+	em_config_free(cfg);
+}
+
+Test(config, api_socket_not_a_socket)
+{
+	char err[512] = "", dir[] = "/tmp/em-cfg-XXXXXX", path[64], back[8] = "";
+	struct em_config *cfg = parse_ok(BASE "}");
+	FILE *f;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/edgemesh.db", dir);
+	snprintf(cfg->api_socket, sizeof(cfg->api_socket), "%s", path);
+	cr_expect_eq(em_config_check_host(cfg, err, sizeof(err)), 0, "absent: %s", err);
+
+	cr_assert_not_null(f = fopen(path, "w"));
+	fputs("data", f);
+	fclose(f);
+	cr_expect_eq(em_config_check_host(cfg, err, sizeof(err)), -EEXIST);
+	cr_expect(strstr(err, NAME ": api_socket: ") == err, "%s", err);
+	cr_expect(strstr(err, "exists and is a regular file") != NULL, "%s", err);
+	cr_assert_not_null(f = fopen(path, "r"));
+	cr_expect(fgets(back, sizeof(back), f) != NULL);
+	fclose(f);
+	cr_expect_str_eq(back, "data");
+	unlink(path);
+
+	cr_assert_eq(mkdir(path, 0700), 0);
+	cr_expect_eq(em_config_check_host(cfg, err, sizeof(err)), -EEXIST);
+	cr_expect(strstr(err, "exists and is a directory") != NULL, "%s", err);
+	rmdir(path);
+	rmdir(dir);
+	em_config_free(cfg);
+}
+
+/* cJSON lets raw control bytes into strings; a key echoed in a message must
+ * not split it into several lines (found by tests/fuzz/fuzz_config.c). */
+Test(config, control_bytes_in_keys_stay_on_one_line)
+{
+	expect_error(BASE ",'timeouts':{'shutdown_m\n\ns':5}}",
+	             NAME ": timeouts.shutdown_m??s: unknown key");
 }
