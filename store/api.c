@@ -213,6 +213,7 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	cJSON_AddNumberToObject(o, "table_bytes", (double)s.table_bytes);
 	cJSON_AddNumberToObject(o, "last_build_us", (double)(s.last_build_ns / 1000));
 	cJSON_AddNumberToObject(o, "skipped_malformed", (double)s.skipped);
+	cJSON_AddNumberToObject(o, "skipped_unreadable", (double)s.unreadable);
 	objs = cJSON_AddObjectToObject(o, "objects");
 	for (int k = 0; k < EM_KIND__COUNT; k++)
 		cJSON_AddNumberToObject(objs, em_kind_type(k), (double)s.objects[k]);
