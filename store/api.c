@@ -317,9 +317,7 @@ int em_api_serve(struct em_store *st, const struct em_api_info *info, struct em_
 
 bool em_api_may_read(const struct em_buf *in, const struct em_buf *out, size_t out_off)
 {
-	if (backlogged(out, out_off) || in->len > EM_API_MAX_REQUEST)
-		return false;
-	return in->len == 0 || !memchr(in->data, '\n', in->len);
+	return !backlogged(out, out_off) && in->len <= EM_API_MAX_REQUEST;
 }
 
 bool em_api_has_work(const struct em_buf *in, const struct em_buf *out, size_t out_off)

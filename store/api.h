@@ -74,9 +74,11 @@ int em_api_serve(struct em_store *st, const struct em_api_info *info, struct em_
                  struct em_buf *out, size_t *out_off);
 
 /* Whether more bytes should be read from a client in this state: false while
- * its unsent replies are at EM_API_MAX_BACKLOG, or its buffered input holds a
- * complete request not yet served, or a partial line already exceeds
- * EM_API_MAX_REQUEST. */
+ * its unsent replies are at EM_API_MAX_BACKLOG or its buffered input exceeds
+ * EM_API_MAX_REQUEST. It does not look for complete lines (that would scan a
+ * large partial request on every read): a caller that appends input serves
+ * it (em_api_serve) when the new bytes hold a newline, so lines wait in <in>
+ * only while the client is backlogged, and <in> stays bounded. */
 bool em_api_may_read(const struct em_buf *in, const struct em_buf *out, size_t out_off);
 
 /* Whether em_api_serve would handle a request now: <in> holds a complete

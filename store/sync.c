@@ -127,7 +127,8 @@ static bool client_read(struct em_sync *s, struct client *c)
 		if (n > 0) {
 			if (em_buf_append(&c->in, buf, (size_t)n))
 				return false;
-			handle_input(s, c);
+			if (memchr(buf, '\n', (size_t)n) || c->in.len > EM_API_MAX_REQUEST)
+				handle_input(s, c);
 			continue;
 		}
 		if (n == 0) {

@@ -62,6 +62,13 @@ static size_t count_nl(const char *p, size_t n)
 	return c;
 }
 
+/* Reply lines appended since <before> bytes were waiting. */
+static size_t new_lines(const struct em_buf *out, size_t out_off, size_t before)
+{
+	size_t added = out->len - out_off - before;
+	return added ? count_nl(out->data + out->len - added, added) : 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct em_store *st;
@@ -88,8 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		size_t before = out.len - out_off;
 		closed = em_api_serve(st, NULL, &in, &out, &out_off);
-		lines_out += count_nl(out.data + out.len - (out.len - out_off - before),
-		                      out.len - out_off - before);
+		lines_out += new_lines(&out, out_off, before);
 		if (!closed && em_api_has_work(&in, &out, out_off))
 			abort(); /* a servable request left waiting */
 		/* The client reads some of its replies. */
@@ -102,8 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (turn > 1 << 20)
 			abort();
 		closed = em_api_serve(st, NULL, &in, &out, &out_off);
-		lines_out += count_nl(out.data + out.len - (out.len - out_off - before),
-		                      out.len - out_off - before);
+		lines_out += new_lines(&out, out_off, before);
 		out_off = out.len;
 	}
 	/* Every request line got exactly one reply line (a line over the size
