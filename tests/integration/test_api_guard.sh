@@ -97,7 +97,11 @@ it_check "another client is served while the writer's replies wait (generation $
 rss1=$(rss_kib "$IT_EM_PID")
 grow=$(((rss1 - rss0) / 1024))
 it_log "writer sent $sent of $NREQ requests ($(((sent * reply_bytes) >> 20)) MiB of replies); daemon RSS $((rss0 / 1024)) -> $((rss1 / 1024)) MiB (+$grow MiB)"
-it_check "the daemon grows by under 16 MiB for a client that never reads (+$grow MiB)" [ "$grow" -lt 16 ]
+# An ASan build keeps freed memory in quarantine for a while, so it is
+# allowed more; the build before the bound grows by over 200 MiB either way.
+limit=16
+grep -q __asan_init "$EDGEMESH" && limit=64
+it_check "the daemon grows by under $limit MiB for a client that never reads (+$grow MiB)" [ "$grow" -lt $limit ]
 it_check "the daemon stopped reading the writer before all $NREQ requests ($sent sent)" [ "$sent" -lt $NREQ ]
 echo read >&7
 it_wait 60 grep -q '^replies' "$IT_TMP/hog.out"
