@@ -309,7 +309,7 @@ static int scan_by_key(struct em_db *db, const char *type, em_db_row_cb cb, void
 
 	if (sqlite3_prepare_v2(db->h,
 	                       last->set ? "SELECT key, rowid FROM meta WHERE key > ?1 ORDER BY key"
-	                             : "SELECT key, rowid FROM meta ORDER BY key",
+	                                 : "SELECT key, rowid FROM meta ORDER BY key",
 	                       -1, &keys, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db->h, "SELECT type, value FROM meta WHERE rowid = ?1", -1, &row,
 	                       NULL) != SQLITE_OK) {
@@ -376,8 +376,9 @@ static int scan_by_rowid(struct em_db *db, const char *type, em_db_row_cb cb, vo
 	                       "SELECT rowid, key, type, value FROM meta WHERE rowid > ?1 "
 	                       "ORDER BY rowid",
 	                       -1, &rows, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db->h, "SELECT rowid FROM meta WHERE rowid > ?1 ORDER BY rowid LIMIT 1",
-	                       -1, &probe, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(db->h,
+	                       "SELECT rowid FROM meta WHERE rowid > ?1 ORDER BY rowid LIMIT 1", -1,
+	                       &probe, NULL) != SQLITE_OK) {
 		ret = db_fail(db, "scan by rowid");
 		goto out;
 	}
@@ -391,7 +392,8 @@ static int scan_by_rowid(struct em_db *db, const char *type, em_db_row_cb cb, vo
 			const unsigned char *v = sqlite3_column_text(rows, 3);
 			const char *key = k ? (const char *)k : "", *ts = t ? (const char *)t : "";
 			after = sqlite3_column_int64(rows, 0);
-			if ((!last->set || strcmp(key, last->s) > 0) && (!type || strcmp(ts, type) == 0))
+			if ((!last->set || strcmp(key, last->s) > 0) &&
+			    (!type || strcmp(ts, type) == 0))
 				if ((ret = cb(arg, key, ts, v ? (const char *)v : "")))
 					break;
 		}
@@ -462,8 +464,10 @@ int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg)
 			EM_ERR(MOD, "%s: %zu unreadable rows or runs skipped in all", db->path,
 			       logged);
 		if (ret == 0)
-			EM_WARN(MOD, "%s: the readable rows were read; the file is left as it is "
-			        "(sqlite3 %s .recover makes a repaired copy)", db->path, db->path);
+			EM_WARN(MOD,
+			        "%s: the readable rows were read; the file is left as it is "
+			        "(sqlite3 %s .recover makes a repaired copy)",
+			        db->path, db->path);
 	}
 	free(last.s);
 	sqlite3_reset(st);

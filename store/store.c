@@ -232,8 +232,10 @@ int em_store_open(const char *data_dir, const char *local_node, struct em_store 
 		goto fail;
 	}
 	if (rc < 0)
-		EM_ERR("store", "%s: rows after the damage could not be reached; serving what was "
-		       "read", path);
+		EM_ERR("store",
+		       "%s: rows after the damage could not be reached; serving what was "
+		       "read",
+		       path);
 	st->unreadable = em_db_unreadable(st->db);
 	if ((rc = republish(st)))
 		goto fail;

@@ -386,7 +386,8 @@ Test(api, serve_pauses_at_the_reply_backlog, .timeout = 60)
 		cr_assert_leq(out.len - out_off, (size_t)EM_API_MAX_BACKLOG + 4096);
 		if (em_api_has_work(&in, &out, out_off))
 			cr_assert_eq(em_api_serve(st, NULL, &in, &out, &out_off), 0);
-		cr_assert_leq(out.cap, (size_t)4 * EM_API_MAX_BACKLOG, "the reply buffer stays bounded");
+		cr_assert_leq(out.cap, (size_t)4 * EM_API_MAX_BACKLOG,
+		              "the reply buffer stays bounded");
 	}
 	cr_assert_eq(replies, n_req, "one reply per request (%zu)", replies);
 	cr_assert(em_api_may_read(&in, &out, out_off), "drained: read again");

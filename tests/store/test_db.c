@@ -414,12 +414,13 @@ Test(db, delete_reports_whether_a_row_went)
 /* 600 rows of about 300 bytes: a few dozen table leaf pages. */
 static void seed_many(void)
 {
-	raw_exec(tdb.path, "PRAGMA journal_mode=WAL;"
-	                   "CREATE TABLE meta(key TEXT PRIMARY KEY, type TEXT, value TEXT);"
-	                   "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 599)"
-	                   " INSERT INTO meta SELECT printf('default/service/s%04d', i), 'service',"
-	                   " printf('{\"n\":%d,\"pad\":\"%.300c\"}', i, 'x') FROM n;"
-	                   "PRAGMA wal_checkpoint(TRUNCATE);");
+	raw_exec(tdb.path,
+	         "PRAGMA journal_mode=WAL;"
+	         "CREATE TABLE meta(key TEXT PRIMARY KEY, type TEXT, value TEXT);"
+	         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 599)"
+	         " INSERT INTO meta SELECT printf('default/service/s%04d', i), 'service',"
+	         " printf('{\"n\":%d,\"pad\":\"%.300c\"}', i, 'x') FROM n;"
+	         "PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
 /* Zeroes the <nth> leaf page of b-tree <tree>; returns its cell count. */
