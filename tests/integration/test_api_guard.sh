@@ -6,11 +6,12 @@
 #  - a request line over the size limit gets an error reply and is closed;
 #  - a malformed row skipped at load is deleted by meshctl delete;
 #  - a database with a damaged table page starts, logs the file and the rows
-#    lost, serves the rest, and the file is left byte for byte as it was.
+#    lost, serves the rest (listed, and carrying traffic), and the file is
+#    left byte for byte as it was.
 # No root. B=DIR runs the binaries of another build (the test must fail on
 # the build before these guards).
 . "$(dirname "$0")/lib.sh"
-it_need python3 sqlite3 sha256sum
+it_need python3 sqlite3 sha256sum curl
 
 rss_kib() {
 	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"
@@ -158,11 +159,15 @@ IT_DATA=$IT_TMP/damaged
 IT_SOCK=$IT_TMP/damaged.sock
 mkdir -p "$IT_DATA"
 db=$IT_DATA/edgemesh.db
-python3 - "$db" <<'EOF' || it_die "could not build the database"
+python3 - "$db" "$IT_NET.11" <<'EOF' || it_die "could not build the database"
 import json, sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 db.execute("PRAGMA journal_mode=WAL")
 db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, type TEXT, value TEXT)")
+ep = {"kind": "Endpoints", "metadata": {"name": "s0000", "namespace": "default"},
+      "subsets": [{"addresses": [{"ip": sys.argv[2], "nodeName": "edge-node-1"}],
+                   "ports": [{"port": 8080, "protocol": "TCP"}]}]}
+db.execute("INSERT INTO meta VALUES ('default/endpoints/s0000', 'endpoints', ?)", (json.dumps(ep),))
 for i in range(600):
     name = "s%04d" % i
     svc = {"kind": "Service", "metadata": {"name": name, "namespace": "default"},
@@ -183,6 +188,8 @@ psize=$(sqlite3 "$db" 'PRAGMA page_size')
 dd if=/dev/zero of="$db" bs="$psize" seek=$((page - 1)) count=1 conv=notrunc status=none
 sum0=$(sha256sum <"$db")
 it_log "zeroed page $page ($cells rows) of $db"
+it_backend damaged-backend http $IT_NET.11:8080
+IT_LISTENERS="[{\"listen\": \"$IT_NET.1:18090\", \"service\": \"default/s0000\", \"port\": 80}]"
 it_em_config "$IT_TMP/damaged.json"
 IT_EM_STARTS=$((IT_EM_STARTS + 1))
 IT_EM_LOG=$IT_TMP/edgemesh-$IT_EM_STARTS.log
@@ -202,6 +209,8 @@ if started; then
 	it_check "the $((600 - cells)) services that survived are in the table (got $n)" [ "$n" = $((600 - cells)) ]
 	n=$(ctl get services | grep -c '^s[0-9]')
 	it_check "and listed by meshctl get (got $n)" [ "$n" = $((600 - cells)) ]
+	body=$(curl -sS --max-time 5 "http://$IT_NET.1:18090/" 2>&1 | tr -d '.')
+	it_check "a surviving service carries traffic (got '$body')" [ "$body" = backend-0 ]
 	n=$(it_stat skipped_unreadable)
 	it_check "stats counts the $cells unreadable rows (got $n)" [ "$n" = "$cells" ]
 	it_em_stop TERM
