@@ -87,7 +87,7 @@ NREQ=20000
 rss0=$(rss_kib "$IT_EM_PID")
 mkfifo "$IT_TMP/hog.in"
 exec 7<>"$IT_TMP/hog.in" # read-write: opening it does not wait for a reader
-it_bg hog python3 "$IT_TMP/hog.py" "$IT_SOCK" $NREQ 1 60 <"$IT_TMP/hog.in"
+it_bg hog python3 "$IT_TMP/hog.py" "$IT_SOCK" $NREQ 2 60 <"$IT_TMP/hog.in"
 hog=$IT_LAST_PID
 it_wait 30 grep -q '^[0-9]' "$IT_TMP/hog.out" || it_fail "the writing client did not finish sending"
 sent=$(head -n 1 "$IT_TMP/hog.out")
