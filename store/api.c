@@ -213,6 +213,7 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	cJSON_AddNumberToObject(o, "table_bytes", (double)s.table_bytes);
 	cJSON_AddNumberToObject(o, "last_build_us", (double)(s.last_build_ns / 1000));
 	cJSON_AddNumberToObject(o, "skipped_malformed", (double)s.skipped);
+	cJSON_AddNumberToObject(o, "skipped_unreadable", (double)s.unreadable);
 	objs = cJSON_AddObjectToObject(o, "objects");
 	for (int k = 0; k < EM_KIND__COUNT; k++)
 		cJSON_AddNumberToObject(objs, em_kind_type(k), (double)s.objects[k]);
@@ -259,4 +260,67 @@ int em_api_handle(struct em_store *st, const struct em_api_info *info, const cha
 		rc = reply_error(out, "unknown op \"%s\"", op->valuestring);
 	cJSON_Delete(j);
 	return rc;
+}
+
+/* Buffers past this size are given back once empty, so one large reply or
+ * request does not pin its memory for the client's whole life. */
+#define API_KEEP_CAP (EM_API_MAX_BACKLOG * 2)
+
+static bool backlogged(const struct em_buf *out, size_t out_off)
+{
+	return out->len - out_off >= EM_API_MAX_BACKLOG;
+}
+
+int em_api_serve(struct em_store *st, const struct em_api_info *info, struct em_buf *in,
+                 struct em_buf *out, size_t *out_off)
+{
+	size_t start = 0;
+	int close = 0;
+
+	if (*out_off) {
+		memmove(out->data, out->data + *out_off, out->len - *out_off);
+		out->len -= *out_off;
+		*out_off = 0;
+	}
+	if (out->len == 0 && out->cap > API_KEEP_CAP)
+		em_buf_free(out);
+	while (start < in->len && !backlogged(out, 0)) {
+		char *nl = memchr(in->data + start, '\n', in->len - start);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (in->data + start));
+		if (em_api_handle(st, info, in->data + start, len, out)) {
+			/* Out of memory: what follows is dropped with the client. */
+			start = in->len;
+			close = 1;
+			break;
+		}
+		start += len + 1;
+	}
+	if (start) {
+		memmove(in->data, in->data + start, in->len - start);
+		in->len -= start;
+	}
+	if (!close && in->len > EM_API_MAX_REQUEST && !memchr(in->data, '\n', in->len)) {
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+		         "{\"ok\":false,\"error\":\"request too large (more than %u bytes)\"}\n",
+		         EM_API_MAX_REQUEST);
+		em_buf_append(out, msg, strlen(msg));
+		in->len = 0;
+		close = 1;
+	}
+	if (in->len == 0 && in->cap > API_KEEP_CAP)
+		em_buf_free(in);
+	return close;
+}
+
+bool em_api_may_read(const struct em_buf *in, const struct em_buf *out, size_t out_off)
+{
+	return !backlogged(out, out_off) && in->len <= EM_API_MAX_REQUEST;
+}
+
+bool em_api_has_work(const struct em_buf *in, const struct em_buf *out, size_t out_off)
+{
+	return in->len && !backlogged(out, out_off) && memchr(in->data, '\n', in->len);
 }

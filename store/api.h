@@ -11,13 +11,19 @@
 #ifndef EM_STORE_API_H
 #define EM_STORE_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct em_store;
 
-/* Requests larger than this are refused without being read further. */
+/* Requests larger than this are refused without being read further: the
+ * client gets an error reply and is closed. */
 #define EM_API_MAX_REQUEST (16u << 20)
+/* Reply bytes a client may leave unread: past this, its further requests are
+ * neither handled nor read until it reads (the socket's own buffers hold
+ * them), so a client that only writes costs at most this plus one reply. */
+#define EM_API_MAX_BACKLOG (1u << 20)
 /* Most data-plane counters one stats reply carries. */
 #define EM_API_MAX_COUNTERS 128u
 
@@ -55,5 +61,28 @@ struct em_api_info {
  * an error reply. Returns 0, or -ENOMEM when even the reply can't be built. */
 int em_api_handle(struct em_store *st, const struct em_api_info *info, const char *req, size_t len,
                   struct em_buf *out);
+
+/* Serves one client's buffered input: handles the complete request lines at
+ * the start of <in> (removing them) and appends their replies to <out>, whose
+ * first <*out_off> bytes were already sent (they are dropped here, so <out>
+ * holds only what is still to send). Stops while the unsent replies reach
+ * EM_API_MAX_BACKLOG; the requests after that wait in <in> for a later call,
+ * made once the client has read. Returns 0, or 1 when the connection is to
+ * be closed once <out> is sent: a line longer than EM_API_MAX_REQUEST (it
+ * gets an error reply and <in> is emptied), or memory ran out. */
+int em_api_serve(struct em_store *st, const struct em_api_info *info, struct em_buf *in,
+                 struct em_buf *out, size_t *out_off);
+
+/* Whether more bytes should be read from a client in this state: false while
+ * its unsent replies are at EM_API_MAX_BACKLOG or its buffered input exceeds
+ * EM_API_MAX_REQUEST. It does not look for complete lines (that would scan a
+ * large partial request on every read): a caller that appends input serves
+ * it (em_api_serve) when the new bytes hold a newline, so lines wait in <in>
+ * only while the client is backlogged, and <in> stays bounded. */
+bool em_api_may_read(const struct em_buf *in, const struct em_buf *out, size_t out_off);
+
+/* Whether em_api_serve would handle a request now: <in> holds a complete
+ * line and the unsent replies are under EM_API_MAX_BACKLOG. */
+bool em_api_has_work(const struct em_buf *in, const struct em_buf *out, size_t out_off);
 
 #endif

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +39,13 @@ struct em_db {
 	sqlite3_stmt *del;
 	sqlite3_stmt *scan_all;
 	sqlite3_stmt *scan_type;
+	uint64_t unreadable; /* rows scans had to skip */
 	char path[PATH_MAX];
 };
+
+/* Rows named one by one in the log when a scan skips unreadable ones; the
+ * rest are counted in one line, so a broken interior page cannot flood it. */
+#define EM_DB_SKIP_LOG 10
 
 static int db_fail(struct em_db *db, const char *what)
 {
@@ -239,9 +246,197 @@ rollback:
 	return rc;
 }
 
+int em_db_delete(struct em_db *db, const char *key)
+{
+	struct em_db_op op = {.op = EM_DB_DELETE, .key = key};
+	int rc;
+
+	if (!key || !*key)
+		return -EINVAL;
+	if ((rc = em_db_apply(db, &op, 1)))
+		return rc;
+	return sqlite3_changes(db->h) > 0;
+}
+
+/* The key a scan passed last, kept to resume after damage; the buffer grows
+ * only for a longer key, so a scan allocates once or twice, not per row. */
+struct last_key {
+	char *s;
+	size_t cap;
+	bool set;
+};
+
+static void last_key_set(struct last_key *l, const char *key)
+{
+	size_t n = strlen(key) + 1;
+	if (n > l->cap) {
+		char *p = realloc(l->s, n);
+		if (!p)
+			return; /* resuming from the older key only repeats rows */
+		l->s = p;
+		l->cap = n;
+	}
+	memcpy(l->s, key, n);
+	l->set = true;
+}
+
+/* Why sqlite could not go on, with the file named: a scan logs this before
+ * it tries to carry on past the damage. */
+static void scan_error(struct em_db *db, int rc, const char *where)
+{
+	EM_ERR(MOD, "%s: reading rows %s: %s (%s)", db->path, where, sqlite3_errstr(rc),
+	       sqlite3_errmsg(db->h));
+}
+
+static void skip_row(struct em_db *db, size_t *logged, const char *key, int rc)
+{
+	db->unreadable++;
+	if ((*logged)++ < EM_DB_SKIP_LOG)
+		EM_ERR(MOD, "%s: row %s is unreadable (%s), skipped", db->path, key,
+		       sqlite3_errstr(rc));
+}
+
+/* Calls <cb> for the rows of <type> whose key sorts after <last> (all when
+ * <last> is NULL), walking the key index and fetching each row by rowid, so
+ * that a damaged table page costs only the rows stored on it, each logged by
+ * key. Returns what em_db_scan returns; -EIO when the index itself cannot be
+ * read on. <last> is updated to the last key passed. */
+static int scan_by_key(struct em_db *db, const char *type, em_db_row_cb cb, void *arg,
+                       struct last_key *last, size_t *logged)
+{
+	sqlite3_stmt *keys = NULL, *row = NULL;
+	int rc, ret = 0;
+
+	if (sqlite3_prepare_v2(db->h,
+	                       last->set ? "SELECT key, rowid FROM meta WHERE key > ?1 ORDER BY key"
+	                                 : "SELECT key, rowid FROM meta ORDER BY key",
+	                       -1, &keys, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db->h, "SELECT type, value FROM meta WHERE rowid = ?1", -1, &row,
+	                       NULL) != SQLITE_OK) {
+		ret = db_fail(db, "scan by key");
+		goto out;
+	}
+	if (last->set && sqlite3_bind_text(keys, 1, last->s, -1, SQLITE_TRANSIENT) != SQLITE_OK) {
+		ret = db_fail(db, "scan by key");
+		goto out;
+	}
+	while ((rc = sqlite3_step(keys)) == SQLITE_ROW) {
+		const unsigned char *k = sqlite3_column_text(keys, 0);
+		const char *key = k ? (const char *)k : "";
+		int r;
+
+		sqlite3_bind_int64(row, 1, sqlite3_column_int64(keys, 1));
+		r = sqlite3_step(row);
+		if (r == SQLITE_ROW) {
+			const unsigned char *t = sqlite3_column_text(row, 0);
+			const unsigned char *v = sqlite3_column_text(row, 1);
+			const char *ts = t ? (const char *)t : "";
+			if (!type || strcmp(ts, type) == 0)
+				ret = cb(arg, key, ts, v ? (const char *)v : "");
+		} else if (r != SQLITE_DONE) {
+			skip_row(db, logged, key, r);
+		}
+		sqlite3_reset(row);
+		if (ret)
+			break;
+		last_key_set(last, key);
+	}
+	if (!ret && rc != SQLITE_DONE) {
+		scan_error(db, rc, "by the key index");
+		ret = -EIO;
+	}
+out:
+	sqlite3_finalize(keys);
+	sqlite3_finalize(row);
+	return ret;
+}
+
+/* Probes whether reading rows after rowid <after> gets past the damage. */
+static bool rowid_readable_after(sqlite3_stmt *probe, sqlite3_int64 after)
+{
+	int rc;
+	sqlite3_bind_int64(probe, 1, after);
+	rc = sqlite3_step(probe);
+	sqlite3_reset(probe);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE;
+}
+
+/* The last resort when the key index is damaged: rows in rowid order, the
+ * ones whose key sorts after <last> only (the key walk passed the others).
+ * A run of rowids that cannot be read (one damaged page) is stepped over: the
+ * smallest rowid after which reading works again is searched for. */
+static int scan_by_rowid(struct em_db *db, const char *type, em_db_row_cb cb, void *arg,
+                         const struct last_key *last, size_t *logged)
+{
+	sqlite3_stmt *rows = NULL, *probe = NULL;
+	sqlite3_int64 after = INT64_MIN;
+	int rc, ret = 0;
+
+	if (sqlite3_prepare_v2(db->h,
+	                       "SELECT rowid, key, type, value FROM meta WHERE rowid > ?1 "
+	                       "ORDER BY rowid",
+	                       -1, &rows, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db->h,
+	                       "SELECT rowid FROM meta WHERE rowid > ?1 ORDER BY rowid LIMIT 1", -1,
+	                       &probe, NULL) != SQLITE_OK) {
+		ret = db_fail(db, "scan by rowid");
+		goto out;
+	}
+	/* Each turn either reaches the end or steps over one damaged run; the
+	 * count bounds a file damaged everywhere. */
+	for (int turn = 0; turn < 4096; turn++) {
+		sqlite3_bind_int64(rows, 1, after);
+		while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+			const unsigned char *k = sqlite3_column_text(rows, 1);
+			const unsigned char *t = sqlite3_column_text(rows, 2);
+			const unsigned char *v = sqlite3_column_text(rows, 3);
+			const char *key = k ? (const char *)k : "", *ts = t ? (const char *)t : "";
+			after = sqlite3_column_int64(rows, 0);
+			if ((!last->set || strcmp(key, last->s) > 0) &&
+			    (!type || strcmp(ts, type) == 0))
+				if ((ret = cb(arg, key, ts, v ? (const char *)v : "")))
+					break;
+		}
+		sqlite3_reset(rows);
+		if (ret || rc == SQLITE_DONE)
+			goto out;
+		/* Exponential then binary search for the first readable rowid. */
+		sqlite3_int64 bad = after, step = 1, good;
+		for (;;) {
+			good = bad > INT64_MAX - step ? INT64_MAX : bad + step;
+			if (good == INT64_MAX || rowid_readable_after(probe, good))
+				break;
+			bad = good;
+			step = step > INT64_MAX / 2 ? INT64_MAX : step * 2;
+		}
+		while ((uint64_t)good - (uint64_t)bad > 1) {
+			sqlite3_int64 mid =
+			        bad + (sqlite3_int64)(((uint64_t)good - (uint64_t)bad) / 2);
+			if (rowid_readable_after(probe, mid))
+				good = mid;
+			else
+				bad = mid;
+		}
+		char what[80];
+		snprintf(what, sizeof(what), "rowid %lld to %lld", (long long)after + 1,
+		         (long long)good);
+		skip_row(db, logged, what, rc);
+		if (good == INT64_MAX)
+			goto out;
+		after = good;
+	}
+	ret = -EIO;
+out:
+	sqlite3_finalize(rows);
+	sqlite3_finalize(probe);
+	return ret;
+}
+
 int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg)
 {
 	sqlite3_stmt *st = type ? db->scan_type : db->scan_all;
+	struct last_key last = {0};
+	size_t logged = 0;
 	int rc, ret = 0;
 
 	if (type && sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC) != SQLITE_OK)
@@ -255,33 +450,70 @@ int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg)
 		         v ? (const char *)v : "");
 		if (ret)
 			break;
+		last_key_set(&last, k ? (const char *)k : "");
 	}
-	if (!ret && rc != SQLITE_DONE)
-		ret = db_fail(db, "scan");
+	if (!ret && rc != SQLITE_DONE) {
+		/* A damaged page (SQLITE_CORRUPT) or a read error: carry on past
+		 * it, so one bad page costs its rows and not the whole table. */
+		scan_error(db, rc, "in key order");
+		sqlite3_reset(st);
+		ret = scan_by_key(db, type, cb, arg, &last, &logged);
+		if (ret == -EIO)
+			ret = scan_by_rowid(db, type, cb, arg, &last, &logged);
+		if (logged > EM_DB_SKIP_LOG)
+			EM_ERR(MOD, "%s: %zu unreadable rows or runs skipped in all", db->path,
+			       logged);
+		if (ret == 0)
+			EM_WARN(MOD,
+			        "%s: the readable rows were read; the file is left as it is "
+			        "(sqlite3 %s .recover makes a repaired copy)",
+			        db->path, db->path);
+	}
+	free(last.s);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return ret;
 }
 
-int em_db_check(struct em_db *db)
+uint64_t em_db_unreadable(const struct em_db *db)
+{
+	return db->unreadable;
+}
+
+/* Runs a check pragma; returns the number of problem lines, each of the
+ * first EM_DB_SKIP_LOG logged, or -EIO when it cannot run (or stops before
+ * naming any). */
+static int db_check(struct em_db *db, const char *pragma)
 {
 	sqlite3_stmt *st;
-	int rc, rows = 0, ok = 0;
+	int rc, problems = 0;
 
-	if (sqlite3_prepare_v2(db->h, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK)
-		return db_fail(db, "integrity_check");
+	if (sqlite3_prepare_v2(db->h, pragma, -1, &st, NULL) != SQLITE_OK)
+		return db_fail(db, pragma);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const unsigned char *t = sqlite3_column_text(st, 0);
-		rows++;
 		if (t && strcmp((const char *)t, "ok") == 0)
-			ok = 1;
-		else
-			EM_ERR(MOD, "%s: integrity_check: %s", db->path, t ? (const char *)t : "?");
+			continue;
+		if (problems++ < EM_DB_SKIP_LOG)
+			EM_ERR(MOD, "%s: %s: %s", db->path, pragma, t ? (const char *)t : "?");
 	}
 	if (rc != SQLITE_DONE) {
+		/* The check stops at damage it cannot walk past: that is a problem
+		 * found too. */
+		EM_ERR(MOD, "%s: %s stopped: %s", db->path, pragma, sqlite3_errmsg(db->h));
 		sqlite3_finalize(st);
-		return db_fail(db, "integrity_check");
+		return problems ? problems : -EIO;
 	}
 	sqlite3_finalize(st);
-	return rows == 1 && ok ? 0 : -EIO;
+	return problems;
+}
+
+int em_db_quick_check(struct em_db *db)
+{
+	return db_check(db, "PRAGMA quick_check");
+}
+
+int em_db_check(struct em_db *db)
+{
+	return db_check(db, "PRAGMA integrity_check") == 0 ? 0 : -EIO;
 }

@@ -8,6 +8,7 @@
 #define EM_STORE_DB_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct em_db;
 
@@ -33,12 +34,32 @@ struct em_db_op {
  * or an upsert without type or value, fails the batch with -EINVAL (logged). */
 int em_db_apply(struct em_db *db, const struct em_db_op *ops, size_t n);
 
+/* Deletes the row of <key> whatever its type or value, in a transaction of
+ * its own. Returns 1 when a row was removed, 0 when there was none, -EINVAL
+ * for an empty key, -EIO (logged) when sqlite fails. */
+int em_db_delete(struct em_db *db, const char *key);
+
 /* Calls <cb> for each row whose type is <type> (every row when NULL), in key
- * order. A non-zero return from <cb> stops the scan and is returned; -EIO on
- * a read error. The strings passed to <cb> live only for that call (NULL
- * columns are passed as ""); <cb> must not call back into <db>. */
+ * order. A non-zero return from <cb> stops the scan and is returned. The
+ * strings passed to <cb> live only for that call (NULL columns are passed as
+ * ""); <cb> must not call back into <db>.
+ *
+ * A read error (a damaged page: SQLITE_CORRUPT, or an I/O error) does not end
+ * the scan: it is logged with the file, the scan resumes after the last row
+ * passed, and the rows that cannot be read are skipped, each logged with its
+ * key (counted by em_db_unreadable). Returns 0 then; -EIO only when nothing
+ * past the damage could be reached. When the key index itself is damaged,
+ * the rows after it come in rowid order. Nothing is ever written back. */
 typedef int (*em_db_row_cb)(void *arg, const char *key, const char *type, const char *value);
 int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg);
+
+/* Rows (or runs of rowids) that scans of <db> skipped as unreadable so far. */
+uint64_t em_db_unreadable(const struct em_db *db);
+
+/* Runs PRAGMA quick_check and logs each problem it reports (the first few)
+ * with the file. Returns the number of problems (0: none), or -EIO when the
+ * check cannot run. Writes nothing. */
+int em_db_quick_check(struct em_db *db);
 
 /* Runs PRAGMA integrity_check. Returns 0 when "ok", else -EIO. */
 int em_db_check(struct em_db *db);

@@ -29,6 +29,7 @@ struct em_store {
 	uint64_t generation;
 	uint64_t last_build_ns;
 	uint64_t skipped;
+	uint64_t unreadable; /* rows or rowid runs a damaged file kept from the load */
 	const struct em_k8s_object **scratch; /* builder input, reused */
 	size_t scratch_cap;
 	struct em_cidr *service_cidrs; /* endpoint addresses refused at apply */
@@ -170,7 +171,6 @@ static int republish(struct em_store *st)
 
 struct load_ctx {
 	struct em_store *st;
-	int kind;
 	int rc;
 };
 
@@ -179,9 +179,14 @@ static int load_row(void *arg, const char *key, const char *type, const char *va
 	struct load_ctx *lc = arg;
 	struct em_k8s_object *obj;
 	char err[256];
-	EM_UNUSED(type);
+	int kind = -1;
 
-	if (em_k8s_decode(value, strlen(value), lc->kind, &obj, err, sizeof(err))) {
+	for (int k = 0; k < EM_KIND__COUNT && kind < 0; k++)
+		if (strcmp(type, em_kind_type(k)) == 0)
+			kind = k;
+	if (kind < 0)
+		return 0; /* another program's row (an edgecore database holds many) */
+	if (em_k8s_decode(value, strlen(value), kind, &obj, err, sizeof(err))) {
 		EM_WARN("store", "skipping malformed object %s: %s", key, err);
 		lc->st->skipped++;
 		return 0;
@@ -198,7 +203,8 @@ int em_store_open(const char *data_dir, const char *local_node, struct em_store 
 {
 	char path[PATH_MAX];
 	struct em_store *st = calloc(1, sizeof(*st));
-	int rc;
+	struct load_ctx lc = {.st = st};
+	int rc, problems;
 
 	if (!st)
 		return -ENOMEM;
@@ -213,18 +219,33 @@ int em_store_open(const char *data_dir, const char *local_node, struct em_store 
 	}
 	if ((rc = em_db_open(path, &st->db)))
 		goto fail;
-	for (int k = 0; k < EM_KIND__COUNT; k++) {
-		struct load_ctx lc = {.st = st, .kind = k};
-		rc = em_db_scan(st->db, em_kind_type(k), load_row, &lc);
-		if (lc.rc || rc < 0) {
-			rc = lc.rc ? lc.rc : rc;
-			goto fail;
-		}
+	/* A damaged file is reported, then whatever can be read is served: an
+	 * edge node without its cloud has no better copy. The file is never
+	 * rewritten or removed here; repairing it is the operator's call. */
+	problems = em_db_quick_check(st->db);
+	if (problems)
+		EM_ERR("store",
+		       "%s is damaged (%s); loading the rows that can be read, leaving the "
+		       "file as it is",
+		       path, problems < 0 ? "the check stopped" : "see the lines above");
+	rc = em_db_scan(st->db, NULL, load_row, &lc);
+	if (lc.rc) {
+		rc = lc.rc;
+		goto fail;
 	}
+	if (rc < 0)
+		EM_ERR("store",
+		       "%s: rows after the damage could not be reached; serving what was "
+		       "read",
+		       path);
+	st->unreadable = em_db_unreadable(st->db);
 	if ((rc = republish(st)))
 		goto fail;
-	EM_INFO("store", "loaded %zu objects from %s (%zu services, %llu malformed skipped)",
-	        st->live, path, st->per_kind[EM_KIND_SERVICE], (unsigned long long)st->skipped);
+	EM_INFO("store",
+	        "loaded %zu objects from %s (%zu services, %llu malformed skipped, %llu "
+	        "unreadable skipped)",
+	        st->live, path, st->per_kind[EM_KIND_SERVICE], (unsigned long long)st->skipped,
+	        (unsigned long long)st->unreadable);
 	*out = st;
 	return 0;
 fail:
@@ -352,15 +373,16 @@ out:
 int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name)
 {
 	char key[600];
-	struct em_db_op op = {.op = EM_DB_DELETE, .key = key};
+	int rc;
 
 	if (em_k8s_key(kind, ns, name, key, sizeof(key)) < 0)
 		return 0;
-	if (!cache_has(st, key))
-		return 0;
-	if (em_db_apply(st->db, &op, 1))
+	/* The row goes even when it is not in memory: one that did not decode
+	 * at load (skipped, logged) can only be removed this way. */
+	if ((rc = em_db_delete(st->db, key)) < 0)
 		return -EIO;
-	cache_del(st, key);
+	if (!cache_del(st, key))
+		return rc;
 	if (republish(st))
 		return -ENOMEM;
 	return 1;
@@ -412,4 +434,5 @@ void em_store_stats(const struct em_store *st, struct em_store_stats *out)
 	out->table_bytes = t ? em_table_bytes(t) : 0;
 	out->last_build_ns = st->last_build_ns;
 	out->skipped = st->skipped;
+	out->unreadable = st->unreadable;
 }

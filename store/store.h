@@ -15,8 +15,11 @@ struct em_store;
 
 /* Opens <data_dir>/edgemesh.db (created if missing), loads every row of a
  * stored kind (a malformed row is skipped with a log line naming its key) and
- * publishes the first snapshot. <local_node> names this node. Returns 0 or
- * -errno (logged). */
+ * publishes the first snapshot. <local_node> names this node. A damaged file
+ * (PRAGMA quick_check, or a read error while loading) is logged with its path
+ * and what was skipped, and the readable rows still load; the file is not
+ * written. Returns 0 or -errno (logged): the file cannot be opened at all, or
+ * memory ran out. */
 int em_store_open(const char *data_dir, const char *local_node, struct em_store **out);
 void em_store_close(struct em_store *st);
 
@@ -35,7 +38,9 @@ int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs,
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
                    size_t errlen);
 
-/* Deletes one object. Returns 1 when it existed, 0 when not, -EIO. */
+/* Deletes one object, from the database and from memory. A row that is in
+ * the database but was skipped at load (malformed) is deleted too. Returns 1
+ * when it existed in either, 0 when not, -EIO (logged) when sqlite fails. */
 int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name);
 
 /* Calls <cb> with the compact JSON of each object of <kind> in namespace <ns>
@@ -52,6 +57,7 @@ struct em_store_stats {
 	size_t table_bytes;
 	uint64_t last_build_ns; /* time to build the last snapshot */
 	uint64_t skipped;       /* malformed rows skipped at load */
+	uint64_t unreadable;    /* rows (or rowid runs) of damaged pages skipped at load */
 };
 void em_store_stats(const struct em_store *st, struct em_store_stats *out);
 

@@ -123,42 +123,24 @@ static void handle_input(struct em_sync *s, struct client *c)
 	                           .reload_failures = atomic_load(&s->reload_failures),
 	                           .counters = locked_counters,
 	                           .counters_ctx = s};
-	size_t start = 0;
 
-	while (start < c->in.len) {
-		char *nl = memchr(c->in.data + start, '\n', c->in.len - start);
-		if (!nl)
-			break;
-		size_t len = (size_t)(nl - (c->in.data + start));
-		if (em_api_handle(s->store, &info, c->in.data + start, len, &c->out)) {
-			c->closing = true;
-			break;
-		}
-		start += len + 1;
-	}
-	if (start) {
-		memmove(c->in.data, c->in.data + start, c->in.len - start);
-		c->in.len -= start;
-	}
-	if (c->in.len > EM_API_MAX_REQUEST) {
-		static const char msg[] = "{\"ok\":false,\"error\":\"request too large\"}\n";
-		em_buf_append(&c->out, msg, sizeof(msg) - 1);
-		c->in.len = 0;
+	if (em_api_serve(s->store, &info, &c->in, &c->out, &c->out_off))
 		c->closing = true;
-	}
 }
 
-/* Returns false when the client is to be closed now. */
+/* Returns false when the client is to be closed now. Requests are served as
+ * they arrive, and reading stops while the client leaves its replies unread
+ * (em_api_may_read), so neither buffer grows past its bound. */
 static bool client_read(struct em_sync *s, struct client *c)
 {
 	char buf[65536];
-	for (;;) {
+	while (!c->closing && em_api_may_read(&c->in, &c->out, c->out_off)) {
 		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
 		if (n > 0) {
 			if (em_buf_append(&c->in, buf, (size_t)n))
 				return false;
-			if (c->in.len > EM_API_MAX_REQUEST)
-				break;
+			if (memchr(buf, '\n', (size_t)n) || c->in.len > EM_API_MAX_REQUEST)
+				handle_input(s, c);
 			continue;
 		}
 		if (n == 0) {
@@ -173,7 +155,6 @@ static bool client_read(struct em_sync *s, struct client *c)
 			continue;
 		return false;
 	}
-	handle_input(s, c);
 	return true;
 }
 
@@ -193,7 +174,7 @@ static bool client_write(struct client *c)
 		return false;
 	}
 	c->out.len = c->out_off = 0;
-	return !c->closing;
+	return true;
 }
 
 static void accept_clients(struct em_sync *s)
@@ -223,8 +204,12 @@ static void *sync_main(void *arg)
 		                           .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
-			short ev = c->closing ? 0 : POLLIN;
-			if (c->out.len > c->out_off)
+			short ev = c->closing || !em_api_may_read(&c->in, &c->out, c->out_off)
+			                   ? 0
+			                   : POLLIN;
+			/* Held-back requests: a writable socket is the cue to serve
+			 * them (the replies before them have left). */
+			if (c->out.len > c->out_off || em_api_has_work(&c->in, &c->out, c->out_off))
 				ev |= POLLOUT;
 			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 		}
@@ -250,7 +235,14 @@ static void *sync_main(void *arg)
 				keep = client_read(s, c);
 			if (keep && c->out.len > c->out_off)
 				keep = client_write(c);
-			else if (keep && c->closing)
+			/* Requests held back while the replies were unread. */
+			if (keep && em_api_has_work(&c->in, &c->out, c->out_off)) {
+				handle_input(s, c);
+				if (c->out.len > c->out_off)
+					keep = client_write(c);
+			}
+			if (keep && c->closing && c->out.len == c->out_off &&
+			    !em_api_has_work(&c->in, &c->out, c->out_off))
 				keep = false;
 			if (re)
 				c->deadline = now + CLIENT_IDLE_MS;

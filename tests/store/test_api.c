@@ -10,7 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "proto/em.h"
 #include "store/config.h"
+#include "store/store.h"
 #include "store/sync.h"
 #include "store/table.h"
 
@@ -341,4 +343,71 @@ Test(api, stats_reports_data_plane_counters, .init = start, .fini = stop, .timeo
 	r = rpc("{\"op\":\"stats\"}");
 	cr_assert(!strstr(r, "\"engine\""), "source removed: %s", r);
 	cr_assert_eq(fake_calls, calls, "a removed source is not called");
+}
+
+/* The request loop on its own, as the sync thread drives it: a client that
+ * pipelines list requests and reads nothing is served only until 1 MiB of
+ * replies waits, is not to be read meanwhile, and gets the rest of its
+ * replies, one per request, as it reads. */
+Test(api, serve_pauses_at_the_reply_backlog, .timeout = 60)
+{
+	char tmp[] = "/tmp/em-api-serve-XXXXXX", cmd[96], req[160];
+	struct em_store *st;
+	struct em_buf in = {0}, out = {0};
+	size_t out_off = 0, replies = 0;
+	const size_t n_req = 20000;
+
+	cr_assert_not_null(mkdtemp(tmp));
+	em_table_init();
+	cr_assert_eq(em_store_open(tmp, "n1", &st), 0);
+	char apply[512];
+	struct em_buf scratch = {0};
+	snprintf(apply, sizeof(apply), "{\"op\":\"apply\",\"object\":%s}", svc_web);
+	cr_assert_eq(em_api_handle(st, NULL, apply, strlen(apply), &scratch), 0);
+	cr_assert_not_null(strstr(scratch.data, "\"ok\":true"), "%s", scratch.data);
+	em_buf_free(&scratch);
+	snprintf(req, sizeof(req), "{\"op\":\"list\",\"kind\":\"service\"}\n");
+	for (size_t i = 0; i < n_req; i++)
+		cr_assert_eq(em_buf_append(&in, req, strlen(req)), 0);
+
+	cr_assert_eq(em_api_serve(st, NULL, &in, &out, &out_off), 0);
+	cr_assert_geq(out.len, EM_API_MAX_BACKLOG, "served up to the backlog");
+	cr_assert_lt(out.len, EM_API_MAX_BACKLOG + 4096, "and stopped there (%zu bytes)", out.len);
+	cr_assert_gt(in.len, 0, "later requests wait");
+	cr_assert(!em_api_may_read(&in, &out, out_off), "a backlogged client is not read");
+	cr_assert(!em_api_has_work(&in, &out, out_off));
+
+	/* The client reads a little at a time; every reply arrives whole. */
+	for (int turn = 0; turn < 100000 && (out.len > out_off || in.len); turn++) {
+		size_t take = EM_MIN(out.len - out_off, (size_t)300000);
+		for (size_t i = out_off; i < out_off + take; i++)
+			replies += out.data[i] == '\n';
+		out_off += take;
+		cr_assert_leq(out.len - out_off, (size_t)EM_API_MAX_BACKLOG + 4096);
+		if (em_api_has_work(&in, &out, out_off))
+			cr_assert_eq(em_api_serve(st, NULL, &in, &out, &out_off), 0);
+		cr_assert_leq(out.cap, (size_t)4 * EM_API_MAX_BACKLOG,
+		              "the reply buffer stays bounded");
+	}
+	cr_assert_eq(replies, n_req, "one reply per request (%zu)", replies);
+	cr_assert(em_api_may_read(&in, &out, out_off), "drained: read again");
+
+	/* A line over the limit: an error reply, and the connection is to close. */
+	em_buf_free(&in);
+	char *big = malloc(EM_API_MAX_REQUEST + 2);
+	cr_assert_not_null(big);
+	memset(big, 'x', EM_API_MAX_REQUEST + 1);
+	cr_assert_eq(em_buf_append(&in, big, EM_API_MAX_REQUEST + 1), 0);
+	free(big);
+	cr_assert(!em_api_may_read(&in, &out, out_off));
+	cr_assert_eq(em_api_serve(st, NULL, &in, &out, &out_off), 1);
+	cr_assert_eq(in.len, 0);
+	cr_assert_not_null(strstr(out.data, "request too large"));
+
+	em_buf_free(&in);
+	em_buf_free(&out);
+	em_store_close(st);
+	em_table_shutdown();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+	cr_assert_eq(system(cmd), 0);
 }

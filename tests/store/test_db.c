@@ -398,3 +398,101 @@ Test(db, check_ok)
 	cr_assert_eq(em_db_check(db), 0);
 	em_db_close(db);
 }
+
+Test(db, delete_reports_whether_a_row_went)
+{
+	struct em_db *db;
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	raw_exec(tdb.path, "INSERT INTO meta VALUES ('default/service/bad', 'service', '{')");
+	cr_assert_eq(em_db_delete(db, "default/service/bad"), 1);
+	cr_assert_eq(em_db_delete(db, "default/service/bad"), 0);
+	cr_assert_eq(em_db_delete(db, ""), -EINVAL);
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM meta"), 0);
+	em_db_close(db);
+}
+
+/* 600 rows of about 300 bytes: a few dozen table leaf pages. */
+static void seed_many(void)
+{
+	raw_exec(tdb.path,
+	         "PRAGMA journal_mode=WAL;"
+	         "CREATE TABLE meta(key TEXT PRIMARY KEY, type TEXT, value TEXT);"
+	         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 599)"
+	         " INSERT INTO meta SELECT printf('default/service/s%04d', i), 'service',"
+	         " printf('{\"n\":%d,\"pad\":\"%.300c\"}', i, 'x') FROM n;"
+	         "PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+/* Zeroes the <nth> leaf page of b-tree <tree>; returns its cell count. */
+static int zero_leaf(const char *tree, int nth)
+{
+	char sql[256];
+	int page, cells, psize = raw_count(tdb.path, "PRAGMA page_size");
+	snprintf(sql, sizeof(sql),
+	         "SELECT pageno FROM dbstat WHERE name = '%s' AND pagetype = 'leaf' ORDER BY "
+	         "pageno LIMIT 1 OFFSET %d",
+	         tree, nth);
+	page = raw_count(tdb.path, sql);
+	snprintf(sql, sizeof(sql), "SELECT ncell FROM dbstat WHERE pageno = %d", page);
+	cells = raw_count(tdb.path, sql);
+	cr_assert_gt(page, 1, "no leaf page %d of %s", nth, tree);
+	cr_assert_gt(cells, 0);
+	FILE *f = fopen(tdb.path, "r+b");
+	char zero[65536] = {0};
+	cr_assert_not_null(f);
+	cr_assert_eq(fseek(f, (long)(page - 1) * psize, SEEK_SET), 0);
+	cr_assert_eq(fwrite(zero, 1, (size_t)psize, f), (size_t)psize);
+	fclose(f);
+	return cells;
+}
+
+struct count {
+	size_t n;
+	char last[64];
+	bool ordered;
+};
+
+static int count_rows(void *arg, const char *key, const char *type, const char *value)
+{
+	struct count *c = arg;
+	(void)type;
+	(void)value;
+	if (c->n && strcmp(key, c->last) <= 0)
+		c->ordered = false;
+	snprintf(c->last, sizeof(c->last), "%s", key);
+	c->n++;
+	return 0;
+}
+
+Test(db, scan_skips_a_damaged_table_page)
+{
+	struct em_db *db;
+	struct count c = {.ordered = true};
+	int lost;
+
+	seed_many();
+	lost = zero_leaf("meta", 10);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	cr_assert_gt(em_db_quick_check(db), 0);
+	cr_assert_eq(em_db_scan(db, "service", count_rows, &c), 0);
+	cr_assert_eq(c.n, 600u - (size_t)lost, "read %zu of %d", c.n, 600 - lost);
+	cr_assert(c.ordered, "rows still come in key order");
+	cr_assert_eq(em_db_unreadable(db), (uint64_t)lost);
+	c = (struct count){.ordered = true};
+	cr_assert_eq(em_db_scan(db, NULL, count_rows, &c), 0);
+	cr_assert_eq(c.n, 600u - (size_t)lost);
+	em_db_close(db);
+}
+
+Test(db, scan_gets_past_a_damaged_index_page)
+{
+	struct em_db *db;
+	struct count c = {.ordered = true};
+
+	seed_many();
+	zero_leaf("sqlite_autoindex_meta_1", 2);
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	cr_assert_eq(em_db_scan(db, "service", count_rows, &c), 0);
+	cr_assert_eq(c.n, 600u, "every row of the intact table is read (got %zu)", c.n);
+	em_db_close(db);
+}
