@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #define ROWS_PER_BATCH 6
 #define KILLS          15
 #define MAX_DELAY_MS   30
+#define FIRST_ACK_MS   5000 /* bound on the wait for a child's first ack */
 #define MAX_BATCHES    2000000
 
 static struct tmpdb tdb;
@@ -150,7 +152,13 @@ Test(db_crash, sigkill_keeps_acknowledged_batches)
 		}
 		close(fds[1]);
 
-		uint64_t deadline = em_now_ms() + (uint64_t)(rand() % (MAX_DELAY_MS + 1));
+		/* Odd rounds start the kill delay at the child's first ack, so that
+		 * a loaded machine (a slow fork, a slow first commit) still gives
+		 * rounds that kill a child in the middle of acknowledged work; even
+		 * rounds count from the fork and may kill it before any commit. */
+		uint64_t delay = (uint64_t)(rand() % (MAX_DELAY_MS + 1));
+		bool wait_first = k & 1;
+		uint64_t deadline = em_now_ms() + (wait_first ? FIRST_ACK_MS : delay);
 		for (;;) {
 			uint64_t now = em_now_ms();
 			struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
@@ -165,6 +173,10 @@ Test(db_crash, sigkill_keeps_acknowledged_batches)
 			cr_assert_eq(b, acked + 1, "ack %u out of order after %u", b, acked);
 			acked = b;
 			round_acks++;
+			if (wait_first) {
+				wait_first = false;
+				deadline = em_now_ms() + delay;
+			}
 		}
 		cr_assert_eq(kill(pid, SIGKILL), 0);
 		cr_assert_eq(waitpid(pid, &status, 0), pid);
