@@ -69,12 +69,12 @@ static size_t stored(enum em_kind kind)
 }
 
 #define EP(name, ip)                                                                               \
-	"{\"kind\":\"Endpoints\",\"metadata\":{\"name\":\"" name "\",\"namespace\":\"shop\"},"   \
+	"{\"kind\":\"Endpoints\",\"metadata\":{\"name\":\"" name "\",\"namespace\":\"shop\"},"     \
 	"\"subsets\":[{\"addresses\":[{\"ip\":\"10.1.0.5\"}],\"notReadyAddresses\":[{\"ip\":\"" ip \
 	"\"}],\"ports\":[{\"port\":8080}]}]}"
 #define SLICE(name, type, ip)                                                                      \
 	"{\"kind\":\"EndpointSlice\",\"metadata\":{\"name\":\"" name "\",\"namespace\":\"shop\","  \
-	"\"labels\":{\"kubernetes.io/service-name\":\"web\"}},\"addressType\":\"" type "\","        \
+	"\"labels\":{\"kubernetes.io/service-name\":\"web\"}},\"addressType\":\"" type "\","       \
 	"\"endpoints\":[{\"addresses\":[\"" ip "\"]}],\"ports\":[{\"port\":8080}]}"
 
 static void refused(const char *json, const char *want)
@@ -99,7 +99,8 @@ Test(store, endpoint_addresses_that_are_no_endpoints)
 	        "items[0] Endpoints shop/web: subsets[0].notReadyAddresses[0].ip: :: is the "
 	        "unspecified address; expected a pod or host address");
 	refused("[" EP("web", "::ffff:0.0.0.0") "]",
-	        "items[0] Endpoints shop/web: subsets[0].notReadyAddresses[0].ip: ::ffff:0.0.0.0 is "
+	        "items[0] Endpoints shop/web: subsets[0].notReadyAddresses[0].ip: ::ffff:0.0.0.0 "
+	        "is "
 	        "the unspecified address; expected a pod or host address");
 	refused("[" SLICE("web-a", "IPv6", "ff02::1") "]",
 	        "items[0] EndpointSlice shop/web-a: endpoints[0].addresses[0]: ff02::1 is a "
@@ -139,10 +140,10 @@ Test(store, endpoint_inside_service_ranges)
 	cr_expect_eq(stored(EM_KIND_ENDPOINTSLICE), 0);
 
 	/* Just outside the range is fine. */
-	cr_expect_eq(apply("[" EP("good", "10.112.0.1") "," SLICE("web-b", "IPv4", "10.95.255.255")
-	                   "]",
-	                   err, sizeof(err)),
-	             0, "%s", err);
+	cr_expect_eq(
+	        apply("[" EP("good", "10.112.0.1") "," SLICE("web-b", "IPv4", "10.95.255.255") "]",
+	              err, sizeof(err)),
+	        0, "%s", err);
 	cr_expect_eq(stored(EM_KIND_ENDPOINTS), 2);
 	cr_expect_eq(stored(EM_KIND_ENDPOINTSLICE), 1);
 
@@ -173,10 +174,11 @@ Test(store, api_socket_over_a_file_is_refused)
 	cr_expect(strstr(err, "api_socket: ") != NULL && strstr(err, "is a regular file"), "%s",
 	          err);
 	/* ...and binding refuses it too, should the file appear after the check. */
-	snprintf(text, sizeof(text),
-	         "{\"role\":\"edge\",\"node_name\":\"n1\",\"data_dir\":\"%s\",\"api_socket\":\"%s\","
-	         "\"workers\":1,\"log_level\":\"error\",\"tunnel\":{\"listen\":\"\"}}",
-	         db.dir, db.path);
+	snprintf(
+	        text, sizeof(text),
+	        "{\"role\":\"edge\",\"node_name\":\"n1\",\"data_dir\":\"%s\",\"api_socket\":\"%s\","
+	        "\"workers\":1,\"log_level\":\"error\",\"tunnel\":{\"listen\":\"\"}}",
+	        db.dir, db.path);
 	cr_assert_eq(em_config_parse(path, text, strlen(text), &cfg, err, sizeof(err)), 0, "%s",
 	             err);
 	em_store_close(st);
