@@ -731,11 +731,12 @@ static int finish(struct pctx *c)
 	}
 
 	if (strcmp(cfg->tunnel.cluster_key, EM_CONFIG_PLACEHOLDER_KEY) == 0)
-		return fail_at(c, "tunnel.cluster_key",
-		               "the placeholder key shipped with edgemesh is public and is refused; "
-		               "expected a secret of at least %d bytes shared by the cluster's "
-		               "nodes: " EM_CONFIG_KEY_HOWTO,
-		               EM_CONFIG_KEY_MIN);
+		return fail_at(
+		        c, "tunnel.cluster_key",
+		        "the placeholder key shipped with edgemesh is public and is refused; "
+		        "expected a secret of at least %d bytes shared by the cluster's "
+		        "nodes: " EM_CONFIG_KEY_HOWTO,
+		        EM_CONFIG_KEY_MIN);
 	if (cfg->tunnel.cluster_key[0] && strlen(cfg->tunnel.cluster_key) < EM_CONFIG_KEY_MIN)
 		return fail_at(c, "tunnel.cluster_key",
 		               "expected at least %d bytes, got %zu: " EM_CONFIG_KEY_HOWTO,

@@ -288,7 +288,8 @@ static int bind_socket(const char *path)
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			close(fd);
-			EM_ERR("api", "%s: exists and is not a socket; refusing to replace it", path);
+			EM_ERR("api", "%s: exists and is not a socket; refusing to replace it",
+			       path);
 			return -EEXIST;
 		}
 		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

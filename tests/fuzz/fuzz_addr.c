@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	if (em_cidr_parse(s, &c) == 0) {
-		if (c.prefix > (c.addr.family == AF_INET ? 32 : 128) || !em_cidr_contains(&c, &c.addr))
+		if (c.prefix > (c.addr.family == AF_INET ? 32 : 128) ||
+		    !em_cidr_contains(&c, &c.addr))
 			abort();
 		round_trip(&c.addr, false);
 	}

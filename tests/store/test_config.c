@@ -16,8 +16,8 @@ TestSuite(config, .timeout = 30);
 
 #define NAME "conf/edge.json"
 /* Keys must be at least 32 bytes. */
-#define K32  "k0123456789abcdef0123456789abcde"
-#define KEY  "'tunnel':{'cluster_key':'" K32 "'}"
+#define K32 "k0123456789abcdef0123456789abcde"
+#define KEY "'tunnel':{'cluster_key':'" K32 "'}"
 /* The smallest valid edge config, as a prefix for the cases below. */
 #define BASE "{'role':'edge','node_name':'n1'," KEY
 
@@ -361,7 +361,8 @@ Test(config, tunnel_cloud_timeout_errors)
 	             ": tunnel.cluster_key: expected non-empty string when cloud.address is set");
 	expect_error(BASE ",'tunnel':{'listen':'0.0.0.0'}}", NAME ": tunnel: duplicate key");
 	expect_error(
-	        "{'role':'edge','node_name':'n1','tunnel':{'listen':'0.0.0.0','cluster_key':'" K32 "'}}",
+	        "{'role':'edge','node_name':'n1','tunnel':{'listen':'0.0.0.0','cluster_key':'" K32
+	        "'}}",
 	        NAME ": tunnel.listen: expected \"ip:port\", \"[ip]:port\" or \"\" (off)");
 	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':5}}",
 	             NAME ": tunnel.cluster_key: expected string of at most 255 bytes");
@@ -508,7 +509,8 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY ",'capture':{'exclude_cidrs':['10.96.0.1/32']}",
 	        "capture.exclude_cidrs");
 	restart("," KEY, "," KEY ",'capture':{'exclude_ports':[22]}", "capture.exclude_ports");
-	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'" K32 "'}", "tunnel.listen");
+	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'" K32 "'}",
+	        "tunnel.listen");
 	restart("," KEY, ",'tunnel':{'listen':''}", "tunnel.listen");
 }
 
@@ -633,7 +635,8 @@ Test(config, service_cidrs_too_wide)
 	                  "cluster's service range (e.g. \"10.96.0.0/12\")");
 	em_config_free(parse_ok(CAP("'10.0.0.0/8','fd00::/32'")));
 	/* With capture off the ranges capture nothing and are not judged. */
-	em_config_free(parse_ok(BASE ",'capture':{'enabled':false,'service_cidrs':['0.0.0.0/0']}}"));
+	em_config_free(
+	        parse_ok(BASE ",'capture':{'enabled':false,'service_cidrs':['0.0.0.0/0']}}"));
 }
 
 Test(config, service_cidrs_own_address)
