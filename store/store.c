@@ -268,39 +268,9 @@ void em_store_close(struct em_store *st)
 	free(st);
 }
 
-/* The first of the <n> addresses at <a> inside the store's service ranges,
- * with the range in <*range>; NULL when none. */
-static const struct em_addr *captured_addr(const struct em_store *st,
-                                           const struct em_k8s_ep_addr *a, size_t n,
-                                           const struct em_cidr **range)
-{
-	for (size_t i = 0; i < n; i++)
-		for (size_t r = 0; r < st->n_service_cidrs; r++)
-			if (em_cidr_contains(&st->service_cidrs[r], &a[i].ip)) {
-				*range = &st->service_cidrs[r];
-				return &a[i].ip;
-			}
-	return NULL;
-}
-
-/* As captured_addr over every endpoint address of <o>. */
-static const struct em_addr *captured_endpoint(const struct em_store *st,
-                                               const struct em_k8s_object *o,
-                                               const struct em_cidr **range)
-{
-	const struct em_addr *a = NULL;
-
-	if (o->kind == EM_KIND_ENDPOINTSLICE)
-		return captured_addr(st, o->slice.addrs, o->slice.n_addrs, range);
-	for (size_t s = 0; o->kind == EM_KIND_ENDPOINTS && !a && s < o->ep.n_subsets; s++)
-		a = captured_addr(st, o->ep.subsets[s].addrs, o->ep.subsets[s].n_addrs, range);
-	return a;
-}
-
 int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs, size_t n)
 {
 	struct em_cidr *copy = NULL;
-	size_t dropped = 0;
 
 	if (n && !(copy = malloc(n * sizeof(*copy))))
 		return -ENOMEM;
@@ -309,31 +279,7 @@ int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs,
 	free(st->service_cidrs);
 	st->service_cidrs = copy;
 	st->n_service_cidrs = n;
-
-	/* Objects stored before the ranges applied (an older version, capture
-	 * off at the time) are skipped like malformed rows: kept on disk, not
-	 * served, so that no endpoint sends the proxy back into itself. */
-	for (size_t i = 0; n && i < st->cap; i++) {
-		struct entry *e = st->slots[i];
-		const struct em_cidr *r = NULL;
-		const struct em_addr *a;
-		char ip[EM_ADDR_STRLEN], net[EM_ADDR_STRLEN];
-
-		if (!e || e == TOMBSTONE || !(a = captured_endpoint(st, e->obj, &r)))
-			continue;
-		EM_WARN("store",
-		        "skipping %s: endpoint address %s is inside capture.service_cidrs %s/%u, a "
-		        "service address",
-		        e->key, em_addr_format(a, false, ip, sizeof(ip)),
-		        em_addr_format(&r->addr, false, net, sizeof(net)), r->prefix);
-		st->per_kind[e->obj->kind]--;
-		entry_free(e);
-		st->slots[i] = TOMBSTONE;
-		st->live--;
-		st->skipped++;
-		dropped++;
-	}
-	return dropped ? republish(st) : 0;
+	return 0;
 }
 
 /* "Kind namespace/name" of an object that did not decode, read from its JSON

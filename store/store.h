@@ -25,11 +25,8 @@ void em_store_close(struct em_store *st);
 
 /* Sets the service ranges (capture.service_cidrs while capture is enabled,
  * else none) inside which em_store_apply refuses endpoint addresses. Copies
- * <cidrs>. Stored Endpoints / EndpointSlices with an address inside are
- * skipped as malformed rows are at load (a log line naming the key; kept on
- * disk, no longer listed or in the table, counted in stats' skipped) and a
- * new snapshot is published. Returns 0 or -ENOMEM (the previous ranges stay
- * when the copy fails). */
+ * <cidrs>; objects already stored are not re-checked. Returns 0 or -ENOMEM
+ * (the previous ranges stay). */
 int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs, size_t n);
 
 /* Upserts <n> objects (Kubernetes JSON, each with its "kind") in one

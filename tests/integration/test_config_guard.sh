@@ -126,12 +126,10 @@ refused_start api-socket-file "$IT_TMP/sockfile.json" "$IT_TMP/precious"
 it_check "the file at api_socket is still there, byte for byte" \
 	cmp -s "$IT_TMP/precious" "$IT_TMP/precious.orig"
 
-# The database itself named as the socket: made by a normal run first,
-# with capture off, so that it may store an endpoint at a service address.
-conf "$IT_CONF" "$KEY" '{"enabled": false}'
+# The database itself named as the socket: made by a normal run first.
+conf "$IT_CONF" "$KEY" "$CAP_OK"
 it_em_start
-it_apply "$(it_list "$(it_svc default keep 10.96.3.1 80 8080)" \
-	"$(it_ep default stale 8080 10.96.3.1)")"
+it_apply "$(it_list "$(it_svc default keep 10.96.3.1 80 8080)")"
 it_em_stop TERM
 cp "$IT_DATA/edgemesh.db" "$IT_TMP/db.orig"
 conf "$IT_TMP/sockdb.json" "$KEY" '{"enabled": false}' "$IT_DATA/edgemesh.db"
@@ -141,14 +139,9 @@ it_check "the database is still there, byte for byte" \
 	cmp -s "$IT_DATA/edgemesh.db" "$IT_TMP/db.orig"
 
 # ---- a running daemon: bad endpoints and bad reloads
-conf "$IT_CONF" "$KEY" "$CAP_OK"
 it_em_start
 it_check "the stored service survived the refused starts" \
 	eval 'ctl get services keep | grep -q keep'
-it_check "with capture on, the stored endpoint at a service address is skipped at start" \
-	grep -qF "skipping default/endpoints/stale: endpoint address 10.96.3.1 is inside" "$IT_EM_LOG"
-out=$(ctl get endpoints stale 2>&1)
-it_check "... and no longer served ($out)" grep -qF "not found" <<<"$out"
 it_apply "$(it_list "$(it_svc default web 10.96.2.1 80 8080)" "$(it_ep default web 8080 $N.11)")"
 it_backend web http $N.11:8080
 get() { it_in curl -sS --max-time 5 "http://$N.1:18080/" 2>&1 | tr -d '.'; }
