@@ -76,6 +76,7 @@ enum em_timer_class {
 	EM_T_HEAD,  /* HTTP: waiting for a request head */
 	EM_T_IDLE,  /* forwarding: no bytes either way */
 	EM_T_POOL,  /* pooled idle upstream connection */
+	EM_T_LINGER, /* HTTP client answered, write side shut: reading what it still sends */
 	EM_T__COUNT
 };
 
