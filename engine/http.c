@@ -31,6 +31,7 @@ struct em_http {
 	uint16_t req_flags;
 	uint8_t phase;
 	bool req_done, resp_head, keepalive, up_dirty;
+	bool continued; /* a 100 (Continue) went to the client for this request */
 	struct em_http *next_free;
 };
 
@@ -317,6 +318,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	c->retries = 0;
 	h->resp_head = false;
 	h->up_dirty = false;
+	h->continued = false;
 	memset(&h->rsp, 0, sizeof(h->rsp));
 	h->rlen = 0;
 
@@ -540,8 +542,10 @@ static void finish_exchange(struct em_worker *w, struct em_sock *c)
 	/* The upstream answered before the request body ended. The rest of
 	 * the body is never read as a request: when it may be small it is
 	 * read and dropped to keep the connection, else the client is closed
-	 * once the response is out. */
-	if (h->keepalive && !(c->flags & EM_SF_RD_EOF) &&
+	 * once the response is out. So is a client that asked for a 100
+	 * and did not get one: it may never send the body at all. */
+	bool may_withhold = (h->req_flags & EM_HTTP1_F_EXPECT) && !h->continued;
+	if (h->keepalive && !(c->flags & EM_SF_RD_EOF) && !may_withhold &&
 	    !(h->rqb.framing == EM_HTTP1_BODY_LENGTH && h->rqb.remaining > EM_HTTP_DISCARD_MAX)) {
 		h->phase = H_DISCARD;
 		h->dropped = 0;
@@ -631,6 +635,8 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 			}
 			if (tl)
 				memcpy(tail, base + off, tl);
+			if (hd->status == 100)
+				h->continued = true;
 			if (!to_client(w, c, bid, &own, off)) {
 				free(tail);
 				em_conn_close(w, c, true);

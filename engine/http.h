@@ -19,7 +19,8 @@
 /* When the upstream answers before the request body has been read (a 401 or
  * 413 to an upload), the rest of that body is never parsed as a request. Up
  * to EM_HTTP_DISCARD_MAX bytes of it (a Content-Length remainder known to
- * be larger is not tried) are read and dropped after the response so the
+ * be larger is not tried, nor the body of a request that expected a 100
+ * it did not get) are read and dropped after the response so the
  * connection is kept; beyond that, and after any error page the proxy
  * writes itself, the client is closed gracefully: once the response is
  * sent its write side is shut, and what it still sends is read and dropped

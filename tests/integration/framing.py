@@ -19,8 +19,8 @@ Backend paths:
   anything else  200 with body "ok <path>\\n"; the body of the request (by
                  Content-Length) is read first.
 
-Client cases: get, small-cl, large-cl, chunked, upload, errpage, continue,
-hints, continue-big (see each function)."""
+Client cases: get, small-cl, large-cl, chunked, expect, upload, errpage,
+continue, hints, continue-big (see each function)."""
 import select
 import socket
 import sys
@@ -248,6 +248,17 @@ def case_chunked(ip, port, tag):
     expect(c.response(), 200, b"ok /after-%s\n" % tag.encode())
 
 
+def case_expect(ip, port, tag):
+    """A request with "Expect: 100-continue" answered 401 without a 100: the
+    client may never send the body, so the connection ends after the 401
+    (a client that waited for it would hang on a kept connection)."""
+    c = Conn(ip, port)
+    c.send(b"POST /early-%s HTTP/1.1\r\nHost: web\r\nContent-Length: 1000\r\n"
+           b"Expect: 100-continue\r\n\r\n" % tag.encode())
+    expect(c.response(), 401, b"unauthorized\n")
+    c.expect_eof()
+
+
 def pushed_upload(ip, port, path, status, body):
     """Head and a 6 MiB body written at once, then a half-close, not waiting
     for the answer: the answer arrives whole and then EOF, without a reset.
@@ -332,6 +343,7 @@ CASES = {
     "small-cl": case_small_cl,
     "large-cl": case_large_cl,
     "chunked": case_chunked,
+    "expect": case_expect,
     "upload": case_upload,
     "errpage": case_errpage,
     "continue": case_continue,

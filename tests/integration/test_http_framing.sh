@@ -8,7 +8,8 @@
 #   - an upstream answers 401 before reading an upload whose rest holds a
 #     request line: the rest is never forwarded as a request, neither with a
 #     small Content-Length remainder (the connection stays usable), a 1 MiB
-#     one (the client is closed without a reset), nor a chunked body;
+#     one (the client is closed without a reset), nor a chunked body; a
+#     client that asked for a 100 and got the 401 instead is closed after it;
 #   - a 6 MiB upload written at once gets its 401, or the proxy's own 503,
 #     whole and then a clean EOF, not a reset;
 #   - "100 Continue" + 200, "103" + "103" + 200, and "100" + a 200 with a
@@ -131,6 +132,8 @@ for path in plain tunnel; do
 		$port large-cl "$path-large"
 	check "$path: 401 before a chunked body, rest holding a request line: dropped, keep-alive goes on" \
 		$port chunked "$path-chunked"
+	check "$path: 401 without a 100 to 'Expect: 100-continue': the connection ends after the 401" \
+		$port expect "$path-expect"
 	upload_check "$path: 6 MiB upload written at once: the 401 whole, then EOF, no reset" \
 		$port upload "$path-upload"
 	check "$path: 100 Continue and 200 in one read both arrive" $port continue "$path-continue"
