@@ -493,6 +493,7 @@ static void next_request(struct em_worker *w, struct em_sock *c)
 {
 	struct em_http *h = c->http;
 	h->phase = H_HEAD;
+	h->resp_head = false; /* an error page for the next head may go out */
 	memset(&h->rqp, 0, sizeof(h->rqp));
 	if (!h->keepalive || (c->flags & EM_SF_RD_EOF)) {
 		if (h->plen && !(c->flags & EM_SF_RD_EOF)) {

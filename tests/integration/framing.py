@@ -19,8 +19,8 @@ Backend paths:
   anything else  200 with body "ok <path>\\n"; the body of the request (by
                  Content-Length) is read first.
 
-Client cases: get, small-cl, large-cl, chunked, expect, upload, errpage,
-continue, hints, continue-big (see each function)."""
+Client cases: get, small-cl, large-cl, chunked, expect, bad-second, upload,
+errpage, continue, hints, continue-big (see each function)."""
 import select
 import socket
 import sys
@@ -259,6 +259,18 @@ def case_expect(ip, port, tag):
     c.expect_eof()
 
 
+def case_bad_second(ip, port, tag):
+    """A malformed request after a good one on a kept connection: the 400
+    page arrives whole, then EOF (no reset)."""
+    c = Conn(ip, port)
+    c.send(b"GET /first-%s HTTP/1.1\r\nHost: web\r\n\r\n" % tag.encode())
+    expect(c.response(), 200, b"ok /first-%s\n" % tag.encode())
+    c.send(b"GET /bad HTTP/1.1\r\nHost: web\r\nContent-Length: 1\r\n"
+           b"Content-Length: 2\r\n\r\n")
+    expect(c.response(), 400)
+    c.expect_eof()
+
+
 def pushed_upload(ip, port, path, status, body):
     """Head and a 6 MiB body written at once, then a half-close, not waiting
     for the answer: the answer arrives whole and then EOF, without a reset.
@@ -344,6 +356,7 @@ CASES = {
     "large-cl": case_large_cl,
     "chunked": case_chunked,
     "expect": case_expect,
+    "bad-second": case_bad_second,
     "upload": case_upload,
     "errpage": case_errpage,
     "continue": case_continue,

@@ -11,7 +11,8 @@
 #     one (the client is closed without a reset), nor a chunked body; a
 #     client that asked for a 100 and got the 401 instead is closed after it;
 #   - a 6 MiB upload written at once gets its 401, or the proxy's own 503,
-#     whole and then a clean EOF, not a reset;
+#     whole and then a clean EOF, not a reset; so does a malformed request
+#     after a good one on a kept connection get its 400;
 #   - "100 Continue" + 200, "103" + "103" + 200, and "100" + a 200 with a
 #     30000-byte body, each written by the backend at once, all arrive.
 . "$(dirname "$0")/lib.sh"
@@ -134,6 +135,8 @@ for path in plain tunnel; do
 		$port chunked "$path-chunked"
 	check "$path: 401 without a 100 to 'Expect: 100-continue': the connection ends after the 401" \
 		$port expect "$path-expect"
+	check "$path: a malformed request after a good one on a kept connection: the 400 page, then EOF" \
+		$port bad-second "$path-bad"
 	upload_check "$path: 6 MiB upload written at once: the 401 whole, then EOF, no reset" \
 		$port upload "$path-upload"
 	check "$path: 100 Continue and 200 in one read both arrive" $port continue "$path-continue"
