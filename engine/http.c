@@ -14,7 +14,10 @@
 /* In place of a ring buffer id: the bytes are in the head copy. */
 #define FROM_COPY EM_Q_NONE
 
-enum { H_HEAD = 0, H_EXCHANGE, H_ERROR, H_TUNNEL };
+/* Phases of a client. H_DISCARD: the response came before the request body
+ * ended, what is left of the body is read and dropped. H_LINGER: answered,
+ * to be closed; input is read and dropped (see EM_HTTP_LINGER_MS). */
+enum { H_HEAD = 0, H_EXCHANGE, H_DISCARD, H_LINGER, H_TUNNEL };
 
 struct em_http {
 	struct em_http1_parser rqp, rsp;
@@ -24,9 +27,11 @@ struct em_http {
 	char *rbuf;         /* response head being assembled */
 	char *pbuf;         /* bytes after the current request (pipelining) */
 	uint32_t hlen, rlen, plen;
+	uint32_t dropped; /* input bytes dropped in H_DISCARD or H_LINGER */
 	uint16_t req_flags;
 	uint8_t phase;
 	bool req_done, resp_head, keepalive, up_dirty;
+	bool continued; /* a 100 (Continue) went to the client for this request */
 	struct em_http *next_free;
 };
 
@@ -138,12 +143,44 @@ bool em_http_idle(const struct em_sock *c)
 	return h && c->state == EM_SK_HTTP && h->phase == H_HEAD && h->hlen == 0;
 }
 
+/* Client <c> is to be closed once its queue is sent, gracefully (see
+ * em_http_linger); what it sends meanwhile is dropped. */
+static void linger_close(struct em_worker *w, struct em_sock *c)
+{
+	struct em_http *h = c->http;
+	h->phase = H_LINGER;
+	h->dropped = 0;
+	c->flags |= EM_SF_CLOSE_AFTER;
+	if (c->q_len == 0 && !(c->flags & EM_SF_SEND_BUSY))
+		em_http_linger(w, c);
+}
+
+bool em_http_linger(struct em_worker *w, struct em_sock *c)
+{
+	struct em_http *h = c->http;
+	if (!h || !(c->flags & EM_SF_CLIENT) || h->phase != H_LINGER)
+		return false;
+	c->flags &= ~EM_SF_CLOSE_AFTER;
+	if (c->flags & EM_SF_RD_EOF) {
+		/* Nothing more can arrive: a plain close resets nothing. */
+		em_sock_close(w, c, false);
+		return true;
+	}
+	/* A close with unread input sends a reset, and the client's stack may
+	 * then throw away the response before its reader saw it. */
+	em_sock_shutdown(w, c);
+	em_sock_timer(w, c, EM_T_LINGER, EM_HTTP_LINGER_MS);
+	em_sock_maybe_rearm(w, c);
+	return true;
+}
+
 /* Answers <page> on client <c> and closes it once sent. After part of a
  * response went out only a reset is honest. */
 static void http_error(struct em_worker *w, struct em_sock *c, const char *page)
 {
 	struct em_http *h = c->http;
-	h->phase = H_ERROR;
+	h->phase = H_LINGER;
+	h->dropped = 0;
 	if (h->up) {
 		struct em_sock *u = h->up;
 		h->up = NULL;
@@ -172,6 +209,7 @@ static bool append(char **buf, uint32_t *len, const char *src, uint32_t n)
 }
 
 static void head_from_copy(struct em_worker *w, struct em_sock *c);
+static void next_request(struct em_worker *w, struct em_sock *c);
 static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_port *sp,
                                     const struct em_endpoint *ep);
 
@@ -280,6 +318,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	c->retries = 0;
 	h->resp_head = false;
 	h->up_dirty = false;
+	h->continued = false;
 	memset(&h->rsp, 0, sizeof(h->rsp));
 	h->rlen = 0;
 
@@ -397,6 +436,34 @@ static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, ui
 		}
 		em_worker_buf_put(w, bid);
 		return;
+	case H_DISCARD: {
+		ssize_t n = em_http1_body_feed(&h->rqb, buf, len);
+		if (n < 0 || (h->dropped += (uint32_t)n) > EM_HTTP_DISCARD_MAX) {
+			em_worker_buf_put(w, bid);
+			linger_close(w, c);
+			return;
+		}
+		if (!em_http1_body_done(&h->rqb)) {
+			em_worker_buf_put(w, bid);
+			return;
+		}
+		bool ok = (uint32_t)n == len ||
+		          append(&h->pbuf, &h->plen, buf + n, len - (uint32_t)n);
+		em_worker_buf_put(w, bid);
+		if (!ok) {
+			em_conn_close(w, c, true);
+			return;
+		}
+		h->req_done = true;
+		next_request(w, c);
+		return;
+	}
+	case H_LINGER:
+		em_worker_buf_put(w, bid);
+		h->dropped += len;
+		if (h->dropped > EM_HTTP_LINGER_MAX)
+			em_sock_close(w, c, false);
+		return;
 	default:
 		em_worker_buf_put(w, bid);
 		return;
@@ -420,24 +487,20 @@ static void pool_put(struct em_worker *w, struct em_sock *u)
 	em_sock_maybe_rearm(w, u);
 }
 
-/* The response ended on the wire (its last byte is queued on the client). */
-static void finish_exchange(struct em_worker *w, struct em_sock *c)
+/* The exchange of client <c> is over, its request read whole: the next
+ * request may start (pipelined bytes first), or the connection ends. */
+static void next_request(struct em_worker *w, struct em_sock *c)
 {
 	struct em_http *h = c->http;
-	struct em_sock *u = h->up;
-	bool reuse = h->keepalive && h->req_done && !h->up_dirty && u->q_len == 0 &&
-	             !(u->flags & (EM_SF_SEND_BUSY | EM_SF_RD_EOF));
-	h->up = NULL;
-	u->http = NULL;
-	u->peer = NULL;
-	c->peer = NULL;
-	if (reuse)
-		pool_put(w, u);
-	else
-		em_sock_close(w, u, false);
 	h->phase = H_HEAD;
+	h->resp_head = false; /* an error page for the next head may go out */
 	memset(&h->rqp, 0, sizeof(h->rqp));
 	if (!h->keepalive || (c->flags & EM_SF_RD_EOF)) {
+		if (h->plen && !(c->flags & EM_SF_RD_EOF)) {
+			/* More was sent after the last request: do not reset it. */
+			linger_close(w, c);
+			return;
+		}
 		c->flags |= EM_SF_CLOSE_AFTER;
 		if (c->q_len == 0 && !(c->flags & EM_SF_SEND_BUSY))
 			em_sock_close(w, c, false);
@@ -456,6 +519,42 @@ static void finish_exchange(struct em_worker *w, struct em_sock *c)
 			return;
 	}
 	em_sock_maybe_rearm(w, c);
+}
+
+/* The response ended on the wire (its last byte is queued on the client). */
+static void finish_exchange(struct em_worker *w, struct em_sock *c)
+{
+	struct em_http *h = c->http;
+	struct em_sock *u = h->up;
+	bool reuse = h->keepalive && h->req_done && !h->up_dirty && u->q_len == 0 &&
+	             !(u->flags & (EM_SF_SEND_BUSY | EM_SF_RD_EOF));
+	h->up = NULL;
+	u->http = NULL;
+	u->peer = NULL;
+	c->peer = NULL;
+	if (reuse)
+		pool_put(w, u);
+	else
+		em_sock_close(w, u, false);
+	if (h->req_done) {
+		next_request(w, c);
+		return;
+	}
+	/* The upstream answered before the request body ended. The rest of
+	 * the body is never read as a request: when it may be small it is
+	 * read and dropped to keep the connection, else the client is closed
+	 * once the response is out. So is a client that asked for a 100
+	 * and did not get one: it may never send the body at all. */
+	bool may_withhold = (h->req_flags & EM_HTTP1_F_EXPECT) && !h->continued;
+	if (h->keepalive && !(c->flags & EM_SF_RD_EOF) && !may_withhold &&
+	    !(h->rqb.framing == EM_HTTP1_BODY_LENGTH && h->rqb.remaining > EM_HTTP_DISCARD_MAX)) {
+		h->phase = H_DISCARD;
+		h->dropped = 0;
+		em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+		em_sock_maybe_rearm(w, c);
+		return;
+	}
+	linger_close(w, c);
 }
 
 /* Queues <n> response bytes for the client: from ring buffer <bid>, or from
@@ -485,23 +584,21 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 {
 	struct em_http *h = u->http;
 	struct em_sock *c = u->peer;
-	char *own = NULL; /* assembled head copy, when bid is FROM_COPY */
+	char *own = NULL; /* the bytes when bid is FROM_COPY: assembled head or 1xx tail */
 	uint32_t off = 0, fwd;
 	if (u->flags & EM_SF_REPLAY)
 		em_sock_kept_drop(w, u); /* the backend answers: no replay */
-	if (!h->resp_head) {
-		int rc;
+	while (!h->resp_head) {
+		int rc = EM_PARTIAL;
 		if (h->rlen == 0) {
 			rc = em_http1_parse_response(&h->rsp, base, avail, h->req_flags, NULL,
 			                             w->head);
 			if (rc == EM_PARTIAL)
 				memset(&h->rsp, 0, sizeof(h->rsp));
-		} else {
-			rc = EM_PARTIAL;
 		}
 		if (rc == EM_PARTIAL) {
 			bool ok = append(&h->rbuf, &h->rlen, base, avail);
-			em_worker_buf_put(w, bid);
+			drop(w, bid, &own);
 			if (!ok) {
 				http_error(w, c, E502_BAD);
 				return;
@@ -526,16 +623,34 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 		off = (uint32_t)rc;
 		memset(&h->rsp, 0, sizeof(h->rsp));
 		if (hd->status < 200 && hd->framing != EM_HTTP1_BODY_TUNNEL) {
-			/* Interim response: forward it, the real one follows. A tail
-			 * after it is assembled like a split head. */
-			if (off < avail && !append(&h->rbuf, &h->rlen, base + off, avail - off)) {
+			/* Interim response: forward it; what follows in the same
+			 * read (more of them, the real one, its body) is parsed
+			 * from a copy, as queue entries start at their buffer's
+			 * first byte. */
+			uint32_t tl = avail - off;
+			char *tail = tl ? malloc(tl) : NULL;
+			if (tl && !tail) {
 				drop(w, bid, &own);
 				em_conn_close(w, c, true);
 				return;
 			}
-			if (!to_client(w, c, bid, &own, off))
+			if (tl)
+				memcpy(tail, base + off, tl);
+			if (hd->status == 100)
+				h->continued = true;
+			if (!to_client(w, c, bid, &own, off)) {
+				free(tail);
 				em_conn_close(w, c, true);
-			return;
+				return;
+			}
+			if (!tl)
+				return;
+			bid = FROM_COPY;
+			own = tail;
+			base = tail;
+			avail = tl;
+			off = 0;
+			continue;
 		}
 		h->resp_head = true;
 		if (!(hd->flags & EM_HTTP1_F_KEEPALIVE))
@@ -622,6 +737,15 @@ void em_http_eof(struct em_worker *w, struct em_sock *s)
 		struct em_http *h = s->http;
 		if (h && h->phase == H_EXCHANGE && h->req_done) {
 			h->keepalive = false; /* answer, then close */
+			return;
+		}
+		if (h && h->phase == H_DISCARD) {
+			linger_close(w, s); /* closes once the response is out */
+			return;
+		}
+		if (h && h->phase == H_LINGER) {
+			if (!(s->flags & EM_SF_CLOSE_AFTER))
+				em_sock_close(w, s, false); /* the lingering close is done */
 			return;
 		}
 		em_conn_close(w, s, h && h->phase == H_EXCHANGE);

@@ -5,8 +5,9 @@
  * from the per-worker pool of its endpoint (or a new one); heads and bodies
  * are forwarded from the ring buffers they arrived in, with boundaries from
  * proto/http1.h. When the response ends the upstream goes back to the pool
- * (when both sides allow keep-alive) and the next request starts. Upgrade
- * (101) and CONNECT (2xx) turn both sockets into raw forwarding. */
+ * (when both sides allow keep-alive) and the next request starts. Interim
+ * responses (1xx) are forwarded as they come, several in one read included.
+ * Upgrade (101) and CONNECT (2xx) turn both sockets into raw forwarding. */
 #ifndef EM_ENGINE_HTTP_H
 #define EM_ENGINE_HTTP_H
 
@@ -14,6 +15,20 @@
 
 #define EM_HTTP_POOL_MAX     64u    /* idle upstream connections per endpoint */
 #define EM_HTTP_POOL_IDLE_MS 30000u /* ... kept at most this long */
+
+/* When the upstream answers before the request body has been read (a 401 or
+ * 413 to an upload), the rest of that body is never parsed as a request. Up
+ * to EM_HTTP_DISCARD_MAX bytes of it (a Content-Length remainder known to
+ * be larger is not tried, nor the body of a request that expected a 100
+ * it did not get) are read and dropped after the response so the
+ * connection is kept; beyond that, and after any error page the proxy
+ * writes itself, the client is closed gracefully: once the response is
+ * sent its write side is shut, and what it still sends is read and dropped
+ * for at most EM_HTTP_LINGER_MS or EM_HTTP_LINGER_MAX bytes before the
+ * close, so it reads the response instead of a reset. */
+#define EM_HTTP_DISCARD_MAX (256u * 1024u)
+#define EM_HTTP_LINGER_MS   5000u
+#define EM_HTTP_LINGER_MAX  (8u * 1024u * 1024u)
 
 /* Client <c> sent its first bytes (ring buffer <bid>, <len> bytes) and they
  * start an HTTP/1.x request. Takes ownership of the buffer. */
@@ -28,6 +43,13 @@ void em_http_eof(struct em_worker *w, struct em_sock *s);
 
 /* The connect of <u> for client <c> failed for good: answers <status>. */
 void em_http_connect_failed(struct em_worker *w, struct em_sock *c, struct em_sock *u, int status);
+
+/* Client <c> (EM_SF_CLOSE_AFTER) has sent its whole queue. Returns true when
+ * it is an HTTP client that closes gracefully (see EM_HTTP_LINGER_MS): its
+ * write side is then shut and it stays open until the client closes, the
+ * time or byte bound is reached, or an error. False: the caller closes it
+ * now. */
+bool em_http_linger(struct em_worker *w, struct em_sock *c);
 
 /* The request-head timer of client <c> fired: 408. */
 void em_http_expire(struct em_worker *w, struct em_sock *c);

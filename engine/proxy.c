@@ -163,6 +163,8 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 	s->flags &= ~EM_SF_SEND_BUSY;
 	if (s->q_len == 0) {
 		if (s->flags & EM_SF_CLOSE_AFTER) {
+			if (s->http && em_http_linger(w, s))
+				return;
 			em_conn_close(w, s, false);
 			return;
 		}

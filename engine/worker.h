@@ -76,6 +76,9 @@ enum em_timer_class {
 	EM_T_HEAD,  /* HTTP: waiting for a request head */
 	EM_T_IDLE,  /* forwarding: no bytes either way */
 	EM_T_POOL,  /* pooled idle upstream connection */
+	/* HTTP client answered and its write side shut: dropping what it
+	 * still sends until it closes (engine/http.h EM_HTTP_LINGER_MS) */
+	EM_T_LINGER,
 	EM_T__COUNT
 };
 
