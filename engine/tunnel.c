@@ -588,8 +588,12 @@ static const char *tc_name(const struct em_tconn *tc)
 	return n[0] ? n : (tc->tp ? tc->tp->name : "?");
 }
 
+/* Bytes moved: the idle timer moves on, but for a stream still waiting for
+ * a stream slot, whose deadline is the connect timeout. */
 static void touch(struct em_worker *w, struct em_sock *s)
 {
+	if (s->ts && (s->ts->flags & TS_WAIT_SLOT))
+		return;
 	if (s->tclass == EM_T_IDLE && s->deadline_ms < w->now_ms + w->idle_ms - 1000)
 		em_sock_timer(w, s, EM_T_IDLE, w->idle_ms);
 }
