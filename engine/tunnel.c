@@ -1379,6 +1379,16 @@ static void conn_dead(struct em_worker *w, struct em_tconn *tc, const char *why)
 	}
 	for (unsigned k = 0; k < 1000000 && !em_dlist_empty(&tc->streams); k++) {
 		struct em_tstream *ts = em_container_of(tc->streams.next, struct em_tstream, node);
+		if ((ts->flags & (TS_FIN_SENT | TS_REMOTE_FIN)) == (TS_FIN_SENT | TS_REMOTE_FIN)) {
+			/* Done on the tunnel (the last streams of a drained one):
+			 * its socket still sends what arrived, then closes as
+			 * usual; it no longer needs the tunnel. */
+			em_dlist_del(&ts->node);
+			em_dlist_del(&ts->bnode);
+			ts->tc = NULL;
+			ts->id = 0;
+			continue;
+		}
 		ts_fail(w, ts);
 	}
 	if (tc->tp && tc->tp->conn == tc) {
