@@ -764,8 +764,9 @@ static void maybe_replace(struct em_worker *w, struct em_tconn *tc)
 	if (!tp || tp->conn != tc || tp->next || w->stopping || w->now_ms < tp->next_dial_ms ||
 	    em_tunnel_session_ids_left(tc->sess) > EM_TUNNEL_ID_RESERVE)
 		return;
-	EM_INFO("tunnel", "worker %u: tunnel to %s (%s): %u stream ids left, dialling a replacement",
-	        w->id, tp->name, tc->addr, em_tunnel_session_ids_left(tc->sess));
+	EM_INFO("tunnel",
+	        "worker %u: tunnel to %s (%s): %u stream ids left, dialling a replacement", w->id,
+	        tp->name, tc->addr, em_tunnel_session_ids_left(tc->sess));
 	peer_dial_as(w, tp, true);
 }
 

@@ -192,7 +192,7 @@ struct em_listener {
 	X(T_AUTH_FAIL, "tunnel", "auth_failures")                                                  \
 	X(T_UNKNOWN_NODE, "tunnel", "unknown_nodes")                                               \
 	X(T_PROTO_ERR, "tunnel", "protocol_errors")                                                \
-	X(T_TIMEOUTS, "tunnel", "keepalive_timeouts")                                             \
+	X(T_TIMEOUTS, "tunnel", "keepalive_timeouts")                                              \
 	X(T_HS_PENDING, "tunnel", "handshakes_pending")                                            \
 	X(T_HS_REFUSED, "tunnel", "handshakes_refused")
 

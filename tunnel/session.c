@@ -35,7 +35,7 @@
  * peer proved it knows the key (see grow()), so that a connection that
  * never authenticates costs the size of the session and no more. */
 #define HS_CTRL                                                                                    \
-	(EM_FRAME_HEADER_LEN + EM_FRAME_HELLO_FIXED + EM_FRAME_MAX_NAME + EM_FRAME_HEADER_LEN +     \
+	(EM_FRAME_HEADER_LEN + EM_FRAME_HELLO_FIXED + EM_FRAME_MAX_NAME + EM_FRAME_HEADER_LEN +    \
 	 EM_FRAME_MAC_LEN + GOAWAY_RESERVE)
 /* Floor of the RTT used for window growth: the resolution of the clock
  * (1 ms from the callers' timestamps), or with conf.clock_us a LAN's RTT. */
@@ -698,7 +698,8 @@ static int grow(struct em_tunnel_session *s)
 	s->idx = idx;
 	s->mask = hsize - 1;
 	ring_peek(&s->ctrl, 0, cbuf, s->ctrl.used);
-	s->ctrl = (struct ring){.buf = cbuf, .cap = c->ctrl_buffer, .head = 0, .used = s->ctrl.used};
+	s->ctrl =
+	        (struct ring){.buf = cbuf, .cap = c->ctrl_buffer, .head = 0, .used = s->ctrl.used};
 	s->send = (struct ring){.buf = sbuf, .cap = c->send_buffer};
 	return 0;
 }
