@@ -85,6 +85,9 @@ struct tpeer {
 	struct em_dlist node;
 	struct em_dlist waitq; /* streams waiting for the tunnel */
 	struct em_tconn *conn; /* dialled tunnel while DIALING/UP */
+	/* Replacement being dialled while <conn> runs out of stream ids: it
+	 * becomes <conn> once up, and the old one drains. */
+	struct em_tconn *next;
 	uint64_t next_dial_ms;
 	uint32_t backoff_ms;
 	uint32_t fails;
@@ -102,10 +105,12 @@ enum {
 	TC_UP = 1u << 5,
 	TC_DEAD = 1u << 6,   /* streams failed; closing once output is done */
 	TC_GOAWAY = 1u << 7, /* our GOAWAY (stopping) is queued */
+	TC_HS = 1u << 8,     /* accepted, handshake in progress (tun->hs) */
 };
 
 struct em_tconn {
 	struct em_dlist node;    /* tun->conns */
+	struct em_dlist hnode;   /* tun->hs while TC_HS */
 	struct em_dlist dnode;   /* tun->dirty */
 	struct em_dlist streams; /* every attached stream */
 	struct em_dlist blocked; /* streams with bytes waiting for send ring room */
@@ -118,6 +123,7 @@ struct em_tconn {
 	uint16_t flags;
 	struct sockaddr_storage sa;
 	struct em_addr dialed; /* dialled: the peer address it was dialled at */
+	struct em_addr src;    /* accepted: the peer's address */
 	char addr[EM_ADDR_STRLEN];
 } __attribute__((aligned(16)));
 
@@ -150,6 +156,14 @@ struct em_tstream {
 struct em_tun_worker {
 	struct em_dlist peers;
 	struct em_dlist conns;
+	struct em_dlist hs; /* accepted tunnels not yet authenticated */
+	uint32_t n_hs;
+	uint64_t n_hs_refused;
+	uint64_t hs_log_ms; /* handshake refusals and failures: one line a second */
+	uint32_t hs_quiet;
+	/* Test only (EDGEMESH_TEST_TUNNEL_FIRST_ID): the first stream id of the
+	 * first tunnel this worker dials, 0 = normal. */
+	uint32_t test_first_id;
 	struct em_dlist dirty;
 	struct em_tstream *free_ts;
 	struct tchunk *free_small, *free_big;
@@ -203,6 +217,11 @@ int em_tun_worker_init(struct em_worker *w)
 	em_dlist_init(&t->peers);
 	em_dlist_init(&t->conns);
 	em_dlist_init(&t->dirty);
+	em_dlist_init(&t->hs);
+	/* Test only: lets a test reach stream id exhaustion in a few streams. */
+	const char *fid = getenv("EDGEMESH_TEST_TUNNEL_FIRST_ID");
+	if (fid && fid[0])
+		t->test_first_id = (uint32_t)strtoul(fid, NULL, 10) | 1u;
 	t->cur_bid = UINT32_MAX;
 	t->rng = em_now_ns() ^ (0x9e3779b97f4a7c15ULL * (w->id + 1));
 	if (!t->rng)
@@ -296,6 +315,33 @@ void em_tun_counters(const struct em_worker *w, uint64_t *v)
 	v[EM_C_T_UNKNOWN_NODE] += sum.unknown_nodes;
 	v[EM_C_T_PROTO_ERR] += sum.protocol_errors;
 	v[EM_C_T_TIMEOUTS] += sum.timeouts;
+	v[EM_C_T_HS_PENDING] += t->n_hs;
+	v[EM_C_T_HS_REFUSED] += t->n_hs_refused;
+}
+
+/* True when a handshake refusal or failure may be logged now; sets
+ * <*quiet> to the number not logged since the last line. A flood of
+ * strangers must not turn into a flood of log lines. */
+static bool hs_log_ok(struct em_tun_worker *t, uint64_t now_ms, uint32_t *quiet)
+{
+	if (t->hs_log_ms && now_ms < t->hs_log_ms + 1000) {
+		t->hs_quiet++;
+		return false;
+	}
+	t->hs_log_ms = now_ms;
+	*quiet = t->hs_quiet;
+	t->hs_quiet = 0;
+	return true;
+}
+
+/* <tc>'s handshake is over (done, failed or closed): its slot is free. */
+static void hs_end(struct em_tconn *tc)
+{
+	if (!(tc->flags & TC_HS))
+		return;
+	tc->flags &= ~TC_HS;
+	em_dlist_del(&tc->hnode);
+	tc->w->tun->n_hs--;
 }
 
 static void conn_free(struct em_tconn *tc)
@@ -306,6 +352,7 @@ static void conn_free(struct em_tconn *tc)
 		if (tc->flags & TC_UP)
 			t->n_closed++;
 	}
+	hs_end(tc);
 	em_dlist_del(&tc->node);
 	em_dlist_del(&tc->dnode);
 	if (tc->fd >= 0)
@@ -541,8 +588,12 @@ static const char *tc_name(const struct em_tconn *tc)
 	return n[0] ? n : (tc->tp ? tc->tp->name : "?");
 }
 
+/* Bytes moved: the idle timer moves on, but for a stream still waiting for
+ * a stream slot, whose deadline is the connect timeout. */
 static void touch(struct em_worker *w, struct em_sock *s)
 {
+	if (s->ts && (s->ts->flags & TS_WAIT_SLOT))
+		return;
 	if (s->tclass == EM_T_IDLE && s->deadline_ms < w->now_ms + w->idle_ms - 1000)
 		em_sock_timer(w, s, EM_T_IDLE, w->idle_ms);
 }
@@ -700,6 +751,25 @@ static void ts_fail(struct em_worker *w, struct em_tstream *ts)
 	em_sock_close(w, s, true);
 }
 
+static int peer_dial_as(struct em_worker *w, struct tpeer *tp, bool replace);
+static void dial_failed(struct em_worker *w, struct tpeer *tp, bool replace);
+
+/* Stream ids are never reused: a tunnel that has EM_TUNNEL_ID_RESERVE or
+ * fewer left gets a replacement dialled while the reserve carries new
+ * streams; once the replacement is up it takes them and this one drains
+ * (conn_up). */
+static void maybe_replace(struct em_worker *w, struct em_tconn *tc)
+{
+	struct tpeer *tp = tc->tp;
+	if (!tp || tp->conn != tc || tp->next || w->stopping || w->now_ms < tp->next_dial_ms ||
+	    em_tunnel_session_ids_left(tc->sess) > EM_TUNNEL_ID_RESERVE)
+		return;
+	EM_INFO("tunnel",
+	        "worker %u: tunnel to %s (%s): %u stream ids left, dialling a replacement", w->id,
+	        tp->name, tc->addr, em_tunnel_session_ids_left(tc->sess));
+	peer_dial_as(w, tp, true);
+}
+
 static void ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts)
 {
 	struct em_frame_target tg = {
@@ -744,6 +814,7 @@ static void ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 	ts->id = id;
 	em_dlist_push_tail(&tc->streams, &ts->node);
 	mark_dirty(w, tc);
+	maybe_replace(w, tc);
 	if (len) {
 		ts->p_off += (uint32_t)n;
 		if ((uint32_t)n == len) {
@@ -1112,10 +1183,33 @@ static void open_waiting(struct em_worker *w, struct em_tconn *tc);
 static void conn_up(struct em_worker *w, struct em_tconn *tc)
 {
 	tc->flags |= TC_UP;
+	hs_end(tc);
 	struct tpeer *tp = tc->tp;
 	if (!tp) {
 		EM_INFO("tunnel", "worker %u: tunnel from %s (%s) up", w->id, tc_name(tc),
 		        tc->addr);
+		return;
+	}
+	if (tp->next == tc) {
+		/* The replacement is up: new streams go here, the tunnel that
+		 * ran low on stream ids drains (its streams finish there). */
+		struct em_tconn *old = tp->conn;
+		tp->next = NULL;
+		tp->conn = tc;
+		if (old) {
+			EM_INFO("tunnel",
+			        "worker %u: tunnel to %s (%s) is running out of stream ids: "
+			        "draining it, %u stream(s) finishing",
+			        w->id, tp->name, old->addr, em_tunnel_session_streams(old->sess));
+			em_tunnel_session_goaway(old->sess, EM_REASON_NO_ERROR,
+			                         "stream ids exhausted");
+			old->flags |= TC_GOAWAY;
+			mark_dirty(w, old);
+		}
+	} else if (tp->conn != tc) {
+		/* Dialled for a peer that has another tunnel by now. */
+		em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "not needed");
+		tc->flags |= TC_GOAWAY;
 		return;
 	}
 	EM_INFO("tunnel", "worker %u: tunnel to %s (%s) up", w->id, tp->name, tc->addr);
@@ -1140,6 +1234,13 @@ static void open_waiting(struct em_worker *w, struct em_tconn *tc)
 /* <tp>'s tunnel drains on its own: new streams dial a new one at once. */
 static void peer_detach(struct em_worker *w, struct tpeer *tp)
 {
+	if (tp->next) {
+		/* A replacement is being dialled already: it takes over. */
+		tp->conn = tp->next;
+		tp->next = NULL;
+		tp->state = TP_DIALING;
+		return;
+	}
 	tp->conn = NULL;
 	tp->state = TP_DOWN;
 	tp->next_dial_ms = w->now_ms;
@@ -1159,7 +1260,7 @@ static void peer_draining(struct em_worker *w, struct em_tconn *tc)
 	if (!tp || tp->conn != tc)
 		return;
 	peer_detach(w, tp);
-	if (em_dlist_empty(&tp->waitq))
+	if (tp->state != TP_DOWN || em_dlist_empty(&tp->waitq))
 		return;
 	if (w->stopping)
 		peer_down(w, tp); /* fails the waiting streams */
@@ -1176,12 +1277,17 @@ static void on_event(void *ctx, const struct em_tunnel_event *ev)
 	case EM_TUNNEL_EV_HANDSHAKE_DONE:
 		conn_up(w, tc);
 		break;
-	case EM_TUNNEL_EV_HANDSHAKE_FAILED:
-		EM_WARN("tunnel", "worker %u: tunnel %s %s (%s): handshake refused: %s%s%.*s",
-		        w->id, tc->tp ? "to" : "from", tc_name(tc), tc->addr,
-		        em_reason_str(ev->reason), ev->data.len ? ": " : "",
-		        (int)EM_MIN(ev->data.len, 128), ev->data.base);
+	case EM_TUNNEL_EV_HANDSHAKE_FAILED: {
+		uint32_t quiet = 0;
+		if (tc->tp || hs_log_ok(w->tun, w->now_ms, &quiet))
+			EM_WARN("tunnel",
+			        "worker %u: tunnel %s %s (%s): handshake refused: %s%s%.*s "
+			        "(%u more handshake failures not logged)",
+			        w->id, tc->tp ? "to" : "from", tc_name(tc), tc->addr,
+			        em_reason_str(ev->reason), ev->data.len ? ": " : "",
+			        (int)EM_MIN(ev->data.len, 128), ev->data.base, quiet);
 		break;
+	}
 	case EM_TUNNEL_EV_STREAM_OPEN:
 		serve_open(w, tc, ev);
 		break;
@@ -1243,6 +1349,7 @@ static void conn_close(struct em_worker *w, struct em_tconn *tc)
 	if (tc->flags & TC_CLOSING)
 		return;
 	tc->flags |= TC_CLOSING;
+	hs_end(tc);
 	if (tc->inflight == 0) {
 		w->tun->n_conns--;
 		conn_free(tc);
@@ -1261,16 +1368,37 @@ static void conn_dead(struct em_worker *w, struct em_tconn *tc, const char *why)
 	if (tc->flags & TC_DEAD)
 		return;
 	tc->flags |= TC_DEAD;
-	if (why)
+	/* An accepted tunnel that never came up was logged by its failure. */
+	if (why && (tc->tp || (tc->flags & TC_UP)))
 		EM_WARN("tunnel", "worker %u: tunnel %s %s (%s) closed: %s", w->id,
 		        tc->tp ? "to" : "from", tc_name(tc), tc->addr, why);
+	if (tc->tp && tc->tp->next == tc) {
+		/* The replacement failed: the old tunnel goes on with its
+		 * reserve; the next open past the backoff tries again. */
+		tc->tp->next = NULL;
+		dial_failed(w, tc->tp, true);
+	}
 	for (unsigned k = 0; k < 1000000 && !em_dlist_empty(&tc->streams); k++) {
 		struct em_tstream *ts = em_container_of(tc->streams.next, struct em_tstream, node);
+		if ((ts->flags & (TS_FIN_SENT | TS_REMOTE_FIN)) == (TS_FIN_SENT | TS_REMOTE_FIN)) {
+			/* Done on the tunnel (the last streams of a drained one):
+			 * its socket still sends what arrived, then closes as
+			 * usual; it no longer needs the tunnel. */
+			em_dlist_del(&ts->node);
+			em_dlist_del(&ts->bnode);
+			ts->tc = NULL;
+			ts->id = 0;
+			continue;
+		}
 		ts_fail(w, ts);
 	}
 	if (tc->tp && tc->tp->conn == tc) {
-		tc->tp->conn = NULL;
-		peer_down(w, tc->tp);
+		if (tc->tp->next)
+			peer_detach(w, tc->tp); /* the replacement takes the waiting */
+		else {
+			tc->tp->conn = NULL;
+			peer_down(w, tc->tp);
+		}
 	}
 	conn_close(w, tc);
 }
@@ -1355,11 +1483,17 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	        .send_buffer = TUN_SEND_RING,
 	        .keepalive_ms = cfg->tunnel.keepalive_ms,
 	        .dead_ms = cfg->tunnel.dead_after_ms,
+	        .handshake_ms = cfg->tunnel.handshake_ms,
 	};
 	int rc = em_tunnel_session_create(&c, w->now_ms, &tc->sess);
-	if (rc == 0)
-		tc->next_tick_ms = w->now_ms;
-	return rc;
+	if (rc)
+		return rc;
+	tc->next_tick_ms = w->now_ms;
+	if (role == EM_TUNNEL_DIALER && w->tun->test_first_id) {
+		em_tunnel_session_test_set_next_id(tc->sess, w->tun->test_first_id);
+		w->tun->test_first_id = 0;
+	}
+	return 0;
 }
 
 static struct em_tconn *conn_alloc(struct em_worker *w, int fd)
@@ -1385,18 +1519,70 @@ static struct em_tconn *conn_alloc(struct em_worker *w, int fd)
 	return tc;
 }
 
+/* Handshakes in progress from <a>'s host (any port). */
+static uint32_t hs_from(const struct em_tun_worker *t, const struct em_addr *a)
+{
+	uint32_t n = 0;
+	for (const struct em_dlist *i = t->hs.next; i != &t->hs; i = i->next) {
+		const struct em_tconn *tc = em_container_of(i, struct em_tconn, hnode);
+		if (tc->src.family == a->family && memcmp(tc->src.b, a->b, sizeof(a->b)) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* Until a peer proves it knows the cluster key it may hold only a few KiB
+ * (the session allocates the rest after AUTH), and only so many of those:
+ * past max_handshakes in progress on this worker, or
+ * max_handshakes_per_source from one address, a new connection is closed
+ * at once, and each must finish within handshake_ms. Returns true when
+ * <fd> (from <a>) may go on. */
+static bool hs_admit(struct em_worker *w, const struct em_addr *a)
+{
+	struct em_tun_worker *t = w->tun;
+	const struct em_config *cfg = em_config_current();
+	uint32_t max = cfg ? cfg->tunnel.max_handshakes : 1024;
+	uint32_t per_src = cfg ? cfg->tunnel.max_handshakes_per_source : 64;
+	const char *why = NULL;
+	if (t->n_hs >= max)
+		why = "handshakes in progress at tunnel.max_handshakes";
+	else if (a->family && hs_from(t, a) >= per_src)
+		why = "handshakes from this address at tunnel.max_handshakes_per_source";
+	if (!why)
+		return true;
+	t->n_hs_refused++;
+	uint32_t quiet;
+	if (hs_log_ok(t, w->now_ms, &quiet)) {
+		char as[EM_ADDR_STRLEN] = "?";
+		if (a->family)
+			em_addr_format(a, true, as, sizeof(as));
+		EM_WARN("tunnel",
+		        "worker %u: tunnel from %s closed at once: %s (%u) "
+		        "(%u more handshake refusals and failures not logged)",
+		        w->id, as, why, t->n_hs >= max ? max : per_src, quiet);
+	}
+	return false;
+}
+
 void em_tun_accept(struct em_worker *w, int fd)
 {
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct em_addr a = {0};
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+	    em_addr_from_sockaddr((struct sockaddr *)&ss, &a) != 0)
+		a.family = 0;
+	if (!hs_admit(w, &a)) {
+		close(fd);
+		return;
+	}
 	struct em_tconn *tc = conn_alloc(w, fd);
 	if (!tc) {
 		close(fd);
 		return;
 	}
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct em_addr a;
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-	    em_addr_from_sockaddr((struct sockaddr *)&ss, &a) == 0)
+	tc->src = a;
+	if (a.family)
 		em_addr_format(&a, true, tc->addr, sizeof(tc->addr));
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1409,6 +1595,9 @@ void em_tun_accept(struct em_worker *w, int fd)
 		return;
 	}
 	w->tun->n_accepted++;
+	tc->flags |= TC_HS;
+	em_dlist_push_tail(&w->tun->hs, &tc->hnode);
+	w->tun->n_hs++;
 	conn_arm_recv(w, tc);
 	mark_dirty(w, tc);
 }
@@ -1424,7 +1613,23 @@ static struct em_addr peer_addr(const struct em_node_info *ni, const struct em_c
 	return a;
 }
 
-static int peer_dial(struct em_worker *w, struct tpeer *tp)
+static void dial_failed(struct em_worker *w, struct tpeer *tp, bool replace)
+{
+	if (!replace) {
+		peer_down(w, tp);
+		return;
+	}
+	const struct em_config *cfg = em_config_current();
+	tp->next_dial_ms = w->now_ms + em_tun_backoff(&tp->backoff_ms,
+	                                              cfg ? cfg->tunnel.reconnect_min_ms : 200,
+	                                              cfg ? cfg->tunnel.reconnect_max_ms : 30000,
+	                                              rng_next(w->tun));
+}
+
+/* Dials <tp>: its tunnel, or with <replace> a replacement for the one it
+ * has (tp->next; a failure then leaves <tp> as it was, but for the backoff
+ * of the next try). */
+static int peer_dial_as(struct em_worker *w, struct tpeer *tp, bool replace)
 {
 	const struct em_table *t = em_table_current();
 	const struct em_config *cfg = em_config_current();
@@ -1433,7 +1638,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 		if (tp->fails++ == 0)
 			EM_WARN("tunnel", "worker %u: tunnel to %s: no such node or no InternalIP",
 			        w->id, tp->name);
-		peer_down(w, tp);
+		dial_failed(w, tp, replace);
 		return -EHOSTUNREACH;
 	}
 	struct em_addr a = peer_addr(ni, cfg);
@@ -1442,7 +1647,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 	if (mrc) {
 		if (fd != -1)
 			close(fd);
-		peer_down(w, tp);
+		dial_failed(w, tp, replace);
 		return mrc;
 	}
 	int one = 1;
@@ -1450,7 +1655,7 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 	struct em_tconn *tc = conn_alloc(w, fd);
 	if (!tc) {
 		close(fd);
-		peer_down(w, tp);
+		dial_failed(w, tp, replace);
 		return -ENOMEM;
 	}
 	tc->tp = tp;
@@ -1463,13 +1668,17 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 			        rc == -ENOKEY ? "no cluster key" : strerror(-rc));
 		w->tun->n_conns--;
 		conn_free(tc);
-		peer_down(w, tp);
+		dial_failed(w, tp, replace);
 		return rc;
 	}
 	socklen_t sl = em_addr_to_sockaddr(&a, &tc->sa);
 	w->tun->n_dialed++;
-	tp->conn = tc;
-	tp->state = TP_DIALING;
+	if (replace) {
+		tp->next = tc;
+	} else {
+		tp->conn = tc;
+		tp->state = TP_DIALING;
+	}
 	tc->flags |= TC_CONNECTING;
 	if (io_uring_sq_space_left(&w->ring) < 2)
 		em_worker_submit(w);
@@ -1482,6 +1691,11 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCOUNT));
 	tc->inflight += 2;
 	return 0;
+}
+
+static int peer_dial(struct em_worker *w, struct tpeer *tp)
+{
+	return peer_dial_as(w, tp, false);
 }
 
 /* <tp> has no tunnel: streams waiting for it fail, the redial is scheduled. */

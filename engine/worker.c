@@ -68,15 +68,38 @@ void em_sock_release(struct em_worker *w, struct em_sock *s)
 	w->n_live--;
 }
 
+/* Each timer list stays in deadline order, so that run_timers() may stop at
+ * the first entry not due. Mostly a new deadline is the latest of its list
+ * (one timeout per class), and the search from the tail ends at once. It is
+ * not when a class mixes timeouts (a stream waiting for a tunnel slot has
+ * connect_ms on the idle list) or a reload changed one: the search then
+ * runs from both ends at once and costs twice the distance to the nearer
+ * end. Equal deadlines keep their insertion order. */
 void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class tc, uint32_t ms)
 {
 	s->tclass = (uint8_t)tc;
-	if (tc == EM_T_NONE) {
-		em_dlist_del(&s->tnode);
+	em_dlist_del(&s->tnode);
+	if (tc == EM_T_NONE)
 		return;
+	uint64_t d = w->now_ms + ms;
+	s->deadline_ms = d;
+	struct em_dlist *h = &w->timers[tc], *back = h->prev, *front = h->next, *after = NULL;
+	for (;;) {
+		if (back == h || em_container_of(back, struct em_sock, tnode)->deadline_ms <= d) {
+			after = back;
+			break;
+		}
+		if (front == h || em_container_of(front, struct em_sock, tnode)->deadline_ms > d) {
+			after = front->prev;
+			break;
+		}
+		back = back->prev;
+		front = front->next;
 	}
-	s->deadline_ms = w->now_ms + ms;
-	em_dlist_push_tail(&w->timers[tc], &s->tnode);
+	s->tnode.prev = after;
+	s->tnode.next = after->next;
+	after->next->prev = &s->tnode;
+	after->next = &s->tnode;
 }
 
 uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, bool owned)

@@ -195,7 +195,9 @@ struct em_listener {
 	X(T_AUTH_FAIL, "tunnel", "auth_failures")                                                  \
 	X(T_UNKNOWN_NODE, "tunnel", "unknown_nodes")                                               \
 	X(T_PROTO_ERR, "tunnel", "protocol_errors")                                                \
-	X(T_TIMEOUTS, "tunnel", "keepalive_timeouts")
+	X(T_TIMEOUTS, "tunnel", "keepalive_timeouts")                                              \
+	X(T_HS_PENDING, "tunnel", "handshakes_pending")                                            \
+	X(T_HS_REFUSED, "tunnel", "handshakes_refused")
 
 enum em_counter {
 #define EM_X_ENUM(id, group, name) EM_C_##id,
@@ -337,7 +339,9 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e);
 
 struct em_sock *em_sock_alloc(struct em_worker *w);
 
-/* Puts <s> on timer list <tc> with deadline now + <ms>; EM_T_NONE unlinks. */
+/* Puts <s> on timer list <tc> with deadline now + <ms>, in deadline order
+ * (after entries with the same deadline), whatever timeouts the list mixes;
+ * EM_T_NONE unlinks. */
 void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class tc, uint32_t ms);
 
 void em_sock_release(struct em_worker *w, struct em_sock *s);

@@ -533,6 +533,21 @@ static int f_tun_reconnect_max(struct pctx *c, const cJSON *v)
 	return get_ms(c, v, 10, MS_MAX_10MIN, &c->cfg->tunnel.reconnect_max_ms);
 }
 
+static int f_tun_max_handshakes(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 1, 1000000, &c->cfg->tunnel.max_handshakes);
+}
+
+static int f_tun_max_handshakes_src(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 1, 1000000, &c->cfg->tunnel.max_handshakes_per_source);
+}
+
+static int f_tun_handshake_ms(struct pctx *c, const cJSON *v)
+{
+	return get_ms(c, v, 100, MS_MAX_10MIN, &c->cfg->tunnel.handshake_ms);
+}
+
 static const struct field tunnel_fields[] = {
         {"listen", f_tun_listen, NULL},
         {"cluster_key", f_tun_key, NULL},
@@ -544,6 +559,9 @@ static const struct field tunnel_fields[] = {
         {"dead_after_ms", f_tun_dead_after, NULL},
         {"reconnect_min_ms", f_tun_reconnect_min, NULL},
         {"reconnect_max_ms", f_tun_reconnect_max, NULL},
+        {"max_handshakes", f_tun_max_handshakes, NULL},
+        {"max_handshakes_per_source", f_tun_max_handshakes_src, NULL},
+        {"handshake_ms", f_tun_handshake_ms, NULL},
 };
 
 static int f_tunnel(struct pctx *c, const cJSON *v)
@@ -640,6 +658,9 @@ static void set_defaults(struct em_config *cfg)
 	cfg->tunnel.dead_after_ms = 30000;
 	cfg->tunnel.reconnect_min_ms = 200;
 	cfg->tunnel.reconnect_max_ms = 30000;
+	cfg->tunnel.max_handshakes = 1024;
+	cfg->tunnel.max_handshakes_per_source = 64;
+	cfg->tunnel.handshake_ms = 10000;
 	cfg->timeouts.connect_ms = 5000;
 	cfg->timeouts.idle_ms = 300000;
 	cfg->timeouts.request_head_ms = 10000;

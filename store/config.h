@@ -61,6 +61,12 @@ struct em_config {
 		uint32_t dead_after_ms;     /* peer dead after this long silent */
 		uint32_t reconnect_min_ms;  /* first redial delay (jittered) */
 		uint32_t reconnect_max_ms;  /* redial delay ceiling */
+		/* Accepted tunnels not yet authenticated, per worker: at most
+		 * <max_handshakes>, at most <max_handshakes_per_source> from one
+		 * address; each must finish within <handshake_ms>. */
+		uint32_t max_handshakes;
+		uint32_t max_handshakes_per_source;
+		uint32_t handshake_ms;
 	} tunnel;
 
 	struct {

@@ -29,6 +29,14 @@
 #define EXT_PER_OUTPUT 8u
 /* A GOAWAY always fits in the control ring: other frames leave this free. */
 #define GOAWAY_RESERVE (EM_FRAME_HEADER_LEN + 8 + EM_FRAME_MAX_TEXT)
+/* Before AUTH succeeds the control ring is this buffer inside the session:
+ * our HELLO, our AUTH and a GOAWAY are all it ever holds then. The stream
+ * table, the send ring and the full control ring are allocated once the
+ * peer proved it knows the key (see grow()), so that a connection that
+ * never authenticates costs the size of the session and no more. */
+#define HS_CTRL                                                                                    \
+	(EM_FRAME_HEADER_LEN + EM_FRAME_HELLO_FIXED + EM_FRAME_MAX_NAME + EM_FRAME_HEADER_LEN +    \
+	 EM_FRAME_MAC_LEN + GOAWAY_RESERVE)
 /* Floor of the RTT used for window growth: the resolution of the clock
  * (1 ms from the callers' timestamps), or with conf.clock_us a LAN's RTT. */
 #define MIN_RTT_US       1000u
@@ -86,6 +94,7 @@ struct em_tunnel_session {
 	uint32_t peer_window, peer_max_data, peer_max_streams;
 
 	struct ring ctrl, send;
+	uint8_t hs_ctrl[HS_CTRL]; /* the control ring until grow() */
 	uint8_t out_src;
 	uint32_t out_left; /* wire bytes of the current output frame still to go */
 	/* EXT frames (see FLAG_EXT): how many are queued, their payload bytes
@@ -231,6 +240,8 @@ static uint32_t find_pos(const struct em_tunnel_session *s, uint32_t id)
 
 static struct stream *find_any(const struct em_tunnel_session *s, uint32_t id)
 {
+	if (!s->idx)
+		return NULL; /* no table before the handshake */
 	uint32_t v = s->idx[find_pos(s, id)];
 	return v ? &s->pool[v - 1] : NULL;
 }
@@ -656,6 +667,43 @@ static void on_hello(struct em_tunnel_session *s, const struct em_frame_hello *h
 		die(s, EM_REASON_INTERNAL, "control queue full", true);
 }
 
+/* The peer is authenticated: the stream table and the full rings. The
+ * control bytes not yet sent move to the new ring in order; a slice of them
+ * that output() already handed out still points into hs_ctrl, which is
+ * never written again and lives as long as the session, so it stays valid
+ * and unchanged as output() promises. Returns 0 or -ENOMEM (nothing
+ * changed then). */
+static int grow(struct em_tunnel_session *s)
+{
+	const struct em_tunnel_conf *c = &s->conf;
+	uint32_t pool_cap = 2 * c->max_streams, hsize = 4;
+	while (hsize < 2 * pool_cap)
+		hsize *= 2;
+	struct stream *pool = calloc(pool_cap, sizeof(*pool));
+	uint32_t *idx = calloc(hsize, sizeof(*idx));
+	uint8_t *cbuf = malloc(c->ctrl_buffer);
+	uint8_t *sbuf = malloc(c->send_buffer);
+	if (!pool || !idx || !cbuf || !sbuf) {
+		free(pool);
+		free(idx);
+		free(cbuf);
+		free(sbuf);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < pool_cap; i++)
+		pool[i].next_free = i + 1 < pool_cap ? i + 1 : UINT32_MAX;
+	s->pool = pool;
+	s->pool_cap = pool_cap;
+	s->free_head = 0;
+	s->idx = idx;
+	s->mask = hsize - 1;
+	ring_peek(&s->ctrl, 0, cbuf, s->ctrl.used);
+	s->ctrl =
+	        (struct ring){.buf = cbuf, .cap = c->ctrl_buffer, .head = 0, .used = s->ctrl.used};
+	s->send = (struct ring){.buf = sbuf, .cap = c->send_buffer};
+	return 0;
+}
+
 static void on_auth(struct em_tunnel_session *s, const uint8_t *mac)
 {
 	uint8_t want[EM_FRAME_MAC_LEN];
@@ -668,6 +716,10 @@ static void on_auth(struct em_tunnel_session *s, const uint8_t *mac)
 	         want);
 	if (CRYPTO_memcmp(want, mac, EM_FRAME_MAC_LEN) != 0) {
 		die(s, EM_REASON_AUTH_FAILED, "authentication failed", true);
+		return;
+	}
+	if (grow(s) < 0) {
+		die(s, EM_REASON_INTERNAL, "out of memory", true);
 		return;
 	}
 	s->state = EM_TUNNEL_OPEN;
@@ -1514,24 +1566,13 @@ int em_tunnel_session_create(const struct em_tunnel_conf *conf, uint64_t now_ms,
 
 	rc = -ENOMEM;
 	s->key = malloc(conf->key_len);
-	s->pool_cap = 2 * c->max_streams;
-	s->pool = calloc(s->pool_cap, sizeof(*s->pool));
-	uint32_t hsize = 4;
-	while (hsize < 2 * s->pool_cap)
-		hsize *= 2;
-	s->mask = hsize - 1;
-	s->idx = calloc(hsize, sizeof(*s->idx));
-	s->ctrl.buf = malloc(c->ctrl_buffer);
-	s->send.buf = malloc(c->send_buffer);
-	if (!s->key || !s->pool || !s->idx || !s->ctrl.buf || !s->send.buf)
+	if (!s->key)
 		goto fail;
 	memcpy(s->key, conf->key, conf->key_len);
 	c->key = s->key;
-	s->ctrl.cap = c->ctrl_buffer;
-	s->send.cap = c->send_buffer;
-	for (uint32_t i = 0; i < s->pool_cap; i++)
-		s->pool[i].next_free = i + 1 < s->pool_cap ? i + 1 : UINT32_MAX;
-	s->free_head = 0;
+	s->ctrl.buf = s->hs_ctrl;
+	s->ctrl.cap = HS_CTRL;
+	s->free_head = UINT32_MAX;
 
 	s->now = s->created = s->last_rx = s->interval_start = now_ms;
 	s->srtt = c->rtt_initial_ms;
@@ -1586,7 +1627,8 @@ void em_tunnel_session_destroy(struct em_tunnel_session *s)
 	free(s->key);
 	free(s->pool);
 	free(s->idx);
-	free(s->ctrl.buf);
+	if (s->ctrl.buf != s->hs_ctrl)
+		free(s->ctrl.buf);
 	free(s->send.buf);
 	free(s);
 }
@@ -1647,6 +1689,21 @@ int em_tunnel_session_stream_info(const struct em_tunnel_session *s, uint32_t id
 	out->unconsumed = st->unconsumed;
 	out->local_fin = st->flags & ST_LOCAL_FIN;
 	out->remote_fin = st->flags & ST_REMOTE_FIN;
+	return 0;
+}
+
+uint32_t em_tunnel_session_ids_left(const struct em_tunnel_session *s)
+{
+	if (s->next_id > UINT32_MAX - 2)
+		return 0;
+	return (UINT32_MAX - 2 - s->next_id) / 2 + 1;
+}
+
+int em_tunnel_session_test_set_next_id(struct em_tunnel_session *s, uint32_t id)
+{
+	if (!own_parity(s, id) || id < s->next_id)
+		return -EINVAL;
+	s->next_id = id;
 	return 0;
 }
 

@@ -8,11 +8,15 @@
  *   - receives events through the <on_event> callback of its config.
  * Times are caller-supplied milliseconds of a monotonic clock.
  *
- * Memory is allocated once, in em_tunnel_session_create(), and bounded by the
- * config: a stream table of 2 * max_streams slots, a send ring of
- * <send_buffer> bytes (OPEN, DATA, FIN, RST: frames whose order matters), a
- * control ring of <ctrl_buffer> bytes (HELLO, AUTH, PING, WINDOW_UPDATE,
- * GOAWAY) and one partial control frame. Received DATA is never buffered:
+ * Memory is bounded by the config and allocated in two steps. Until the
+ * peer's AUTH checks out, a session is the struct itself (a few KiB: names,
+ * one partial control frame and a handshake control buffer of under 1 KiB),
+ * so connections that never authenticate cost little. Once it checks out,
+ * em_tunnel_session_input() allocates a stream table of 2 * max_streams
+ * slots, a send ring of <send_buffer> bytes (OPEN, DATA, FIN, RST: frames
+ * whose order matters) and a control ring of <ctrl_buffer> bytes (PING,
+ * WINDOW_UPDATE, GOAWAY); if that fails the session closes with INTERNAL
+ * ("out of memory"). Received DATA is never buffered:
  * it is handed to the callback as a slice of the caller's input, and the
  * peer may only send what the receive windows allow; the application
  * returns window with em_tunnel_session_consume(). PROTOCOL.md documents the
@@ -159,7 +163,8 @@ struct em_tunnel_stream_info {
 	bool local_fin, remote_fin;
 };
 
-/* Allocates a session and queues its HELLO (fresh nonce from RAND_bytes).
+/* Allocates a session (the small handshake part, see above) and queues its
+ * HELLO (fresh nonce from RAND_bytes).
  * Returns 0 and <*out>, -EINVAL for a bad config (no name or key, a name
  * the wire format refuses, windows out of range), -ENOMEM, or -EIO when
  * no random bytes are available. */
@@ -288,5 +293,19 @@ int em_tunnel_session_stream_info(const struct em_tunnel_session *s, uint32_t id
                                   struct em_tunnel_stream_info *out);
 
 const struct em_tunnel_stats *em_tunnel_session_stats(const struct em_tunnel_session *s);
+
+/* Stream ids this side may still open (they are never reused: once none is
+ * left, open() returns -EBUSY for good). A caller that keeps a tunnel for
+ * long should start a replacement while EM_TUNNEL_ID_RESERVE or fewer are
+ * left and drain this one (goaway(NO_ERROR)) once the replacement is up;
+ * the reserve carries new streams meanwhile. */
+#define EM_TUNNEL_ID_RESERVE 1024u
+uint32_t em_tunnel_session_ids_left(const struct em_tunnel_session *s);
+
+/* TEST ONLY: makes <id> the next stream id open() uses, so that tests reach
+ * id exhaustion without opening four billion streams. <id> must have this
+ * side's parity and not be below the current next id. Returns 0 or
+ * -EINVAL. Production code never calls it. */
+int em_tunnel_session_test_set_next_id(struct em_tunnel_session *s, uint32_t id);
 
 #endif

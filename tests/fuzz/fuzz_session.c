@@ -1,6 +1,8 @@
-/* libFuzzer harness for the tunnel session: two sessions complete a real
- * handshake, then the input is fed to the acceptor as if its authenticated
- * peer had sent it. Whatever arrives, the session must not crash, must keep
+/* libFuzzer harness for the tunnel session: the input is fed to an acceptor
+ * that has not authenticated anyone (as a stranger on the tunnel port would
+ * send it: it must stay in its small handshake state), then two sessions
+ * complete a real handshake and the input is fed to the acceptor as if its
+ * authenticated peer had sent it. Whatever arrives, the session must not crash, must keep
  * its queues within their caps and must not deliver more than the window;
  * every payload queued without copying comes back exactly once. */
 #include <stdlib.h>
@@ -66,6 +68,33 @@ static void pump(struct em_tunnel_session *a, struct em_tunnel_session *b)
 	}
 }
 
+/* A stranger's bytes: a session that never saw a valid AUTH holds no
+ * stream state and queues only handshake frames. */
+static void stranger(const struct em_tunnel_conf *conf, const uint8_t *data, size_t size)
+{
+	struct fz z = {0};
+	struct em_tunnel_conf c = *conf;
+	c.ctx = &z;
+	if (em_tunnel_session_create(&c, 0, &z.s))
+		abort();
+	size_t off = 0;
+	while (off < size) {
+		size_t n = 1 + data[off] % 64;
+		off++;
+		n = n < size - off ? n : size - off;
+		em_tunnel_session_input(z.s, data + off, n, off);
+		off += n;
+		uint32_t q_ctrl, q_send;
+		em_tunnel_session_queued(z.s, &q_ctrl, &q_send);
+		if (q_send != 0 || q_ctrl > 1024 || em_tunnel_session_streams(z.s) != 0)
+			abort();
+		struct em_slice sl = em_tunnel_session_output(z.s);
+		em_tunnel_session_output_advance(z.s, sl.len);
+	}
+	em_tunnel_session_tick(z.s, size + 100000);
+	em_tunnel_session_destroy(z.s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz za = {0}, zb = {0};
@@ -83,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cb.role = EM_TUNNEL_ACCEPTOR;
 	cb.node_name = "b";
 	cb.ctx = &zb;
+	stranger(&cb, data, size);
 	if (em_tunnel_session_create(&ca, 0, &za.s) || em_tunnel_session_create(&cb, 0, &zb.s))
 		abort();
 	pump(za.s, zb.s);

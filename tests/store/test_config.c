@@ -697,3 +697,26 @@ Test(config, control_bytes_in_keys_stay_on_one_line)
 	expect_error(BASE ",'timeouts':{'shutdown_m\n\ns':5}}",
 	             NAME ": timeouts.shutdown_m??s: unknown key");
 }
+
+Test(config, tunnel_handshake_keys)
+{
+	struct em_config *cfg = parse_ok(BASE "}");
+	cr_expect_eq(cfg->tunnel.max_handshakes, 1024);
+	cr_expect_eq(cfg->tunnel.max_handshakes_per_source, 64);
+	cr_expect_eq(cfg->tunnel.handshake_ms, 10000);
+	em_config_free(cfg);
+
+	cfg = parse_ok(TKEY("'max_handshakes':5000,'max_handshakes_per_source':8,"
+	                    "'handshake_ms':2500"));
+	cr_expect_eq(cfg->tunnel.max_handshakes, 5000);
+	cr_expect_eq(cfg->tunnel.max_handshakes_per_source, 8);
+	cr_expect_eq(cfg->tunnel.handshake_ms, 2500);
+	em_config_free(cfg);
+
+	expect_error(TKEY("'max_handshakes':0"),
+	             NAME ": tunnel.max_handshakes: expected integer 1..1000000");
+	expect_error(TKEY("'max_handshakes_per_source':'many'"),
+	             NAME ": tunnel.max_handshakes_per_source: expected integer 1..1000000");
+	expect_error(TKEY("'handshake_ms':50"),
+	             NAME ": tunnel.handshake_ms: expected integer 100..600000");
+}
