@@ -79,15 +79,47 @@ void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class t
 	em_dlist_push_tail(&w->timers[tc], &s->tnode);
 }
 
-uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, bool owned)
+uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind)
 {
 	uint16_t e = w->st_free;
-	if (e == EM_Q_NONE)
+	if (e == EM_Q_NONE || (kind != EM_ST_BORROWED && w->st_nfree <= EM_ST_RESERVE))
 		return EM_Q_NONE;
 	w->st_free = w->q_next[e];
+	w->st_nfree--;
 	w->st_ptr[e - EM_BUF_COUNT] = ptr;
-	w->st_owned[e - EM_BUF_COUNT] = owned;
+	w->st_owned[e - EM_BUF_COUNT] = kind;
 	return e;
+}
+
+static void spill_block_put(struct em_worker *w, char *p)
+{
+	if (w->n_spill_free >= EM_SPILL_POOL) {
+		free(p);
+		return;
+	}
+	*(void **)(void *)p = w->spill_free;
+	w->spill_free = p;
+	w->n_spill_free++;
+}
+
+static char *spill_block_get(struct em_worker *w)
+{
+	char *p = w->spill_free;
+	if (!p)
+		return malloc(EM_SPILL_BYTES);
+	w->spill_free = *(void **)(void *)p;
+	w->n_spill_free--;
+	return p;
+}
+
+static void spill_pool_free(struct em_worker *w)
+{
+	while (w->spill_free) {
+		char *p = w->spill_free;
+		w->spill_free = *(void **)(void *)p;
+		free(p);
+	}
+	w->n_spill_free = 0;
 }
 
 void em_worker_entry_put(struct em_worker *w, uint16_t e)
@@ -96,13 +128,64 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e)
 		em_worker_buf_put(w, e);
 		return;
 	}
-	if (w->st_owned[e - EM_BUF_COUNT] == EM_ST_TCHUNK)
+	uint8_t kind = w->st_owned[e - EM_BUF_COUNT];
+	if (kind == EM_ST_TCHUNK)
 		em_tun_chunk_put(w, w->st_ptr[e - EM_BUF_COUNT]);
-	else if (w->st_owned[e - EM_BUF_COUNT])
+	else if (kind == EM_ST_SPILL)
+		spill_block_put(w, (char *)(uintptr_t)w->st_ptr[e - EM_BUF_COUNT]);
+	else if (kind == EM_ST_MALLOC)
 		free((void *)w->st_ptr[e - EM_BUF_COUNT]);
 	w->st_ptr[e - EM_BUF_COUNT] = NULL;
 	w->q_next[e] = w->st_free;
 	w->st_free = e;
+	w->st_nfree++;
+}
+
+unsigned em_worker_buf_share(const struct em_worker *w)
+{
+	uint32_t free_bufs = EM_BUF_COUNT - w->n_bufs_held;
+	if (EM_LIKELY(free_bufs >= EM_BUF_COUNT / 2))
+		return 24;
+	if (free_bufs >= EM_BUF_COUNT / 4)
+		return 3;
+	return free_bufs >= EM_BUF_RESERVE ? 1 : 0;
+}
+
+bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
+                     uint16_t bid, uint32_t n)
+{
+	const char *src = em_worker_buf(w, bid);
+	uint16_t t = *len ? *last : EM_Q_NONE;
+	uint32_t room = 0;
+	if (t != EM_Q_NONE && t >= EM_BUF_COUNT && w->st_owned[t - EM_BUF_COUNT] == EM_ST_SPILL)
+		room = EM_SPILL_BYTES - w->q_bytes[t];
+	/* A new block is needed when the tail has too little room: take it
+	 * first, so that failing changes nothing. */
+	uint16_t ne = EM_Q_NONE;
+	char *blk = NULL;
+	if (room < n) {
+		blk = spill_block_get(w);
+		ne = blk ? em_worker_static_get(w, blk, EM_ST_SPILL) : EM_Q_NONE;
+		if (ne == EM_Q_NONE) {
+			if (blk)
+				spill_block_put(w, blk);
+			return false;
+		}
+	}
+	uint32_t k = EM_MIN(room, n);
+	if (k) {
+		char *tail = (char *)(uintptr_t)w->st_ptr[t - EM_BUF_COUNT];
+		memcpy(tail + w->q_bytes[t], src, k);
+		w->q_bytes[t] += k;
+	}
+	if (ne != EM_Q_NONE) {
+		memcpy(blk, src + k, n - k);
+		w->q_bytes[ne] = n - k;
+		em_q_append(w, first, last, len, ne);
+	}
+	w->n_spilled++;
+	em_worker_buf_put(w, bid);
+	return true;
 }
 
 /* Re-arms the socket that has waited longest for a buffer, if any. */
@@ -216,6 +299,7 @@ void em_worker_publish(struct em_worker *w)
 	v[EM_C_CONNECT_FAIL] = w->n_connect_fail;
 	v[EM_C_NO_ENDPOINT] = w->n_no_endpoint;
 	v[EM_C_NOBUFS] = w->n_nobufs;
+	v[EM_C_SPILLED] = w->n_spilled;
 	em_tun_counters(w, v);
 	for (unsigned i = 0; i < EM_C__COUNT; i++)
 		__atomic_store_n(&w->pub[i], v[i], __ATOMIC_RELAXED);
@@ -229,6 +313,7 @@ static void trim(struct em_worker *w)
 	if (w->n_bufs_held || !em_tun_trim(w))
 		return;
 	em_bufring_trim(&w->rb);
+	spill_pool_free(w);
 	w->bufs_resident = false;
 }
 
@@ -427,6 +512,7 @@ static void teardown(struct em_worker *w, bool ring_up)
 	if (ring_up)
 		io_uring_queue_exit(&w->ring);
 	em_bufring_free(&w->rb);
+	spill_pool_free(w);
 	for (size_t i = 0; i < w->n_slabs; i++)
 		free(w->slabs[i]);
 	free(w->slabs);
@@ -459,6 +545,7 @@ void *em_worker_main(void *arg)
 		w->q_next[e] = w->st_free;
 		w->st_free = (uint16_t)e;
 	}
+	w->st_nfree = EM_STATIC_SLOTS;
 	w->now_ms = em_now_ms();
 	int rc = em_lb_init(&w->lb, w->eng->defaults.balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
 	if (rc)
