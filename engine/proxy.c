@@ -5,8 +5,10 @@
  * then handed back to the ring. While B's queue holds EM_Q_HIGH buffers A's
  * multishot recv is cancelled; it is re-armed when B's queue is down to
  * EM_Q_LOW, so a connection holds a few buffers per direction whatever the
- * peers do (plus the CQEs already posted when the cancel went in: at most
- * EM_RECV_CAP and one buffer where the kernel caps multishot recvs). */
+ * peers do. The CQEs already posted when the cancel went in (at most
+ * EM_RECV_CAP and one buffer where the kernel caps multishot recvs) queue
+ * too, but past the queue's share of the ring their bytes are copied to the
+ * heap and the buffers go back at once (em_sock_enqueue). */
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <unistd.h>

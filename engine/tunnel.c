@@ -661,7 +661,7 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 			if (em_tunnel_session_stream_info(tc->sess, ts->id, &si) == 0 &&
 			    si.send_credit == 0) {
 				em_dlist_del(&ts->bnode);
-				if (w->n_bufs_held > EM_BUF_COUNT / 2)
+				if (em_worker_buf_pressure(w))
 					ts_unpin(w, ts);
 			} else if (!em_dlist_linked(&ts->bnode))
 				em_dlist_push_tail(&tc->blocked, &ts->bnode);

@@ -79,6 +79,17 @@ void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class t
 	em_dlist_push_tail(&w->timers[tc], &s->tnode);
 }
 
+void em_worker_queues_init(struct em_worker *w)
+{
+	em_dlist_init(&w->starved);
+	w->st_free = EM_Q_NONE;
+	for (unsigned e = EM_QSLOTS; e-- > EM_BUF_COUNT;) {
+		w->q_next[e] = w->st_free;
+		w->st_free = (uint16_t)e;
+	}
+	w->st_nfree = EM_STATIC_SLOTS;
+}
+
 uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind)
 {
 	uint16_t e = w->st_free;
@@ -539,13 +550,7 @@ void *em_worker_main(void *arg)
 	bool ring_up = false;
 	for (int tc = 0; tc < EM_T__COUNT; tc++)
 		em_dlist_init(&w->timers[tc]);
-	em_dlist_init(&w->starved);
-	w->st_free = EM_Q_NONE;
-	for (unsigned e = EM_QSLOTS; e-- > EM_BUF_COUNT;) {
-		w->q_next[e] = w->st_free;
-		w->st_free = (uint16_t)e;
-	}
-	w->st_nfree = EM_STATIC_SLOTS;
+	em_worker_queues_init(w);
 	w->now_ms = em_now_ms();
 	int rc = em_lb_init(&w->lb, w->eng->defaults.balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
 	if (rc)

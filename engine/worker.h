@@ -65,7 +65,9 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
  * points at other memory (error pages, heads assembled across buffers).
  * When the peer's queue holds EM_Q_HIGH entries the source's multishot recv
  * is cancelled; it is re-armed at EM_Q_LOW. CQEs already posted before the
- * cancel still queue, so a queue is bounded by the ring, not by a constant. */
+ * cancel still queue: past the queue's share of the ring
+ * (em_worker_buf_share) their bytes are copied to spill blocks on the heap,
+ * so what one queue holds of the ring is bounded by that share. */
 /* Tunnel streams queue one chunk per DATA event: room for many streams. */
 #define EM_STATIC_SLOTS 8192u
 /* Static slots only borrowed entries (error pages) may take, so an error
@@ -335,6 +337,10 @@ static inline const char *em_worker_entry(struct em_worker *w, uint16_t e)
 {
 	return e < EM_BUF_COUNT ? em_worker_buf(w, e) : w->st_ptr[e - EM_BUF_COUNT];
 }
+
+/* Puts every static slot on the free list and empties the starved list
+ * (worker start; tests). */
+void em_worker_queues_init(struct em_worker *w);
 
 /* A static entry for <ptr> of kind <kind> (EM_ST_*): EM_ST_MALLOC is freed
  * once released. Only EM_ST_BORROWED may take the last EM_ST_RESERVE slots.
