@@ -862,17 +862,24 @@ static void stalled_clients_leave_buffers(void)
 		cr_assert_eq(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0,
 		             "connect %d: %s", i, strerror(errno));
 	}
-	/* Stalled: every stream started and the backend's bytes stop. */
-	long long total = 0, last = -1;
+	/* Stalled: every stream started, the backend wrote far more than the
+	 * ring holds (the kernel's socket buffers, growing for a while, take
+	 * most of it), and the buffers the workers hold stop changing. */
+	long long total = 0;
+	uint64_t held = 0, last = UINT64_MAX;
 	int stable = 0;
-	for (int k = 0; k < 150 && stable < 5; k++) {
+	for (int k = 0; k < 300 && stable < 5; k++) {
 		usleep(100000);
 		total = atomic_load(&b->total);
-		stable = atomic_load(&b->conns) == N && total == last ? stable + 1 : 0;
-		last = total;
+		held = WORKERS_SUM(n_bufs_held);
+		stable = atomic_load(&b->conns) == N && total > (long long)N << 20 && held == last
+		                 ? stable + 1
+		                 : 0;
+		last = held;
 	}
-	cr_assert_geq(stable, 5, "the streams never stalled (%d of %d started, %lld bytes)",
-	              atomic_load(&b->conns), N, total);
+	cr_assert_geq(stable, 5,
+	              "the streams never stalled (%d of %d started, %lld bytes, %llu buffers held)",
+	              atomic_load(&b->conns), N, total, (unsigned long long)held);
 	for (unsigned i = 0; i < eng->n_workers; i++) {
 		uint32_t h = __atomic_load_n(&eng->workers[i].n_bufs_held, __ATOMIC_RELAXED);
 		cr_assert_leq(h, EM_BUF_COUNT - EM_BUF_RESERVE + 1,
@@ -903,7 +910,10 @@ static void stalled_clients_leave_buffers(void)
 	}
 	cr_log_info("stalled clients: %llu buffers held, worst fresh client %llu ms",
 	            (unsigned long long)WORKERS_SUM(n_bufs_held), (unsigned long long)worst);
-	cr_assert_lt(worst, 3000, "a fresh client waited %llu ms", (unsigned long long)worst);
+	/* Typically 100 ms (the sniff timeout: these clients send nothing);
+	 * the bound is for loaded, sanitized runs. Without the reserve a fresh
+	 * client waits until idle_ms closes stalled ones: its reads time out. */
+	cr_assert_lt(worst, 15000, "a fresh client waited %llu ms", (unsigned long long)worst);
 	for (int i = 0; i < N; i++)
 		close(fds[i]);
 	engine_down();
