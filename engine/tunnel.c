@@ -55,13 +55,16 @@
 #define CH_FREE_SMALL 4096u
 #define CH_FREE_BIG   256u
 /* What one stream may queue on its socket: small DATA joins the tail chunk
- * while it has room, and a stream past half its entries gets chunks of
- * CH_HUGE (never pooled). A stream at its cap with a full tail is reset
- * (it alone: the worker's static slots stay for the others). The cap drops
- * to TS_QCAP_TIGHT while fewer than TS_QTIGHT_FREE static slots are free. */
+ * while it has room; past TS_QCAP entries a stream's bytes are copied into
+ * chunks of CH_HUGE (never pooled), so a stream's window fits in few
+ * entries; a stream at TS_QMAX_MUL times the cap (more bytes than any
+ * sane window) is reset, it alone: the worker's entries stay for the
+ * others. The cap drops to TS_QCAP_TIGHT while fewer than TS_QTIGHT_FREE
+ * static slots are free. */
 #define CH_HUGE        (128u * 1024)
 #define TS_QCAP        64u
 #define TS_QCAP_TIGHT  8u
+#define TS_QMAX_MUL    4u
 #define TS_QTIGHT_FREE (EM_STATIC_SLOTS / 4)
 
 struct tchunk {
@@ -1002,7 +1005,7 @@ static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 		return;
 	}
 	unsigned cap = w->st_nfree < TS_QTIGHT_FREE ? TS_QCAP_TIGHT : TS_QCAP;
-	if (s->q_len < cap / 2 && ref_enqueue(w, ts, s, d)) {
+	if (s->q_len < cap && ref_enqueue(w, ts, s, d)) {
 		if (s->ts == ts)
 			touch(w, s);
 		return;
@@ -1024,11 +1027,13 @@ static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 	}
 	while (d.len) {
 		size_t want = d.len;
-		if (s->q_len >= cap / 2)
+		if (s->q_len >= cap)
 			want = CH_HUGE;
+		else if (want > CH_BIG)
+			want = CH_BIG; /* pooled chunks, as many as it takes */
 		else if (s->q_len >= 4 && want <= CH_SMALL)
 			want = CH_BIG; /* a run of small DATA: room for many */
-		struct tchunk *c = s->q_len < cap ? chunk_get(w->tun, want) : NULL;
+		struct tchunk *c = s->q_len < cap * TS_QMAX_MUL ? chunk_get(w->tun, want) : NULL;
 		uint16_t e = c ? em_worker_static_get(w, c->data, EM_ST_TCHUNK) : EM_Q_NONE;
 		if (e == EM_Q_NONE) {
 			if (c) {
@@ -1036,7 +1041,7 @@ static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 				em_tun_chunk_put(w, c->data);
 			}
 			em_tunnel_session_reset(tc->sess, id, EM_REASON_INTERNAL,
-			                        s->q_len >= cap ? "stream queue limit"
+			                        s->q_len >= cap * TS_QMAX_MUL ? "stream queue limit"
 			                                        : "out of buffers");
 			ts->id = 0;
 			ts_fail(w, ts);
