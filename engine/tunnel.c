@@ -914,12 +914,7 @@ void em_tun_sock_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint
 		return;
 	}
 	touch(w, s);
-	/* Over the stream's share the bytes wait on the heap (see
-	 * em_worker_buf_share), so streams waiting for window cannot pin the
-	 * ring with completions posted before their pause. */
-	if (ts->p_len < em_worker_buf_share(w) ||
-	    !em_worker_spill(w, &ts->p_first, &ts->p_last, &ts->p_len, bid, len))
-		pending_push(w, ts, bid, len);
+	pending_push(w, ts, bid, len);
 	if (ts->tc && ts->id && ts->p_len == 1) {
 		ts_flush(w, ts);
 		if (s->ts != ts || (s->flags & EM_SF_CLOSING))

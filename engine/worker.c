@@ -102,33 +102,56 @@ uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind
 	return e;
 }
 
+/* A spill block: <cap> bytes at <data>, which queue entries point at. */
+struct spill_block {
+	struct spill_block *next; /* on w->spill_free */
+	uint32_t cap;
+	uint32_t pad_;
+	char data[];
+};
+
+static struct spill_block *spill_of(const char *p)
+{
+	return (struct spill_block *)(uintptr_t)(p - offsetof(struct spill_block, data));
+}
+
 static void spill_block_put(struct em_worker *w, char *p)
 {
-	if (w->n_spill_free >= EM_SPILL_POOL) {
-		free(p);
+	struct spill_block *b = spill_of(p);
+	if (b->cap != EM_SPILL_BYTES || w->n_spill_free >= EM_SPILL_POOL) {
+		free(b);
 		return;
 	}
-	*(void **)(void *)p = w->spill_free;
-	w->spill_free = p;
+	b->next = w->spill_free;
+	w->spill_free = b;
 	w->n_spill_free++;
 }
 
-static char *spill_block_get(struct em_worker *w)
+/* Blocks of EM_SPILL_BYTES come from the pool; a queue's first spill takes
+ * a block of one ring buffer's size, so that many queues spilling a little
+ * (many busy connections on a short ring) cost little memory. */
+static char *spill_block_get(struct em_worker *w, uint32_t cap)
 {
-	char *p = w->spill_free;
-	if (!p)
-		return malloc(EM_SPILL_BYTES);
-	w->spill_free = *(void **)(void *)p;
-	w->n_spill_free--;
-	return p;
+	struct spill_block *b = NULL;
+	if (cap == EM_SPILL_BYTES && w->spill_free) {
+		b = w->spill_free;
+		w->spill_free = b->next;
+		w->n_spill_free--;
+	} else {
+		b = malloc(sizeof(*b) + cap);
+		if (!b)
+			return NULL;
+		b->cap = cap;
+	}
+	return b->data;
 }
 
 static void spill_pool_free(struct em_worker *w)
 {
 	while (w->spill_free) {
-		char *p = w->spill_free;
-		w->spill_free = *(void **)(void *)p;
-		free(p);
+		struct spill_block *b = w->spill_free;
+		w->spill_free = b->next;
+		free(b);
 	}
 	w->n_spill_free = 0;
 }
@@ -168,14 +191,17 @@ bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint1
 	const char *src = em_worker_buf(w, bid);
 	uint16_t t = *len ? *last : EM_Q_NONE;
 	uint32_t room = 0;
-	if (t != EM_Q_NONE && t >= EM_BUF_COUNT && w->st_owned[t - EM_BUF_COUNT] == EM_ST_SPILL)
-		room = EM_SPILL_BYTES - w->q_bytes[t];
+	bool tail_spill =
+	        t != EM_Q_NONE && t >= EM_BUF_COUNT && w->st_owned[t - EM_BUF_COUNT] == EM_ST_SPILL;
+	if (tail_spill)
+		room = spill_of(w->st_ptr[t - EM_BUF_COUNT])->cap - w->q_bytes[t];
 	/* A new block is needed when the tail has too little room: take it
-	 * first, so that failing changes nothing. */
+	 * first, so that failing changes nothing. A queue that spills on and
+	 * on gets large blocks. */
 	uint16_t ne = EM_Q_NONE;
 	char *blk = NULL;
 	if (room < n) {
-		blk = spill_block_get(w);
+		blk = spill_block_get(w, tail_spill ? EM_SPILL_BYTES : EM_BUF_SIZE);
 		ne = blk ? em_worker_static_get(w, blk, EM_ST_SPILL) : EM_Q_NONE;
 		if (ne == EM_Q_NONE) {
 			if (blk)

@@ -53,8 +53,9 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
  * the sockets not stalled always find one (em_worker_buf_share). */
 #define EM_BUF_RESERVE 32u
 /* Heap blocks bytes over a queue's share are copied into; a queue's tail
- * block takes further bytes until full. Up to EM_SPILL_POOL free blocks
- * are kept per worker. */
+ * block takes further bytes until full. A queue's first block holds one
+ * ring buffer, later ones EM_SPILL_BYTES; up to EM_SPILL_POOL free blocks
+ * of that size are kept per worker. */
 #define EM_SPILL_BYTES (128u * 1024)
 #define EM_SPILL_POOL  16u
 /* Receive buffers unused this long give their pages back (em_worker.c). */
@@ -252,7 +253,7 @@ struct em_worker {
 	uint8_t st_owned[EM_STATIC_SLOTS];
 	uint16_t st_free;
 	uint16_t st_nfree;  /* static slots on st_free */
-	void *spill_free;   /* pooled spill blocks, linked through their start */
+	struct spill_block *spill_free; /* pooled spill blocks (worker.c) */
 	unsigned n_spill_free;
 	uint64_t n_spilled; /* buffers copied to the heap over a queue's share */
 	struct em_http *free_http;

@@ -76,7 +76,7 @@ Test(queue, share_follows_ring_fill, .init = setup, .fini = teardown)
 }
 
 /* Spilled buffers go back to the ring at once and their bytes, in order,
- * fill one heap block before the next is started. */
+ * fill a first block of one buffer, then large blocks one after another. */
 Test(queue, spill_copies_and_returns_buffers, .init = setup, .fini = teardown)
 {
 	uint16_t first = EM_Q_NONE, last = EM_Q_NONE, len = 0;
@@ -88,23 +88,29 @@ Test(queue, spill_copies_and_returns_buffers, .init = setup, .fini = teardown)
 		cr_assert_eq(w->n_bufs_held, 0, "buffer %u not given back", i);
 	}
 	cr_assert_eq(len, 2, "%u entries for %u buffers", len, per_block + 1);
-	cr_assert_eq(w->q_bytes[first], EM_SPILL_BYTES);
-	cr_assert_eq(w->q_bytes[last], EM_BUF_SIZE);
-	const char *p = em_worker_entry(w, first);
-	for (unsigned i = 0; i < per_block; i++)
-		cr_assert_eq(p[(size_t)i * EM_BUF_SIZE + 7], (char)('a' + i));
-	cr_assert_eq(em_worker_entry(w, last)[0], (char)('a' + per_block));
+	cr_assert_eq(w->q_bytes[first], EM_BUF_SIZE);
+	cr_assert_eq(w->q_bytes[last], EM_SPILL_BYTES);
+	cr_assert_eq(em_worker_entry(w, first)[7], 'a');
+	const char *p = em_worker_entry(w, last);
+	for (unsigned i = 1; i <= per_block; i++)
+		cr_assert_eq(p[(size_t)(i - 1) * EM_BUF_SIZE + 7], (char)('a' + i));
 
-	/* A short buffer joins the tail block in place. */
-	take(9, 'z', 100);
+	/* The tail is full: a short buffer starts a large block, and the next
+	 * joins it in place. */
+	take(9, 'y', 100);
 	cr_assert(em_worker_spill(w, &first, &last, &len, 9, 100));
-	cr_assert_eq(len, 2);
-	cr_assert_eq(w->q_bytes[last], EM_BUF_SIZE + 100);
-	cr_assert_eq(em_worker_entry(w, last)[EM_BUF_SIZE + 99], 'z');
+	take(10, 'z', 50);
+	cr_assert(em_worker_spill(w, &first, &last, &len, 10, 50));
+	cr_assert_eq(len, 3);
+	cr_assert_eq(w->q_bytes[last], 150);
+	cr_assert_eq(em_worker_entry(w, last)[99], 'y');
+	cr_assert_eq(em_worker_entry(w, last)[149], 'z');
 
+	uint16_t mid = w->q_next[first];
 	em_worker_entry_put(w, last);
+	em_worker_entry_put(w, mid);
 	em_worker_entry_put(w, first);
-	cr_assert_eq(w->n_spill_free, 2, "blocks not pooled");
+	cr_assert_eq(w->n_spill_free, 2, "large blocks not pooled");
 	cr_assert_eq(w->st_nfree, EM_STATIC_SLOTS);
 	while (w->spill_free) {
 		void *b = w->spill_free;
