@@ -118,42 +118,49 @@ static struct spill_block *spill_of(const char *p)
 static void spill_block_put(struct em_worker *w, char *p)
 {
 	struct spill_block *b = spill_of(p);
-	if (b->cap != EM_SPILL_BYTES || w->n_spill_free >= EM_SPILL_POOL) {
+	bool big = b->cap == EM_SPILL_BYTES;
+	unsigned *n = big ? &w->n_spill_free : &w->n_spill_free_small;
+	if (*n >= (big ? EM_SPILL_POOL : EM_SPILL_POOL_SMALL)) {
 		free(b);
 		return;
 	}
-	b->next = w->spill_free;
-	w->spill_free = b;
-	w->n_spill_free++;
+	struct spill_block **fl = big ? &w->spill_free : &w->spill_free_small;
+	b->next = *fl;
+	*fl = b;
+	(*n)++;
 }
 
-/* Blocks of EM_SPILL_BYTES come from the pool; a queue's first spill takes
- * a block of one ring buffer's size, so that many queues spilling a little
- * (many busy connections on a short ring) cost little memory. */
+/* A block of <cap> bytes (EM_SPILL_BYTES or EM_BUF_SIZE), pooled ones
+ * first: blocks of one ring buffer come and go at the rate of buffers when
+ * many busy connections share a short ring. */
 static char *spill_block_get(struct em_worker *w, uint32_t cap)
 {
-	struct spill_block *b = NULL;
-	if (cap == EM_SPILL_BYTES && w->spill_free) {
-		b = w->spill_free;
-		w->spill_free = b->next;
-		w->n_spill_free--;
-	} else {
-		b = malloc(sizeof(*b) + cap);
-		if (!b)
-			return NULL;
-		b->cap = cap;
+	bool big = cap == EM_SPILL_BYTES;
+	struct spill_block **fl = big ? &w->spill_free : &w->spill_free_small;
+	struct spill_block *b = *fl;
+	if (b) {
+		*fl = b->next;
+		(*(big ? &w->n_spill_free : &w->n_spill_free_small))--;
+		return b->data;
 	}
+	b = malloc(sizeof(*b) + cap);
+	if (!b)
+		return NULL;
+	b->cap = cap;
 	return b->data;
 }
 
 static void spill_pool_free(struct em_worker *w)
 {
-	while (w->spill_free) {
-		struct spill_block *b = w->spill_free;
-		w->spill_free = b->next;
-		free(b);
+	struct spill_block **lists[2] = {&w->spill_free, &w->spill_free_small};
+	for (int i = 0; i < 2; i++) {
+		while (*lists[i]) {
+			struct spill_block *b = *lists[i];
+			*lists[i] = b->next;
+			free(b);
+		}
 	}
-	w->n_spill_free = 0;
+	w->n_spill_free = w->n_spill_free_small = 0;
 }
 
 void em_worker_entry_put(struct em_worker *w, uint16_t e)

@@ -54,10 +54,12 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_BUF_RESERVE 32u
 /* Heap blocks bytes over a queue's share are copied into; a queue's tail
  * block takes further bytes until full. A queue's first block holds one
- * ring buffer, later ones EM_SPILL_BYTES; up to EM_SPILL_POOL free blocks
- * of that size are kept per worker. */
-#define EM_SPILL_BYTES (128u * 1024)
-#define EM_SPILL_POOL  16u
+ * ring buffer, later ones EM_SPILL_BYTES; up to EM_SPILL_POOL_SMALL and
+ * EM_SPILL_POOL free blocks of each size are kept per worker (given back
+ * with the idle trim). */
+#define EM_SPILL_BYTES      (128u * 1024)
+#define EM_SPILL_POOL       16u
+#define EM_SPILL_POOL_SMALL 128u
 /* Receive buffers unused this long give their pages back (em_worker.c). */
 #define EM_TRIM_IDLE_MS 3000u
 
@@ -253,8 +255,8 @@ struct em_worker {
 	uint8_t st_owned[EM_STATIC_SLOTS];
 	uint16_t st_free;
 	uint16_t st_nfree;  /* static slots on st_free */
-	struct spill_block *spill_free; /* pooled spill blocks (worker.c) */
-	unsigned n_spill_free;
+	struct spill_block *spill_free, *spill_free_small; /* pooled spill blocks (worker.c) */
+	unsigned n_spill_free, n_spill_free_small;
 	uint64_t n_spilled; /* buffers copied to the heap over a queue's share */
 	struct em_http *free_http;
 	struct em_http1_head *head; /* parse scratch */

@@ -112,9 +112,13 @@ Test(queue, spill_copies_and_returns_buffers, .init = setup, .fini = teardown)
 	em_worker_entry_put(w, first);
 	cr_assert_eq(w->n_spill_free, 2, "large blocks not pooled");
 	cr_assert_eq(w->st_nfree, EM_STATIC_SLOTS);
-	while (w->spill_free) {
-		void *b = w->spill_free;
-		w->spill_free = *(void **)b;
-		free(b);
+	cr_assert_eq(w->n_spill_free_small, 1, "small block not pooled");
+	void *lists[2] = {w->spill_free, w->spill_free_small};
+	for (int i = 0; i < 2; i++) {
+		while (lists[i]) {
+			void *b = lists[i];
+			lists[i] = *(void **)b;
+			free(b);
+		}
 	}
 }
