@@ -1037,7 +1037,7 @@ static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 			}
 			em_tunnel_session_reset(tc->sess, id, EM_REASON_INTERNAL,
 			                        s->q_len >= cap * TS_QMAX_MUL ? "stream queue limit"
-			                                        : "out of buffers");
+			                                                      : "out of buffers");
 			ts->id = 0;
 			ts_fail(w, ts);
 			return;

@@ -182,16 +182,6 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e)
 	w->st_nfree++;
 }
 
-unsigned em_worker_buf_share(const struct em_worker *w)
-{
-	uint32_t free_bufs = EM_BUF_COUNT - w->n_bufs_held;
-	if (EM_LIKELY(free_bufs >= EM_BUF_COUNT / 2))
-		return 24;
-	if (free_bufs >= EM_BUF_COUNT / 4)
-		return 3;
-	return free_bufs >= EM_BUF_RESERVE ? 1 : 0;
-}
-
 bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
                      uint16_t bid, uint32_t n)
 {

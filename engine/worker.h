@@ -71,15 +71,16 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
  * cancel still queue: past the queue's share of the ring
  * (em_worker_buf_share) their bytes are copied to spill blocks on the heap,
  * so what one queue holds of the ring is bounded by that share. */
-/* Tunnel streams queue one chunk per DATA event: room for many streams. */
+/* Tunnel streams queue a chunk per DATA event (small ones join the last
+ * chunk of their stream): room for many streams. */
 #define EM_STATIC_SLOTS 8192u
-/* Static slots only borrowed entries (error pages) may take, so an error
- * page can be sent whatever the streams queued. */
-#define EM_ST_RESERVE 256u
 #define EM_QSLOTS       (EM_BUF_COUNT + EM_STATIC_SLOTS)
 #define EM_Q_NONE       0xffffu
 #define EM_Q_HIGH       3u
 #define EM_Q_LOW        1u
+/* Static slots only borrowed entries (error pages) may take, so an error
+ * page can be sent whatever the streams queued. */
+#define EM_ST_RESERVE 256u
 /* Where the kernel supports it (6.17+, probed at start), a multishot recv
  * ends by itself once it has read this many bytes (plus at most one
  * buffer) and is re-armed: a source whose peer stalls then overshoots by a
@@ -254,8 +255,9 @@ struct em_worker {
 	const char *st_ptr[EM_STATIC_SLOTS];
 	uint8_t st_owned[EM_STATIC_SLOTS];
 	uint16_t st_free;
-	uint16_t st_nfree;  /* static slots on st_free */
-	struct spill_block *spill_free, *spill_free_small; /* pooled spill blocks (worker.c) */
+	uint16_t st_nfree; /* static slots on st_free */
+	/* pooled spill blocks (worker.c) */
+	struct spill_block *spill_free, *spill_free_small;
 	unsigned n_spill_free, n_spill_free_small;
 	uint64_t n_spilled; /* buffers copied to the heap over a queue's share */
 	struct em_http *free_http;
@@ -356,7 +358,15 @@ uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind
  * ring is free, then 3, then 1, and 0 once fewer than EM_BUF_RESERVE
  * buffers are free. A received buffer beyond that goes through
  * em_worker_spill. */
-unsigned em_worker_buf_share(const struct em_worker *w);
+static inline unsigned em_worker_buf_share(const struct em_worker *w)
+{
+	uint32_t free_bufs = EM_BUF_COUNT - w->n_bufs_held;
+	if (EM_LIKELY(free_bufs >= EM_BUF_COUNT / 2))
+		return 24;
+	if (free_bufs >= EM_BUF_COUNT / 4)
+		return 3;
+	return free_bufs >= EM_BUF_RESERVE ? 1 : 0;
+}
 
 /* True while fewer than half of the ring buffers are free: recvs then read
  * one buffer per arm (a multishot recv fills buffers until its cancel

@@ -32,7 +32,7 @@ struct backend {
 	atomic_int requests;
 	atomic_llong sent;  /* B_SOURCE: bytes written so far (one connection) */
 	atomic_llong total; /* B_SOURCE: bytes written over all connections */
-	atomic_int conns;  /* connections accepted */
+	atomic_int conns;   /* connections accepted */
 	pthread_t thr;
 };
 
