@@ -5,8 +5,10 @@
  * then handed back to the ring. While B's queue holds EM_Q_HIGH buffers A's
  * multishot recv is cancelled; it is re-armed when B's queue is down to
  * EM_Q_LOW, so a connection holds a few buffers per direction whatever the
- * peers do (plus the CQEs already posted when the cancel went in: at most
- * EM_RECV_CAP and one buffer where the kernel caps multishot recvs). */
+ * peers do. The CQEs already posted when the cancel went in (at most
+ * EM_RECV_CAP and one buffer where the kernel caps multishot recvs) queue
+ * too, but past the queue's share of the ring their bytes are copied to the
+ * heap and the buffers go back at once (em_sock_enqueue). */
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -111,11 +113,11 @@ void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort)
 void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 {
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	/* A socket bridged to a tunnel stream reads one buffer per arm while
-	 * the ring runs low: its bytes often wait for window or send room, and
-	 * a multishot read would keep filling buffers until its cancel lands.
-	 * With buffers to spare, multishot saves a re-arm per read. */
-	if (s->ts && w->n_bufs_held > EM_BUF_COUNT / 2) {
+	/* Every socket reads one buffer per arm while the ring runs low: a
+	 * multishot read whose peer stalls keeps filling buffers until its
+	 * cancel lands, and those completions would go to the heap. With
+	 * buffers to spare, multishot saves a re-arm per read. */
+	if (em_worker_buf_pressure(w)) {
 		io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	} else {
 		io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
@@ -205,11 +207,20 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 		em_sock_maybe_rearm(w, src);
 }
 
-/* Queues <len> bytes of entry <e> for sending on <dst>. */
+/* Queues <len> bytes of entry <e> for sending on <dst>. A ring buffer over
+ * the queue's share (em_worker_buf_share) is copied to the heap and goes
+ * back to the ring at once, so a peer that stops reading pins at most that
+ * many buffers, whatever completions its source already had posted. */
 void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len)
 {
-	w->q_bytes[e] = len;
-	em_q_append(w, &dst->q_first, &dst->q_last, &dst->q_len, e);
+	if (e < EM_BUF_COUNT && EM_UNLIKELY(dst->q_len >= em_worker_buf_share(w)) &&
+	    em_worker_spill(w, &dst->q_first, &dst->q_last, &dst->q_len, e, len)) {
+		/* The bytes may have joined the tail entry: nothing new to
+		 * send while a send is in flight (its completion goes on). */
+	} else {
+		w->q_bytes[e] = len;
+		em_q_append(w, &dst->q_first, &dst->q_last, &dst->q_len, e);
+	}
 	if ((dst->state == EM_SK_OPEN || dst->state == EM_SK_HTTP) &&
 	    !(dst->flags & EM_SF_SEND_BUSY))
 		em_sock_send_next(w, dst);
@@ -218,7 +229,7 @@ void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint3
 bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char *p, uint32_t len,
                             bool owned)
 {
-	uint16_t e = em_worker_static_get(w, p, owned);
+	uint16_t e = em_worker_static_get(w, p, owned ? EM_ST_MALLOC : EM_ST_BORROWED);
 	if (e == EM_Q_NONE) {
 		if (owned)
 			free((void *)p);

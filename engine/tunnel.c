@@ -54,6 +54,18 @@
 #define CH_BIG        EM_BUF_SIZE
 #define CH_FREE_SMALL 4096u
 #define CH_FREE_BIG   256u
+/* What one stream may queue on its socket: small DATA joins the tail chunk
+ * while it has room; past TS_QCAP entries a stream's bytes are copied into
+ * chunks of CH_HUGE (never pooled), so a stream's window fits in few
+ * entries; a stream at TS_QMAX_MUL times the cap (more bytes than any
+ * sane window) is reset, it alone: the worker's entries stay for the
+ * others. The cap drops to TS_QCAP_TIGHT while fewer than TS_QTIGHT_FREE
+ * static slots are free. */
+#define CH_HUGE        (128u * 1024)
+#define TS_QCAP        64u
+#define TS_QCAP_TIGHT  8u
+#define TS_QMAX_MUL    4u
+#define TS_QTIGHT_FREE (EM_STATIC_SLOTS / 4)
 
 struct tchunk {
 	struct tchunk *next;
@@ -436,8 +448,16 @@ static void ts_free(struct em_worker *w, struct em_tstream *ts)
 	w->tun->free_ts = ts;
 }
 
+/* A chunk of CH_SMALL or CH_BIG bytes (the smallest <want> fits), or of
+ * CH_HUGE for <want> beyond CH_BIG. */
 static struct tchunk *chunk_get(struct em_tun_worker *t, size_t want)
 {
+	if (want > CH_BIG) {
+		struct tchunk *h = malloc(sizeof(*h) + CH_HUGE);
+		if (h)
+			h->cap = CH_HUGE;
+		return h;
+	}
 	bool small = want <= CH_SMALL;
 	struct tchunk **fl = small ? &t->free_small : &t->free_big;
 	struct tchunk *c = *fl;
@@ -514,10 +534,9 @@ static bool ref_enqueue(struct em_worker *w, struct em_tstream *ts, struct em_so
 			r = &h->r[i];
 	if (!r)
 		return false;
-	uint16_t e = em_worker_static_get(w, d.base, false);
+	uint16_t e = em_worker_static_get(w, d.base, EM_ST_TCHUNK);
 	if (e == EM_Q_NONE)
 		return false;
-	w->st_owned[e - EM_BUF_COUNT] = EM_ST_TCHUNK;
 	r->ts = ts;
 	r->gen = ts->gen;
 	r->off = (uint32_t)(d.base - b);
@@ -638,7 +657,7 @@ static void ts_unpin(struct em_worker *w, struct em_tstream *ts)
 			uint32_t off = e == ts->p_first ? ts->p_off : 0;
 			uint32_t len = w->q_bytes[e] - off;
 			char *p = malloc(len ? len : 1);
-			uint16_t ne = p ? em_worker_static_get(w, p, true) : EM_Q_NONE;
+			uint16_t ne = p ? em_worker_static_get(w, p, EM_ST_MALLOC) : EM_Q_NONE;
 			if (ne == EM_Q_NONE) {
 				free(p);
 				return;
@@ -696,7 +715,7 @@ static void ts_flush(struct em_worker *w, struct em_tstream *ts)
 			if (em_tunnel_session_stream_info(tc->sess, ts->id, &si) == 0 &&
 			    si.send_credit == 0) {
 				em_dlist_del(&ts->bnode);
-				if (w->n_bufs_held > EM_BUF_COUNT / 2)
+				if (em_worker_buf_pressure(w))
 					ts_unpin(w, ts);
 			} else if (!em_dlist_linked(&ts->bnode))
 				em_dlist_push_tail(&tc->blocked, &ts->bnode);
@@ -1026,6 +1045,23 @@ void em_tun_sock_detach(struct em_worker *w, struct em_sock *s)
 
 /* ---- session events ---- */
 
+/* The chunk behind socket <s>'s last queue entry when it is a heap chunk of
+ * stream <ts> with room left, else NULL. */
+static struct tchunk *tail_chunk(struct em_worker *w, struct em_tstream *ts, struct em_sock *s)
+{
+	uint16_t e = s->q_len ? s->q_last : EM_Q_NONE;
+	if (e == EM_Q_NONE || e < EM_BUF_COUNT || w->st_owned[e - EM_BUF_COUNT] != EM_ST_TCHUNK)
+		return NULL;
+	const char *p = w->st_ptr[e - EM_BUF_COUNT];
+	const struct em_tun_worker *t = w->tun;
+	if (t->rb.base && p >= t->rb.base && p < t->rb.base + (size_t)TUN_BUF_COUNT * TUN_BUF_SIZE)
+		return NULL; /* a slice of a tunnel buffer */
+	struct tchunk *c = (struct tchunk *)(void *)(p - offsetof(struct tchunk, data));
+	if (c->ts != ts || c->gen != ts->gen || c->len >= c->cap || w->q_bytes[e] != c->len)
+		return NULL;
+	return c;
+}
+
 static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts, uint32_t id,
                     struct em_slice d)
 {
@@ -1034,25 +1070,49 @@ static void ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream 
 		em_tunnel_session_consume(tc->sess, id, d.len, w->now_ms);
 		return;
 	}
-	if (ref_enqueue(w, ts, s, d)) {
+	unsigned cap = w->st_nfree < TS_QTIGHT_FREE ? TS_QCAP_TIGHT : TS_QCAP;
+	if (s->q_len < cap && ref_enqueue(w, ts, s, d)) {
 		if (s->ts == ts)
 			touch(w, s);
 		return;
 	}
+	/* Small DATA joins the tail chunk: the entry grows in place (a send
+	 * in flight covers its old length; on_send leaves the rest queued). */
+	struct tchunk *tail = tail_chunk(w, ts, s);
+	if (tail) {
+		uint32_t n = (uint32_t)EM_MIN(d.len, (size_t)(tail->cap - tail->len));
+		memcpy(tail->data + tail->len, d.base, n);
+		tail->len += n;
+		w->q_bytes[s->q_last] += n;
+		d.base += n;
+		d.len -= n;
+		if (s->state == EM_SK_OPEN && !(s->flags & EM_SF_SEND_BUSY))
+			em_sock_send_next(w, s);
+		if (s->ts != ts)
+			return; /* the send failed and closed the socket */
+	}
 	while (d.len) {
-		struct tchunk *c = chunk_get(w->tun, d.len);
-		uint16_t e = c ? em_worker_static_get(w, c->data, false) : EM_Q_NONE;
+		size_t want = d.len;
+		if (s->q_len >= cap)
+			want = CH_HUGE;
+		else if (want > CH_BIG)
+			want = CH_BIG; /* pooled chunks, as many as it takes */
+		else if (s->q_len >= 4 && want <= CH_SMALL)
+			want = CH_BIG; /* a run of small DATA: room for many */
+		struct tchunk *c = s->q_len < cap * TS_QMAX_MUL ? chunk_get(w->tun, want) : NULL;
+		uint16_t e = c ? em_worker_static_get(w, c->data, EM_ST_TCHUNK) : EM_Q_NONE;
 		if (e == EM_Q_NONE) {
 			if (c) {
 				c->ts = NULL;
 				em_tun_chunk_put(w, c->data);
 			}
-			em_tunnel_session_reset(tc->sess, id, EM_REASON_INTERNAL, "out of buffers");
+			em_tunnel_session_reset(tc->sess, id, EM_REASON_INTERNAL,
+			                        s->q_len >= cap * TS_QMAX_MUL ? "stream queue limit"
+			                                                      : "out of buffers");
 			ts->id = 0;
 			ts_fail(w, ts);
 			return;
 		}
-		w->st_owned[e - EM_BUF_COUNT] = EM_ST_TCHUNK;
 		uint32_t n = (uint32_t)EM_MIN(d.len, (size_t)c->cap);
 		memcpy(c->data, d.base, n);
 		c->ts = ts;

@@ -102,15 +102,88 @@ void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class t
 	after->next = &s->tnode;
 }
 
-uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, bool owned)
+void em_worker_queues_init(struct em_worker *w)
+{
+	em_dlist_init(&w->starved);
+	w->st_free = EM_Q_NONE;
+	for (unsigned e = EM_QSLOTS; e-- > EM_BUF_COUNT;) {
+		w->q_next[e] = w->st_free;
+		w->st_free = (uint16_t)e;
+	}
+	w->st_nfree = EM_STATIC_SLOTS;
+}
+
+uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind)
 {
 	uint16_t e = w->st_free;
-	if (e == EM_Q_NONE)
+	if (e == EM_Q_NONE || (kind != EM_ST_BORROWED && w->st_nfree <= EM_ST_RESERVE))
 		return EM_Q_NONE;
 	w->st_free = w->q_next[e];
+	w->st_nfree--;
 	w->st_ptr[e - EM_BUF_COUNT] = ptr;
-	w->st_owned[e - EM_BUF_COUNT] = owned;
+	w->st_owned[e - EM_BUF_COUNT] = kind;
 	return e;
+}
+
+/* A spill block: <cap> bytes at <data>, which queue entries point at. */
+struct spill_block {
+	struct spill_block *next; /* on w->spill_free */
+	uint32_t cap;
+	uint32_t pad_;
+	char data[];
+};
+
+static struct spill_block *spill_of(const char *p)
+{
+	return (struct spill_block *)(uintptr_t)(p - offsetof(struct spill_block, data));
+}
+
+static void spill_block_put(struct em_worker *w, char *p)
+{
+	struct spill_block *b = spill_of(p);
+	bool big = b->cap == EM_SPILL_BYTES;
+	unsigned *n = big ? &w->n_spill_free : &w->n_spill_free_small;
+	if (*n >= (big ? EM_SPILL_POOL : EM_SPILL_POOL_SMALL)) {
+		free(b);
+		return;
+	}
+	struct spill_block **fl = big ? &w->spill_free : &w->spill_free_small;
+	b->next = *fl;
+	*fl = b;
+	(*n)++;
+}
+
+/* A block of <cap> bytes (EM_SPILL_BYTES or EM_BUF_SIZE), pooled ones
+ * first: blocks of one ring buffer come and go at the rate of buffers when
+ * many busy connections share a short ring. */
+static char *spill_block_get(struct em_worker *w, uint32_t cap)
+{
+	bool big = cap == EM_SPILL_BYTES;
+	struct spill_block **fl = big ? &w->spill_free : &w->spill_free_small;
+	struct spill_block *b = *fl;
+	if (b) {
+		*fl = b->next;
+		(*(big ? &w->n_spill_free : &w->n_spill_free_small))--;
+		return b->data;
+	}
+	b = malloc(sizeof(*b) + cap);
+	if (!b)
+		return NULL;
+	b->cap = cap;
+	return b->data;
+}
+
+static void spill_pool_free(struct em_worker *w)
+{
+	struct spill_block **lists[2] = {&w->spill_free, &w->spill_free_small};
+	for (int i = 0; i < 2; i++) {
+		while (*lists[i]) {
+			struct spill_block *b = *lists[i];
+			*lists[i] = b->next;
+			free(b);
+		}
+	}
+	w->n_spill_free = w->n_spill_free_small = 0;
 }
 
 void em_worker_entry_put(struct em_worker *w, uint16_t e)
@@ -119,13 +192,57 @@ void em_worker_entry_put(struct em_worker *w, uint16_t e)
 		em_worker_buf_put(w, e);
 		return;
 	}
-	if (w->st_owned[e - EM_BUF_COUNT] == EM_ST_TCHUNK)
+	uint8_t kind = w->st_owned[e - EM_BUF_COUNT];
+	if (kind == EM_ST_TCHUNK)
 		em_tun_chunk_put(w, w->st_ptr[e - EM_BUF_COUNT]);
-	else if (w->st_owned[e - EM_BUF_COUNT])
+	else if (kind == EM_ST_SPILL)
+		spill_block_put(w, (char *)(uintptr_t)w->st_ptr[e - EM_BUF_COUNT]);
+	else if (kind == EM_ST_MALLOC)
 		free((void *)w->st_ptr[e - EM_BUF_COUNT]);
 	w->st_ptr[e - EM_BUF_COUNT] = NULL;
 	w->q_next[e] = w->st_free;
 	w->st_free = e;
+	w->st_nfree++;
+}
+
+bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
+                     uint16_t bid, uint32_t n)
+{
+	const char *src = em_worker_buf(w, bid);
+	uint16_t t = *len ? *last : EM_Q_NONE;
+	uint32_t room = 0;
+	bool tail_spill =
+	        t != EM_Q_NONE && t >= EM_BUF_COUNT && w->st_owned[t - EM_BUF_COUNT] == EM_ST_SPILL;
+	if (tail_spill)
+		room = spill_of(w->st_ptr[t - EM_BUF_COUNT])->cap - w->q_bytes[t];
+	/* A new block is needed when the tail has too little room: take it
+	 * first, so that failing changes nothing. A queue that spills on and
+	 * on gets large blocks. */
+	uint16_t ne = EM_Q_NONE;
+	char *blk = NULL;
+	if (room < n) {
+		blk = spill_block_get(w, tail_spill ? EM_SPILL_BYTES : EM_BUF_SIZE);
+		ne = blk ? em_worker_static_get(w, blk, EM_ST_SPILL) : EM_Q_NONE;
+		if (ne == EM_Q_NONE) {
+			if (blk)
+				spill_block_put(w, blk);
+			return false;
+		}
+	}
+	uint32_t k = EM_MIN(room, n);
+	if (k) {
+		char *tail = (char *)(uintptr_t)w->st_ptr[t - EM_BUF_COUNT];
+		memcpy(tail + w->q_bytes[t], src, k);
+		w->q_bytes[t] += k;
+	}
+	if (ne != EM_Q_NONE) {
+		memcpy(blk, src + k, n - k);
+		w->q_bytes[ne] = n - k;
+		em_q_append(w, first, last, len, ne);
+	}
+	w->n_spilled++;
+	em_worker_buf_put(w, bid);
+	return true;
 }
 
 /* Re-arms the socket that has waited longest for a buffer, if any. */
@@ -248,6 +365,7 @@ void em_worker_publish(struct em_worker *w)
 	v[EM_C_CONNECT_FAIL] = w->n_connect_fail;
 	v[EM_C_NO_ENDPOINT] = w->n_no_endpoint;
 	v[EM_C_NOBUFS] = w->n_nobufs;
+	v[EM_C_SPILLED] = w->n_spilled;
 	em_tun_counters(w, v);
 	for (unsigned i = 0; i < EM_C__COUNT; i++)
 		__atomic_store_n(&w->pub[i], v[i], __ATOMIC_RELAXED);
@@ -261,6 +379,7 @@ static void trim(struct em_worker *w)
 	if (w->n_bufs_held || !em_tun_trim(w))
 		return;
 	em_bufring_trim(&w->rb);
+	spill_pool_free(w);
 	w->bufs_resident = false;
 }
 
@@ -459,6 +578,7 @@ static void teardown(struct em_worker *w, bool ring_up)
 	if (ring_up)
 		io_uring_queue_exit(&w->ring);
 	em_bufring_free(&w->rb);
+	spill_pool_free(w);
 	for (size_t i = 0; i < w->n_slabs; i++)
 		free(w->slabs[i]);
 	free(w->slabs);
@@ -485,12 +605,7 @@ void *em_worker_main(void *arg)
 	bool ring_up = false;
 	for (int tc = 0; tc < EM_T__COUNT; tc++)
 		em_dlist_init(&w->timers[tc]);
-	em_dlist_init(&w->starved);
-	w->st_free = EM_Q_NONE;
-	for (unsigned e = EM_QSLOTS; e-- > EM_BUF_COUNT;) {
-		w->q_next[e] = w->st_free;
-		w->st_free = (uint16_t)e;
-	}
+	em_worker_queues_init(w);
 	w->now_ms = em_now_ms();
 	int rc = em_lb_init(&w->lb, w->eng->defaults.balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
 	if (rc)

@@ -48,6 +48,18 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_BUF_SIZE  32768u
 #define EM_BUF_COUNT 256u
 #define EM_BGID      0
+/* Buffers no single queue may take: with fewer free, every received buffer
+ * is copied to the heap and handed straight back, so new connections and
+ * the sockets not stalled always find one (em_worker_buf_share). */
+#define EM_BUF_RESERVE 32u
+/* Heap blocks bytes over a queue's share are copied into; a queue's tail
+ * block takes further bytes until full. A queue's first block holds one
+ * ring buffer, later ones EM_SPILL_BYTES; up to EM_SPILL_POOL_SMALL and
+ * EM_SPILL_POOL free blocks of each size are kept per worker (given back
+ * with the idle trim). */
+#define EM_SPILL_BYTES      (128u * 1024)
+#define EM_SPILL_POOL       16u
+#define EM_SPILL_POOL_SMALL 128u
 /* Receive buffers unused this long give their pages back (em_worker.c). */
 #define EM_TRIM_IDLE_MS 3000u
 
@@ -56,13 +68,19 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
  * points at other memory (error pages, heads assembled across buffers).
  * When the peer's queue holds EM_Q_HIGH entries the source's multishot recv
  * is cancelled; it is re-armed at EM_Q_LOW. CQEs already posted before the
- * cancel still queue, so a queue is bounded by the ring, not by a constant. */
-/* Tunnel streams queue one chunk per DATA event: room for many streams. */
+ * cancel still queue: past the queue's share of the ring
+ * (em_worker_buf_share) their bytes are copied to spill blocks on the heap,
+ * so what one queue holds of the ring is bounded by that share. */
+/* Tunnel streams queue a chunk per DATA event (small ones join the last
+ * chunk of their stream): room for many streams. */
 #define EM_STATIC_SLOTS 8192u
 #define EM_QSLOTS       (EM_BUF_COUNT + EM_STATIC_SLOTS)
 #define EM_Q_NONE       0xffffu
 #define EM_Q_HIGH       3u
 #define EM_Q_LOW        1u
+/* Static slots only borrowed entries (error pages) may take, so an error
+ * page can be sent whatever the streams queued. */
+#define EM_ST_RESERVE 256u
 /* Where the kernel supports it (6.17+, probed at start), a multishot recv
  * ends by itself once it has read this many bytes (plus at most one
  * buffer) and is re-armed: a source whose peer stalls then overshoots by a
@@ -114,8 +132,10 @@ enum {
  * without a safety net (its start is released). */
 #define EM_REPLAY_KEEP 4u
 
-/* st_owned kinds of a static entry. */
-enum { EM_ST_BORROWED = 0, EM_ST_MALLOC = 1, EM_ST_TCHUNK = 2 };
+/* st_owned kinds of a static entry: borrowed memory that outlives the
+ * queue (error pages), malloc'd, a tunnel chunk or slice (engine/tunnel.c),
+ * a spill block (em_worker_spill). */
+enum { EM_ST_BORROWED = 0, EM_ST_MALLOC = 1, EM_ST_TCHUNK = 2, EM_ST_SPILL = 3 };
 
 /* em_listener.idx of the tunnel listener (capture is UINT16_MAX). */
 #define EM_LISTENER_TUNNEL (UINT16_MAX - 1)
@@ -171,6 +191,7 @@ struct em_listener {
 	X(CONNECT_FAIL, "engine", "upstream_connect_failures")                                     \
 	X(NO_ENDPOINT, "engine", "no_endpoint")                                                    \
 	X(NOBUFS, "engine", "recv_buffer_shortages")                                               \
+	X(SPILLED, "engine", "recv_buffers_spilled")                                               \
 	X(T_UP, "tunnel", "tunnels_up")                                                            \
 	X(T_DIALED, "tunnel", "tunnels_dialed")                                                    \
 	X(T_ACCEPTED, "tunnel", "tunnels_accepted")                                                \
@@ -239,6 +260,11 @@ struct em_worker {
 	const char *st_ptr[EM_STATIC_SLOTS];
 	uint8_t st_owned[EM_STATIC_SLOTS];
 	uint16_t st_free;
+	uint16_t st_nfree; /* static slots on st_free */
+	/* pooled spill blocks (worker.c) */
+	struct spill_block *spill_free, *spill_free_small;
+	unsigned n_spill_free, n_spill_free_small;
+	uint64_t n_spilled; /* buffers copied to the heap over a queue's share */
 	struct em_http *free_http;
 	struct em_http1_head *head; /* parse scratch */
 	struct em_tun_worker *tun;  /* tunnels and streams (engine/tunnel.c) */
@@ -330,9 +356,47 @@ static inline const char *em_worker_entry(struct em_worker *w, uint16_t e)
 	return e < EM_BUF_COUNT ? em_worker_buf(w, e) : w->st_ptr[e - EM_BUF_COUNT];
 }
 
-/* A static entry for <ptr>; with <owned> it is freed once released. Returns
- * EM_Q_NONE when all slots are in use (the caller closes). */
-uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, bool owned);
+/* Puts every static slot on the free list and empties the starved list
+ * (worker start; tests). */
+void em_worker_queues_init(struct em_worker *w);
+
+/* A static entry for <ptr> of kind <kind> (EM_ST_*): EM_ST_MALLOC is freed
+ * once released. Only EM_ST_BORROWED may take the last EM_ST_RESERVE slots.
+ * Returns EM_Q_NONE when no slot is left for <kind> (the caller closes or
+ * fails the stream). */
+uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind);
+
+/* Ring buffers one queue (a socket's send queue, a stream's pending bytes)
+ * may hold now, counting every entry of it: 24 while at least half of the
+ * ring is free, then 3, then 1, and 0 once fewer than EM_BUF_RESERVE
+ * buffers are free. A received buffer beyond that goes through
+ * em_worker_spill. */
+static inline unsigned em_worker_buf_share(const struct em_worker *w)
+{
+	uint32_t free_bufs = EM_BUF_COUNT - w->n_bufs_held;
+	if (EM_LIKELY(free_bufs >= EM_BUF_COUNT / 2))
+		return 24;
+	if (free_bufs >= EM_BUF_COUNT / 4)
+		return 3;
+	return free_bufs >= EM_BUF_RESERVE ? 1 : 0;
+}
+
+/* True while fewer than half of the ring buffers are free: recvs then read
+ * one buffer per arm (a multishot recv fills buffers until its cancel
+ * lands). */
+static inline bool em_worker_buf_pressure(const struct em_worker *w)
+{
+	return w->n_bufs_held > EM_BUF_COUNT / 2;
+}
+
+/* Appends <n> bytes of ring buffer <bid> to the list (*first, *last, *len)
+ * as heap bytes: into the tail entry when it is a spill block with room
+ * (the entry grows in place; a send in flight covers its old length only,
+ * see on_send), else into new spill blocks. On success the buffer goes back
+ * to the ring and true is returned; on failure (no slot, no memory) nothing
+ * changed and the caller still owns <bid>. */
+bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
+                     uint16_t bid, uint32_t n);
 
 /* Releases entry <e>: a ring buffer goes back to the kernel. */
 void em_worker_entry_put(struct em_worker *w, uint16_t e);
