@@ -68,7 +68,7 @@ it_em_stop
 for p in "${IT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
 
 # ---- b. tiny DATA frames from a tunnel peer ---------------------------------------
-KEY=starve-key-$$
+KEY=starve-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n") # >= 32 bytes
 # 10.254.0.2 is routed but every packet to it is dropped: a connect to it
 # stays in flight (connect_ms is 30 s), and the stream's bytes stay queued.
 it_in ip route add 10.254.0.0/24 dev lo || it_die "route to the dropped address"
