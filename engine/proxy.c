@@ -113,11 +113,14 @@ void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort)
 void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 {
 	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	/* Every socket reads one buffer per arm while the ring runs low: a
-	 * multishot read whose peer stalls keeps filling buffers until its
-	 * cancel lands, and those completions would go to the heap. With
-	 * buffers to spare, multishot saves a re-arm per read. */
-	if (em_worker_buf_pressure(w)) {
+	/* While the ring runs low, a socket whose peer had bytes spilled since
+	 * its queue was last empty (the peer does not keep up) reads one buffer
+	 * per arm: a multishot read keeps filling buffers until its cancel
+	 * lands, and those completions would go to the heap. Other sockets keep
+	 * multishot, which saves a re-arm per read: with a thousand busy
+	 * streams on one worker the ring is always low, and single-shot recvs
+	 * for all of them cost up to twice the CPU per byte. */
+	if (em_worker_buf_pressure(w) && s->peer && (s->peer->flags & EM_SF_SPILLED)) {
 		io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	} else {
 		io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
@@ -164,6 +167,7 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 	struct em_sock *src = s->peer;
 	s->flags &= ~EM_SF_SEND_BUSY;
 	if (s->q_len == 0) {
+		s->flags &= ~EM_SF_SPILLED;
 		if (s->flags & EM_SF_CLOSE_AFTER) {
 			if (s->http && em_http_linger(w, s))
 				return;
@@ -215,6 +219,7 @@ void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint3
 {
 	if (e < EM_BUF_COUNT && EM_UNLIKELY(dst->q_len >= em_worker_buf_share(w)) &&
 	    em_worker_spill(w, &dst->q_first, &dst->q_last, &dst->q_len, e, len)) {
+		dst->flags |= EM_SF_SPILLED;
 		/* The bytes may have joined the tail entry: nothing new to
 		 * send while a send is in flight (its completion goes on). */
 	} else {

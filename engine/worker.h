@@ -126,6 +126,10 @@ enum {
 	 * yet: the keep-alive close of the backend may have raced the request,
 	 * so sent entries are kept (k_*) to replay it on a new connection. */
 	EM_SF_REPLAY = 1u << 13,
+	/* Bytes for this socket went to spill blocks since its queue was last
+	 * empty: its peer is reading faster than this socket sends, so the
+	 * peer's recvs read one buffer per arm while the ring runs low. */
+	EM_SF_SPILLED = 1u << 14,
 };
 
 /* Entries kept for a replay at most; a request longer than that is sent
@@ -381,9 +385,9 @@ static inline unsigned em_worker_buf_share(const struct em_worker *w)
 	return free_bufs >= EM_BUF_RESERVE ? 1 : 0;
 }
 
-/* True while fewer than half of the ring buffers are free: recvs then read
- * one buffer per arm (a multishot recv fills buffers until its cancel
- * lands). */
+/* True while fewer than half of the ring buffers are free: recvs whose
+ * peer spilled (EM_SF_SPILLED) then read one buffer per arm (a multishot
+ * recv fills buffers until its cancel lands). */
 static inline bool em_worker_buf_pressure(const struct em_worker *w)
 {
 	return w->n_bufs_held > EM_BUF_COUNT / 2;
