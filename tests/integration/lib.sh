@@ -155,6 +155,27 @@ it_netns() {
 	ip netns exec "$ns" ip -6 route add local fd00:10:96::/112 dev lo 2>/dev/null || true
 }
 
+# it_veth_pair NSA NSB VA VB IPA IPB [LOCAL_CIDR]: two fresh namespaces NSA and
+# NSB (removed at exit) with lo up, joined by veth VA (in NSA, address IPA/24)
+# and VB (in NSB, IPB/24); with LOCAL_CIDR, that range is routed locally in
+# both, as cluster IPs are. Returns once VA is up; dies on any failure.
+it_veth_pair() {
+	local nsa=$1 nsb=$2 va=$3 vb=$4 ipa=$5 ipb=$6 cidr=${7:-} ns
+	for ns in "$nsa" "$nsb"; do
+		ip netns add "$ns" || it_die "ip netns add $ns"
+		IT_NETNS_LIST+=("$ns")
+		ip -n "$ns" link set lo up || it_die "lo up in $ns"
+		[ -z "$cidr" ] || ip -n "$ns" route add local "$cidr" dev lo ||
+			it_die "local route $cidr in $ns"
+	done
+	ip link add "$va" netns "$nsa" type veth peer name "$vb" netns "$nsb" || it_die "veth pair"
+	ip -n "$nsa" addr add "$ipa/24" dev "$va" && ip -n "$nsa" link set "$va" up &&
+		ip -n "$nsb" addr add "$ipb/24" dev "$vb" && ip -n "$nsb" link set "$vb" up ||
+		it_die "veth addresses"
+	_veth_up() { [ "$(ip -n "$nsa" -br link show "$va" | awk '{print $2}')" = UP ]; }
+	it_wait 5 _veth_up || it_die "veth link $va does not come up"
+}
+
 # it_in CMD...: runs CMD in the current namespace (IT_NS).
 it_in() {
 	if [ -n "$IT_NS" ]; then ip netns exec "$IT_NS" "$@"; else "$@"; fi

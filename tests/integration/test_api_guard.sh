@@ -8,10 +8,12 @@
 #  - a database with a damaged table page starts, logs the file and the rows
 #    lost, serves the rest (listed, and carrying traffic), and the file is
 #    left byte for byte as it was.
-# No root. B=DIR runs the binaries of another build (the test must fail on
-# the build before these guards).
+# Runs in a namespace of its own when root (its traffic then stays there),
+# else on loopback. B=DIR runs the binaries of another build (the test must
+# fail on the build before these guards).
 . "$(dirname "$0")/lib.sh"
 it_need python3 sqlite3 sha256sum curl
+[ "$(id -u)" = 0 ] && it_netns api
 
 rss_kib() {
 	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"
@@ -209,7 +211,7 @@ if started; then
 	it_check "the $((600 - cells)) services that survived are in the table (got $n)" [ "$n" = $((600 - cells)) ]
 	n=$(ctl get services | grep -c '^s[0-9]')
 	it_check "and listed by meshctl get (got $n)" [ "$n" = $((600 - cells)) ]
-	body=$(curl -sS --max-time 5 "http://$IT_NET.1:18090/" 2>&1 | tr -d '.')
+	body=$(it_in curl -sS --max-time 5 "http://$IT_NET.1:18090/" 2>&1 | tr -d '.')
 	it_check "a surviving service carries traffic (got '$body')" [ "$body" = backend-0 ]
 	n=$(it_stat skipped_unreadable)
 	it_check "stats counts the $cells unreadable rows (got $n)" [ "$n" = "$cells" ]

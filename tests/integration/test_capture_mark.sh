@@ -75,18 +75,7 @@ VB=emmb$$
 IPA=10.97.0.1
 IPB=10.97.0.2
 KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-for ns in $NSA $NSB; do
-	ip netns add "$ns" || it_die "ip netns add $ns"
-	IT_NETNS_LIST+=("$ns")
-	ip -n "$ns" link set lo up || it_die "lo up in $ns"
-	ip -n "$ns" route add local 10.96.0.0/16 dev lo || it_die "local route in $ns"
-done
-ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" || it_die "veth pair"
-ip -n "$NSA" addr add $IPA/24 dev "$VA" && ip -n "$NSA" link set "$VA" up &&
-	ip -n "$NSB" addr add $IPB/24 dev "$VB" && ip -n "$NSB" link set "$VB" up ||
-	it_die "veth addresses"
-link_up() { [ "$(ip -n "$NSA" -br link show "$VA" | awk '{print $2}')" = UP ]; }
-it_wait 5 link_up || it_die "veth link does not come up"
+it_veth_pair "$NSA" "$NSB" "$VA" "$VB" "$IPA" "$IPB" 10.96.0.0/16
 
 # node_conf NODE IP CIDRS: $IT_TMP/NODE.json.
 node_conf() {

@@ -30,15 +30,7 @@ PY=$IT_ROOT/tests/integration/framing.py
 LOGA=$IT_TMP/requests-a.log
 LOGB=$IT_TMP/requests-b.log
 
-for ns in $NSA $NSB; do
-	ip netns add "$ns" || it_die "ip netns add $ns"
-	IT_NETNS_LIST+=("$ns")
-	ip -n "$ns" link set lo up || it_die "lo up in $ns"
-done
-ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" || it_die "veth pair"
-ip -n "$NSA" addr add $IPA/24 dev "$VA" && ip -n "$NSA" link set "$VA" up &&
-	ip -n "$NSB" addr add $IPB/24 dev "$VB" && ip -n "$NSB" link set "$VB" up ||
-	it_die "veth addresses"
+it_veth_pair "$NSA" "$NSB" "$VA" "$VB" "$IPA" "$IPB"
 
 # em_conf NODE IP LISTENERS
 em_conf() {
