@@ -155,6 +155,22 @@ it_netns() {
 	ip netns exec "$ns" ip -6 route add local fd00:10:96::/112 dev lo 2>/dev/null || true
 }
 
+# it_capture_netns NAME: it_netns NAME for a capture test; skips when
+# iptables' nat table does not work there. Sets IT_V6 (1 when IPv6 capture
+# works too) and IT_CIDRS (the JSON members of capture.service_cidrs).
+it_capture_netns() {
+	it_netns "$1"
+	it_in iptables -t nat -S >/dev/null 2>&1 || it_skip "iptables nat does not work in a network namespace"
+	IT_V6=0
+	if it_in ip6tables -t nat -S >/dev/null 2>&1 &&
+		it_in ip -6 route show table local 2>/dev/null | grep -q 'fd00:10:96::/112'; then
+		IT_V6=1
+	fi
+	IT_CIDRS='"10.96.0.0/12"'
+	[ $IT_V6 = 1 ] && IT_CIDRS+=', "fd00:10:96::/112"'
+	return 0
+}
+
 # it_veth_pair NSA NSB VA VB IPA IPB [LOCAL_CIDR]: two fresh namespaces NSA and
 # NSB (removed at exit) with lo up, joined by veth VA (in NSA, address IPA/24)
 # and VB (in NSB, IPB/24); with LOCAL_CIDR, that range is routed locally in

@@ -9,17 +9,10 @@
 . "$(dirname "$0")/lib.sh"
 it_need_root
 
-it_netns guard
-it_in iptables -t nat -S >/dev/null 2>&1 || it_skip "iptables nat does not work in a network namespace"
-v6=0
-if it_in ip6tables -t nat -S >/dev/null 2>&1 &&
-	it_in ip -6 route show table local 2>/dev/null | grep -q 'fd00:10:96::/112'; then
-	v6=1
-fi
+it_capture_netns guard
+v6=$IT_V6 cidrs=$IT_CIDRS
 fams=(iptables-save)
 [ $v6 = 1 ] && fams+=(ip6tables-save)
-cidrs='"10.96.0.0/12"'
-[ $v6 = 1 ] && cidrs+=', "fd00:10:96::/112"'
 IT_CAPTURE="{\"enabled\": true, \"port\": 15001, \"service_cidrs\": [$cidrs]}"
 it_em_config
 

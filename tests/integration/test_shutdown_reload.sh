@@ -13,15 +13,8 @@ case $A in /*) ;; *) A=$IT_ROOT/$A ;; esac
 EDGEMESH=$A/edgemesh
 RUNS=${RUNS:-6}
 
-it_netns rld
-it_in iptables -t nat -S >/dev/null 2>&1 || it_skip "iptables nat does not work in a network namespace"
-v6=0
-if it_in ip6tables -t nat -S >/dev/null 2>&1 &&
-	it_in ip -6 route show table local 2>/dev/null | grep -q 'fd00:10:96::/112'; then
-	v6=1
-fi
-cidrs='"10.96.0.0/12"'
-[ $v6 = 1 ] && cidrs+=', "fd00:10:96::/112"'
+it_capture_netns rld
+v6=$IT_V6 cidrs=$IT_CIDRS
 IT_CAPTURE="{\"enabled\": true, \"port\": 15001, \"service_cidrs\": [$cidrs], \"exclude_cidrs\": [\"10.100.0.0/16\"]}"
 IT_WORKERS=1
 it_em_config
