@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "engine/client.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
 
@@ -97,6 +98,7 @@ static int add_listener(struct em_worker *w, const struct em_addr *a, uint16_t i
 	l->w = w;
 	l->fd = fd;
 	l->idx = idx;
+	l->accept = idx == EM_LISTENER_TUNNEL ? em_tun_accept : em_client_accept;
 	return 0;
 }
 
@@ -113,13 +115,12 @@ static void stop_workers(struct em_engine *e, unsigned started, uint32_t drain_m
 		pthread_join(e->workers[i].thread, NULL);
 }
 
-static uint32_t or_default(uint32_t v, uint32_t def)
-{
-	return v ? v : def;
-}
-
 int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 {
+	if (!em_config_current()) {
+		EM_ERR("engine", "start: no config published");
+		return -EINVAL;
+	}
 	int rc = probe_features();
 	if (rc)
 		return rc;
@@ -133,11 +134,6 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	e->recv_cap_off = cap && strcmp(cap, "0") == 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	e->n_workers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
-	e->defaults.connect_ms = or_default(cfg->timeouts.connect_ms, 5000);
-	e->defaults.idle_ms = or_default(cfg->timeouts.idle_ms, 300000);
-	e->defaults.request_head_ms = or_default(cfg->timeouts.request_head_ms, 10000);
-	e->defaults.sniff_ms = cfg->timeouts.sniff_ms;
-	e->defaults.balancer = cfg->balancer;
 	/* Only captured traffic can loop back into us; without capture the
 	 * daemon may run unprivileged and SO_MARK would need CAP_NET_ADMIN. */
 	e->mark = cfg->capture.enabled ? cfg->capture.mark : 0;
@@ -173,8 +169,8 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		if (cfg->capture.enabled) {
 			struct em_addr any4 = {.family = AF_INET, .port = cfg->capture.port};
 			struct em_addr any6 = {.family = AF_INET6, .port = cfg->capture.port};
-			if ((rc = add_listener(w, &any4, UINT16_MAX, false)) ||
-			    (rc = add_listener(w, &any6, UINT16_MAX, true)))
+			if ((rc = add_listener(w, &any4, EM_LISTENER_CAPTURE, false)) ||
+			    (rc = add_listener(w, &any6, EM_LISTENER_CAPTURE, true)))
 				goto fail;
 		}
 		for (size_t k = 0; k < cfg->n_listeners; k++)

@@ -10,8 +10,10 @@ struct em_engine;
 /* Opens the listeners of <cfg> (capture port, explicit listeners, tunnel
  * listener) on every worker with SO_REUSEPORT and starts cfg->workers worker
  * threads. Each worker registers as an RCU reader and reads the live service
- * table and config (em_table_current, em_config_current). <cfg> is borrowed
- * for the duration of the call. Returns 0 or -errno (logged). */
+ * table and config (em_table_current, em_config_current): a config must be
+ * published before this call and stay published (reloads replace it) until
+ * em_engine_stop returns; -EINVAL without one. <cfg> is borrowed for the
+ * duration of the call. Returns 0 or -errno (logged). */
 int em_engine_start(const struct em_config *cfg, struct em_engine **out);
 
 /* Data-plane counters for the stats reply (an em_api_counters_fn; <eng> is a

@@ -1,9 +1,13 @@
 /* HTTP/1.x mode: per-request routing, upstream pools, response framing. */
 #include "engine/http.h"
-#include "engine/tunnel.h"
 
 #include <stdlib.h>
 
+#include "engine/http_page.h"
+#include "engine/http_pool.h"
+#include "engine/relay.h"
+#include "engine/route.h"
+#include "engine/tunnel.h"
 #include "proto/http1.h"
 #include "proto/log.h"
 
@@ -11,13 +15,13 @@
  * decides within this many bytes. Rare, so allocated on demand. */
 #define EM_HTTP_HBUF (EM_HTTP1_MAX_LINE + 2 + EM_HTTP1_MAX_HEAD)
 
-/* In place of a ring buffer id: the bytes are in the head copy. */
-#define FROM_COPY EM_Q_NONE
+/* In place of a ring buffer id: the bytes are in a copy. */
+#define FROM_COPY EM_NO_BUF
 
 /* Phases of a client. H_DISCARD: the response came before the request body
  * ended, what is left of the body is read and dropped. H_LINGER: answered,
  * to be closed; input is read and dropped (see EM_HTTP_LINGER_MS). */
-enum { H_HEAD = 0, H_EXCHANGE, H_DISCARD, H_LINGER, H_TUNNEL };
+enum { H_HEAD = 0, H_EXCHANGE, H_DISCARD, H_LINGER };
 
 struct em_http {
 	struct em_http1_parser rqp, rsp;
@@ -35,130 +39,86 @@ struct em_http {
 	struct em_http *next_free;
 };
 
-static const char E400[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                           "Content-Length: 18\r\nConnection: close\r\n\r\nmalformed request\n";
-static const char E408[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
-                           "Content-Length: 21\r\nConnection: close\r\n\r\nrequest head timeout\n";
-static const char E414[] = "HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\n"
-                           "Content-Length: 22\r\nConnection: close\r\n\r\nrequest line too long\n";
-static const char E431[] =
-        "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 32\r\nConnection: close\r\n\r\nrequest header fields too large\n";
-static const char E501[] =
-        "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 32\r\nConnection: close\r\n\r\ntransfer coding not implemented\n";
-static const char E502_REFUSED[] =
-        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 32\r\nConnection: close\r\n\r\nupstream refused the connection\n";
-static const char E502_BAD[] =
-        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 27\r\nConnection: close\r\n\r\nbad response from upstream\n";
-static const char E503_NOSVC[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                                 "Content-Length: 16\r\nConnection: close\r\n\r\nno such service\n";
-static const char E503_NOEP[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 18\r\nConnection: close\r\n\r\nno ready endpoint\n";
-static const char E504[] =
-        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 25\r\nConnection: close\r\n\r\nupstream connect timeout\n";
-static const char E505[] =
-        "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 27\r\nConnection: close\r\n\r\nhttp version not supported\n";
+/* Per-worker state of the mode (w->http): the free list of exchange
+ * states and the parse scratch. */
+struct em_http_worker {
+	struct em_http *free;
+	struct em_http1_head head;
+};
 
-static const char *status_page(int status)
+static void http_worker_free(struct em_worker *w)
 {
-	switch (status) {
-	case 408:
-		return E408;
-	case 414:
-		return E414;
-	case 431:
-		return E431;
-	case 501:
-		return E501;
-	case 505:
-		return E505;
-	case 504:
-		return E504;
-	case 502:
-		return E502_REFUSED;
-	default:
-		return E400;
+	struct em_http_worker *hw = w->http;
+	if (!hw)
+		return;
+	while (hw->free) {
+		struct em_http *h = hw->free;
+		hw->free = h->next_free;
+		free(h);
 	}
+	free(hw);
+	w->http = NULL;
 }
 
 static struct em_http *http_alloc(struct em_worker *w)
 {
-	struct em_http *h = w->free_http;
+	struct em_http *h = w->http->free;
 	if (h) {
-		w->free_http = h->next_free;
+		w->http->free = h->next_free;
 		memset(h, 0, sizeof(*h));
 		return h;
 	}
 	return calloc(1, sizeof(*h));
 }
 
-void em_http_free(struct em_worker *w, struct em_sock *s)
+static const struct em_sock_ops client_ops, up_ops;
+
+/* Frees the exchange state of client <c>. */
+static void http_release(struct em_worker *w, struct em_sock *c)
 {
-	struct em_http *h = s->http;
-	s->http = NULL;
-	if (!(s->flags & EM_SF_CLIENT) || !h)
+	struct em_http *h = c->ctx;
+	c->ctx = NULL;
+	if (!h)
 		return;
-	if (h->up && h->up->http == h)
-		h->up->http = NULL;
+	if (h->up && h->up->ctx == h)
+		h->up->ctx = NULL;
 	free(h->hbuf);
 	free(h->rbuf);
 	free(h->pbuf);
-	h->next_free = w->free_http;
-	w->free_http = h;
+	h->next_free = w->http->free;
+	w->http->free = h;
 }
 
-void em_http_worker_free(struct em_worker *w)
+/* Client <c> is between requests (nothing of the next one received): a
+ * stopping worker may close it. */
+static bool client_idle(const struct em_sock *c)
 {
-	while (w->free_http) {
-		struct em_http *h = w->free_http;
-		w->free_http = h->next_free;
-		free(h);
-	}
-	free(w->head);
-	w->head = NULL;
-}
-
-void em_http_unpool(struct em_worker *w, struct em_sock *u)
-{
-	EM_UNUSED(w);
-	em_dlist_del(&u->pnode);
-	if (u->ep) {
-		if (u->ep->n_idle)
-			u->ep->n_idle--;
-		u->ep->active++;
-	}
-	em_sock_timer(w, u, EM_T_NONE, 0);
-	u->state = EM_SK_OPEN;
-}
-
-bool em_http_idle(const struct em_sock *c)
-{
-	const struct em_http *h = c->http;
-	return h && c->state == EM_SK_HTTP && h->phase == H_HEAD && h->hlen == 0;
+	const struct em_http *h = c->ctx;
+	return h && h->phase == H_HEAD && h->hlen == 0;
 }
 
 /* Client <c> is to be closed once its queue is sent, gracefully (see
- * em_http_linger); what it sends meanwhile is dropped. */
+ * linger()); what it sends meanwhile is dropped. */
+static bool linger(struct em_worker *w, struct em_sock *c);
+
 static void linger_close(struct em_worker *w, struct em_sock *c)
 {
-	struct em_http *h = c->http;
+	struct em_http *h = c->ctx;
 	h->phase = H_LINGER;
 	h->dropped = 0;
 	c->flags |= EM_SF_CLOSE_AFTER;
 	if (c->q_len == 0 && !(c->flags & EM_SF_SEND_BUSY))
-		em_http_linger(w, c);
+		linger(w, c);
 }
 
-bool em_http_linger(struct em_worker *w, struct em_sock *c)
+/* Client <c> (EM_SF_CLOSE_AFTER) has sent its whole queue. Returns true when
+ * it closes gracefully (see EM_HTTP_LINGER_MS): its write side is then shut
+ * and it stays open until the client closes, the time or byte bound is
+ * reached, or an error. False: the caller closes it now. */
+static bool linger(struct em_worker *w, struct em_sock *c)
 {
-	struct em_http *h = c->http;
-	if (!h || !(c->flags & EM_SF_CLIENT) || h->phase != H_LINGER)
+	struct em_http *h = c->ctx;
+	if (!h || h->phase != H_LINGER)
 		return false;
 	c->flags &= ~EM_SF_CLOSE_AFTER;
 	if (c->flags & EM_SF_RD_EOF) {
@@ -176,15 +136,15 @@ bool em_http_linger(struct em_worker *w, struct em_sock *c)
 
 /* Answers <page> on client <c> and closes it once sent. After part of a
  * response went out only a reset is honest. */
-static void http_error(struct em_worker *w, struct em_sock *c, const char *page)
+static void http_error(struct em_worker *w, struct em_sock *c, enum em_http_page page)
 {
-	struct em_http *h = c->http;
+	struct em_http *h = c->ctx;
 	h->phase = H_LINGER;
 	h->dropped = 0;
 	if (h->up) {
 		struct em_sock *u = h->up;
 		h->up = NULL;
-		u->http = NULL;
+		u->ctx = NULL;
 		em_sock_close(w, u, true);
 	}
 	if (h->resp_head) {
@@ -193,7 +153,9 @@ static void http_error(struct em_worker *w, struct em_sock *c, const char *page)
 	}
 	c->flags |= EM_SF_CLOSE_AFTER;
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
-	if (!em_sock_enqueue_static(w, c, page, (uint32_t)strlen(page), false))
+	uint32_t len;
+	const char *text = em_http_page(page, &len);
+	if (!em_sock_enqueue_static(w, c, text, len, NULL))
 		em_sock_close(w, c, true);
 }
 
@@ -217,33 +179,36 @@ static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_por
 static struct em_sock *upstream_get(struct em_worker *w, const struct em_svc_port *sp,
                                     const struct em_endpoint *ep)
 {
-	struct em_lb_ep *e = em_lb_ep_get(&w->lb, &ep->addr);
-	struct em_dlist *n = e ? em_dlist_first(&e->idle) : NULL;
-	if (n) {
-		struct em_sock *u = em_container_of(n, struct em_sock, pnode);
-		em_http_unpool(w, u);
-		if (!(u->flags & EM_SF_TPAIR) && !u->ts)
-			u->flags |= EM_SF_REPLAY;
+	struct em_sock *u = em_http_pool_take(w, &ep->addr, &up_ops);
+	if (u) {
+		u->flags |= EM_SF_REPLAY;
 		return u;
 	}
 	return upstream_new(w, sp, ep);
 }
 
-bool em_http_replay(struct em_worker *w, struct em_sock *u)
+/* Upstream <u> (EM_SF_REPLAY: reused from the pool, no response byte yet)
+ * failed: its backend had closed the idle connection as the request went
+ * out. Moves the whole request (entries kept by the sends, then the queue)
+ * to a new connection to an endpoint picked again, closes <u> and returns
+ * true; false when no new upstream could be had (the caller fails as
+ * before). The new connection is never reused, so a request is replayed
+ * at most once, and its connect keeps the client's refused-retry budget. */
+static bool replay(struct em_worker *w, struct em_sock *u)
 {
-	struct em_http *h = u->http;
+	struct em_http *h = u->ctx;
 	struct em_sock *c = u->peer;
 	if (!(u->flags & EM_SF_REPLAY) || !h || !c || h->up != u || h->resp_head || h->rlen)
 		return false;
-	const struct em_svc_port *sp = em_proxy_route(c);
-	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
+	const struct em_svc_port *sp = em_route_lookup(c);
+	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
 	struct em_sock *n = ep ? upstream_new(w, sp, ep) : NULL;
 	if (!n)
 		return false;
-	u->http = NULL;
+	u->ctx = NULL;
 	u->peer = NULL;
 	h->up = n;
-	n->http = h;
+	n->ctx = h;
 	c->peer = n;
 	n->peer = c;
 	/* Kept entries went out whole or in part: all is sent again from the
@@ -251,7 +216,7 @@ bool em_http_replay(struct em_worker *w, struct em_sock *u)
 	uint16_t e = u->k_first, k = u->k_len;
 	u->k_len = 0;
 	u->flags &= ~EM_SF_REPLAY;
-	w->n_replays++;
+	w->cnt[EM_C_REPLAYS]++;
 	while (k--) {
 		uint16_t next = w->q_next[e];
 		em_sock_enqueue(w, n, e, w->q_bytes[e]);
@@ -273,16 +238,17 @@ bool em_http_replay(struct em_worker *w, struct em_sock *u)
 	return true;
 }
 
-/* Connects a new upstream to <ep>. */
+/* Connects a new upstream to <ep>: directly, or a socketpair end whose
+ * other end is bridged to a tunnel stream (then it is open at once). */
 static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_port *sp,
                                     const struct em_endpoint *ep)
 {
-	if (em_proxy_via_tunnel(ep))
-		return em_tun_http_upstream(w, sp, ep);
-	struct em_sock *u = em_sock_alloc(w);
+	if (em_route_via_tunnel(ep))
+		return em_tun_pair(w, sp, ep, &up_ops);
+	struct em_sock *u = em_sock_alloc(w, &up_ops);
 	if (!u)
 		return NULL;
-	if (em_upstream_connect(w, u, ep) < 0) {
+	if (em_route_connect(w, u, ep) < 0) {
 		em_sock_release(w, u);
 		return NULL;
 	}
@@ -291,30 +257,30 @@ static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_por
 
 /* The request head is the first <hl> of <avail> bytes at <base>, which is
  * ring buffer <bid> or, with FROM_COPY, h->hbuf. */
-static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, const char *base,
+static void start_request(struct em_worker *w, struct em_sock *c, uint32_t bid, const char *base,
                           uint32_t hl, uint32_t avail)
 {
-	struct em_http *h = c->http;
-	const struct em_http1_head *hd = w->head;
+	struct em_http *h = c->ctx;
+	const struct em_http1_head *hd = &w->http->head;
 	h->req_flags = hd->flags;
 	h->keepalive = (hd->flags & EM_HTTP1_F_KEEPALIVE) && !w->stopping;
 	em_http1_body_init(&h->rqb, hd);
 	ssize_t n = em_http1_body_feed(&h->rqb, base + hl, avail - hl);
 	if (n < 0) {
 		if (bid != FROM_COPY)
-			em_worker_buf_put(w, bid);
-		http_error(w, c, E400);
+			em_worker_buf_put(w, (uint16_t)bid);
+		http_error(w, c, EM_PAGE_400);
 		return;
 	}
 	uint32_t fwd = hl + (uint32_t)n;
 	h->req_done = em_http1_body_done(&h->rqb);
 	if (fwd < avail && !append(&h->pbuf, &h->plen, base + fwd, avail - fwd)) {
 		if (bid != FROM_COPY)
-			em_worker_buf_put(w, bid);
-		http_error(w, c, E431);
+			em_worker_buf_put(w, (uint16_t)bid);
+		http_error(w, c, EM_PAGE_431);
 		return;
 	}
-	w->n_requests++;
+	w->cnt[EM_C_REQUESTS]++;
 	c->retries = 0;
 	h->resp_head = false;
 	h->up_dirty = false;
@@ -322,19 +288,19 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 	memset(&h->rsp, 0, sizeof(h->rsp));
 	h->rlen = 0;
 
-	const struct em_svc_port *sp = em_proxy_route(c);
-	const struct em_endpoint *ep = sp ? em_proxy_pick(w, c, sp, NULL) : NULL;
+	const struct em_svc_port *sp = em_route_lookup(c);
+	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
 	struct em_sock *u = ep ? upstream_get(w, sp, ep) : NULL;
 	if (!u) {
 		if (bid != FROM_COPY)
-			em_worker_buf_put(w, bid);
-		w->n_no_endpoint++;
-		http_error(w, c, !sp ? E503_NOSVC : E503_NOEP);
+			em_worker_buf_put(w, (uint16_t)bid);
+		w->cnt[EM_C_NO_ENDPOINT]++;
+		http_error(w, c, !sp ? EM_PAGE_503_NOSVC : EM_PAGE_503_NOEP);
 		return;
 	}
 	h->phase = H_EXCHANGE;
 	h->up = u;
-	u->http = h;
+	u->ctx = h;
 	c->peer = u;
 	u->peer = c;
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
@@ -342,12 +308,12 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 		/* The head copy now belongs to the queue. */
 		char *copy = h->hbuf;
 		h->hbuf = NULL;
-		if (!em_sock_enqueue_static(w, u, copy, fwd, true)) {
+		if (!em_sock_enqueue_static(w, u, copy, fwd, em_entry_free)) {
 			em_conn_close(w, c, true);
 			return;
 		}
 	} else {
-		em_sock_enqueue(w, u, bid, fwd);
+		em_sock_enqueue(w, u, (uint16_t)bid, fwd);
 	}
 	if (u->state == EM_SK_OPEN && !(u->flags & EM_SF_RECV_ARMED))
 		em_sock_maybe_rearm(w, u);
@@ -356,15 +322,15 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint16_t bid, 
 
 static void head_from_copy(struct em_worker *w, struct em_sock *c)
 {
-	struct em_http *h = c->http;
-	int rc = em_http1_parse_request(&h->rqp, h->hbuf, h->hlen, NULL, w->head);
+	struct em_http *h = c->ctx;
+	int rc = em_http1_parse_request(&h->rqp, h->hbuf, h->hlen, NULL, &w->http->head);
 	if (rc == EM_PARTIAL) {
 		if (c->tclass != EM_T_HEAD)
 			em_sock_timer(w, c, EM_T_HEAD, w->head_ms);
 		return;
 	}
 	if (rc < 0) {
-		http_error(w, c, status_page(em_http1_status(rc)));
+		http_error(w, c, em_http_page_for(em_http1_status(rc)));
 		return;
 	}
 	uint32_t avail = h->hlen;
@@ -374,19 +340,19 @@ static void head_from_copy(struct em_worker *w, struct em_sock *c)
 
 static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
 {
-	struct em_http *h = c->http;
+	struct em_http *h = c->ctx;
 	const char *buf = em_worker_buf(w, bid);
 	switch (h->phase) {
 	case H_HEAD:
 		if (h->hlen == 0 && h->plen == 0) {
-			int rc = em_http1_parse_request(&h->rqp, buf, len, NULL, w->head);
+			int rc = em_http1_parse_request(&h->rqp, buf, len, NULL, &w->http->head);
 			if (rc > 0) {
 				start_request(w, c, bid, buf, (uint32_t)rc, len);
 				return;
 			}
 			if (rc != EM_PARTIAL) {
 				em_worker_buf_put(w, bid);
-				http_error(w, c, status_page(em_http1_status(rc)));
+				http_error(w, c, em_http_page_for(em_http1_status(rc)));
 				return;
 			}
 			memset(&h->rqp, 0, sizeof(h->rqp));
@@ -394,7 +360,7 @@ static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, ui
 		/* The head spans buffers: assemble it. */
 		if (!append(&h->hbuf, &h->hlen, buf, len)) {
 			em_worker_buf_put(w, bid);
-			http_error(w, c, E431);
+			http_error(w, c, EM_PAGE_431);
 			return;
 		}
 		em_worker_buf_put(w, bid);
@@ -470,28 +436,11 @@ static void client_data(struct em_worker *w, struct em_sock *c, uint16_t bid, ui
 	}
 }
 
-static void pool_put(struct em_worker *w, struct em_sock *u)
-{
-	struct em_lb_ep *e = u->ep;
-	if (!e || e->n_idle >= EM_HTTP_POOL_MAX || w->stopping) {
-		em_sock_close(w, u, false);
-		return;
-	}
-	u->state = EM_SK_POOLED;
-	if (e->active)
-		e->active--;
-	e->last_ms = w->now_ms;
-	e->n_idle++;
-	em_dlist_push_tail(&e->idle, &u->pnode);
-	em_sock_timer(w, u, EM_T_POOL, EM_MIN(w->idle_ms, EM_HTTP_POOL_IDLE_MS));
-	em_sock_maybe_rearm(w, u);
-}
-
 /* The exchange of client <c> is over, its request read whole: the next
  * request may start (pipelined bytes first), or the connection ends. */
 static void next_request(struct em_worker *w, struct em_sock *c)
 {
-	struct em_http *h = c->http;
+	struct em_http *h = c->ctx;
 	h->phase = H_HEAD;
 	h->resp_head = false; /* an error page for the next head may go out */
 	memset(&h->rqp, 0, sizeof(h->rqp));
@@ -524,16 +473,16 @@ static void next_request(struct em_worker *w, struct em_sock *c)
 /* The response ended on the wire (its last byte is queued on the client). */
 static void finish_exchange(struct em_worker *w, struct em_sock *c)
 {
-	struct em_http *h = c->http;
+	struct em_http *h = c->ctx;
 	struct em_sock *u = h->up;
 	bool reuse = h->keepalive && h->req_done && !h->up_dirty && u->q_len == 0 &&
 	             !(u->flags & (EM_SF_SEND_BUSY | EM_SF_RD_EOF));
 	h->up = NULL;
-	u->http = NULL;
+	u->ctx = NULL;
 	u->peer = NULL;
 	c->peer = NULL;
 	if (reuse)
-		pool_put(w, u);
+		em_http_pool_put(w, u);
 	else
 		em_sock_close(w, u, false);
 	if (h->req_done) {
@@ -559,30 +508,30 @@ static void finish_exchange(struct em_worker *w, struct em_sock *c)
 
 /* Queues <n> response bytes for the client: from ring buffer <bid>, or from
  * the assembled copy <own> (then its ownership passes to the queue). */
-static bool to_client(struct em_worker *w, struct em_sock *c, uint16_t bid, char **own, uint32_t n)
+static bool to_client(struct em_worker *w, struct em_sock *c, uint32_t bid, char **own, uint32_t n)
 {
 	if (bid != FROM_COPY) {
-		em_sock_enqueue(w, c, bid, n);
+		em_sock_enqueue(w, c, (uint16_t)bid, n);
 		return true;
 	}
 	char *p = *own;
 	*own = NULL;
-	return em_sock_enqueue_static(w, c, p, n, true);
+	return em_sock_enqueue_static(w, c, p, n, em_entry_free);
 }
 
-static void drop(struct em_worker *w, uint16_t bid, char **own)
+static void drop(struct em_worker *w, uint32_t bid, char **own)
 {
 	if (bid != FROM_COPY)
-		em_worker_buf_put(w, bid);
+		em_worker_buf_put(w, (uint16_t)bid);
 	free(*own);
 	*own = NULL;
 }
 
 /* Response bytes <base>[0, avail) from upstream <u>, in ring buffer <bid>. */
-static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid, const char *base,
+static void response_bytes(struct em_worker *w, struct em_sock *u, uint32_t bid, const char *base,
                            uint32_t avail)
 {
-	struct em_http *h = u->http;
+	struct em_http *h = u->ctx;
 	struct em_sock *c = u->peer;
 	char *own = NULL; /* the bytes when bid is FROM_COPY: assembled head or 1xx tail */
 	uint32_t off = 0, fwd;
@@ -592,7 +541,7 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 		int rc = EM_PARTIAL;
 		if (h->rlen == 0) {
 			rc = em_http1_parse_response(&h->rsp, base, avail, h->req_flags, NULL,
-			                             w->head);
+			                             &w->http->head);
 			if (rc == EM_PARTIAL)
 				memset(&h->rsp, 0, sizeof(h->rsp));
 		}
@@ -600,11 +549,11 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 			bool ok = append(&h->rbuf, &h->rlen, base, avail);
 			drop(w, bid, &own);
 			if (!ok) {
-				http_error(w, c, E502_BAD);
+				http_error(w, c, EM_PAGE_502_BAD);
 				return;
 			}
 			rc = em_http1_parse_response(&h->rsp, h->rbuf, h->rlen, h->req_flags, NULL,
-			                             w->head);
+			                             &w->http->head);
 			if (rc == EM_PARTIAL)
 				return;
 			bid = FROM_COPY;
@@ -616,10 +565,10 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 		}
 		if (rc < 0) {
 			drop(w, bid, &own);
-			http_error(w, c, E502_BAD);
+			http_error(w, c, EM_PAGE_502_BAD);
 			return;
 		}
-		const struct em_http1_head *hd = w->head;
+		const struct em_http1_head *hd = &w->http->head;
 		off = (uint32_t)rc;
 		memset(&h->rsp, 0, sizeof(h->rsp));
 		if (hd->status < 200 && hd->framing != EM_HTTP1_BODY_TUNNEL) {
@@ -658,12 +607,13 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 		em_http1_body_init(&h->rsb, hd);
 		if (hd->framing == EM_HTTP1_BODY_TUNNEL) {
 			/* 101 or CONNECT 2xx: raw bytes both ways from here on. */
-			h->phase = H_TUNNEL;
-			u->http = NULL;
+			bool extra = h->plen != 0; /* client bytes after the request: not kept */
+			u->ctx = NULL;
 			h->up = NULL;
-			c->state = EM_SK_OPEN;
-			if (!to_client(w, c, bid, &own, avail) || h->plen) {
-				/* (client bytes after an upgrade request are not kept) */
+			http_release(w, c);
+			c->ops = &em_relay_ops;
+			u->ops = &em_relay_ops;
+			if (!to_client(w, c, bid, &own, avail) || extra) {
 				em_conn_close(w, c, true);
 				return;
 			}
@@ -697,64 +647,91 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint16_t bid,
 		em_sock_maybe_rearm(w, u);
 }
 
-void em_http_start(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
+/* ---- the client's operations ---- */
+
+static void client_recv(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
 {
-	if (!w->head && !(w->head = malloc(sizeof(*w->head)))) {
-		em_worker_buf_put(w, bid);
-		em_sock_close(w, c, true);
-		return;
-	}
-	c->http = http_alloc(w);
-	if (!c->http) {
-		em_worker_buf_put(w, bid);
-		em_sock_close(w, c, true);
-		return;
-	}
-	c->state = EM_SK_HTTP;
 	client_data(w, c, bid, len);
+	if (!(c->flags & (EM_SF_CLOSING | EM_SF_RECV_ARMED)))
+		em_sock_maybe_rearm(w, c);
 }
 
-void em_http_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len)
+static void client_eof(struct em_worker *w, struct em_sock *c)
 {
-	if (s->state == EM_SK_POOLED || (!(s->flags & EM_SF_CLIENT) && (!s->http || !s->peer))) {
-		/* An idle upstream has nothing to say: drop it. */
+	struct em_http *h = c->ctx;
+	if (h && h->phase == H_EXCHANGE && h->req_done) {
+		h->keepalive = false; /* answer, then close */
+		return;
+	}
+	if (h && h->phase == H_DISCARD) {
+		linger_close(w, c); /* closes once the response is out */
+		return;
+	}
+	if (h && h->phase == H_LINGER) {
+		if (!(c->flags & EM_SF_CLOSE_AFTER))
+			em_sock_close(w, c, false); /* the lingering close is done */
+		return;
+	}
+	em_conn_close(w, c, h && h->phase == H_EXCHANGE);
+}
+
+static void client_drained(struct em_worker *w, struct em_sock *c)
+{
+	if (c->flags & EM_SF_CLOSE_AFTER) {
+		if (!linger(w, c))
+			em_conn_close(w, c, false);
+		return;
+	}
+	em_sock_drained_default(w, c);
+}
+
+static void client_expire(struct em_worker *w, struct em_sock *c, enum em_timer_class tc)
+{
+	struct em_http *h = c->ctx;
+	if (tc == EM_T_HEAD && h && h->hlen)
+		http_error(w, c, EM_PAGE_408);
+	else if (tc == EM_T_HEAD)
+		em_sock_close(w, c, false);
+	else
+		em_conn_close(w, c, false);
+}
+
+static void client_detach(struct em_worker *w, struct em_sock *c)
+{
+	http_release(w, c);
+}
+
+static const struct em_sock_ops client_ops = {
+        .name = "http-client",
+        .recv = client_recv,
+        .eof = client_eof,
+        .drained = client_drained,
+        .expire = client_expire,
+        .detach = client_detach,
+        .idle = client_idle,
+};
+
+/* ---- an upstream's operations, during an exchange ---- */
+
+static void up_recv(struct em_worker *w, struct em_sock *u, uint16_t bid, uint32_t len)
+{
+	if (!u->ctx || !u->peer) {
+		/* No exchange: it has nothing to say. */
 		em_worker_buf_put(w, bid);
-		em_sock_close(w, s, true);
+		em_sock_close(w, u, true);
 		return;
 	}
-	if (s->flags & EM_SF_CLIENT) {
-		client_data(w, s, bid, len);
-		if (!(s->flags & (EM_SF_CLOSING | EM_SF_RECV_ARMED)))
-			em_sock_maybe_rearm(w, s);
-		return;
-	}
-	response_bytes(w, s, bid, em_worker_buf(w, bid), len);
+	response_bytes(w, u, bid, em_worker_buf(w, bid), len);
 }
 
-void em_http_eof(struct em_worker *w, struct em_sock *s)
+static void up_eof(struct em_worker *w, struct em_sock *u)
 {
-	if (s->flags & EM_SF_CLIENT) {
-		struct em_http *h = s->http;
-		if (h && h->phase == H_EXCHANGE && h->req_done) {
-			h->keepalive = false; /* answer, then close */
-			return;
-		}
-		if (h && h->phase == H_DISCARD) {
-			linger_close(w, s); /* closes once the response is out */
-			return;
-		}
-		if (h && h->phase == H_LINGER) {
-			if (!(s->flags & EM_SF_CLOSE_AFTER))
-				em_sock_close(w, s, false); /* the lingering close is done */
-			return;
-		}
-		em_conn_close(w, s, h && h->phase == H_EXCHANGE);
+	if (replay(w, u))
 		return;
-	}
-	struct em_http *h = s->http;
-	struct em_sock *c = s->peer;
+	struct em_http *h = u->ctx;
+	struct em_sock *c = u->peer;
 	if (!h || !c) {
-		em_sock_close(w, s, false);
+		em_sock_close(w, u, false);
 		return;
 	}
 	if (h->resp_head && h->rsb.framing == EM_HTTP1_BODY_CLOSE) {
@@ -762,19 +739,66 @@ void em_http_eof(struct em_worker *w, struct em_sock *s)
 		finish_exchange(w, c);
 		return;
 	}
-	http_error(w, c, E502_BAD);
+	http_error(w, c, EM_PAGE_502_BAD);
 }
 
-void em_http_connect_failed(struct em_worker *w, struct em_sock *c, struct em_sock *u, int status)
+static bool up_error(struct em_worker *w, struct em_sock *u, int err)
 {
-	EM_UNUSED(u);
-	http_error(w, c, status_page(status));
+	EM_UNUSED(err);
+	return replay(w, u);
 }
 
-void em_http_expire(struct em_worker *w, struct em_sock *c)
+static void up_connected(struct em_worker *w, struct em_sock *u, int res)
 {
-	if (c->http && c->http->hlen)
-		http_error(w, c, E408);
+	struct em_sock *c = u->peer;
+	if (res == 0) {
+		u->state = EM_SK_OPEN;
+		em_sock_arm_recv(w, u);
+		if (u->q_len)
+			em_sock_send_next(w, u);
+		return;
+	}
+	if (em_route_retry(w, c, u, res))
+		return;
+	if (c && c->ctx)
+		http_error(w, c, res == -ECANCELED ? EM_PAGE_504 : EM_PAGE_502_REFUSED);
 	else
-		em_sock_close(w, c, false);
+		em_conn_close(w, u, true);
+}
+
+static void up_detach(struct em_worker *w, struct em_sock *u)
+{
+	EM_UNUSED(w);
+	struct em_http *h = u->ctx;
+	u->ctx = NULL;
+	if (h && h->up == u)
+		h->up = NULL;
+}
+
+static const struct em_sock_ops up_ops = {
+        .name = "http-upstream",
+        .recv = up_recv,
+        .eof = up_eof,
+        .error = up_error,
+        .connected = up_connected,
+        .detach = up_detach,
+};
+
+void em_http_start(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)
+{
+	if (!w->http) {
+		w->http = calloc(1, sizeof(*w->http));
+		if (w->http && !em_worker_at_exit(w, http_worker_free)) {
+			free(w->http);
+			w->http = NULL;
+		}
+	}
+	c->ctx = w->http ? http_alloc(w) : NULL;
+	if (!c->ctx) {
+		em_worker_buf_put(w, bid);
+		em_sock_close(w, c, true);
+		return;
+	}
+	c->ops = &client_ops;
+	client_data(w, c, bid, len);
 }

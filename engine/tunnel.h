@@ -6,7 +6,8 @@
  * bytes go to em_tunnel_session_input(), its output is sent one slice at a
  * time, its timers run from the worker's tick.
  *
- * A stream is bridged to one local socket (struct em_sock with <ts> set):
+ * A stream is bridged to one local socket (struct em_sock in the bridge
+ * mode, its stream in s->ctx):
  *   - a raw TCP client whose endpoint lives on another node (dialling side),
  *   - one end of a socketpair whose other end is an HTTP upstream, so that a
  *     remote request exchange is parsed like any upstream connection,
@@ -20,7 +21,7 @@
 #ifndef EM_ENGINE_TUNNEL_H
 #define EM_ENGINE_TUNNEL_H
 
-#include "engine/worker.h"
+#include "engine/sock.h"
 
 /* Delay before the next redial of a failed peer: doubles <*base> (starting
  * at <min_ms>, capped at <max_ms>) and returns a value drawn from
@@ -34,8 +35,10 @@ int em_tun_worker_init(struct em_worker *w);
 /* At worker exit, after the ring is gone: frees everything left. */
 void em_tun_worker_free(struct em_worker *w);
 
-/* A connection accepted on the tunnel listener. Takes <fd>. */
-void em_tun_accept(struct em_worker *w, int fd);
+/* The accept callback of the tunnel listener (em_listener.accept). Takes
+ * <fd>: closed at once past the handshake caps (tunnel.max_handshakes,
+ * max_handshakes_per_source) or without a cluster key. */
+void em_tun_accept(struct em_worker *w, struct em_listener *l, int fd);
 
 /* Completion of a tunnel socket operation (EM_OP_TRECV ... EM_OP_TCOUNT). */
 void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t cflags);
@@ -50,39 +53,27 @@ void em_tun_flush(struct em_worker *w);
  * pooled chunks. Returns false when buffers are held (try again later). */
 bool em_tun_trim(struct em_worker *w);
 
-/* Adds the tunnel counters (EM_C_T_*) of <w> to <v>. */
+/* Adds to <v> (indexed by EM_COUNTERS) what w->cnt does not hold: the
+ * tunnel gauges and the counters kept by <w>'s sessions, live and freed. */
 void em_tun_counters(const struct em_worker *w, uint64_t *v);
 
 /* True when no tunnel socket is open (the worker may exit). */
 bool em_tun_idle(const struct em_worker *w);
 
-/* Raw TCP client <c> whose pick <ep> (of <sp>) lives on another node: its
- * bytes go over a stream to ep->node. <bid>/<len> are its first bytes
- * (bid EM_TUN_NO_BID if none; the buffer is taken). On failure <c> is reset
- * before this returns. */
-#define EM_TUN_NO_BID 0x10000u
-void em_tun_start_raw(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
-                      const struct em_endpoint *ep, uint32_t bid, uint32_t len);
+/* Client <c> (accepted, open) whose pick <ep> (of <sp>) lives on another
+ * node: <c> enters the bridge mode, its bytes go over a stream to
+ * ep->node. <bid>/<len> are its first bytes (EM_NO_BUF if none; the buffer
+ * is taken either way). On failure <c> is reset before this returns. */
+void em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+                   const struct em_endpoint *ep, uint32_t bid, uint32_t len);
 
-/* An upstream for one HTTP exchange with remote endpoint <ep> of <sp>: an
- * open socket (state EM_SK_OPEN, <ep>'s balancer entry counted) whose peer
- * end is bridged to a stream. NULL when out of memory or descriptors. */
-struct em_sock *em_tun_http_upstream(struct em_worker *w, const struct em_svc_port *sp,
-                                     const struct em_endpoint *ep);
-
-/* Hooks of proxy.c for sockets with <ts> set. */
-void em_tun_sock_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uint32_t len);
-void em_tun_sock_eof(struct em_worker *w, struct em_sock *s);
-/* <s>'s send queue is empty. */
-void em_tun_sock_drained(struct em_worker *w, struct em_sock *s);
-/* <s>'s shutdown(SHUT_WR) completed. */
-void em_tun_sock_check_done(struct em_worker *w, struct em_sock *s);
-/* <s> is closing: its stream is reset (or forgotten when both sides ended). */
-void em_tun_sock_detach(struct em_worker *w, struct em_sock *s);
-/* True while bytes of <s> wait for window: its recv must stay paused. */
-bool em_tun_recv_blocked(const struct em_sock *s);
-
-/* A queued chunk (static entry of kind EM_ST_TCHUNK) was sent or dropped. */
-void em_tun_chunk_put(struct em_worker *w, const char *p);
+/* A socket in mode <ops> for one exchange with remote endpoint <ep> of
+ * <sp>: an open socketpair end (state EM_SK_OPEN, <ep>'s balancer entry
+ * counted) whose other end is bridged to a stream, so that the exchange is
+ * parsed like any upstream connection's. When the stream fails the other
+ * end half-closes: <ops> sees EOF before any response. NULL when out of
+ * memory or descriptors. */
+struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
+                            const struct em_endpoint *ep, const struct em_sock_ops *ops);
 
 #endif

@@ -1,10 +1,9 @@
-/* Internal to engine/: the worker thread, its ring, its sockets.
+/* Internal to engine/: a worker thread's ring, buffers and queue entries.
  *
  * Every object an SQE points to carries the operation in the low 4 bits of
- * user_data (objects are 16-byte aligned); em_worker_dispatch in worker.c is
- * the one place that decodes it. A socket counts its requests in flight
- * (<inflight>, a multishot request counts once until its last CQE); closing
- * is cancel -> drain completions -> close the fd -> free. */
+ * user_data (objects are 16-byte aligned); dispatch() in worker.c is the one
+ * place that decodes it. Sockets are engine/sock.h, tunnels
+ * engine/tunnel.h. */
 #ifndef EM_ENGINE_WORKER_H
 #define EM_ENGINE_WORKER_H
 
@@ -48,6 +47,8 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_BUF_SIZE  32768u
 #define EM_BUF_COUNT 256u
 #define EM_BGID      0
+/* In place of a ring buffer id (uint32_t): no buffer. */
+#define EM_NO_BUF UINT32_MAX
 /* Buffers no single queue may take: with fewer free, every received buffer
  * is copied to the heap and handed straight back, so new connections and
  * the sockets not stalled always find one (em_worker_buf_share). */
@@ -88,6 +89,9 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
  * recv. */
 #define EM_RECV_CAP (16u * EM_BUF_SIZE)
 
+struct em_worker;
+
+/* Timer classes of sockets: one deadline-ordered list each (w->timers). */
 enum em_timer_class {
 	EM_T_NONE = 0,
 	EM_T_SNIFF, /* client silent so far */
@@ -100,86 +104,27 @@ enum em_timer_class {
 	EM_T__COUNT
 };
 
-enum em_sock_state {
-	EM_SK_SNIFF = 0,  /* client: waiting for its first bytes */
-	EM_SK_CONNECTING, /* upstream: connect in flight */
-	EM_SK_OPEN,       /* forwarding to/from <peer> */
-	EM_SK_HTTP,       /* client: HTTP/1.x, one request at a time */
-	EM_SK_POOLED,     /* upstream: idle in its endpoint's pool */
-};
+/* Releases the memory of a static queue entry once its bytes were sent or
+ * dropped (the entry's owner passes it with the bytes, see
+ * em_worker_static_get). */
+typedef void em_entry_release_fn(struct em_worker *w, const char *p);
 
-enum {
-	EM_SF_CLIENT = 1u << 0,
-	EM_SF_RECV_ARMED = 1u << 1,
-	EM_SF_RECV_CANCEL = 1u << 2, /* cancel of the recv in flight */
-	EM_SF_RD_EOF = 1u << 3,      /* peer sent FIN */
-	EM_SF_WR_SHUT = 1u << 4,     /* shutdown(SHUT_WR) submitted */
-	EM_SF_WR_DONE = 1u << 5,     /* ... and completed */
-	EM_SF_SEND_BUSY = 1u << 6,
-	EM_SF_CLOSING = 1u << 7,
-	EM_SF_ABORT = 1u << 8,        /* close with RST */
-	EM_SF_STARVED = 1u << 9,      /* waits on w->starved for buffers */
-	EM_SF_CLOSE_AFTER = 1u << 10, /* close once the queue is sent */
-	EM_SF_CAPTURED = 1u << 11,    /* client came through the capture port */
-	EM_SF_TPAIR = 1u << 12,       /* socketpair end bridging an HTTP upstream to a stream */
-	/* HTTP upstream reused from the pool with nothing of the response seen
-	 * yet: the keep-alive close of the backend may have raced the request,
-	 * so sent entries are kept (k_*) to replay it on a new connection. */
-	EM_SF_REPLAY = 1u << 13,
-	/* Bytes for this socket went to spill blocks since its queue was last
-	 * empty: its peer is reading faster than this socket sends, so the
-	 * peer's recvs read one buffer per arm while the ring runs low. */
-	EM_SF_SPILLED = 1u << 14,
-};
+/* Release of entries malloc'd by their owner: free(). */
+em_entry_release_fn em_entry_free;
 
-/* Entries kept for a replay at most; a request longer than that is sent
- * without a safety net (its start is released). */
-#define EM_REPLAY_KEEP 4u
+/* Listener indexes that are not an index in the config's listeners. */
+#define EM_LISTENER_CAPTURE UINT16_MAX
+#define EM_LISTENER_TUNNEL  (UINT16_MAX - 1)
 
-/* st_owned kinds of a static entry: borrowed memory that outlives the
- * queue (error pages), malloc'd, a tunnel chunk or slice (engine/tunnel.c),
- * a spill block (em_worker_spill). */
-enum { EM_ST_BORROWED = 0, EM_ST_MALLOC = 1, EM_ST_TCHUNK = 2, EM_ST_SPILL = 3 };
-
-/* em_listener.idx of the tunnel listener (capture is UINT16_MAX). */
-#define EM_LISTENER_TUNNEL (UINT16_MAX - 1)
-
-struct em_http;
-struct em_http1_head;
-struct em_tstream;
-struct em_tun_worker;
-
-struct em_sock {
-	struct em_dlist tnode; /* w->timers[tclass] membership */
-	struct em_dlist snode; /* w->starved membership */
-	struct em_dlist pnode; /* upstream: its endpoint's idle pool */
-	struct em_sock *peer;  /* the other side while forwarding */
-	struct em_lb_ep *ep;   /* upstream: endpoint state (counts, pool) */
-	struct em_http *http;  /* client in HTTP mode */
-	struct em_tstream *ts; /* bridged to a tunnel stream (engine/tunnel.c) */
-	uint64_t deadline_ms;
-	int fd;
-	uint16_t flags;
-	uint8_t state;
-	uint8_t tclass;
-	uint16_t inflight;
-	uint16_t q_first, q_last, q_len; /* entries queued for sending on this socket */
-	uint32_t q_off;                  /* bytes of the first entry already sent */
-	uint16_t k_first, k_last, k_len; /* sent entries kept while EM_SF_REPLAY */
-	uint16_t listener; /* client: index in the config's listeners, UINT16_MAX = capture */
-	uint8_t retries;
-	uint8_t family;
-	union {
-		struct em_addr dst;      /* client: original destination */
-		struct sockaddr_in6 sa6; /* upstream: connect address until submit */
-		struct sockaddr_in sa4;
-	};
-} __attribute__((aligned(16)));
+struct em_listener;
+/* A connection accepted on <l>: takes <fd>. */
+typedef void em_accept_fn(struct em_worker *w, struct em_listener *l, int fd);
 
 struct em_listener {
 	struct em_worker *w;
+	em_accept_fn *accept;
 	int fd;
-	uint16_t idx; /* index in the config's listeners, UINT16_MAX for capture */
+	uint16_t idx; /* index in the config's listeners, or EM_LISTENER_* */
 	bool armed;
 	bool closed;
 } __attribute__((aligned(16)));
@@ -254,7 +199,7 @@ struct em_worker {
 	size_t n_listeners;
 	struct em_dlist timers[EM_T__COUNT];
 	struct em_dlist starved;
-	struct em_sock *free_socks;
+	struct em_sock *free_socks; /* engine/sock.c */
 	void **slabs;
 	size_t n_slabs, cap_slabs;
 	size_t n_live;
@@ -262,23 +207,29 @@ struct em_worker {
 	uint16_t q_next[EM_QSLOTS];
 	uint32_t q_bytes[EM_QSLOTS];
 	const char *st_ptr[EM_STATIC_SLOTS];
-	uint8_t st_owned[EM_STATIC_SLOTS];
+	em_entry_release_fn *st_release[EM_STATIC_SLOTS]; /* NULL: borrowed */
 	uint16_t st_free;
 	uint16_t st_nfree; /* static slots on st_free */
 	/* pooled spill blocks (worker.c) */
 	struct spill_block *spill_free, *spill_free_small;
 	unsigned n_spill_free, n_spill_free_small;
-	uint64_t n_spilled; /* buffers copied to the heap over a queue's share */
-	struct em_http *free_http;
-	struct em_http1_head *head; /* parse scratch */
-	struct em_tun_worker *tun;  /* tunnels and streams (engine/tunnel.c) */
+	struct em_http_worker *http; /* HTTP mode state (engine/http.c), made on first use */
+	struct em_tun_worker *tun;   /* tunnels and streams (engine/tunnel_*.c) */
+	/* Re-arms one socket waiting on <starved> (the socket layer's
+	 * em_sock_unstarve_one); false when none waits. */
+	bool (*unstarve)(struct em_worker *w);
+	/* Called at worker exit, after the ring is gone, in order (modes free
+	 * their per-worker state; see em_worker_at_exit). */
+	void (*at_exit[4])(struct em_worker *w);
+	unsigned n_at_exit;
 	struct __kernel_timespec connect_ts, tick_ts;
 	uint32_t connect_ms, idle_ms, head_ms, sniff_ms;
 	uint64_t now_ms;
 	bool stopping, done;
 	uint64_t drain_deadline_ms;
-	/* counters, read only at exit and by tests */
-	uint64_t n_accepted, n_connect_fail, n_no_endpoint, n_nobufs, n_requests, n_replays;
+	/* Counters (EM_COUNTERS), written by this thread only; gauges are
+	 * filled in when published. Readers use <pub>. */
+	uint64_t cnt[EM_C__COUNT];
 	/* Ring buffers of group EM_BGID held by userspace (queued or being
 	 * parsed); backpressure keeps it far below EM_BUF_COUNT. */
 	uint32_t n_bufs_held;
@@ -303,26 +254,36 @@ struct em_engine {
 	bool recv_cap;       /* multishot recvs are capped (EM_RECV_CAP) */
 	bool recv_cap_off;   /* EDGEMESH_RECV_CAP=0: never cap them (kill switch) */
 	uint32_t mark;       /* SO_MARK of outgoing sockets; 0: none (no capture) */
-	struct {
-		uint32_t connect_ms, idle_ms, request_head_ms, sniff_ms;
-		enum em_balancer balancer;
-	} defaults;
-	sem_t ready; /* posted by each worker once set up (or failed) */
+	sem_t ready;         /* posted by each worker once set up (or failed) */
 	atomic_bool stop;
 	atomic_uint drain_ms;
 };
 
-/* worker.c ---------------------------------------------------------------- */
+/* The live config. One is published for as long as the engine runs
+ * (em_engine_start), so a worker never sees NULL; every default lives in
+ * the config module. */
+static inline const struct em_config *em_worker_config(void)
+{
+	const struct em_config *cfg = em_config_current();
+	EM_ASSERT(cfg);
+	return cfg;
+}
+
+/* worker.c: the loop ----------------------------------------------------- */
 
 /* Worker thread body. Sets w->init_rc before entering its loop. */
 void *em_worker_main(void *arg);
 
-/* Puts the engine's SO_MARK (capture.mark, when capture is on) on <fd>, a
- * socket about to connect out, so the capture chain lets it pass; every
- * upstream and tunnel dial calls it before connect. Does nothing when the
- * engine has no mark. Returns 0 or -errno of setsockopt (-EPERM without
- * CAP_NET_ADMIN); <fd> stays open either way, the caller closes it. */
-int em_sock_mark(const struct em_worker *w, int fd);
+/* Publishes <w>'s counters for the stats reader (worker thread only): the
+ * gauges are computed, then every value is stored with a relaxed atomic. */
+void em_worker_publish(struct em_worker *w);
+
+/* Registers <fn> to run at worker exit, after the ring is gone. At most
+ * four per worker; returns false when full (the caller then frees its
+ * state itself). */
+bool em_worker_at_exit(struct em_worker *w, void (*fn)(struct em_worker *w));
+
+/* queue.c: ring, buffers and queue entries --------------------------------- */
 
 /* Submits the SQ; once the kernel took every SQE, the sendv slots are free. */
 void em_worker_submit(struct em_worker *w);
@@ -330,10 +291,8 @@ void em_worker_submit(struct em_worker *w);
 /* An SQE from <w>'s ring; flushes the SQ when it is full. Never NULL. */
 struct io_uring_sqe *em_worker_sqe(struct em_worker *w);
 
-/* Publishes <w>'s counters for the stats reader (worker thread only). */
-void em_worker_publish(struct em_worker *w);
-
-/* Returns ring buffer <bid> to the kernel and re-arms one starved socket. */
+/* Returns ring buffer <bid> to the kernel and re-arms one starved socket
+ * (w->unstarve). <bid> must be held (received, not yet returned). */
 void em_worker_buf_put(struct em_worker *w, uint16_t bid);
 
 /* Appends entry <e> to the list (*first, *last, *len) threaded through
@@ -364,11 +323,19 @@ static inline const char *em_worker_entry(struct em_worker *w, uint16_t e)
  * (worker start; tests). */
 void em_worker_queues_init(struct em_worker *w);
 
-/* A static entry for <ptr> of kind <kind> (EM_ST_*): EM_ST_MALLOC is freed
- * once released. Only EM_ST_BORROWED may take the last EM_ST_RESERVE slots.
- * Returns EM_Q_NONE when no slot is left for <kind> (the caller closes or
- * fails the stream). */
-uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, uint8_t kind);
+/* A static entry for <ptr>, whose bytes (w->q_bytes[e]) the caller sets:
+ * borrowed when <release> is NULL, else <release>(w, ptr) runs when the
+ * entry is released. Only borrowed entries may take the last EM_ST_RESERVE
+ * slots. Returns EM_Q_NONE when no slot is left for it (nothing was
+ * called; the caller still owns <ptr> and closes or fails its stream). */
+uint16_t em_worker_static_get(struct em_worker *w, const char *ptr, em_entry_release_fn *release);
+
+/* The release function of static entry <e>, NULL for a ring buffer or a
+ * borrowed entry: lets an owner recognise its own entries. */
+static inline em_entry_release_fn *em_worker_entry_owner(const struct em_worker *w, uint16_t e)
+{
+	return e < EM_BUF_COUNT ? NULL : w->st_release[e - EM_BUF_COUNT];
+}
 
 /* Ring buffers one queue (a socket's send queue, a stream's pending bytes)
  * may hold now, counting every entry of it: 24 while at least half of the
@@ -402,55 +369,11 @@ static inline bool em_worker_buf_pressure(const struct em_worker *w)
 bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
                      uint16_t bid, uint32_t n);
 
-/* Releases entry <e>: a ring buffer goes back to the kernel. */
+/* Frees the pooled spill blocks (idle trim, worker exit). */
+void em_worker_spill_pool_free(struct em_worker *w);
+
+/* Releases entry <e>: a ring buffer goes back to the kernel, a static
+ * entry runs its release function and its slot is free again. */
 void em_worker_entry_put(struct em_worker *w, uint16_t e);
-
-struct em_sock *em_sock_alloc(struct em_worker *w);
-
-/* Puts <s> on timer list <tc> with deadline now + <ms>, in deadline order
- * (after entries with the same deadline), whatever timeouts the list mixes;
- * EM_T_NONE unlinks. */
-void em_sock_timer(struct em_worker *w, struct em_sock *s, enum em_timer_class tc, uint32_t ms);
-
-void em_sock_release(struct em_worker *w, struct em_sock *s);
-
-/* proxy.c ----------------------------------------------------------------- */
-
-void em_proxy_accept(struct em_worker *w, struct em_listener *l, int fd);
-void em_proxy_cqe(struct em_worker *w, struct em_sock *s, enum em_op op, int res, uint32_t cflags);
-/* A timer of <s> (class s->tclass) expired. */
-void em_proxy_expire(struct em_worker *w, struct em_sock *s);
-/* Re-arms the recv of a socket that ran out of ring buffers. */
-void em_proxy_unstarve(struct em_worker *w, struct em_sock *s);
-/* Stop: closes connections that carry nothing (silent, idle keep-alive,
- * pooled); with <all> every connection. */
-void em_proxy_close_idle(struct em_worker *w, bool all);
-
-/* Shared with http.c. */
-void em_sock_close(struct em_worker *w, struct em_sock *s, bool abort);
-void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort);
-void em_sock_arm_recv(struct em_worker *w, struct em_sock *s);
-void em_sock_maybe_rearm(struct em_worker *w, struct em_sock *s);
-void em_sock_send_next(struct em_worker *w, struct em_sock *s);
-void em_sock_enqueue(struct em_worker *w, struct em_sock *dst, uint16_t e, uint32_t len);
-bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char *p, uint32_t len,
-                            bool owned);
-/* Clears EM_SF_REPLAY of <s> and releases the entries it kept. */
-void em_sock_kept_drop(struct em_worker *w, struct em_sock *s);
-/* Submits shutdown(SHUT_WR) of <s>. */
-void em_sock_shutdown(struct em_worker *w, struct em_sock *s);
-void em_sock_backpressure(struct em_worker *w, struct em_sock *src, struct em_sock *dst);
-/* The service port client <c> is for, in the current table: by original
- * destination (capture) or by its listener's service in the live config.
- * NULL when there is none. */
-const struct em_svc_port *em_proxy_route(const struct em_sock *c);
-/* True when <ep> is reached through a tunnel to its node: it is on another
- * node and tunnels are configured (a cluster key). Without a key the mesh
- * runs without tunnels and every endpoint is dialed directly, as on a flat
- * pod network. */
-bool em_proxy_via_tunnel(const struct em_endpoint *ep);
-const struct em_endpoint *em_proxy_pick(struct em_worker *w, const struct em_sock *c,
-                                        const struct em_svc_port *sp, const struct em_addr *avoid);
-int em_upstream_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep);
 
 #endif

@@ -23,6 +23,15 @@
 #define EM_LIKELY(x)     __builtin_expect(!!(x), 1)
 #define EM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 
+/* An invariant of the code, checked in every build: when it does not hold
+ * the process reports where and aborts (a bug, never bad input). */
+#define EM_ASSERT(x)                                                                               \
+	do {                                                                                       \
+		if (EM_UNLIKELY(!(x)))                                                             \
+			em_assert_fail(#x, __FILE__, __LINE__);                                    \
+	} while (0)
+_Noreturn void em_assert_fail(const char *what, const char *file, int line);
+
 /* A borrowed byte range; never owns <base>. */
 struct em_slice {
 	const char *base;

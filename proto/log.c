@@ -1,7 +1,9 @@
 #include "proto/log.h"
+#include "proto/em.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -47,4 +49,10 @@ void em_log(int level, const char *module, const char *fmt, ...)
 	/* One write per line; a short write to stderr is not worth a retry. */
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
+}
+
+void em_assert_fail(const char *what, const char *file, int line)
+{
+	fprintf(stderr, "edgemesh: invariant broken at %s:%d: %s\n", file, line, what);
+	abort();
 }

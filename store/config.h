@@ -12,6 +12,11 @@
 
 enum em_role { EM_ROLE_EDGE = 0, EM_ROLE_CLOUD };
 
+/* The tunnel port of a node whose Node object names none (annotation
+ * edgemesh.io/tunnel-port) and whose peers run without tunnel.listen; the
+ * default of tunnel.listen uses it too. */
+#define EM_CONFIG_TUNNEL_PORT 20006
+
 enum em_balancer {
 	EM_LB_ROUND_ROBIN = 0,
 	EM_LB_RANDOM,

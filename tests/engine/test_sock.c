@@ -1,10 +1,10 @@
-/* Timer lists of engine/worker.c: em_sock_timer keeps each list in deadline
+/* Timer lists of the socket layer (engine/sock.c): em_sock_timer keeps each list in deadline
  * order, whatever mix of timeouts goes on it, so that the expiry scan may
  * stop at the first entry not yet due. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
-#include "engine/worker.h"
+#include "engine/sock.h"
 
 #define NS 2000
 

@@ -1,0 +1,72 @@
+/* The proxy's own responses, built once with computed lengths. */
+#include "engine/http_page.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proto/em.h"
+
+static const struct {
+	const char *status, *body;
+} page_src[EM_PAGE__COUNT] = {
+        [EM_PAGE_400] = {"400 Bad Request", "malformed request"},
+        [EM_PAGE_408] = {"408 Request Timeout", "request head timeout"},
+        [EM_PAGE_414] = {"414 URI Too Long", "request line too long"},
+        [EM_PAGE_431] = {"431 Request Header Fields Too Large", "request header fields too large"},
+        [EM_PAGE_501] = {"501 Not Implemented", "transfer coding not implemented"},
+        [EM_PAGE_502_REFUSED] = {"502 Bad Gateway", "upstream refused the connection"},
+        [EM_PAGE_502_BAD] = {"502 Bad Gateway", "bad response from upstream"},
+        [EM_PAGE_503_NOSVC] = {"503 Service Unavailable", "no such service"},
+        [EM_PAGE_503_NOEP] = {"503 Service Unavailable", "no ready endpoint"},
+        [EM_PAGE_504] = {"504 Gateway Timeout", "upstream connect timeout"},
+        [EM_PAGE_505] = {"505 HTTP Version Not Supported", "http version not supported"},
+};
+
+static struct {
+	char text[160];
+	uint32_t len;
+} pages[EM_PAGE__COUNT];
+static pthread_once_t pages_once = PTHREAD_ONCE_INIT;
+
+static void pages_init(void)
+{
+	for (int i = 0; i < EM_PAGE__COUNT; i++) {
+		int n = snprintf(
+		        pages[i].text, sizeof(pages[i].text),
+		        "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+		        "Connection: close\r\n\r\n%s\n",
+		        page_src[i].status, strlen(page_src[i].body) + 1, page_src[i].body);
+		EM_ASSERT(n > 0 && (size_t)n < sizeof(pages[i].text));
+		pages[i].len = (uint32_t)n;
+	}
+}
+
+const char *em_http_page(enum em_http_page page, uint32_t *len)
+{
+	pthread_once(&pages_once, pages_init);
+	*len = pages[page].len;
+	return pages[page].text;
+}
+
+enum em_http_page em_http_page_for(int status)
+{
+	switch (status) {
+	case 408:
+		return EM_PAGE_408;
+	case 414:
+		return EM_PAGE_414;
+	case 431:
+		return EM_PAGE_431;
+	case 501:
+		return EM_PAGE_501;
+	case 502:
+		return EM_PAGE_502_REFUSED;
+	case 504:
+		return EM_PAGE_504;
+	case 505:
+		return EM_PAGE_505;
+	default:
+		return EM_PAGE_400;
+	}
+}

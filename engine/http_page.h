@@ -1,0 +1,34 @@
+/* Internal to engine/: the responses the proxy answers itself.
+ *
+ * One line of plain text each ("no ready endpoint"), with
+ * "Connection: close"; the head is built once per process, so every
+ * Content-Length matches its body by construction. */
+#ifndef EM_ENGINE_HTTP_PAGE_H
+#define EM_ENGINE_HTTP_PAGE_H
+
+#include <stdint.h>
+
+enum em_http_page {
+	EM_PAGE_400,
+	EM_PAGE_408,
+	EM_PAGE_414,
+	EM_PAGE_431,
+	EM_PAGE_501,
+	EM_PAGE_502_REFUSED, /* upstream refused the connection */
+	EM_PAGE_502_BAD,     /* bad response from upstream */
+	EM_PAGE_503_NOSVC,   /* no such service */
+	EM_PAGE_503_NOEP,    /* no ready endpoint */
+	EM_PAGE_504,
+	EM_PAGE_505,
+	EM_PAGE__COUNT
+};
+
+/* The whole response of <page> (head and body), <*len> bytes, valid for the
+ * life of the process. Any thread; the pages are built on the first call. */
+const char *em_http_page(enum em_http_page page, uint32_t *len);
+
+/* The page for an HTTP status a parser reported (proto/http1.h
+ * em_http1_status): 408, 414, 431, 501, 502, 504, 505; 400 for any other. */
+enum em_http_page em_http_page_for(int status);
+
+#endif

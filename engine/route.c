@@ -1,0 +1,77 @@
+/* Routing: service lookup, balancer pick, direct or tunnelled, connect. */
+#include "engine/route.h"
+
+#include <unistd.h>
+
+const struct em_svc_port *em_route_lookup(const struct em_sock *c)
+{
+	const struct em_table *t = em_table_current();
+	if (!t)
+		return NULL;
+	if (c->listener == EM_LISTENER_CAPTURE)
+		return em_table_lookup(t, &c->dst, IPPROTO_TCP);
+	/* The live config names the listener's service: a reload may change it
+	 * (a reload keeps the listeners' number and addresses). */
+	const struct em_config *cfg = em_worker_config();
+	if (c->listener >= cfg->n_listeners)
+		return NULL;
+	const struct em_listener_conf *l = &cfg->listeners[c->listener];
+	const struct em_service *svc = em_table_service(t, l->service_ns, l->service_name);
+	return svc ? em_service_port(svc, l->port, IPPROTO_TCP) : NULL;
+}
+
+bool em_route_via_tunnel(const struct em_endpoint *ep)
+{
+	if (ep->local)
+		return false;
+	return em_worker_config()->tunnel.cluster_key[0] != 0;
+}
+
+const struct em_endpoint *em_route_pick(struct em_worker *w, const struct em_sock *c,
+                                        const struct em_svc_port *sp, const struct em_addr *avoid)
+{
+	struct em_addr peer, *pp = NULL;
+	if (sp->svc && sp->svc->affinity_client_ip) {
+		/* Only affinity needs the client address: ask for it only then. */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 &&
+		    em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0)
+			pp = &peer;
+	}
+	return em_lb_pick(&w->lb, sp, pp, avoid, w->now_ms);
+}
+
+int em_route_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep)
+{
+	int rc = em_sock_connect(w, u, &ep->addr);
+	if (rc)
+		return rc;
+	u->ep = em_lb_ep_get(&w->lb, &ep->addr);
+	if (u->ep) {
+		u->ep->active++;
+		u->ep->last_ms = w->now_ms;
+	}
+	return 0;
+}
+
+bool em_route_retry(struct em_worker *w, struct em_sock *c, struct em_sock *u, int res)
+{
+	w->cnt[EM_C_CONNECT_FAIL]++;
+	/* -ECANCELED means the linked timeout fired: no second wait. */
+	if (!c || res == -ECANCELED || c->retries)
+		return false;
+	c->retries = 1;
+	const struct em_svc_port *sp = em_route_lookup(c);
+	struct em_addr prev = u->ep ? u->ep->addr : (struct em_addr){0};
+	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, &prev) : NULL;
+	if (!ep)
+		return false;
+	close(u->fd);
+	u->fd = -1;
+	u->state = EM_SK_NEW;
+	if (u->ep && u->ep->active)
+		u->ep->active--;
+	u->ep = NULL;
+	return em_route_connect(w, u, ep) == 0;
+}

@@ -1,0 +1,337 @@
+/* Tunnel connections: their sockets' recv and send, completions, the
+ * admission of handshakes, and the counters of their sessions. */
+#include "engine/tunnel_int.h"
+
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "proto/log.h"
+
+/* The counters (EM_COUNTERS) each session keeps: counter, field of struct
+ * em_tunnel_stats. */
+#define EM_TUN_SESSION_COUNTERS(X)                                                                 \
+	X(T_OPENED_LOCAL, streams_opened_local)                                                    \
+	X(T_OPENED_REMOTE, streams_opened_remote)                                                  \
+	X(T_RESETS_IN, resets_in)                                                                  \
+	X(T_RESETS_OUT, resets_out)                                                                \
+	X(T_BYTES_IN, bytes_in)                                                                    \
+	X(T_BYTES_OUT, bytes_out)                                                                  \
+	X(T_LIMIT_STREAMS, limit_streams)                                                          \
+	X(T_LIMIT_PINGS, limit_pings)                                                              \
+	X(T_LIMIT_UPDATES, limit_window_updates)                                                   \
+	X(T_LIMIT_EMPTY, limit_empty_data)                                                         \
+	X(T_LIMIT_RESETS, limit_resets)                                                            \
+	X(T_LIMIT_CTRL, limit_ctrl_queue)                                                          \
+	X(T_LIMIT_FLOW, limit_flow_control)                                                        \
+	X(T_AUTH_FAIL, auth_failures)                                                              \
+	X(T_UNKNOWN_NODE, unknown_nodes)                                                           \
+	X(T_PROTO_ERR, protocol_errors)                                                            \
+	X(T_TIMEOUTS, timeouts)
+
+/* Adds the session counters of <st> to <v> (indexed by EM_COUNTERS). */
+static void stats_add(uint64_t *v, const struct em_tunnel_stats *st)
+{
+#define EM_X_ADD(id, field) v[EM_C_##id] += st->field;
+	EM_TUN_SESSION_COUNTERS(EM_X_ADD)
+#undef EM_X_ADD
+}
+
+/* True when a handshake refusal or failure may be logged now; sets
+ * <*quiet> to the number not logged since the last line. A flood of
+ * strangers must not turn into a flood of log lines. */
+bool tun_hs_log_ok(struct em_tun_worker *t, uint64_t now_ms, uint32_t *quiet)
+{
+	if (t->hs_log_ms && now_ms < t->hs_log_ms + 1000) {
+		t->hs_quiet++;
+		return false;
+	}
+	t->hs_log_ms = now_ms;
+	*quiet = t->hs_quiet;
+	t->hs_quiet = 0;
+	return true;
+}
+
+/* <tc>'s handshake is over (done, failed or closed): its slot is free. */
+void tun_hs_end(struct em_tconn *tc)
+{
+	if (!(tc->flags & TC_HS))
+		return;
+	tc->flags &= ~TC_HS;
+	em_dlist_del(&tc->hnode);
+	tc->w->tun->n_hs--;
+}
+
+void tun_conn_free(struct em_tconn *tc)
+{
+	struct em_tun_worker *t = tc->w->tun;
+	if (tc->sess) {
+		stats_add(t->retired, em_tunnel_session_stats(tc->sess));
+		if (tc->flags & TC_UP)
+			tc->w->cnt[EM_C_T_CLOSED]++;
+	}
+	tun_hs_end(tc);
+	em_dlist_del(&tc->node);
+	em_dlist_del(&tc->dnode);
+	if (tc->fd >= 0)
+		close(tc->fd);
+	em_tunnel_session_destroy(tc->sess);
+	free(tc);
+}
+
+void tun_conn_close(struct em_worker *w, struct em_tconn *tc)
+{
+	if (tc->flags & TC_CLOSING)
+		return;
+	tc->flags |= TC_CLOSING;
+	tun_hs_end(tc);
+	if (tc->inflight == 0) {
+		w->tun->n_conns--;
+		tun_conn_free(tc);
+		return;
+	}
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_cancel_fd(sqe, tc->fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCOUNT));
+	tc->inflight++;
+}
+
+void tun_conn_arm_recv(struct em_worker *w, struct em_tconn *tc)
+{
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_recv_multishot(sqe, tc->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = TUN_BGID;
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TRECV));
+	tc->flags |= TC_RECV;
+	tc->inflight++;
+}
+
+/* Sends the session's next output slice (one send in flight). */
+static void tun_conn_kick(struct em_worker *w, struct em_tconn *tc)
+{
+	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING))
+		return;
+	struct iovec iov[EM_SENDV_IOV];
+	unsigned n = em_tunnel_session_output_iov(tc->sess, iov, EM_SENDV_IOV);
+	if (n == 0) {
+		if (em_tunnel_session_should_close(tc->sess)) {
+			uint32_t r = em_tunnel_session_close_reason(tc->sess);
+			w->tun->dead(w, tc, r == EM_REASON_NO_ERROR ? NULL : em_reason_str(r));
+		}
+		return;
+	}
+	if (n > 1 && w->n_sendv == EM_SENDV_SLOTS)
+		em_worker_submit(w);
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	if (n > 1 && w->n_sendv < EM_SENDV_SLOTS) {
+		struct em_sendv *v = &w->sendv[w->n_sendv++];
+		memcpy(v->iov, iov, n * sizeof(iov[0]));
+		v->mh = (struct msghdr){.msg_iov = v->iov, .msg_iovlen = n};
+		io_uring_prep_sendmsg(sqe, tc->fd, &v->mh, MSG_NOSIGNAL);
+	} else {
+		io_uring_prep_send(sqe, tc->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+	}
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TSEND));
+	tc->flags |= TC_SEND;
+	tc->inflight++;
+}
+
+struct em_tconn *tun_conn_alloc(struct em_worker *w, int fd)
+{
+	int rc = w->tun->rb.br ? 0
+	                       : em_bufring_init(&w->tun->rb, &w->ring, TUN_BGID, TUN_BUF_COUNT,
+	                                         TUN_BUF_SIZE);
+	if (rc) {
+		EM_WARN("tunnel", "worker %u: tunnel buffer ring: %s", w->id, strerror(-rc));
+		return NULL;
+	}
+	struct em_tconn *tc = aligned_alloc(16, sizeof(*tc));
+	if (!tc)
+		return NULL;
+	memset(tc, 0, sizeof(*tc));
+	tc->w = w;
+	tc->fd = fd;
+	em_dlist_init(&tc->streams);
+	em_dlist_init(&tc->blocked);
+	em_dlist_init(&tc->dnode);
+	em_dlist_push_tail(&w->tun->conns, &tc->node);
+	w->tun->n_conns++;
+	return tc;
+}
+
+/* Handshakes in progress from <a>'s host (any port). */
+static uint32_t hs_from(const struct em_tun_worker *t, const struct em_addr *a)
+{
+	uint32_t n = 0;
+	for (const struct em_dlist *i = t->hs.next; i != &t->hs; i = i->next) {
+		const struct em_tconn *tc = em_container_of(i, struct em_tconn, hnode);
+		if (tc->src.family == a->family && memcmp(tc->src.b, a->b, sizeof(a->b)) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* Until a peer proves it knows the cluster key it may hold only a few KiB
+ * (the session allocates the rest after AUTH), and only so many of those:
+ * past max_handshakes in progress on this worker, or
+ * max_handshakes_per_source from one address, a new connection is closed
+ * at once, and each must finish within handshake_ms. Returns true when
+ * <fd> (from <a>) may go on. */
+bool tun_hs_admit(struct em_worker *w, const struct em_addr *a)
+{
+	struct em_tun_worker *t = w->tun;
+	const struct em_config *cfg = em_worker_config();
+	uint32_t max = cfg->tunnel.max_handshakes;
+	uint32_t per_src = cfg->tunnel.max_handshakes_per_source;
+	const char *why = NULL;
+	if (t->n_hs >= max)
+		why = "handshakes in progress at tunnel.max_handshakes";
+	else if (a->family && hs_from(t, a) >= per_src)
+		why = "handshakes from this address at tunnel.max_handshakes_per_source";
+	if (!why)
+		return true;
+	w->cnt[EM_C_T_HS_REFUSED]++;
+	uint32_t quiet;
+	if (tun_hs_log_ok(t, w->now_ms, &quiet)) {
+		char as[EM_ADDR_STRLEN] = "?";
+		if (a->family)
+			em_addr_format(a, true, as, sizeof(as));
+		EM_WARN("tunnel",
+		        "worker %u: tunnel from %s closed at once: %s (%u) "
+		        "(%u more handshake refusals and failures not logged)",
+		        w->id, as, why, t->n_hs >= max ? max : per_src, quiet);
+	}
+	return false;
+}
+
+static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t cflags)
+{
+	if (res > 0) {
+		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+		struct em_tun_worker *t = w->tun;
+		if (!(tc->flags & TC_DEAD)) {
+			t->cur_bid = bid;
+			em_tunnel_session_input(tc->sess, em_bufring_buf(&t->rb, bid), (size_t)res,
+			                        w->now_ms);
+			t->cur_bid = EM_NO_BUF;
+		}
+		if (t->hold[bid].refs)
+			t->hold[bid].held = true;
+		else
+			em_bufring_put(&t->rb, bid);
+		tun_mark_dirty(w, tc);
+		if (!(tc->flags & TC_RECV) && !(tc->flags & TC_DEAD))
+			tun_conn_arm_recv(w, tc);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		/* The buffers the recv filled came back as their CQEs were
+		 * handled, but for at most TUN_HOLD_MAX held ones: the
+		 * refill puts them in the ring before the re-arm. */
+		w->cnt[EM_C_NOBUFS]++;
+		em_bufring_dry(&w->tun->rb);
+		em_bufring_refill(&w->tun->rb);
+		if (!(tc->flags & (TC_RECV | TC_DEAD)))
+			tun_conn_arm_recv(w, tc);
+		return;
+	}
+	if (res == -ECANCELED)
+		return; /* the tick re-arms */
+	if (tc->flags & TC_DEAD)
+		return;
+	w->tun->dead(w, tc, res == 0 ? "peer closed the connection" : strerror(-res));
+}
+
+void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t cflags)
+{
+	struct em_tconn *tc = p;
+	if (op == EM_OP_TRECV && (cflags & IORING_CQE_F_BUFFER))
+		em_bufring_taken(&w->tun->rb);
+	if (op != EM_OP_TRECV || !(cflags & IORING_CQE_F_MORE)) {
+		tc->inflight--;
+		if (op == EM_OP_TRECV)
+			tc->flags &= ~TC_RECV;
+	}
+	if (tc->flags & TC_CLOSING) {
+		if (op == EM_OP_TRECV && (cflags & IORING_CQE_F_BUFFER))
+			em_bufring_put(&w->tun->rb, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT));
+		if (tc->inflight == 0) {
+			w->tun->n_conns--;
+			tun_conn_free(tc);
+		}
+		return;
+	}
+	switch (op) {
+	case EM_OP_TRECV:
+		on_trecv(w, tc, res, cflags);
+		break;
+	case EM_OP_TSEND:
+		tc->flags &= ~TC_SEND;
+		if (res < 0) {
+			w->tun->dead(w, tc, strerror(-res));
+			break;
+		}
+		em_tunnel_session_output_advance(tc->sess, (size_t)res);
+		w->tun->sent(w, tc);
+		tun_mark_dirty(w, tc);
+		break;
+	case EM_OP_TCONNECT:
+		tc->flags &= ~TC_CONNECTING;
+		if (res < 0) {
+			struct tpeer *tp = tc->tp;
+			bool first = tp && tp->fails++ == 0;
+			if (first)
+				w->tun->dead(w, tc,
+				             res == -ECANCELED ? "connect timed out"
+				                               : strerror(-res));
+			else
+				w->tun->dead(w, tc, NULL);
+			break;
+		}
+		tun_conn_arm_recv(w, tc);
+		tun_mark_dirty(w, tc);
+		break;
+	default:
+		break;
+	}
+}
+
+void em_tun_flush(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	em_bufring_refill(&t->rb);
+	while (!em_dlist_empty(&t->dirty)) {
+		struct em_tconn *tc = em_container_of(t->dirty.next, struct em_tconn, dnode);
+		em_dlist_del(&tc->dnode);
+		tc->flags &= ~TC_DIRTY;
+		tun_conn_kick(w, tc);
+	}
+}
+
+void em_tun_counters(const struct em_worker *w, uint64_t *v)
+{
+	const struct em_tun_worker *t = w->tun;
+	if (!t)
+		return;
+	uint64_t up = 0, streams = 0;
+	for (unsigned i = 0; i < EM_C__COUNT; i++)
+		v[i] += t->retired[i];
+	for (const struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next) {
+		const struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
+		if (tc->sess)
+			stats_add(v, em_tunnel_session_stats(tc->sess));
+		if ((tc->flags & TC_UP) && !(tc->flags & (TC_DEAD | TC_CLOSING))) {
+			up++;
+			streams += em_tunnel_session_streams(tc->sess);
+		}
+	}
+	v[EM_C_T_UP] += up;
+	v[EM_C_T_STREAMS] += streams;
+	v[EM_C_T_HS_PENDING] += t->n_hs;
+}
+
+bool em_tun_idle(const struct em_worker *w)
+{
+	return !w->tun || w->tun->n_conns == 0;
+}
