@@ -748,16 +748,9 @@ static bool up_error(struct em_worker *w, struct em_sock *u, int err)
 	return replay(w, u);
 }
 
-static void up_connected(struct em_worker *w, struct em_sock *u, int res)
+static void up_connect_failed(struct em_worker *w, struct em_sock *u, int res)
 {
 	struct em_sock *c = u->peer;
-	if (res == 0) {
-		u->state = EM_SK_OPEN;
-		em_sock_arm_recv(w, u);
-		if (u->q_len)
-			em_sock_send_next(w, u);
-		return;
-	}
 	if (em_route_retry(w, c, u, res))
 		return;
 	if (c && c->ctx)
@@ -780,7 +773,7 @@ static const struct em_sock_ops up_ops = {
         .recv = up_recv,
         .eof = up_eof,
         .error = up_error,
-        .connected = up_connected,
+        .connect_failed = up_connect_failed,
         .detach = up_detach,
 };
 

@@ -179,3 +179,28 @@ void em_worker_buf_put(struct em_worker *w, uint16_t bid)
 	if (w->unstarve)
 		w->unstarve(w);
 }
+
+void em_worker_connect(struct em_worker *w, int fd, const struct sockaddr *sa, socklen_t sl,
+                       uint64_t ud_connect, uint64_t ud_timeout)
+{
+	if (io_uring_sq_space_left(&w->ring) < 2)
+		em_worker_submit(w);
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_connect(sqe, fd, sa, sl);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, ud_connect);
+	sqe = em_worker_sqe(w);
+	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, ud_timeout);
+}
+
+void em_q_drop(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len)
+{
+	while (*len) {
+		uint16_t e = *first;
+		*first = w->q_next[e];
+		(*len)--;
+		em_worker_entry_put(w, e);
+	}
+	*first = *last = EM_Q_NONE;
+}

@@ -33,17 +33,10 @@ static void relay_eof(struct em_worker *w, struct em_sock *s)
 		em_sock_shutdown(w, dst);
 }
 
-/* An upstream's connect completed. A refused connect is tried once more on
- * another endpoint; else the client is reset. */
-static void relay_connected(struct em_worker *w, struct em_sock *u, int res)
+/* A refused connect is tried once more on another endpoint; else the
+ * client is reset. */
+static void relay_connect_failed(struct em_worker *w, struct em_sock *u, int res)
 {
-	if (res == 0) {
-		u->state = EM_SK_OPEN;
-		em_sock_arm_recv(w, u);
-		if (u->q_len)
-			em_sock_send_next(w, u);
-		return;
-	}
 	if (em_route_retry(w, u->peer, u, res))
 		return;
 	em_conn_close(w, u, true);
@@ -53,7 +46,7 @@ const struct em_sock_ops em_relay_ops = {
         .name = "relay",
         .recv = relay_recv,
         .eof = relay_eof,
-        .connected = relay_connected,
+        .connect_failed = relay_connect_failed,
 };
 
 void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,

@@ -28,8 +28,8 @@ const struct em_endpoint *em_route_pick(struct em_worker *w, const struct em_soc
 bool em_route_via_tunnel(const struct em_endpoint *ep);
 
 /* Connects <u> (state EM_SK_NEW, no fd) to <ep> directly and counts it on
- * <ep>'s balancer entry (u->ep). The connect completes in
- * u->ops->connected. Returns 0, or -errno with <u> unchanged. */
+ * <ep>'s balancer entry (u->ep); a failure goes to u->ops->connect_failed.
+ * Returns 0, or -errno with <u> unchanged. */
 int em_route_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep);
 
 /* Connects <u> again, to another endpoint of client <c>'s service than the

@@ -115,16 +115,8 @@ int em_sock_connect(struct em_worker *w, struct em_sock *u, const struct em_addr
 	u->family = addr->family;
 	memcpy(&u->sa6, &ss, EM_MIN((size_t)sl, sizeof(u->sa6)));
 	u->state = EM_SK_CONNECTING;
-	/* Connect and its timeout must reach the kernel in one submission. */
-	if (io_uring_sq_space_left(&w->ring) < 2)
-		em_worker_submit(w);
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&u->sa6, sl);
-	sqe->flags |= IOSQE_IO_LINK;
-	io_uring_sqe_set_data64(sqe, em_ud(u, EM_OP_CONNECT));
-	sqe = em_worker_sqe(w);
-	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
-	io_uring_sqe_set_data64(sqe, em_ud(u, EM_OP_LTIMEOUT));
+	em_worker_connect(w, fd, (struct sockaddr *)&u->sa6, sl, em_ud(u, EM_OP_CONNECT),
+	                  em_ud(u, EM_OP_LTIMEOUT));
 	u->inflight += 2;
 	return 0;
 }
@@ -285,13 +277,7 @@ bool em_sock_enqueue_static(struct em_worker *w, struct em_sock *dst, const char
 
 static void queue_drop(struct em_worker *w, struct em_sock *s)
 {
-	while (s->q_len) {
-		uint16_t e = s->q_first;
-		s->q_first = w->q_next[e];
-		s->q_len--;
-		em_worker_entry_put(w, e);
-	}
-	s->q_first = s->q_last = EM_Q_NONE;
+	em_q_drop(w, &s->q_first, &s->q_last, &s->q_len);
 	s->q_off = 0;
 	em_sock_kept_drop(w, s);
 }
@@ -299,12 +285,7 @@ static void queue_drop(struct em_worker *w, struct em_sock *s)
 void em_sock_kept_drop(struct em_worker *w, struct em_sock *s)
 {
 	s->flags &= ~EM_SF_REPLAY;
-	while (s->k_len) {
-		uint16_t e = s->k_first;
-		s->k_first = w->q_next[e];
-		s->k_len--;
-		em_worker_entry_put(w, e);
-	}
+	em_q_drop(w, &s->k_first, &s->k_last, &s->k_len);
 }
 
 /* ---- closing ---- */
@@ -433,17 +414,19 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 
 static void on_connect(struct em_worker *w, struct em_sock *u, int res)
 {
-	if (u->ops->connected) {
-		u->ops->connected(w, u, res);
-		return;
-	}
 	if (res < 0) {
+		if (u->ops->connect_failed) {
+			u->ops->connect_failed(w, u, res);
+			return;
+		}
 		w->cnt[EM_C_CONNECT_FAIL]++;
 		em_conn_close(w, u, true);
 		return;
 	}
 	u->state = EM_SK_OPEN;
 	em_sock_arm_recv(w, u);
+	/* An empty queue runs the mode's drained operation: a FIN that came
+	 * while connecting passes on. */
 	em_sock_send_next(w, u);
 }
 

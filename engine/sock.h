@@ -78,10 +78,11 @@ struct em_sock_ops {
 	 * took over (the connection is replaced or closed); false lets the
 	 * layer reset <s> and its peer. Default: false. */
 	bool (*error)(struct em_worker *w, struct em_sock *s, int err);
-	/* The connect of <s> completed: <res> 0, -ECANCELED (the connect
-	 * timeout fired) or -errno. Default: on success recv is armed and the
-	 * queue sent; on failure <s> and its peer are reset. */
-	void (*connected)(struct em_worker *w, struct em_sock *s, int res);
+	/* The connect of <s> failed: <res> is -ECANCELED (the connect timeout
+	 * fired) or -errno. Default: the failure is counted and <s> and its
+	 * peer are reset. (A connect that succeeds opens <s>, arms its recv and
+	 * sends its queue, whatever the mode.) */
+	void (*connect_failed)(struct em_worker *w, struct em_sock *s, int res);
 	/* The send queue of <s> is empty (EM_SF_SPILLED already cleared).
 	 * Default: em_sock_drained_default. */
 	void (*drained)(struct em_worker *w, struct em_sock *s);
@@ -155,8 +156,8 @@ void em_sock_touch(struct em_worker *w, struct em_sock *s);
 int em_sock_mark(const struct em_worker *w, int fd);
 
 /* Opens a socket to <addr> in <u> (state EM_SK_NEW, no fd) and submits the
- * connect with the worker's connect timeout linked to it; its completion
- * goes to u->ops->connected. Returns 0, or -errno with <u> unchanged (no fd
+ * connect with the worker's connect timeout linked to it; a failure goes to
+ * u->ops->connect_failed. Returns 0, or -errno with <u> unchanged (no fd
  * left open). */
 int em_sock_connect(struct em_worker *w, struct em_sock *u, const struct em_addr *addr);
 

@@ -227,15 +227,8 @@ static int peer_dial_as(struct em_worker *w, struct tpeer *tp, bool replace)
 		tp->state = TP_DIALING;
 	}
 	tc->flags |= TC_CONNECTING;
-	if (io_uring_sq_space_left(&w->ring) < 2)
-		em_worker_submit(w);
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&tc->sa, sl);
-	sqe->flags |= IOSQE_IO_LINK;
-	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCONNECT));
-	sqe = em_worker_sqe(w);
-	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
-	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCOUNT));
+	em_worker_connect(w, fd, (struct sockaddr *)&tc->sa, sl, em_ud(tc, EM_OP_TCONNECT),
+	                  em_ud(tc, EM_OP_TCOUNT));
 	tc->inflight += 2;
 	return 0;
 }

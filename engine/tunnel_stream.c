@@ -28,13 +28,7 @@ struct em_tstream *tun_ts_alloc(struct em_worker *w)
 
 static void pending_drop(struct em_worker *w, struct em_tstream *ts)
 {
-	while (ts->p_len) {
-		uint16_t e = ts->p_first;
-		ts->p_first = w->q_next[e];
-		ts->p_len--;
-		em_worker_entry_put(w, e);
-	}
-	ts->p_first = ts->p_last = EM_Q_NONE;
+	em_q_drop(w, &ts->p_first, &ts->p_last, &ts->p_len);
 	ts->p_off = 0;
 }
 

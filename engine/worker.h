@@ -369,6 +369,17 @@ static inline bool em_worker_buf_pressure(const struct em_worker *w)
 bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len,
                      uint16_t bid, uint32_t n);
 
+/* Submits a connect of <fd> to <sa> (<sl> bytes, which must live until the
+ * completion) with the worker's connect timeout linked to it, both in one
+ * submission: the connect completes with <ud_connect> (-ECANCELED when the
+ * timeout fired), the timeout with <ud_timeout>. Two requests are then in
+ * flight for the caller to count. */
+void em_worker_connect(struct em_worker *w, int fd, const struct sockaddr *sa, socklen_t sl,
+                       uint64_t ud_connect, uint64_t ud_timeout);
+
+/* Releases every entry of the list (*first, *last, *len) and empties it. */
+void em_q_drop(struct em_worker *w, uint16_t *first, uint16_t *last, uint16_t *len);
+
 /* Frees the pooled spill blocks (idle trim, worker exit). */
 void em_worker_spill_pool_free(struct em_worker *w);
 
