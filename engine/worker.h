@@ -29,7 +29,7 @@ enum em_op {
 	EM_OP_CANCEL,
 	EM_OP_TICK, /* struct em_worker */
 	EM_OP_WAKE,
-	EM_OP_TRECV, /* struct em_tconn (engine/tunnel.c) */
+	EM_OP_TRECV, /* struct em_tconn (engine/tunnel_conn.c) */
 	EM_OP_TSEND,
 	EM_OP_TCONNECT,
 	EM_OP_TCOUNT, /* link timeouts and cancels of a tunnel socket: only counted */
@@ -61,7 +61,7 @@ static inline uint64_t em_ud(const void *p, enum em_op op)
 #define EM_SPILL_BYTES      (128u * 1024)
 #define EM_SPILL_POOL       16u
 #define EM_SPILL_POOL_SMALL 128u
-/* Receive buffers unused this long give their pages back (em_worker.c). */
+/* Receive buffers unused this long give their pages back (worker.c trim). */
 #define EM_TRIM_IDLE_MS 3000u
 
 /* Queued bytes are lists of entries threaded through per-worker arrays: an
@@ -210,7 +210,7 @@ struct em_worker {
 	em_entry_release_fn *st_release[EM_STATIC_SLOTS]; /* NULL: borrowed */
 	uint16_t st_free;
 	uint16_t st_nfree; /* static slots on st_free */
-	/* pooled spill blocks (worker.c) */
+	/* pooled spill blocks (queue.c) */
 	struct spill_block *spill_free, *spill_free_small;
 	unsigned n_spill_free, n_spill_free_small;
 	struct em_http_worker *http; /* HTTP mode state (engine/http.c), made on first use */

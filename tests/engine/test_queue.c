@@ -1,4 +1,4 @@
-/* Queue entries of a worker (engine/worker.c): the static slots kept for
+/* Queue entries of a worker (engine/queue.c): the static slots kept for
  * error pages, the ring share of one queue, and spill blocks, against a
  * real buffer ring. */
 #include <criterion/criterion.h>
