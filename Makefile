@@ -1,5 +1,6 @@
-# Thin wrapper over CMake. `make demo` and `make test` install what is
-# missing, build, and run; see README.md.
+# Thin wrapper over CMake. Building installs nothing: only `make test`,
+# `make demo`, `make bench` and `make bench-quick` first install the missing
+# Debian packages (`make deps`), then build and run; see README.md.
 
 PACKAGES := build-essential cmake pkg-config clang \
 	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev liburcu-dev libcriterion-dev libssl-dev \
@@ -23,26 +24,28 @@ deps:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-build: deps
+build:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	cmake --build build -j $(JOBS)
 
-debug: deps
+debug:
 	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-debug -j $(JOBS)
 
-asan: deps
+asan:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEM_SANITIZE=address >/dev/null
 	cmake --build build-asan -j $(JOBS)
 
-tsan: deps
+tsan:
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DEM_SANITIZE=thread >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 
-fuzz: deps
+fuzz:
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DEM_FUZZ=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 
+# The suites build what they need; `test` installs the packages before any
+# build starts (a fresh machine has no cmake yet).
 unit-test: build
 	cd build && ctest --output-on-failure -j 2
 
@@ -60,16 +63,20 @@ fuzz-test: fuzz
 integration-test: build asan
 	tests/integration/run.sh
 
-test: unit-test asan-test tsan-test fuzz-test integration-test
+test: deps
+	$(MAKE) unit-test asan-test tsan-test fuzz-test integration-test
 	@echo "make test: all suites passed"
 
-demo: build
+demo: deps
+	$(MAKE) build
 	conf/demo.sh
 
-bench: build
+bench: deps
+	$(MAKE) build
 	bench/run all
 
-bench-quick: build
+bench-quick: deps
+	$(MAKE) build
 	bench/run --quick all
 
 format:

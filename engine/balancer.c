@@ -103,6 +103,23 @@ void em_lb_gc(struct em_lb *lb, uint64_t now_ms, uint64_t idle_ms)
 	}
 }
 
+/* Index in [0, n) of a client's hash. FNV-1a's low bits depend only on the
+ * low bits of each input byte (2 endpoints would split clients by the parity
+ * of their address bytes), so the index comes from the well-mixed high half. */
+static uint32_t hash_index(uint64_t h, uint32_t n)
+{
+	return (uint32_t)(((h >> 32) * n) >> 32);
+}
+
+/* Next index of the rotation of <s> in [0, n). The counter stays below <n>:
+ * letting it wrap at 2^32 would repeat an index when <n> is not a power of 2. */
+static uint32_t rr_next(struct em_lb_svc *s, uint32_t n)
+{
+	uint32_t i = s->rr % n;
+	s->rr = i + 1;
+	return i;
+}
+
 /* Index in [0, n) different from <avoid_i> when n > 1. */
 static uint32_t skip_avoid(uint32_t i, uint32_t n, int64_t avoid_i)
 {
@@ -162,7 +179,7 @@ const struct em_endpoint *em_lb_pick(struct em_lb *lb, const struct em_svc_port 
 				return &sp->endpoints[i];
 			}
 		}
-		uint32_t i = skip_avoid((uint32_t)(ch % n), n, avoid_i);
+		uint32_t i = skip_avoid(hash_index(ch, n), n, avoid_i);
 		a->key = sp->key;
 		a->client = *client;
 		a->client.port = 0;
@@ -182,11 +199,11 @@ const struct em_endpoint *em_lb_pick(struct em_lb *lb, const struct em_svc_port 
 		i = skip_avoid((uint32_t)(lb_rand(lb) % n), n, avoid_i);
 		break;
 	case EM_LB_LEAST_REQUESTS:
-		i = pick_least(lb, sp, s->rr++ % n, avoid_i);
+		i = pick_least(lb, sp, rr_next(s, n), avoid_i);
 		break;
 	case EM_LB_ROUND_ROBIN:
 	default:
-		i = skip_avoid(s->rr++ % n, n, avoid_i);
+		i = skip_avoid(rr_next(s, n), n, avoid_i);
 		break;
 	}
 	return &sp->endpoints[i];

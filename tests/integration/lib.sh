@@ -340,6 +340,14 @@ it_stat() {
 	ctl stats | tr -d '\t ' | sed -n "s/^\"$1\":\([0-9]*\).*/\1/p" | head -n 1
 }
 
+# it_stat_ge KEY N: `meshctl stats` member KEY is at least N (for it_wait;
+# workers publish their counters every 50 ms).
+it_stat_ge() {
+	local v
+	v=$(it_stat "$1")
+	[ "${v:-0}" -ge "$2" ]
+}
+
 # ---- manifests --------------------------------------------------------------
 
 # it_svc NS NAME CLUSTER_IP PORT TARGET_PORT [SESSION_AFFINITY [TIMEOUT_S]]

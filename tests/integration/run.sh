@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Runs every tests/integration/test_*.sh with a time limit each; they use the
+# Runs every tests/integration/test_*.sh, or only those named
+# (`run.sh test_forward test_tunnel`), with a time limit each; they use the
 # real binaries in build/ (and build-asan/ where a test asks for it). Prints
 # "N passed, N failed" and exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/../.."
 pass=0 fail=0 skip=0 failed=()
-for t in tests/integration/test_*.sh; do
+scripts=(tests/integration/test_*.sh)
+if [ $# -gt 0 ]; then
+	scripts=()
+	for n in "$@"; do
+		n=$(basename "$n" .sh)
+		[ -e "tests/integration/$n.sh" ] || { echo "no such test: $n" >&2; exit 2; }
+		scripts+=("tests/integration/$n.sh")
+	done
+fi
+for t in "${scripts[@]}"; do
 	[ -e "$t" ] || continue
 	name=$(basename "$t" .sh)
 	log="build/integration-$name.log"

@@ -167,23 +167,46 @@ else
 fi
 
 # ---- endpoints removed and added while a load runs: zero failed requests
+# An apply is live when meshctl returns; the next change waits until the
+# engine has had more requests of the HTTP load through, so that every set
+# carries traffic however fast or slow the machine is. The loads run at a
+# lower priority: they would otherwise take both cores from these checks.
+LOAD_N=0 # requests seen at the last look
+load_past() { # N: the engine's request count has reached N
+	local v
+	v=$(it_stat http_requests)
+	LOAD_N=${v:-0}
+	[ "$LOAD_N" -ge "$1" ]
+}
+load_moved() { # 20 more HTTP requests than at the last look
+	it_wait 5 load_past $((LOAD_N + 20))
+}
 ep_churn() { # $1 = service, $2 = port, then sets of IPs separated by ","
 	local svc=$1 port=$2 set
 	shift 2
 	for set in "$@"; do
 		it_apply "$(it_ep default "$svc" "$port" ${set//,/ })"
-		sleep 0.25
+		load_moved || it_fail "no HTTP request got through after $svc's endpoints became $set"
 	done
 }
-it_bg wrk_churn wrk -t 1 -c 8 -d 4 --timeout 5s http://10.96.0.84/
+# both_loads_connected ACCEPTED REQUESTS: the 8 + 8 connections of both loads
+# were accepted and HTTP requests flow.
+both_loads_connected() {
+	it_stat_ge connections_accepted $(($1 + 16)) && it_stat_ge http_requests $(($2 + 1))
+}
+# wrk runs until the churn is over (SIGINT: it stops and prints its summary).
+acc0=$(it_stat connections_accepted) req0=$(it_stat http_requests)
+it_bg wrk_churn nice -n 10 wrk -t 1 -c 8 -d 60 --timeout 5s http://10.96.0.84/
 wrk_pid=$IT_LAST_PID
-it_bg pp_churn "$EMLOAD" -m pingpong -a 10.96.0.85:7 -c 8 -d 4 -s 200 -t 1
+it_bg pp_churn nice -n 10 "$EMLOAD" -m pingpong -a 10.96.0.85:7 -c 8 -d 4 -s 200 -t 1
 pp_pid=$IT_LAST_PID
-sleep 0.5 # let both loads connect before the first change
+it_wait 5 both_loads_connected "$acc0" "$req0" || it_fail "the churn loads did not connect"
+load_past 0
 ep_churn churn 8080 127.0.0.11,127.0.0.12 127.0.0.12 127.0.0.12,127.0.0.13 127.0.0.13,127.0.0.11 \
 	127.0.0.11 127.0.0.11,127.0.0.12,127.0.0.13 127.0.0.13 127.0.0.11,127.0.0.12,127.0.0.13
 ep_churn echo2 7007 127.0.0.22 127.0.0.21 127.0.0.21,127.0.0.22
-it_stop "$wrk_pid" 0 15
+it_check "wrk ran through the whole churn" kill -0 "$wrk_pid"
+it_stop "$wrk_pid" INT 15
 sed 's/^/    wrk| /' "$IT_TMP/wrk_churn.out"
 it_check "HTTP load while endpoints are removed and added: zero failed requests" wrk_ok "$IT_TMP/wrk_churn.out"
 it_stop "$pp_pid" 0 15
@@ -196,18 +219,26 @@ body=$(c_curl http://10.96.0.84/ http://10.96.0.84/ http://10.96.0.84/ | tr -d '
 it_check "after the churn only the current endpoint serves ($body)" [ "$body" = "backend-2 " ]
 
 # ---- SIGHUP under load: zero failed requests
-it_bg wrk_hup wrk -t 1 -c 8 -d 4 --timeout 5s http://10.96.0.80/
+reloads_ge() { [ "$(grep -c reloaded "$IT_EM_LOG")" -ge "$1" ]; }
+acc0=$(it_stat connections_accepted) req0=$(it_stat http_requests)
+it_bg wrk_hup nice -n 10 wrk -t 1 -c 8 -d 60 --timeout 5s http://10.96.0.80/
 wrk_pid=$IT_LAST_PID
 nrel=$(grep -c 'reloaded' "$IT_EM_LOG")
-sleep 0.5
+wrk_up() { it_stat_ge connections_accepted $((acc0 + 8)) && it_stat_ge http_requests $((req0 + 1)); }
+it_wait 5 wrk_up || it_fail "the SIGHUP load did not connect"
+load_past 0
+# Each reload is sent once the previous one is done and the load has had
+# requests through the reloaded process.
 for i in 1 2 3 4 5; do
 	kill -HUP "$IT_EM_PID"
-	sleep 0.4
+	it_wait 5 reloads_ge $((nrel + i)) || it_fail "reload $i not logged"
+	load_moved || it_fail "no HTTP request got through after reload $i"
 done
-it_stop "$wrk_pid" 0 15
+it_check "wrk ran through the 5 reloads" kill -0 "$wrk_pid"
+it_stop "$wrk_pid" INT 15
 sed 's/^/    wrk| /' "$IT_TMP/wrk_hup.out"
 it_check "HTTP load across 5 SIGHUP reloads: zero failed requests" wrk_ok "$IT_TMP/wrk_hup.out"
-it_check "the 5 reloads were applied" it_wait 5 eval '[ "$(grep -c reloaded "$IT_EM_LOG")" -ge $((nrel + 5)) ]'
+it_check "the 5 reloads were applied" reloads_ge $((nrel + 5))
 
 # ---- kill -9: a connected client sees EOF or a reset quickly, not a hang
 it_bg hold "$HTTPECHO" hold -a 10.96.0.7:7 -T 10
