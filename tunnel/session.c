@@ -1229,10 +1229,11 @@ void em_tunnel_session_output_advance(struct em_tunnel_session *s, size_t n)
 	if (s->out_src == SRC_NONE)
 		return;
 	size_t n0 = n;
-	for (unsigned k = 0; n && (s->out_left || r->used) && k < 1000000; k++) {
+	while (n && (s->out_left || r->used)) {
 		if (s->out_left == 0)
 			start_frame(s, r);
 		uint32_t take = (uint32_t)EM_MIN(n, s->out_left);
+		EM_ASSERT(take > 0); /* a queued frame is never empty */
 		s->out_left -= take;
 		n -= take;
 		if (!s->out_ext) {
@@ -1609,7 +1610,7 @@ void em_tunnel_session_destroy(struct em_tunnel_session *s)
 	if (s->out_src == SRC_SEND && s->out_left && !s->out_ext)
 		ring_skip(r, s->out_left); /* rest of a plain frame */
 	s->out_left = 0;
-	for (unsigned k = 0; s->n_ext && r->used && k < 10000000; k++) {
+	while (s->n_ext && r->used) { /* every turn skips one frame */
 		uint8_t h[EM_FRAME_HEADER_LEN];
 		ring_peek(r, 0, h, sizeof(h));
 		if (!hdr_ext(h)) {
