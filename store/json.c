@@ -4,11 +4,46 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
 #include "proto/em.h"
+
+cJSON *em_json_parse(const char *text, size_t len, size_t *off, bool *trailing)
+{
+	const char *end = NULL;
+	char *copy = malloc(len + 1);
+	cJSON *root;
+
+	*off = SIZE_MAX;
+	if (trailing)
+		*trailing = false;
+	if (!copy)
+		return NULL;
+	/* cJSON wants a terminated string and stops at its first NUL: copy, so
+	 * that it never reads past <len> and a NUL inside is the error it is. */
+	memcpy(copy, text, len);
+	copy[len] = 0;
+	root = cJSON_ParseWithOpts(copy, &end, 0);
+	if (!end)
+		end = root ? copy + len : cJSON_GetErrorPtr();
+	if (!end || end < copy || end > copy + len)
+		end = copy + len;
+	while (root && end < copy + len &&
+	       (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+		end++;
+	if (!root || end != copy + len) {
+		if (trailing)
+			*trailing = root != NULL;
+		cJSON_Delete(root);
+		root = NULL;
+		*off = (size_t)(end - copy);
+	}
+	free(copy);
+	return root;
+}
 
 static size_t push_v(struct em_json *j, const char *fmt, va_list ap)
 {

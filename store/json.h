@@ -28,6 +28,14 @@ struct em_json {
 	char path[256]; /* truncated when deeper */
 };
 
+/* Parses <len> bytes of <text> (need not be terminated) as one JSON value
+ * followed by nothing but white space; a NUL byte inside is an error.
+ * Returns the tree (the caller frees it with cJSON_Delete), or NULL with
+ * <*off> the offset of the error (<len> when the text ended too early), or
+ * SIZE_MAX when out of memory. <*trailing> (when given) tells whether the
+ * error is that more than white space follows a complete value. */
+struct cJSON *em_json_parse(const char *text, size_t len, size_t *off, bool *trailing);
+
 /* Pushes ".<key>" (or "<key>" at the root) / "[<i>]" / a raw printf segment
  * onto the path. Each returns a mark for em_json_pop. */
 size_t em_json_push_key(struct em_json *j, const char *key);

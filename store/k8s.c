@@ -621,23 +621,31 @@ static int decode_ep_address(struct em_json *j, const cJSON *it, size_t i, void 
 	return rc;
 }
 
-/* Endpoints ports and EndpointSlice ports share a shape; a slice may leave
- * port out (or null) to mean every port, which is stored as 0. */
+/* A port object of Endpoints, EndpointSlices and containers: name,
+ * protocol and the number under <key>. A slice may leave port out (or null)
+ * to mean every port, which is stored as 0. */
+static int decode_named_port(struct dec *d, const cJSON *it, const char *key, bool required,
+                             char **name, uint8_t *protocol, uint16_t *port)
+{
+	int rc;
+
+	if (!cJSON_IsObject(it))
+		return FAIL(d, NULL, "expected object");
+	rc = dup_name(d, it, "name", name);
+	if (!rc)
+		rc = get_protocol(d, it, protocol);
+	if (!rc)
+		rc = get_port(d, it, key, required, port);
+	return rc;
+}
+
 static int decode_ep_port(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
 {
 	struct em_k8s_ep_port *p = item;
 	const bool *port_required = ctx;
-	int rc;
 
 	(void)i;
-	if (!cJSON_IsObject(it))
-		return FAIL(d, NULL, "expected object");
-	rc = dup_name(d, it, "name", &p->name);
-	if (!rc)
-		rc = get_protocol(d, it, &p->protocol);
-	if (!rc)
-		rc = get_port(d, it, "port", *port_required, &p->port);
-	return rc;
+	return decode_named_port(d, it, "port", *port_required, &p->name, &p->protocol, &p->port);
 }
 
 static int decode_ep_ports(struct dec *d, const cJSON *parent, bool port_required,
@@ -830,20 +838,12 @@ static int decode_pod_labels(struct dec *d, const cJSON *root, struct em_k8s_pod
 
 static int decode_container_port(struct em_json *j, const cJSON *it, size_t i, void *arg)
 {
-	struct dec *d = dec_of(j);
 	struct em_k8s_pod *p = arg;
 	struct em_k8s_container_port *cp = &p->ports[p->n_ports++];
-	int rc;
 
 	(void)i;
-	if (!cJSON_IsObject(it))
-		return FAIL(d, NULL, "expected object");
-	rc = dup_name(d, it, "name", &cp->name);
-	if (!rc)
-		rc = get_protocol(d, it, &cp->protocol);
-	if (!rc)
-		rc = get_port(d, it, "containerPort", true, &cp->port);
-	return rc;
+	return decode_named_port(dec_of(j), it, "containerPort", true, &cp->name, &cp->protocol,
+	                         &cp->port);
 }
 
 static int decode_container(struct em_json *j, const cJSON *it, size_t i, void *arg)
@@ -1047,50 +1047,20 @@ fail:
 int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out, char *err,
                   size_t errlen)
 {
-	const char *end = NULL;
+	struct em_json j = {.err = err, .errlen = errlen};
 	cJSON *root;
-	char *copy;
+	size_t off;
+	bool trailing;
 	int rc;
 
 	*out = NULL;
-	if (!json) {
-		if (err && errlen)
-			snprintf(err, errlen, "no input");
-		return -EINVAL;
-	}
-	/* A terminated private copy: cJSON must never read past <len> even
-	 * when the caller's buffer is not terminated. */
-	copy = malloc(len + 1);
-	if (!copy) {
-		if (err && errlen)
-			snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	memcpy(copy, json, len);
-	copy[len] = 0;
-	root = cJSON_ParseWithLengthOpts(copy, len, &end, false);
-	if (!root) {
-		size_t off = end && end >= copy && end <= copy + len ? (size_t)(end - copy) : 0;
-		if (err && errlen)
-			snprintf(err, errlen, "malformed JSON at offset %zu", off);
-		rc = -EINVAL;
-		goto out;
-	}
-	if (end) {
-		while (end < copy + len &&
-		       (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-			end++;
-		if (end < copy + len) {
-			if (err && errlen)
-				snprintf(err, errlen, "malformed JSON at offset %zu: trailing data",
-				         (size_t)(end - copy));
-			rc = -EINVAL;
-			goto out;
-		}
-	}
+	if (!json)
+		return em_json_fail(&j, NULL, "no input");
+	if (!(root = em_json_parse(json, len, &off, &trailing)))
+		return off == SIZE_MAX ? em_json_oom(&j)
+		                       : em_json_fail(&j, NULL, "malformed JSON at offset %zu%s",
+		                                      off, trailing ? ": trailing data" : "");
 	rc = em_k8s_decode_json(root, kind, out, err, errlen);
-out:
 	cJSON_Delete(root);
-	free(copy);
 	return rc;
 }
