@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/clock.h"
 #include "proto/log.h"
 #include "tunnel/session.h"
 
