@@ -209,8 +209,9 @@ static int list_item(struct em_json *j, const cJSON *it, size_t i, void *arg)
 }
 
 /* Array member <name> of <parent> decoded item by item with <fn> into
- * <*items>, <*n> zeroed items of <size> bytes in the arena (NULL, 0 when
- * absent or empty). */
+ * <*n> zeroed items of <size> bytes in the arena. <items> is the address of
+ * the caller's typed pointer to them, left NULL when the array is absent or
+ * empty. */
 static int decode_list(struct dec *d, const cJSON *parent, const char *name, size_t size,
                        item_fn fn, void *ctx, void *items, size_t *n)
 {
