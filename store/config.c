@@ -255,7 +255,6 @@ static int read_str(struct pctx *c, const struct key *k, const cJSON *v, char *p
 }
 
 struct list {
-	struct pctx *c;
 	const struct key *k;
 	char *items;
 };
@@ -269,8 +268,9 @@ static int list_item(struct em_json *j, const cJSON *it, size_t i, void *arg)
 /* The list replaces the one in <base> (a default) when every item reads. */
 static int read_list(struct pctx *c, const struct key *k, const cJSON *v, void *base)
 {
-	struct list l = {c, k, NULL};
-	void **items = (void **)((char *)base + k->off);
+	struct list l = {k, NULL};
+	char *slot = (char *)base + k->off; /* a pointer to the item type */
+	void *old;
 	size_t n;
 	int rc = em_json_array(&c->j, v, NULL, EM_CONFIG_MAX_ITEMS, k->expect, &n);
 
@@ -282,8 +282,10 @@ static int read_list(struct pctx *c, const struct key *k, const cJSON *v, void *
 		free(l.items);
 		return rc;
 	}
-	free(*items);
-	*items = l.items;
+	/* Through memcpy: the member is a pointer of another type. */
+	memcpy(&old, slot, sizeof(old));
+	free(old);
+	memcpy(slot, &l.items, sizeof(l.items));
 	*(size_t *)((char *)base + k->off_n) = n;
 	return 0;
 }
