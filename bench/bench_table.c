@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "proto/clock.h"
 #include "store/k8s.h"
 #include "store/rcu.h"
 #include "store/table.h"

@@ -40,6 +40,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proto/clock.h"
 #include "proto/em.h"
 
 #define LD_SUB_BITS 5

@@ -7,6 +7,7 @@
 
 #include "engine/sock.h"
 #include "engine/tunnel.h"
+#include "proto/clock.h"
 #include "proto/log.h"
 #include "store/rcu.h"
 

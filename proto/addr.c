@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 static int parse_port(const char *s, uint16_t *out)
 {
@@ -177,16 +176,4 @@ bool em_cidr_contains(const struct em_cidr *c, const struct em_addr *a)
 			return false;
 	}
 	return true;
-}
-
-uint64_t em_now_ms(void)
-{
-	return em_now_ns() / 1000000ULL;
-}
-
-uint64_t em_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }

@@ -106,8 +106,4 @@ static inline uint64_t em_hash64(const void *data, size_t len, uint64_t h)
 }
 #define EM_HASH_SEED 0xcbf29ce484222325ULL
 
-/* Monotonic clock in milliseconds / nanoseconds. */
-uint64_t em_now_ms(void);
-uint64_t em_now_ns(void);
-
 #endif

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "proto/log.h"
+#include "store/json.h"
 
 #define EM_CONFIG_MAX_BYTES        (1024 * 1024)
 #define EM_CONFIG_MAX_WORKERS      256
@@ -42,225 +44,16 @@ _Static_assert(EM_CONFIG_DATA_DIR_MAX + 64 <= PATH_MAX, "data_dir limit exceeds 
 #define EM_CONFIG_MARK_DEFAULT 0x1e4du
 
 struct pctx {
-	const char *name;
-	char *err;
-	size_t errlen;
+	struct em_json j; /* first: array callbacks get it back (pctx_of) */
 	struct em_config *cfg;
-	struct em_listener_conf *cur_listener;
-	bool api_socket_set;
-	bool tunnel_listen_set;
-	bool service_cidrs_set;
-	char path[256]; /* key path of the value being read */
 };
 
-typedef int (*field_fn)(struct pctx *c, const cJSON *v);
-
-struct field {
-	const char *name;
-	field_fn fn;
-	const char *missing; /* expectation reported when a required key is absent */
-};
-
-/* ---- messages and key paths ---- */
-
-static int fail_msg(struct pctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail_msg(struct pctx *c, const char *fmt, ...)
+static struct pctx *pctx_of(struct em_json *j)
 {
-	va_list ap;
-	int n;
-
-	if (!c->errlen)
-		return -EINVAL;
-	n = snprintf(c->err, c->errlen, "%s: %s: ", c->name, c->path[0] ? c->path : "top level");
-	if (n >= 0 && (size_t)n < c->errlen) {
-		va_start(ap, fmt);
-		vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
+	return (struct pctx *)j;
 }
 
-#define FAIL_EXPECTED(c, ...) fail_msg(c, "expected " __VA_ARGS__)
-
-/* Keys come from the file and are echoed in messages: control bytes (cJSON
- * lets raw newlines into strings) become '?' so that a message stays one
- * line. */
-static size_t path_push_key(struct pctx *c, const char *key)
-{
-	size_t len = strlen(c->path), n;
-	snprintf(c->path + len, sizeof(c->path) - len, "%s%s", len ? "." : "", key);
-	for (n = len; c->path[n]; n++)
-		if ((unsigned char)c->path[n] < 0x20 || c->path[n] == 0x7f)
-			c->path[n] = '?';
-	return len;
-}
-
-static size_t path_push_index(struct pctx *c, size_t i)
-{
-	size_t len = strlen(c->path);
-	snprintf(c->path + len, sizeof(c->path) - len, "[%zu]", i);
-	return len;
-}
-
-static void path_pop(struct pctx *c, size_t len)
-{
-	c->path[len] = 0;
-}
-
-/* ---- typed readers: each checks the JSON type and range ---- */
-
-static int get_int(struct pctx *c, const cJSON *v, long long lo, long long hi, long long *out)
-{
-	double d;
-
-	if (!cJSON_IsNumber(v))
-		return FAIL_EXPECTED(c, "integer %lld..%lld", lo, hi);
-	d = v->valuedouble;
-	if (!(d >= (double)lo && d <= (double)hi) || d != (double)(long long)d)
-		return FAIL_EXPECTED(c, "integer %lld..%lld", lo, hi);
-	*out = (long long)d;
-	return 0;
-}
-
-static int get_port(struct pctx *c, const cJSON *v, uint16_t *out)
-{
-	long long n = 0;
-	int rc = get_int(c, v, 1, 65535, &n);
-	if (!rc)
-		*out = (uint16_t)n;
-	return rc;
-}
-
-static int get_ms(struct pctx *c, const cJSON *v, long long lo, long long hi, uint32_t *out)
-{
-	long long n = 0;
-	int rc = get_int(c, v, lo, hi, &n);
-	if (!rc)
-		*out = (uint32_t)n;
-	return rc;
-}
-
-/* A string of 0..<max> bytes (1..<max> unless <empty_ok>) copied into <buf>. */
-static int get_str(struct pctx *c, const cJSON *v, char *buf, size_t max, bool empty_ok,
-                   const char *what)
-{
-	size_t n;
-
-	if (!cJSON_IsString(v) || !v->valuestring)
-		return FAIL_EXPECTED(c, "%s", what);
-	n = strlen(v->valuestring);
-	if (n > max || (n == 0 && !empty_ok))
-		return FAIL_EXPECTED(c, "%s", what);
-	memcpy(buf, v->valuestring, n + 1);
-	return 0;
-}
-
-static int get_enum(struct pctx *c, const cJSON *v, const char *const *names, size_t n,
-                    const char *what, int *out)
-{
-	if (cJSON_IsString(v) && v->valuestring)
-		for (size_t i = 0; i < n; i++)
-			if (strcmp(v->valuestring, names[i]) == 0) {
-				*out = (int)i;
-				return 0;
-			}
-	return FAIL_EXPECTED(c, "%s", what);
-}
-
-static int get_bool(struct pctx *c, const cJSON *v, bool *out)
-{
-	if (!cJSON_IsBool(v))
-		return FAIL_EXPECTED(c, "true or false");
-	*out = cJSON_IsTrue(v);
-	return 0;
-}
-
-/* Walks the members of object <obj> in file order so that the first error
- * reported is the first one in the file; unknown and repeated keys are
- * errors (cJSON keeps duplicates, a reader would silently take the first). */
-static int walk_object(struct pctx *c, const cJSON *obj, const struct field *fields, size_t nf)
-{
-	uint64_t seen = 0;
-	const cJSON *m;
-	size_t len;
-	int rc;
-
-	if (!cJSON_IsObject(obj))
-		return FAIL_EXPECTED(c, "object");
-	cJSON_ArrayForEach(m, obj)
-	{
-		size_t i;
-		len = path_push_key(c, m->string ? m->string : "");
-		for (i = 0; i < nf; i++)
-			if (m->string && strcmp(m->string, fields[i].name) == 0)
-				break;
-		if (i == nf)
-			return fail_msg(c, "unknown key");
-		if (seen & (1ULL << i))
-			return fail_msg(c, "duplicate key");
-		seen |= 1ULL << i;
-		if ((rc = fields[i].fn(c, m)) != 0)
-			return rc;
-		path_pop(c, len);
-	}
-	for (size_t i = 0; i < nf; i++) {
-		if (!fields[i].missing || (seen & (1ULL << i)))
-			continue;
-		path_push_key(c, fields[i].name);
-		return FAIL_EXPECTED(c, "%s (required key is missing)", fields[i].missing);
-	}
-	return 0;
-}
-
-/* Reads array <v> of at most EM_CONFIG_MAX_ITEMS items of <size> bytes each,
- * converting each with <item>. */
-static int get_array(struct pctx *c, const cJSON *v, size_t size, const char *what,
-                     int (*item)(struct pctx *, const cJSON *, void *), void **out, size_t *n_out)
-{
-	const cJSON *e;
-	char *arr = NULL;
-	size_t n = 0, i = 0, len;
-	int rc;
-
-	if (!cJSON_IsArray(v) || (n = (size_t)cJSON_GetArraySize(v)) > EM_CONFIG_MAX_ITEMS)
-		return FAIL_EXPECTED(c, "array of at most %d %s", EM_CONFIG_MAX_ITEMS, what);
-	if (n && !(arr = calloc(n, size)))
-		return fail_msg(c, "out of memory");
-	cJSON_ArrayForEach(e, v)
-	{
-		len = path_push_index(c, i);
-		if ((rc = item(c, e, arr + i * size)) != 0) {
-			free(arr);
-			return rc;
-		}
-		path_pop(c, len);
-		i++;
-	}
-	free(*out);
-	*out = arr;
-	*n_out = n;
-	return 0;
-}
-
-static int item_cidr(struct pctx *c, const cJSON *v, void *out)
-{
-	if (!cJSON_IsString(v) || !v->valuestring || em_cidr_parse(v->valuestring, out))
-		return FAIL_EXPECTED(c, "CIDR string like \"10.96.0.0/12\" or \"fd00::/108\"");
-	return 0;
-}
-
-static int item_port(struct pctx *c, const cJSON *v, void *out)
-{
-	return get_port(c, v, out);
-}
-
-static int get_addr(struct pctx *c, const cJSON *v, struct em_addr *out)
-{
-	if (!cJSON_IsString(v) || !v->valuestring || em_addr_parse(v->valuestring, true, out))
-		return FAIL_EXPECTED(c, "\"ip:port\" (IPv4) or \"[ip]:port\" (IPv6)");
-	return 0;
-}
+#define FAIL_EXPECTED(c, ...) em_json_fail(&(c)->j, NULL, "expected " __VA_ARGS__)
 
 /* ---- name syntax ---- */
 
@@ -282,14 +75,22 @@ static bool dns_name(const char *s, size_t n, size_t max, bool dots)
 	return true;
 }
 
-/* "host:port" with a DNS name, IPv4 address or bracketed IPv6 address. */
-static bool host_port(const char *s)
+static bool node_name_ok(const char *s)
+{
+	return dns_name(s, strlen(s), 253, true);
+}
+
+/* "host:port" with a DNS name, IPv4 address or bracketed IPv6 address, or
+ * "" (none). */
+static bool host_port_or_empty(const char *s)
 {
 	struct em_addr a;
 	const char *colon = strrchr(s, ':');
 	char *end;
 	unsigned long port;
 
+	if (!s[0])
+		return true;
 	if (s[0] == '[')
 		return em_addr_parse(s, true, &a) == 0;
 	if (!colon || colon == s || colon[1] < '0' || colon[1] > '9')
@@ -304,370 +105,424 @@ static bool host_port(const char *s)
 	return true;
 }
 
-/* ---- top-level keys ---- */
+/* ---- keys: a table per JSON object, one row per key ---- */
 
-static int f_role(struct pctx *c, const cJSON *v)
+enum key_type {
+	K_INT,    /* integer lo..hi stored in a member of <size> 1, 2, 4 or 8 bytes */
+	K_BOOL,   /* true or false */
+	K_ENUM,   /* one of <names>, stored as int: its index */
+	K_STR,    /* string of lo..hi bytes accepted by <check> (when set) */
+	K_ADDR,   /* "ip:port" into a struct em_addr */
+	K_LIST,   /* array of at most EM_CONFIG_MAX_ITEMS, each read by <item> */
+	K_OBJECT, /* object of keys <sub> */
+	K_FN,     /* read by <fn>: keys no row type describes */
+};
+
+struct key;
+typedef int (*key_fn)(struct pctx *c, const struct key *k, const cJSON *v, void *base);
+typedef int (*item_fn)(struct pctx *c, const cJSON *v, void *out);
+
+struct key {
+	const char *name;
+	enum key_type type;
+	bool required;
+	size_t off, size;    /* of the member in the struct the table describes */
+	long long lo, hi;    /* K_INT: bounds; K_STR: length in bytes */
+	long long def;       /* K_INT, K_BOOL, K_ENUM: value when the key is absent */
+	const char *def_str; /* K_STR: value when the key is absent, NULL: "" */
+	const char *expect;  /* all but K_INT, K_BOOL and K_OBJECT: "expected <expect>" */
+	bool (*check)(const char *s);
+	const char *const *names; /* K_ENUM */
+	size_t n;                 /* K_ENUM: names; K_OBJECT: rows of <sub> */
+	const struct key *sub;
+	size_t off_n, item_size; /* K_LIST: the member counting items; one item's size */
+	item_fn item;
+	key_fn fn;
+};
+
+#define AT(type, m) .off = offsetof(type, m), .size = sizeof(((type *)0)->m)
+#define CFG(m)      AT(struct em_config, m)
+#define LIS(m)      AT(struct em_listener_conf, m)
+#define NAMES(...)                                                                                 \
+	.names = (const char *const[]){__VA_ARGS__},                                               \
+	.n = EM_ARRAY_SIZE(((const char *[]){__VA_ARGS__}))
+#define ROWS(a) .sub = a, .n = EM_ARRAY_SIZE(a)
+#define INT(k, at, min, max, def_)                                                                 \
+	{                                                                                          \
+		.name = k, .type = K_INT, at, .lo = (min), .hi = (max), .def = (def_)              \
+	}
+#define STR(k, at, min, max, what)                                                                 \
+	{                                                                                          \
+		.name = k, .type = K_STR, at, .lo = (min), .hi = (max), .expect = what             \
+	}
+#define LIST(k, at, count, item_type, fn_, what)                                                   \
+	{                                                                                          \
+		.name = k, .type = K_LIST, at, .off_n = offsetof(struct em_config, count),         \
+		.item_size = sizeof(item_type), .item = fn_, .expect = what                        \
+	}
+
+static int read_key(struct pctx *c, const struct key *k, const cJSON *v, void *base);
+
+/* Walks the members of object <obj> in file order so that the first error
+ * reported is the first one in the file; unknown and repeated keys are
+ * errors (cJSON keeps duplicates, a reader would silently take the first).
+ * A table has at most 64 <keys>, the width of <seen>. */
+static int walk_object(struct pctx *c, const cJSON *obj, const struct key *keys, size_t n,
+                       void *base)
 {
-	static const char *const names[] = {"edge", "cloud"};
-	int r = 0;
-	int rc = get_enum(c, v, names, 2, "\"edge\" or \"cloud\"", &r);
-	c->cfg->role = (enum em_role)r;
-	return rc;
-}
+	uint64_t seen = 0;
+	const cJSON *m;
+	int rc;
 
-#define NODE_NAME_EXPECT "DNS-1123 name (lower-case letters, digits, '-', '.'), 1..253 bytes"
-
-static int f_node_name(struct pctx *c, const cJSON *v)
-{
-	char *b = c->cfg->node_name;
-	if (get_str(c, v, b, sizeof(c->cfg->node_name) - 1, false, NODE_NAME_EXPECT))
-		return -EINVAL;
-	if (!dns_name(b, strlen(b), 253, true))
-		return FAIL_EXPECTED(c, NODE_NAME_EXPECT);
+	if (!cJSON_IsObject(obj))
+		return FAIL_EXPECTED(c, "object");
+	cJSON_ArrayForEach(m, obj)
+	{
+		size_t i, mark = em_json_push_key(&c->j, m->string);
+		for (i = 0; i < n; i++)
+			if (m->string && strcmp(m->string, keys[i].name) == 0)
+				break;
+		if (i == n)
+			return em_json_fail(&c->j, NULL, "unknown key");
+		if (seen & (1ULL << i))
+			return em_json_fail(&c->j, NULL, "duplicate key");
+		seen |= 1ULL << i;
+		if ((rc = read_key(c, &keys[i], m, base)) != 0)
+			return rc;
+		em_json_pop(&c->j, mark);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct key *k = &keys[i];
+		if (!k->required || (seen & (1ULL << i)))
+			continue;
+		if (k->type == K_INT)
+			return em_json_fail(&c->j, k->name,
+			                    "expected integer %lld..%lld (required key is missing)",
+			                    k->lo, k->hi);
+		return em_json_fail(&c->j, k->name, "expected %s (required key is missing)",
+		                    k->expect);
+	}
 	return 0;
 }
 
-static int f_data_dir(struct pctx *c, const cJSON *v)
+/* Integer members are read and written by size (1, 2, 4 or 8 bytes). */
+static uint64_t load_uint(const void *p, size_t size)
 {
-	return get_str(c, v, c->cfg->data_dir, EM_CONFIG_DATA_DIR_MAX, false,
-	               "non-empty path of at most 4000 bytes");
+	switch (size) {
+	case 1:
+		return *(const uint8_t *)p;
+	case 2:
+		return *(const uint16_t *)p;
+	case 4:
+		return *(const uint32_t *)p;
+	default:
+		return *(const uint64_t *)p;
+	}
 }
 
-static int f_api_socket(struct pctx *c, const cJSON *v)
+static void store_uint(void *p, size_t size, uint64_t v)
 {
-	c->api_socket_set = true;
-	return get_str(c, v, c->cfg->api_socket, sizeof(c->cfg->api_socket) - 1, false,
-	               "non-empty path of at most 107 bytes (sun_path)");
+	if (size == 1)
+		*(uint8_t *)p = (uint8_t)v;
+	else if (size == 2)
+		*(uint16_t *)p = (uint16_t)v;
+	else if (size == 4)
+		*(uint32_t *)p = (uint32_t)v;
+	else
+		*(uint64_t *)p = v;
 }
 
-static int f_workers(struct pctx *c, const cJSON *v)
+static int read_int(struct pctx *c, const struct key *k, const cJSON *v, void *p)
 {
-	long long n = 0;
-	int rc = get_int(c, v, 0, EM_CONFIG_MAX_WORKERS, &n);
-	c->cfg->workers = (unsigned)n;
+	long long n;
+	int rc = em_json_int(&c->j, v, NULL, true, k->lo, k->hi, &n);
+
+	if (!rc)
+		store_uint(p, k->size, (uint64_t)n);
 	return rc;
 }
 
-static int f_log_level(struct pctx *c, const cJSON *v)
+static int read_str(struct pctx *c, const struct key *k, const cJSON *v, char *p)
 {
-	static const char *const names[] = {"error", "warn", "info", "debug"};
-	int r = 0;
-	int rc = get_enum(c, v, names, 4, "\"error\", \"warn\", \"info\" or \"debug\"", &r);
-	/* Same order as enum em_log_level; em_log_level_parse agrees. */
-	c->cfg->log_level = r;
-	return rc;
+	const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
+	size_t n = s ? strlen(s) : 0;
+
+	if (!s || n < (size_t)k->lo || n > (size_t)k->hi || n >= k->size ||
+	    (k->check && !k->check(s)))
+		return FAIL_EXPECTED(c, "%s", k->expect);
+	memcpy(p, s, n + 1);
+	return 0;
 }
 
-static int f_balancer(struct pctx *c, const cJSON *v)
-{
-	static const char *const names[] = {"round_robin", "random", "least_requests"};
-	int r = 0;
-	int rc = get_enum(c, v, names, 3, "\"round_robin\", \"random\" or \"least_requests\"", &r);
-	c->cfg->balancer = (enum em_balancer)r;
-	return rc;
-}
-
-static int f_cap_enabled(struct pctx *c, const cJSON *v)
-{
-	return get_bool(c, v, &c->cfg->capture.enabled);
-}
-
-static int f_cap_port(struct pctx *c, const cJSON *v)
-{
-	return get_port(c, v, &c->cfg->capture.port);
-}
-
-static int f_cap_service_cidrs(struct pctx *c, const cJSON *v)
-{
-	c->service_cidrs_set = true;
-	return get_array(c, v, sizeof(struct em_cidr), "CIDR strings", item_cidr,
-	                 (void **)&c->cfg->capture.service_cidrs, &c->cfg->capture.n_service_cidrs);
-}
-
-static int f_cap_exclude_cidrs(struct pctx *c, const cJSON *v)
-{
-	return get_array(c, v, sizeof(struct em_cidr), "CIDR strings", item_cidr,
-	                 (void **)&c->cfg->capture.exclude_cidrs, &c->cfg->capture.n_exclude_cidrs);
-}
-
-static int f_cap_exclude_ports(struct pctx *c, const cJSON *v)
-{
-	return get_array(c, v, sizeof(uint16_t), "ports", item_port,
-	                 (void **)&c->cfg->capture.exclude_ports, &c->cfg->capture.n_exclude_ports);
-}
-
-static int f_cap_mark(struct pctx *c, const cJSON *v)
-{
-	long long n = 0;
-	int rc = get_int(c, v, 1, UINT32_MAX, &n);
-	c->cfg->capture.mark = (uint32_t)n;
-	return rc;
-}
-
-static const struct field capture_fields[] = {
-        {"enabled", f_cap_enabled, NULL},
-        {"port", f_cap_port, NULL},
-        {"service_cidrs", f_cap_service_cidrs, NULL},
-        {"exclude_cidrs", f_cap_exclude_cidrs, NULL},
-        {"exclude_ports", f_cap_exclude_ports, NULL},
-        {"mark", f_cap_mark, NULL},
+struct list {
+	const struct key *k;
+	char *items;
 };
 
-static int f_capture(struct pctx *c, const cJSON *v)
+static int list_item(struct em_json *j, const cJSON *it, size_t i, void *arg)
 {
-	return walk_object(c, v, capture_fields, EM_ARRAY_SIZE(capture_fields));
+	struct list *l = arg;
+	return l->k->item(pctx_of(j), it, l->items + i * l->k->item_size);
 }
 
-static int f_lis_listen(struct pctx *c, const cJSON *v)
+/* The list replaces the one in <base> (a default) when every item reads. */
+static int read_list(struct pctx *c, const struct key *k, const cJSON *v, void *base)
 {
-	return get_addr(c, v, &c->cur_listener->listen);
+	struct list l = {k, NULL};
+	char *slot = (char *)base + k->off; /* a pointer to the item type */
+	void *old;
+	size_t n;
+	int rc = em_json_array(&c->j, v, NULL, EM_CONFIG_MAX_ITEMS, k->expect, &n);
+
+	if (rc)
+		return rc;
+	if (n && !(l.items = calloc(n, k->item_size)))
+		return em_json_oom(&c->j);
+	if ((rc = em_json_each(&c->j, v, NULL, list_item, &l))) {
+		free(l.items);
+		return rc;
+	}
+	/* Through memcpy: the member is a pointer of another type. */
+	memcpy(&old, slot, sizeof(old));
+	free(old);
+	memcpy(slot, &l.items, sizeof(l.items));
+	*(size_t *)((char *)base + k->off_n) = n;
+	return 0;
 }
 
-static int f_lis_service(struct pctx *c, const cJSON *v)
+static int read_key(struct pctx *c, const struct key *k, const cJSON *v, void *base)
 {
-	struct em_listener_conf *l = c->cur_listener;
+	char *p = (char *)base + k->off;
+	int i;
+
+	switch (k->type) {
+	case K_INT:
+		return read_int(c, k, v, p);
+	case K_BOOL:
+		return em_json_bool(&c->j, v, NULL, (bool *)p);
+	case K_ENUM:
+		if ((i = em_json_pick(cJSON_IsString(v) ? v->valuestring : NULL, k->names, k->n)) <
+		    0)
+			return FAIL_EXPECTED(c, "%s", k->expect);
+		*(int *)p = i;
+		return 0;
+	case K_STR:
+		return read_str(c, k, v, p);
+	case K_ADDR:
+		if (!cJSON_IsString(v) || !v->valuestring ||
+		    em_addr_parse(v->valuestring, true, (struct em_addr *)p))
+			return FAIL_EXPECTED(c, "%s", k->expect);
+		return 0;
+	case K_LIST:
+		return read_list(c, k, v, base);
+	case K_OBJECT:
+		return walk_object(c, v, k->sub, k->n, base);
+	case K_FN:
+		return k->fn(c, k, v, base);
+	}
+	return em_json_fail(&c->j, NULL, "internal error: no reader for this key");
+}
+
+/* ---- keys no row type describes ---- */
+
+static int item_cidr(struct pctx *c, const cJSON *v, void *out)
+{
+	if (!cJSON_IsString(v) || !v->valuestring || em_cidr_parse(v->valuestring, out))
+		return FAIL_EXPECTED(c, "CIDR string like \"10.96.0.0/12\" or \"fd00::/108\"");
+	return 0;
+}
+
+static int item_port(struct pctx *c, const cJSON *v, void *out)
+{
+	return em_json_port(&c->j, v, NULL, true, out);
+}
+
+static int lis_service(struct pctx *c, const struct key *k, const cJSON *v, void *base)
+{
+	struct em_listener_conf *l = base;
 	const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
 	const char *slash = s ? strchr(s, '/') : NULL;
 	size_t ns_len, name_len;
 
 	if (!slash)
-		return FAIL_EXPECTED(c, "\"namespace/name\"");
+		return FAIL_EXPECTED(c, "%s", k->expect);
 	ns_len = (size_t)(slash - s);
 	name_len = strlen(slash + 1);
 	if (!dns_name(s, ns_len, 63, false) || !dns_name(slash + 1, name_len, 253, true))
-		return FAIL_EXPECTED(c, "\"namespace/name\"");
+		return FAIL_EXPECTED(c, "%s", k->expect);
 	memcpy(l->service_ns, s, ns_len);
 	l->service_ns[ns_len] = 0;
 	memcpy(l->service_name, slash + 1, name_len + 1);
 	return 0;
 }
 
-static int f_lis_port(struct pctx *c, const cJSON *v)
-{
-	return get_port(c, v, &c->cur_listener->port);
-}
+#define ADDR_EXPECT "\"ip:port\" (IPv4) or \"[ip]:port\" (IPv6)"
 
-static const struct field listener_fields[] = {
-        {"listen", f_lis_listen, "\"ip:port\" (IPv4) or \"[ip]:port\" (IPv6)"},
-        {"service", f_lis_service, "\"namespace/name\""},
-        {"port", f_lis_port, "integer 1..65535"},
+static const struct key listener_keys[] = {
+        {.name = "listen", .type = K_ADDR, .required = true, LIS(listen), .expect = ADDR_EXPECT},
+        {.name = "service",
+         .type = K_FN,
+         .required = true,
+         .expect = "\"namespace/name\"",
+         .fn = lis_service},
+        {.name = "port", .type = K_INT, .required = true, LIS(port), .lo = 1, .hi = 65535},
 };
 
 static int item_listener(struct pctx *c, const cJSON *v, void *out)
 {
-	c->cur_listener = out;
-	return walk_object(c, v, listener_fields, EM_ARRAY_SIZE(listener_fields));
+	return walk_object(c, v, listener_keys, EM_ARRAY_SIZE(listener_keys), out);
 }
 
-static int f_listeners(struct pctx *c, const cJSON *v)
+/* "" turns tunnels off: the node neither accepts nor needs a key. */
+static int tunnel_listen(struct pctx *c, const struct key *k, const cJSON *v, void *base)
 {
-	return get_array(c, v, sizeof(struct em_listener_conf), "listener objects", item_listener,
-	                 (void **)&c->cfg->listeners, &c->cfg->n_listeners);
+	struct em_config *cfg = base;
+
+	if (cJSON_IsString(v) && v->valuestring && !v->valuestring[0]) {
+		memset(&cfg->tunnel.listen, 0, sizeof(cfg->tunnel.listen));
+		return 0;
+	}
+	if (!cJSON_IsString(v) || !v->valuestring ||
+	    em_addr_parse(v->valuestring, true, &cfg->tunnel.listen))
+		return FAIL_EXPECTED(c, "%s", k->expect);
+	return 0;
 }
 
 #define MS_MAX_10MIN 600000LL
 #define MS_MAX_DAY   86400000LL
+#define CIDR_ITEMS   "CIDR strings"
 
-static int f_tun_listen(struct pctx *c, const cJSON *v)
-{
-	c->tunnel_listen_set = true;
-	/* "" turns tunnels off: the node neither accepts nor needs a key. */
-	if (cJSON_IsString(v) && v->valuestring && !v->valuestring[0]) {
-		memset(&c->cfg->tunnel.listen, 0, sizeof(c->cfg->tunnel.listen));
-		return 0;
-	}
-	if (!cJSON_IsString(v) || !v->valuestring ||
-	    em_addr_parse(v->valuestring, true, &c->cfg->tunnel.listen))
-		return FAIL_EXPECTED(c, "\"ip:port\", \"[ip]:port\" or \"\" (off)");
-	return 0;
-}
-
-static int f_tun_key(struct pctx *c, const cJSON *v)
-{
-	return get_str(c, v, c->cfg->tunnel.cluster_key, sizeof(c->cfg->tunnel.cluster_key) - 1,
-	               true, "string of at most 255 bytes");
-}
-
-static int f_tun_max_streams(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, 65536, &c->cfg->tunnel.max_streams);
-}
+static const struct key capture_keys[] = {
+        {.name = "enabled", .type = K_BOOL, CFG(capture.enabled)},
+        INT("port", CFG(capture.port), 1, 65535, 15001),
+        LIST("service_cidrs", CFG(capture.service_cidrs), capture.n_service_cidrs, struct em_cidr,
+             item_cidr, CIDR_ITEMS),
+        LIST("exclude_cidrs", CFG(capture.exclude_cidrs), capture.n_exclude_cidrs, struct em_cidr,
+             item_cidr, CIDR_ITEMS),
+        LIST("exclude_ports", CFG(capture.exclude_ports), capture.n_exclude_ports, uint16_t,
+             item_port, "ports"),
+        INT("mark", CFG(capture.mark), 1, UINT32_MAX, EM_CONFIG_MARK_DEFAULT),
+};
 
 /* Window bounds are those of the wire format (tunnel/PROTOCOL.md, 5). */
-static int f_tun_stream_window(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 16384, 0x7fffffffLL, &c->cfg->tunnel.stream_window);
-}
-
-static int f_tun_stream_window_max(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 16384, 0x7fffffffLL, &c->cfg->tunnel.stream_window_max);
-}
-
-static int f_tun_window_cap(struct pctx *c, const cJSON *v)
-{
-	long long n = 0;
-	int rc = get_int(c, v, 16384, 1LL << 40, &n);
-	if (!rc)
-		c->cfg->tunnel.window_cap = (uint64_t)n;
-	return rc;
-}
-
-static int f_tun_keepalive(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 100, MS_MAX_10MIN, &c->cfg->tunnel.keepalive_ms);
-}
-
-static int f_tun_dead_after(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 200, MS_MAX_10MIN, &c->cfg->tunnel.dead_after_ms);
-}
-
-static int f_tun_reconnect_min(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 10, MS_MAX_10MIN, &c->cfg->tunnel.reconnect_min_ms);
-}
-
-static int f_tun_reconnect_max(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 10, MS_MAX_10MIN, &c->cfg->tunnel.reconnect_max_ms);
-}
-
-static int f_tun_max_handshakes(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, 1000000, &c->cfg->tunnel.max_handshakes);
-}
-
-static int f_tun_max_handshakes_src(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, 1000000, &c->cfg->tunnel.max_handshakes_per_source);
-}
-
-static int f_tun_handshake_ms(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 100, MS_MAX_10MIN, &c->cfg->tunnel.handshake_ms);
-}
-
-static const struct field tunnel_fields[] = {
-        {"listen", f_tun_listen, NULL},
-        {"cluster_key", f_tun_key, NULL},
-        {"max_streams", f_tun_max_streams, NULL},
-        {"stream_window", f_tun_stream_window, NULL},
-        {"stream_window_max", f_tun_stream_window_max, NULL},
-        {"window_cap", f_tun_window_cap, NULL},
-        {"keepalive_ms", f_tun_keepalive, NULL},
-        {"dead_after_ms", f_tun_dead_after, NULL},
-        {"reconnect_min_ms", f_tun_reconnect_min, NULL},
-        {"reconnect_max_ms", f_tun_reconnect_max, NULL},
-        {"max_handshakes", f_tun_max_handshakes, NULL},
-        {"max_handshakes_per_source", f_tun_max_handshakes_src, NULL},
-        {"handshake_ms", f_tun_handshake_ms, NULL},
+static const struct key tunnel_keys[] = {
+        {.name = "listen",
+         .type = K_FN,
+         .expect = "\"ip:port\", \"[ip]:port\" or \"\" (off)",
+         .fn = tunnel_listen},
+        STR("cluster_key", CFG(tunnel.cluster_key), 0, 255, "string of at most 255 bytes"),
+        INT("max_streams", CFG(tunnel.max_streams), 1, 65536, 1024),
+        INT("stream_window", CFG(tunnel.stream_window), 16384, 0x7fffffffLL, 256 * 1024),
+        INT("stream_window_max", CFG(tunnel.stream_window_max), 16384, 0x7fffffffLL,
+            16 * 1024 * 1024),
+        INT("window_cap", CFG(tunnel.window_cap), 16384, 1LL << 40, 64LL * 1024 * 1024),
+        INT("keepalive_ms", CFG(tunnel.keepalive_ms), 100, MS_MAX_10MIN, 10000),
+        INT("dead_after_ms", CFG(tunnel.dead_after_ms), 200, MS_MAX_10MIN, 30000),
+        INT("reconnect_min_ms", CFG(tunnel.reconnect_min_ms), 10, MS_MAX_10MIN, 200),
+        INT("reconnect_max_ms", CFG(tunnel.reconnect_max_ms), 10, MS_MAX_10MIN, 30000),
+        INT("max_handshakes", CFG(tunnel.max_handshakes), 1, 1000000, 1024),
+        INT("max_handshakes_per_source", CFG(tunnel.max_handshakes_per_source), 1, 1000000, 64),
+        INT("handshake_ms", CFG(tunnel.handshake_ms), 100, MS_MAX_10MIN, 10000),
 };
 
-static int f_tunnel(struct pctx *c, const cJSON *v)
+static const struct key cloud_keys[] = {
+        {.name = "address",
+         .type = K_STR,
+         CFG(cloud.address),
+         .lo = 0,
+         .hi = 255,
+         .expect = "\"host:port\" or \"\"",
+         .check = host_port_or_empty},
+};
+
+static const struct key timeout_keys[] = {
+        INT("connect_ms", CFG(timeouts.connect_ms), 1, MS_MAX_10MIN, 5000),
+        INT("idle_ms", CFG(timeouts.idle_ms), 1, MS_MAX_DAY, 300000),
+        INT("request_head_ms", CFG(timeouts.request_head_ms), 1, MS_MAX_10MIN, 10000),
+        INT("sniff_ms", CFG(timeouts.sniff_ms), 1, 10000, 100),
+        INT("shutdown_ms", CFG(timeouts.shutdown_ms), 0, MS_MAX_10MIN, 5000),
+};
+
+/* Enums are read as int: the index of the name, in the enum's order. */
+_Static_assert(sizeof(enum em_role) == sizeof(int) && sizeof(enum em_balancer) == sizeof(int),
+               "enum keys are stored as int");
+
+static const struct key top_keys[] = {
+        {.name = "role",
+         .type = K_ENUM,
+         .required = true,
+         CFG(role),
+         NAMES("edge", "cloud"),
+         .expect = "\"edge\" or \"cloud\""},
+        {.name = "node_name",
+         .type = K_STR,
+         .required = true,
+         CFG(node_name),
+         .lo = 1,
+         .hi = 253,
+         .check = node_name_ok,
+         .expect = "DNS-1123 name (lower-case letters, digits, '-', '.'), 1..253 bytes"},
+        {.name = "data_dir",
+         .type = K_STR,
+         CFG(data_dir),
+         .lo = 1,
+         .hi = EM_CONFIG_DATA_DIR_MAX,
+         .def_str = EM_CONFIG_DATA_DIR_DEFAULT,
+         .expect = "non-empty path of at most 4000 bytes"},
+        STR("api_socket", CFG(api_socket), 1, 107,
+            "non-empty path of at most 107 bytes (sun_path)"),
+        INT("workers", CFG(workers), 0, EM_CONFIG_MAX_WORKERS, 0),
+        /* Same order as enum em_log_level; em_log_level_parse agrees. */
+        {.name = "log_level",
+         .type = K_ENUM,
+         CFG(log_level),
+         .def = EM_LOG_INFO,
+         NAMES("error", "warn", "info", "debug"),
+         .expect = "\"error\", \"warn\", \"info\" or \"debug\""},
+        {.name = "balancer",
+         .type = K_ENUM,
+         CFG(balancer),
+         NAMES("round_robin", "random", "least_requests"),
+         .expect = "\"round_robin\", \"random\" or \"least_requests\""},
+        {.name = "capture", .type = K_OBJECT, ROWS(capture_keys)},
+        LIST("listeners", CFG(listeners), n_listeners, struct em_listener_conf, item_listener,
+             "listener objects"),
+        {.name = "tunnel", .type = K_OBJECT, ROWS(tunnel_keys)},
+        {.name = "cloud", .type = K_OBJECT, ROWS(cloud_keys)},
+        {.name = "timeouts", .type = K_OBJECT, ROWS(timeout_keys)},
+};
+
+/* Writes the default of every key of <keys> into <base>. */
+static void set_row_defaults(const struct key *keys, size_t n, void *base)
 {
-	return walk_object(c, v, tunnel_fields, EM_ARRAY_SIZE(tunnel_fields));
+	for (const struct key *k = keys; k < keys + n; k++) {
+		char *p = (char *)base + k->off;
+		if (k->type == K_INT)
+			store_uint(p, k->size, (uint64_t)k->def);
+		else if (k->type == K_BOOL)
+			*(bool *)p = k->def;
+		else if (k->type == K_ENUM)
+			*(int *)p = (int)k->def;
+		else if (k->type == K_STR && k->def_str)
+			snprintf(p, k->size, "%s", k->def_str);
+		else if (k->type == K_OBJECT)
+			set_row_defaults(k->sub, k->n, base);
+	}
 }
 
-static int f_cloud_address(struct pctx *c, const cJSON *v)
+static int set_defaults(struct em_config *cfg)
 {
-	char *b = c->cfg->cloud.address;
-	if (get_str(c, v, b, sizeof(c->cfg->cloud.address) - 1, true, "\"host:port\" or \"\""))
-		return -EINVAL;
-	if (b[0] && !host_port(b))
-		return FAIL_EXPECTED(c, "\"host:port\" or \"\"");
+	set_row_defaults(top_keys, EM_ARRAY_SIZE(top_keys), cfg);
+	em_addr_parse(EM_CONFIG_TUNNEL_DEFAULT, true, &cfg->tunnel.listen);
+	/* Replaced when the file sets capture.service_cidrs. */
+	if (!(cfg->capture.service_cidrs = calloc(1, sizeof(struct em_cidr))))
+		return -ENOMEM;
+	em_cidr_parse(EM_CONFIG_CIDR_DEFAULT, cfg->capture.service_cidrs);
+	cfg->capture.n_service_cidrs = 1;
 	return 0;
 }
 
-static const struct field cloud_fields[] = {
-        {"address", f_cloud_address, NULL},
-};
-
-static int f_cloud(struct pctx *c, const cJSON *v)
-{
-	return walk_object(c, v, cloud_fields, EM_ARRAY_SIZE(cloud_fields));
-}
-
-static int f_to_connect(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, MS_MAX_10MIN, &c->cfg->timeouts.connect_ms);
-}
-
-static int f_to_idle(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, MS_MAX_DAY, &c->cfg->timeouts.idle_ms);
-}
-
-static int f_to_head(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, MS_MAX_10MIN, &c->cfg->timeouts.request_head_ms);
-}
-
-static int f_to_sniff(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 1, 10000, &c->cfg->timeouts.sniff_ms);
-}
-
-static int f_to_shutdown(struct pctx *c, const cJSON *v)
-{
-	return get_ms(c, v, 0, MS_MAX_10MIN, &c->cfg->timeouts.shutdown_ms);
-}
-
-static const struct field timeout_fields[] = {
-        {"connect_ms", f_to_connect, NULL},   {"idle_ms", f_to_idle, NULL},
-        {"request_head_ms", f_to_head, NULL}, {"sniff_ms", f_to_sniff, NULL},
-        {"shutdown_ms", f_to_shutdown, NULL},
-};
-
-static int f_timeouts(struct pctx *c, const cJSON *v)
-{
-	return walk_object(c, v, timeout_fields, EM_ARRAY_SIZE(timeout_fields));
-}
-
-static const struct field top_fields[] = {
-        {"role", f_role, "\"edge\" or \"cloud\""},
-        {"node_name", f_node_name, NODE_NAME_EXPECT},
-        {"data_dir", f_data_dir, NULL},
-        {"api_socket", f_api_socket, NULL},
-        {"workers", f_workers, NULL},
-        {"log_level", f_log_level, NULL},
-        {"balancer", f_balancer, NULL},
-        {"capture", f_capture, NULL},
-        {"listeners", f_listeners, NULL},
-        {"tunnel", f_tunnel, NULL},
-        {"cloud", f_cloud, NULL},
-        {"timeouts", f_timeouts, NULL},
-};
-
-static void set_defaults(struct em_config *cfg)
-{
-	cfg->role = EM_ROLE_EDGE;
-	snprintf(cfg->data_dir, sizeof(cfg->data_dir), "%s", EM_CONFIG_DATA_DIR_DEFAULT);
-	cfg->workers = 0;
-	cfg->log_level = EM_LOG_INFO;
-	cfg->balancer = EM_LB_ROUND_ROBIN;
-	cfg->capture.enabled = false;
-	cfg->capture.port = 15001;
-	cfg->capture.mark = EM_CONFIG_MARK_DEFAULT;
-	em_addr_parse(EM_CONFIG_TUNNEL_DEFAULT, true, &cfg->tunnel.listen);
-	cfg->tunnel.max_streams = 1024;
-	cfg->tunnel.stream_window = 256 * 1024;
-	cfg->tunnel.stream_window_max = 16 * 1024 * 1024;
-	cfg->tunnel.window_cap = 64ull * 1024 * 1024;
-	cfg->tunnel.keepalive_ms = 10000;
-	cfg->tunnel.dead_after_ms = 30000;
-	cfg->tunnel.reconnect_min_ms = 200;
-	cfg->tunnel.reconnect_max_ms = 30000;
-	cfg->tunnel.max_handshakes = 1024;
-	cfg->tunnel.max_handshakes_per_source = 64;
-	cfg->tunnel.handshake_ms = 10000;
-	cfg->timeouts.connect_ms = 5000;
-	cfg->timeouts.idle_ms = 300000;
-	cfg->timeouts.request_head_ms = 10000;
-	cfg->timeouts.sniff_ms = 100;
-	cfg->timeouts.shutdown_ms = 5000;
-}
-
+/* Reports <fmt> at key path <key>, for rules that tie keys together. */
 static int fail_at(struct pctx *c, const char *key, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
@@ -679,22 +534,35 @@ static int fail_at(struct pctx *c, const char *key, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	snprintf(c->path, sizeof(c->path), "%s", key);
-	return fail_msg(c, "%s", what);
+	em_json_pop(&c->j, 0);
+	em_json_push(&c->j, "%s", key);
+	return em_json_fail(&c->j, NULL, "%s", what);
 }
+
+/* Integer keys bounded below by another: <key> >= <min> (> when <strict>).
+ * Keys are named as the members that hold them. */
+static const struct order {
+	const char *key, *min;
+	size_t off, size, off_min, size_min;
+	bool strict;
+} orders[] = {
+#define ORDER(k, m, gt)                                                                            \
+	{                                                                                          \
+#k, #m, offsetof(struct em_config, k), sizeof(((struct em_config *)0)->k),         \
+		        offsetof(struct em_config, m), sizeof(((struct em_config *)0)->m), gt      \
+	}
+        ORDER(tunnel.stream_window_max, tunnel.stream_window, false),
+        ORDER(tunnel.window_cap, tunnel.stream_window_max, false),
+        ORDER(tunnel.dead_after_ms, tunnel.keepalive_ms, true),
+        ORDER(tunnel.reconnect_max_ms, tunnel.reconnect_min_ms, false),
+#undef ORDER
+};
 
 /* Rules that tie keys together, and values derived from others. */
 static int finish(struct pctx *c)
 {
 	struct em_config *cfg = c->cfg;
 
-	if (!c->service_cidrs_set) {
-		cfg->capture.service_cidrs = calloc(1, sizeof(struct em_cidr));
-		if (!cfg->capture.service_cidrs)
-			return fail_at(c, "capture.service_cidrs", "out of memory");
-		em_cidr_parse(EM_CONFIG_CIDR_DEFAULT, cfg->capture.service_cidrs);
-		cfg->capture.n_service_cidrs = 1;
-	}
 	if (cfg->capture.enabled && cfg->capture.n_service_cidrs == 0)
 		return fail_at(c, "capture.service_cidrs",
 		               "expected at least one CIDR when capture.enabled is true");
@@ -715,7 +583,8 @@ static int finish(struct pctx *c)
 		               r->addr.family == AF_INET ? "IPv4" : "IPv6", min);
 	}
 
-	if (!c->api_socket_set) {
+	/* Set, api_socket is not empty. */
+	if (!cfg->api_socket[0]) {
 		size_t n = strlen(cfg->data_dir) + strlen(EM_CONFIG_SOCKET_NAME);
 		if (n >= sizeof(cfg->api_socket))
 			return fail_at(c, "api_socket",
@@ -763,22 +632,14 @@ static int finish(struct pctx *c)
 		               "expected at least %d bytes, got %zu: " EM_CONFIG_KEY_HOWTO,
 		               EM_CONFIG_KEY_MIN, strlen(cfg->tunnel.cluster_key));
 
-	if (cfg->tunnel.stream_window_max < cfg->tunnel.stream_window)
-		return fail_at(c, "tunnel.stream_window_max",
-		               "expected integer >= tunnel.stream_window (%u)",
-		               cfg->tunnel.stream_window);
-	if (cfg->tunnel.window_cap < cfg->tunnel.stream_window_max)
-		return fail_at(c, "tunnel.window_cap",
-		               "expected integer >= tunnel.stream_window_max (%u)",
-		               cfg->tunnel.stream_window_max);
-	if (cfg->tunnel.dead_after_ms <= cfg->tunnel.keepalive_ms)
-		return fail_at(c, "tunnel.dead_after_ms",
-		               "expected integer > tunnel.keepalive_ms (%u)",
-		               cfg->tunnel.keepalive_ms);
-	if (cfg->tunnel.reconnect_max_ms < cfg->tunnel.reconnect_min_ms)
-		return fail_at(c, "tunnel.reconnect_max_ms",
-		               "expected integer >= tunnel.reconnect_min_ms (%u)",
-		               cfg->tunnel.reconnect_min_ms);
+	for (size_t i = 0; i < EM_ARRAY_SIZE(orders); i++) {
+		const struct order *o = &orders[i];
+		uint64_t v = load_uint((const char *)cfg + o->off, o->size);
+		uint64_t min = load_uint((const char *)cfg + o->off_min, o->size_min);
+		if (v < min || (o->strict && v == min))
+			return fail_at(c, o->key, "expected integer %s %s (%llu)",
+			               o->strict ? ">" : ">=", o->min, (unsigned long long)min);
+	}
 
 	if (cfg->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -789,12 +650,11 @@ static int finish(struct pctx *c)
 	return 0;
 }
 
-/* Reports a syntax error at <pos> of <text> with its line number and the
+/* Reports a syntax error at <off> of <text> with its line number and the
  * text there, so that an operator can find it without a JSON tool. */
-static void syntax_error(const char *name, const char *text, size_t len, const char *pos, char *err,
+static void syntax_error(const char *name, const char *text, size_t len, size_t off, char *err,
                          size_t errlen)
 {
-	size_t off = pos && pos >= text && pos <= text + len ? (size_t)(pos - text) : len;
 	unsigned line = 1;
 	char near[24];
 	size_t n = 0;
@@ -817,40 +677,26 @@ static void syntax_error(const char *name, const char *text, size_t len, const c
 int em_config_parse(const char *name, const char *text, size_t len, struct em_config **out,
                     char *err, size_t errlen)
 {
-	struct pctx c = {.name = name, .err = err, .errlen = errlen};
-	const char *end = NULL;
-	char *buf = NULL;
+	struct pctx c = {.j = {.name = name, .top = "top level", .err = err, .errlen = errlen}};
 	cJSON *root = NULL;
+	size_t off;
 	int rc;
 
 	*out = NULL;
 	if (errlen)
 		err[0] = 0;
-	/* cJSON wants a terminated string and stops at the first NUL; copy so
-	 * that a NUL inside the text is reported as the syntax error it is. */
-	if (!(buf = malloc(len + 1)) || !(c.cfg = calloc(1, sizeof(*c.cfg)))) {
-		snprintf(err, errlen, "%s: out of memory", name);
-		rc = -ENOMEM;
+	if (!(c.cfg = calloc(1, sizeof(*c.cfg))) || set_defaults(c.cfg) ||
+	    (!(root = em_json_parse(text, len, &off, NULL)) && off == SIZE_MAX)) {
+		rc = em_json_oom(&c.j);
 		goto out;
 	}
-	memcpy(buf, text, len);
-	buf[len] = 0;
-	root = cJSON_ParseWithOpts(buf, &end, 0);
-	if (root && end) {
-		while (end < buf + len &&
-		       (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-			end++;
-	}
-	if (!root || !end || end != buf + len) {
-		syntax_error(name, buf, len, root ? end : (end ? end : cJSON_GetErrorPtr()), err,
-		             errlen);
+	if (!root) {
+		syntax_error(name, text, len, off, err, errlen);
 		rc = -EINVAL;
 		goto out;
 	}
-
 	snprintf(c.cfg->path, sizeof(c.cfg->path), "%s", name);
-	set_defaults(c.cfg);
-	if ((rc = walk_object(&c, root, top_fields, EM_ARRAY_SIZE(top_fields))) != 0 ||
+	if ((rc = walk_object(&c, root, top_keys, EM_ARRAY_SIZE(top_keys), c.cfg)) != 0 ||
 	    (rc = finish(&c)) != 0)
 		goto out;
 	*out = c.cfg;
@@ -858,7 +704,6 @@ int em_config_parse(const char *name, const char *text, size_t len, struct em_co
 out:
 	em_config_free(c.cfg);
 	cJSON_Delete(root);
-	free(buf);
 	return rc;
 }
 

@@ -5,10 +5,11 @@
 #include "store/k8s.h"
 
 #include <cjson/cJSON.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+
+#include "store/json.h"
 
 /* Longest metadata.name / namespace we accept: DNS subdomain limit. */
 #define K8S_NAME_MAX 253
@@ -126,267 +127,145 @@ int em_k8s_key_split(const char *key, struct em_slice *ns, struct em_slice *name
 
 void em_k8s_free(struct em_k8s_object *obj)
 {
-	if (!obj)
-		return;
-	switch (obj->kind) {
-	case EM_KIND_SERVICE:
-		free(obj->svc.cluster_ips);
-		free(obj->svc.external_name);
-		for (size_t i = 0; obj->svc.ports && i < obj->svc.n_ports; i++) {
-			free(obj->svc.ports[i].name);
-			free(obj->svc.ports[i].target_port_name);
-		}
-		free(obj->svc.ports);
-		break;
-	case EM_KIND_ENDPOINTS:
-		for (size_t i = 0; obj->ep.subsets && i < obj->ep.n_subsets; i++) {
-			struct em_k8s_subset *ss = &obj->ep.subsets[i];
-			for (size_t j = 0; ss->addrs && j < ss->n_addrs; j++) {
-				free(ss->addrs[j].node_name);
-				free(ss->addrs[j].pod_name);
-				free(ss->addrs[j].pod_namespace);
-			}
-			free(ss->addrs);
-			for (size_t j = 0; ss->ports && j < ss->n_ports; j++)
-				free(ss->ports[j].name);
-			free(ss->ports);
-		}
-		free(obj->ep.subsets);
-		break;
-	case EM_KIND_ENDPOINTSLICE:
-		free(obj->slice.service_name);
-		for (size_t i = 0; obj->slice.addrs && i < obj->slice.n_addrs; i++) {
-			free(obj->slice.addrs[i].node_name);
-			free(obj->slice.addrs[i].pod_name);
-			free(obj->slice.addrs[i].pod_namespace);
-		}
-		free(obj->slice.addrs);
-		for (size_t i = 0; obj->slice.ports && i < obj->slice.n_ports; i++)
-			free(obj->slice.ports[i].name);
-		free(obj->slice.ports);
-		break;
-	case EM_KIND_POD:
-		free(obj->pod.ips);
-		free(obj->pod.node_name);
-		free(obj->pod.phase);
-		for (size_t i = 0; obj->pod.labels && i < obj->pod.n_labels; i++) {
-			free(obj->pod.labels[i].key);
-			free(obj->pod.labels[i].value);
-		}
-		free(obj->pod.labels);
-		for (size_t i = 0; obj->pod.ports && i < obj->pod.n_ports; i++)
-			free(obj->pod.ports[i].name);
-		free(obj->pod.ports);
-		break;
-	case EM_KIND_NODE:
-		for (size_t i = 0; obj->node.addrs && i < obj->node.n_addrs; i++) {
-			free(obj->node.addrs[i].type);
-			free(obj->node.addrs[i].address);
-		}
-		free(obj->node.addrs);
-		break;
-	default:
-		break;
+	if (obj) {
+		/* The arena holds <obj> itself: free from a copy. */
+		struct em_arena a = obj->arena;
+		em_arena_free(&a);
 	}
-	free(obj->ns);
-	free(obj->name);
-	free(obj->resource_version);
-	free(obj);
 }
 
-/* Decoder state: where we are in the object, for error messages. The path
- * is a stack of ".field" and "[i]" segments; a segment is popped by
- * restoring the length returned when it was pushed. */
+/* Decoder state. Everything decoded goes into the object's arena, so an
+ * error anywhere is cleaned up by freeing the arena. */
 struct dec {
-	char *err;
-	size_t errlen;
+	struct em_json j;                /* first: array callbacks get it back (dec_of) */
 	const struct em_k8s_limits *lim; /* NULL: no service ranges to refuse */
-	size_t plen;
-	char path[256];
+	struct em_arena *a;
 };
 
-static size_t path_push(struct dec *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static size_t path_push(struct dec *d, const char *fmt, ...)
+static struct dec *dec_of(struct em_json *j)
 {
-	size_t old = d->plen;
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(d->path + d->plen, sizeof(d->path) - d->plen, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		d->plen = EM_MIN(d->plen + (size_t)n, sizeof(d->path) - 1);
-	return old;
+	return (struct dec *)j;
 }
 
-static size_t path_field(struct dec *d, const char *field)
-{
-	return path_push(d, d->plen ? ".%s" : "%s", field);
-}
-
-static size_t path_index(struct dec *d, size_t i)
-{
-	return path_push(d, "[%zu]", i);
-}
-
-static void path_pop(struct dec *d, size_t old)
-{
-	d->plen = old;
-	d->path[old] = 0;
-}
-
-/* Reports "<path>[.<field>]: <reason>" and returns -EINVAL. */
-static int fail(struct dec *d, const char *field, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int fail(struct dec *d, const char *field, const char *fmt, ...)
-{
-	va_list ap;
-	int n = 0;
-
-	if (!d->err || d->errlen == 0)
-		return -EINVAL;
-	if (d->plen && field)
-		n = snprintf(d->err, d->errlen, "%s.%s: ", d->path, field);
-	else if (d->plen || field)
-		n = snprintf(d->err, d->errlen, "%s: ", d->plen ? d->path : field);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n < d->errlen) {
-		va_start(ap, fmt);
-		vsnprintf(d->err + n, d->errlen - (size_t)n, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-static int oom(struct dec *d)
-{
-	if (d->err && d->errlen)
-		snprintf(d->err, d->errlen, "out of memory");
-	return -ENOMEM;
-}
-
-/* Kubernetes prints omitted optional fields either not at all or as null
- * (e.g. "subsets": null); both mean absent. */
-static const cJSON *field(const cJSON *obj, const char *name)
-{
-	const cJSON *it = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
-	return it && !cJSON_IsNull(it) ? it : NULL;
-}
+#define FAIL(d, field, ...) em_json_fail(&(d)->j, field, __VA_ARGS__)
 
 static int get_object(struct dec *d, const cJSON *parent, const char *name, bool required,
                       const cJSON **out)
 {
-	const cJSON *it = field(parent, name);
-	*out = NULL;
-	if (!it)
-		return required ? fail(d, name, "missing") : 0;
-	if (!cJSON_IsObject(it))
-		return fail(d, name, "expected object");
-	*out = it;
-	return 0;
-}
-
-static int get_array(struct dec *d, const cJSON *parent, const char *name, const cJSON **out,
-                     size_t *n)
-{
-	const cJSON *it = field(parent, name);
-	*out = NULL;
-	*n = 0;
-	if (!it)
-		return 0;
-	if (!cJSON_IsArray(it))
-		return fail(d, name, "expected array");
-	*out = it;
-	*n = (size_t)cJSON_GetArraySize(it);
-	return 0;
+	return em_json_object(&d->j, em_json_get(parent, name), name, required, out);
 }
 
 static int get_string(struct dec *d, const cJSON *parent, const char *name, bool required,
                       const char **out)
 {
-	const cJSON *it = field(parent, name);
 	*out = NULL;
-	if (!it)
-		return required ? fail(d, name, "missing") : 0;
-	if (!cJSON_IsString(it) || !it->valuestring)
-		return fail(d, name, "expected string");
-	*out = it->valuestring;
-	return 0;
+	return em_json_string(&d->j, em_json_get(parent, name), name, required, out);
 }
 
-/* An optional string copied into <*out> (left NULL when absent). */
+/* <s> copied into the arena (NULL stays NULL). */
+static int dup_str(struct dec *d, const char *s, char **out)
+{
+	if (!s)
+		return 0;
+	*out = em_arena_strdup(d->a, s);
+	return *out ? 0 : em_json_oom(&d->j);
+}
+
+/* An optional string member copied into <*out> (left NULL when absent). */
 static int dup_string(struct dec *d, const cJSON *parent, const char *name, char **out)
 {
 	const char *s;
 	int rc = get_string(d, parent, name, false, &s);
-	if (rc || !s)
-		return rc;
-	*out = strdup(s);
-	return *out ? 0 : oom(d);
+	return rc ? rc : dup_str(d, s, out);
 }
 
 /* An optional name that defaults to "" (port names). */
 static int dup_name(struct dec *d, const cJSON *parent, const char *name, char **out)
 {
 	int rc = dup_string(d, parent, name, out);
-	if (rc || *out)
-		return rc;
-	*out = strdup("");
-	return *out ? 0 : oom(d);
-}
-
-static bool json_int_in(const cJSON *it, double lo, double hi)
-{
-	if (!cJSON_IsNumber(it))
-		return false;
-	double v = it->valuedouble;
-	/* The range test also rejects NaN; the cast test rejects fractions. */
-	return v >= lo && v <= hi && (double)(int64_t)v == v;
-}
-
-/* An integer field in [lo, hi]. Absent leaves <*out> alone and sets
- * <*present> false (when given). */
-static int get_uint(struct dec *d, const cJSON *parent, const char *name, bool required,
-                    uint32_t lo, uint32_t hi, uint32_t *out, bool *present)
-{
-	const cJSON *it = field(parent, name);
-	if (present)
-		*present = it != NULL;
-	if (!it)
-		return required ? fail(d, name, "missing, expected integer %u..%u", lo, hi) : 0;
-	if (!json_int_in(it, lo, hi))
-		return fail(d, name, "expected integer %u..%u", lo, hi);
-	*out = (uint32_t)it->valuedouble;
-	return 0;
+	return rc || *out ? rc : dup_str(d, "", out);
 }
 
 static int get_port(struct dec *d, const cJSON *parent, const char *name, bool required,
                     uint16_t *out)
 {
-	uint32_t v = 0;
-	int rc = get_uint(d, parent, name, required, 1, 65535, &v, NULL);
-	if (!rc)
-		*out = (uint16_t)v;
-	return rc;
+	return em_json_port(&d->j, em_json_get(parent, name), name, required, out);
+}
+
+/* Decodes one item of an array into <item>; <i> is its index. */
+typedef int (*item_fn)(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx);
+
+struct list {
+	item_fn fn;
+	char *items;
+	size_t size;
+	void *ctx;
+};
+
+static int list_item(struct em_json *j, const cJSON *it, size_t i, void *arg)
+{
+	struct list *l = arg;
+	return l->fn(dec_of(j), it, i, l->items + i * l->size, l->ctx);
+}
+
+/* Array member <name> of <parent> decoded item by item with <fn> into
+ * <*n> zeroed items of <size> bytes in the arena. <items> is the address of
+ * the caller's typed pointer to them, left NULL when the array is absent or
+ * empty. */
+static int decode_list(struct dec *d, const cJSON *parent, const char *name, size_t size,
+                       item_fn fn, void *ctx, void *items, size_t *n)
+{
+	const cJSON *arr = em_json_get(parent, name);
+	struct list l = {fn, NULL, size, ctx};
+	int rc = em_json_array(&d->j, arr, name, 0, NULL, n);
+
+	if (rc || *n == 0)
+		return rc;
+	if (!(l.items = em_arena_calloc(d->a, *n, size)))
+		return em_json_oom(&d->j);
+	memcpy(items, &l.items, sizeof(l.items));
+	return em_json_each(&d->j, arr, name, list_item, &l);
+}
+
+/* Items of the arrays <name> inside the objects of array <arr>: the size of
+ * the flat list a decoder fills from all of them. */
+static size_t count_nested(const cJSON *arr, const char *name)
+{
+	const cJSON *it;
+	size_t total = 0;
+
+	cJSON_ArrayForEach(it, arr)
+	{
+		const cJSON *a = em_json_get(it, name);
+		if (cJSON_IsArray(a))
+			total += (size_t)cJSON_GetArraySize(a);
+	}
+	return total;
+}
+
+/* A string of decimal digits as a number (0 past five digits), or -1 when
+ * <s> is empty or holds anything else. */
+static long digits_value(const char *s)
+{
+	size_t n = strspn(s, "0123456789");
+	if (n == 0 || s[n])
+		return -1;
+	return n <= 5 ? (long)strtoul(s, NULL, 10) : 0;
 }
 
 /* Protocol of a port; Kubernetes defaults it to TCP. */
 static int get_protocol(struct dec *d, const cJSON *parent, uint8_t *out)
 {
+	static const char *const names[] = {"TCP", "UDP", "SCTP"};
+	static const uint8_t protos[] = {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP};
 	const char *s;
-	int rc = get_string(d, parent, "protocol", false, &s);
+	int rc = get_string(d, parent, "protocol", false, &s), k;
+
 	if (rc)
 		return rc;
-	if (!s || strcmp(s, "TCP") == 0)
-		*out = IPPROTO_TCP;
-	else if (strcmp(s, "UDP") == 0)
-		*out = IPPROTO_UDP;
-	else if (strcmp(s, "SCTP") == 0)
-		*out = IPPROTO_SCTP;
-	else
-		return fail(d, "protocol", "expected TCP, UDP or SCTP, got \"%.32s\"", s);
+	if ((k = s ? em_json_pick(s, names, 3) : 0) < 0)
+		return FAIL(d, "protocol", "expected TCP, UDP or SCTP, got \"%.32s\"", s);
+	*out = protos[k];
 	return 0;
 }
 
@@ -401,17 +280,17 @@ static const char *family_name(int family)
 	return family == AF_INET ? "IPv4" : family == AF_INET6 ? "IPv6" : "IP";
 }
 
-/* Parses string <it> as an IP address; the error names <name> under the
- * current path (or the path alone when <name> is NULL). */
+/* String <it> as an IP address; the error names <name> under the current
+ * path (or the path alone when <name> is NULL). */
 static int ip_value(struct dec *d, const cJSON *it, const char *name, int family,
                     struct em_addr *out)
 {
-	if (!cJSON_IsString(it) || !it->valuestring)
-		return fail(d, name, "expected string");
-	if (parse_ip(it->valuestring, family, out))
-		return fail(d, name, "invalid %s address \"%.64s\"", family_name(family),
-		            it->valuestring);
-	return 0;
+	const char *s;
+	int rc = em_json_string(&d->j, it, name, true, &s);
+
+	if (!rc && parse_ip(s, family, out))
+		rc = FAIL(d, name, "invalid %s address \"%.64s\"", family_name(family), s);
+	return rc;
 }
 
 /* Why <a> cannot be an endpoint address, or NULL when it can. The API
@@ -442,22 +321,27 @@ static const char *bad_endpoint_ip(const struct em_addr *a)
 	return NULL;
 }
 
-/* Refuses endpoint address <a> of field <name> (NULL: the current path). */
-static int check_endpoint_ip(struct dec *d, const char *name, const struct em_addr *a)
+/* Endpoint address <it> of field <name> (NULL: the current path) into
+ * <out>, refused when it cannot be an endpoint. */
+static int endpoint_ip(struct dec *d, const cJSON *it, const char *name, int family,
+                       struct em_addr *out)
 {
 	char ip[EM_ADDR_STRLEN], net[EM_ADDR_STRLEN];
-	const char *why = bad_endpoint_ip(a);
+	const char *why;
+	int rc = ip_value(d, it, name, family, out);
 
-	if (why)
-		return fail(d, name, "%s is %s; expected a pod or host address",
-		            em_addr_format(a, false, ip, sizeof(ip)), why);
+	if (rc)
+		return rc;
+	if ((why = bad_endpoint_ip(out)))
+		return FAIL(d, name, "%s is %s; expected a pod or host address",
+		            em_addr_format(out, false, ip, sizeof(ip)), why);
 	for (size_t i = 0; d->lim && i < d->lim->n_service_cidrs; i++) {
 		const struct em_cidr *r = &d->lim->service_cidrs[i];
-		if (em_cidr_contains(r, a))
-			return fail(d, name,
+		if (em_cidr_contains(r, out))
+			return FAIL(d, name,
 			            "%s is inside capture.service_cidrs %s/%u, a service address; "
 			            "expected a pod or host address",
-			            em_addr_format(a, false, ip, sizeof(ip)),
+			            em_addr_format(out, false, ip, sizeof(ip)),
 			            em_addr_format(&r->addr, false, net, sizeof(net)), r->prefix);
 	}
 	return 0;
@@ -467,13 +351,13 @@ static int check_object_name(struct dec *d, const char *field_name, const char *
 {
 	size_t n = strlen(s);
 	if (n == 0)
-		return fail(d, field_name, "expected non-empty string");
+		return FAIL(d, field_name, "expected non-empty string");
 	if (n > K8S_NAME_MAX)
-		return fail(d, field_name, "longer than %d characters", K8S_NAME_MAX);
+		return FAIL(d, field_name, "longer than %d characters", K8S_NAME_MAX);
 	/* '/' would make the store key "<ns>/<type>/<name>" ambiguous. */
 	for (size_t i = 0; i < n; i++)
 		if (s[i] == '/' || (unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return fail(d, field_name, "invalid character in \"%.64s\"", s);
+			return FAIL(d, field_name, "invalid character in \"%.64s\"", s);
 	return 0;
 }
 
@@ -487,7 +371,7 @@ static int decode_metadata(struct dec *d, const cJSON *root, struct em_k8s_objec
 	rc = get_object(d, root, "metadata", true, &meta);
 	if (rc)
 		return rc;
-	mark = path_field(d, "metadata");
+	mark = em_json_push_key(&d->j, "metadata");
 	rc = get_string(d, meta, "name", true, &name);
 	if (!rc)
 		rc = check_object_name(d, "name", name);
@@ -497,23 +381,22 @@ static int decode_metadata(struct dec *d, const cJSON *root, struct em_k8s_objec
 		rc = check_object_name(d, "namespace", ns);
 	if (!rc)
 		rc = dup_string(d, meta, "resourceVersion", &o->resource_version);
-	path_pop(d, mark);
+	em_json_pop(&d->j, mark);
 	if (rc)
 		return rc;
 	/* Nodes are cluster-scoped: whatever namespace they carry is noise. */
 	if (o->kind == EM_KIND_NODE || !ns)
 		ns = o->kind == EM_KIND_NODE ? EM_NODE_NAMESPACE : "default";
-	o->name = strdup(name);
-	o->ns = strdup(ns);
-	if (!o->name || !o->ns)
-		return oom(d);
-	return 0;
+	rc = dup_str(d, name, &o->name);
+	return rc ? rc : dup_str(d, ns, &o->ns);
 }
 
 /* targetPort: an integer, a numeric string, or a named port of the pods. */
 static int decode_target_port(struct dec *d, const cJSON *port, struct em_k8s_svc_port *p)
 {
-	const cJSON *it = field(port, "targetPort");
+	static const char expect[] = "expected integer 1..65535 or port name";
+	const cJSON *it = em_json_get(port, "targetPort");
+	long v;
 
 	if (!it) {
 		/* The API server defaults targetPort to port. */
@@ -521,99 +404,95 @@ static int decode_target_port(struct dec *d, const cJSON *port, struct em_k8s_sv
 		return 0;
 	}
 	if (cJSON_IsNumber(it)) {
-		if (!json_int_in(it, 1, 65535))
-			return fail(d, "targetPort", "expected integer 1..65535 or port name");
-		p->target_port = (uint16_t)it->valuedouble;
+		uint32_t n;
+		if (em_json_u32(&d->j, it, "targetPort", true, 1, 65535, &n))
+			return FAIL(d, "targetPort", expect);
+		p->target_port = (uint16_t)n;
 		return 0;
 	}
 	if (!cJSON_IsString(it) || !it->valuestring || !it->valuestring[0])
-		return fail(d, "targetPort", "expected integer 1..65535 or port name");
-
-	const char *s = it->valuestring;
-	size_t n = strspn(s, "0123456789");
-	if (s[n] == 0) {
-		unsigned long v = n <= 5 ? strtoul(s, NULL, 10) : 0;
+		return FAIL(d, "targetPort", expect);
+	if ((v = digits_value(it->valuestring)) >= 0) {
 		if (v < 1 || v > 65535)
-			return fail(d, "targetPort", "expected integer 1..65535 or port name");
+			return FAIL(d, "targetPort", expect);
 		p->target_port = (uint16_t)v;
 		return 0;
 	}
 	/* IANA service names are at most 15 characters; leave room for laxer
 	 * producers but keep names bounded. */
-	if (strlen(s) > 63)
-		return fail(d, "targetPort", "port name longer than 63 characters");
-	p->target_port_name = strdup(s);
-	return p->target_port_name ? 0 : oom(d);
+	if (strlen(it->valuestring) > 63)
+		return FAIL(d, "targetPort", "port name longer than 63 characters");
+	return dup_str(d, it->valuestring, &p->target_port_name);
 }
 
-static int decode_svc_port(struct dec *d, const cJSON *port, struct em_k8s_svc_port *p)
+static int decode_svc_port(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
 {
+	struct em_k8s_svc_port *p = item;
 	int rc;
 
-	if (!cJSON_IsObject(port))
-		return fail(d, NULL, "expected object");
-	rc = dup_name(d, port, "name", &p->name);
+	(void)i, (void)ctx;
+	if (!cJSON_IsObject(it))
+		return FAIL(d, NULL, "expected object");
+	rc = dup_name(d, it, "name", &p->name);
 	if (!rc)
-		rc = get_protocol(d, port, &p->protocol);
+		rc = get_protocol(d, it, &p->protocol);
 	if (!rc)
-		rc = get_port(d, port, "port", true, &p->port);
+		rc = get_port(d, it, "port", true, &p->port);
 	if (!rc)
-		rc = decode_target_port(d, port, p);
+		rc = decode_target_port(d, it, p);
 	if (!rc)
-		rc = get_port(d, port, "nodePort", false, &p->node_port);
+		rc = get_port(d, it, "nodePort", false, &p->node_port);
 	return rc;
+}
+
+static int decode_cluster_ip(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
+{
+	(void)i, (void)ctx;
+	return ip_value(d, it, NULL, 0, item);
+}
+
+/* Singular field <name> ("clusterIP", "podIP") as a list of one address
+ * in <*ips>, <*n>; nothing when absent or "". "None" sets <*none> when
+ * given. */
+static int decode_one_ip(struct dec *d, const cJSON *parent, const char *name, bool *none,
+                         struct em_addr **ips, size_t *n)
+{
+	const cJSON *one = em_json_get(parent, name);
+	const char *s = NULL;
+	int rc = em_json_string(&d->j, one, name, false, &s);
+
+	if (rc || !s || !s[0])
+		return rc;
+	if (none && strcmp(s, "None") == 0) {
+		*none = true;
+		return 0;
+	}
+	if (!(*ips = em_arena_calloc(d->a, 1, sizeof(**ips))))
+		return em_json_oom(&d->j);
+	*n = 1;
+	return ip_value(d, one, name, 0, *ips);
 }
 
 static int decode_svc_ips(struct dec *d, const cJSON *spec, struct em_k8s_service *s)
 {
-	const cJSON *arr, *it;
-	const char *one;
-	size_t n, i = 0, mark;
-	int rc;
+	const cJSON *ips = em_json_get(spec, "clusterIPs");
+	size_t n;
+	int rc = em_json_array(&d->j, ips, "clusterIPs", 0, NULL, &n);
 
-	rc = get_array(d, spec, "clusterIPs", &arr, &n);
 	if (rc)
 		return rc;
-	if (n == 0) {
-		/* Older API servers print only the singular field. */
-		rc = get_string(d, spec, "clusterIP", false, &one);
-		if (rc || !one || !one[0])
-			return rc;
-		if (strcmp(one, "None") == 0) {
-			s->headless = true;
-			return 0;
-		}
-		s->cluster_ips = calloc(1, sizeof(*s->cluster_ips));
-		if (!s->cluster_ips)
-			return oom(d);
-		s->n_cluster_ips = 1;
-		return ip_value(d, field(spec, "clusterIP"), "clusterIP", 0, &s->cluster_ips[0]);
+	const cJSON *first = n ? cJSON_GetArrayItem(ips, 0) : NULL;
+	if (cJSON_IsString(first) && first->valuestring &&
+	    strcmp(first->valuestring, "None") == 0) {
+		s->headless = true;
+		return 0;
 	}
-
-	s->cluster_ips = calloc(n, sizeof(*s->cluster_ips));
-	if (!s->cluster_ips)
-		return oom(d);
-	s->n_cluster_ips = n;
-	mark = path_field(d, "clusterIPs");
-	cJSON_ArrayForEach(it, arr)
-	{
-		size_t m = path_index(d, i);
-		if (i == 0 && cJSON_IsString(it) && it->valuestring &&
-		    strcmp(it->valuestring, "None") == 0) {
-			s->headless = true;
-			path_pop(d, m);
-			break;
-		}
-		rc = ip_value(d, it, NULL, 0, &s->cluster_ips[i]);
-		path_pop(d, m);
-		if (rc)
-			break;
-		i++;
-	}
-	path_pop(d, mark);
-	if (s->headless)
-		s->n_cluster_ips = 0;
-	return rc;
+	if (n)
+		return decode_list(d, spec, "clusterIPs", sizeof(*s->cluster_ips),
+		                   decode_cluster_ip, NULL, &s->cluster_ips, &s->n_cluster_ips);
+	/* Older API servers print only the singular field. */
+	return decode_one_ip(d, spec, "clusterIP", &s->headless, &s->cluster_ips,
+	                     &s->n_cluster_ips);
 }
 
 static int decode_affinity(struct dec *d, const cJSON *spec, struct em_k8s_service *s)
@@ -627,93 +506,69 @@ static int decode_affinity(struct dec *d, const cJSON *spec, struct em_k8s_servi
 	if (rc || !str || strcmp(str, "None") == 0)
 		return rc;
 	if (strcmp(str, "ClientIP") != 0)
-		return fail(d, "sessionAffinity", "expected None or ClientIP, got \"%.32s\"", str);
+		return FAIL(d, "sessionAffinity", "expected None or ClientIP, got \"%.32s\"", str);
 	s->affinity_client_ip = true;
 	rc = get_object(d, spec, "sessionAffinityConfig", false, &cfg);
 	if (rc || !cfg)
 		return rc;
-	mark = path_field(d, "sessionAffinityConfig");
+	mark = em_json_push_key(&d->j, "sessionAffinityConfig");
 	rc = get_object(d, cfg, "clientIP", false, &cip);
 	if (!rc && cip) {
-		path_field(d, "clientIP");
-		rc = get_uint(d, cip, "timeoutSeconds", false, 1, K8S_AFFINITY_MAX_S,
-		              &s->affinity_timeout_s, NULL);
+		em_json_push_key(&d->j, "clientIP");
+		rc = em_json_u32(&d->j, em_json_get(cip, "timeoutSeconds"), "timeoutSeconds", false,
+		                 1, K8S_AFFINITY_MAX_S, &s->affinity_timeout_s);
 	}
-	path_pop(d, mark);
+	em_json_pop(&d->j, mark);
+	return rc;
+}
+
+static int decode_service_spec(struct dec *d, const cJSON *spec, struct em_k8s_service *s)
+{
+	static const char *const types[] = {
+	        [EM_SVC_CLUSTER_IP] = "ClusterIP",
+	        [EM_SVC_NODE_PORT] = "NodePort",
+	        [EM_SVC_LOAD_BALANCER] = "LoadBalancer",
+	        [EM_SVC_EXTERNAL_NAME] = "ExternalName",
+	};
+	const char *str;
+	int rc, t;
+
+	rc = get_string(d, spec, "type", false, &str);
+	if (rc)
+		return rc;
+	if ((t = str ? em_json_pick(str, types, EM_ARRAY_SIZE(types)) : EM_SVC_CLUSTER_IP) < 0)
+		return FAIL(d, "type", "unknown service type \"%.32s\"", str);
+	s->type = (enum em_svc_type)t;
+	if (s->type == EM_SVC_EXTERNAL_NAME) {
+		rc = get_string(d, spec, "externalName", true, &str);
+		if (!rc && !str[0])
+			rc = FAIL(d, "externalName", "expected non-empty string");
+		if (!rc)
+			rc = dup_str(d, str, &s->external_name);
+	} else {
+		rc = decode_svc_ips(d, spec, s);
+	}
+	if (!rc)
+		rc = decode_affinity(d, spec, s);
+	if (!rc)
+		rc = decode_list(d, spec, "ports", sizeof(*s->ports), decode_svc_port, NULL,
+		                 &s->ports, &s->n_ports);
 	return rc;
 }
 
 static int decode_service(struct dec *d, const cJSON *root, struct em_k8s_service *s)
 {
-	const cJSON *spec, *ports, *it;
-	const char *str;
-	size_t n, i = 0, mark;
+	const cJSON *spec;
+	size_t mark;
 	int rc;
 
 	s->affinity_timeout_s = K8S_AFFINITY_DEFAULT_S;
 	rc = get_object(d, root, "spec", false, &spec);
 	if (rc || !spec)
 		return rc;
-	mark = path_field(d, "spec");
-
-	rc = get_string(d, spec, "type", false, &str);
-	if (rc)
-		goto out;
-	if (!str || strcmp(str, "ClusterIP") == 0)
-		s->type = EM_SVC_CLUSTER_IP;
-	else if (strcmp(str, "NodePort") == 0)
-		s->type = EM_SVC_NODE_PORT;
-	else if (strcmp(str, "LoadBalancer") == 0)
-		s->type = EM_SVC_LOAD_BALANCER;
-	else if (strcmp(str, "ExternalName") == 0)
-		s->type = EM_SVC_EXTERNAL_NAME;
-	else {
-		rc = fail(d, "type", "unknown service type \"%.32s\"", str);
-		goto out;
-	}
-
-	if (s->type == EM_SVC_EXTERNAL_NAME) {
-		rc = get_string(d, spec, "externalName", true, &str);
-		if (!rc && !str[0])
-			rc = fail(d, "externalName", "expected non-empty string");
-		if (rc)
-			goto out;
-		s->external_name = strdup(str);
-		if (!s->external_name) {
-			rc = oom(d);
-			goto out;
-		}
-	} else {
-		rc = decode_svc_ips(d, spec, s);
-		if (rc)
-			goto out;
-	}
-
-	rc = decode_affinity(d, spec, s);
-	if (rc)
-		goto out;
-
-	rc = get_array(d, spec, "ports", &ports, &n);
-	if (rc || n == 0)
-		goto out;
-	s->ports = calloc(n, sizeof(*s->ports));
-	if (!s->ports) {
-		rc = oom(d);
-		goto out;
-	}
-	s->n_ports = n;
-	size_t m = path_field(d, "ports");
-	cJSON_ArrayForEach(it, ports)
-	{
-		size_t m2 = path_index(d, i);
-		rc = decode_svc_port(d, it, &s->ports[i++]);
-		path_pop(d, m2);
-		if (rc)
-			break;
-	}
-	path_pop(d, m);
-out:
-	path_pop(d, mark);
+	mark = em_json_push_key(&d->j, "spec");
+	rc = decode_service_spec(d, spec, s);
+	em_json_pop(&d->j, mark);
 	return rc;
 }
 
@@ -729,42 +584,37 @@ static int decode_target_ref(struct dec *d, const cJSON *parent, struct em_k8s_e
 	rc = get_object(d, parent, "targetRef", false, &ref);
 	if (rc || !ref)
 		return rc;
-	mark = path_field(d, "targetRef");
+	mark = em_json_push_key(&d->j, "targetRef");
 	rc = get_string(d, ref, "kind", false, &kind);
 	if (!rc)
 		rc = get_string(d, ref, "name", false, &name);
 	if (!rc)
 		rc = get_string(d, ref, "namespace", false, &ns);
-	path_pop(d, mark);
+	em_json_pop(&d->j, mark);
 	if (rc || !kind || strcmp(kind, "Pod") != 0)
 		return rc;
-	if (name) {
-		a->pod_name = strdup(name);
-		if (!a->pod_name)
-			return oom(d);
-	}
-	if (ns) {
-		a->pod_namespace = strdup(ns);
-		if (!a->pod_namespace)
-			return oom(d);
-	}
-	return 0;
+	rc = dup_str(d, name, &a->pod_name);
+	return rc ? rc : dup_str(d, ns, &a->pod_namespace);
 }
 
-static int decode_ep_address(struct dec *d, const cJSON *it, bool ready, struct em_k8s_ep_addr *a)
+/* Endpoints addresses: ready ones, then not-ready ones, into one list. */
+struct ep_addrs {
+	struct em_k8s_ep_addr *next;
+	bool ready;
+};
+
+static int decode_ep_address(struct em_json *j, const cJSON *it, size_t i, void *arg)
 {
-	const cJSON *ip;
+	struct dec *d = dec_of(j);
+	struct ep_addrs *ea = arg;
+	struct em_k8s_ep_addr *a = ea->next++;
 	int rc;
 
+	(void)i;
 	if (!cJSON_IsObject(it))
-		return fail(d, NULL, "expected object");
-	a->ready = ready;
-	ip = field(it, "ip");
-	if (!ip)
-		return fail(d, "ip", "missing");
-	rc = ip_value(d, ip, "ip", 0, &a->ip);
-	if (!rc)
-		rc = check_endpoint_ip(d, "ip", &a->ip);
+		return FAIL(d, NULL, "expected object");
+	a->ready = ea->ready;
+	rc = endpoint_ip(d, em_json_get(it, "ip"), "ip", 0, &a->ip);
 	if (!rc)
 		rc = dup_string(d, it, "nodeName", &a->node_name);
 	if (!rc)
@@ -772,139 +622,119 @@ static int decode_ep_address(struct dec *d, const cJSON *it, bool ready, struct 
 	return rc;
 }
 
-/* Endpoints ports and EndpointSlice ports share a shape; a slice may leave
- * port out (or null) to mean every port, which is stored as 0. */
-static int decode_ep_port(struct dec *d, const cJSON *it, bool port_required,
-                          struct em_k8s_ep_port *p)
+/* A port object of Endpoints, EndpointSlices and containers: name,
+ * protocol and the number under <key>. A slice may leave port out (or null)
+ * to mean every port, which is stored as 0. */
+static int decode_named_port(struct dec *d, const cJSON *it, const char *key, bool required,
+                             char **name, uint8_t *protocol, uint16_t *port)
 {
 	int rc;
 
 	if (!cJSON_IsObject(it))
-		return fail(d, NULL, "expected object");
-	rc = dup_name(d, it, "name", &p->name);
+		return FAIL(d, NULL, "expected object");
+	rc = dup_name(d, it, "name", name);
 	if (!rc)
-		rc = get_protocol(d, it, &p->protocol);
+		rc = get_protocol(d, it, protocol);
 	if (!rc)
-		rc = get_port(d, it, "port", port_required, &p->port);
+		rc = get_port(d, it, key, required, port);
 	return rc;
+}
+
+static int decode_ep_port(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
+{
+	struct em_k8s_ep_port *p = item;
+	const bool *port_required = ctx;
+
+	(void)i;
+	return decode_named_port(d, it, "port", *port_required, &p->name, &p->protocol, &p->port);
 }
 
 static int decode_ep_ports(struct dec *d, const cJSON *parent, bool port_required,
                            struct em_k8s_ep_port **out, size_t *n_out)
 {
-	const cJSON *arr, *it;
-	size_t n, i = 0, mark;
-	int rc;
-
-	rc = get_array(d, parent, "ports", &arr, &n);
-	if (rc || n == 0)
-		return rc;
-	*out = calloc(n, sizeof(**out));
-	if (!*out)
-		return oom(d);
-	*n_out = n;
-	mark = path_field(d, "ports");
-	cJSON_ArrayForEach(it, arr)
-	{
-		size_t m = path_index(d, i);
-		rc = decode_ep_port(d, it, port_required, &(*out)[i++]);
-		path_pop(d, m);
-		if (rc)
-			break;
-	}
-	path_pop(d, mark);
-	return rc;
+	return decode_list(d, parent, "ports", sizeof(**out), decode_ep_port, &port_required, out,
+	                   n_out);
 }
 
-static int decode_subset(struct dec *d, const cJSON *it, struct em_k8s_subset *ss)
+static int decode_subset(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
 {
 	static const char *const lists[2] = {"addresses", "notReadyAddresses"};
-	const cJSON *arr[2], *a;
-	size_t n[2], k = 0;
+	struct em_k8s_subset *ss = item;
+	struct ep_addrs ea;
+	size_t n[2];
 	int rc;
 
+	(void)i, (void)ctx;
 	if (!cJSON_IsObject(it))
-		return fail(d, NULL, "expected object");
-	for (int l = 0; l < 2; l++) {
-		rc = get_array(d, it, lists[l], &arr[l], &n[l]);
-		if (rc)
+		return FAIL(d, NULL, "expected object");
+	for (int l = 0; l < 2; l++)
+		if ((rc = em_json_array(&d->j, em_json_get(it, lists[l]), lists[l], 0, NULL,
+		                        &n[l])))
 			return rc;
-	}
-	if (n[0] + n[1]) {
-		ss->addrs = calloc(n[0] + n[1], sizeof(*ss->addrs));
-		if (!ss->addrs)
-			return oom(d);
-		ss->n_addrs = n[0] + n[1];
-	}
+	if (n[0] + n[1] && !(ss->addrs = em_arena_calloc(d->a, n[0] + n[1], sizeof(*ss->addrs))))
+		return em_json_oom(&d->j);
+	ss->n_addrs = n[0] + n[1];
+	ea.next = ss->addrs;
 	for (int l = 0; l < 2; l++) {
-		size_t mark = path_field(d, lists[l]), i = 0;
-		cJSON_ArrayForEach(a, arr[l])
-		{
-			size_t m = path_index(d, i++);
-			rc = decode_ep_address(d, a, l == 0, &ss->addrs[k++]);
-			path_pop(d, m);
-			if (rc)
-				return rc;
-		}
-		path_pop(d, mark);
+		ea.ready = l == 0;
+		if ((rc = em_json_each(&d->j, em_json_get(it, lists[l]), lists[l],
+		                       decode_ep_address, &ea)))
+			return rc;
 	}
 	return decode_ep_ports(d, it, true, &ss->ports, &ss->n_ports);
 }
 
 static int decode_endpoints(struct dec *d, const cJSON *root, struct em_k8s_endpoints *ep)
 {
-	const cJSON *arr, *it;
-	size_t n, i = 0, mark;
-	int rc;
+	return decode_list(d, root, "subsets", sizeof(*ep->subsets), decode_subset, NULL,
+	                   &ep->subsets, &ep->n_subsets);
+}
 
-	rc = get_array(d, root, "subsets", &arr, &n);
-	if (rc || n == 0)
-		return rc;
-	ep->subsets = calloc(n, sizeof(*ep->subsets));
-	if (!ep->subsets)
-		return oom(d);
-	ep->n_subsets = n;
-	mark = path_field(d, "subsets");
-	cJSON_ArrayForEach(it, arr)
-	{
-		size_t m = path_index(d, i);
-		rc = decode_subset(d, it, &ep->subsets[i++]);
-		path_pop(d, m);
-		if (rc)
-			break;
-	}
-	path_pop(d, mark);
-	return rc;
+/* One slice endpoint being decoded: its addresses are appended to the
+ * slice's flat list, each a copy of <proto>. */
+struct slice_ep {
+	struct em_k8s_endpointslice *sl;
+	struct em_k8s_ep_addr proto;
+	int family;
+};
+
+static int decode_slice_address(struct em_json *j, const cJSON *it, size_t i, void *arg)
+{
+	struct slice_ep *se = arg;
+	struct em_k8s_ep_addr *ea;
+
+	(void)i;
+	/* FQDN slices name hosts, not addresses: type-checked only. */
+	if (se->family == 0)
+		return cJSON_IsString(it) ? 0 : em_json_fail(j, NULL, "expected string");
+	ea = &se->sl->addrs[se->sl->n_addrs++];
+	*ea = se->proto;
+	return endpoint_ip(dec_of(j), it, NULL, se->family, &ea->ip);
 }
 
 /* One slice endpoint: every address of it becomes one em_k8s_ep_addr. */
-static int decode_slice_endpoint(struct dec *d, const cJSON *it, int family,
-                                 struct em_k8s_endpointslice *sl)
+static int decode_slice_endpoint(struct em_json *j, const cJSON *it, size_t i, void *arg)
 {
-	const cJSON *addrs, *a, *cond, *topo;
-	struct em_k8s_ep_addr proto = {.ready = true};
+	struct dec *d = dec_of(j);
+	struct slice_ep se = {.sl = arg, .proto.ready = true};
+	const cJSON *cond, *topo;
 	const char *host = NULL;
-	size_t n, i = 0, first = sl->n_addrs, mark;
+	size_t n, mark;
 	int rc;
 
+	(void)i;
 	if (!cJSON_IsObject(it))
-		return fail(d, NULL, "expected object");
-	rc = get_array(d, it, "addresses", &addrs, &n);
-	if (rc)
-		return rc;
-	if (!addrs)
-		return fail(d, "addresses", "missing");
-
-	rc = get_object(d, it, "conditions", false, &cond);
+		return FAIL(d, NULL, "expected object");
+	se.family = se.sl->address_type;
+	rc = em_json_array(&d->j, em_json_get(it, "addresses"), "addresses", 0, NULL, &n);
+	if (!rc && !em_json_get(it, "addresses"))
+		rc = FAIL(d, "addresses", "missing");
+	if (!rc)
+		rc = get_object(d, it, "conditions", false, &cond);
 	if (!rc && cond) {
-		const cJSON *ready = field(cond, "ready");
-		if (ready && !cJSON_IsBool(ready)) {
-			size_t m = path_field(d, "conditions");
-			rc = fail(d, "ready", "expected boolean");
-			path_pop(d, m);
-		} else if (ready) {
-			proto.ready = cJSON_IsTrue(ready);
-		}
+		mark = em_json_push_key(&d->j, "conditions");
+		rc = em_json_bool(&d->j, em_json_get(cond, "ready"), "ready", &se.proto.ready);
+		em_json_pop(&d->j, mark);
 	}
 	if (!rc)
 		rc = get_string(d, it, "nodeName", false, &host);
@@ -912,357 +742,229 @@ static int decode_slice_endpoint(struct dec *d, const cJSON *it, int family,
 	if (!rc && !host) {
 		rc = get_object(d, it, "topology", false, &topo);
 		if (!rc && topo) {
-			const cJSON *h = field(topo, "kubernetes.io/hostname");
+			const cJSON *h = em_json_get(topo, "kubernetes.io/hostname");
 			if (cJSON_IsString(h))
 				host = h->valuestring;
 		}
 	}
-	if (rc)
-		return rc;
-
-	mark = path_field(d, "addresses");
-	cJSON_ArrayForEach(a, addrs)
-	{
-		size_t m = path_index(d, i++);
-		if (family == 0) {
-			/* FQDN slices name hosts, not addresses: type-checked only. */
-			if (!cJSON_IsString(a))
-				rc = fail(d, NULL, "expected string");
-		} else {
-			struct em_k8s_ep_addr *ea = &sl->addrs[sl->n_addrs];
-			*ea = proto;
-			sl->n_addrs++;
-			rc = ip_value(d, a, NULL, family, &ea->ip);
-			if (!rc)
-				rc = check_endpoint_ip(d, NULL, &ea->ip);
-			if (!rc && host && !(ea->node_name = strdup(host)))
-				rc = oom(d);
-		}
-		path_pop(d, m);
-		if (rc)
-			break;
-	}
-	path_pop(d, mark);
-	if (rc || family == 0 || sl->n_addrs == first)
-		return rc;
-	/* targetRef applies to every address of the endpoint. */
-	rc = decode_target_ref(d, it, &sl->addrs[first]);
-	for (size_t j = first + 1; !rc && j < sl->n_addrs; j++) {
-		if (sl->addrs[first].pod_name &&
-		    !(sl->addrs[j].pod_name = strdup(sl->addrs[first].pod_name)))
-			rc = oom(d);
-		else if (sl->addrs[first].pod_namespace &&
-		         !(sl->addrs[j].pod_namespace = strdup(sl->addrs[first].pod_namespace)))
-			rc = oom(d);
-	}
+	/* The endpoint's node and targetRef apply to each of its addresses:
+	 * decoded once into <proto>, shared in the arena. */
+	if (!rc && se.family && n)
+		rc = dup_str(d, host, &se.proto.node_name);
+	if (!rc && se.family && n)
+		rc = decode_target_ref(d, it, &se.proto);
+	if (!rc)
+		rc = em_json_each(&d->j, em_json_get(it, "addresses"), "addresses",
+		                  decode_slice_address, &se);
 	return rc;
 }
 
 static int decode_slice(struct dec *d, const cJSON *root, struct em_k8s_endpointslice *sl)
 {
-	const cJSON *meta, *labels, *eps, *it;
+	static const char *const types[] = {"IPv4", "IPv6", "FQDN"};
+	static const uint8_t families[] = {AF_INET, AF_INET6, 0};
+	const cJSON *labels, *eps;
 	const char *at;
-	size_t n, total = 0, i = 0, mark;
-	int family, rc;
+	size_t n, total, mark;
+	int rc, t;
 
 	/* Service name: label on the slice's metadata (decode_metadata already
 	 * checked metadata is an object). */
-	meta = field(root, "metadata");
-	mark = path_field(d, "metadata");
-	rc = get_object(d, meta, "labels", false, &labels);
+	mark = em_json_push_key(&d->j, "metadata");
+	rc = get_object(d, em_json_get(root, "metadata"), "labels", false, &labels);
 	if (!rc && labels) {
-		size_t m = path_field(d, "labels");
+		em_json_push_key(&d->j, "labels");
 		rc = dup_string(d, labels, "kubernetes.io/service-name", &sl->service_name);
-		path_pop(d, m);
 	}
-	path_pop(d, mark);
+	em_json_pop(&d->j, mark);
+	if (!rc)
+		rc = get_string(d, root, "addressType", true, &at);
 	if (rc)
 		return rc;
+	if ((t = em_json_pick(at, types, 3)) < 0)
+		return FAIL(d, "addressType", "expected IPv4, IPv6 or FQDN, got \"%.32s\"", at);
+	sl->address_type = families[t];
 
-	rc = get_string(d, root, "addressType", true, &at);
-	if (rc)
-		return rc;
-	if (strcmp(at, "IPv4") == 0)
-		family = AF_INET;
-	else if (strcmp(at, "IPv6") == 0)
-		family = AF_INET6;
-	else if (strcmp(at, "FQDN") == 0)
-		family = 0;
-	else
-		return fail(d, "addressType", "expected IPv4, IPv6 or FQDN, got \"%.32s\"", at);
-	sl->address_type = (uint8_t)family;
-
-	rc = get_array(d, root, "endpoints", &eps, &n);
-	if (rc)
+	eps = em_json_get(root, "endpoints");
+	if ((rc = em_json_array(&d->j, eps, "endpoints", 0, NULL, &n)))
 		return rc;
 	/* Size the flat address array up front so decoding never reallocates. */
-	cJSON_ArrayForEach(it, eps)
-	{
-		const cJSON *a = cJSON_IsObject(it) ? field(it, "addresses") : NULL;
-		if (cJSON_IsArray(a))
-			total += (size_t)cJSON_GetArraySize(a);
-	}
-	if (family && total) {
-		sl->addrs = calloc(total, sizeof(*sl->addrs));
-		if (!sl->addrs)
-			return oom(d);
-	}
-	mark = path_field(d, "endpoints");
-	cJSON_ArrayForEach(it, eps)
-	{
-		size_t m = path_index(d, i++);
-		rc = decode_slice_endpoint(d, it, family, sl);
-		path_pop(d, m);
-		if (rc)
-			break;
-	}
-	path_pop(d, mark);
-	if (rc)
-		return rc;
-	return decode_ep_ports(d, root, false, &sl->ports, &sl->n_ports);
+	total = count_nested(eps, "addresses");
+	if (sl->address_type && total &&
+	    !(sl->addrs = em_arena_calloc(d->a, total, sizeof(*sl->addrs))))
+		return em_json_oom(&d->j);
+	rc = em_json_each(&d->j, eps, "endpoints", decode_slice_endpoint, sl);
+	return rc ? rc : decode_ep_ports(d, root, false, &sl->ports, &sl->n_ports);
+}
+
+static int decode_pod_ip(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
+{
+	(void)i, (void)ctx;
+	if (!cJSON_IsObject(it))
+		return FAIL(d, NULL, "expected object");
+	return ip_value(d, em_json_get(it, "ip"), "ip", 0, item);
 }
 
 static int decode_pod_ips(struct dec *d, const cJSON *status, struct em_k8s_pod *p)
 {
-	const cJSON *arr, *it, *ip;
-	const char *one;
-	size_t n, i = 0, mark;
-	int rc;
+	int rc = decode_list(d, status, "podIPs", sizeof(*p->ips), decode_pod_ip, NULL, &p->ips,
+	                     &p->n_ips);
 
-	rc = get_array(d, status, "podIPs", &arr, &n);
-	if (rc)
+	if (rc || p->n_ips)
 		return rc;
-	if (n == 0) {
-		rc = get_string(d, status, "podIP", false, &one);
-		if (rc || !one || !one[0])
-			return rc;
-		p->ips = calloc(1, sizeof(*p->ips));
-		if (!p->ips)
-			return oom(d);
-		p->n_ips = 1;
-		return ip_value(d, field(status, "podIP"), "podIP", 0, &p->ips[0]);
-	}
-	p->ips = calloc(n, sizeof(*p->ips));
-	if (!p->ips)
-		return oom(d);
-	p->n_ips = n;
-	mark = path_field(d, "podIPs");
-	cJSON_ArrayForEach(it, arr)
-	{
-		size_t m = path_index(d, i);
-		if (!cJSON_IsObject(it))
-			rc = fail(d, NULL, "expected object");
-		else if (!(ip = field(it, "ip")))
-			rc = fail(d, "ip", "missing");
-		else
-			rc = ip_value(d, ip, "ip", 0, &p->ips[i]);
-		path_pop(d, m);
-		if (rc)
-			break;
-		i++;
-	}
-	path_pop(d, mark);
-	return rc;
+	return decode_one_ip(d, status, "podIP", NULL, &p->ips, &p->n_ips);
 }
 
 static int decode_pod_labels(struct dec *d, const cJSON *root, struct em_k8s_pod *p)
 {
-	const cJSON *meta = field(root, "metadata"), *labels, *it;
-	size_t n, i = 0, mark;
-	int rc;
+	const cJSON *labels, *it;
+	size_t mark = em_json_push_key(&d->j, "metadata");
+	int rc = get_object(d, em_json_get(root, "metadata"), "labels", false, &labels);
+	size_t n = labels && !rc ? (size_t)cJSON_GetArraySize(labels) : 0;
 
-	mark = path_field(d, "metadata");
-	rc = get_object(d, meta, "labels", false, &labels);
-	if (rc || !labels)
-		goto out;
-	n = (size_t)cJSON_GetArraySize(labels);
-	if (n == 0)
-		goto out;
-	p->labels = calloc(n, sizeof(*p->labels));
-	if (!p->labels) {
-		rc = oom(d);
-		goto out;
-	}
-	p->n_labels = n;
-	path_field(d, "labels");
-	cJSON_ArrayForEach(it, labels)
-	{
-		if (!cJSON_IsString(it) || !it->valuestring || !it->string) {
-			rc = fail(d, it->string ? it->string : "?", "expected string");
+	if (n && !(p->labels = em_arena_calloc(d->a, n, sizeof(*p->labels))))
+		rc = em_json_oom(&d->j);
+	if (n && !rc)
+		em_json_push_key(&d->j, "labels");
+	for (it = n && !rc ? labels->child : NULL; it; it = it->next) {
+		struct em_k8s_label *l = &p->labels[p->n_labels++];
+		const char *key = it->string ? it->string : "?", *value;
+		if ((rc = em_json_string(&d->j, it, key, true, &value)) ||
+		    (rc = dup_str(d, key, &l->key)) || (rc = dup_str(d, value, &l->value)))
 			break;
-		}
-		p->labels[i].key = strdup(it->string);
-		p->labels[i].value = strdup(it->valuestring);
-		if (!p->labels[i].key || !p->labels[i].value) {
-			rc = oom(d);
-			break;
-		}
-		i++;
 	}
-out:
-	path_pop(d, mark);
+	em_json_pop(&d->j, mark);
 	return rc;
 }
 
-static int decode_pod_ports(struct dec *d, const cJSON *spec, struct em_k8s_pod *p)
+static int decode_container_port(struct em_json *j, const cJSON *it, size_t i, void *arg)
 {
-	const cJSON *ctrs, *c, *ports, *it;
-	size_t n, total = 0, ci = 0, mark;
+	struct em_k8s_pod *p = arg;
+	struct em_k8s_container_port *cp = &p->ports[p->n_ports++];
+
+	(void)i;
+	return decode_named_port(dec_of(j), it, "containerPort", true, &cp->name, &cp->protocol,
+	                         &cp->port);
+}
+
+static int decode_container(struct em_json *j, const cJSON *it, size_t i, void *arg)
+{
+	const cJSON *ports = em_json_get(it, "ports");
+	size_t n;
 	int rc;
 
-	rc = get_array(d, spec, "containers", &ctrs, &n);
+	(void)i;
+	if (!cJSON_IsObject(it))
+		return em_json_fail(j, NULL, "expected object");
+	rc = em_json_array(j, ports, "ports", 0, NULL, &n);
+	return rc ? rc : em_json_each(j, ports, "ports", decode_container_port, arg);
+}
+
+/* The ports of all containers, in one list. */
+static int decode_pod_ports(struct dec *d, const cJSON *spec, struct em_k8s_pod *p)
+{
+	const cJSON *ctrs = em_json_get(spec, "containers");
+	size_t n, total;
+	int rc = em_json_array(&d->j, ctrs, "containers", 0, NULL, &n);
+
 	if (rc || n == 0)
 		return rc;
-	cJSON_ArrayForEach(c, ctrs)
-	{
-		const cJSON *a = cJSON_IsObject(c) ? field(c, "ports") : NULL;
-		if (cJSON_IsArray(a))
-			total += (size_t)cJSON_GetArraySize(a);
-	}
-	if (total) {
-		p->ports = calloc(total, sizeof(*p->ports));
-		if (!p->ports)
-			return oom(d);
-	}
-	mark = path_field(d, "containers");
-	cJSON_ArrayForEach(c, ctrs)
-	{
-		size_t m = path_index(d, ci++), pi = 0;
-		if (!cJSON_IsObject(c)) {
-			rc = fail(d, NULL, "expected object");
-			break;
-		}
-		rc = get_array(d, c, "ports", &ports, &n);
-		if (rc)
-			break;
-		size_t m2 = path_field(d, "ports");
-		cJSON_ArrayForEach(it, ports)
-		{
-			size_t m3 = path_index(d, pi++);
-			struct em_k8s_container_port *cp = &p->ports[p->n_ports++];
-			if (!cJSON_IsObject(it))
-				rc = fail(d, NULL, "expected object");
-			if (!rc)
-				rc = dup_name(d, it, "name", &cp->name);
-			if (!rc)
-				rc = get_protocol(d, it, &cp->protocol);
-			if (!rc)
-				rc = get_port(d, it, "containerPort", true, &cp->port);
-			path_pop(d, m3);
-			if (rc)
-				break;
-		}
-		path_pop(d, m2);
-		path_pop(d, m);
-		if (rc)
-			break;
-	}
-	path_pop(d, mark);
-	return rc;
+	total = count_nested(ctrs, "ports");
+	if (total && !(p->ports = em_arena_calloc(d->a, total, sizeof(*p->ports))))
+		return em_json_oom(&d->j);
+	return em_json_each(&d->j, ctrs, "containers", decode_container, p);
 }
 
 static int decode_pod(struct dec *d, const cJSON *root, struct em_k8s_pod *p)
 {
-	const cJSON *spec, *status;
+	const cJSON *spec = NULL, *status = NULL;
 	size_t mark;
 	int rc;
 
 	rc = decode_pod_labels(d, root, p);
-	if (rc)
-		return rc;
-	rc = get_object(d, root, "spec", false, &spec);
+	if (!rc)
+		rc = get_object(d, root, "spec", false, &spec);
 	if (!rc && spec) {
-		mark = path_field(d, "spec");
+		mark = em_json_push_key(&d->j, "spec");
 		rc = dup_string(d, spec, "nodeName", &p->node_name);
 		if (!rc)
 			rc = decode_pod_ports(d, spec, p);
-		path_pop(d, mark);
+		em_json_pop(&d->j, mark);
 	}
 	if (!rc)
 		rc = get_object(d, root, "status", false, &status);
 	if (!rc && status) {
-		mark = path_field(d, "status");
+		mark = em_json_push_key(&d->j, "status");
 		rc = dup_string(d, status, "phase", &p->phase);
 		if (!rc)
 			rc = decode_pod_ips(d, status, p);
-		path_pop(d, mark);
+		em_json_pop(&d->j, mark);
 	}
+	return rc;
+}
+
+static int decode_node_addr(struct dec *d, const cJSON *it, size_t i, void *item, void *ctx)
+{
+	struct em_k8s_node_addr *na = item;
+	const char *type = NULL, *addr = NULL;
+	int rc = 0;
+
+	(void)i, (void)ctx;
+	if (!cJSON_IsObject(it))
+		return FAIL(d, NULL, "expected object");
+	if ((rc = get_string(d, it, "type", true, &type)) ||
+	    (rc = get_string(d, it, "address", true, &addr)) ||
+	    (rc = dup_str(d, type, &na->type)) || (rc = dup_str(d, addr, &na->address)))
+		return rc;
+	/* Hostname entries are not addresses; leave ip at family 0. */
+	if (parse_ip(addr, 0, &na->ip) &&
+	    (strcmp(type, "InternalIP") == 0 || strcmp(type, "ExternalIP") == 0))
+		return FAIL(d, "address", "invalid IP address \"%.64s\"", addr);
+	return 0;
+}
+
+/* The tunnel port annotation, a string since annotation values always are. */
+static int decode_tunnel_port(struct dec *d, const cJSON *root, struct em_k8s_node *nd)
+{
+	const cJSON *ann;
+	const char *tp = NULL;
+	size_t mark = em_json_push_key(&d->j, "metadata");
+	int rc = get_object(d, em_json_get(root, "metadata"), "annotations", false, &ann);
+	long port;
+
+	if (!rc && ann) {
+		em_json_push(&d->j, ".annotations[\"%s\"]", EM_NODE_TUNNEL_PORT_ANNOTATION);
+		const cJSON *v = em_json_get(ann, EM_NODE_TUNNEL_PORT_ANNOTATION);
+		if (v && (!cJSON_IsString(v) || !v->valuestring))
+			rc = FAIL(d, NULL, "expected string holding a port 1..65535");
+		else if (v)
+			tp = v->valuestring;
+	}
+	if (!rc && tp) {
+		if ((port = digits_value(tp)) < 1 || port > 65535)
+			rc = FAIL(d, NULL, "expected port 1..65535, got \"%.32s\"", tp);
+		else
+			nd->tunnel_port = (uint16_t)port;
+	}
+	em_json_pop(&d->j, mark);
 	return rc;
 }
 
 static int decode_node(struct dec *d, const cJSON *root, struct em_k8s_node *nd)
 {
-	const cJSON *meta = field(root, "metadata"), *ann, *status, *arr, *it;
-	const char *tp;
-	size_t n, i = 0, mark;
+	const cJSON *status;
+	size_t mark;
 	int rc;
 
-	mark = path_field(d, "metadata");
-	rc = get_object(d, meta, "annotations", false, &ann);
-	if (!rc && ann) {
-		const cJSON *v = field(ann, EM_NODE_TUNNEL_PORT_ANNOTATION);
-		size_t m = path_push(d, ".annotations[\"%s\"]", EM_NODE_TUNNEL_PORT_ANNOTATION);
-		/* Annotation values are always strings in the API. */
-		if (v && (!cJSON_IsString(v) || !v->valuestring)) {
-			rc = fail(d, NULL, "expected string holding a port 1..65535");
-		} else if (v) {
-			tp = v->valuestring;
-			size_t digits = strspn(tp, "0123456789");
-			unsigned long port =
-			        digits && digits <= 5 && !tp[digits] ? strtoul(tp, NULL, 10) : 0;
-			if (port < 1 || port > 65535)
-				rc = fail(d, NULL, "expected port 1..65535, got \"%.32s\"", tp);
-			else
-				nd->tunnel_port = (uint16_t)port;
-		}
-		path_pop(d, m);
-	}
-	path_pop(d, mark);
-	if (rc)
-		return rc;
-
-	rc = get_object(d, root, "status", false, &status);
+	rc = decode_tunnel_port(d, root, nd);
+	if (!rc)
+		rc = get_object(d, root, "status", false, &status);
 	if (rc || !status)
 		return rc;
-	mark = path_field(d, "status");
-	rc = get_array(d, status, "addresses", &arr, &n);
-	if (rc || n == 0)
-		goto out;
-	nd->addrs = calloc(n, sizeof(*nd->addrs));
-	if (!nd->addrs) {
-		rc = oom(d);
-		goto out;
-	}
-	nd->n_addrs = n;
-	path_field(d, "addresses");
-	cJSON_ArrayForEach(it, arr)
-	{
-		struct em_k8s_node_addr *na = &nd->addrs[i];
-		const char *type = NULL, *addr = NULL;
-		size_t m = path_index(d, i++);
-
-		if (!cJSON_IsObject(it))
-			rc = fail(d, NULL, "expected object");
-		if (!rc)
-			rc = get_string(d, it, "type", true, &type);
-		if (!rc)
-			rc = get_string(d, it, "address", true, &addr);
-		if (!rc) {
-			na->type = strdup(type);
-			na->address = strdup(addr);
-			if (!na->type || !na->address)
-				rc = oom(d);
-		}
-		/* Hostname entries are not addresses; leave ip at family 0. */
-		if (!rc && parse_ip(addr, 0, &na->ip) &&
-		    (strcmp(type, "InternalIP") == 0 || strcmp(type, "ExternalIP") == 0))
-			rc = fail(d, "address", "invalid IP address \"%.64s\"", addr);
-		path_pop(d, m);
-		if (rc)
-			break;
-	}
-out:
-	path_pop(d, mark);
+	mark = em_json_push_key(&d->j, "status");
+	rc = decode_list(d, status, "addresses", sizeof(*nd->addrs), decode_node_addr, NULL,
+	                 &nd->addrs, &nd->n_addrs);
+	em_json_pop(&d->j, mark);
 	return rc;
 }
 
@@ -1272,39 +974,44 @@ int em_k8s_decode_json(const struct cJSON *root, int kind, struct em_k8s_object 
 	return em_k8s_decode_json_lim(root, kind, NULL, out, err, errlen);
 }
 
+/* The kind to decode: <kind> checked against the object's "kind" field,
+ * which may be absent when <kind> is given (the store's values may lack
+ * TypeMeta). */
+static int decode_kind(struct dec *d, const cJSON *root, int kind)
+{
+	const char *kname;
+	int rc, k;
+
+	if (kind < -1 || kind >= EM_KIND__COUNT)
+		return FAIL(d, "kind", "unsupported kind %d", kind);
+	if (!cJSON_IsObject(root))
+		return FAIL(d, NULL, "expected a JSON object");
+	if ((rc = get_string(d, root, "kind", kind < 0, &kname)) || !kname)
+		return rc ? rc : kind;
+	if ((k = em_kind_from_name(kname)) < 0)
+		return FAIL(d, "kind", "unsupported kind \"%.32s\"", kname);
+	if (kind >= 0 && k != kind)
+		return FAIL(d, "kind", "expected %s, got \"%.32s\"", kind_names[kind], kname);
+	return k;
+}
+
 int em_k8s_decode_json_lim(const struct cJSON *root, int kind, const struct em_k8s_limits *lim,
                            struct em_k8s_object **out, char *err, size_t errlen)
 {
-	struct dec d = {.err = err, .errlen = errlen, .lim = lim};
+	struct dec d = {.j = {.err = err, .errlen = errlen}, .lim = lim};
+	struct em_arena a = {0};
 	struct em_k8s_object *o;
-	const char *kname;
 	int rc;
 
 	*out = NULL;
 	if (err && errlen)
 		err[0] = 0;
-	if (kind < -1 || kind >= EM_KIND__COUNT)
-		return fail(&d, "kind", "unsupported kind %d", kind);
-	if (!cJSON_IsObject(root))
-		return fail(&d, NULL, "expected a JSON object");
-
-	rc = get_string(&d, root, "kind", kind < 0, &kname);
-	if (rc)
-		return rc;
-	/* The store's values may lack TypeMeta; then the caller's kind stands. */
-	if (kname) {
-		int k = em_kind_from_name(kname);
-		if (k < 0)
-			return fail(&d, "kind", "unsupported kind \"%.32s\"", kname);
-		if (kind >= 0 && k != kind)
-			return fail(&d, "kind", "expected %s, got \"%.32s\"", kind_names[kind],
-			            kname);
-		kind = k;
-	}
-
-	o = calloc(1, sizeof(*o));
-	if (!o)
-		return oom(&d);
+	if ((kind = decode_kind(&d, root, kind)) < 0)
+		return kind;
+	if (!(o = em_arena_calloc(&a, 1, sizeof(*o))))
+		return em_json_oom(&d.j);
+	o->arena = a;
+	d.a = &o->arena;
 	o->kind = (enum em_kind)kind;
 	rc = decode_metadata(&d, root, o);
 	if (rc)
@@ -1326,7 +1033,7 @@ int em_k8s_decode_json_lim(const struct cJSON *root, int kind, const struct em_k
 		rc = decode_node(&d, root, &o->node);
 		break;
 	default:
-		rc = fail(&d, "kind", "unsupported kind");
+		rc = FAIL(&d, "kind", "unsupported kind");
 		break;
 	}
 	if (rc)
@@ -1341,50 +1048,20 @@ fail:
 int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out, char *err,
                   size_t errlen)
 {
-	const char *end = NULL;
+	struct em_json j = {.err = err, .errlen = errlen};
 	cJSON *root;
-	char *copy;
+	size_t off;
+	bool trailing;
 	int rc;
 
 	*out = NULL;
-	if (!json) {
-		if (err && errlen)
-			snprintf(err, errlen, "no input");
-		return -EINVAL;
-	}
-	/* A terminated private copy: cJSON must never read past <len> even
-	 * when the caller's buffer is not terminated. */
-	copy = malloc(len + 1);
-	if (!copy) {
-		if (err && errlen)
-			snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	memcpy(copy, json, len);
-	copy[len] = 0;
-	root = cJSON_ParseWithLengthOpts(copy, len, &end, false);
-	if (!root) {
-		size_t off = end && end >= copy && end <= copy + len ? (size_t)(end - copy) : 0;
-		if (err && errlen)
-			snprintf(err, errlen, "malformed JSON at offset %zu", off);
-		rc = -EINVAL;
-		goto out;
-	}
-	if (end) {
-		while (end < copy + len &&
-		       (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-			end++;
-		if (end < copy + len) {
-			if (err && errlen)
-				snprintf(err, errlen, "malformed JSON at offset %zu: trailing data",
-				         (size_t)(end - copy));
-			rc = -EINVAL;
-			goto out;
-		}
-	}
+	if (!json)
+		return em_json_fail(&j, NULL, "no input");
+	if (!(root = em_json_parse(json, len, &off, &trailing)))
+		return off == SIZE_MAX ? em_json_oom(&j)
+		                       : em_json_fail(&j, NULL, "malformed JSON at offset %zu%s",
+		                                      off, trailing ? ": trailing data" : "");
 	rc = em_k8s_decode_json(root, kind, out, err, errlen);
-out:
 	cJSON_Delete(root);
-	free(copy);
 	return rc;
 }

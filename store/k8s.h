@@ -1,12 +1,15 @@
 /* Decoding of Kubernetes objects as `kubectl get -o json` prints them
  * (managedFields, annotations and all) into plain C structs.
  *
- * Runs on the sync thread only (allocates). Every string and array of a
- * decoded object is owned by the object and released by em_k8s_free. */
+ * Runs on the sync thread only (allocates). A decoded object, its strings
+ * and its arrays live in one arena, released whole by em_k8s_free; strings
+ * and arrays may be shared between items of the object (an EndpointSlice
+ * endpoint's node name and targetRef are shared by its addresses). */
 #ifndef EM_STORE_K8S_H
 #define EM_STORE_K8S_H
 
 #include "proto/em.h"
+#include "store/arena.h"
 
 struct cJSON;
 
@@ -146,6 +149,7 @@ struct em_k8s_object {
 	                           "default" when absent on a namespaced kind */
 	char *name;             /* metadata.name */
 	char *resource_version; /* metadata.resourceVersion, NULL if absent */
+	struct em_arena arena;  /* holds this object and all it points to */
 	union {
 		struct em_k8s_service svc;
 		struct em_k8s_endpoints ep;
@@ -182,6 +186,7 @@ int em_k8s_decode_json_lim(const struct cJSON *obj, int kind, const struct em_k8
 int em_k8s_decode(const char *json, size_t len, int kind, struct em_k8s_object **out, char *err,
                   size_t errlen);
 
+/* Frees <obj> (NULL is fine) and everything it points to, in one call. */
 void em_k8s_free(struct em_k8s_object *obj);
 
 /* Writes "<namespace>/<type>/<name>" into <buf>. Returns its length, or

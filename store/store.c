@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "proto/clock.h"
 #include "proto/log.h"
 #include "store/db.h"
 #include "store/table.h"

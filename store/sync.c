@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "proto/clock.h"
 #include "proto/log.h"
 #include "store/api.h"
 #include "store/store.h"

@@ -5,63 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
+#include "store/arena.h"
 #include "store/rcu.h"
 
 #include "proto/log.h"
-
-/* Arena: snapshots are built once and freed whole, so a bump allocator over
- * a list of blocks is all they need. */
-struct arena_block {
-	struct arena_block *next;
-	size_t used, cap;
-	_Alignas(16) char data[];
-};
-
-struct arena {
-	struct arena_block *head;
-	size_t bytes;
-};
-
-static void *arena_alloc(struct arena *a, size_t n)
-{
-	struct arena_block *b = a->head;
-	n = (n + 15) & ~(size_t)15;
-	if (!b || b->cap - b->used < n) {
-		size_t cap = n > 60000 ? n : 60000;
-		b = malloc(sizeof(*b) + cap);
-		if (!b)
-			return NULL;
-		b->next = a->head;
-		b->used = 0;
-		b->cap = cap;
-		a->head = b;
-		a->bytes += sizeof(*b) + cap;
-	}
-	void *p = b->data + b->used;
-	b->used += n;
-	return p;
-}
-
-static void arena_free(struct arena *a)
-{
-	struct arena_block *b = a->head, *next;
-	for (; b; b = next) {
-		next = b->next;
-		free(b);
-	}
-	a->head = NULL;
-}
-
-static const char *arena_strdup(struct arena *a, const char *s)
-{
-	size_t n = strlen(s ? s : "");
-	char *p = arena_alloc(a, n + 1);
-	if (p) {
-		memcpy(p, s ? s : "", n);
-		p[n] = 0;
-	}
-	return p;
-}
 
 /* Lookup slots. The key is stored inline so that a probe touches one cache
  * line per slot and never chases a pointer for a miss. */
@@ -82,7 +29,7 @@ struct node_slot {
 };
 
 struct em_table {
-	struct arena arena;
+	struct em_arena arena;
 	uint64_t generation;
 	struct ip_slot *ip_slots;
 	size_t ip_mask;
@@ -343,7 +290,7 @@ static const char *intern_node(struct builder *b, const char *name)
 	for (; b->nodes[i]; i = (i + 1) & b->nodes_mask)
 		if (strcmp(b->nodes[i], name) == 0)
 			return b->nodes[i];
-	b->nodes[i] = arena_strdup(&b->t->arena, name);
+	b->nodes[i] = em_arena_strdup(&b->t->arena, name);
 	if (b->nodes[i])
 		b->n_nodes++;
 	return b->nodes[i];
@@ -391,7 +338,7 @@ static int add_endpoint(struct builder *b, const struct em_k8s_ep_addr *a, uint1
 	if (a->pod_name) {
 		const char *ns = a->pod_namespace ? a->pod_namespace : "";
 		size_t n1 = strlen(ns), n2 = strlen(a->pod_name);
-		char *p = arena_alloc(&b->t->arena, n1 + n2 + 2);
+		char *p = em_arena_alloc(&b->t->arena, n1 + n2 + 2);
 		if (!p)
 			return -ENOMEM;
 		memcpy(p, ns, n1);
@@ -468,17 +415,17 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 	const struct em_k8s_service *ks = &o->svc;
 	struct em_svc_port *ports;
 	struct em_addr *ips;
-	struct arena *a = &b->t->arena;
+	struct em_arena *a = &b->t->arena;
 	int rc;
 
-	svc->ns = arena_strdup(a, o->ns);
-	svc->name = arena_strdup(a, o->name);
+	svc->ns = em_arena_strdup(a, o->ns);
+	svc->name = em_arena_strdup(a, o->name);
 	svc->type = ks->type;
 	svc->headless = ks->headless;
 	svc->affinity_client_ip = ks->affinity_client_ip;
 	svc->affinity_timeout_s = ks->affinity_timeout_s;
-	ips = arena_alloc(a, (ks->n_cluster_ips + 1) * sizeof(*ips));
-	ports = arena_alloc(a, (ks->n_ports + 1) * sizeof(*ports));
+	ips = em_arena_alloc(a, (ks->n_cluster_ips + 1) * sizeof(*ips));
+	ports = em_arena_alloc(a, (ks->n_ports + 1) * sizeof(*ports));
 	if (!svc->ns || !svc->name || !ips || !ports)
 		return -ENOMEM;
 	if (ks->n_cluster_ips)
@@ -496,7 +443,7 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 		b->vec.n = 0;
 		if ((rc = collect_endpoints(b, o, kp)))
 			return rc;
-		eps = arena_alloc(a, (b->vec.n + 1) * sizeof(*eps));
+		eps = em_arena_alloc(a, (b->vec.n + 1) * sizeof(*eps));
 		if (!eps)
 			return -ENOMEM;
 		/* ready endpoints first, each group in the source order */
@@ -509,7 +456,7 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 				eps[w++] = b->vec.v[k];
 
 		p->svc = svc;
-		p->name = arena_strdup(a, kp->name);
+		p->name = em_arena_strdup(a, kp->name);
 		if (!p->name)
 			return -ENOMEM;
 		p->port = kp->port;
@@ -558,11 +505,11 @@ static void insert_name(struct em_table *t, const struct em_service *svc)
 
 static int build_node(struct em_table *t, const struct em_k8s_object *o)
 {
-	struct em_node_info *n = arena_alloc(&t->arena, sizeof(*n));
+	struct em_node_info *n = em_arena_alloc(&t->arena, sizeof(*n));
 	if (!n)
 		return -ENOMEM;
 	memset(n, 0, sizeof(*n));
-	n->name = arena_strdup(&t->arena, o->name);
+	n->name = em_arena_strdup(&t->arena, o->name);
 	if (!n->name)
 		return -ENOMEM;
 	for (size_t i = 0; i < o->node.n_addrs; i++)
@@ -596,6 +543,8 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 		return NULL;
 	b.t = t;
 	t->generation = generation;
+	/* A snapshot holds the whole cluster: start with large blocks. */
+	t->arena.block = EM_ARENA_BLOCK_MAX;
 
 	for (size_t i = 0; i < in->n_objs; i++) {
 		const struct em_k8s_object *o = in->objs[i];
@@ -622,10 +571,10 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 	t->ip_mask = pow2_at_least(n_ips * 2 + 1) - 1;
 	t->name_mask = pow2_at_least(n_svc * 2 + 1) - 1;
 	t->node_mask = pow2_at_least(n_node * 2 + 1) - 1;
-	t->ip_slots = arena_alloc(&t->arena, (t->ip_mask + 1) * sizeof(*t->ip_slots));
-	t->name_slots = arena_alloc(&t->arena, (t->name_mask + 1) * sizeof(*t->name_slots));
-	t->node_slots = arena_alloc(&t->arena, (t->node_mask + 1) * sizeof(*t->node_slots));
-	svcs = arena_alloc(&t->arena, (n_svc + 1) * sizeof(*svcs));
+	t->ip_slots = em_arena_alloc(&t->arena, (t->ip_mask + 1) * sizeof(*t->ip_slots));
+	t->name_slots = em_arena_alloc(&t->arena, (t->name_mask + 1) * sizeof(*t->name_slots));
+	t->node_slots = em_arena_alloc(&t->arena, (t->node_mask + 1) * sizeof(*t->node_slots));
+	svcs = em_arena_alloc(&t->arena, (n_svc + 1) * sizeof(*svcs));
 	if (!t->ip_slots || !t->name_slots || !t->node_slots || !svcs)
 		goto fail;
 	memset(t->ip_slots, 0, (t->ip_mask + 1) * sizeof(*t->ip_slots));
@@ -680,7 +629,7 @@ void em_table_free(struct em_table *t)
 {
 	if (!t)
 		return;
-	arena_free(&t->arena);
+	em_arena_free(&t->arena);
 	free(t);
 }
 

@@ -13,6 +13,7 @@
 #include "engine/balancer.h"
 #include "engine/engine.h"
 #include "engine/worker.h"
+#include "proto/clock.h"
 #include "store/config.h"
 #include "store/k8s.h"
 #include "store/table.h"

@@ -18,6 +18,7 @@
 
 #include <sqlite3.h>
 
+#include "proto/clock.h"
 #include "proto/em.h"
 #include "store/db.h"
 #include "tests/store/tmpdb.h"

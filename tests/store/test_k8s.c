@@ -520,7 +520,7 @@ static const struct bad_case bad_cases[] = {
         {-1,
          "{'kind':'EndpointSlice','metadata':{'name':'a'},'addressType':'IPv4',"
          "'endpoints':[{'addresses':['10.0.0.1'],'conditions':{'ready':'yes'}}]}",
-         "endpoints[0].conditions.ready: expected boolean"},
+         "endpoints[0].conditions.ready: expected true or false"},
         {-1,
          "{'kind':'EndpointSlice','metadata':{'name':'a'},'addressType':'IPv4',"
          "'endpoints':[{'conditions':{}}]}",
