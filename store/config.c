@@ -16,13 +16,16 @@
 
 #include <cjson/cJSON.h>
 
+#include "proto/frame.h"
 #include "proto/log.h"
 #include "store/json.h"
 
 #define EM_CONFIG_MAX_BYTES        (1024 * 1024)
 #define EM_CONFIG_MAX_WORKERS      256
 #define EM_CONFIG_MAX_ITEMS        256 /* per array */
-#define EM_CONFIG_TUNNEL_DEFAULT   "0.0.0.0:20006"
+#define EM_STRINGIFY_(x)           #x
+#define EM_STRINGIFY(x)            EM_STRINGIFY_(x)
+#define EM_CONFIG_TUNNEL_DEFAULT   "0.0.0.0:" EM_STRINGIFY(EM_CONFIG_TUNNEL_PORT)
 #define EM_CONFIG_CIDR_DEFAULT     "10.96.0.0/12"
 #define EM_CONFIG_DATA_DIR_DEFAULT "/var/lib/edgemesh"
 #define EM_CONFIG_SOCKET_NAME      "/edgemesh.sock"
@@ -412,10 +415,12 @@ static const struct key tunnel_keys[] = {
          .fn = tunnel_listen},
         STR("cluster_key", CFG(tunnel.cluster_key), 0, 255, "string of at most 255 bytes"),
         INT("max_streams", CFG(tunnel.max_streams), 1, 65536, 1024),
-        INT("stream_window", CFG(tunnel.stream_window), 16384, 0x7fffffffLL, 256 * 1024),
-        INT("stream_window_max", CFG(tunnel.stream_window_max), 16384, 0x7fffffffLL,
-            16 * 1024 * 1024),
-        INT("window_cap", CFG(tunnel.window_cap), 16384, 1LL << 40, 64LL * 1024 * 1024),
+        INT("stream_window", CFG(tunnel.stream_window), EM_FRAME_MIN_WINDOW, EM_FRAME_MAX_WINDOW,
+            256 * 1024),
+        INT("stream_window_max", CFG(tunnel.stream_window_max), EM_FRAME_MIN_WINDOW,
+            EM_FRAME_MAX_WINDOW, 16 * 1024 * 1024),
+        INT("window_cap", CFG(tunnel.window_cap), EM_FRAME_MIN_WINDOW, 1LL << 40,
+            64LL * 1024 * 1024),
         INT("keepalive_ms", CFG(tunnel.keepalive_ms), 100, MS_MAX_10MIN, 10000),
         INT("dead_after_ms", CFG(tunnel.dead_after_ms), 200, MS_MAX_10MIN, 30000),
         INT("reconnect_min_ms", CFG(tunnel.reconnect_min_ms), 10, MS_MAX_10MIN, 200),
