@@ -98,6 +98,22 @@ echo_once() {
 	[ "$(printf 'across the tunnel\n' | timeout 5 ip netns exec "$NSA" socat -t 3 - TCP:10.96.0.7:7 2>/dev/null)" = "across the tunnel" ]
 }
 
+# Counters: workers publish them every 50 ms, so a check polls for them.
+stat_of() { # NODE GROUP NAME: the value of stats.GROUP.NAME
+	timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" stats 2>/dev/null |
+		python3 -c "import json,sys; print(json.load(sys.stdin)['$2']['$3'])" 2>/dev/null
+}
+stat_ge() { # NODE GROUP NAME N: the counter is at least N
+	local v
+	v=$(stat_of "$1" "$2" "$3")
+	[ "${v:-0}" -ge "$4" ]
+}
+stat_le() { # NODE GROUP NAME N: the counter is at most N
+	local v
+	v=$(stat_of "$1" "$2" "$3")
+	[ -n "$v" ] && [ "$v" -le "$4" ]
+}
+
 # -- TCP echo across the tunnel
 if it_wait 10 echo_once; then
 	it_ok "TCP echo from A through the cluster IP reaches B's backend"
@@ -133,14 +149,15 @@ it_node_apply node-a "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
 	"$(it_ep_obj default rp 8082 127.0.0.31@node-b 127.0.0.32@node-b)")"
 it_node_apply node-b "$(it_list "$(it_svc default rp 10.96.0.82 80 8082)" \
 	"$(it_ep_obj default rp 8082 127.0.0.32@node-b)")"
-sleep 0.2
+# (meshctl apply returns once the new table is live: nothing to wait for.)
 it_urls 10 "http://10.96.0.82/" | sed 's/^/url = /' >"$IT_TMP/rp.urls"
 ina timeout 20 curl -sS --max-time 15 -K "$IT_TMP/rp.urls" >"$IT_TMP/rp.out" 2>"$IT_TMP/rp.err"
 counts=$(it_count_backends "$IT_TMP/rp.out")
 it_check "endpoint gone on B, still in A's table: 10 requests all served by B's other endpoint ($counts)" \
 	[ "$counts" = "backend-1=10 " ]
-sleep 0.1
-rp=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-b.sock" stats | python3 -c "import json,sys; print(json.load(sys.stdin)['tunnel']['opens_repicked'])")
+# The re-pick happened before B answered; wait for the count to be published.
+it_wait 5 stat_ge node-b tunnel opens_repicked 1
+rp=$(stat_of node-b tunnel opens_repicked)
 it_check "stats: B counts the stream it re-picked ($rp, expected 1: A pools it)" [ "$rp" = 1 ]
 
 # -- a backend on B that closes every connection after its response: A's
@@ -150,8 +167,9 @@ it_urls 20 "http://10.96.0.83/" | sed 's/^/url = /' >"$IT_TMP/once.urls"
 ina timeout 30 curl -sS --max-time 20 -K "$IT_TMP/once.urls" -w ' %{http_code}\n' \
 	>"$IT_TMP/once.out" 2>"$IT_TMP/once.err"
 ok=$(grep -c ' 200$' "$IT_TMP/once.out")
-sleep 0.1
-rp=$(timeout 10 "$MESHCTL" -s "$IT_TMP/node-a.sock" stats | python3 -c "import json,sys; print(json.load(sys.stdin)['engine']['http_replays'])")
+# How many were sent again is for the log only (A may also see the close
+# before the next request): the count may lag by one publication.
+rp=$(stat_of node-a engine http_replays)
 it_check "20 keep-alive requests to a backend on B that closes after each response: all 200 ($ok; $rp sent again on a new stream; other codes: $(grep -E '^ [0-9]{3}$' "$IT_TMP/once.out" | grep -v ' 200' | head -n 3 | tr '\n' ' '))" [ "$ok" = 20 ]
 
 # -- 1,000 concurrent streams on one tunnel (one worker on each side)
@@ -183,21 +201,32 @@ fi
 # them: 600 resets of young streams that were already answered, which is
 # no open-then-reset flood (the limit is 500 a second), so the tunnel and
 # its other streams carry on
+# Resets queue behind data on the tunnel: first every reset A has sent so far
+# (the bulk test's) has reached B, then B has received one for each abort
+# (a flood would have been logged by then).
+resets_delivered() {
+	local sent got
+	sent=$(stat_of node-a tunnel resets_sent) got=$(stat_of node-b tunnel resets_received)
+	[ -n "$sent" ] && [ -n "$got" ] && [ "$got" -ge "$sent" ]
+}
+it_wait 10 resets_delivered || it_fail "resets A sent have not all reached B"
+rst0=$(stat_of node-b tunnel resets_received)
 res=$(ina timeout 30 "$EMLOAD" -m bulk -a 10.96.0.8:9 -c 600 -d 0.3 -w 0 -t 1 \
 	2>"$IT_TMP/emloadabort.err" | tail -n 1)
 it_log "600 bulk streams aborted: $res"
-sleep 0.3
+it_wait 10 stat_ge node-b tunnel resets_received $((${rst0:-0} + 600)) ||
+	it_fail "B received $(($(stat_of node-b tunnel resets_received) - ${rst0:-0})) resets for 600 aborted streams"
+it_log "resets: A sent $(stat_of node-a tunnel resets_sent), B received $(stat_of node-b tunnel resets_received) ($rst0 before)"
 it_check "600 answered streams reset within 1 s of opening: no reset flood, still one tunnel ($res)" \
 	[ "$(grep -c 'reset_flood' "${EM_LOG[node-a]}" "${EM_LOG[node-b]}" | awk -F: '{n += $2} END {print n}')" = 0 -a \
 	"$(grep -c 'tunnel to node-b' "${EM_LOG[node-a]}")" = 1 ]
 
 # -- counters: meshctl stats on both sides (workers publish every 50 ms)
-stat_of() { # NODE GROUP NAME: the value of stats.GROUP.NAME
-	timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" stats 2>/dev/null |
-		python3 -c "import json,sys; print(json.load(sys.stdin)['$2']['$3'])" 2>/dev/null
+opened_and_served() {
+	sa=$(stat_of node-a tunnel streams_opened) sb=$(stat_of node-b tunnel streams_served)
+	[ "${sa:-0}" -gt 1000 -a "${sb:-0}" -gt 1000 ]
 }
-sleep 0.2
-sa=$(stat_of node-a tunnel streams_opened) sb=$(stat_of node-b tunnel streams_served)
+it_wait 5 opened_and_served
 it_check "stats: A counts the streams it opened, B those it served (A $sa, B $sb; over 1000 each)" \
 	[ "${sa:-0}" -gt 1000 -a "${sb:-0}" -gt 1000 ]
 ua=$(stat_of node-a tunnel tunnels_up) da=$(stat_of node-a tunnel tunnels_dialed)
@@ -247,7 +276,8 @@ fail_fast() {
 kill -KILL "${EM_PID[node-b]}"
 wait "${EM_PID[node-b]}" 2>/dev/null
 it_forget_pid "${EM_PID[node-b]}"
-sleep 0.3
+# A has seen the tunnel go (B's kernel reset it) before the clients come.
+it_wait 5 stat_le node-a tunnel tunnels_up 0 || it_fail "A still counts a tunnel up after B was killed"
 fail_fast # the first failure may open descriptors that stay (log, lists)
 fd0=$(ls /proc/$PIDA/fd | wc -l)
 worst=0 bad=0
@@ -274,13 +304,18 @@ fi
 # -- wrong cluster key on B
 it_stop "${EM_PID[node-b]}" TERM 10
 em_conf node-b $IPB "not-the-$KEY"
+refusals() { grep -c "tunnel to node-b.*auth_failed" "${EM_LOG[node-a]}"; }
+refusals_ge() { [ "$(refusals)" -ge "$1" ]; }
+ref0=$(refusals)
 it_node_start node-b "$NSB"
-sleep 0.3
+# A redials B on its own (traffic went there) and is refused each time. One
+# client per refusal, so that they meet A at different points of its redial
+# backoff.
 bad=0 worst=0
 for i in $(seq 5); do
+	it_wait 5 refusals_ge $((ref0 + i)) || it_fail "A was not refused a time $i"
 	fail_fast || bad=$((bad + 1))
 	[ "$FAST_MS" -gt "$worst" ] && worst=$FAST_MS
-	sleep 0.3
 done
 it_check "wrong key: clients of A fail fast (worst ${worst} ms, $bad slow or answered)" [ "$bad" = 0 ]
 if it_wait 5 grep -Eq "tunnel from .*\($IPA:[0-9]+\).*refused: auth_failed" "${EM_LOG[node-b]}"; then
@@ -289,7 +324,7 @@ else
 	it_fail "B did not log the refused handshake: $(grep tunnel "${EM_LOG[node-b]}" | tail -n 3)"
 fi
 it_check "A logged the refusal too" grep -q "tunnel to node-b.*auth_failed" "${EM_LOG[node-a]}"
-sleep 0.2
+it_wait 5 stat_ge node-b tunnel auth_failures 1
 fb=$(stat_of node-b tunnel auth_failures) ub=$(stat_of node-b tunnel tunnels_up)
 it_check "stats: B counts the refused handshakes, no tunnel up ($fb failures, $ub up)" \
 	[ "${fb:-0}" -ge 1 -a "$ub" = 0 ]

@@ -128,13 +128,21 @@ flood() {
 	it_wait 60 flood_open "$1" || it_die "flood client $1 did not open its connections: $(cat "$IT_TMP/$1.err")"
 }
 
-# B's RSS once it stops moving: two readings 500 ms apart within 256 KiB.
+# rss_wait SECONDS: waits until B's RSS stops moving: every reading for
+# 500 ms within 256 KiB of the first of them (RSS_REF, taken at RSS_REF_NS).
 rss_settled() {
-	local a b
+	local a now
 	a=$(rss_kib "${EM_PID[node-b]}")
-	sleep 0.5
-	b=$(rss_kib "${EM_PID[node-b]}")
-	[ $((b - a)) -lt 256 ] && [ $((a - b)) -lt 256 ]
+	now=$(date +%s%N)
+	if [ "$RSS_REF" -lt 0 ] || [ $((a - RSS_REF)) -ge 256 ] || [ $((RSS_REF - a)) -ge 256 ]; then
+		RSS_REF=$a RSS_REF_NS=$now
+		return 1
+	fi
+	[ $((now - RSS_REF_NS)) -ge 500000000 ]
+}
+rss_wait() {
+	RSS_REF=-1 RSS_REF_NS=0
+	it_wait "$1" rss_settled
 }
 
 pending_is() { [ "$(stat_of node-b handshakes_pending)" = "$1" ]; }
@@ -147,7 +155,7 @@ rss_part() { # MAX_STREAMS
 	start node-b
 	start node-a
 	it_wait 10 echo_once || it_die "echo through the tunnel before the flood (max_streams $ms)"
-	it_wait 10 rss_settled
+	rss_wait 10
 	local before after opened
 	before=$(rss_kib "${EM_PID[node-b]}")
 	flood flood-$ms "$N" 127.0.1 60
@@ -155,7 +163,7 @@ rss_part() { # MAX_STREAMS
 	if [ "$NEW_KEYS" = 1 ]; then
 		it_wait 30 pending_is "$opened" || it_log "handshakes_pending $(stat_of node-b handshakes_pending), expected $opened"
 	fi
-	it_wait 30 rss_settled
+	rss_wait 30
 	after=$(rss_kib "${EM_PID[node-b]}")
 	# The peak counts too: a build whose handshakes time out while the
 	# flood is still opening frees some before the reading.

@@ -137,8 +137,8 @@ fail_fast() {
 	case $FAST_OUT in reset | eof | refused) [ "$FAST_MS" -lt 2000 ] ;; *) false ;; esac
 }
 
-# fail_fast_n N HOST PORT: N clients in a row; FAIL_BAD counts slow or
-# answered ones, FAIL_SEEN lists what they saw.
+# fail_fast_n N HOST PORT: N clients in a row, each once the one before is
+# done; FAIL_BAD counts slow or answered ones, FAIL_SEEN lists what they saw.
 fail_fast_n() {
 	local i
 	FAIL_BAD=0 FAIL_WORST=0 FAIL_SEEN=""
@@ -146,7 +146,6 @@ fail_fast_n() {
 		fail_fast "$2" "$3" || FAIL_BAD=$((FAIL_BAD + 1))
 		FAIL_SEEN+="${FAIL_SEEN:+,}$FAST_OUT"
 		[ "$FAST_MS" -gt "$FAIL_WORST" ] && FAIL_WORST=$FAST_MS
-		sleep 0.1
 	done
 	[ "$FAIL_BAD" = 0 ]
 }
@@ -256,7 +255,10 @@ if echo_at "$ECHO4"; then kept=yes; else kept=no; fi
 it_check "annotation removed: a new connection no longer uses the old tunnel (answered: $kept)" [ "$kept" = no ]
 it_node_stop node-b
 it_node_start node-b "$NSB"
-sleep 0.3
+# No connection to the old port is left on A's side before the clients come
+# (B's stop closed it; a TIME-WAIT holds no tunnel).
+old_conn() { socks "$NSA" | grep -v '^TIME-WAIT' | grep -qF " $IPB:$ALT_PORT"; }
+it_wait 5 eval '! old_conn' || it_fail "A still holds a connection to $IPB:$ALT_PORT: $(socks "$NSA" | tr '\n' ';')"
 if fail_fast_n 5 10.96.0.7 7; then
 	it_ok "no annotation: 5 clients of A fail fast (worst $FAIL_WORST ms, saw $FAIL_SEEN)"
 else
@@ -284,7 +286,8 @@ it_node_start stranger "$NSA"
 it_node_apply stranger "$(it_list "$(it_node_obj node-b $IPB $ALT_PORT)" "$svc4" "$ep4")"
 logb=$(wc -l <"${EM_LOG[node-b]}")
 loga=$(wc -l <"${EM_LOG[node-a]}")
-sleep 0.2
+# (meshctl apply returns once the stranger's table is live; it dials B only
+# when its first client comes.)
 if fail_fast_n 3 127.0.0.1 9007; then
 	it_ok "unknown node: the stranger's clients fail fast (worst $FAIL_WORST ms, saw $FAIL_SEEN)"
 else
