@@ -3,7 +3,7 @@
 # Debian packages (`make deps`), then build and run; see README.md.
 
 PACKAGES := build-essential cmake pkg-config clang \
-	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev liburcu-dev libcriterion-dev libssl-dev \
+	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev libyaml-dev liburcu-dev libcriterion-dev libssl-dev \
 	sqlite3 iptables iproute2 procps psmisc socat curl python3 \
 	haproxy nginx libnginx-mod-stream wrk
 JOBS ?= $(shell nproc)
