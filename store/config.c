@@ -440,6 +440,11 @@ static const struct key cloud_keys[] = {
          .check = host_port_or_empty},
 };
 
+static const struct key controller_keys[] = {
+        STR("manifests_dir", CFG(controller.manifests_dir), 0, EM_CONFIG_DATA_DIR_MAX,
+            "path of a directory, at most 4000 bytes, or \"\" (none)"),
+};
+
 static const struct key timeout_keys[] = {
         INT("connect_ms", CFG(timeouts.connect_ms), 1, MS_MAX_10MIN, 5000),
         INT("idle_ms", CFG(timeouts.idle_ms), 1, MS_MAX_DAY, 300000),
@@ -494,6 +499,7 @@ static const struct key top_keys[] = {
              "listener objects"),
         {.name = "tunnel", .type = K_OBJECT, ROWS(tunnel_keys)},
         {.name = "cloud", .type = K_OBJECT, ROWS(cloud_keys)},
+        {.name = "controller", .type = K_OBJECT, ROWS(controller_keys)},
         {.name = "timeouts", .type = K_OBJECT, ROWS(timeout_keys)},
 };
 
@@ -568,6 +574,9 @@ static int finish(struct pctx *c)
 {
 	struct em_config *cfg = c->cfg;
 
+	if (cfg->controller.manifests_dir[0] && cfg->role != EM_ROLE_CLOUD)
+		return fail_at(c, "controller.manifests_dir",
+		               "expected \"\" on an edge: only role \"cloud\" reads manifests");
 	if (cfg->capture.enabled && cfg->capture.n_service_cidrs == 0)
 		return fail_at(c, "capture.service_cidrs",
 		               "expected at least one CIDR when capture.enabled is true");
@@ -885,5 +894,7 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 			return "listeners.listen";
 	if (!em_addr_eq(&cur->tunnel.listen, &next->tunnel.listen))
 		return "tunnel.listen";
+	if (strcmp(cur->controller.manifests_dir, next->controller.manifests_dir) != 0)
+		return "controller.manifests_dir";
 	return NULL;
 }

@@ -79,6 +79,12 @@ struct em_config {
 	} cloud;
 
 	struct {
+		/* Cloud role: a directory of manifest files watched and applied
+		 * (store/manifest_dir.h); "" for none. */
+		char manifests_dir[PATH_MAX];
+	} controller;
+
+	struct {
 		uint32_t connect_ms;      /* upstream connect */
 		uint32_t idle_ms;         /* no bytes either way */
 		uint32_t request_head_ms; /* HTTP request head must arrive within */

@@ -18,6 +18,7 @@
 #include "proto/clock.h"
 #include "proto/log.h"
 #include "store/api.h"
+#include "store/manifest_dir.h"
 #include "store/store.h"
 
 #define MAX_CLIENTS    64
@@ -39,6 +40,7 @@ struct em_sync {
 	atomic_bool reload;
 	atomic_uint_fast64_t reloads, reload_failures;
 	struct em_store *store;
+	struct em_mdir *mdir; /* controller.manifests_dir, or NULL */
 	char config_path[PATH_MAX];
 	char node_name[254];
 	char socket_path[108];
@@ -196,13 +198,17 @@ static void accept_clients(struct em_sync *s)
 static void *sync_main(void *arg)
 {
 	struct em_sync *s = arg;
-	struct pollfd pfd[MAX_CLIENTS + 2];
+	/* wake, listener, manifests directory (fd -1 when none), clients */
+	enum { FIXED = 3 };
+	struct pollfd pfd[MAX_CLIENTS + FIXED];
 
 	while (!atomic_load(&s->stop)) {
 		size_t n = 0;
 		pfd[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
 		pfd[n++] = (struct pollfd){.fd = s->listen_fd,
 		                           .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
+		pfd[n++] =
+		        (struct pollfd){.fd = s->mdir ? em_mdir_fd(s->mdir) : -1, .events = POLLIN};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing || !em_api_may_read(&c->in, &c->out, c->out_off)
@@ -225,12 +231,14 @@ static void *sync_main(void *arg)
 		}
 		if (atomic_exchange(&s->reload, false))
 			reload_config(s);
+		if (pfd[2].revents & POLLIN)
+			em_mdir_handle(s->mdir);
 		uint64_t now = em_now_ms();
 		/* Walk backwards: client_close moves the last client into slot i. The
 		 * clients accepted this turn have no pollfd yet and are skipped. */
-		for (size_t i = EM_MIN(s->n_clients, n - 2); i-- > 0;) {
+		for (size_t i = EM_MIN(s->n_clients, n - FIXED); i-- > 0;) {
 			struct client *c = &s->clients[i];
-			short re = pfd[i + 2].revents;
+			short re = pfd[i + FIXED].revents;
 			bool keep = true;
 			if (re & (POLLIN | POLLHUP | POLLERR))
 				keep = client_read(s, c);
@@ -344,6 +352,9 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)) ||
 	    (rc = store_limits(s, cfg)))
 		goto fail;
+	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.manifests_dir[0] &&
+	    (rc = em_mdir_open(cfg->controller.manifests_dir, s->store, &s->mdir)))
+		goto fail;
 	if ((s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
 		rc = -errno;
 		goto fail;
@@ -364,6 +375,7 @@ fail:
 		close(s->listen_fd);
 	if (s->wake_fd != -1)
 		close(s->wake_fd);
+	em_mdir_close(s->mdir);
 	em_store_close(s->store);
 	free(s);
 	return rc;
@@ -398,6 +410,7 @@ void em_sync_stop(struct em_sync *s)
 	close(s->listen_fd);
 	unlink_socket(s->socket_path);
 	close(s->wake_fd);
+	em_mdir_close(s->mdir);
 	em_store_close(s->store);
 	pthread_mutex_destroy(&s->counters_mu);
 	free(s);

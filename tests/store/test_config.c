@@ -720,3 +720,32 @@ Test(config, tunnel_handshake_keys)
 	expect_error(TKEY("'handshake_ms':50"),
 	             NAME ": tunnel.handshake_ms: expected integer 100..600000");
 }
+
+/* controller.manifests_dir is the cloud role's; a change needs a restart. */
+Test(config, controller_manifests_dir)
+{
+	struct em_config *c =
+	        parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	                 ",'controller':{'manifests_dir':'/etc/edgemesh/manifests'}}");
+	cr_assert_str_eq(c->controller.manifests_dir, "/etc/edgemesh/manifests");
+	em_config_free(c);
+	c = parse_ok(BASE "}");
+	cr_assert_str_eq(c->controller.manifests_dir, "");
+	em_config_free(c);
+	expect_error(BASE ",'controller':{'manifests_dir':'/m'}}", NAME
+	             ": controller.manifests_dir: expected \"\" on an edge: only role \"cloud\" "
+	             "reads manifests");
+	expect_error(BASE ",'controller':{'manifests_dir':5}}",
+	             NAME ": controller.manifests_dir: expected path of a directory, at most 4000 "
+	                  "bytes, or \"\" (none)");
+	expect_error(BASE ",'controller':{'manifest_dir':''}}",
+	             NAME ": controller.manifest_dir: unknown key");
+	struct em_config *a = parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	                               ",'controller':{'manifests_dir':'/a'}}");
+	struct em_config *b = parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	                               ",'controller':{'manifests_dir':'/b'}}");
+	const char *key = em_config_restart_key(a, b);
+	cr_assert(key && strcmp(key, "controller.manifests_dir") == 0, "%s", key ? key : "NULL");
+	em_config_free(a);
+	em_config_free(b);
+}

@@ -1,0 +1,362 @@
+/* A watched directory of manifest files applied to the store as diffs. */
+#include "store/manifest_dir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "proto/em.h"
+#include "proto/log.h"
+#include "store/k8s.h"
+#include "store/manifest.h"
+#include "store/store.h"
+
+/* One object a file gave. */
+struct okey {
+	enum em_kind kind;
+	char *ns, *name;
+};
+
+/* A manifest file and what it gave when last applied. */
+struct mfile {
+	char *name; /* inside the directory */
+	struct okey *keys;
+	size_t n_keys;
+	uint64_t failed_sig; /* size and mtime of the last version that failed */
+	bool seen;           /* still in the directory (rescan) */
+};
+
+struct em_mdir {
+	char dir[PATH_MAX];
+	int fd;
+	struct em_store *st;
+	struct mfile *files;
+	size_t n_files, cap_files;
+	struct em_mdir_stats stats;
+};
+
+static void keys_free(struct okey *k, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(k[i].ns);
+		free(k[i].name);
+	}
+	free(k);
+}
+
+static struct mfile *file_find(struct em_mdir *d, const char *name)
+{
+	for (size_t i = 0; i < d->n_files; i++)
+		if (strcmp(d->files[i].name, name) == 0)
+			return &d->files[i];
+	return NULL;
+}
+
+static struct mfile *file_add(struct em_mdir *d, const char *name)
+{
+	if (d->n_files == d->cap_files) {
+		size_t cap = d->cap_files ? d->cap_files * 2 : 16;
+		struct mfile *nf = realloc(d->files, cap * sizeof(*nf));
+		if (!nf)
+			return NULL;
+		d->files = nf;
+		d->cap_files = cap;
+	}
+	char *copy = strdup(name);
+	if (!copy)
+		return NULL;
+	struct mfile *f = &d->files[d->n_files++];
+	*f = (struct mfile){.name = copy};
+	return f;
+}
+
+/* Deletes the objects of <f> that <keep> (n_keep keys) no longer has. */
+static void drop_missing(struct em_mdir *d, struct mfile *f, const struct okey *keep, size_t n_keep)
+{
+	for (size_t i = 0; i < f->n_keys; i++) {
+		const struct okey *k = &f->keys[i];
+		bool kept = false;
+		for (size_t j = 0; j < n_keep && !kept; j++)
+			kept = keep[j].kind == k->kind && strcmp(keep[j].ns, k->ns) == 0 &&
+			       strcmp(keep[j].name, k->name) == 0;
+		if (kept)
+			continue;
+		if (em_store_delete(d->st, k->kind, k->ns, k->name) > 0)
+			d->stats.deleted++;
+	}
+}
+
+/* The file is gone (removed, moved out): its objects go with it. */
+static void file_gone(struct em_mdir *d, struct mfile *f)
+{
+	if (f->n_keys)
+		EM_INFO("controller", "%s/%s: removed, deleting its %zu object(s)", d->dir, f->name,
+		        f->n_keys);
+	drop_missing(d, f, NULL, 0);
+	keys_free(f->keys, f->n_keys);
+	free(f->name);
+	*f = d->files[--d->n_files];
+}
+
+static char *read_file(int dfd, const char *name, size_t *len, uint64_t *sig, char *why,
+                       size_t whylen)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat sb;
+	char *buf = NULL;
+	if (fd == -1 || fstat(fd, &sb) == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		goto out;
+	}
+	*sig = ((uint64_t)sb.st_size << 32) ^ (uint64_t)sb.st_mtim.tv_sec ^
+	       (uint64_t)sb.st_mtim.tv_nsec;
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(why, whylen, "not a regular file");
+		goto out;
+	}
+	if ((uint64_t)sb.st_size > EM_MDIR_MAX_FILE) {
+		snprintf(why, whylen, "larger than %u bytes", EM_MDIR_MAX_FILE);
+		goto out;
+	}
+	buf = malloc((size_t)sb.st_size + 1);
+	size_t got = 0;
+	while (buf && got < (size_t)sb.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
+		if (n <= 0) {
+			snprintf(why, whylen, "%s", n == 0 ? "shrank while read" : strerror(errno));
+			free(buf);
+			buf = NULL;
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	if (!buf)
+		snprintf(why, whylen, "out of memory");
+	*len = got;
+out:
+	if (fd != -1)
+		close(fd);
+	return buf;
+}
+
+/* The keys of <objs> (a cJSON array of objects), decoded as the store will
+ * decode them. Returns 0, or -EINVAL with the reason in <err>. */
+static int keys_of(const cJSON *objs, struct okey **out, size_t *n, char *err, size_t errlen)
+{
+	size_t cnt = (size_t)cJSON_GetArraySize(objs), i = 0;
+	struct okey *k = calloc(cnt ? cnt : 1, sizeof(*k));
+	if (!k) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	const cJSON *o;
+	cJSON_ArrayForEach(o, objs)
+	{
+		struct em_k8s_object *obj = NULL;
+		char why[200];
+		if (em_k8s_decode_json(o, -1, &obj, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "object %zu: %s", i + 1, why);
+			keys_free(k, i);
+			return -EINVAL;
+		}
+		k[i] = (struct okey){obj->kind, strdup(obj->ns), strdup(obj->name)};
+		em_k8s_free(obj);
+		if (!k[i].ns || !k[i].name) {
+			keys_free(k, i + 1);
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		i++;
+	}
+	*out = k;
+	*n = i;
+	return 0;
+}
+
+/* (Re)applies file <name>: all its objects in one batch, then deletes
+ * those it no longer gives. On any failure nothing changes. */
+static void file_load(struct em_mdir *d, int dfd, const char *name)
+{
+	enum em_manifest_format fmt = em_manifest_format_of(name);
+	if (fmt == EM_MANIFEST_NONE || name[0] == '.')
+		return;
+	struct mfile *f = file_find(d, name);
+	if (!f && d->n_files >= EM_MDIR_MAX_FILES) {
+		EM_WARN("controller", "%s/%s: ignored, more than %u manifest files", d->dir, name,
+		        EM_MDIR_MAX_FILES);
+		return;
+	}
+	if (!f && !(f = file_add(d, name))) {
+		EM_ERR("controller", "%s/%s: out of memory", d->dir, name);
+		return;
+	}
+	f->seen = true;
+	/* <msg>: what is logged when the file is refused, naming it. */
+	char path[PATH_MAX + 64], why[256], msg[600];
+	snprintf(path, sizeof(path), "%s/%s", d->dir, name);
+	size_t len = 0;
+	uint64_t sig = 0;
+	char *text = read_file(dfd, name, &len, &sig, why, sizeof(why));
+	cJSON *objs = NULL;
+	struct okey *keys = NULL;
+	size_t n_keys = 0;
+	int rc = -EIO;
+	if (!text)
+		snprintf(msg, sizeof(msg), "%.300s: %s", path, why);
+	else if ((rc = em_manifest_parse(path, text, len, fmt, &objs, msg, sizeof(msg))) == 0 &&
+	         (rc = keys_of(objs, &keys, &n_keys, why, sizeof(why))) != 0)
+		snprintf(msg, sizeof(msg), "%.300s: %s", path, why);
+	free(text);
+	if (rc == 0 && n_keys) {
+		const cJSON **v = malloc(n_keys * sizeof(*v));
+		size_t i = 0;
+		const cJSON *o;
+		cJSON_ArrayForEach(o, objs)
+		{
+			if (v)
+				v[i++] = o;
+		}
+		rc = v ? em_store_apply(d->st, v, n_keys, why, sizeof(why)) : -ENOMEM;
+		if (rc)
+			snprintf(msg, sizeof(msg), "%.300s: %s", path, v ? why : "out of memory");
+		free(v);
+	}
+	cJSON_Delete(objs);
+	if (rc) {
+		d->stats.failed++;
+		keys_free(keys, n_keys);
+		if (sig != f->failed_sig)
+			EM_WARN("controller",
+			        "%s (nothing changed: the objects it gave before stay)", msg);
+		f->failed_sig = sig;
+		return;
+	}
+	f->failed_sig = 0;
+	drop_missing(d, f, keys, n_keys);
+	keys_free(f->keys, f->n_keys);
+	f->keys = keys;
+	f->n_keys = n_keys;
+	d->stats.applied++;
+	EM_INFO("controller", "%s: applied %zu object(s)", path, n_keys);
+}
+
+static void totals(struct em_mdir *d)
+{
+	d->stats.files = d->n_files;
+	d->stats.objects = 0;
+	for (size_t i = 0; i < d->n_files; i++)
+		d->stats.objects += d->files[i].n_keys;
+}
+
+int em_mdir_open(const char *dir, struct em_store *st, struct em_mdir **out)
+{
+	struct em_mdir *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	d->st = st;
+	d->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	int rc = 0;
+	if (d->fd == -1 ||
+	    inotify_add_watch(d->fd, dir,
+	                      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+	                              IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) == -1) {
+		rc = -errno;
+		EM_ERR("controller", "controller.manifests_dir %s: cannot watch it: %s", dir,
+		       strerror(-rc));
+		if (d->fd != -1)
+			close(d->fd);
+		free(d);
+		return rc;
+	}
+	/* Watched first, then read: a file written meanwhile is read again. */
+	DIR *dh = opendir(dir);
+	if (!dh) {
+		rc = -errno;
+		EM_ERR("controller", "controller.manifests_dir %s: %s", dir, strerror(-rc));
+		close(d->fd);
+		free(d);
+		return rc;
+	}
+	/* In name order, so that a start applies files the same way each time. */
+	struct dirent **names = NULL;
+	int n = scandir(dir, &names, NULL, alphasort);
+	for (int i = 0; i < n; i++) {
+		file_load(d, dirfd(dh), names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+	closedir(dh);
+	totals(d);
+	EM_INFO("controller", "watching %s: %zu manifest file(s), %llu object(s)", dir, d->n_files,
+	        (unsigned long long)d->stats.objects);
+	*out = d;
+	return 0;
+}
+
+int em_mdir_fd(const struct em_mdir *d)
+{
+	return d->fd;
+}
+
+void em_mdir_handle(struct em_mdir *d)
+{
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int dfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (;;) {
+		ssize_t n = read(d->fd, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))
+				EM_WARN("controller",
+				        "%s: the directory was removed or moved: its objects stay, "
+				        "nothing more is watched",
+				        d->dir);
+			if (ev->mask & IN_Q_OVERFLOW)
+				EM_WARN("controller", "%s: inotify queue overflow: events lost",
+				        d->dir);
+			if (!ev->len || em_manifest_format_of(ev->name) == EM_MANIFEST_NONE)
+				continue;
+			if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+				struct mfile *f = file_find(d, ev->name);
+				if (f)
+					file_gone(d, f);
+			} else if (dfd != -1 && (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO))) {
+				file_load(d, dfd, ev->name);
+			}
+		}
+	}
+	if (dfd != -1)
+		close(dfd);
+	totals(d);
+}
+
+void em_mdir_stats(const struct em_mdir *d, struct em_mdir_stats *out)
+{
+	*out = d->stats;
+}
+
+void em_mdir_close(struct em_mdir *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->n_files; i++) {
+		keys_free(d->files[i].keys, d->files[i].n_keys);
+		free(d->files[i].name);
+	}
+	free(d->files);
+	close(d->fd);
+	free(d);
+}
