@@ -16,6 +16,7 @@
 
 #include "proto/em.h"
 #include "proto/log.h"
+#include "store/json.h"
 #include "store/k8s.h"
 #include "store/manifest.h"
 #include "store/store.h"
@@ -37,6 +38,8 @@ struct mfile {
 
 struct em_mdir {
 	char dir[PATH_MAX];
+	char state[PATH_MAX];
+	bool dirty; /* the state file is behind */
 	int fd;
 	struct em_store *st;
 	struct mfile *files;
@@ -102,6 +105,7 @@ static void file_gone(struct em_mdir *d, struct mfile *f)
 		EM_INFO("controller", "%s/%s: removed, deleting its %zu object(s)", d->dir, f->name,
 		        f->n_keys);
 	drop_missing(d, f, NULL, 0);
+	d->dirty = true;
 	keys_free(f->keys, f->n_keys);
 	free(f->name);
 	*f = d->files[--d->n_files];
@@ -241,12 +245,114 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 		return;
 	}
 	f->failed_sig = 0;
+	d->dirty = true;
 	drop_missing(d, f, keys, n_keys);
 	keys_free(f->keys, f->n_keys);
 	f->keys = keys;
 	f->n_keys = n_keys;
 	d->stats.applied++;
 	EM_INFO("controller", "%s: applied %zu object(s)", path, n_keys);
+}
+
+/* ---- the state file: {"dir": ..., "files": {"<file>": ["<ns>/<type>/<name>", ...]}} */
+
+#define STATE_MAX (64u * 1024 * 1024)
+
+static void state_save(struct em_mdir *d)
+{
+	if (!d->dirty)
+		return;
+	cJSON *root = cJSON_CreateObject(), *files = cJSON_AddObjectToObject(root, "files");
+	bool ok = root && files && cJSON_AddStringToObject(root, "dir", d->dir);
+	for (size_t i = 0; ok && i < d->n_files; i++) {
+		const struct mfile *f = &d->files[i];
+		cJSON *keys = cJSON_AddArrayToObject(files, f->name);
+		for (size_t k = 0; keys && k < f->n_keys; k++) {
+			char key[600];
+			if (em_k8s_key(f->keys[k].kind, f->keys[k].ns, f->keys[k].name, key,
+			               sizeof(key)) > 0)
+				cJSON_AddItemToArray(keys, cJSON_CreateString(key));
+		}
+		ok = keys != NULL;
+	}
+	char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+	cJSON_Delete(root);
+	char tmp[PATH_MAX + 8];
+	snprintf(tmp, sizeof(tmp), "%s.new", d->state);
+	FILE *fp = text ? fopen(tmp, "we") : NULL;
+	bool written = fp && fputs(text, fp) >= 0 && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+	if (fp && fclose(fp) != 0)
+		written = false;
+	if (written && rename(tmp, d->state) == 0) {
+		d->dirty = false;
+	} else {
+		EM_WARN("controller", "%s: cannot write the manifests state: %s", d->state,
+		        text ? strerror(errno) : "out of memory");
+		if (fp)
+			unlink(tmp);
+	}
+	free(text);
+}
+
+/* What the state file says each file gave: entries with their keys, not
+ * yet seen. A missing file is a first start; an unreadable one is logged. */
+static void state_load(struct em_mdir *d)
+{
+	if (access(d->state, F_OK) != 0)
+		return; /* a first start */
+	size_t len = 0;
+	uint64_t sig;
+	char why[256];
+	char *text = read_file(AT_FDCWD, d->state, &len, &sig, why, sizeof(why));
+	size_t off = 0;
+	cJSON *root = text && len <= STATE_MAX ? em_json_parse(text, len, &off, NULL) : NULL;
+	free(text);
+	const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
+	if (!cJSON_IsObject(files)) {
+		EM_WARN("controller",
+		        "%s: unreadable, ignored (objects of files removed while stopped stay)",
+		        d->state);
+		cJSON_Delete(root);
+		return;
+	}
+	const cJSON *e;
+	cJSON_ArrayForEach(e, files)
+	{
+		if (!cJSON_IsArray(e) || !e->string || strchr(e->string, '/') ||
+		    file_find(d, e->string))
+			continue;
+		struct mfile *f = file_add(d, e->string);
+		size_t n = (size_t)cJSON_GetArraySize(e);
+		if (!f || !(f->keys = calloc(n ? n : 1, sizeof(*f->keys))))
+			break;
+		const cJSON *k;
+		cJSON_ArrayForEach(k, e)
+		{
+			char buf[600];
+			if (!cJSON_IsString(k) || strlen(k->valuestring) >= sizeof(buf))
+				continue;
+			snprintf(buf, sizeof(buf), "%s", k->valuestring);
+			char *type = strchr(buf, '/'), *name = type ? strchr(type + 1, '/') : NULL;
+			if (!name)
+				continue;
+			*type++ = 0;
+			*name++ = 0;
+			int kind = em_kind_from_type(type);
+			if (kind < 0 || !*name)
+				continue;
+			struct okey *o = &f->keys[f->n_keys];
+			o->kind = (enum em_kind)kind;
+			o->ns = strdup(buf);
+			o->name = strdup(name);
+			if (!o->ns || !o->name) {
+				free(o->ns);
+				free(o->name);
+				continue;
+			}
+			f->n_keys++;
+		}
+	}
+	cJSON_Delete(root);
 }
 
 static void totals(struct em_mdir *d)
@@ -257,12 +363,13 @@ static void totals(struct em_mdir *d)
 		d->stats.objects += d->files[i].n_keys;
 }
 
-int em_mdir_open(const char *dir, struct em_store *st, struct em_mdir **out)
+int em_mdir_open(const char *dir, const char *state_path, struct em_store *st, struct em_mdir **out)
 {
 	struct em_mdir *d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	snprintf(d->state, sizeof(d->state), "%s", state_path);
 	d->st = st;
 	d->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	int rc = 0;
@@ -278,6 +385,7 @@ int em_mdir_open(const char *dir, struct em_store *st, struct em_mdir **out)
 		free(d);
 		return rc;
 	}
+	state_load(d);
 	/* Watched first, then read: a file written meanwhile is read again. */
 	DIR *dh = opendir(dir);
 	if (!dh) {
@@ -296,6 +404,12 @@ int em_mdir_open(const char *dir, struct em_store *st, struct em_mdir **out)
 	}
 	free(names);
 	closedir(dh);
+	/* What the state names and the directory no longer has went while the
+	 * daemon was down. Walk backwards: file_gone moves the last entry. */
+	for (size_t i = d->n_files; i-- > 0;)
+		if (!d->files[i].seen)
+			file_gone(d, &d->files[i]);
+	state_save(d);
 	totals(d);
 	EM_INFO("controller", "watching %s: %zu manifest file(s), %llu object(s)", dir, d->n_files,
 	        (unsigned long long)d->stats.objects);
@@ -340,6 +454,7 @@ void em_mdir_handle(struct em_mdir *d)
 	}
 	if (dfd != -1)
 		close(dfd);
+	state_save(d);
 	totals(d);
 }
 

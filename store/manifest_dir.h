@@ -10,6 +10,11 @@
  * objects it gave before stay, and the reason is logged once with the file
  * and line (again only after the file changed).
  *
+ * Which file gave which object is kept in a state file (JSON, replaced
+ * atomically after each change), so that a file removed or edited while the
+ * daemon was down has its objects deleted at the next start, as if the
+ * change had been seen.
+ *
  * Owned by the sync thread; nothing here is thread-safe. */
 #ifndef EM_STORE_MANIFEST_DIR_H
 #define EM_STORE_MANIFEST_DIR_H
@@ -25,11 +30,15 @@ struct em_mdir;
 /* Files the directory may hold; more are refused (logged). */
 #define EM_MDIR_MAX_FILES 4096u
 
-/* Starts watching <dir> and applies every manifest file in it to <st>.
- * Returns 0 and the watcher in <*out>, or -errno (logged with the path)
- * when the directory cannot be watched. A file that fails is logged and
- * skipped; it does not fail the start. */
-int em_mdir_open(const char *dir, struct em_store *st, struct em_mdir **out);
+/* Starts watching <dir> and applies every manifest file in it to <st>,
+ * against what <state_path> says the files gave before (objects of files
+ * gone since are deleted). Returns 0 and the watcher in <*out>, or -errno
+ * (logged with the path) when the directory cannot be watched. A file that
+ * fails is logged and skipped, and so is a state file that cannot be read
+ * (then objects of files removed while the daemon was down stay); neither
+ * fails the start. */
+int em_mdir_open(const char *dir, const char *state_path, struct em_store *st,
+                 struct em_mdir **out);
 
 /* The inotify descriptor to poll for POLLIN. */
 int em_mdir_fd(const struct em_mdir *d);

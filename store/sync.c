@@ -59,6 +59,18 @@ static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
 	if (s->counters_fn)
 		n = s->counters_fn(s->counters_ctx, out, cap);
 	pthread_mutex_unlock(&s->counters_mu);
+	/* The manifests directory belongs to this thread, as does the caller. */
+	if (s->mdir && cap - n >= 5) {
+		struct em_mdir_stats st;
+		em_mdir_stats(s->mdir, &st);
+		out[n++] = (struct em_api_counter){"controller", "manifest_files", st.files};
+		out[n++] = (struct em_api_counter){"controller", "manifest_objects", st.objects};
+		out[n++] = (struct em_api_counter){"controller", "manifest_loads", st.applied};
+		out[n++] =
+		        (struct em_api_counter){"controller", "manifest_load_failures", st.failed};
+		out[n++] = (struct em_api_counter){"controller", "manifest_objects_deleted",
+		                                   st.deleted};
+	}
 	return n;
 }
 
@@ -352,9 +364,12 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)) ||
 	    (rc = store_limits(s, cfg)))
 		goto fail;
-	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.manifests_dir[0] &&
-	    (rc = em_mdir_open(cfg->controller.manifests_dir, s->store, &s->mdir)))
-		goto fail;
+	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.manifests_dir[0]) {
+		char state[PATH_MAX + 32];
+		snprintf(state, sizeof(state), "%s/manifests-state.json", cfg->data_dir);
+		if ((rc = em_mdir_open(cfg->controller.manifests_dir, state, s->store, &s->mdir)))
+			goto fail;
+	}
 	if ((s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
 		rc = -errno;
 		goto fail;

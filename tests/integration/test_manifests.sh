@@ -3,7 +3,8 @@
 # real daemon: files read at start (JSON and YAML), a file added, edited (an
 # object dropped from it is deleted), moved in over an old version, made
 # invalid (logged with file and line, nothing changes), removed (its
-# objects go), and the key refused on an edge. No root.
+# objects go), changes made while the daemon was down caught up at the next
+# start, the controller's counters, and the key refused on an edge. No root.
 . "$(dirname "$0")/lib.sh"
 
 MD=$IT_TMP/manifests
@@ -101,6 +102,21 @@ else
 fi
 it_check "the other files' objects stay (services: $(names services))" has services default/api
 it_check "the daemon is still alive" it_em_alive
+it_check "stats: the controller counts 2 files and 2 objects" \
+	[ "$(it_stat manifest_files)" = 2 -a "$(it_stat manifest_objects)" = 2 ]
+it_check "stats: the refused load is counted ($(it_stat manifest_load_failures))" \
+	[ "$(it_stat manifest_load_failures)" -ge 1 ]
+it_em_stop
+
+# -- while stopped, a file is removed and another edited: the next start
+# deletes what they no longer give (the state file remembers who gave what)
+rm -f "$MD/api.json"
+it_svc default web3 10.96.0.84 80 8084 >"$MD/web.json"
+it_em_start
+it_check "after a restart, the removed file's Service is gone ($(names services))" \
+	lacks services default/api
+it_check "after a restart, the Service dropped from the edited file is gone" lacks services default/web2
+it_check "after a restart, the edited file's new Service is there" has services default/web3
 it_em_stop
 
 # -- the key belongs to the cloud role
