@@ -82,20 +82,32 @@ static struct mfile *file_add(struct em_mdir *d, const char *name)
 	return f;
 }
 
-/* Deletes the objects of <f> that <keep> (n_keep keys) no longer has. */
-static void drop_missing(struct em_mdir *d, struct mfile *f, const struct okey *keep, size_t n_keep)
+/* Applies <objs> (<n>, the file's new objects; may be none) and deletes
+ * the objects of <f> that <keep> (<n_keep> keys) no longer has, in one
+ * transaction and one snapshot. Returns 0 or what em_store_change does,
+ * with its message in <err>. */
+static int change(struct em_mdir *d, const struct mfile *f, const cJSON *const *objs, size_t n,
+                  const struct okey *keep, size_t n_keep, char *err, size_t errlen)
 {
+	struct em_store_key *del = calloc(f->n_keys ? f->n_keys : 1, sizeof(*del));
+	size_t n_del = 0, gone = 0;
+	if (!del) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < f->n_keys; i++) {
 		const struct okey *k = &f->keys[i];
 		bool kept = false;
 		for (size_t j = 0; j < n_keep && !kept; j++)
 			kept = keep[j].kind == k->kind && strcmp(keep[j].ns, k->ns) == 0 &&
 			       strcmp(keep[j].name, k->name) == 0;
-		if (kept)
-			continue;
-		if (em_store_delete(d->st, k->kind, k->ns, k->name) > 0)
-			d->stats.deleted++;
+		if (!kept)
+			del[n_del++] = (struct em_store_key){k->kind, k->ns, k->name};
 	}
+	int rc = em_store_change(d->st, objs, n, del, n_del, &gone, err, errlen);
+	d->stats.deleted += gone;
+	free(del);
+	return rc;
 }
 
 /* The file is gone (removed, moved out): its objects go with it. */
@@ -104,7 +116,9 @@ static void file_gone(struct em_mdir *d, struct mfile *f)
 	if (f->n_keys)
 		EM_INFO("controller", "%s/%s: removed, deleting its %zu object(s)", d->dir, f->name,
 		        f->n_keys);
-	drop_missing(d, f, NULL, 0);
+	char err[256];
+	if (change(d, f, NULL, 0, NULL, 0, err, sizeof(err)))
+		EM_WARN("controller", "%s/%s: deleting its objects: %s", d->dir, f->name, err);
 	d->dirty = true;
 	keys_free(f->keys, f->n_keys);
 	free(f->name);
@@ -220,8 +234,8 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 	         (rc = keys_of(objs, &keys, &n_keys, why, sizeof(why))) != 0)
 		snprintf(msg, sizeof(msg), "%.300s: %s", path, why);
 	free(text);
-	if (rc == 0 && n_keys) {
-		const cJSON **v = malloc(n_keys * sizeof(*v));
+	if (rc == 0) {
+		const cJSON **v = malloc((n_keys ? n_keys : 1) * sizeof(*v));
 		size_t i = 0;
 		const cJSON *o;
 		cJSON_ArrayForEach(o, objs)
@@ -229,7 +243,7 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 			if (v)
 				v[i++] = o;
 		}
-		rc = v ? em_store_apply(d->st, v, n_keys, why, sizeof(why)) : -ENOMEM;
+		rc = v ? change(d, f, v, n_keys, keys, n_keys, why, sizeof(why)) : -ENOMEM;
 		if (rc)
 			snprintf(msg, sizeof(msg), "%.300s: %s", path, v ? why : "out of memory");
 		free(v);
@@ -246,7 +260,6 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 	}
 	f->failed_sig = 0;
 	d->dirty = true;
-	drop_missing(d, f, keys, n_keys);
 	keys_free(f->keys, f->n_keys);
 	f->keys = keys;
 	f->n_keys = n_keys;

@@ -5,7 +5,7 @@
  * (store/manifest.h) and applied to the store. The directory is watched with
  * inotify: a file written (closed after writing) or moved in is applied as a
  * diff against what that file gave before, so objects gone from it are
- * deleted; a file removed or moved out deletes its objects. A file that
+ * deleted, all in one store transaction and one snapshot; a file removed or moved out deletes its objects. A file that
  * does not parse, or whose objects the store refuses, changes nothing: the
  * objects it gave before stay, and the reason is logged once with the file
  * and line (again only after the file changed).

@@ -298,21 +298,39 @@ static void object_label(const cJSON *obj, char *buf, size_t len)
 	         cJSON_IsString(name) && name->valuestring ? name->valuestring : "?");
 }
 
-int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char *err,
-                   size_t errlen)
+int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
+                    const struct em_store_key *del, size_t n_del, size_t *deleted, char *err,
+                    size_t errlen)
 {
 	struct em_k8s_limits lim = {.service_cidrs = st->service_cidrs,
 	                            .n_service_cidrs = st->n_service_cidrs};
-	struct em_db_op *ops = calloc(n ? n : 1, sizeof(*ops));
+	struct em_db_op *all = calloc(n + n_del ? n + n_del : 1, sizeof(*all));
+	struct em_db_op *ops = all ? all + n_del : NULL;
 	struct em_k8s_object **decoded = calloc(n ? n : 1, sizeof(*decoded));
 	char **keys = calloc(n ? n : 1, sizeof(*keys));
 	char **values = calloc(n ? n : 1, sizeof(*values));
+	char **dkeys = calloc(n_del ? n_del : 1, sizeof(*dkeys));
+	size_t gone = 0;
 	int rc = 0;
 
-	if (!ops || !decoded || !keys || !values) {
+	if (!all || !decoded || !keys || !values || !dkeys) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto out;
+	}
+	for (size_t i = 0; i < n_del; i++) {
+		char key[600];
+		if (em_k8s_key(del[i].kind, del[i].ns, del[i].name, key, sizeof(key)) < 0) {
+			snprintf(err, errlen, "deletes[%zu]: name too long", i);
+			rc = -EINVAL;
+			goto out;
+		}
+		if (!(dkeys[i] = strdup(key))) {
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+			goto out;
+		}
+		all[i] = (struct em_db_op){.op = EM_DB_DELETE, .key = dkeys[i]};
 	}
 	for (size_t i = 0; i < n; i++) {
 		char why[256], key[600], label[360];
@@ -340,11 +358,13 @@ int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char
 		                           .type = em_kind_type(decoded[i]->kind),
 		                           .value = values[i]};
 	}
-	if (em_db_apply(st->db, ops, n)) {
+	if (em_db_apply(st->db, all, n_del + n)) {
 		snprintf(err, errlen, "database write failed (see log)");
 		rc = -EIO;
 		goto out;
 	}
+	for (size_t i = 0; i < n_del; i++)
+		gone += cache_del(st, dkeys[i]);
 	for (size_t i = 0; i < n; i++) {
 		if (cache_put(st, keys[i], decoded[i])) {
 			/* The disk has it; the next start will load it. */
@@ -364,11 +384,22 @@ out:
 		free(keys[i]);
 		cJSON_free(values[i]);
 	}
-	free(ops);
+	for (size_t i = 0; i < n_del && dkeys; i++)
+		free(dkeys[i]);
+	free(all);
 	free(decoded);
 	free(keys);
 	free(values);
+	free(dkeys);
+	if (deleted)
+		*deleted = rc ? 0 : gone;
 	return rc;
+}
+
+int em_store_apply(struct em_store *st, const cJSON *const *objs, size_t n, char *err,
+                   size_t errlen)
+{
+	return em_store_change(st, objs, n, NULL, 0, NULL, err, errlen);
 }
 
 int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name)

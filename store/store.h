@@ -38,6 +38,20 @@ int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs,
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
                    size_t errlen);
 
+/* An object named for deletion. */
+struct em_store_key {
+	enum em_kind kind;
+	const char *ns, *name;
+};
+
+/* As em_store_apply, and in the same transaction and snapshot deletes the
+ * <n_del> objects of <del> (absent ones are fine; the deletes come before
+ * the upserts, so an object in both stays). <*deleted> (when given) counts
+ * the deleted objects that existed. All or nothing, as em_store_apply. */
+int em_store_change(struct em_store *st, const struct cJSON *const *objs, size_t n,
+                    const struct em_store_key *del, size_t n_del, size_t *deleted, char *err,
+                    size_t errlen);
+
 /* Deletes one object, from the database and from memory. A row that is in
  * the database but was skipped at load (malformed) is deleted too. Returns 1
  * when it existed in either, 0 when not, -EIO (logged) when sqlite fails. */

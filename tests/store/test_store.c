@@ -191,3 +191,35 @@ Test(store, api_socket_over_a_file_is_refused)
 	cr_assert_eq(em_store_open(db.dir, "n1", &st), 0);
 	unlink(path);
 }
+
+/* Upserts and deletes in one call are one transaction and one snapshot; a
+ * refused object leaves the deletes undone too. */
+Test(store, change_upserts_and_deletes_together)
+{
+	char err[512];
+	cr_assert_eq(apply("[" EP("a", "10.1.0.6") "," EP("b", "10.1.0.7") "]", err, sizeof(err)),
+	             0, "%s", err);
+	struct em_store_stats s0, s1;
+	em_store_stats(st, &s0);
+
+	cJSON *c = cJSON_Parse(EP("c", "10.1.0.8"));
+	const cJSON *objs[] = {c};
+	const struct em_store_key del[] = {{EM_KIND_ENDPOINTS, "shop", "a"},
+	                                   {EM_KIND_ENDPOINTS, "shop", "nope"}};
+	size_t gone = 99;
+	cr_assert_eq(em_store_change(st, objs, 1, del, 2, &gone, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gone, 1, "only the existing object counts as deleted");
+	em_store_stats(st, &s1);
+	cr_assert_eq(s1.generation, s0.generation + 1, "one snapshot for the whole change");
+	cr_assert_eq(stored(EM_KIND_ENDPOINTS), 2); /* b and c */
+
+	/* A refused object: b is not deleted either. */
+	cJSON *bad = cJSON_Parse(EP("d", "0.0.0.0"));
+	const cJSON *objs2[] = {bad};
+	const struct em_store_key del2[] = {{EM_KIND_ENDPOINTS, "shop", "b"}};
+	cr_assert_eq(em_store_change(st, objs2, 1, del2, 1, &gone, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(gone, 0);
+	cr_assert_eq(stored(EM_KIND_ENDPOINTS), 2, "nothing changed");
+	cJSON_Delete(c);
+	cJSON_Delete(bad);
+}
