@@ -35,7 +35,15 @@ struct em_store {
 	size_t scratch_cap;
 	struct em_cidr *service_cidrs; /* endpoint addresses refused at apply */
 	size_t n_service_cidrs;
+	em_store_observer_fn observer;
+	void *observer_ctx;
 };
+
+void em_store_set_observer(struct em_store *st, em_store_observer_fn fn, void *ctx)
+{
+	st->observer = fn;
+	st->observer_ctx = ctx;
+}
 
 static uint64_t key_hash(const char *key)
 {
@@ -310,10 +318,12 @@ int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
 	char **keys = calloc(n ? n : 1, sizeof(*keys));
 	char **values = calloc(n ? n : 1, sizeof(*values));
 	char **dkeys = calloc(n_del ? n_del : 1, sizeof(*dkeys));
+	/* Per change: whether its key was there before (delete: it went). */
+	bool *was = calloc(n + n_del ? n + n_del : 1, sizeof(*was));
 	size_t gone = 0;
 	int rc = 0;
 
-	if (!all || !decoded || !keys || !values || !dkeys) {
+	if (!all || !decoded || !keys || !values || !dkeys || !was) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto out;
@@ -364,8 +374,9 @@ int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
 		goto out;
 	}
 	for (size_t i = 0; i < n_del; i++)
-		gone += cache_del(st, dkeys[i]);
+		gone += (was[i] = cache_del(st, dkeys[i]));
 	for (size_t i = 0; i < n; i++) {
+		was[n_del + i] = cache_has(st, keys[i]);
 		if (cache_put(st, keys[i], decoded[i])) {
 			/* The disk has it; the next start will load it. */
 			snprintf(err, errlen, "out of memory");
@@ -378,6 +389,14 @@ int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
 		snprintf(err, errlen, "out of memory building the service table");
 		rc = -ENOMEM;
 	}
+	/* Stored either way (a failed build is retried by the next change). */
+	for (size_t i = 0; st->observer && i < n_del; i++)
+		if (was[i])
+			st->observer(st->observer_ctx, st->generation, EM_BH_DELETE, dkeys[i],
+			             NULL);
+	for (size_t i = 0; st->observer && i < n; i++)
+		st->observer(st->observer_ctx, st->generation,
+		             was[n_del + i] ? EM_BH_UPDATE : EM_BH_INSERT, keys[i], values[i]);
 out:
 	for (size_t i = 0; i < n && decoded && keys && values; i++) {
 		em_k8s_free(decoded[i]);
@@ -386,6 +405,7 @@ out:
 	}
 	for (size_t i = 0; i < n_del && dkeys; i++)
 		free(dkeys[i]);
+	free(was);
 	free(all);
 	free(decoded);
 	free(keys);
@@ -415,9 +435,10 @@ int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, cons
 		return -EIO;
 	if (!cache_del(st, key))
 		return rc;
-	if (republish(st))
-		return -ENOMEM;
-	return 1;
+	rc = republish(st) ? -ENOMEM : 1;
+	if (st->observer)
+		st->observer(st->observer_ctx, st->generation, EM_BH_DELETE, key, NULL);
+	return rc;
 }
 
 struct list_ctx {

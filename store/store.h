@@ -8,6 +8,7 @@
 #ifndef EM_STORE_STORE_H
 #define EM_STORE_STORE_H
 
+#include "store/beehive.h"
 #include "store/k8s.h"
 
 struct cJSON;
@@ -37,6 +38,17 @@ int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs,
  * <err>, nothing stored; -EIO when sqlite fails. */
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
                    size_t errlen);
+
+/* Told of every change once it is stored and published: <generation> is
+ * the snapshot that holds it, <op> EM_BH_INSERT (the key was not there),
+ * EM_BH_UPDATE or EM_BH_DELETE, <key> "<namespace>/<type>/<name>", <json>
+ * the object as stored (NULL for a delete). Called synchronously from
+ * em_store_change, em_store_apply and em_store_delete, in the order of the
+ * changes (a batch's deletes first). Must not call back into the store. */
+typedef void (*em_store_observer_fn)(void *ctx, uint64_t generation, enum em_bh_op op,
+                                     const char *key, const char *json);
+/* Sets the observer (NULL: none). */
+void em_store_set_observer(struct em_store *st, em_store_observer_fn fn, void *ctx);
 
 /* An object named for deletion. */
 struct em_store_key {

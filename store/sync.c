@@ -18,6 +18,7 @@
 #include "proto/clock.h"
 #include "proto/log.h"
 #include "store/api.h"
+#include "store/changelog.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
 
@@ -41,6 +42,8 @@ struct em_sync {
 	atomic_uint_fast64_t reloads, reload_failures;
 	struct em_store *store;
 	struct em_mdir *mdir; /* controller.manifests_dir, or NULL */
+	struct em_clog *clog; /* cloud role: the changes edges will be sent */
+	uint64_t clog_failures;
 	char config_path[PATH_MAX];
 	char node_name[254];
 	char socket_path[108];
@@ -59,7 +62,16 @@ static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
 	if (s->counters_fn)
 		n = s->counters_fn(s->counters_ctx, out, cap);
 	pthread_mutex_unlock(&s->counters_mu);
-	/* The manifests directory belongs to this thread, as does the caller. */
+	/* The manifests directory and the change log belong to this thread, as
+	 * does the caller. */
+	if (s->clog && cap - n >= 4) {
+		struct em_clog_stats cs;
+		em_clog_stats(s->clog, &cs);
+		out[n++] = (struct em_api_counter){"controller", "changelog_entries", cs.entries};
+		out[n++] = (struct em_api_counter){"controller", "changelog_bytes", cs.bytes};
+		out[n++] = (struct em_api_counter){"controller", "changelog_floor", cs.floor};
+		out[n++] = (struct em_api_counter){"controller", "changelog_newest", cs.newest};
+	}
 	if (s->mdir && cap - n >= 5) {
 		struct em_mdir_stats st;
 		em_mdir_stats(s->mdir, &st);
@@ -344,6 +356,26 @@ static int bind_socket(const char *path)
 	return fd;
 }
 
+/* The change log's bounds: changes an edge may be behind by and still be
+ * sent only what it missed. */
+#define CLOG_MAX_ENTRIES 100000u
+#define CLOG_MAX_BYTES   (64u * 1024 * 1024)
+
+static void log_change(void *ctx, uint64_t generation, enum em_bh_op op, const char *key,
+                       const char *json)
+{
+	struct em_sync *s = ctx;
+	int rc = em_clog_append(s->clog, generation, op, key, json);
+	if (rc == 0)
+		return;
+	/* A change missing from the log must not go unnoticed by an edge. */
+	em_clog_reset(s->clog, generation);
+	if (s->clog_failures++ == 0)
+		EM_WARN("controller",
+		        "change log: %s: %s: log emptied (edges behind it get a snapshot)", key,
+		        strerror(-rc));
+}
+
 int em_sync_start(struct em_config *cfg, struct em_sync **out)
 {
 	struct em_sync *s = calloc(1, sizeof(*s));
@@ -364,6 +396,16 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)) ||
 	    (rc = store_limits(s, cfg)))
 		goto fail;
+	if (cfg->role == EM_ROLE_CLOUD) {
+		struct em_store_stats ss;
+		em_store_stats(s->store, &ss);
+		s->clog = em_clog_new(ss.generation, CLOG_MAX_ENTRIES, CLOG_MAX_BYTES);
+		if (!s->clog) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		em_store_set_observer(s->store, log_change, s);
+	}
 	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.manifests_dir[0]) {
 		char state[PATH_MAX + 32];
 		snprintf(state, sizeof(state), "%s/manifests-state.json", cfg->data_dir);
@@ -392,6 +434,7 @@ fail:
 		close(s->wake_fd);
 	em_mdir_close(s->mdir);
 	em_store_close(s->store);
+	em_clog_free(s->clog);
 	free(s);
 	return rc;
 }
@@ -427,6 +470,7 @@ void em_sync_stop(struct em_sync *s)
 	close(s->wake_fd);
 	em_mdir_close(s->mdir);
 	em_store_close(s->store);
+	em_clog_free(s->clog);
 	pthread_mutex_destroy(&s->counters_mu);
 	free(s);
 }

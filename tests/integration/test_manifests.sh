@@ -106,6 +106,11 @@ it_check "stats: the controller counts 2 files and 2 objects" \
 	[ "$(it_stat manifest_files)" = 2 -a "$(it_stat manifest_objects)" = 2 ]
 it_check "stats: the refused load is counted ($(it_stat manifest_load_failures))" \
 	[ "$(it_stat manifest_load_failures)" -ge 1 ]
+# Every change went to the change log edges will be sent from: 3 inserts at
+# start, api's insert, web.yaml's edit (an update and a delete), its
+# removal (a delete), web.json's insert and shop.json's delete.
+it_check "stats: the change log holds the 9 changes ($(it_stat changelog_entries))" \
+	[ "$(it_stat changelog_entries)" = 9 ]
 it_em_stop
 
 # -- while stopped, a file is removed and another edited: the next start

@@ -223,3 +223,47 @@ Test(store, change_upserts_and_deletes_together)
 	cJSON_Delete(c);
 	cJSON_Delete(bad);
 }
+
+struct obs {
+	char log[8][64];
+	size_t n;
+	uint64_t gen[8];
+};
+
+static void observe(void *ctx, uint64_t generation, enum em_bh_op op, const char *key,
+                    const char *json)
+{
+	struct obs *o = ctx;
+	cr_assert_lt(o->n, 8);
+	cr_assert((op == EM_BH_DELETE) == (json == NULL), "json only for upserts");
+	snprintf(o->log[o->n], sizeof(o->log[0]), "%s %s", em_bh_op_name(op), key);
+	o->gen[o->n++] = generation;
+}
+
+/* The observer hears each change once, after it is published, as insert,
+ * update or delete, with the snapshot's generation. */
+Test(store, observer_hears_inserts_updates_deletes)
+{
+	struct obs o = {0};
+	char err[512];
+	em_store_set_observer(st, observe, &o);
+	cr_assert_eq(apply("[" EP("a", "10.1.0.6") "]", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(apply("[" EP("a", "10.1.0.7") "," EP("b", "10.1.0.8") "]", err, sizeof(err)),
+	             0, "%s", err);
+	cr_assert_eq(em_store_delete(st, EM_KIND_ENDPOINTS, "shop", "a"), 1);
+	cr_assert_eq(em_store_delete(st, EM_KIND_ENDPOINTS, "shop", "a"), 0, "already gone");
+	const struct em_store_key del[] = {{EM_KIND_ENDPOINTS, "shop", "b"}};
+	cr_assert_eq(em_store_change(st, NULL, 0, del, 1, NULL, err, sizeof(err)), 0, "%s", err);
+	struct em_store_stats s;
+	em_store_stats(st, &s);
+	cr_assert_eq(o.n, 5, "heard %zu", o.n);
+	cr_assert_str_eq(o.log[0], "insert shop/endpoints/a");
+	cr_assert_str_eq(o.log[1], "update shop/endpoints/a");
+	cr_assert_str_eq(o.log[2], "insert shop/endpoints/b");
+	cr_assert_str_eq(o.log[3], "delete shop/endpoints/a");
+	cr_assert_str_eq(o.log[4], "delete shop/endpoints/b");
+	cr_assert_eq(o.gen[1], o.gen[2], "one batch, one generation");
+	cr_assert_lt(o.gen[0], o.gen[1]);
+	cr_assert_eq(o.gen[4], s.generation);
+	em_store_set_observer(st, NULL, NULL);
+}
