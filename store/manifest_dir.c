@@ -32,8 +32,9 @@ struct mfile {
 	char *name; /* inside the directory */
 	struct okey *keys;
 	size_t n_keys;
-	uint64_t failed_sig; /* size and mtime of the last version that failed */
-	bool seen;           /* still in the directory (rescan) */
+	uint64_t failed_sig;   /* size and mtime of the last version that failed */
+	uint64_t applied_hash; /* of the text last applied, 0 before */
+	bool seen;             /* still in the directory (rescan) */
 };
 
 struct em_mdir {
@@ -228,6 +229,14 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 	struct okey *keys = NULL;
 	size_t n_keys = 0;
 	int rc = -EIO;
+	uint64_t hash = text ? em_hash64(text, len, EM_HASH_SEED) | 1 : 0;
+	if (text && hash == f->applied_hash) {
+		/* Written again as it was (a touch, an editor's second write):
+		 * nothing to apply, and nothing for the edges. */
+		free(text);
+		f->failed_sig = 0;
+		return;
+	}
 	if (!text)
 		snprintf(msg, sizeof(msg), "%.300s: %s", path, why);
 	else if ((rc = em_manifest_parse(path, text, len, fmt, &objs, msg, sizeof(msg))) == 0 &&
@@ -259,6 +268,7 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 		return;
 	}
 	f->failed_sig = 0;
+	f->applied_hash = hash;
 	d->dirty = true;
 	keys_free(f->keys, f->n_keys);
 	f->keys = keys;

@@ -63,6 +63,18 @@ else
 	it_fail "a new file's Service did not appear ($(names services))"
 fi
 
+# -- a file written again as it was changes nothing: a file written after it
+# is the only new change in the log (inotify reports them in order)
+before=$(it_stat changelog_entries)
+cp "$MD/api.json" "$IT_TMP/api.copy" && cat "$IT_TMP/api.copy" >"$MD/api.json"
+it_svc default mark 10.96.0.89 80 8089 >"$MD/mark.json"
+it_wait 5 has services default/mark || it_fail "mark.json was not applied"
+after=$(it_stat changelog_entries)
+it_check "rewriting a file unchanged logs no change ($before -> $after entries)" \
+	[ "$after" = $((before + 1)) ]
+rm -f "$MD/mark.json"
+it_wait 5 lacks services default/mark || it_fail "mark.json's Service stayed"
+
 # -- an edit that drops an object deletes it, and keeps the others
 sed -i '/^---$/,$d' "$MD/web.yaml"
 if it_wait 5 lacks endpoints default/web; then
@@ -107,10 +119,11 @@ it_check "stats: the controller counts 2 files and 2 objects" \
 it_check "stats: the refused load is counted ($(it_stat manifest_load_failures))" \
 	[ "$(it_stat manifest_load_failures)" -ge 1 ]
 # Every change went to the change log edges will be sent from: 3 inserts at
-# start, api's insert, web.yaml's edit (an update and a delete), its
-# removal (a delete), web.json's insert and shop.json's delete.
-it_check "stats: the change log holds the 9 changes ($(it_stat changelog_entries))" \
-	[ "$(it_stat changelog_entries)" = 9 ]
+# start, api's insert, mark's insert and delete, web.yaml's edit (an update
+# and a delete), its removal (a delete), web.json's insert and shop.json's
+# delete.
+it_check "stats: the change log holds the 11 changes ($(it_stat changelog_entries))" \
+	[ "$(it_stat changelog_entries)" = 11 ]
 it_em_stop
 
 # -- while stopped, a file is removed and another edited: the next start
