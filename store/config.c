@@ -18,6 +18,7 @@
 
 #include "proto/frame.h"
 #include "proto/log.h"
+#include "store/file.h"
 #include "store/json.h"
 
 #define EM_CONFIG_MAX_BYTES        (1024 * 1024)
@@ -786,52 +787,22 @@ int em_config_check_host(const struct em_config *cfg, char *err, size_t errlen)
 
 int em_config_load(const char *path, struct em_config **out, char *err, size_t errlen)
 {
-	struct stat st;
-	char *text = NULL;
+	char why[200];
 	size_t got = 0;
-	int fd, rc;
+	int rc = 0;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd == -1 || fstat(fd, &st) == -1) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > EM_CONFIG_MAX_BYTES) {
-		snprintf(err, errlen, "%s: expected a regular file of at most %d bytes", path,
-		         EM_CONFIG_MAX_BYTES);
-		rc = -EINVAL;
-		goto out;
-	}
-	if (!(text = malloc((size_t)st.st_size + 1))) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		rc = -ENOMEM;
-		goto out;
-	}
-	/* The file may change under us (an editor saving): read what is there
-	 * up to the size seen, and let the parser judge it. */
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			rc = -errno;
-			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
+	char *text = em_file_read(AT_FDCWD, path, EM_CONFIG_MAX_BYTES, false, NULL, &got, &rc, why,
+	                          sizeof(why));
+	if (!text) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		return rc;
 	}
 	rc = em_config_parse(path, text, got, out, err, errlen);
 	if (!rc && (rc = em_config_check_host(*out, err, errlen)) != 0) {
 		em_config_free(*out);
 		*out = NULL;
 	}
-out:
-	if (fd != -1)
-		close(fd);
 	free(text);
 	return rc;
 }

@@ -16,6 +16,7 @@
 
 #include "proto/em.h"
 #include "proto/log.h"
+#include "store/file.h"
 #include "store/json.h"
 #include "store/k8s.h"
 #include "store/manifest.h"
@@ -126,45 +127,18 @@ static void file_gone(struct em_mdir *d, struct mfile *f)
 	*f = d->files[--d->n_files];
 }
 
-static char *read_file(int dfd, const char *name, size_t *len, uint64_t *sig, char *why,
+/* File <name> of the directory whole, and a signature of its version (size
+ * and mtime) to log a refused version once. */
+static char *read_file(int dfd, const char *name, size_t max, size_t *len, uint64_t *sig, char *why,
                        size_t whylen)
 {
-	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	struct stat sb;
-	char *buf = NULL;
-	if (fd == -1 || fstat(fd, &sb) == -1) {
-		snprintf(why, whylen, "%s", strerror(errno));
-		goto out;
-	}
-	*sig = ((uint64_t)sb.st_size << 32) ^ (uint64_t)sb.st_mtim.tv_sec ^
-	       (uint64_t)sb.st_mtim.tv_nsec;
-	if (!S_ISREG(sb.st_mode)) {
-		snprintf(why, whylen, "not a regular file");
-		goto out;
-	}
-	if ((uint64_t)sb.st_size > EM_MDIR_MAX_FILE) {
-		snprintf(why, whylen, "larger than %u bytes", EM_MDIR_MAX_FILE);
-		goto out;
-	}
-	buf = malloc((size_t)sb.st_size + 1);
-	size_t got = 0;
-	while (buf && got < (size_t)sb.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-		if (n <= 0) {
-			snprintf(why, whylen, "%s", n == 0 ? "shrank while read" : strerror(errno));
-			free(buf);
-			buf = NULL;
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	if (!buf)
-		snprintf(why, whylen, "out of memory");
-	*len = got;
-out:
-	if (fd != -1)
-		close(fd);
-	return buf;
+	int rc;
+	char *text = em_file_read(dfd, name, max, true, &sb, len, &rc, why, whylen);
+	*sig = text ? ((uint64_t)sb.st_size << 32) ^ (uint64_t)sb.st_mtim.tv_sec ^
+	                       (uint64_t)sb.st_mtim.tv_nsec
+	            : 0;
+	return text;
 }
 
 /* The keys of <objs> (a cJSON array of objects), decoded as the store will
@@ -224,7 +198,7 @@ static void file_load(struct em_mdir *d, int dfd, const char *name)
 	snprintf(path, sizeof(path), "%s/%s", d->dir, name);
 	size_t len = 0;
 	uint64_t sig = 0;
-	char *text = read_file(dfd, name, &len, &sig, why, sizeof(why));
+	char *text = read_file(dfd, name, EM_MDIR_MAX_FILE, &len, &sig, why, sizeof(why));
 	cJSON *objs = NULL;
 	struct okey *keys = NULL;
 	size_t n_keys = 0;
@@ -326,9 +300,9 @@ static void state_load(struct em_mdir *d)
 	size_t len = 0;
 	uint64_t sig;
 	char why[256];
-	char *text = read_file(AT_FDCWD, d->state, &len, &sig, why, sizeof(why));
+	char *text = read_file(AT_FDCWD, d->state, STATE_MAX, &len, &sig, why, sizeof(why));
 	size_t off = 0;
-	cJSON *root = text && len <= STATE_MAX ? em_json_parse(text, len, &off, NULL) : NULL;
+	cJSON *root = text ? em_json_parse(text, len, &off, NULL) : NULL;
 	free(text);
 	const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
 	if (!cJSON_IsObject(files)) {
