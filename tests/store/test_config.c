@@ -749,3 +749,19 @@ Test(config, controller_manifests_dir)
 	em_config_free(a);
 	em_config_free(b);
 }
+
+/* A FIFO named as the config is refused at once, not waited on. */
+Test(config, fifo_is_refused_without_blocking, .timeout = 5)
+{
+	char path[] = "/tmp/em-config-fifo-XXXXXX";
+	cr_assert_not_null(mkdtemp(path));
+	char fifo[64];
+	snprintf(fifo, sizeof(fifo), "%s/edge.json", path);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	char err[256];
+	struct em_config *cfg = NULL;
+	cr_assert_eq(em_config_load(fifo, &cfg, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "expected a regular file"), "%s", err);
+	unlink(fifo);
+	rmdir(path);
+}
