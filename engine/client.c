@@ -58,6 +58,7 @@ void em_client_accept(struct em_worker *w, struct em_listener *l, int fd)
 		return;
 	}
 	c->fd = fd;
+	em_sock_bufsizes(fd, w->client_sndbuf, w->client_rcvbuf);
 	c->flags = EM_SF_CLIENT;
 	c->listener = l->idx;
 	c->state = EM_SK_OPEN;

@@ -97,6 +97,19 @@ int em_sock_mark(const struct em_worker *w, int fd)
 	return 0;
 }
 
+void em_sock_bufsizes(int fd, uint32_t sndbuf, uint32_t rcvbuf)
+{
+	int v;
+	if (sndbuf) {
+		v = (int)sndbuf;
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	}
+	if (rcvbuf) {
+		v = (int)rcvbuf;
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	}
+}
+
 int em_sock_connect(struct em_worker *w, struct em_sock *u, const struct em_addr *addr)
 {
 	struct sockaddr_storage ss;
@@ -111,6 +124,7 @@ int em_sock_connect(struct em_worker *w, struct em_sock *u, const struct em_addr
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	em_sock_bufsizes(fd, w->upstream_sndbuf, w->upstream_rcvbuf);
 	u->fd = fd;
 	u->family = addr->family;
 	memcpy(&u->sa6, &ss, EM_MIN((size_t)sl, sizeof(u->sa6)));

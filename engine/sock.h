@@ -155,6 +155,13 @@ void em_sock_touch(struct em_worker *w, struct em_sock *s);
  * CAP_NET_ADMIN); <fd> stays open either way, the caller closes it. */
 int em_sock_mark(const struct em_worker *w, int fd);
 
+/* Sets SO_SNDBUF to <sndbuf> and SO_RCVBUF to <rcvbuf> on <fd>, each only
+ * when non-zero (zero leaves the kernel's autotuning). Errors are ignored:
+ * the kernel clamps sizes to net.core.[rw]mem_max and the socket works
+ * either way. Accepted clients get sockets.client_*, upstream dials
+ * sockets.upstream_*. */
+void em_sock_bufsizes(int fd, uint32_t sndbuf, uint32_t rcvbuf);
+
 /* Opens a socket to <addr> in <u> (state EM_SK_NEW, no fd) and submits the
  * connect with the worker's connect timeout linked to it; a failure goes to
  * u->ops->connect_failed. Returns 0, or -errno with <u> unchanged (no fd

@@ -53,6 +53,10 @@ static void refresh_config(struct em_worker *w)
 	w->idle_ms = cfg->timeouts.idle_ms;
 	w->head_ms = cfg->timeouts.request_head_ms;
 	w->sniff_ms = cfg->timeouts.sniff_ms;
+	w->client_sndbuf = cfg->sockets.client_sndbuf;
+	w->client_rcvbuf = cfg->sockets.client_rcvbuf;
+	w->upstream_sndbuf = cfg->sockets.upstream_sndbuf;
+	w->upstream_rcvbuf = cfg->sockets.upstream_rcvbuf;
 	w->lb.algo = cfg->balancer;
 	w->connect_ts.tv_sec = w->connect_ms / 1000;
 	w->connect_ts.tv_nsec = (long long)(w->connect_ms % 1000) * 1000000;

@@ -224,6 +224,9 @@ struct em_worker {
 	unsigned n_at_exit;
 	struct __kernel_timespec connect_ts, tick_ts;
 	uint32_t connect_ms, idle_ms, head_ms, sniff_ms;
+	/* sockets.*: SO_SNDBUF/SO_RCVBUF of accepted clients and of upstream
+	 * dials, 0 = the kernel's autotuning. */
+	uint32_t client_sndbuf, client_rcvbuf, upstream_sndbuf, upstream_rcvbuf;
 	uint64_t now_ms;
 	bool stopping, done;
 	uint64_t drain_deadline_ms;

@@ -446,6 +446,15 @@ static const struct key controller_keys[] = {
             "path of a directory, at most 4000 bytes, or \"\" (none)"),
 };
 
+#define SOCKBUF_MAX (256LL << 20)
+
+static const struct key socket_keys[] = {
+        INT("client_sndbuf", CFG(sockets.client_sndbuf), 0, SOCKBUF_MAX, 0),
+        INT("client_rcvbuf", CFG(sockets.client_rcvbuf), 0, SOCKBUF_MAX, 0),
+        INT("upstream_sndbuf", CFG(sockets.upstream_sndbuf), 0, SOCKBUF_MAX, 0),
+        INT("upstream_rcvbuf", CFG(sockets.upstream_rcvbuf), 0, SOCKBUF_MAX, 0),
+};
+
 static const struct key timeout_keys[] = {
         INT("connect_ms", CFG(timeouts.connect_ms), 1, MS_MAX_10MIN, 5000),
         INT("idle_ms", CFG(timeouts.idle_ms), 1, MS_MAX_DAY, 300000),
@@ -501,6 +510,7 @@ static const struct key top_keys[] = {
         {.name = "tunnel", .type = K_OBJECT, ROWS(tunnel_keys)},
         {.name = "cloud", .type = K_OBJECT, ROWS(cloud_keys)},
         {.name = "controller", .type = K_OBJECT, ROWS(controller_keys)},
+        {.name = "sockets", .type = K_OBJECT, ROWS(socket_keys)},
         {.name = "timeouts", .type = K_OBJECT, ROWS(timeout_keys)},
 };
 

@@ -84,6 +84,13 @@ struct em_config {
 		char manifests_dir[PATH_MAX];
 	} controller;
 
+	/* Kernel socket buffer sizes (SO_SNDBUF, SO_RCVBUF) of data-path
+	 * sockets, 0 = left to the kernel's autotuning. They bound what a
+	 * stalled peer parks in kernel memory per connection. */
+	struct {
+		uint32_t client_sndbuf, client_rcvbuf;
+		uint32_t upstream_sndbuf, upstream_rcvbuf;
+	} sockets;
 	struct {
 		uint32_t connect_ms;      /* upstream connect */
 		uint32_t idle_ms;         /* no bytes either way */

@@ -149,6 +149,10 @@ Test(config, defaults)
 	cr_assert_eq(cfg->timeouts.request_head_ms, 10000);
 	cr_assert_eq(cfg->timeouts.sniff_ms, 100);
 	cr_assert_eq(cfg->timeouts.shutdown_ms, 5000);
+	cr_assert_eq(cfg->sockets.client_sndbuf, 0);
+	cr_assert_eq(cfg->sockets.client_rcvbuf, 0);
+	cr_assert_eq(cfg->sockets.upstream_sndbuf, 0);
+	cr_assert_eq(cfg->sockets.upstream_rcvbuf, 0);
 	em_config_free(cfg);
 
 	/* api_socket follows data_dir; tunnels off need no key. */
@@ -172,7 +176,8 @@ Test(config, every_key_set)
 	        "'tunnel':{'listen':'[::]:20007','cluster_key':'secret-" K32 "'},"
 	        "'cloud':{'address':'cloud.example.com:20006'},"
 	        "'timeouts':{'connect_ms':1,'idle_ms':2,'request_head_ms':3,'sniff_ms':4,"
-	        "'shutdown_ms':0}}");
+	        "'shutdown_ms':0},'sockets':{'client_sndbuf':65536,'client_rcvbuf':4096,"
+	        "'upstream_sndbuf':268435456,'upstream_rcvbuf':1}}");
 	cr_assert_str_eq(cfg->api_socket, "/run/em.sock");
 	cr_assert_eq(cfg->workers, 3);
 	cr_assert_eq(cfg->log_level, EM_LOG_DEBUG);
@@ -199,6 +204,10 @@ Test(config, every_key_set)
 	cr_assert_eq(cfg->timeouts.request_head_ms, 3);
 	cr_assert_eq(cfg->timeouts.sniff_ms, 4);
 	cr_assert_eq(cfg->timeouts.shutdown_ms, 0);
+	cr_assert_eq(cfg->sockets.client_sndbuf, 65536);
+	cr_assert_eq(cfg->sockets.client_rcvbuf, 4096);
+	cr_assert_eq(cfg->sockets.upstream_sndbuf, 268435456);
+	cr_assert_eq(cfg->sockets.upstream_rcvbuf, 1);
 	em_config_free(cfg);
 }
 
@@ -385,6 +394,12 @@ Test(config, tunnel_cloud_timeout_errors)
 	             NAME ": timeouts.request_head_ms: expected integer 1..600000");
 	expect_error(BASE ",'timeouts':{'sniff_ms':20000}}",
 	             NAME ": timeouts.sniff_ms: expected integer 1..10000");
+	expect_error(BASE ",'sockets':{'client_sndbuf':268435457}}",
+	             NAME ": sockets.client_sndbuf: expected integer 0..268435456");
+	expect_error(BASE ",'sockets':{'upstream_rcvbuf':-1}}",
+	             NAME ": sockets.upstream_rcvbuf: expected integer 0..268435456");
+	expect_error(BASE ",'sockets':{'client_sendbuf':1}}",
+	             NAME ": sockets.client_sendbuf: unknown key");
 	expect_error(BASE ",'timeouts':{'shutdown_ms':-1}}",
 	             NAME ": timeouts.shutdown_ms: expected integer 0..600000");
 	expect_error(BASE ",'timeouts':[]}", NAME ": timeouts: expected object");
