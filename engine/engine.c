@@ -79,6 +79,9 @@ static void free_engine(struct em_engine *e)
 		}
 	}
 	free(e->workers);
+	if (e->ctl_fd >= 0)
+		close(e->ctl_fd);
+	pthread_mutex_destroy(&e->ctl_mu);
 	sem_destroy(&e->ready);
 	free(e);
 }
@@ -128,6 +131,8 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	if (!e)
 		return -ENOMEM;
 	sem_init(&e->ready, 0, 0);
+	pthread_mutex_init(&e->ctl_mu, NULL);
+	e->ctl_fd = -1;
 	/* A kill switch for the kernel's recv cap, should one misbehave; the
 	 * tests also run the uncapped path with it. */
 	const char *cap = getenv("EDGEMESH_RECV_CAP");
@@ -236,6 +241,28 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap)
 		        (struct em_api_counter){counter_names[i].group, counter_names[i].name, sum};
 	}
 	return EM_C__COUNT;
+}
+
+void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&e->ctl_mu);
+	e->ctl_fn = fn;
+	e->ctl_ctx = ctx;
+	pthread_mutex_unlock(&e->ctl_mu);
+}
+
+int em_engine_control_open(struct em_engine *e, int fd, const struct em_addr *cloud)
+{
+	pthread_mutex_lock(&e->ctl_mu);
+	if (e->ctl_fd >= 0)
+		close(e->ctl_fd);
+	e->ctl_fd = fd;
+	e->ctl_addr = *cloud;
+	pthread_mutex_unlock(&e->ctl_mu);
+	uint64_t one = 1;
+	if (write(e->workers[0].wake_fd, &one, sizeof(one)) == -1)
+		return -errno; /* the request stays; the fd is closed at stop */
+	return 0;
 }
 
 void em_engine_stop(struct em_engine *eng, uint32_t drain_ms)

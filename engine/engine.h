@@ -21,6 +21,32 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out);
  * workers, as each published them at its last tick (at most 50 ms ago). */
 size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
 
+/* The cloud role's receiver of control streams (tunnel/PROTOCOL.md 9): an
+ * edge opened one, and <fd> is one end of a socketpair whose other end is
+ * bridged to it, so bytes written to <fd> reach the edge and the edge's
+ * bytes are read from it; closing <fd> ends the stream, and the stream or
+ * its tunnel ending shows as EOF on <fd>. <node> is the edge's node name
+ * as its tunnel handshake authenticated it, <src> the address its tunnel
+ * came from. Runs on a worker thread and must not block. Takes <fd>
+ * whatever it returns. */
+typedef void (*em_engine_control_fn)(void *ctx, int fd, const char *node,
+                                     const struct em_addr *src);
+
+/* Sets the receiver of control streams (NULL: streams are refused with
+ * REFUSED "no controller here"). Returns once no call of the previous one
+ * runs, so the caller may free what its <ctx> points to. Any thread. */
+void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx);
+
+/* An edge's control stream: worker 0 opens a stream of protocol CONTROL to
+ * the cloud at <cloud> over its tunnel there (dialled at that address, with
+ * the redial backoff of peer tunnels, whatever node name the cloud has) and
+ * bridges it to <fd>, one end of a socketpair the caller made. The engine
+ * takes <fd>: when the tunnel cannot be had, or dies, or the cloud ends the
+ * stream, the caller's end sees EOF; closing the caller's end ends the
+ * stream. A request not yet taken by the worker is replaced by a newer one
+ * (its fd closed). Any thread. Returns 0, or -errno with <fd> closed. */
+int em_engine_control_open(struct em_engine *e, int fd, const struct em_addr *cloud);
+
 /* Stops accepting, lets live connections finish for up to <drain_ms>, closes
  * the rest, joins the workers and frees everything. */
 void em_engine_stop(struct em_engine *eng, uint32_t drain_ms);

@@ -24,6 +24,7 @@
 #include "engine/engine.h"
 #include "proto/log.h"
 #include "store/config.h"
+#include "store/control.h"
 #include "store/rcu.h"
 #include "store/sync.h"
 #include "store/table.h"
@@ -89,6 +90,16 @@ static int mkdir_p(const char *path)
 	if (mkdir(buf, 0700) == -1 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+static void control_accept(void *ctx, int fd, const char *node, const struct em_addr *src)
+{
+	em_ctl_accept(ctx, fd, node, src);
+}
+
+static int control_dial(void *ctx, int fd, const struct em_addr *cloud)
+{
+	return em_engine_control_open(ctx, fd, cloud);
 }
 
 int main(int argc, char **argv)
@@ -177,6 +188,13 @@ int main(int argc, char **argv)
 	if ((rc = em_engine_start(live, &eng)))
 		goto out;
 	em_sync_set_counters(sync, em_engine_counters, eng);
+	/* The control stream: the cloud's workers hand edges' streams to the
+	 * sync thread; an edge's sync thread asks worker 0 for its stream. */
+	struct em_ctl *ctl = em_sync_control(sync);
+	if (ctl && live->role == EM_ROLE_CLOUD)
+		em_engine_set_control(eng, control_accept, ctl);
+	else if (ctl)
+		em_ctl_set_dialer(ctl, control_dial, eng);
 	if (live->capture.enabled) {
 		if ((rc = em_capture_install(live)))
 			goto out;
@@ -216,6 +234,10 @@ out:
 		em_rcu_unregister();
 	if (eng) {
 		em_sync_set_counters(sync, NULL, NULL);
+		struct em_ctl *c = sync ? em_sync_control(sync) : NULL;
+		em_engine_set_control(eng, NULL, NULL);
+		if (c)
+			em_ctl_set_dialer(c, NULL, NULL);
 		em_engine_stop(eng, drain_ms);
 	}
 	em_sync_stop(sync);

@@ -37,7 +37,7 @@ static struct tpeer *peer_get(struct em_worker *w, const char *name)
 	struct em_tun_worker *t = w->tun;
 	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
 		struct tpeer *tp = em_container_of(n, struct tpeer, node);
-		if (strcmp(tp->name, name) == 0)
+		if (!tp->cloud && strcmp(tp->name, name) == 0)
 			return tp;
 	}
 	size_t len = strlen(name);
@@ -95,12 +95,17 @@ static void peer_detach(struct em_worker *w, struct tpeer *tp)
 	tp->backoff_ms = 0;
 }
 
+/* Who may be at the other end: a Node of the table; on the cloud any node
+ * with the cluster key (edges register over the tunnel: they are Nodes only
+ * after); the cloud, whatever its name, on the tunnel dialled to it. */
 static bool allow_node(void *ctx, struct em_slice name)
 {
-	EM_UNUSED(ctx);
+	const struct em_tconn *tc = ctx;
 	char buf[EM_FRAME_MAX_NAME + 1];
 	if (name.len == 0 || name.len > EM_FRAME_MAX_NAME)
 		return false;
+	if ((tc->tp && tc->tp->cloud) || em_worker_config()->role == EM_ROLE_CLOUD)
+		return true;
 	memcpy(buf, name.base, name.len);
 	buf[name.len] = 0;
 	const struct em_table *t = em_table_current();
@@ -137,7 +142,7 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	        .node_name = cfg->node_name,
 	        .key = cfg->tunnel.cluster_key,
 	        .key_len = strlen(cfg->tunnel.cluster_key),
-	        .peer_name = tc->tp ? tc->tp->name : "",
+	        .peer_name = tc->tp && !tc->tp->cloud ? tc->tp->name : "",
 	        .allow_node = allow_node,
 	        .on_event = on_event,
 	        .on_release = on_release,
@@ -181,15 +186,15 @@ static int peer_dial_as(struct em_worker *w, struct tpeer *tp, bool replace)
 {
 	const struct em_table *t = em_table_current();
 	const struct em_config *cfg = em_worker_config();
-	const struct em_node_info *ni = t ? em_table_node(t, tp->name) : NULL;
-	if (!ni || !ni->internal_ip.family) {
+	const struct em_node_info *ni = t && !tp->cloud ? em_table_node(t, tp->name) : NULL;
+	if (!tp->cloud && (!ni || !ni->internal_ip.family)) {
 		if (tp->fails++ == 0)
 			EM_WARN("tunnel", "worker %u: tunnel to %s: no such node or no InternalIP",
 			        w->id, tp->name);
 		dial_failed(w, tp, replace);
 		return -EHOSTUNREACH;
 	}
-	struct em_addr a = peer_addr(ni, cfg);
+	struct em_addr a = tp->cloud ? tp->fixed : peer_addr(ni, cfg);
 	int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int mrc = fd == -1 ? -errno : em_sock_mark(w, fd);
 	if (mrc) {
@@ -346,6 +351,64 @@ struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
 	em_sock_arm_recv(w, b);
 	ts_submit(w, tp, ts);
 	return u;
+}
+
+/* The peer that is the cloud at <a>, made on first use. A new address
+ * (cloud.address changed) drains the tunnel to the old one. */
+static struct tpeer *cloud_peer(struct em_worker *w, const struct em_addr *a)
+{
+	struct em_tun_worker *t = w->tun;
+	struct tpeer *tp = t->cloud;
+	if (!tp) {
+		if (!(tp = calloc(1, sizeof(*tp))))
+			return NULL;
+		tp->cloud = true;
+		strcpy(tp->name, "cloud");
+		em_dlist_init(&tp->waitq);
+		em_dlist_push_tail(&t->peers, &tp->node);
+		t->cloud = tp;
+	}
+	if (!em_addr_eq(&tp->fixed, a)) {
+		tp->fixed = *a;
+		struct em_tconn *tc = tp->conn;
+		if (tc && tp->state == TP_UP) {
+			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "cloud address changed");
+			tc->flags |= TC_GOAWAY;
+			tun_mark_dirty(w, tc);
+			peer_detach(w, tp);
+		}
+	}
+	return tp;
+}
+
+void em_tun_control_take(struct em_worker *w)
+{
+	struct em_engine *e = w->eng;
+	pthread_mutex_lock(&e->ctl_mu);
+	int fd = e->ctl_fd;
+	struct em_addr a = e->ctl_addr;
+	e->ctl_fd = -1;
+	pthread_mutex_unlock(&e->ctl_mu);
+	if (fd < 0)
+		return;
+	struct tpeer *tp = w->stopping ? NULL : cloud_peer(w, &a);
+	struct em_sock *b = tp ? em_sock_alloc(w, &tun_control_ops) : NULL;
+	struct em_tstream *ts = b ? tun_ts_alloc(w) : NULL;
+	if (!ts) {
+		if (b)
+			em_sock_release(w, b);
+		close(fd); /* the caller sees EOF and tries again later */
+		return;
+	}
+	b->fd = fd;
+	b->family = AF_UNIX;
+	b->state = EM_SK_OPEN;
+	b->ctx = ts;
+	ts->flags |= TS_PAIR | TS_CONTROL;
+	ts->s = b;
+	em_sock_arm_recv(w, b);
+	em_sock_timer(w, b, EM_T_IDLE, TUN_CONTROL_IDLE_MS);
+	ts_submit(w, tp, ts);
 }
 
 static void conn_up(struct em_worker *w, struct em_tconn *tc)
@@ -641,7 +704,7 @@ static void peers_recheck(struct em_worker *w, const struct em_table *tab)
 	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
 		struct tpeer *tp = em_container_of(n, struct tpeer, node);
 		struct em_tconn *tc = tp->conn;
-		if (!tc || tp->state != TP_UP)
+		if (!tc || tp->state != TP_UP || tp->cloud)
 			continue;
 		const struct em_node_info *ni = em_table_node(tab, tp->name);
 		struct em_addr a =

@@ -60,6 +60,10 @@ void em_tun_counters(const struct em_worker *w, uint64_t *v);
 /* True when no tunnel socket is open (the worker may exit). */
 bool em_tun_idle(const struct em_worker *w);
 
+/* Worker 0, woken: opens the control stream em_engine_control_open asked
+ * for, if one waits. */
+void em_tun_control_take(struct em_worker *w);
+
 /* Client <c> (accepted, open) whose pick <ep> (of <sp>) lives on another
  * node: <c> enters the bridge mode, its bytes go over a stream to
  * ep->node. <bid>/<len> are its first bytes (EM_NO_BUF if none; the buffer

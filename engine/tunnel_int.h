@@ -105,6 +105,10 @@ struct tpeer {
 	uint32_t fails;
 	uint8_t state;
 	bool wanted; /* traffic went to it: keep the tunnel up */
+	/* The edge's tunnel to the cloud: dialled at <fixed> (cloud.address),
+	 * whatever node name the cloud gives; never found by name. */
+	bool cloud;
+	struct em_addr fixed;
 	char name[EM_FRAME_MAX_NAME + 1];
 };
 
@@ -146,6 +150,7 @@ enum {
 	TS_DEAD = 1u << 3,      /* tunnel side gone; socketpair end drains */
 	TS_WAIT_SLOT = 1u << 4, /* waiting for a stream slot at the peer's limit */
 	TS_PAIR = 1u << 5,      /* the socket is a socketpair end (em_tun_pair) */
+	TS_CONTROL = 1u << 6,   /* the control stream (PROTOCOL.md 9) */
 };
 
 struct em_tstream {
@@ -168,6 +173,7 @@ struct em_tstream {
 
 struct em_tun_worker {
 	struct em_dlist peers;
+	struct tpeer *cloud; /* in <peers> too; NULL until a control stream asks */
 	struct em_dlist conns;
 	struct em_dlist hs; /* accepted tunnels not yet authenticated */
 	uint32_t n_hs;
@@ -280,6 +286,13 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a);
 /* The bridge socket mode: a socket whose bytes go to and come from stream
  * s->ctx (struct em_tstream). */
 extern const struct em_sock_ops tun_bridge_ops;
+/* The same for the control stream's socketpair end, which a stopping worker
+ * closes at once (the controller resyncs an edge from what it acknowledged). */
+extern const struct em_sock_ops tun_control_ops;
+/* The control stream's idle timeout: it is quiet between changes and the
+ * tunnel's keepalive finds a dead peer, but a stopping worker finds its
+ * sockets on the idle timer list (and closes them at once, see above). */
+#define TUN_CONTROL_IDLE_MS (24u * 3600 * 1000)
 
 /* A zeroed stream (gen moved on, lists unlinked), pooled ones first; NULL
  * when out of memory. */

@@ -212,6 +212,8 @@ bool tun_ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts
 	        .ns = {ts->ns, strlen(ts->ns)},
 	        .service = {ts->svc, strlen(ts->svc)},
 	};
+	if (ts->flags & TS_CONTROL)
+		tg = (struct em_frame_target){.protocol = EM_FRAME_PROTO_CONTROL};
 	const char *data = NULL;
 	uint32_t len = 0;
 	if (ts->p_len) {
@@ -234,7 +236,8 @@ bool tun_ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts
 	}
 	if ((ts->flags & TS_WAIT_SLOT) && ts->s) {
 		ts->flags &= ~TS_WAIT_SLOT;
-		em_sock_timer(w, ts->s, EM_T_IDLE, w->idle_ms);
+		em_sock_timer(w, ts->s, EM_T_IDLE,
+		              ts->flags & TS_CONTROL ? TUN_CONTROL_IDLE_MS : w->idle_ms);
 	}
 	em_dlist_del(&ts->node);
 	ts->tp = NULL;
@@ -464,11 +467,66 @@ bool tun_refuse_log_ok(struct em_worker *w, uint32_t *quiet)
 	return true;
 }
 
+/* An edge opened its control stream: bridged to a socketpair whose other end
+ * goes to the controller (em_engine_set_control), or refused when this node
+ * has none. */
+static void serve_control(struct em_worker *w, struct em_tconn *tc,
+                          const struct em_tunnel_event *ev)
+{
+	struct em_engine *e = w->eng;
+	int sv[2] = {-1, -1};
+	struct em_sock *b = NULL;
+	struct em_tstream *ts = NULL;
+	pthread_mutex_lock(&e->ctl_mu);
+	bool have = e->ctl_fn != NULL;
+	pthread_mutex_unlock(&e->ctl_mu);
+	const char *why = "no controller on this node";
+	if (have) {
+		why = "out of memory or descriptors";
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0 &&
+		    (b = em_sock_alloc(w, &tun_control_ops)))
+			ts = tun_ts_alloc(w);
+	}
+	if (!ts) {
+		if (b)
+			em_sock_release(w, b);
+		if (sv[0] >= 0) {
+			close(sv[0]);
+			close(sv[1]);
+		}
+		w->cnt[EM_C_T_OPEN_REFUSED]++;
+		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_REFUSED, why);
+		return;
+	}
+	b->fd = sv[1];
+	b->family = AF_UNIX;
+	b->state = EM_SK_OPEN;
+	b->ctx = ts;
+	ts->flags |= TS_PAIR | TS_CONTROL;
+	ts->s = b;
+	ts->tc = tc;
+	ts->id = ev->stream_id;
+	em_dlist_push_tail(&tc->streams, &ts->node);
+	em_tunnel_session_set_user(tc->sess, ev->stream_id, ts);
+	em_sock_arm_recv(w, b);
+	em_sock_timer(w, b, EM_T_IDLE, TUN_CONTROL_IDLE_MS);
+	pthread_mutex_lock(&e->ctl_mu);
+	if (e->ctl_fn)
+		e->ctl_fn(e->ctl_ctx, sv[0], em_tunnel_session_peer_name(tc->sess), &tc->src);
+	else
+		close(sv[0]); /* gone meanwhile: the stream ends (EOF) */
+	pthread_mutex_unlock(&e->ctl_mu);
+}
+
 /* The peer opened a stream: serve it from a local endpoint of the named
  * service, the very one the opener picked, or refuse it. */
 void tun_serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tunnel_event *ev)
 {
 	const struct em_frame_target *tg = ev->target;
+	if (tg->protocol == EM_FRAME_PROTO_CONTROL) {
+		serve_control(w, tc, ev);
+		return;
+	}
 	char ns[EM_FRAME_MAX_NS + 1], name[EM_FRAME_MAX_NAME + 1];
 	const struct em_endpoint *ep = NULL;
 	const struct em_table *t = em_table_current();
@@ -549,6 +607,23 @@ const struct em_sock_ops tun_bridge_ops = {
         .shut = bridge_shut,
         .detach = bridge_detach,
         .recv_blocked = bridge_recv_blocked,
+};
+
+static bool control_idle(const struct em_sock *s)
+{
+	EM_UNUSED(s);
+	return true;
+}
+
+const struct em_sock_ops tun_control_ops = {
+        .name = "control",
+        .recv = bridge_recv,
+        .eof = bridge_eof,
+        .drained = bridge_drained,
+        .shut = bridge_shut,
+        .detach = bridge_detach,
+        .recv_blocked = bridge_recv_blocked,
+        .idle = control_idle,
 };
 
 void tun_ts_remote_fin(struct em_worker *w, struct em_tstream *ts)

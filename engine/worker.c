@@ -131,6 +131,8 @@ static void on_tick(struct em_worker *w)
 static void on_wake(struct em_worker *w)
 {
 	if (!atomic_load(&w->eng->stop)) {
+		if (w->id == 0)
+			em_tun_control_take(w);
 		arm_wake(w);
 		return;
 	}

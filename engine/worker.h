@@ -260,6 +260,14 @@ struct em_engine {
 	sem_t ready;         /* posted by each worker once set up (or failed) */
 	atomic_bool stop;
 	atomic_uint drain_ms;
+	/* Control streams (em_engine_set_control, em_engine_control_open):
+	 * <ctl_mu> guards the receiver and its calls, and the one open request
+	 * waiting for worker 0 (<ctl_fd>, -1 when none). */
+	pthread_mutex_t ctl_mu;
+	em_engine_control_fn ctl_fn;
+	void *ctl_ctx;
+	int ctl_fd;
+	struct em_addr ctl_addr;
 };
 
 /* The live config. One is published for as long as the engine runs

@@ -19,6 +19,9 @@
 #define EM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define EM_MIN(a, b)     ((a) < (b) ? (a) : (b))
 #define EM_MAX(a, b)     ((a) > (b) ? (a) : (b))
+/* Release of this tree, as edges report it when they register. */
+#define EM_VERSION "0.4.0-dev"
+
 #define EM_UNUSED(x)     ((void)(x))
 #define EM_LIKELY(x)     __builtin_expect(!!(x), 1)
 #define EM_UNLIKELY(x)   __builtin_expect(!!(x), 0)

@@ -155,7 +155,10 @@ static int decode_open(const uint8_t *p, uint32_t len, struct em_frame_target *t
 	uint16_t dport = get16(p + 4);
 	uint8_t nl = p[6], nsl = p[7], sl = p[8];
 
-	if (t->protocol != EM_FRAME_PROTO_TCP && t->protocol != EM_FRAME_PROTO_UDP)
+	if (t->protocol != EM_FRAME_PROTO_TCP && t->protocol != EM_FRAME_PROTO_UDP &&
+	    t->protocol != EM_FRAME_PROTO_CONTROL)
+		return EM_EBADMSG;
+	if (t->protocol == EM_FRAME_PROTO_CONTROL && (fam || t->port || dport || nsl || sl))
 		return EM_EBADMSG;
 	if (p[9] || p[10] || p[11])
 		return EM_EBADMSG;
@@ -188,7 +191,7 @@ static int decode_open(const uint8_t *p, uint32_t len, struct em_frame_target *t
 	}
 	memcpy(t->dst.b, a, 16);
 	t->dst.port = dport;
-	if (sl == 0 && fam == 0)
+	if (sl == 0 && fam == 0 && t->protocol != EM_FRAME_PROTO_CONTROL)
 		return EM_EBADMSG; /* nothing to connect to */
 	if (sl && t->port == 0)
 		return EM_EBADMSG;

@@ -76,8 +76,14 @@ enum em_reason {
 /* Returns a short lower-case name ("ping_flood"), "unknown" for other codes. */
 const char *em_reason_str(uint32_t reason);
 
-/* Transport protocol of an OPEN's target. */
-enum em_frame_proto { EM_FRAME_PROTO_TCP = 1, EM_FRAME_PROTO_UDP = 2 };
+/* Transport protocol of an OPEN's target. CONTROL opens the node's control
+ * stream to the peer itself (the edge's link to the cloud's controller,
+ * PROTOCOL.md 9): no service, no destination, port 0. */
+enum em_frame_proto {
+	EM_FRAME_PROTO_TCP = 1,
+	EM_FRAME_PROTO_UDP = 2,
+	EM_FRAME_PROTO_CONTROL = 3,
+};
 
 enum em_frame_role { EM_FRAME_ROLE_DIALER = 0, EM_FRAME_ROLE_ACCEPTOR = 1 };
 
@@ -93,7 +99,8 @@ struct em_frame_header {
  * serve the stream ("" = the peer itself); <ns>/<service> name the Service
  * (both empty or both set); <port> is the service port; <dst> the original
  * destination the client dialled (family 0 = none). At least a service or a
- * destination is present. */
+ * destination is present, but for EM_FRAME_PROTO_CONTROL, which has neither
+ * (and port 0). */
 struct em_frame_target {
 	uint8_t protocol; /* enum em_frame_proto */
 	uint16_t port;

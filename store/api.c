@@ -91,7 +91,34 @@ static const char *str_field(const cJSON *req, const char *name, bool *bad)
 	return f->valuestring;
 }
 
-static int do_list(struct em_store *st, const cJSON *req, bool single, struct em_buf *out)
+/* Appends the control stream's members (em_api_info.control) to a reply
+ * being written as text: ,"edges":[...] or ,"cloud":{...}. */
+static int append_control(const struct em_api_info *info, struct em_buf *out)
+{
+	cJSON *tmp = cJSON_CreateObject();
+	int rc = tmp ? info->control(info->control_ctx, tmp) : -ENOMEM;
+	const cJSON *m;
+	cJSON_ArrayForEach(m, tmp)
+	{
+		char *t = rc ? NULL : cJSON_PrintUnformatted(m);
+		if (!t) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = em_buf_append(out, ",\"", 2);
+		rc = rc ? rc : em_buf_append(out, m->string, strlen(m->string));
+		rc = rc ? rc : em_buf_append(out, "\":", 2);
+		rc = rc ? rc : em_buf_append(out, t, strlen(t));
+		cJSON_free(t);
+		if (rc)
+			break;
+	}
+	cJSON_Delete(tmp);
+	return rc;
+}
+
+static int do_list(struct em_store *st, const struct em_api_info *info, const cJSON *req,
+                   bool single, struct em_buf *out)
 {
 	bool bad = false;
 	const char *kind_s = str_field(req, "kind", &bad);
@@ -123,7 +150,11 @@ static int do_list(struct em_store *st, const cJSON *req, bool single, struct em
 		snprintf(what, sizeof(what), "%s %s/%s not found", em_kind_type(kind), ns, name);
 		return reply_error(out, "%s", what);
 	}
-	return em_buf_append(out, "]}\n", 3);
+	if (em_buf_append(out, "]", 1))
+		return -ENOMEM;
+	if (kind == EM_KIND_NODE && !single && info && info->control && append_control(info, out))
+		return -ENOMEM;
+	return em_buf_append(out, "}\n", 2);
 }
 
 static int do_apply(struct em_store *st, const cJSON *req, struct em_buf *out)
@@ -231,6 +262,8 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 				cJSON_AddNumberToObject(g, c[i].name, (double)c[i].value);
 		}
 	}
+	if (info && info->control)
+		info->control(info->control_ctx, o);
 	return reply_json(out, r);
 }
 
@@ -247,9 +280,9 @@ int em_api_handle(struct em_store *st, const struct em_api_info *info, const cha
 	if (!cJSON_IsObject(j) || !cJSON_IsString(op))
 		rc = reply_error(out, "request must be an object with a string \"op\"", NULL);
 	else if (strcmp(op->valuestring, "list") == 0)
-		rc = do_list(st, j, false, out);
+		rc = do_list(st, info, j, false, out);
 	else if (strcmp(op->valuestring, "get") == 0)
-		rc = do_list(st, j, true, out);
+		rc = do_list(st, info, j, true, out);
 	else if (strcmp(op->valuestring, "apply") == 0)
 		rc = do_apply(st, j, out);
 	else if (strcmp(op->valuestring, "delete") == 0)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 struct em_store;
+struct cJSON;
 
 /* Requests larger than this are refused without being read further: the
  * client gets an error reply and is closed. */
@@ -54,6 +55,10 @@ struct em_api_info {
 	uint64_t reloads, reload_failures;
 	em_api_counters_fn counters; /* NULL: none */
 	void *counters_ctx;
+	/* Adds the control stream's state to a reply (store/control.h
+	 * em_ctl_status): to "list nodes" and to stats. NULL: none. */
+	int (*control)(void *ctx, struct cJSON *reply);
+	void *control_ctx;
 };
 
 /* Handles one request of <len> bytes (no newline) and appends exactly one

@@ -29,6 +29,13 @@
  * columns), so only create it when missing. */
 static const char create_sql[] =
         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, type TEXT, value TEXT)";
+/* Tables of our own beside it, which KubeEdge's tools ignore: named values
+ * (what the edge last applied from the cloud) and which meta rows came from
+ * which source. */
+static const char create_kv_sql[] =
+        "CREATE TABLE IF NOT EXISTS edgemesh_kv(k TEXT PRIMARY KEY, v TEXT NOT NULL)";
+static const char create_origin_sql[] = "CREATE TABLE IF NOT EXISTS edgemesh_origin("
+                                        "key TEXT PRIMARY KEY, origin TEXT NOT NULL)";
 
 struct em_db {
 	sqlite3 *h;
@@ -39,6 +46,9 @@ struct em_db {
 	sqlite3_stmt *del;
 	sqlite3_stmt *scan_all;
 	sqlite3_stmt *scan_type;
+	sqlite3_stmt *scan_after;
+	sqlite3_stmt *kv_set, *kv_get;
+	sqlite3_stmt *origin_set, *origin_del, *origin_scan;
 	uint64_t unreadable; /* rows scans had to skip */
 	char path[PATH_MAX];
 };
@@ -144,7 +154,8 @@ int em_db_open(const char *path, struct em_db **out)
 	               sizeof(mode));
 	if (rc)
 		goto fail;
-	if ((rc = db_exec(db, create_sql)) != 0)
+	if ((rc = db_exec(db, create_sql)) != 0 || (rc = db_exec(db, create_kv_sql)) != 0 ||
+	    (rc = db_exec(db, create_origin_sql)) != 0)
 		goto fail;
 
 	if ((rc = db_prepare(db, "BEGIN IMMEDIATE", &db->begin)) != 0 ||
@@ -159,7 +170,24 @@ int em_db_open(const char *path, struct em_db **out)
 	    (rc = db_prepare(db, "SELECT key, type, value FROM meta ORDER BY key",
 	                     &db->scan_all)) != 0 ||
 	    (rc = db_prepare(db, "SELECT key, type, value FROM meta WHERE type = ?1 ORDER BY key",
-	                     &db->scan_type)) != 0)
+	                     &db->scan_type)) != 0 ||
+	    (rc = db_prepare(db,
+	                     "SELECT key, type, value FROM meta WHERE type = ?1 AND key > ?2 "
+	                     "ORDER BY key LIMIT ?3",
+	                     &db->scan_after)) != 0 ||
+	    (rc = db_prepare(db,
+	                     "INSERT INTO edgemesh_kv(k, v) VALUES(?1, ?2) "
+	                     "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+	                     &db->kv_set)) != 0 ||
+	    (rc = db_prepare(db, "SELECT v FROM edgemesh_kv WHERE k = ?1", &db->kv_get)) != 0 ||
+	    (rc = db_prepare(db,
+	                     "INSERT INTO edgemesh_origin(key, origin) VALUES(?1, ?2) "
+	                     "ON CONFLICT(key) DO UPDATE SET origin = excluded.origin",
+	                     &db->origin_set)) != 0 ||
+	    (rc = db_prepare(db, "DELETE FROM edgemesh_origin WHERE key = ?1", &db->origin_del)) !=
+	            0 ||
+	    (rc = db_prepare(db, "SELECT key FROM edgemesh_origin WHERE origin = ?1 ORDER BY key",
+	                     &db->origin_scan)) != 0)
 		goto fail;
 
 	*out = db;
@@ -180,6 +208,12 @@ void em_db_close(struct em_db *db)
 	sqlite3_finalize(db->del);
 	sqlite3_finalize(db->scan_all);
 	sqlite3_finalize(db->scan_type);
+	sqlite3_finalize(db->scan_after);
+	sqlite3_finalize(db->kv_set);
+	sqlite3_finalize(db->kv_get);
+	sqlite3_finalize(db->origin_set);
+	sqlite3_finalize(db->origin_del);
+	sqlite3_finalize(db->origin_scan);
 	/* The last connection to close checkpoints and removes the -wal file. */
 	if (db->h && sqlite3_close(db->h) != SQLITE_OK)
 		db_fail(db, "close");
@@ -205,10 +239,31 @@ static int db_apply_one(struct em_db *db, const struct em_db_op *op, size_t i)
 		EM_ERR(MOD, "%s: op %zu: no key", db->path, i);
 		return -EINVAL;
 	}
-	if (op->op == EM_DB_DELETE) {
+	if (op->op == EM_DB_DELETE || (op->op == EM_DB_ORIGIN && !op->value)) {
+		/* A deleted row has no origin any more either. The meta row
+		 * goes last: em_db_delete reads its change count. */
+		int rc;
+		st = db->origin_del;
+		if (sqlite3_bind_text(st, 1, op->key, -1, SQLITE_STATIC) != SQLITE_OK)
+			return db_fail(db, op->key);
+		if ((rc = db_step_done(db, st, op->key)) || op->op != EM_DB_DELETE)
+			return rc;
 		st = db->del;
 		if (sqlite3_bind_text(st, 1, op->key, -1, SQLITE_STATIC) != SQLITE_OK)
 			return db_fail(db, op->key);
+		return db_step_done(db, st, op->key);
+	}
+	if (op->op == EM_DB_KV || op->op == EM_DB_ORIGIN) {
+		st = op->op == EM_DB_KV ? db->kv_set : db->origin_set;
+		if (!op->value) {
+			EM_ERR(MOD, "%s: %s: a named value needs a value", db->path, op->key);
+			return -EINVAL;
+		}
+		if (sqlite3_bind_text(st, 1, op->key, -1, SQLITE_STATIC) != SQLITE_OK ||
+		    sqlite3_bind_text(st, 2, op->value, -1, SQLITE_STATIC) != SQLITE_OK) {
+			sqlite3_clear_bindings(st);
+			return db_fail(db, op->key);
+		}
 		return db_step_done(db, st, op->key);
 	}
 	if (op->op != EM_DB_UPSERT || !op->type || !op->value) {
@@ -470,6 +525,77 @@ int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg)
 			        db->path, db->path);
 	}
 	free(last.s);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return ret;
+}
+
+int em_db_scan_after(struct em_db *db, const char *type, const char *after, unsigned limit,
+                     em_db_row_cb cb, void *arg)
+{
+	sqlite3_stmt *st = db->scan_after;
+	int rc, ret = 0;
+
+	if (sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 2, after, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 3, limit) != SQLITE_OK) {
+		sqlite3_clear_bindings(st);
+		return db_fail(db, "scan");
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *k = sqlite3_column_text(st, 0);
+		const unsigned char *t = sqlite3_column_text(st, 1);
+		const unsigned char *v = sqlite3_column_text(st, 2);
+		if ((ret = cb(arg, k ? (const char *)k : "", t ? (const char *)t : "",
+		              v ? (const char *)v : "")))
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE) {
+		scan_error(db, rc, "after a key");
+		ret = -EIO;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return ret;
+}
+
+int em_db_kv_get(struct em_db *db, const char *k, char *buf, size_t cap)
+{
+	sqlite3_stmt *st = db->kv_get;
+	int ret = 0;
+
+	if (sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC) != SQLITE_OK)
+		return db_fail(db, k);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *v = sqlite3_column_text(st, 0);
+		snprintf(buf, cap, "%s", v ? (const char *)v : "");
+		ret = 1;
+	} else if (rc != SQLITE_DONE) {
+		ret = db_fail(db, k);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return ret;
+}
+
+int em_db_origin_scan(struct em_db *db, const char *origin, int (*cb)(void *arg, const char *key),
+                      void *arg)
+{
+	sqlite3_stmt *st = db->origin_scan;
+	int rc, ret = 0;
+
+	if (sqlite3_bind_text(st, 1, origin, -1, SQLITE_STATIC) != SQLITE_OK)
+		return db_fail(db, origin);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *k = sqlite3_column_text(st, 0);
+		if (k && (ret = cb(arg, (const char *)k)))
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE) {
+		scan_error(db, rc, "of origins");
+		ret = -EIO;
+	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return ret;

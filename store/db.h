@@ -20,13 +20,21 @@ struct em_db;
 int em_db_open(const char *path, struct em_db **out);
 void em_db_close(struct em_db *db);
 
-enum em_db_op_kind { EM_DB_UPSERT = 0, EM_DB_DELETE };
+/* Beside meta, the database holds two tables of our own: edgemesh_kv (named
+ * values, such as what the edge last applied from the cloud) and
+ * edgemesh_origin (which meta keys came from which source). */
+enum em_db_op_kind {
+	EM_DB_UPSERT = 0, /* meta row <key> = <type>, <value> */
+	EM_DB_DELETE,     /* meta row <key>, and its origin, are gone */
+	EM_DB_KV,         /* named value <key> = <value> */
+	EM_DB_ORIGIN,     /* meta key <key> came from <value> (NULL: from none) */
+};
 
 struct em_db_op {
 	enum em_db_op_kind op;
-	const char *key;   /* "<ns>/<type>/<name>" */
+	const char *key;   /* "<ns>/<type>/<name>", or the name of a value */
 	const char *type;  /* upsert only */
-	const char *value; /* upsert only: the object's JSON */
+	const char *value; /* upsert: the object's JSON; kv: the value; origin */
 };
 
 /* Applies <n> operations in one transaction: all or none. Returns 0 or -EIO
@@ -52,6 +60,23 @@ int em_db_delete(struct em_db *db, const char *key);
  * the rows after it come in rowid order. Nothing is ever written back. */
 typedef int (*em_db_row_cb)(void *arg, const char *key, const char *type, const char *value);
 int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg);
+
+/* Calls <cb> for at most <limit> rows of type <type> whose key sorts after
+ * <after> ("" for the first), in key order: a cursor over a large table, one
+ * page at a time. A read error ends it with -EIO (logged); a non-zero return
+ * from <cb> stops it and is returned; else 0. */
+int em_db_scan_after(struct em_db *db, const char *type, const char *after, unsigned limit,
+                     em_db_row_cb cb, void *arg);
+
+/* Copies named value <k> into <buf> (cut to <cap> - 1 bytes). Returns 1
+ * when it is set, 0 when not, -EIO (logged) when sqlite fails. */
+int em_db_kv_get(struct em_db *db, const char *k, char *buf, size_t cap);
+
+/* Calls <cb> with each meta key marked as coming from <origin>, in key
+ * order; a non-zero return stops the scan and is returned. -EIO (logged)
+ * on a read error. <cb> must not call back into <db>. */
+int em_db_origin_scan(struct em_db *db, const char *origin, int (*cb)(void *arg, const char *key),
+                      void *arg);
 
 /* Rows (or runs of rowids) that scans of <db> skipped as unreadable so far. */
 uint64_t em_db_unreadable(const struct em_db *db);

@@ -310,9 +310,20 @@ int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
                     const struct em_store_key *del, size_t n_del, size_t *deleted, char *err,
                     size_t errlen)
 {
+	return em_store_change_from(st, objs, n, del, n_del, NULL, deleted, err, errlen);
+}
+
+int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n,
+                         const struct em_store_key *del, size_t n_del,
+                         const struct em_store_src *src, size_t *deleted, char *err,
+                         size_t errlen)
+{
 	struct em_k8s_limits lim = {.service_cidrs = st->service_cidrs,
 	                            .n_service_cidrs = st->n_service_cidrs};
-	struct em_db_op *all = calloc(n + n_del ? n + n_del : 1, sizeof(*all));
+	bool mark = src && src->origin;
+	bool kv = src && src->kv_key && src->kv_value;
+	size_t n_ops = n_del + n * (mark ? 2 : 1) + (kv ? 1 : 0);
+	struct em_db_op *all = calloc(n_ops ? n_ops : 1, sizeof(*all));
 	struct em_db_op *ops = all ? all + n_del : NULL;
 	struct em_k8s_object **decoded = calloc(n ? n : 1, sizeof(*decoded));
 	char **keys = calloc(n ? n : 1, sizeof(*keys));
@@ -368,7 +379,14 @@ int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
 		                           .type = em_kind_type(decoded[i]->kind),
 		                           .value = values[i]};
 	}
-	if (em_db_apply(st->db, all, n_del + n)) {
+	if (mark)
+		for (size_t i = 0; i < n; i++)
+			ops[n + i] = (struct em_db_op){
+			        .op = EM_DB_ORIGIN, .key = keys[i], .value = src->origin};
+	if (kv)
+		all[n_ops - 1] = (struct em_db_op){
+		        .op = EM_DB_KV, .key = src->kv_key, .value = src->kv_value};
+	if (em_db_apply(st->db, all, n_ops)) {
 		snprintf(err, errlen, "database write failed (see log)");
 		rc = -EIO;
 		goto out;
@@ -467,6 +485,36 @@ static int list_row(void *arg, const char *key, const char *type, const char *va
 	lc->cb(lc->arg, value);
 	lc->count++;
 	return 0;
+}
+
+struct scan_after_ctx {
+	int (*cb)(void *arg, const char *key, const char *json);
+	void *arg;
+};
+
+static int scan_after_row(void *arg, const char *key, const char *type, const char *value)
+{
+	EM_UNUSED(type);
+	struct scan_after_ctx *c = arg;
+	return c->cb(c->arg, key, value);
+}
+
+int em_store_kv_get(struct em_store *st, const char *k, char *buf, size_t cap)
+{
+	return em_db_kv_get(st->db, k, buf, cap);
+}
+
+int em_store_origin_scan(struct em_store *st, const char *origin,
+                         int (*cb)(void *arg, const char *key), void *arg)
+{
+	return em_db_origin_scan(st->db, origin, cb, arg);
+}
+
+int em_store_scan_after(struct em_store *st, enum em_kind kind, const char *after, unsigned limit,
+                        int (*cb)(void *arg, const char *key, const char *json), void *arg)
+{
+	struct scan_after_ctx c = {cb, arg};
+	return em_db_scan_after(st->db, em_kind_type(kind), after, limit, scan_after_row, &c);
 }
 
 size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,

@@ -64,6 +64,40 @@ int em_store_change(struct em_store *st, const struct cJSON *const *objs, size_t
                     const struct em_store_key *del, size_t n_del, size_t *deleted, char *err,
                     size_t errlen);
 
+/* Where a change comes from, for em_store_change_from. */
+struct em_store_src {
+	/* Non-NULL: the upserted objects are marked as coming from this
+	 * source (em_store_origin_scan finds them). NULL: marks stay as they
+	 * are. A deleted object loses its mark either way. */
+	const char *origin;
+	/* Both non-NULL: named value <kv_key> is set to <kv_value> in the same
+	 * transaction (em_store_kv_get reads it). */
+	const char *kv_key, *kv_value;
+};
+
+/* As em_store_change, with <src> (NULL: as em_store_change). The marks and
+ * the named value are written in the objects' transaction: all or none. */
+int em_store_change_from(struct em_store *st, const struct cJSON *const *objs, size_t n,
+                         const struct em_store_key *del, size_t n_del,
+                         const struct em_store_src *src, size_t *deleted, char *err,
+                         size_t errlen);
+
+/* Copies named value <k> into <buf>. Returns 1 when set, 0 when not, -EIO. */
+int em_store_kv_get(struct em_store *st, const char *k, char *buf, size_t cap);
+
+/* Calls <cb> with the key of every object marked as coming from <origin>,
+ * in key order; a non-zero return stops it and is returned. -EIO on a read
+ * error. <cb> must not call back into the store. */
+int em_store_origin_scan(struct em_store *st, const char *origin,
+                         int (*cb)(void *arg, const char *key), void *arg);
+
+/* Calls <cb> with the key and stored JSON of at most <limit> objects of
+ * <kind> whose key sorts after <after> ("" for the first), in key order: a
+ * cursor to send a large store a page at a time. Returns 0, <cb>'s non-zero
+ * return, or -EIO. <cb> must not call back into the store. */
+int em_store_scan_after(struct em_store *st, enum em_kind kind, const char *after, unsigned limit,
+                        int (*cb)(void *arg, const char *key, const char *json), void *arg);
+
 /* Deletes one object, from the database and from memory. A row that is in
  * the database but was skipped at load (malformed) is deleted too. Returns 1
  * when it existed in either, 0 when not, -EIO (logged) when sqlite fails. */

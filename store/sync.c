@@ -19,6 +19,7 @@
 #include "proto/log.h"
 #include "store/api.h"
 #include "store/changelog.h"
+#include "store/control.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
 
@@ -43,6 +44,9 @@ struct em_sync {
 	struct em_store *store;
 	struct em_mdir *mdir; /* controller.manifests_dir, or NULL */
 	struct em_clog *clog; /* cloud role: the changes edges will be sent */
+	struct em_ctl *ctl;   /* the control stream's side (store/control.h) */
+	struct pollfd *pfd;   /* the poll set, grown as needed */
+	size_t pfd_cap;
 	uint64_t clog_failures;
 	char config_path[PATH_MAX];
 	char node_name[254];
@@ -72,6 +76,8 @@ static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
 		out[n++] = (struct em_api_counter){"controller", "changelog_floor", cs.floor};
 		out[n++] = (struct em_api_counter){"controller", "changelog_newest", cs.newest};
 	}
+	if (s->ctl && cap > n)
+		n += em_ctl_counters(s->ctl, out + n, cap - n);
 	if (s->mdir && cap - n >= 5) {
 		struct em_mdir_stats st;
 		em_mdir_stats(s->mdir, &st);
@@ -142,6 +148,11 @@ static void reload_config(struct em_sync *s)
 	EM_INFO("config", "reloaded %s", s->config_path);
 }
 
+static int control_status(void *ctx, struct cJSON *reply)
+{
+	return em_ctl_status(ctx, reply);
+}
+
 static void handle_input(struct em_sync *s, struct client *c)
 {
 	struct em_api_info info = {.config_path = s->config_path,
@@ -149,7 +160,9 @@ static void handle_input(struct em_sync *s, struct client *c)
 	                           .reloads = atomic_load(&s->reloads),
 	                           .reload_failures = atomic_load(&s->reload_failures),
 	                           .counters = locked_counters,
-	                           .counters_ctx = s};
+	                           .counters_ctx = s,
+	                           .control = s->ctl ? control_status : NULL,
+	                           .control_ctx = s->ctl};
 
 	if (em_api_serve(s->store, &info, &c->in, &c->out, &c->out_off))
 		c->closing = true;
@@ -222,17 +235,31 @@ static void accept_clients(struct em_sync *s)
 static void *sync_main(void *arg)
 {
 	struct em_sync *s = arg;
-	/* wake, listener, manifests directory (fd -1 when none), clients */
-	enum { FIXED = 3 };
-	struct pollfd pfd[MAX_CLIENTS + FIXED];
+	/* wake, listener, manifests directory (fd -1 when none), control
+	 * stream wake-ups (fd -1 when none), clients, then control streams */
+	enum { FIXED = 4 };
 
 	while (!atomic_load(&s->stop)) {
+		size_t need = FIXED + MAX_CLIENTS + (s->ctl ? em_ctl_max_pollfds(s->ctl) : 0);
+		if (need > s->pfd_cap) {
+			struct pollfd *p = realloc(s->pfd, need * sizeof(*p));
+			if (!p) {
+				EM_ERR("sync", "out of memory for the poll set");
+				break;
+			}
+			s->pfd = p;
+			s->pfd_cap = need;
+		}
+		struct pollfd *pfd = s->pfd;
+		int timeout = 1000;
 		size_t n = 0;
 		pfd[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
 		pfd[n++] = (struct pollfd){.fd = s->listen_fd,
 		                           .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
 		pfd[n++] =
 		        (struct pollfd){.fd = s->mdir ? em_mdir_fd(s->mdir) : -1, .events = POLLIN};
+		pfd[n++] =
+		        (struct pollfd){.fd = s->ctl ? em_ctl_wake_fd(s->ctl) : -1, .events = POLLIN};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing || !em_api_may_read(&c->in, &c->out, c->out_off)
@@ -244,7 +271,10 @@ static void *sync_main(void *arg)
 				ev |= POLLOUT;
 			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 		}
-		if (poll(pfd, n, 1000) == -1 && errno != EINTR) {
+		size_t n_api = n - FIXED;
+		size_t n_ctl = s->ctl ? em_ctl_pollfds(s->ctl, pfd + n, s->pfd_cap - n, &timeout) : 0;
+		n += n_ctl;
+		if (poll(pfd, n, timeout) == -1 && errno != EINTR) {
 			EM_ERR("sync", "poll: %s", strerror(errno));
 			break;
 		}
@@ -260,7 +290,7 @@ static void *sync_main(void *arg)
 		uint64_t now = em_now_ms();
 		/* Walk backwards: client_close moves the last client into slot i. The
 		 * clients accepted this turn have no pollfd yet and are skipped. */
-		for (size_t i = EM_MIN(s->n_clients, n - FIXED); i-- > 0;) {
+		for (size_t i = EM_MIN(s->n_clients, n_api); i-- > 0;) {
 			struct client *c = &s->clients[i];
 			short re = pfd[i + FIXED].revents;
 			bool keep = true;
@@ -285,6 +315,10 @@ static void *sync_main(void *arg)
 		/* After the clients: slots freed by departed clients count. */
 		if (pfd[1].revents & POLLIN)
 			accept_clients(s);
+		/* Last: what the manifests and API requests changed this turn is
+		 * pushed to the edges now. */
+		if (s->ctl)
+			em_ctl_run(s->ctl, pfd + FIXED + n_api, n_ctl);
 	}
 	while (s->n_clients)
 		client_close(s, s->n_clients - 1);
@@ -406,6 +440,12 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 		}
 		em_store_set_observer(s->store, log_change, s);
 	}
+	if (cfg->role == EM_ROLE_CLOUD || cfg->cloud.address[0]) {
+		if (!(s->ctl = em_ctl_new(cfg, s->store, s->clog))) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
 	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.manifests_dir[0]) {
 		char state[PATH_MAX + 32];
 		snprintf(state, sizeof(state), "%s/manifests-state.json", cfg->data_dir);
@@ -433,6 +473,7 @@ fail:
 	if (s->wake_fd != -1)
 		close(s->wake_fd);
 	em_mdir_close(s->mdir);
+	em_ctl_free(s->ctl);
 	em_store_close(s->store);
 	em_clog_free(s->clog);
 	free(s);
@@ -458,6 +499,11 @@ void em_sync_reload_counts(struct em_sync *s, uint64_t *applied, uint64_t *refus
 	*refused = atomic_load(&s->reload_failures);
 }
 
+struct em_ctl *em_sync_control(struct em_sync *s)
+{
+	return s->ctl;
+}
+
 void em_sync_stop(struct em_sync *s)
 {
 	if (!s)
@@ -469,6 +515,8 @@ void em_sync_stop(struct em_sync *s)
 	unlink_socket(s->socket_path);
 	close(s->wake_fd);
 	em_mdir_close(s->mdir);
+	em_ctl_free(s->ctl);
+	free(s->pfd);
 	em_store_close(s->store);
 	em_clog_free(s->clog);
 	pthread_mutex_destroy(&s->counters_mu);

@@ -32,6 +32,12 @@ void em_sync_reload_counts(struct em_sync *s, uint64_t *applied, uint64_t *refus
  * free what the previous <ctx> points to. Any thread may call it. */
 void em_sync_set_counters(struct em_sync *s, em_api_counters_fn fn, void *ctx);
 
+/* The control stream's side of this node (store/control.h): the cloud's,
+ * or an edge's with cloud.address set; NULL otherwise. Lives until
+ * em_sync_stop; only its thread-safe calls (em_ctl_accept,
+ * em_ctl_set_dialer) may be made from other threads. */
+struct em_ctl *em_sync_control(struct em_sync *s);
+
 /* Stops the thread, closes the socket (and removes its file) and the store. */
 void em_sync_stop(struct em_sync *s);
 

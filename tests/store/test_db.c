@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include "proto/em.h"
 #include "store/db.h"
 #include "tests/store/tmpdb.h"
 
@@ -137,9 +138,98 @@ static void check_kubeedge_db(void)
 	                                 "'default/service/web' AND value = '{\"v\":2}'"),
 	             1);
 	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM meta"), 5);
-	/* Still one table named meta: we did not create a second one. */
-	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"),
+	/* Still one table named meta: we did not create a second one; ours
+	 * beside it are named apart. */
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+	                                 "AND name = 'meta'"),
 	             1);
+	cr_assert_eq(raw_count(tdb.path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+	                                 "AND name NOT IN ('meta', 'edgemesh_kv', "
+	                                 "'edgemesh_origin')"),
+	             0);
+}
+
+static int collect_key(void *arg, const char *key)
+{
+	char *out = arg;
+	strcat(out, key);
+	strcat(out, ";");
+	return 0;
+}
+
+static int collect_row(void *arg, const char *key, const char *type, const char *value)
+{
+	EM_UNUSED(type);
+	EM_UNUSED(value);
+	return collect_key(arg, key);
+}
+
+/* Named values and origins are written in the transaction of the objects;
+ * a delete drops the origin; a failed batch writes neither. */
+Test(db, kv_and_origin)
+{
+	struct em_db *db;
+	char buf[256] = "";
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	cr_assert_eq(em_db_kv_get(db, "cloud", buf, sizeof(buf)), 0);
+	struct em_db_op ops[] = {
+	        {EM_DB_UPSERT, "a/service/x", "service", "{}"},
+	        {EM_DB_ORIGIN, "a/service/x", NULL, "cloud"},
+	        {EM_DB_UPSERT, "a/service/y", "service", "{}"},
+	        {EM_DB_ORIGIN, "a/service/y", NULL, "cloud"},
+	        {EM_DB_UPSERT, "a/service/z", "service", "{}"},
+	        {EM_DB_KV, "cloud", NULL, "e1 7"},
+	};
+	cr_assert_eq(em_db_apply(db, ops, 6), 0);
+	cr_assert_eq(em_db_kv_get(db, "cloud", buf, sizeof(buf)), 1);
+	cr_assert_str_eq(buf, "e1 7");
+	buf[0] = 0;
+	cr_assert_eq(em_db_origin_scan(db, "cloud", collect_key, buf), 0);
+	cr_assert_str_eq(buf, "a/service/x;a/service/y;");
+
+	struct em_db_op del[] = {
+	        {EM_DB_DELETE, "a/service/x", NULL, NULL},
+	        {EM_DB_ORIGIN, "a/service/y", NULL, NULL},
+	};
+	cr_assert_eq(em_db_apply(db, del, 2), 0);
+	buf[0] = 0;
+	cr_assert_eq(em_db_origin_scan(db, "cloud", collect_key, buf), 0);
+	cr_assert_str_eq(buf, "");
+	/* The origin went, the object stays. */
+	cr_assert_eq(em_db_delete(db, "a/service/y"), 1);
+
+	struct em_db_op bad[] = {
+	        {EM_DB_KV, "cloud", NULL, "e1 8"},
+	        {EM_DB_UPSERT, "a/service/w", NULL, NULL},
+	};
+	cr_assert_neq(em_db_apply(db, bad, 2), 0);
+	cr_assert_eq(em_db_kv_get(db, "cloud", buf, sizeof(buf)), 1);
+	cr_assert_str_eq(buf, "e1 7");
+	em_db_close(db);
+}
+
+/* A cursor over one type, a page at a time. */
+Test(db, scan_after_pages)
+{
+	struct em_db *db;
+	cr_assert_eq(em_db_open(tdb.path, &db), 0);
+	struct em_db_op ops[] = {
+	        {EM_DB_UPSERT, "a/service/1", "service", "{}"},
+	        {EM_DB_UPSERT, "a/service/2", "service", "{}"},
+	        {EM_DB_UPSERT, "a/node/n", "node", "{}"},
+	        {EM_DB_UPSERT, "b/service/3", "service", "{}"},
+	};
+	cr_assert_eq(em_db_apply(db, ops, 4), 0);
+	char buf[256] = "";
+	cr_assert_eq(em_db_scan_after(db, "service", "", 2, collect_row, buf), 0);
+	cr_assert_str_eq(buf, "a/service/1;a/service/2;");
+	buf[0] = 0;
+	cr_assert_eq(em_db_scan_after(db, "service", "a/service/2", 2, collect_row, buf), 0);
+	cr_assert_str_eq(buf, "b/service/3;");
+	buf[0] = 0;
+	cr_assert_eq(em_db_scan_after(db, "service", "b/service/3", 2, collect_row, buf), 0);
+	cr_assert_str_eq(buf, "");
+	em_db_close(db);
 }
 
 Test(db, opens_kubeedge_schema)

@@ -1,0 +1,1309 @@
+/* The control stream's two sides (store/control.h, tunnel/PROTOCOL.md 9). */
+#include "store/control.h"
+
+#include <cjson/cJSON.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/clock.h"
+#include "proto/log.h"
+#include "store/api.h"
+#include "store/beehive.h"
+#include "store/changelog.h"
+#include "store/config.h"
+#include "store/k8s.h"
+#include "store/store.h"
+
+#define MOD "control"
+/* An edge must register this soon after its stream opens. */
+#define REGISTER_MS 10000u
+/* Streams handed over by the workers and not yet taken. */
+#define MAX_PENDING 1024u
+/* The edge's objects from the cloud are marked with this origin, and its
+ * last applied epoch and generation kept under this name. */
+#define ORIGIN    "cloud"
+#define KV_CLOUD  "cloud.applied"
+#define REG_LABEL "edgemesh.io/registered"
+/* Longest node name, namespace or name (a DNS subdomain). */
+#define EM_K8S_NAME_MAX 253
+
+enum { S_REGISTER, S_SNAPSHOT, S_LIVE };
+
+struct edge;
+
+/* Cloud: one edge's open stream. */
+struct sess {
+	int fd;
+	int state;
+	bool closing;   /* close once <out> is sent */
+	bool need_mark; /* a sync marker is owed (registration answer) */
+	struct edge *e; /* after registration */
+	char node[EM_K8S_NAME_MAX + 1];
+	struct em_addr src;
+	struct em_buf in, out;
+	size_t out_off;
+	uint64_t deadline_ms; /* S_REGISTER */
+	uint64_t sent_gen;    /* changes through this generation are queued */
+	char reg_id[64];      /* msg_id of the registration, the markers' parent */
+	/* S_SNAPSHOT: the kind being sent and the last key sent of it. */
+	int snap_kind;
+	char snap_after[600];
+	uint64_t snap_gen;
+};
+
+/* Cloud: what is known of an edge, kept after it disconnects. */
+struct edge {
+	char node[EM_K8S_NAME_MAX + 1];
+	struct em_addr addr;
+	uint16_t tunnel_port;
+	char version[64];
+	int64_t start_time;
+	int64_t since_ms, last_seen_ms; /* wall clock */
+	uint64_t sent, acked;
+	struct sess *s;
+};
+
+struct pending {
+	int fd;
+	char node[EM_K8S_NAME_MAX + 1];
+	struct em_addr src;
+};
+
+/* Edge: a delete waiting in the current run. */
+struct del {
+	int kind;
+	char *ns, *name;
+};
+
+struct em_ctl {
+	bool cloud;
+	struct em_store *st;
+	struct em_clog *clog;
+	char node[EM_K8S_NAME_MAX + 1];
+	char epoch[40]; /* cloud: this run's; edge: of the generation applied */
+	uint64_t msg_seq;
+	int wake_fd;
+	uint64_t now_ms;
+
+	/* cloud */
+	pthread_mutex_t mu; /* guards <pend> */
+	struct pending *pend;
+	size_t n_pend;
+	struct sess **sess;
+	size_t n_sess, cap_sess;
+	struct edge **edges;
+	size_t n_edges, cap_edges;
+
+	/* edge */
+	char address[256];
+	uint16_t tunnel_port;
+	int64_t start_time;
+	uint32_t rc_min, rc_max, backoff;
+	uint64_t rng;
+	em_ctl_dial_fn dial;
+	void *dial_ctx;
+	int fd;
+	struct em_buf in, out;
+	size_t out_off;
+	uint64_t next_dial_ms;
+	bool up; /* a marker arrived on this stream */
+	uint64_t gen;
+	cJSON **objs;
+	size_t n_objs, cap_objs;
+	struct del *dels;
+	size_t n_dels, cap_dels;
+	bool in_snap;
+	char **snap_keys;
+	size_t n_snap, cap_snap;
+	uint64_t logged_refusals;
+
+	/* counters */
+	uint64_t c_sessions, c_registered, c_refused, c_snapshots, c_msgs_in, c_msgs_out;
+	uint64_t c_bytes_out, c_protocol_errors, c_applied, c_apply_failures, c_acks;
+};
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Message ids: the run's UUID with its last 12 digits counting. */
+static void next_id(struct em_ctl *c, char id[40])
+{
+	snprintf(id, 40, "%.24s%012llx", c->epoch, (unsigned long long)(++c->msg_seq & 0xffffffffffffULL));
+}
+
+/* Appends <m> (content <raw>, compact JSON text, when non-NULL, in place of
+ * m->content) and a newline to <out>. */
+static int append_msg(struct em_ctl *c, struct em_buf *out, struct em_bh_msg *m, const char *raw)
+{
+	if (!m->msg_id[0])
+		next_id(c, m->msg_id);
+	m->timestamp_ms = wall_ms();
+	size_t len;
+	cJSON *keep = m->content;
+	if (raw)
+		m->content = NULL;
+	char *text = em_bh_encode(m, &len);
+	m->content = keep;
+	if (!text)
+		return -ENOMEM;
+	int rc;
+	if (raw) {
+		/* The encoding ends with "content":null} (content goes last). */
+		EM_ASSERT(len > 5 && memcmp(text + len - 5, "null}", 5) == 0);
+		rc = em_buf_append(out, text, len - 5);
+		rc = rc ? rc : em_buf_append(out, raw, strlen(raw));
+		rc = rc ? rc : em_buf_append(out, "}\n", 2);
+	} else {
+		rc = em_buf_append(out, text, len);
+		rc = rc ? rc : em_buf_append(out, "\n", 1);
+	}
+	cJSON_free(text);
+	c->c_msgs_out++;
+	return rc;
+}
+
+/* A marker: route control/response/sync, content {epoch, generation, phase}. */
+static int append_mark(struct em_ctl *c, struct sess *s, const char *phase, uint64_t gen)
+{
+	struct em_bh_msg m = {.op = EM_BH_RESPONSE};
+	snprintf(m.source, sizeof(m.source), "edgecontroller");
+	snprintf(m.group, sizeof(m.group), "control");
+	snprintf(m.resource, sizeof(m.resource), "sync");
+	snprintf(m.parent_id, sizeof(m.parent_id), "%s", s->reg_id);
+	snprintf(m.resource_version, sizeof(m.resource_version), "%llu", (unsigned long long)gen);
+	m.content = cJSON_CreateObject();
+	if (!m.content || !cJSON_AddStringToObject(m.content, "epoch", c->epoch) ||
+	    !cJSON_AddNumberToObject(m.content, "generation", (double)gen) ||
+	    !cJSON_AddStringToObject(m.content, "phase", phase)) {
+		cJSON_Delete(m.content);
+		return -ENOMEM;
+	}
+	int rc = append_msg(c, &s->out, &m, NULL);
+	cJSON_Delete(m.content);
+	return rc;
+}
+
+static int append_error(struct em_ctl *c, struct em_buf *out, const char *parent, const char *text)
+{
+	struct em_bh_msg m = {.op = EM_BH_ERROR};
+	snprintf(m.source, sizeof(m.source), "%s", c->cloud ? "edgecontroller" : "edgemesh");
+	snprintf(m.group, sizeof(m.group), "control");
+	snprintf(m.parent_id, sizeof(m.parent_id), "%s", parent ? parent : "");
+	m.content = cJSON_CreateString(text);
+	int rc = m.content ? append_msg(c, out, &m, NULL) : -ENOMEM;
+	cJSON_Delete(m.content);
+	return rc;
+}
+
+/* Sends what <out> holds past <*off>; false when the socket failed. */
+static bool flush_out(int fd, struct em_buf *out, size_t *off, uint64_t *bytes)
+{
+	while (*off < out->len) {
+		ssize_t n = send(fd, out->data + *off, out->len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			*off += (size_t)n;
+			*bytes += (uint64_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		return false;
+	}
+	if (*off == out->len) {
+		out->len = 0;
+		*off = 0;
+	} else if (*off > out->len / 2) {
+		memmove(out->data, out->data + *off, out->len - *off);
+		out->len -= *off;
+		*off = 0;
+	}
+	return true;
+}
+
+/* Reads what <fd> has into <in>, bounded by one message and its newline.
+ * Returns 1 on progress or nothing to read, 0 on EOF, -1 on error or a
+ * message too long. */
+static int read_in(int fd, struct em_buf *in)
+{
+	char buf[65536];
+	for (int k = 0; k < 16; k++) {
+		if (in->len > EM_BH_MAX_MESSAGE + 1)
+			return -1;
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0) {
+			if (em_buf_append(in, buf, (size_t)n))
+				return -1;
+			continue;
+		}
+		if (n == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+	}
+	return 1;
+}
+
+/* Calls <fn> for each complete line of <in> and drops them; stops at the
+ * first non-zero return. A line over the bound fails. */
+static int each_line(struct em_buf *in, int (*fn)(void *arg, const char *line, size_t len),
+                     void *arg)
+{
+	size_t off = 0;
+	int rc = 0;
+	while (off < in->len) {
+		char *nl = memchr(in->data + off, '\n', in->len - off);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (in->data + off));
+		if (len && (rc = fn(arg, in->data + off, len)))
+			break;
+		off += len + 1;
+	}
+	if (!rc && in->len - off > EM_BH_MAX_MESSAGE)
+		rc = -EMSGSIZE;
+	memmove(in->data, in->data + off, in->len - off);
+	in->len -= off;
+	return rc;
+}
+
+/* ---- cloud ---------------------------------------------------------------- */
+
+static struct edge *edge_get(struct em_ctl *c, const char *node)
+{
+	for (size_t i = 0; i < c->n_edges; i++)
+		if (strcmp(c->edges[i]->node, node) == 0)
+			return c->edges[i];
+	if (c->n_edges == c->cap_edges) {
+		size_t cap = c->cap_edges ? c->cap_edges * 2 : 16;
+		struct edge **v = realloc(c->edges, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		c->edges = v;
+		c->cap_edges = cap;
+	}
+	struct edge *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	snprintf(e->node, sizeof(e->node), "%s", node);
+	c->edges[c->n_edges++] = e;
+	return e;
+}
+
+static void sess_close(struct em_ctl *c, size_t i, const char *why)
+{
+	struct sess *s = c->sess[i];
+	if (s->e) {
+		EM_INFO(MOD, "edge %s (%s) disconnected: %s", s->node,
+		        em_addr_format(&s->src, false, (char[EM_ADDR_STRLEN]){0}, EM_ADDR_STRLEN),
+		        why);
+		s->e->s = NULL;
+		s->e->last_seen_ms = wall_ms();
+	} else if (why) {
+		EM_WARN(MOD, "control stream of %s closed before it registered: %s", s->node, why);
+	}
+	close(s->fd);
+	em_buf_free(&s->in);
+	em_buf_free(&s->out);
+	free(s);
+	c->sess[i] = c->sess[--c->n_sess];
+}
+
+/* The edge's Node: made (or brought up to date) from its registration,
+ * unless the store has that Node from another source. */
+struct node_seen {
+	bool found, ours;
+	char ip[EM_ADDR_STRLEN];
+	char port[8];
+};
+
+static void node_visit(void *arg, const char *json)
+{
+	struct node_seen *ns = arg;
+	cJSON *o = cJSON_Parse(json);
+	ns->found = true;
+	const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+	const cJSON *lb = cJSON_GetObjectItemCaseSensitive(md, "labels");
+	const cJSON *l = cJSON_GetObjectItemCaseSensitive(lb, REG_LABEL);
+	ns->ours = cJSON_IsString(l) && strcmp(l->valuestring, "true") == 0;
+	const cJSON *an = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(an, EM_NODE_TUNNEL_PORT_ANNOTATION);
+	if (cJSON_IsString(p))
+		snprintf(ns->port, sizeof(ns->port), "%s", p->valuestring);
+	const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
+	const cJSON *addrs = cJSON_GetObjectItemCaseSensitive(st, "addresses");
+	const cJSON *a;
+	cJSON_ArrayForEach(a, addrs)
+	{
+		const cJSON *t = cJSON_GetObjectItemCaseSensitive(a, "type");
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(a, "address");
+		if (cJSON_IsString(t) && strcmp(t->valuestring, "InternalIP") == 0 &&
+		    cJSON_IsString(v))
+			snprintf(ns->ip, sizeof(ns->ip), "%s", v->valuestring);
+	}
+	cJSON_Delete(o);
+}
+
+static void register_node(struct em_ctl *c, struct sess *s)
+{
+	struct node_seen seen = {0};
+	char ip[EM_ADDR_STRLEN], port[8] = "";
+	em_addr_format(&s->src, false, ip, sizeof(ip));
+	if (s->e->tunnel_port)
+		snprintf(port, sizeof(port), "%u", s->e->tunnel_port);
+	em_store_list(c->st, EM_KIND_NODE, NULL, s->node, node_visit, &seen);
+	if (seen.found && !seen.ours)
+		return; /* the source of truth has it */
+	if (seen.found && strcmp(seen.ip, ip) == 0 && strcmp(seen.port, port) == 0)
+		return;
+	cJSON *o = cJSON_CreateObject();
+	cJSON *md = cJSON_AddObjectToObject(o, "metadata");
+	cJSON *lb = cJSON_AddObjectToObject(md, "labels");
+	cJSON *st = cJSON_AddObjectToObject(o, "status");
+	cJSON *addrs = cJSON_AddArrayToObject(st, "addresses");
+	cJSON *a = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "apiVersion", "v1");
+	cJSON_AddStringToObject(o, "kind", "Node");
+	cJSON_AddStringToObject(md, "name", s->node);
+	cJSON_AddStringToObject(lb, REG_LABEL, "true");
+	if (port[0]) {
+		cJSON *an = cJSON_AddObjectToObject(md, "annotations");
+		cJSON_AddStringToObject(an, EM_NODE_TUNNEL_PORT_ANNOTATION, port);
+	}
+	cJSON_AddStringToObject(a, "type", "InternalIP");
+	cJSON_AddStringToObject(a, "address", ip);
+	cJSON_AddItemToArray(addrs, a);
+	char err[512];
+	const cJSON *objs[] = {o};
+	if (em_store_change(c->st, objs, 1, NULL, 0, NULL, err, sizeof(err)))
+		EM_WARN(MOD, "edge %s: its Node could not be stored: %s", s->node, err);
+	else
+		EM_INFO(MOD, "edge %s: Node %s at %s%s%s", s->node, seen.found ? "updated" : "made",
+		        ip, port[0] ? ", tunnel port " : "", port);
+	cJSON_Delete(o);
+}
+
+static int sess_fail(struct em_ctl *c, struct sess *s, const char *why)
+{
+	c->c_protocol_errors++;
+	append_error(c, &s->out, s->reg_id, why);
+	s->closing = true;
+	EM_WARN(MOD, "control stream of %s: %s", s->node, why);
+	return 1;
+}
+
+static void on_register(struct em_ctl *c, struct sess *s, struct em_bh_msg *m)
+{
+	const cJSON *ct = m->content;
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(ct, "node");
+	const cJSON *port = cJSON_GetObjectItemCaseSensitive(ct, "tunnel_port");
+	const cJSON *ver = cJSON_GetObjectItemCaseSensitive(ct, "version");
+	const cJSON *start = cJSON_GetObjectItemCaseSensitive(ct, "start_time");
+	const cJSON *ep = cJSON_GetObjectItemCaseSensitive(ct, "epoch");
+	const cJSON *gen = cJSON_GetObjectItemCaseSensitive(ct, "generation");
+	snprintf(s->reg_id, sizeof(s->reg_id), "%s", m->msg_id);
+	if (!cJSON_IsString(node) || strcmp(node->valuestring, s->node) != 0) {
+		sess_fail(c, s, "register: content.node must be the node name the tunnel "
+		                "authenticated");
+		return;
+	}
+	if (!cJSON_IsNumber(port) || port->valuedouble < 0 || port->valuedouble > 65535 ||
+	    !cJSON_IsString(ep) || strlen(ep->valuestring) > 36 || !cJSON_IsNumber(gen) ||
+	    gen->valuedouble < 0 || gen->valuedouble > 9007199254740992.0) {
+		sess_fail(c, s, "register: content needs tunnel_port (0..65535), epoch (string) "
+		                "and generation (integer)");
+		return;
+	}
+	struct edge *e = edge_get(c, s->node);
+	if (!e) {
+		s->closing = true;
+		return;
+	}
+	if (e->s && e->s != s) {
+		/* A newer stream of the same edge (it redialled) wins. */
+		for (size_t i = 0; i < c->n_sess; i++)
+			if (c->sess[i] == e->s) {
+				e->s->e = NULL;
+				e->s->closing = true;
+				e->s->out.len = e->s->out_off = 0;
+			}
+	}
+	e->s = s;
+	s->e = e;
+	e->addr = s->src;
+	e->tunnel_port = (uint16_t)port->valuedouble;
+	snprintf(e->version, sizeof(e->version), "%s",
+	         cJSON_IsString(ver) ? ver->valuestring : "");
+	e->start_time = cJSON_IsNumber(start) ? (int64_t)start->valuedouble : 0;
+	e->since_ms = e->last_seen_ms = wall_ms();
+	e->acked = 0;
+	c->c_registered++;
+	uint64_t g = (uint64_t)gen->valuedouble;
+	bool same = strcmp(ep->valuestring, c->epoch) == 0;
+	struct em_clog_stats cs;
+	em_clog_stats(c->clog, &cs);
+	char ip[EM_ADDR_STRLEN];
+	if (same && g >= cs.floor && g <= cs.newest) {
+		s->state = S_LIVE;
+		s->sent_gen = g;
+		s->need_mark = true;
+		EM_INFO(MOD, "edge %s (%s) registered at generation %llu: sending %llu later ones",
+		        s->node, em_addr_format(&s->src, false, ip, sizeof(ip)),
+		        (unsigned long long)g, (unsigned long long)(cs.newest - g));
+	} else {
+		s->state = S_SNAPSHOT;
+		s->snap_kind = 0;
+		s->snap_after[0] = 0;
+		s->snap_gen = cs.newest;
+		c->c_snapshots++;
+		EM_INFO(MOD, "edge %s (%s) registered (%s): sending a snapshot of generation %llu",
+		        s->node, em_addr_format(&s->src, false, ip, sizeof(ip)),
+		        !same ? "new to this cloud run" : "behind the change log",
+		        (unsigned long long)cs.newest);
+		append_mark(c, s, "snapshot-begin", s->snap_gen);
+	}
+	register_node(c, s);
+}
+
+struct cloud_line_ctx {
+	struct em_ctl *c;
+	struct sess *s;
+};
+
+static int cloud_msg(void *arg, const char *line, size_t len)
+{
+	struct cloud_line_ctx *x = arg;
+	struct em_ctl *c = x->c;
+	struct sess *s = x->s;
+	struct em_bh_msg m;
+	char err[256], why[320];
+	if (s->closing)
+		return 1;
+	c->c_msgs_in++;
+	if (s->e)
+		s->e->last_seen_ms = wall_ms();
+	if (em_bh_decode(line, len, &m, err, sizeof(err))) {
+		snprintf(why, sizeof(why), "bad message: %s", err);
+		return sess_fail(c, s, why);
+	}
+	bool ctl = strcmp(m.group, "control") == 0 && strcmp(m.resource, "sync") == 0;
+	if (ctl && m.op == EM_BH_QUERY && s->state == S_REGISTER) {
+		on_register(c, s, &m);
+	} else if (ctl && m.op == EM_BH_RESPONSE && s->e) {
+		const cJSON *g = cJSON_GetObjectItemCaseSensitive(m.content, "generation");
+		if (!cJSON_IsNumber(g) || g->valuedouble < 0) {
+			em_bh_free(&m);
+			return sess_fail(c, s, "ack: content.generation must be an integer");
+		}
+		s->e->acked = (uint64_t)g->valuedouble;
+		s->e->last_seen_ms = wall_ms();
+		c->c_acks++;
+	} else if (m.op == EM_BH_ERROR) {
+		char *t = cJSON_IsString(m.content) ? m.content->valuestring : "?";
+		EM_WARN(MOD, "edge %s reports: %.200s", s->node, t);
+	} else {
+		snprintf(why, sizeof(why), "unexpected message %s %.60s/%.100s%s", em_bh_op_name(m.op),
+		         m.group, m.resource, s->state == S_REGISTER ? " before register" : "");
+		em_bh_free(&m);
+		return sess_fail(c, s, why);
+	}
+	em_bh_free(&m);
+	return s->closing;
+}
+
+struct page_ctx {
+	struct em_ctl *c;
+	struct sess *s;
+	unsigned n;
+	int rc;
+};
+
+static int page_row(void *arg, const char *key, const char *json)
+{
+	struct page_ctx *p = arg;
+	struct em_bh_msg m = {.op = EM_BH_INSERT};
+	snprintf(m.source, sizeof(m.source), "edgecontroller");
+	snprintf(m.group, sizeof(m.group), "resource");
+	snprintf(m.resource, sizeof(m.resource), "%s", key);
+	snprintf(m.resource_version, sizeof(m.resource_version), "%llu",
+	         (unsigned long long)p->s->snap_gen);
+	snprintf(p->s->snap_after, sizeof(p->s->snap_after), "%s", key);
+	p->n++;
+	return p->rc = append_msg(p->c, &p->s->out, &m, json);
+}
+
+struct since_ctx {
+	struct em_ctl *c;
+	struct sess *s;
+	uint64_t last_whole; /* generations through this one are queued whole */
+	uint64_t cur;
+	int rc;
+};
+
+static int since_entry(void *arg, const struct em_clog_entry *e)
+{
+	struct since_ctx *x = arg;
+	struct sess *s = x->s;
+	if (e->generation != x->cur) {
+		x->last_whole = x->cur;
+		x->cur = e->generation;
+		if (s->out.len - s->out_off >= EM_CTL_OUT_HIGH)
+			return 1; /* the rest when the edge has read this */
+	}
+	struct em_bh_msg m = {.op = e->op};
+	snprintf(m.source, sizeof(m.source), "edgecontroller");
+	snprintf(m.group, sizeof(m.group), "resource");
+	snprintf(m.resource, sizeof(m.resource), "%s", e->key);
+	snprintf(m.resource_version, sizeof(m.resource_version), "%llu",
+	         (unsigned long long)e->generation);
+	return x->rc = append_msg(x->c, &s->out, &m, e->json ? e->json : "null");
+}
+
+/* Fills <s>'s buffer up to EM_CTL_OUT_HIGH: the snapshot's next pages, or
+ * the changes the log has past what was sent. */
+static void sess_pump(struct em_ctl *c, struct sess *s)
+{
+	while (s->state == S_SNAPSHOT && s->out.len - s->out_off < EM_CTL_OUT_HIGH) {
+		if (s->snap_kind >= EM_KIND__COUNT) {
+			append_mark(c, s, "snapshot-end", s->snap_gen);
+			s->state = S_LIVE;
+			s->sent_gen = s->snap_gen;
+			if (s->e)
+				s->e->sent = s->snap_gen;
+			break;
+		}
+		struct page_ctx p = {c, s, 0, 0};
+		int rc = em_store_scan_after(c->st, (enum em_kind)s->snap_kind, s->snap_after,
+		                             EM_CTL_PAGE, page_row, &p);
+		if (rc || p.rc) {
+			s->closing = true;
+			return;
+		}
+		if (p.n < EM_CTL_PAGE) {
+			s->snap_kind++;
+			s->snap_after[0] = 0;
+		}
+	}
+	if (s->state != S_LIVE || s->out.len - s->out_off >= EM_CTL_OUT_HIGH)
+		return;
+	struct em_clog_stats cs;
+	em_clog_stats(c->clog, &cs);
+	if (cs.newest > s->sent_gen) {
+		struct since_ctx x = {c, s, s->sent_gen, 0, 0};
+		x.cur = 0;
+		int rc = em_clog_since(c->clog, s->sent_gen, since_entry, &x);
+		if (rc == -ERANGE) {
+			EM_INFO(MOD, "edge %s fell behind the change log: sending a snapshot",
+			        s->node);
+			/* What was queued past the last marker is resent in the
+			 * snapshot. */
+			s->state = S_SNAPSHOT;
+			s->snap_kind = 0;
+			s->snap_after[0] = 0;
+			s->snap_gen = cs.newest;
+			c->c_snapshots++;
+			append_mark(c, s, "snapshot-begin", s->snap_gen);
+			return;
+		}
+		if (x.rc) {
+			s->closing = true;
+			return;
+		}
+		uint64_t upto = rc == 0 ? x.cur : x.last_whole;
+		if (rc == 0 && x.cur == 0)
+			upto = s->sent_gen;
+		if (upto > s->sent_gen) {
+			s->sent_gen = upto;
+			s->need_mark = true;
+		}
+	}
+	if (s->need_mark) {
+		s->need_mark = false;
+		append_mark(c, s, "sync", s->sent_gen);
+		if (s->e)
+			s->e->sent = s->sent_gen;
+	}
+}
+
+static void cloud_take_pending(struct em_ctl *c)
+{
+	pthread_mutex_lock(&c->mu);
+	struct pending *p = c->pend;
+	size_t n = c->n_pend;
+	c->pend = NULL;
+	c->n_pend = 0;
+	pthread_mutex_unlock(&c->mu);
+	for (size_t i = 0; i < n; i++) {
+		if (c->n_sess >= EM_CTL_MAX_EDGES) {
+			EM_WARN(MOD, "control stream of %s refused: %u edges connected already",
+			        p[i].node, EM_CTL_MAX_EDGES);
+			c->c_refused++;
+			close(p[i].fd);
+			continue;
+		}
+		if (c->n_sess == c->cap_sess) {
+			size_t cap = c->cap_sess ? c->cap_sess * 2 : 16;
+			struct sess **v = realloc(c->sess, cap * sizeof(*v));
+			if (!v) {
+				close(p[i].fd);
+				continue;
+			}
+			c->sess = v;
+			c->cap_sess = cap;
+		}
+		struct sess *s = calloc(1, sizeof(*s));
+		if (!s) {
+			close(p[i].fd);
+			continue;
+		}
+		s->fd = p[i].fd;
+		s->src = p[i].src;
+		snprintf(s->node, sizeof(s->node), "%s", p[i].node);
+		s->deadline_ms = c->now_ms + REGISTER_MS;
+		c->sess[c->n_sess++] = s;
+		c->c_sessions++;
+	}
+	free(p);
+}
+
+void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_addr *src)
+{
+	if (!c->cloud) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&c->mu);
+	struct pending *v = c->n_pend < MAX_PENDING
+	                            ? realloc(c->pend, (c->n_pend + 1) * sizeof(*v))
+	                            : NULL;
+	if (v) {
+		c->pend = v;
+		v[c->n_pend].fd = fd;
+		v[c->n_pend].src = *src;
+		snprintf(v[c->n_pend].node, sizeof(v->node), "%s", node);
+		c->n_pend++;
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (!v) {
+		close(fd);
+		return;
+	}
+	uint64_t one = 1;
+	if (write(c->wake_fd, &one, sizeof(one)) < 0)
+		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+}
+
+static void cloud_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
+{
+	/* Entries are in session order; sessions closed below move the last
+	 * one into their slot, so walk backwards. */
+	for (size_t i = EM_MIN(n, c->n_sess); i-- > 0;) {
+		struct sess *s = c->sess[i];
+		short re = pfd[i].revents;
+		const char *why = NULL;
+		if (re & (POLLIN | POLLHUP | POLLERR)) {
+			int r = read_in(s->fd, &s->in);
+			struct cloud_line_ctx x = {c, s};
+			int lr = each_line(&s->in, cloud_msg, &x);
+			if (lr == -EMSGSIZE)
+				sess_fail(c, s, "message over 16 MiB");
+			if (r == 0)
+				why = "end of stream";
+			else if (r < 0)
+				why = "read failed or message too long";
+		}
+		if (!why && s->state == S_REGISTER && c->now_ms > s->deadline_ms) {
+			sess_fail(c, s, "no register within 10 s");
+		}
+		if (!why && !s->closing && s->state != S_REGISTER)
+			sess_pump(c, s);
+		uint64_t b = 0;
+		if (!why && !flush_out(s->fd, &s->out, &s->out_off, &b))
+			why = "write failed";
+		c->c_bytes_out += b;
+		if (!why && s->closing && s->out.len == s->out_off)
+			why = s->e ? "closed" : NULL;
+		if (why || (s->closing && s->out.len == s->out_off))
+			sess_close(c, i, why);
+	}
+	/* Sessions added this turn get their entries next turn; those past
+	 * <n> were added by cloud_take_pending after the poll. */
+	for (size_t i = n; i < c->n_sess; i++) {
+		struct sess *s = c->sess[i];
+		if (s->state != S_REGISTER)
+			sess_pump(c, s);
+	}
+	cloud_take_pending(c);
+}
+
+/* ---- edge ----------------------------------------------------------------- */
+
+static uint64_t rng_next(struct em_ctl *c)
+{
+	uint64_t x = c->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return c->rng = x;
+}
+
+static uint32_t next_backoff(struct em_ctl *c)
+{
+	uint32_t b = c->backoff;
+	uint32_t lo = c->rc_min ? c->rc_min : 1, hi = EM_MAX(c->rc_max, lo);
+	b = b < lo ? lo : (b > hi / 2 ? hi : b * 2);
+	c->backoff = b;
+	return b / 2 + (uint32_t)(rng_next(c) % ((uint64_t)(b - b / 2) + 1));
+}
+
+static void run_free(struct em_ctl *c)
+{
+	for (size_t i = 0; i < c->n_objs; i++)
+		cJSON_Delete(c->objs[i]);
+	c->n_objs = 0;
+	for (size_t i = 0; i < c->n_dels; i++) {
+		free(c->dels[i].ns);
+		free(c->dels[i].name);
+	}
+	c->n_dels = 0;
+}
+
+static void snap_free(struct em_ctl *c)
+{
+	for (size_t i = 0; i < c->n_snap; i++)
+		free(c->snap_keys[i]);
+	c->n_snap = 0;
+	c->in_snap = false;
+}
+
+static void edge_down(struct em_ctl *c, const char *why)
+{
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+		if (c->up)
+			EM_WARN(MOD, "control stream to the cloud (%s) lost: %s", c->address, why);
+	}
+	em_buf_free(&c->in);
+	em_buf_free(&c->out);
+	c->out_off = 0;
+	run_free(c);
+	snap_free(c);
+	c->up = false;
+	c->next_dial_ms = c->now_ms + next_backoff(c);
+}
+
+/* cloud.address, "host:port" or "[v6]:port": a literal, else the name
+ * resolved (the sync thread may wait for it). */
+static int resolve(const char *address, struct em_addr *out)
+{
+	if (em_addr_parse(address, true, out) == 0)
+		return 0;
+	char host[256];
+	const char *colon = strrchr(address, ':');
+	if (!colon || colon == address || (size_t)(colon - address) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, address, (size_t)(colon - address));
+	host[colon - address] = 0;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	int rc = getaddrinfo(host, colon + 1, &hints, &res);
+	if (rc || !res)
+		return -EHOSTUNREACH;
+	rc = em_addr_from_sockaddr(res->ai_addr, out);
+	freeaddrinfo(res);
+	return rc;
+}
+
+static void edge_dial(struct em_ctl *c)
+{
+	struct em_addr a;
+	int rc = resolve(c->address, &a);
+	if (rc) {
+		EM_WARN(MOD, "cloud.address %s: cannot resolve it; trying again", c->address);
+		edge_down(c, "unresolved");
+		return;
+	}
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == -1) {
+		edge_down(c, strerror(errno));
+		return;
+	}
+	pthread_mutex_lock(&c->mu);
+	rc = c->dial ? c->dial(c->dial_ctx, sv[1], &a) : -ENOTCONN;
+	pthread_mutex_unlock(&c->mu);
+	if (rc == -ENOTCONN)
+		close(sv[1]);
+	if (rc) {
+		close(sv[0]);
+		edge_down(c, strerror(-rc));
+		return;
+	}
+	c->fd = sv[0];
+	struct em_bh_msg m = {.op = EM_BH_QUERY};
+	snprintf(m.source, sizeof(m.source), "edgemesh");
+	snprintf(m.group, sizeof(m.group), "control");
+	snprintf(m.resource, sizeof(m.resource), "sync");
+	em_bh_new_id(m.msg_id);
+	m.content = cJSON_CreateObject();
+	cJSON_AddStringToObject(m.content, "node", c->node);
+	cJSON_AddNumberToObject(m.content, "tunnel_port", c->tunnel_port);
+	cJSON_AddStringToObject(m.content, "version", EM_VERSION);
+	cJSON_AddNumberToObject(m.content, "start_time", (double)c->start_time);
+	cJSON_AddStringToObject(m.content, "epoch", c->epoch);
+	cJSON_AddNumberToObject(m.content, "generation", (double)c->gen);
+	rc = append_msg(c, &c->out, &m, NULL);
+	cJSON_Delete(m.content);
+	if (rc)
+		edge_down(c, "out of memory");
+}
+
+static int grow(void **v, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t nc = *cap ? *cap * 2 : 64;
+	while (nc < need)
+		nc *= 2;
+	void *p = realloc(*v, nc * size);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = nc;
+	return 0;
+}
+
+/* Applies the run: the objects and deletes received since the last
+ * marker, and with <kv> (the marker's "epoch generation") the applied
+ * point, all in one transaction. Objects the store refuses are skipped,
+ * each logged, and the rest applied. Returns 0 or -errno. */
+static int edge_apply(struct em_ctl *c, const char *kv)
+{
+	struct em_store_key *keys = calloc(c->n_dels ? c->n_dels : 1, sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_dels; i++)
+		keys[i] = (struct em_store_key){c->dels[i].kind, c->dels[i].ns, c->dels[i].name};
+	struct em_store_src src = {.origin = ORIGIN, .kv_key = kv ? KV_CLOUD : NULL, .kv_value = kv};
+	char err[512];
+	int rc = em_store_change_from(c->st, (const cJSON *const *)c->objs, c->n_objs, keys,
+	                              c->n_dels, &src, NULL, err, sizeof(err));
+	if (rc == -EINVAL) {
+		/* One at a time: the refused ones are named and skipped. */
+		struct em_store_src one = {.origin = ORIGIN};
+		for (size_t i = 0; i < c->n_objs; i++) {
+			const cJSON *o[] = {c->objs[i]};
+			if (em_store_change_from(c->st, o, 1, NULL, 0, &one, NULL, err, sizeof(err))) {
+				c->c_apply_failures++;
+				if (c->logged_refusals++ < 100)
+					EM_WARN(MOD, "object from the cloud refused here: %s", err);
+			}
+		}
+		rc = em_store_change_from(c->st, NULL, 0, keys, c->n_dels, &src, NULL, err,
+		                          sizeof(err));
+	}
+	if (rc)
+		EM_WARN(MOD, "applying changes from the cloud failed: %s", err);
+	else
+		c->c_applied += c->n_objs + c->n_dels;
+	free(keys);
+	run_free(c);
+	return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* After a snapshot's end: objects from the cloud the snapshot lacked. */
+static int stale_key(void *arg, const char *key)
+{
+	struct em_ctl *c = arg;
+	const char *k = key;
+	if (c->n_snap && bsearch(&k, c->snap_keys, c->n_snap, sizeof(char *), cmp_str))
+		return 0;
+	int kind;
+	char ns[EM_K8S_NAME_MAX + 1], name[EM_K8S_NAME_MAX + 1];
+	if (em_bh_resource_split(key, &kind, ns, name, sizeof(ns)))
+		return 0;
+	if (grow((void **)&c->dels, &c->cap_dels, c->n_dels + 1, sizeof(*c->dels)))
+		return -ENOMEM;
+	struct del *d = &c->dels[c->n_dels];
+	d->kind = kind;
+	d->ns = strdup(ns);
+	d->name = strdup(name);
+	if (!d->ns || !d->name) {
+		free(d->ns);
+		free(d->name);
+		return -ENOMEM;
+	}
+	c->n_dels++;
+	return 0;
+}
+
+static int edge_mark(struct em_ctl *c, struct em_bh_msg *m)
+{
+	const cJSON *ep = cJSON_GetObjectItemCaseSensitive(m->content, "epoch");
+	const cJSON *g = cJSON_GetObjectItemCaseSensitive(m->content, "generation");
+	const cJSON *ph = cJSON_GetObjectItemCaseSensitive(m->content, "phase");
+	if (!cJSON_IsString(ep) || strlen(ep->valuestring) > 36 || !cJSON_IsNumber(g) ||
+	    g->valuedouble < 0 || !cJSON_IsString(ph))
+		return -EINVAL;
+	uint64_t gen = (uint64_t)g->valuedouble;
+	const char *phase = ph->valuestring;
+	if (strcmp(phase, "snapshot-begin") == 0) {
+		/* What came before belongs to an older run: apply it as such. */
+		if (c->n_objs || c->n_dels)
+			edge_apply(c, NULL);
+		snap_free(c);
+		c->in_snap = true;
+		EM_INFO(MOD, "cloud %s sends a snapshot (generation %llu)", c->address,
+		        (unsigned long long)gen);
+		return 0;
+	}
+	bool end = strcmp(phase, "snapshot-end") == 0;
+	if (!end && strcmp(phase, "sync") != 0)
+		return -EINVAL;
+	if (end) {
+		if (!c->in_snap)
+			return -EINVAL;
+		qsort(c->snap_keys, c->n_snap, sizeof(char *), cmp_str);
+		if (em_store_origin_scan(c->st, ORIGIN, stale_key, c))
+			return -EIO;
+	}
+	char kv[80];
+	snprintf(kv, sizeof(kv), "%s %llu", ep->valuestring, (unsigned long long)gen);
+	size_t stale = end ? c->n_dels : 0;
+	int rc = edge_apply(c, kv);
+	if (rc)
+		return rc;
+	if (end) {
+		EM_INFO(MOD, "snapshot applied: %zu objects, %zu stale ones deleted", c->n_snap,
+		        stale);
+		snap_free(c);
+	}
+	snprintf(c->epoch, sizeof(c->epoch), "%s", ep->valuestring);
+	c->gen = gen;
+	if (!c->up)
+		EM_INFO(MOD, "in sync with the cloud %s at generation %llu", c->address,
+		        (unsigned long long)gen);
+	c->up = true;
+	c->backoff = 0;
+	/* Acknowledge. */
+	struct em_bh_msg a = {.op = EM_BH_RESPONSE};
+	snprintf(a.source, sizeof(a.source), "edgemesh");
+	snprintf(a.group, sizeof(a.group), "control");
+	snprintf(a.resource, sizeof(a.resource), "sync");
+	snprintf(a.parent_id, sizeof(a.parent_id), "%s", m->msg_id);
+	a.content = cJSON_CreateObject();
+	cJSON_AddNumberToObject(a.content, "generation", (double)gen);
+	rc = a.content ? append_msg(c, &c->out, &a, NULL) : -ENOMEM;
+	cJSON_Delete(a.content);
+	c->c_acks++;
+	return rc;
+}
+
+static int edge_msg(void *arg, const char *line, size_t len)
+{
+	struct em_ctl *c = arg;
+	struct em_bh_msg m;
+	char err[256];
+	c->c_msgs_in++;
+	if (em_bh_decode(line, len, &m, err, sizeof(err))) {
+		EM_WARN(MOD, "bad message from the cloud: %s", err);
+		return -EINVAL;
+	}
+	int rc = 0;
+	if (strcmp(m.group, "resource") == 0 &&
+	    (m.op == EM_BH_INSERT || m.op == EM_BH_UPDATE || m.op == EM_BH_DELETE)) {
+		int kind;
+		char ns[EM_K8S_NAME_MAX + 1], name[EM_K8S_NAME_MAX + 1];
+		if (em_bh_resource_split(m.resource, &kind, ns, name, sizeof(ns))) {
+			EM_WARN(MOD, "bad resource from the cloud: %.200s", m.resource);
+			rc = -EINVAL;
+		} else if (m.op == EM_BH_DELETE) {
+			rc = grow((void **)&c->dels, &c->cap_dels, c->n_dels + 1, sizeof(*c->dels));
+			if (!rc) {
+				c->dels[c->n_dels] = (struct del){kind, strdup(ns), strdup(name)};
+				c->n_dels++;
+			}
+		} else if (!cJSON_IsObject(m.content)) {
+			EM_WARN(MOD, "%s from the cloud has no object", m.resource);
+			rc = -EINVAL;
+		} else {
+			rc = grow((void **)&c->objs, &c->cap_objs, c->n_objs + 1, sizeof(*c->objs));
+			if (!rc) {
+				c->objs[c->n_objs++] = m.content;
+				m.content = NULL;
+			}
+			if (!rc && c->in_snap) {
+				rc = grow((void **)&c->snap_keys, &c->cap_snap, c->n_snap + 1,
+				          sizeof(char *));
+				char *k = rc ? NULL : strdup(m.resource);
+				if (k)
+					c->snap_keys[c->n_snap++] = k;
+				else
+					rc = -ENOMEM;
+			}
+			/* A snapshot is applied a page at a time. */
+			if (!rc && c->in_snap && c->n_objs >= EM_CTL_PAGE)
+				rc = edge_apply(c, NULL);
+		}
+	} else if (strcmp(m.group, "control") == 0 && m.op == EM_BH_RESPONSE &&
+	           strcmp(m.resource, "sync") == 0) {
+		rc = edge_mark(c, &m);
+		if (rc == -EINVAL)
+			EM_WARN(MOD, "bad marker from the cloud");
+	} else if (m.op == EM_BH_ERROR) {
+		EM_WARN(MOD, "the cloud refused this edge: %.300s",
+		        cJSON_IsString(m.content) ? m.content->valuestring : "?");
+		rc = -EPROTO;
+	} else {
+		EM_WARN(MOD, "unexpected message from the cloud: %s %s/%s", em_bh_op_name(m.op),
+		        m.group, m.resource);
+		rc = -EINVAL;
+	}
+	em_bh_free(&m);
+	if (rc)
+		c->c_protocol_errors++;
+	return rc;
+}
+
+static void edge_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
+{
+	if (!c->address[0])
+		return;
+	if (c->fd < 0) {
+		pthread_mutex_lock(&c->mu);
+		bool have = c->dial != NULL;
+		pthread_mutex_unlock(&c->mu);
+		if (have && c->now_ms >= c->next_dial_ms)
+			edge_dial(c);
+		if (c->fd < 0)
+			return;
+	}
+	if (n && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+		int r = read_in(c->fd, &c->in);
+		int lr = each_line(&c->in, edge_msg, c);
+		if (lr) {
+			edge_down(c, lr == -EMSGSIZE ? "message over 16 MiB" : "bad message");
+			return;
+		}
+		if (r <= 0) {
+			edge_down(c, r == 0 ? "the stream ended" : "read failed");
+			return;
+		}
+	}
+	uint64_t b = 0;
+	if (!flush_out(c->fd, &c->out, &c->out_off, &b))
+		edge_down(c, "write failed");
+	c->c_bytes_out += b;
+}
+
+/* ---- both ----------------------------------------------------------------- */
+
+struct em_ctl *em_ctl_new(const struct em_config *cfg, struct em_store *st, struct em_clog *clog)
+{
+	struct em_ctl *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->cloud = cfg->role == EM_ROLE_CLOUD;
+	c->st = st;
+	c->clog = clog;
+	c->fd = -1;
+	c->now_ms = em_now_ms();
+	snprintf(c->node, sizeof(c->node), "%s", cfg->node_name);
+	pthread_mutex_init(&c->mu, NULL);
+	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->wake_fd == -1 || (c->cloud && !clog)) {
+		em_ctl_free(c);
+		return NULL;
+	}
+	if (c->cloud) {
+		if (em_bh_new_id(c->epoch)) {
+			em_ctl_free(c);
+			return NULL;
+		}
+		return c;
+	}
+	snprintf(c->address, sizeof(c->address), "%s", cfg->cloud.address);
+	c->tunnel_port = cfg->tunnel.listen.family ? cfg->tunnel.listen.port : 0;
+	c->start_time = wall_ms();
+	c->rc_min = cfg->tunnel.reconnect_min_ms;
+	c->rc_max = cfg->tunnel.reconnect_max_ms;
+	c->rng = em_now_ns() | 1;
+	char kv[80];
+	if (em_store_kv_get(st, KV_CLOUD, kv, sizeof(kv)) == 1) {
+		char ep[40];
+		unsigned long long g;
+		if (sscanf(kv, "%39s %llu", ep, &g) == 2) {
+			snprintf(c->epoch, sizeof(c->epoch), "%s", ep);
+			c->gen = g;
+		}
+	}
+	return c;
+}
+
+void em_ctl_free(struct em_ctl *c)
+{
+	if (!c)
+		return;
+	while (c->n_sess)
+		sess_close(c, c->n_sess - 1, NULL);
+	free(c->sess);
+	for (size_t i = 0; i < c->n_edges; i++)
+		free(c->edges[i]);
+	free(c->edges);
+	for (size_t i = 0; i < c->n_pend; i++)
+		close(c->pend[i].fd);
+	free(c->pend);
+	if (c->fd >= 0)
+		close(c->fd);
+	em_buf_free(&c->in);
+	em_buf_free(&c->out);
+	run_free(c);
+	snap_free(c);
+	free(c->objs);
+	free(c->dels);
+	free(c->snap_keys);
+	if (c->wake_fd >= 0)
+		close(c->wake_fd);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+void em_ctl_set_dialer(struct em_ctl *c, em_ctl_dial_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&c->mu);
+	c->dial = fn;
+	c->dial_ctx = ctx;
+	pthread_mutex_unlock(&c->mu);
+	uint64_t one = 1;
+	if (write(c->wake_fd, &one, sizeof(one)) < 0)
+		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+}
+
+int em_ctl_wake_fd(const struct em_ctl *c)
+{
+	return c->wake_fd;
+}
+
+size_t em_ctl_max_pollfds(const struct em_ctl *c)
+{
+	return c->cloud ? c->n_sess : 1;
+}
+
+size_t em_ctl_pollfds(struct em_ctl *c, struct pollfd *pfd, size_t cap, int *timeout_ms)
+{
+	c->now_ms = em_now_ms();
+	if (!c->cloud) {
+		if (c->fd < 0 || cap == 0) {
+			if (c->address[0]) {
+				uint64_t wait = c->next_dial_ms > c->now_ms ? c->next_dial_ms - c->now_ms : 0;
+				if ((int64_t)wait < *timeout_ms)
+					*timeout_ms = (int)wait;
+			}
+			return 0;
+		}
+		pfd[0] = (struct pollfd){.fd = c->fd,
+		                         .events = (short)(POLLIN | (c->out.len > c->out_off ? POLLOUT : 0))};
+		return 1;
+	}
+	size_t n = EM_MIN(cap, c->n_sess);
+	for (size_t i = 0; i < n; i++) {
+		struct sess *s = c->sess[i];
+		short ev = s->closing ? 0 : POLLIN;
+		if (s->out.len > s->out_off)
+			ev |= POLLOUT;
+		pfd[i] = (struct pollfd){.fd = s->fd, .events = ev};
+		if (s->state == S_REGISTER && *timeout_ms > 1000)
+			*timeout_ms = 1000;
+	}
+	return n;
+}
+
+void em_ctl_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
+{
+	uint64_t v;
+	if (read(c->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		EM_DEBUG(MOD, "wake read: %s", strerror(errno));
+	c->now_ms = em_now_ms();
+	if (c->cloud)
+		cloud_run(c, pfd, n);
+	else
+		edge_run(c, pfd, n);
+}
+
+size_t em_ctl_counters(const struct em_ctl *c, struct em_api_counter *out, size_t cap)
+{
+	size_t connected = 0;
+	for (size_t i = 0; i < c->n_edges; i++)
+		connected += c->edges[i]->s != NULL;
+	struct em_api_counter all[] = {
+	        {"control", "edges_connected", c->cloud ? connected : (uint64_t)c->up},
+	        {"control", "edges_known", c->n_edges},
+	        {"control", "streams_opened", c->c_sessions},
+	        {"control", "registrations", c->c_registered},
+	        {"control", "streams_refused", c->c_refused},
+	        {"control", "snapshots", c->c_snapshots},
+	        {"control", "messages_in", c->c_msgs_in},
+	        {"control", "messages_out", c->c_msgs_out},
+	        {"control", "bytes_out", c->c_bytes_out},
+	        {"control", "protocol_errors", c->c_protocol_errors},
+	        {"control", "acks", c->c_acks},
+	        {"control", "objects_applied", c->c_applied},
+	        {"control", "objects_refused", c->c_apply_failures},
+	        {"control", "generation", c->gen},
+	};
+	size_t n = EM_MIN(cap, EM_ARRAY_SIZE(all));
+	memcpy(out, all, n * sizeof(*out));
+	return n;
+}
+
+int em_ctl_status(const struct em_ctl *c, cJSON *reply)
+{
+	char a[EM_ADDR_STRLEN];
+	if (!c->cloud) {
+		cJSON *o = cJSON_AddObjectToObject(reply, "cloud");
+		if (!o || !cJSON_AddStringToObject(o, "address", c->address) ||
+		    !cJSON_AddBoolToObject(o, "connected", c->up) ||
+		    !cJSON_AddStringToObject(o, "epoch", c->epoch) ||
+		    !cJSON_AddNumberToObject(o, "generation", (double)c->gen))
+			return -ENOMEM;
+		return 0;
+	}
+	cJSON *arr = cJSON_AddArrayToObject(reply, "edges");
+	if (!arr)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_edges; i++) {
+		const struct edge *e = c->edges[i];
+		cJSON *o = cJSON_CreateObject();
+		if (!o)
+			return -ENOMEM;
+		cJSON_AddItemToArray(arr, o);
+		if (!cJSON_AddStringToObject(o, "node", e->node) ||
+		    !cJSON_AddBoolToObject(o, "connected", e->s != NULL) ||
+		    !cJSON_AddStringToObject(o, "address", em_addr_format(&e->addr, false, a, sizeof(a))) ||
+		    !cJSON_AddNumberToObject(o, "tunnel_port", e->tunnel_port) ||
+		    !cJSON_AddStringToObject(o, "version", e->version) ||
+		    !cJSON_AddNumberToObject(o, "since_ms", (double)e->since_ms) ||
+		    !cJSON_AddNumberToObject(o, "last_seen_ms", (double)e->last_seen_ms) ||
+		    !cJSON_AddNumberToObject(o, "generation_sent", (double)e->sent) ||
+		    !cJSON_AddNumberToObject(o, "generation_acked", (double)e->acked))
+			return -ENOMEM;
+	}
+	return 0;
+}
