@@ -146,7 +146,50 @@ static void cat(char *buf, size_t len, const char *s)
 	buf[n + k] = 0;
 }
 
-static void print_table(int kind, const cJSON *items, bool all_ns)
+/* The cloud's record of edge <name> (the "edges" of a node list), or NULL. */
+static const cJSON *edge_of(const cJSON *edges, const char *name)
+{
+	const cJSON *e;
+	cJSON_ArrayForEach(e, edges)
+	{
+		const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "node");
+		if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* "now" while connected, else the age of <ms> (wall clock) as kubectl
+ * prints ages: 42s, 5m, 3h, 2d. */
+static void age(const cJSON *e, char *buf, size_t len)
+{
+	const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "connected");
+	if (cJSON_IsTrue(c)) {
+		snprintf(buf, len, "now");
+		return;
+	}
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	double d = ((double)tv.tv_sec * 1000 + tv.tv_usec / 1000 - num(e, "last_seen_ms")) / 1000;
+	if (d < 0)
+		d = 0;
+	if (d < 120)
+		snprintf(buf, len, "%.0fs", d);
+	else if (d < 7200)
+		snprintf(buf, len, "%.0fm", d / 60);
+	else if (d < 172800)
+		snprintf(buf, len, "%.0fh", d / 3600);
+	else
+		snprintf(buf, len, "%.0fd", d / 86400);
+}
+
+static void print_table(int kind, const cJSON *items, bool all_ns, const cJSON *edges)
 {
 	const cJSON *it;
 	static const char *const headers[] = {
@@ -166,7 +209,10 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 	}
 	if (all_ns && kind != EM_KIND_NODE)
 		printf("%-16s ", "NAMESPACE");
-	printf("%s\n", headers[kind]);
+	if (kind == EM_KIND_NODE && edges)
+		printf("%s  CONTROL       LAST-SEEN  ACKED\n", headers[kind]);
+	else
+		printf("%s\n", headers[kind]);
 	cJSON_ArrayForEach(it, items)
 	{
 		struct em_k8s_object *o;
@@ -235,8 +281,24 @@ static void print_table(int kind, const cJSON *items, bool all_ns)
 					break;
 				}
 			snprintf(tmp, sizeof(tmp), "%u", o->node.tunnel_port);
-			print_row(false, o, "%-24s %-17s %s", o->name, ip,
-			          o->node.tunnel_port ? tmp : "<default>");
+			if (!edges) {
+				print_row(false, o, "%-24s %-17s %s", o->name, ip,
+				          o->node.tunnel_port ? tmp : "<default>");
+				break;
+			}
+			/* On the cloud: each edge's control stream. */
+			const cJSON *e = edge_of(edges, o->name);
+			char seen[32] = "-", acked[32] = "-";
+			if (e) {
+				age(e, seen, sizeof(seen));
+				snprintf(acked, sizeof(acked), "%.0f", num(e, "generation_acked"));
+			}
+			print_row(false, o, "%-24s %-17s %-13s %-13s %-10s %s", o->name, ip,
+			          o->node.tunnel_port ? tmp : "<default>",
+			          !e                                                   ? "-"
+			          : cJSON_IsTrue(cJSON_GetObjectItem(e, "connected")) ? "connected"
+			                                                               : "disconnected",
+			          seen, acked);
 			break;
 		}
 		}
@@ -314,7 +376,16 @@ static int cmd_get(const char *sock, int argc, char **argv)
 		printf("%s\n", s);
 		cJSON_free(s);
 	} else {
-		print_table(kind, items, all);
+		print_table(kind, items, all,
+		            cJSON_GetObjectItemCaseSensitive(reply, "edges"));
+		/* On an edge: its control stream to the cloud. */
+		const cJSON *cl = cJSON_GetObjectItemCaseSensitive(reply, "cloud");
+		const cJSON *addr = cJSON_GetObjectItemCaseSensitive(cl, "address");
+		if (cJSON_IsString(addr))
+			printf("cloud %s: %s, applied generation %.0f\n", addr->valuestring,
+			       cJSON_IsTrue(cJSON_GetObjectItem(cl, "connected")) ? "connected"
+			                                                          : "disconnected",
+			       num(cl, "generation"));
 	}
 	cJSON_Delete(reply);
 	return 0;
