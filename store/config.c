@@ -877,5 +877,7 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "tunnel.listen";
 	if (strcmp(cur->controller.manifests_dir, next->controller.manifests_dir) != 0)
 		return "controller.manifests_dir";
+	if (strcmp(cur->cloud.address, next->cloud.address) != 0)
+		return "cloud.address";
 	return NULL;
 }

@@ -494,7 +494,8 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY ",'balancer':'random'", NULL);
 	restart("," KEY, ",'tunnel':{'cluster_key':'other-" K32 "'}", NULL);
 	restart("," KEY, "," KEY ",'timeouts':{'connect_ms':100,'sniff_ms':5}", NULL);
-	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", NULL);
+	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", "cloud.address");
+	restart("," KEY ",'cloud':{'address':'c:1'}", "," KEY ",'cloud':{'address':'c:1'}", NULL);
 	{
 		char a[512], b[512];
 		snprintf(a, sizeof(a), ",%s%s", KEY, L1);
