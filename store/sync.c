@@ -19,6 +19,7 @@
 #include "proto/log.h"
 #include "store/api.h"
 #include "store/changelog.h"
+#include "store/kube.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
 
@@ -42,6 +43,7 @@ struct em_sync {
 	atomic_uint_fast64_t reloads, reload_failures;
 	struct em_store *store;
 	struct em_mdir *mdir; /* controller.manifests_dir, or NULL */
+	struct em_kube *kube; /* controller.kubernetes, or NULL */
 	struct em_clog *clog; /* cloud role: the changes edges will be sent */
 	uint64_t clog_failures;
 	char config_path[PATH_MAX];
@@ -82,6 +84,17 @@ static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
 		        (struct em_api_counter){"controller", "manifest_load_failures", st.failed};
 		out[n++] = (struct em_api_counter){"controller", "manifest_objects_deleted",
 		                                   st.deleted};
+	}
+	if (s->kube && cap - n >= 7) {
+		struct em_kube_stats ks;
+		em_kube_stats(s->kube, &ks);
+		out[n++] = (struct em_api_counter){"controller", "kube_lists", ks.lists};
+		out[n++] = (struct em_api_counter){"controller", "kube_relists", ks.relists};
+		out[n++] = (struct em_api_counter){"controller", "kube_watches", ks.watches};
+		out[n++] = (struct em_api_counter){"controller", "kube_events", ks.events};
+		out[n++] = (struct em_api_counter){"controller", "kube_errors", ks.errors};
+		out[n++] = (struct em_api_counter){"controller", "kube_objects", ks.objects};
+		out[n++] = (struct em_api_counter){"controller", "kube_refused", ks.refused};
 	}
 	return n;
 }
@@ -222,8 +235,9 @@ static void accept_clients(struct em_sync *s)
 static void *sync_main(void *arg)
 {
 	struct em_sync *s = arg;
-	/* wake, listener, manifests directory (fd -1 when none), clients */
-	enum { FIXED = 3 };
+	/* wake, listener, manifests directory, Kubernetes API (fd -1 when
+	 * none), clients */
+	enum { FIXED = 4, KUBE_PFD = 3 };
 	struct pollfd pfd[MAX_CLIENTS + FIXED];
 
 	while (!atomic_load(&s->stop)) {
@@ -233,6 +247,9 @@ static void *sync_main(void *arg)
 		                           .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
 		pfd[n++] =
 		        (struct pollfd){.fd = s->mdir ? em_mdir_fd(s->mdir) : -1, .events = POLLIN};
+		pfd[KUBE_PFD] =
+		        (struct pollfd){.fd = s->kube ? em_kube_fd(s->kube) : -1, .events = POLLIN};
+		n = FIXED;
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing || !em_api_may_read(&c->in, &c->out, c->out_off)
@@ -257,6 +274,8 @@ static void *sync_main(void *arg)
 			reload_config(s);
 		if (pfd[2].revents & POLLIN)
 			em_mdir_handle(s->mdir);
+		if (pfd[KUBE_PFD].revents & POLLIN)
+			em_kube_handle(s->kube);
 		uint64_t now = em_now_ms();
 		/* Walk backwards: client_close moves the last client into slot i. The
 		 * clients accepted this turn have no pollfd yet and are skipped. */
@@ -412,6 +431,13 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 		if ((rc = em_mdir_open(cfg->controller.manifests_dir, state, s->store, &s->mdir)))
 			goto fail;
 	}
+	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.kubernetes.server[0]) {
+		struct em_kube_conf kc = {.server = cfg->controller.kubernetes.server,
+		                          .token_file = cfg->controller.kubernetes.token_file,
+		                          .ca_file = cfg->controller.kubernetes.ca_file};
+		if ((rc = em_kube_start(&kc, s->store, &s->kube)))
+			goto fail;
+	}
 	if ((s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
 		rc = -errno;
 		goto fail;
@@ -432,6 +458,7 @@ fail:
 		close(s->listen_fd);
 	if (s->wake_fd != -1)
 		close(s->wake_fd);
+	em_kube_stop(s->kube);
 	em_mdir_close(s->mdir);
 	em_store_close(s->store);
 	em_clog_free(s->clog);
@@ -468,6 +495,7 @@ void em_sync_stop(struct em_sync *s)
 	close(s->listen_fd);
 	unlink_socket(s->socket_path);
 	close(s->wake_fd);
+	em_kube_stop(s->kube);
 	em_mdir_close(s->mdir);
 	em_store_close(s->store);
 	em_clog_free(s->clog);
