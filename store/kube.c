@@ -83,6 +83,7 @@ struct kwatch {
 	struct em_kube_lines lines;
 	struct em_kube_batch *batch; /* watch events not yet handed over */
 	bool progress;               /* the watch delivered something */
+	bool fresh_list;             /* listed, and no watch event since */
 };
 
 struct em_kube {
@@ -830,8 +831,10 @@ static int do_watch(struct kwatch *w)
 		conn_close(c);
 	if (rc)
 		conn_close(c);
-	if (w->progress || rc == 0)
+	if (w->progress || rc == 0) {
 		w->backoff = 0;
+		w->fresh_list = false;
+	}
 	switch (rc) {
 	case 0:
 	case R_GONE:
@@ -886,7 +889,7 @@ static void *watch_main(void *arg)
 				if (w->listed)
 					atomic_fetch_add(&k->relists, 1);
 				w->listed = true;
-				w->backoff = 0;
+				w->fresh_list = true;
 				log_healthy(w, "listing");
 				EM_DEBUG("controller",
 				         "kubernetes: %s: listed at resourceVersion %s", kname(w),
@@ -906,8 +909,10 @@ static void *watch_main(void *arg)
 			        w->why);
 			continue;
 		}
-		atomic_fetch_add(&k->errors, 1);
-		log_state(w);
+		if (rc != R_GONE) {
+			atomic_fetch_add(&k->errors, 1);
+			log_state(w);
+		}
 		w->rng ^= w->rng << 13;
 		w->rng ^= w->rng >> 7;
 		w->rng ^= w->rng << 17;
