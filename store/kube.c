@@ -796,6 +796,7 @@ static int do_watch(struct kwatch *w)
 	log_healthy(w, "watching");
 	em_kube_lines_init(&w->lines, &w->head, EM_KUBE_MAX_LINE);
 	w->progress = false;
+	uint64_t started = em_now_ms();
 	for (;;) {
 		if (c->len > c->off) {
 			ssize_t n = em_kube_lines_feed(&w->lines, c->buf + c->off, c->len - c->off,
@@ -827,6 +828,10 @@ static int do_watch(struct kwatch *w)
 	if (!rc && frc)
 		rc = frc;
 	bool cut = em_kube_lines_partial(&w->lines) > 0;
+	/* A watch the server ends at once, again and again, must not become
+	 * a tight loop of requests. */
+	if (rc == 0 && !w->progress && em_now_ms() - started < 1000)
+		rc = fail(w, "watch: the server ended it at once");
 	if (rc == 0 && !(w->head.flags & EM_HTTP1_F_KEEPALIVE))
 		conn_close(c);
 	if (rc)

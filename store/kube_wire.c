@@ -125,6 +125,9 @@ size_t em_kube_lines_partial(const struct em_kube_lines *l)
 	return l->len;
 }
 
+/* Buffer kept between lines; a larger one is freed once its line is out. */
+#define LINES_KEEP (256u * 1024)
+
 /* Appends <n> bytes to the held line, growing the buffer by doubling up to
  * the line limit. */
 static int hold(struct em_kube_lines *l, const char *p, size_t n)
@@ -170,6 +173,9 @@ static int payload(struct em_kube_lines *l, const char *p, size_t n, em_kube_lin
 				return rc;
 			rc = emit(l->buf, l->len, fn, arg);
 			l->len = 0;
+			/* One large event does not pin its size for good. */
+			if (l->cap > LINES_KEEP)
+				em_kube_lines_free(l);
 		} else {
 			rc = k > l->max ? -EMSGSIZE : emit(p, k, fn, arg);
 		}

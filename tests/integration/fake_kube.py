@@ -274,6 +274,8 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--token", default="")
     ap.add_argument("--state", help="JSON {kind: [objects]} to start with")
+    ap.add_argument("--bulk-pods", type=int, default=0,
+                    help="this many more pods (bulk/p<i>), for paged lists")
     a = ap.parse_args()
     S.token = a.token
     if a.state:
@@ -281,6 +283,11 @@ def main():
             for kind, objs in json.load(f).items():
                 for o in objs:
                     S.change(kind, "ADDED", o, True)
+    for i in range(a.bulk_pods):
+        S.change("pods", "ADDED", {"metadata": {"name": "p%d" % i, "namespace": "bulk"},
+                                   "spec": {"nodeName": "edge-1"},
+                                   "status": {"podIP": "10.1.%d.%d" % (i // 250, i % 250 + 1)}},
+                 True)
     host, port = a.listen.rsplit(":", 1)
     api = ThreadingHTTPServer((host, int(port)), Api)
     api.daemon_threads = True

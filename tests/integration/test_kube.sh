@@ -74,7 +74,7 @@ cat >"$IT_TMP/state.json" <<EOF
 EOF
 
 # -- the first list of every kind
-fake_start --state "$IT_TMP/state.json"
+fake_start --state "$IT_TMP/state.json" --bulk-pods 1100
 list_rv=$(ctl_post rv)
 cloud_conf "http://$API"
 it_em_start
@@ -86,6 +86,10 @@ it_check "list: pods" has pods default/web-1
 it_check "list: nodes ($(node_names))" grep -qw edge-1 <<<"$(node_names)"
 it_check "the log names the server" logged "kubernetes: watching http://$API"
 it_check "lists ask for pages of 500" bash -c "curl -sS -X POST '$CTL/requests' | grep -q '\"limit\": \"500\"'"
+bulk() { [ "$(ctl get pods -n bulk 2>/dev/null | tail -n +2 | wc -l)" = 1100 ]; }
+it_check "1100 pods came in 3 pages, all stored" it_wait 5 bulk
+it_check "... the later pages asked with continue" \
+	bash -c "curl -sS -X POST '$CTL/requests' | grep '/api/v1/pods' | grep -q '\"continue\": \"1000:'"
 
 # -- watch events reach meshctl get
 it_wait 10 watch_from services "$list_rv" ||
@@ -147,10 +151,24 @@ upsert services "$(svc default slow2 10.96.0.95 80)"
 it_check "events trickling a few bytes at a time arrive" it_wait 20 has services default/slow2
 it_check "... both" has services default/slow1
 ctl_post "slow?on=0" >/dev/null
+
+# -- an event longer than the 16 MiB bound: dropped, the kind listed again
+# (the list, a page of at most 64 MiB, brings the object)
+python3 -c 'import json, sys; json.dump({"metadata": {"name": "huge", "namespace": "default",
+	"annotations": {"pad": "x" * (17 << 20)}}, "spec": {"clusterIP": "10.96.0.97",
+	"ports": [{"port": 80}]}}, sys.stdout)' >"$IT_TMP/huge.json"
+curl -sS --max-time 20 -X POST "$CTL/upsert?kind=services" --data-binary @"$IT_TMP/huge.json" \
+	>/dev/null || it_die "fake: upsert huge"
+it_check "an event over 16 MiB is dropped and services are listed again" \
+	it_wait 20 logged 'services: listing again: an event longer than 16777216 bytes was lost'
+it_check "... the list brings it" it_wait 20 has services default/huge
+remove services default huge
+it_check "... and its delete event is read" it_wait 10 lacks services default/huge
 it_check "the daemon is alive" it_em_alive
 it_check "stats: kube_watches counted ($(it_stat kube_watches))" [ "$(it_stat kube_watches)" -ge 5 ]
 it_check "stats: kube_objects counted ($(it_stat kube_objects))" [ "$(it_stat kube_objects)" -ge 6 ]
 it_em_stop
+it_check "edgemesh exited cleanly (status $IT_RC)" [ "$IT_RC" = 0 ]
 it_stop "$FAKE_PID"
 
 # -- HTTPS with a self-signed CA, and a bearer token
@@ -176,6 +194,7 @@ it_em_start
 it_check "an unknown CA is refused and logged" it_wait 10 logged 'certificate verify failed'
 it_check "... and nothing is listed" lacks services default/web
 it_em_stop
+it_check "edgemesh exited cleanly (status $IT_RC)" [ "$IT_RC" = 0 ]
 
 cloud_conf "https://$TLS_API" "\"token_file\": \"$IT_TMP/token\", \"ca_file\": \"$IT_TMP/ca.crt\""
 it_em_start
@@ -191,6 +210,7 @@ it_check "the requests carry the new token" \
 upsert services "$(svc default tls 10.96.0.96 80)"
 it_check "watch events over HTTPS" it_wait 5 has services default/tls
 it_em_stop
+it_check "edgemesh exited cleanly (status $IT_RC)" [ "$IT_RC" = 0 ]
 
 # -- an edge with the key is refused
 cloud_conf "http://$API"
