@@ -385,6 +385,7 @@ static ssize_t conn_fill(struct kwatch *w, uint64_t idle_ms, bool relist_ok)
 		short ev = POLLIN;
 		if (c->ssl) {
 			ERR_clear_error();
+			errno = 0; /* SSL_ERROR_SYSCALL with errno 0: the peer closed */
 			int r = SSL_read(c->ssl, c->buf + c->len, (int)room);
 			if (r > 0) {
 				c->len += (size_t)r;

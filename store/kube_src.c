@@ -345,18 +345,23 @@ int em_kube_src_apply(struct em_kube_src *s, struct em_kube_batch *b)
 		                                   EM_HASH_SEED) |
 		                                 1
 		                       : 0;
-		em_k8s_free(o);
 		if (!e) {
+			em_k8s_free(o);
 			rc = -ENOMEM;
 			EM_ERR("controller", "kubernetes: %s: out of memory applying a batch",
 			       em_kind_name(kind));
-			goto out;
+			goto undo;
 		}
 		if (list)
 			e->mark = s->epoch[kind];
 		e->dying = false;
-		if (e->in_store && rvh && e->rvh == rvh)
-			continue; /* this version is what the store has */
+		/* This version is what the store has (unless someone else
+		 * deleted it since). */
+		bool same = e->in_store && rvh && e->rvh == rvh &&
+		            em_store_has(s->st, kind, o->ns, o->name);
+		em_k8s_free(o);
+		if (same)
+			continue;
 		objs[n] = it->obj;
 		pend[n++] = (struct pend){e, rvh};
 	}

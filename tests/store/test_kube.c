@@ -438,6 +438,10 @@ Test(kube_src, unchanged_versions_change_nothing)
 	cr_expect_eq(generation(), g, "a re-list of the same versions published a snapshot");
 	list(EM_KUBE_LIST_FIRST | EM_KUBE_LIST_LAST, 2, "a", "1", "b", "3");
 	cr_expect_eq(generation(), g + 1);
+	/* Deleted behind the source's back: the next list puts it back. */
+	cr_assert_eq(em_store_delete(st, EM_KIND_SERVICE, "default", "a"), 1);
+	list(EM_KUBE_LIST_FIRST | EM_KUBE_LIST_LAST, 2, "a", "1", "b", "3");
+	cr_expect(has(EM_KIND_SERVICE, "default", "a"));
 }
 
 Test(kube_src, events_and_other_sources)
