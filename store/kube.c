@@ -116,6 +116,10 @@ static int fail(struct kwatch *w, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(w->why, sizeof(w->why), fmt, ap);
 	va_end(ap);
+	/* Parts of it come from the server: one log line stays one line. */
+	for (char *p = w->why; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return R_FAILED;
 }
 
