@@ -6,7 +6,8 @@
 # cut, 410 Gone (as a status and as an ERROR event) answered by a list whose
 # missing objects are deleted, a stream cut inside an event (no half object,
 # reconnected), a stream trickling a few bytes at a time, HTTPS with a
-# self-signed CA and a bearer token (wrong token: 401 logged and retried,
+# self-signed CA (an unknown CA and a certificate for another name refused)
+# and a bearer token (wrong token: 401 logged and retried,
 # a rotated token file picked up), the counters, and the key refused on an
 # edge. No root.
 . "$(dirname "$0")/lib.sh"
@@ -180,6 +181,9 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-api" -keyout srv.key -out sr
 printf 'subjectAltName=IP:%s,DNS:localhost\n' "$IT_NET.1" >srv.ext
 openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
 	-extfile srv.ext -out srv.crt >/dev/null 2>&1 || it_die "openssl: server cert"
+printf 'subjectAltName=DNS:other.example\n' >wrong.ext
+openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+	-extfile wrong.ext -out wrong.crt >/dev/null 2>&1 || it_die "openssl: cert for another name"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other-ca" \
 	-keyout other.key -out other.crt >/dev/null 2>&1 || it_die "openssl: other CA"
 cd "$IT_ROOT" || it_die "cd"
@@ -211,6 +215,17 @@ upsert services "$(svc default tls 10.96.0.96 80)"
 it_check "watch events over HTTPS" it_wait 5 has services default/tls
 it_em_stop
 it_check "edgemesh exited cleanly (status $IT_RC)" [ "$IT_RC" = 0 ]
+it_stop "$FAKE_PID"
+
+# A certificate of the right CA for another name: refused.
+FAKE_LISTEN=$TLS_API fake_start --state "$IT_TMP/state.json" --cert "$IT_TMP/wrong.crt" \
+	--key "$IT_TMP/srv.key" --token right-token
+rm -rf "$IT_DATA"
+it_em_start
+it_check "a certificate for another name is refused" \
+	it_wait 10 logged 'certificate verify failed: IP address mismatch'
+it_check "... and nothing is listed" lacks services default/web
+it_em_stop
 
 # -- an edge with the key is refused
 cloud_conf "http://$API"
