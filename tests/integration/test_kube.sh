@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The cloud role's Kubernetes API source (controller.kubernetes) through the
 # real daemon against tests/integration/fake_kube.py on loopback: the first
-# list of every kind, watch events (ADDED, MODIFIED, DELETED) reaching
+# list of every kind (1100 pods in pages of 500), watch events (ADDED, MODIFIED, DELETED) reaching
 # `meshctl get`, a watch resumed from a bookmark's resourceVersion after a
 # cut, 410 Gone (as a status and as an ERROR event) answered by a list whose
 # missing objects are deleted, a stream cut inside an event (no half object,
-# reconnected), a stream trickling a few bytes at a time, HTTPS with a
+# reconnected), a stream trickling a few bytes at a time, an event over the
+# 16 MiB bound (dropped, the kind listed again), HTTPS with a
 # self-signed CA (an unknown CA and a certificate for another name refused)
 # and a bearer token (wrong token: 401 logged and retried,
 # a rotated token file picked up), the counters, and the key refused on an
