@@ -4,7 +4,7 @@
 
 PACKAGES := build-essential cmake pkg-config clang \
 	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev libyaml-dev liburcu-dev libcriterion-dev libssl-dev \
-	sqlite3 iptables iproute2 procps psmisc socat curl python3 \
+	sqlite3 iptables iproute2 procps psmisc socat curl python3 openssl \
 	haproxy nginx libnginx-mod-stream wrk
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=

@@ -20,6 +20,7 @@
 #include "proto/log.h"
 #include "store/file.h"
 #include "store/json.h"
+#include "store/kube_wire.h"
 
 #define EM_CONFIG_MAX_BYTES        (1024 * 1024)
 #define EM_CONFIG_MAX_WORKERS      256
@@ -441,9 +442,32 @@ static const struct key cloud_keys[] = {
          .check = host_port_or_empty},
 };
 
+/* "" (off), "in-cluster", or a URL the watcher can use. */
+static bool kube_server_ok(const char *s)
+{
+	struct em_kube_url u;
+	return !s[0] || strcmp(s, EM_KUBE_IN_CLUSTER) == 0 || em_kube_url_parse(s, &u) == 0;
+}
+
+static const struct key kube_keys[] = {
+        {.name = "server",
+         .type = K_STR,
+         CFG(controller.kubernetes.server),
+         .lo = 0,
+         .hi = 255,
+         .expect = "\"https://host[:port]\", \"http://host[:port]\", \"in-cluster\" or \"\" "
+                   "(off), at most 255 bytes",
+         .check = kube_server_ok},
+        STR("token_file", CFG(controller.kubernetes.token_file), 0, EM_CONFIG_DATA_DIR_MAX,
+            "path of a file, at most 4000 bytes, or \"\" (none)"),
+        STR("ca_file", CFG(controller.kubernetes.ca_file), 0, EM_CONFIG_DATA_DIR_MAX,
+            "path of a file, at most 4000 bytes, or \"\" (none)"),
+};
+
 static const struct key controller_keys[] = {
         STR("manifests_dir", CFG(controller.manifests_dir), 0, EM_CONFIG_DATA_DIR_MAX,
             "path of a directory, at most 4000 bytes, or \"\" (none)"),
+        {.name = "kubernetes", .type = K_OBJECT, ROWS(kube_keys)},
 };
 
 #define SOCKBUF_MAX (256LL << 20)
@@ -588,6 +612,10 @@ static int finish(struct pctx *c)
 	if (cfg->controller.manifests_dir[0] && cfg->role != EM_ROLE_CLOUD)
 		return fail_at(c, "controller.manifests_dir",
 		               "expected \"\" on an edge: only role \"cloud\" reads manifests");
+	if (cfg->controller.kubernetes.server[0] && cfg->role != EM_ROLE_CLOUD)
+		return fail_at(c, "controller.kubernetes.server",
+		               "expected \"\" on an edge: only role \"cloud\" watches the "
+		               "Kubernetes API");
 	if (cfg->capture.enabled && cfg->capture.n_service_cidrs == 0)
 		return fail_at(c, "capture.service_cidrs",
 		               "expected at least one CIDR when capture.enabled is true");
@@ -879,5 +907,12 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "controller.manifests_dir";
 	if (strcmp(cur->cloud.address, next->cloud.address) != 0)
 		return "cloud.address";
+	if (strcmp(cur->controller.kubernetes.server, next->controller.kubernetes.server) != 0)
+		return "controller.kubernetes.server";
+	if (strcmp(cur->controller.kubernetes.token_file, next->controller.kubernetes.token_file) !=
+	    0)
+		return "controller.kubernetes.token_file";
+	if (strcmp(cur->controller.kubernetes.ca_file, next->controller.kubernetes.ca_file) != 0)
+		return "controller.kubernetes.ca_file";
 	return NULL;
 }

@@ -82,6 +82,15 @@ struct em_config {
 		/* Cloud role: a directory of manifest files watched and applied
 		 * (store/manifest_dir.h); "" for none. */
 		char manifests_dir[PATH_MAX];
+		/* Cloud role: the Kubernetes API watched (store/kube.h). <server>
+		 * "" is off; "in-cluster" means the service account's address,
+		 * token and CA (store/kube.h says which). <token_file>, <ca_file>
+		 * "" for none. */
+		struct {
+			char server[256];
+			char token_file[PATH_MAX];
+			char ca_file[PATH_MAX];
+		} kubernetes;
 	} controller;
 
 	/* Kernel socket buffer sizes (SO_SNDBUF, SO_RCVBUF) of data-path

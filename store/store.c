@@ -459,6 +459,12 @@ int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, cons
 	return rc;
 }
 
+bool em_store_has(const struct em_store *st, enum em_kind kind, const char *ns, const char *name)
+{
+	char key[600];
+	return em_k8s_key(kind, ns, name, key, sizeof(key)) > 0 && cache_has(st, key);
+}
+
 struct list_ctx {
 	const struct em_store *st;
 	const char *ns, *name;

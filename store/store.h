@@ -103,6 +103,10 @@ int em_store_scan_after(struct em_store *st, enum em_kind kind, const char *afte
  * when it existed in either, 0 when not, -EIO (logged) when sqlite fails. */
 int em_store_delete(struct em_store *st, enum em_kind kind, const char *ns, const char *name);
 
+/* True when the store holds (and serves) the object <kind> <ns>/<name>.
+ * Constant time: for sources that skip writing what is already there. */
+bool em_store_has(const struct em_store *st, enum em_kind kind, const char *ns, const char *name);
+
 /* Calls <cb> with the compact JSON of each object of <kind> in namespace <ns>
  * (every namespace when NULL) and name <name> (every name when NULL), in key
  * order. Returns the number of objects visited. */

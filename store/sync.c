@@ -20,6 +20,7 @@
 #include "store/api.h"
 #include "store/changelog.h"
 #include "store/control.h"
+#include "store/kube.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
 
@@ -43,6 +44,7 @@ struct em_sync {
 	atomic_uint_fast64_t reloads, reload_failures;
 	struct em_store *store;
 	struct em_mdir *mdir; /* controller.manifests_dir, or NULL */
+	struct em_kube *kube; /* controller.kubernetes, or NULL */
 	struct em_clog *clog; /* cloud role: the changes edges will be sent */
 	struct em_ctl *ctl;   /* the control stream's side (store/control.h) */
 	struct pollfd *pfd;   /* the poll set, grown as needed */
@@ -88,6 +90,17 @@ static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
 		        (struct em_api_counter){"controller", "manifest_load_failures", st.failed};
 		out[n++] = (struct em_api_counter){"controller", "manifest_objects_deleted",
 		                                   st.deleted};
+	}
+	if (s->kube && cap - n >= 7) {
+		struct em_kube_stats ks;
+		em_kube_stats(s->kube, &ks);
+		out[n++] = (struct em_api_counter){"controller", "kube_lists", ks.lists};
+		out[n++] = (struct em_api_counter){"controller", "kube_relists", ks.relists};
+		out[n++] = (struct em_api_counter){"controller", "kube_watches", ks.watches};
+		out[n++] = (struct em_api_counter){"controller", "kube_events", ks.events};
+		out[n++] = (struct em_api_counter){"controller", "kube_errors", ks.errors};
+		out[n++] = (struct em_api_counter){"controller", "kube_objects", ks.objects};
+		out[n++] = (struct em_api_counter){"controller", "kube_refused", ks.refused};
 	}
 	return n;
 }
@@ -235,9 +248,10 @@ static void accept_clients(struct em_sync *s)
 static void *sync_main(void *arg)
 {
 	struct em_sync *s = arg;
-	/* wake, listener, manifests directory (fd -1 when none), control
-	 * stream wake-ups (fd -1 when none), clients, then control streams */
-	enum { FIXED = 4 };
+	/* wake, listener, manifests directory, Kubernetes API, control
+	 * stream wake-ups (each fd -1 when none), clients, then control
+	 * streams */
+	enum { FIXED = 5, KUBE_PFD = 3 };
 
 	while (!atomic_load(&s->stop)) {
 		size_t need = FIXED + MAX_CLIENTS + (s->ctl ? em_ctl_max_pollfds(s->ctl) : 0);
@@ -258,6 +272,8 @@ static void *sync_main(void *arg)
 		                           .events = s->n_clients < MAX_CLIENTS ? POLLIN : 0};
 		pfd[n++] =
 		        (struct pollfd){.fd = s->mdir ? em_mdir_fd(s->mdir) : -1, .events = POLLIN};
+		pfd[n++] =
+		        (struct pollfd){.fd = s->kube ? em_kube_fd(s->kube) : -1, .events = POLLIN};
 		pfd[n++] =
 		        (struct pollfd){.fd = s->ctl ? em_ctl_wake_fd(s->ctl) : -1, .events = POLLIN};
 		for (size_t i = 0; i < s->n_clients; i++) {
@@ -287,6 +303,8 @@ static void *sync_main(void *arg)
 			reload_config(s);
 		if (pfd[2].revents & POLLIN)
 			em_mdir_handle(s->mdir);
+		if (pfd[KUBE_PFD].revents & POLLIN)
+			em_kube_handle(s->kube);
 		uint64_t now = em_now_ms();
 		/* Walk backwards: client_close moves the last client into slot i. The
 		 * clients accepted this turn have no pollfd yet and are skipped. */
@@ -452,6 +470,13 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 		if ((rc = em_mdir_open(cfg->controller.manifests_dir, state, s->store, &s->mdir)))
 			goto fail;
 	}
+	if (cfg->role == EM_ROLE_CLOUD && cfg->controller.kubernetes.server[0]) {
+		struct em_kube_conf kc = {.server = cfg->controller.kubernetes.server,
+		                          .token_file = cfg->controller.kubernetes.token_file,
+		                          .ca_file = cfg->controller.kubernetes.ca_file};
+		if ((rc = em_kube_start(&kc, s->store, &s->kube)))
+			goto fail;
+	}
 	if ((s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
 		rc = -errno;
 		goto fail;
@@ -472,6 +497,7 @@ fail:
 		close(s->listen_fd);
 	if (s->wake_fd != -1)
 		close(s->wake_fd);
+	em_kube_stop(s->kube);
 	em_mdir_close(s->mdir);
 	em_ctl_free(s->ctl);
 	em_store_close(s->store);
@@ -514,6 +540,7 @@ void em_sync_stop(struct em_sync *s)
 	close(s->listen_fd);
 	unlink_socket(s->socket_path);
 	close(s->wake_fd);
+	em_kube_stop(s->kube);
 	em_mdir_close(s->mdir);
 	em_ctl_free(s->ctl);
 	free(s->pfd);

@@ -766,6 +766,53 @@ Test(config, controller_manifests_dir)
 	em_config_free(b);
 }
 
+/* controller.kubernetes: the cloud role's, a URL or "in-cluster", restart. */
+Test(config, controller_kubernetes)
+{
+	struct em_config *c =
+	        parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	                 ",'controller':{'kubernetes':{'server':'https://10.0.0.1:6443',"
+	                 "'token_file':'/t','ca_file':'/ca.crt'}}}");
+	cr_expect_str_eq(c->controller.kubernetes.server, "https://10.0.0.1:6443");
+	cr_expect_str_eq(c->controller.kubernetes.token_file, "/t");
+	cr_expect_str_eq(c->controller.kubernetes.ca_file, "/ca.crt");
+	em_config_free(c);
+	c = parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	             ",'controller':{'kubernetes':{'server':'in-cluster'}}}");
+	cr_expect_str_eq(c->controller.kubernetes.server, "in-cluster");
+	em_config_free(c);
+	c = parse_ok(BASE "}");
+	cr_expect_str_eq(c->controller.kubernetes.server, "");
+	cr_expect_str_eq(c->controller.kubernetes.token_file, "");
+	em_config_free(c);
+	expect_error(BASE ",'controller':{'kubernetes':{'server':'http://127.0.0.1:8001'}}}",
+	             NAME ": controller.kubernetes.server: expected \"\" on an edge: only role "
+	                  "\"cloud\" watches the Kubernetes API");
+	expect_error("{'role':'cloud','node_name':'n1'," KEY
+	             ",'controller':{'kubernetes':{'server':'ftp://x'}}}",
+	             NAME
+	             ": controller.kubernetes.server: expected \"https://host[:port]\", "
+	             "\"http://host[:port]\", \"in-cluster\" or \"\" (off), at most 255 bytes");
+	expect_error("{'role':'cloud','node_name':'n1'," KEY
+	             ",'controller':{'kubernetes':{'token_file':5}}}",
+	             NAME
+	             ": controller.kubernetes.token_file: expected path of a file, at most 4000 "
+	             "bytes, or \"\" (none)");
+	expect_error("{'role':'cloud','node_name':'n1'," KEY
+	             ",'controller':{'kubernetes':{'sever':''}}}",
+	             NAME ": controller.kubernetes.sever: unknown key");
+	struct em_config *a = parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	                               ",'controller':{'kubernetes':{'server':'http://a:1'}}}");
+	struct em_config *b = parse_ok("{'role':'cloud','node_name':'n1'," KEY
+	                               ",'controller':{'kubernetes':{'server':'http://a:1',"
+	                               "'ca_file':'/x'}}}");
+	const char *key = em_config_restart_key(a, b);
+	cr_expect(key && strcmp(key, "controller.kubernetes.ca_file") == 0, "%s",
+	          key ? key : "NULL");
+	em_config_free(a);
+	em_config_free(b);
+}
+
 /* A FIFO named as the config is refused at once, not waited on. */
 Test(config, fifo_is_refused_without_blocking, .timeout = 5)
 {

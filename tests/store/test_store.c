@@ -84,6 +84,18 @@ static void refused(const char *json, const char *want)
 	cr_expect_str_eq(err, want, "%s", json);
 }
 
+Test(store, has)
+{
+	char err[512];
+	cr_expect(!em_store_has(st, EM_KIND_ENDPOINTS, "shop", "web"));
+	cr_assert_eq(apply("[" EP("web", "10.1.0.6") "]", err, sizeof(err)), 0, "%s", err);
+	cr_expect(em_store_has(st, EM_KIND_ENDPOINTS, "shop", "web"));
+	cr_expect(!em_store_has(st, EM_KIND_SERVICE, "shop", "web"));
+	cr_expect(!em_store_has(st, EM_KIND_ENDPOINTS, "default", "web"));
+	cr_assert_eq(em_store_delete(st, EM_KIND_ENDPOINTS, "shop", "web"), 1);
+	cr_expect(!em_store_has(st, EM_KIND_ENDPOINTS, "shop", "web"));
+}
+
 Test(store, endpoint_addresses_that_are_no_endpoints)
 {
 	refused("[" EP("web", "0.0.0.0") "]",
