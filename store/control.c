@@ -51,6 +51,9 @@ struct sess {
 	size_t out_off;
 	uint64_t deadline_ms; /* S_REGISTER */
 	uint64_t sent_gen;    /* changes through this generation are queued */
+	/* Changes after <sent_gen> already queued: a large generation is sent
+	 * in parts as the edge reads, and resumed after these. */
+	uint64_t sent_skip;
 	char reg_id[64];      /* msg_id of the registration, the markers' parent */
 	/* S_SNAPSHOT: the kind being sent and the last key sent of it. */
 	int snap_kind;
@@ -309,7 +312,7 @@ static void sess_close(struct em_ctl *c, size_t i, const char *why)
 	if (s->e) {
 		EM_INFO(MOD, "edge %s (%s) disconnected: %s", s->node,
 		        em_addr_format(&s->src, false, (char[EM_ADDR_STRLEN]){0}, EM_ADDR_STRLEN),
-		        why);
+		        why ? why : "closed here");
 		s->e->s = NULL;
 		s->e->last_seen_ms = wall_ms();
 	} else if (why) {
@@ -548,8 +551,10 @@ static int page_row(void *arg, const char *key, const char *json)
 struct since_ctx {
 	struct em_ctl *c;
 	struct sess *s;
+	uint64_t skip;       /* entries at the start that were queued already */
 	uint64_t last_whole; /* generations through this one are queued whole */
-	uint64_t cur;
+	uint64_t cur;        /* generation of the entry being looked at */
+	uint64_t in_cur;     /* entries of <cur> queued, before or now */
 	int rc;
 };
 
@@ -558,11 +563,19 @@ static int since_entry(void *arg, const struct em_clog_entry *e)
 	struct since_ctx *x = arg;
 	struct sess *s = x->s;
 	if (e->generation != x->cur) {
-		x->last_whole = x->cur;
+		if (x->cur)
+			x->last_whole = x->cur;
 		x->cur = e->generation;
-		if (s->out.len - s->out_off >= EM_CTL_OUT_HIGH)
-			return 1; /* the rest when the edge has read this */
+		x->in_cur = 0;
 	}
+	if (x->skip) {
+		x->skip--;
+		x->in_cur++;
+		return 0;
+	}
+	if (s->out.len - s->out_off >= EM_CTL_OUT_HIGH)
+		return 1; /* the rest when the edge has read this */
+	x->in_cur++;
 	struct em_bh_msg m = {.op = e->op};
 	snprintf(m.source, sizeof(m.source), "edgecontroller");
 	snprintf(m.group, sizeof(m.group), "resource");
@@ -602,8 +615,7 @@ static void sess_pump(struct em_ctl *c, struct sess *s)
 	struct em_clog_stats cs;
 	em_clog_stats(c->clog, &cs);
 	if (cs.newest > s->sent_gen) {
-		struct since_ctx x = {c, s, s->sent_gen, 0, 0};
-		x.cur = 0;
+		struct since_ctx x = {.c = c, .s = s, .skip = s->sent_skip};
 		int rc = em_clog_since(c->clog, s->sent_gen, since_entry, &x);
 		if (rc == -ERANGE) {
 			EM_INFO(MOD, "edge %s fell behind the change log: sending a snapshot",
@@ -614,6 +626,7 @@ static void sess_pump(struct em_ctl *c, struct sess *s)
 			s->snap_kind = 0;
 			s->snap_after[0] = 0;
 			s->snap_gen = cs.newest;
+			s->sent_skip = 0;
 			c->c_snapshots++;
 			append_mark(c, s, "snapshot-begin", s->snap_gen);
 			return;
@@ -622,12 +635,22 @@ static void sess_pump(struct em_ctl *c, struct sess *s)
 			s->closing = true;
 			return;
 		}
-		uint64_t upto = rc == 0 ? x.cur : x.last_whole;
-		if (rc == 0 && x.cur == 0)
-			upto = s->sent_gen;
-		if (upto > s->sent_gen) {
-			s->sent_gen = upto;
+		if (rc == 0) {
+			/* All sent: through the newest generation. */
+			if (x.cur > s->sent_gen) {
+				s->sent_gen = x.cur;
+				s->need_mark = true;
+			}
+			s->sent_skip = 0;
+		} else if (x.last_whole > s->sent_gen) {
+			/* Stopped inside generation <cur>: the marker covers the
+			 * whole ones, the next pump resumes after what of <cur>
+			 * is queued. */
+			s->sent_gen = x.last_whole;
+			s->sent_skip = x.in_cur;
 			s->need_mark = true;
+		} else {
+			s->sent_skip = x.in_cur; /* still inside the first one */
 		}
 	}
 	if (s->need_mark) {
@@ -1058,10 +1081,11 @@ static int edge_msg(void *arg, const char *line, size_t len)
 				else
 					rc = -ENOMEM;
 			}
-			/* A snapshot is applied a page at a time. */
-			if (!rc && c->in_snap && c->n_objs >= EM_CTL_PAGE)
-				rc = edge_apply(c, NULL);
 		}
+		/* A snapshot, or a large generation, is applied a page at a time
+		 * (the marker's epoch and generation go with the last page). */
+		if (!rc && c->n_objs + c->n_dels >= EM_CTL_PAGE)
+			rc = edge_apply(c, NULL);
 	} else if (strcmp(m.group, "control") == 0 && m.op == EM_BH_RESPONSE &&
 	           strcmp(m.resource, "sync") == 0) {
 		rc = edge_mark(c, &m);

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -61,7 +62,7 @@ static void cloud_up(void)
 	cr_assert_eq(em_store_open(cloud.db.dir, "c1", &cloud.st), 0);
 	struct em_store_stats ss;
 	em_store_stats(cloud.st, &ss);
-	cloud.clog = em_clog_new(ss.generation, 1000, 1 << 20);
+	cloud.clog = em_clog_new(ss.generation, 100000, 64u << 20);
 	em_store_set_observer(cloud.st, log_change, &cloud);
 	cloud.ctl = em_ctl_new(cloud.cfg, cloud.st, cloud.clog);
 	cr_assert_not_null(cloud.ctl);
@@ -379,4 +380,37 @@ Test(control, hostile_edges)
 	cr_assert_eq(counter(cloud.ctl, "registrations"), 0);
 	cr_assert_eq(counter(cloud.ctl, "protocol_errors"), 4);
 	cr_assert_eq(count(cloud.st, EM_KIND_NODE, "e9"), 0);
+}
+
+/* A generation larger than the cloud's per-edge buffer (5,000 Services in
+ * one change) goes out in parts as the edge reads, resumed where each part
+ * ended: every object arrives once the marker is acknowledged. */
+Test(control, large_generation_in_parts)
+{
+	enum { N = 5000 };
+	cloud_up();
+	edge_up();
+	RUN_UNTIL(acked() == cloud_gen() && count(edge.st, EM_KIND_NODE, "e1") == 1);
+	cJSON **objs = calloc(N, sizeof(*objs));
+	for (int i = 0; i < N; i++) {
+		char json[512];
+		snprintf(json, sizeof(json),
+		         "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"s%d\","
+		         "\"namespace\":\"bulk\",\"annotations\":{\"pad\":\"%0200d\"}},\"spec\":{"
+		         "\"clusterIP\":\"10.97.%d.%d\",\"ports\":[{\"port\":80,\"protocol\":\"TCP\"}]}}",
+		         i, i, i / 250, i % 250 + 1);
+		objs[i] = cJSON_Parse(json);
+	}
+	char err[256];
+	cr_assert_eq(em_store_apply(cloud.st, (const cJSON *const *)objs, N, err, sizeof(err)), 0,
+	             "%s", err);
+	for (int i = 0; i < N; i++)
+		cJSON_Delete(objs[i]);
+	free(objs);
+	RUN_UNTIL(acked() == cloud_gen());
+	size_t n = 0;
+	em_store_list(edge.st, EM_KIND_SERVICE, "bulk", NULL, count_cb, &n);
+	cr_assert_eq(n, N);
+	cr_assert_eq(counter(cloud.ctl, "snapshots"), 1, "a snapshot instead of the changes");
+	cr_assert_gt(counter(cloud.ctl, "bytes_out"), 1u << 20);
 }
