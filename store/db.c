@@ -31,7 +31,8 @@ static const char create_sql[] =
         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, type TEXT, value TEXT)";
 /* Tables of our own beside it, which KubeEdge's tools ignore: named values
  * (what the edge last applied from the cloud) and which meta rows came from
- * which source. */
+ * which source. Made on the first write that needs them, so that opening a
+ * database (a damaged one, one of edgecore's) writes nothing. */
 static const char create_kv_sql[] =
         "CREATE TABLE IF NOT EXISTS edgemesh_kv(k TEXT PRIMARY KEY, v TEXT NOT NULL)";
 static const char create_origin_sql[] = "CREATE TABLE IF NOT EXISTS edgemesh_origin("
@@ -49,6 +50,7 @@ struct em_db {
 	sqlite3_stmt *scan_after;
 	sqlite3_stmt *kv_set, *kv_get;
 	sqlite3_stmt *origin_set, *origin_del, *origin_scan;
+	bool own; /* our tables exist and their statements are prepared */
 	uint64_t unreadable; /* rows scans had to skip */
 	char path[PATH_MAX];
 };
@@ -96,6 +98,8 @@ static int db_pragma(struct em_db *db, const char *sql, char *buf, size_t len)
 	sqlite3_finalize(st);
 	return rc;
 }
+
+static int own_tables(struct em_db *db, bool create);
 
 static int db_prepare(struct em_db *db, const char *sql, sqlite3_stmt **st)
 {
@@ -154,8 +158,7 @@ int em_db_open(const char *path, struct em_db **out)
 	               sizeof(mode));
 	if (rc)
 		goto fail;
-	if ((rc = db_exec(db, create_sql)) != 0 || (rc = db_exec(db, create_kv_sql)) != 0 ||
-	    (rc = db_exec(db, create_origin_sql)) != 0)
+	if ((rc = db_exec(db, create_sql)) != 0)
 		goto fail;
 
 	if ((rc = db_prepare(db, "BEGIN IMMEDIATE", &db->begin)) != 0 ||
@@ -174,20 +177,14 @@ int em_db_open(const char *path, struct em_db **out)
 	    (rc = db_prepare(db,
 	                     "SELECT key, type, value FROM meta WHERE type = ?1 AND key > ?2 "
 	                     "ORDER BY key LIMIT ?3",
-	                     &db->scan_after)) != 0 ||
-	    (rc = db_prepare(db,
-	                     "INSERT INTO edgemesh_kv(k, v) VALUES(?1, ?2) "
-	                     "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-	                     &db->kv_set)) != 0 ||
-	    (rc = db_prepare(db, "SELECT v FROM edgemesh_kv WHERE k = ?1", &db->kv_get)) != 0 ||
-	    (rc = db_prepare(db,
-	                     "INSERT INTO edgemesh_origin(key, origin) VALUES(?1, ?2) "
-	                     "ON CONFLICT(key) DO UPDATE SET origin = excluded.origin",
-	                     &db->origin_set)) != 0 ||
-	    (rc = db_prepare(db, "DELETE FROM edgemesh_origin WHERE key = ?1", &db->origin_del)) !=
-	            0 ||
-	    (rc = db_prepare(db, "SELECT key FROM edgemesh_origin WHERE origin = ?1 ORDER BY key",
-	                     &db->origin_scan)) != 0)
+	                     &db->scan_after)) != 0)
+		goto fail;
+	char have[16];
+	if ((rc = db_pragma(db,
+	                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+	                    "('edgemesh_kv', 'edgemesh_origin')",
+	                    have, sizeof(have))) != 0 ||
+	    (strcmp(have, "2") == 0 && (rc = own_tables(db, false)) != 0))
 		goto fail;
 
 	*out = db;
@@ -220,6 +217,32 @@ void em_db_close(struct em_db *db)
 	free(db);
 }
 
+/* Makes our tables (with <create>; else they exist) and prepares their
+ * statements. */
+static int own_tables(struct em_db *db, bool create)
+{
+	int rc;
+	if (create &&
+	    ((rc = db_exec(db, create_kv_sql)) != 0 || (rc = db_exec(db, create_origin_sql)) != 0))
+		return rc;
+	if ((rc = db_prepare(db,
+	                     "INSERT INTO edgemesh_kv(k, v) VALUES(?1, ?2) "
+	                     "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+	                     &db->kv_set)) != 0 ||
+	    (rc = db_prepare(db, "SELECT v FROM edgemesh_kv WHERE k = ?1", &db->kv_get)) != 0 ||
+	    (rc = db_prepare(db,
+	                     "INSERT INTO edgemesh_origin(key, origin) VALUES(?1, ?2) "
+	                     "ON CONFLICT(key) DO UPDATE SET origin = excluded.origin",
+	                     &db->origin_set)) != 0 ||
+	    (rc = db_prepare(db, "DELETE FROM edgemesh_origin WHERE key = ?1", &db->origin_del)) !=
+	            0 ||
+	    (rc = db_prepare(db, "SELECT key FROM edgemesh_origin WHERE origin = ?1 ORDER BY key",
+	                     &db->origin_scan)) != 0)
+		return rc;
+	db->own = true;
+	return 0;
+}
+
 /* Steps a statement that returns no rows, then resets it for its next use. */
 static int db_step_done(struct em_db *db, sqlite3_stmt *st, const char *what)
 {
@@ -244,10 +267,14 @@ static int db_apply_one(struct em_db *db, const struct em_db_op *op, size_t i)
 		 * goes last: em_db_delete reads its change count. */
 		int rc;
 		st = db->origin_del;
-		if (sqlite3_bind_text(st, 1, op->key, -1, SQLITE_STATIC) != SQLITE_OK)
-			return db_fail(db, op->key);
-		if ((rc = db_step_done(db, st, op->key)) || op->op != EM_DB_DELETE)
-			return rc;
+		if (db->own) {
+			if (sqlite3_bind_text(st, 1, op->key, -1, SQLITE_STATIC) != SQLITE_OK)
+				return db_fail(db, op->key);
+			if ((rc = db_step_done(db, st, op->key)))
+				return rc;
+		}
+		if (op->op != EM_DB_DELETE)
+			return 0;
 		st = db->del;
 		if (sqlite3_bind_text(st, 1, op->key, -1, SQLITE_STATIC) != SQLITE_OK)
 			return db_fail(db, op->key);
@@ -285,6 +312,10 @@ int em_db_apply(struct em_db *db, const struct em_db_op *ops, size_t n)
 {
 	int rc;
 
+	for (size_t i = 0; i < n && !db->own; i++)
+		if ((ops[i].op == EM_DB_KV || ops[i].op == EM_DB_ORIGIN) && ops[i].value &&
+		    (rc = own_tables(db, true)) != 0)
+			return rc;
 	if ((rc = db_step_done(db, db->begin, "BEGIN IMMEDIATE")) != 0)
 		return rc;
 	for (size_t i = 0; i < n; i++)
@@ -564,6 +595,8 @@ int em_db_kv_get(struct em_db *db, const char *k, char *buf, size_t cap)
 	sqlite3_stmt *st = db->kv_get;
 	int ret = 0;
 
+	if (!db->own)
+		return 0;
 	if (sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC) != SQLITE_OK)
 		return db_fail(db, k);
 	int rc = sqlite3_step(st);
@@ -585,6 +618,8 @@ int em_db_origin_scan(struct em_db *db, const char *origin, int (*cb)(void *arg,
 	sqlite3_stmt *st = db->origin_scan;
 	int rc, ret = 0;
 
+	if (!db->own)
+		return 0;
 	if (sqlite3_bind_text(st, 1, origin, -1, SQLITE_STATIC) != SQLITE_OK)
 		return db_fail(db, origin);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
