@@ -44,6 +44,7 @@ struct sess {
 	int state;
 	bool closing;   /* close once <out> is sent */
 	bool need_mark; /* a sync marker is owed (registration answer) */
+	const char *gone; /* the stream ended or failed (why), set while reading */
 	struct edge *e; /* after registration */
 	char node[EM_K8S_NAME_MAX + 1];
 	struct em_addr src;
@@ -103,6 +104,8 @@ struct em_ctl {
 	size_t n_sess, cap_sess;
 	struct edge **edges;
 	size_t n_edges, cap_edges;
+	cJSON **reg; /* Nodes of this turn's registrations (store_reg_nodes) */
+	size_t n_reg, cap_reg;
 
 	/* edge */
 	char address[256];
@@ -172,6 +175,50 @@ static int append_msg(struct em_ctl *c, struct em_buf *out, struct em_bh_msg *m,
 		rc = rc ? rc : em_buf_append(out, "\n", 1);
 	}
 	cJSON_free(text);
+	c->c_msgs_out++;
+	return rc;
+}
+
+/* Appends <s> as the body of a JSON string (quotes and backslashes escaped,
+ * control bytes as \u00XX). Store keys are DNS names and never need it; a
+ * key read back from a damaged or foreign database might. */
+static int append_escaped(struct em_buf *out, const char *s)
+{
+	const char *run = s;
+	int rc = 0;
+	for (; *s && !rc; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		char esc[8];
+		int n = snprintf(esc, sizeof(esc), ch == '"' || ch == '\\' ? "\\%c" : "\\u%04x", ch);
+		rc = em_buf_append(out, run, (size_t)(s - run));
+		rc = rc ? rc : em_buf_append(out, esc, (size_t)n);
+		run = s + 1;
+	}
+	return rc ? rc : em_buf_append(out, run, (size_t)(s - run));
+}
+
+/* An object change, written straight as text (the snapshot and the pushes
+ * send millions of these; building a tree for each would cost more than the
+ * rest of the work): the same members in the same order as em_bh_encode
+ * gives, with <raw>, the stored compact JSON ("null" for a delete), as the
+ * content. */
+static int append_change(struct em_ctl *c, struct em_buf *out, enum em_bh_op op, const char *key,
+                         uint64_t gen, const char *raw, int64_t now)
+{
+	char id[40], head[256];
+	next_id(c, id);
+	int n = snprintf(head, sizeof(head),
+	                 "{\"header\":{\"msg_id\":\"%s\",\"timestamp\":%lld,\"resourceversion\":"
+	                 "\"%llu\"},\"route\":{\"source\":\"edgecontroller\",\"group\":"
+	                 "\"resource\",\"operation\":\"%s\",\"resource\":\"",
+	                 id, (long long)now, (unsigned long long)gen, em_bh_op_name(op));
+	int rc = em_buf_append(out, head, (size_t)n);
+	rc = rc ? rc : append_escaped(out, key);
+	rc = rc ? rc : em_buf_append(out, "\"},\"content\":", 13);
+	rc = rc ? rc : em_buf_append(out, raw, strlen(raw));
+	rc = rc ? rc : em_buf_append(out, "}\n", 2);
 	c->c_msgs_out++;
 	return rc;
 }
@@ -283,6 +330,8 @@ static int each_line(struct em_buf *in, int (*fn)(void *arg, const char *line, s
 	return rc;
 }
 
+static int grow(void **v, size_t *cap, size_t need, size_t size);
+
 /* ---- cloud ---------------------------------------------------------------- */
 
 static struct edge *edge_get(struct em_ctl *c, const char *node)
@@ -389,14 +438,23 @@ static void register_node(struct em_ctl *c, struct sess *s)
 	cJSON_AddStringToObject(a, "type", "InternalIP");
 	cJSON_AddStringToObject(a, "address", ip);
 	cJSON_AddItemToArray(addrs, a);
-	char err[512];
-	const cJSON *objs[] = {o};
-	if (em_store_change(c->st, objs, 1, NULL, 0, NULL, err, sizeof(err)))
-		EM_WARN(MOD, "edge %s: its Node could not be stored: %s", s->node, err);
-	else
-		EM_INFO(MOD, "edge %s: Node %s at %s%s%s", s->node, seen.found ? "updated" : "made",
-		        ip, port[0] ? ", tunnel port " : "", port);
-	cJSON_Delete(o);
+	/* Two registrations of one node in a turn: the later one counts. */
+	for (size_t i = 0; i < c->n_reg; i++) {
+		const cJSON *nm = cJSON_GetObjectItem(cJSON_GetObjectItem(c->reg[i], "metadata"),
+		                                      "name");
+		if (strcmp(nm->valuestring, s->node) == 0) {
+			cJSON_Delete(c->reg[i]);
+			c->reg[i] = c->reg[--c->n_reg];
+			break;
+		}
+	}
+	if (grow((void **)&c->reg, &c->cap_reg, c->n_reg + 1, sizeof(*c->reg))) {
+		cJSON_Delete(o);
+		return;
+	}
+	c->reg[c->n_reg++] = o;
+	EM_INFO(MOD, "edge %s: Node %s at %s%s%s", s->node, seen.found ? "updated" : "made", ip,
+	        port[0] ? ", tunnel port " : "", port);
 }
 
 static int sess_fail(struct em_ctl *c, struct sess *s, const char *why)
@@ -531,21 +589,17 @@ struct page_ctx {
 	struct em_ctl *c;
 	struct sess *s;
 	unsigned n;
+	int64_t now;
 	int rc;
 };
 
 static int page_row(void *arg, const char *key, const char *json)
 {
 	struct page_ctx *p = arg;
-	struct em_bh_msg m = {.op = EM_BH_INSERT};
-	snprintf(m.source, sizeof(m.source), "edgecontroller");
-	snprintf(m.group, sizeof(m.group), "resource");
-	snprintf(m.resource, sizeof(m.resource), "%s", key);
-	snprintf(m.resource_version, sizeof(m.resource_version), "%llu",
-	         (unsigned long long)p->s->snap_gen);
 	snprintf(p->s->snap_after, sizeof(p->s->snap_after), "%s", key);
 	p->n++;
-	return p->rc = append_msg(p->c, &p->s->out, &m, json);
+	return p->rc = append_change(p->c, &p->s->out, EM_BH_INSERT, key, p->s->snap_gen,
+	                             json[0] ? json : "null", p->now);
 }
 
 struct since_ctx {
@@ -555,6 +609,7 @@ struct since_ctx {
 	uint64_t last_whole; /* generations through this one are queued whole */
 	uint64_t cur;        /* generation of the entry being looked at */
 	uint64_t in_cur;     /* entries of <cur> queued, before or now */
+	int64_t now;
 	int rc;
 };
 
@@ -576,13 +631,8 @@ static int since_entry(void *arg, const struct em_clog_entry *e)
 	if (s->out.len - s->out_off >= EM_CTL_OUT_HIGH)
 		return 1; /* the rest when the edge has read this */
 	x->in_cur++;
-	struct em_bh_msg m = {.op = e->op};
-	snprintf(m.source, sizeof(m.source), "edgecontroller");
-	snprintf(m.group, sizeof(m.group), "resource");
-	snprintf(m.resource, sizeof(m.resource), "%s", e->key);
-	snprintf(m.resource_version, sizeof(m.resource_version), "%llu",
-	         (unsigned long long)e->generation);
-	return x->rc = append_msg(x->c, &s->out, &m, e->json ? e->json : "null");
+	return x->rc = append_change(x->c, &s->out, e->op, e->key, e->generation,
+	                             e->json ? e->json : "null", x->now);
 }
 
 /* Fills <s>'s buffer up to EM_CTL_OUT_HIGH: the snapshot's next pages, or
@@ -598,7 +648,7 @@ static void sess_pump(struct em_ctl *c, struct sess *s)
 				s->e->sent = s->snap_gen;
 			break;
 		}
-		struct page_ctx p = {c, s, 0, 0};
+		struct page_ctx p = {c, s, 0, wall_ms(), 0};
 		int rc = em_store_scan_after(c->st, (enum em_kind)s->snap_kind, s->snap_after,
 		                             EM_CTL_PAGE, page_row, &p);
 		if (rc || p.rc) {
@@ -615,7 +665,7 @@ static void sess_pump(struct em_ctl *c, struct sess *s)
 	struct em_clog_stats cs;
 	em_clog_stats(c->clog, &cs);
 	if (cs.newest > s->sent_gen) {
-		struct since_ctx x = {.c = c, .s = s, .skip = s->sent_skip};
+		struct since_ctx x = {.c = c, .s = s, .skip = s->sent_skip, .now = wall_ms()};
 		int rc = em_clog_since(c->clog, s->sent_gen, since_entry, &x);
 		if (rc == -ERANGE) {
 			EM_INFO(MOD, "edge %s fell behind the change log: sending a snapshot",
@@ -729,25 +779,45 @@ void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_a
 		EM_DEBUG(MOD, "wake: %s", strerror(errno));
 }
 
+/* The Nodes of this turn's registrations, in one store change (one
+ * generation: each edge then gets them with one marker, not one each). */
+static void store_reg_nodes(struct em_ctl *c)
+{
+	if (!c->n_reg)
+		return;
+	char err[512];
+	if (em_store_change(c->st, (const cJSON *const *)c->reg, c->n_reg, NULL, 0, NULL, err,
+	                    sizeof(err)))
+		EM_WARN(MOD, "%zu registration Node(s) could not be stored: %s", c->n_reg, err);
+	for (size_t i = 0; i < c->n_reg; i++)
+		cJSON_Delete(c->reg[i]);
+	c->n_reg = 0;
+}
+
 static void cloud_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
 {
-	/* Entries are in session order; sessions closed below move the last
-	 * one into their slot, so walk backwards. */
+	/* First every session's input (registrations queue their Nodes),
+	 * then the Nodes, then every session's output. Entries are in session
+	 * order; sessions closed in the second pass move the last one into
+	 * their slot, so it walks backwards. */
 	for (size_t i = EM_MIN(n, c->n_sess); i-- > 0;) {
 		struct sess *s = c->sess[i];
-		short re = pfd[i].revents;
-		const char *why = NULL;
-		if (re & (POLLIN | POLLHUP | POLLERR)) {
-			int r = read_in(s->fd, &s->in);
-			struct cloud_line_ctx x = {c, s};
-			int lr = each_line(&s->in, cloud_msg, &x);
-			if (lr == -EMSGSIZE)
-				sess_fail(c, s, "message over 16 MiB");
-			if (r == 0)
-				why = "end of stream";
-			else if (r < 0)
-				why = "read failed or message too long";
-		}
+		if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		int r = read_in(s->fd, &s->in);
+		struct cloud_line_ctx x = {c, s};
+		int lr = each_line(&s->in, cloud_msg, &x);
+		if (lr == -EMSGSIZE)
+			sess_fail(c, s, "message over 16 MiB");
+		if (r == 0)
+			s->gone = "end of stream";
+		else if (r < 0)
+			s->gone = "read failed or message too long";
+	}
+	store_reg_nodes(c);
+	for (size_t i = EM_MIN(n, c->n_sess); i-- > 0;) {
+		struct sess *s = c->sess[i];
+		const char *why = s->gone;
 		if (!why && s->state == S_REGISTER && c->now_ms > s->deadline_ms) {
 			sess_fail(c, s, "no register within 10 s");
 		}
@@ -1191,6 +1261,9 @@ void em_ctl_free(struct em_ctl *c)
 	for (size_t i = 0; i < c->n_edges; i++)
 		free(c->edges[i]);
 	free(c->edges);
+	for (size_t i = 0; i < c->n_reg; i++)
+		cJSON_Delete(c->reg[i]);
+	free(c->reg);
 	for (size_t i = 0; i < c->n_pend; i++)
 		close(c->pend[i].fd);
 	free(c->pend);
