@@ -37,6 +37,8 @@ struct em_store {
 	size_t n_service_cidrs;
 	em_store_observer_fn observer;
 	void *observer_ctx;
+	bool defer; /* em_store_defer_publish: changes leave the table to ... */
+	bool dirty; /* ... em_store_publish_pending, which builds it once */
 };
 
 void em_store_set_observer(struct em_store *st, em_store_observer_fn fn, void *ctx)
@@ -148,8 +150,29 @@ static bool cache_del(struct em_store *st, const char *key)
 	return true;
 }
 
-/* Builds and publishes a snapshot of everything in the cache. */
+static int build(struct em_store *st);
+
+/* A change was made: a new generation, and a snapshot of everything in the
+ * cache built and published now, or, while deferred, at the next
+ * em_store_publish_pending. */
 static int republish(struct em_store *st)
+{
+	st->generation++;
+	st->dirty = true;
+	return st->defer ? 0 : build(st);
+}
+
+void em_store_defer_publish(struct em_store *st, bool on)
+{
+	st->defer = on;
+}
+
+int em_store_publish_pending(struct em_store *st)
+{
+	return st->dirty ? build(st) : 0;
+}
+
+static int build(struct em_store *st)
 {
 	struct em_table_input in = {.local_node = st->local_node};
 	size_t n = 0;
@@ -169,11 +192,11 @@ static int republish(struct em_store *st)
 			st->scratch[n++] = st->slots[i]->obj;
 	in.objs = st->scratch;
 	in.n_objs = n;
-	t = em_table_build(&in, st->generation + 1);
+	t = em_table_build(&in, st->generation);
 	if (!t)
-		return -ENOMEM;
+		return -ENOMEM; /* still dirty: the next change or flush tries again */
 	st->last_build_ns = em_now_ns() - t0;
-	st->generation++;
+	st->dirty = false;
 	em_table_publish(t);
 	return 0;
 }

@@ -64,6 +64,18 @@ int em_store_change(struct em_store *st, const struct cJSON *const *objs, size_t
                     const struct em_store_key *del, size_t n_del, size_t *deleted, char *err,
                     size_t errlen);
 
+/* With <on>, changes (em_store_change*, em_store_apply, em_store_delete)
+ * are stored and numbered at once but the service table is built and
+ * published only by em_store_publish_pending: a thread that makes many
+ * changes in a row (the sync thread, one turn of its loop) pays for one
+ * build. Off by default. */
+void em_store_defer_publish(struct em_store *st, bool on);
+
+/* Builds and publishes the table when a change since the last build is not
+ * in it. Returns 0 or -ENOMEM (the change stays pending; the next call tries
+ * again). */
+int em_store_publish_pending(struct em_store *st);
+
 /* Where a change comes from, for em_store_change_from. */
 struct em_store_src {
 	/* Non-NULL: the upserted objects are marked as coming from this

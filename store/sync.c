@@ -50,6 +50,7 @@ struct em_sync {
 	struct pollfd *pfd;   /* the poll set, grown as needed */
 	size_t pfd_cap;
 	uint64_t clog_failures;
+	uint64_t publish_failures;
 	char config_path[PATH_MAX];
 	char node_name[254];
 	char socket_path[108];
@@ -166,6 +167,14 @@ static int control_status(void *ctx, struct cJSON *reply)
 	return em_ctl_status(ctx, reply);
 }
 
+/* Builds and publishes the service table when changes wait for it (the
+ * store defers builds to once per turn of the loop). */
+static void publish(struct em_sync *s)
+{
+	if (em_store_publish_pending(s->store) && s->publish_failures++ == 0)
+		EM_WARN("sync", "out of memory building the service table; retrying");
+}
+
 static void handle_input(struct em_sync *s, struct client *c)
 {
 	struct em_api_info info = {.config_path = s->config_path,
@@ -179,6 +188,8 @@ static void handle_input(struct em_sync *s, struct client *c)
 
 	if (em_api_serve(s->store, &info, &c->in, &c->out, &c->out_off))
 		c->closing = true;
+	/* The reply is sent only after the table holds what it applied. */
+	publish(s);
 }
 
 /* Returns false when the client is to be closed now. Requests are served as
@@ -337,6 +348,9 @@ static void *sync_main(void *arg)
 		 * pushed to the edges now. */
 		if (s->ctl)
 			em_ctl_run(s->ctl, pfd + FIXED + n_api, n_ctl);
+		/* After the pushes: the edges need not wait for this node's
+		 * own table. */
+		publish(s);
 	}
 	while (s->n_clients)
 		client_close(s, s->n_clients - 1);
@@ -448,6 +462,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	if ((rc = em_store_open(cfg->data_dir, cfg->node_name, &s->store)) ||
 	    (rc = store_limits(s, cfg)))
 		goto fail;
+	em_store_defer_publish(s->store, true);
 	if (cfg->role == EM_ROLE_CLOUD) {
 		struct em_store_stats ss;
 		em_store_stats(s->store, &ss);
@@ -484,6 +499,9 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	if ((rc = bind_socket(s->socket_path)) < 0)
 		goto fail;
 	s->listen_fd = rc;
+	/* What the manifests directory gave at start is in the first table. */
+	if ((rc = em_store_publish_pending(s->store)))
+		goto fail;
 	if ((rc = pthread_create(&s->thread, NULL, sync_main, s))) {
 		rc = -rc;
 		unlink_socket(s->socket_path);
