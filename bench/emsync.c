@@ -22,13 +22,16 @@
  *   --quiet-ms    "in sync": every session got its snapshot-end, acked the
  *                 newest generation any session saw, and no message came for
  *                 this long (default 500); then "READY <n> <ms>" goes to
- *                 stdout (ms: since start)
+ *                 stdout (ms: since start); each later return to that
+ *                 state prints "IDLE <ms>", the CLOCK_REALTIME ms of the
+ *                 last message before it (when the edges had caught up)
  *   --duration    stop after S seconds (default 600); SIGTERM/SIGINT stop too
  *
  * At the end a JSON summary goes to --out (or stdout): sessions, how many
  * reached snapshot-end, the time until all did (all_synced_ms, from the
  * first dial), objects and bytes received, errors with the first one, and
- * the probe's delays (count, p50, p99, max in ms) with the raw events.
+ * the probe's delays (count, p50, p99, max in ms), how many of its versions
+ * arrived and how many of those missed some edge, with the raw events.
  * Exit status 1 when any session failed, 2 on a usage error. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -104,6 +107,7 @@ static uint64_t g_quiet_ms = 500;
 static volatile sig_atomic_t g_stop;
 static int64_t g_t0_us;
 static uint64_t g_last_msg_ms;
+static int64_t g_last_msg_us; /* realtime */
 static uint64_t g_max_gen;
 static int g_synced, g_failed, g_closed;
 static char g_first_error[256];
@@ -347,6 +351,7 @@ static void on_line(struct sy_sess *s, const char *line, size_t len)
 	int64_t now_us = real_us();
 	s->msgs++;
 	g_last_msg_ms = em_now_ms();
+	g_last_msg_us = now_us;
 	if (!fast_route(line, len, &r)) {
 		cJSON *root = cJSON_ParseWithLength(line, len);
 		const cJSON *rt = cJSON_GetObjectItemCaseSensitive(root, "route");
@@ -668,10 +673,12 @@ static void write_summary(FILE *f, int64_t end_us)
 	}
 	/* Propagation: live messages of the probe's writes (seq >= 1). */
 	int64_t *d = calloc(g_nev ? g_nev : 1, sizeof(*d));
-	size_t nd = 0;
+	size_t nd = 0, resent = 0;
 	long max_seq = 0;
 	for (size_t i = 0; d && i < g_nev; i++) {
 		const struct sy_event *e = &g_ev[i];
+		if (e->seq >= 1 && strcmp(e->op, "insert") == 0)
+			resent++; /* in a snapshot: the edge fell behind the log */
 		if (e->seq >= 1 && e->written_us && strcmp(e->op, "update") == 0) {
 			d[nd++] = e->arrival_us - e->written_us;
 			if (e->seq > max_seq)
@@ -680,6 +687,27 @@ static void write_summary(FILE *f, int64_t end_us)
 	}
 	if (d)
 		qsort(d, nd, sizeof(*d), cmp_i64);
+	/* Versions: the writes the cloud read (one it read after the next
+	 * write replaced it never existed for it); each must reach every edge,
+	 * as an update or in a snapshot. */
+	int64_t *pair = calloc(g_nev ? g_nev : 1, sizeof(*pair));
+	size_t np = 0, versions = 0, incomplete = 0;
+	for (size_t i = 0; pair && i < g_nev; i++)
+		if (g_ev[i].seq >= 1)
+			pair[np++] = ((int64_t)g_ev[i].seq << 24) | g_ev[i].edge;
+	if (pair)
+		qsort(pair, np, sizeof(*pair), cmp_i64);
+	for (size_t i = 0; i < np;) {
+		int64_t seq = pair[i] >> 24;
+		int edges = 0;
+		for (; i < np && pair[i] >> 24 == seq; i++)
+			if (i == 0 || pair[i] != pair[i - 1])
+				edges++;
+		versions++;
+		if (edges < g_n)
+			incomplete++;
+	}
+	free(pair);
 	double p50 = nd ? (double)d[(nd - 1) * 50 / 100] / 1000 : 0;
 	double p99 = nd ? (double)d[(nd - 1) * 99 / 100] / 1000 : 0;
 	double mx = nd ? (double)d[nd - 1] / 1000 : 0;
@@ -692,11 +720,13 @@ static void write_summary(FILE *f, int64_t end_us)
 	        " \"objects\": %llu, \"messages\": %llu, \"bytes\": %llu, \"acks\": %llu,\n"
 	        " \"probe\": {\"key\": \"%s\", \"events\": %zu, \"max_seq\": %ld, \"p50_ms\": "
 	        "%.2f, "
-	        "\"p99_ms\": %.2f, \"max_ms\": %.2f},\n",
+	        "\"p99_ms\": %.2f, \"max_ms\": %.2f, \"resent\": %zu, \"versions\": %zu, "
+	        "\"incomplete\": %zu},\n",
 	        g_synced == g_n ? (double)(last_snap - g_t0_us) / 1000 : -1.0,
 	        (double)(end_us - g_t0_us) / 1000, (unsigned long long)g_max_gen,
 	        (unsigned long long)objects, (unsigned long long)msgs, (unsigned long long)bytes,
-	        (unsigned long long)acks, g_probe, nd, max_seq, p50, p99, mx);
+	        (unsigned long long)acks, g_probe, nd, max_seq, p50, p99, mx, resent, versions,
+	        incomplete);
 	free(d);
 	fprintf(f, " \"probe_events\": [");
 	for (size_t i = 0; i < g_nev; i++) {
@@ -777,7 +807,8 @@ int main(int argc, char **argv)
 		}
 	}
 	uint64_t t_end = em_now_ms() + (uint64_t)(g_duration * 1000);
-	bool ready = false;
+	bool ready = false, idle = false;
+	uint64_t idle_since = 0;
 	struct epoll_event evs[256];
 	while (!g_stop) {
 		uint64_t now = em_now_ms();
@@ -796,14 +827,21 @@ int main(int argc, char **argv)
 			s->next_tick_ms = now + em_tunnel_session_tick(s->ts, now);
 			flush_out(s);
 		}
-		if (!ready && g_synced == g_n && now - g_last_msg_ms >= g_quiet_ms) {
+		/* idle_since is at least quiet_ms past the last message then. */
+		if (idle && g_last_msg_ms >= idle_since)
+			idle = false;
+		if (!idle && g_synced == g_n && now - g_last_msg_ms >= g_quiet_ms) {
 			bool all = true;
 			for (int i = 0; i < g_n && all; i++)
 				all = g_sess[i].gen_acked >= g_max_gen;
 			if (all) {
-				ready = true;
-				printf("READY %d %.0f\n", g_n,
-				       (double)(real_us() - g_t0_us) / 1000);
+				if (!ready)
+					printf("READY %d %.0f\n", g_n,
+					       (double)(real_us() - g_t0_us) / 1000);
+				else
+					printf("IDLE %lld\n", (long long)(g_last_msg_us / 1000));
+				ready = idle = true;
+				idle_since = now;
 			}
 		}
 		if (g_closed == g_n)
