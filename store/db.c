@@ -150,6 +150,11 @@ int em_db_open(const char *path, struct em_db **out)
 	 * power loss can lose the last commits, which the cloud re-sends. */
 	if ((rc = db_exec(db, "PRAGMA synchronous=NORMAL")) != 0)
 		goto fail;
+	/* Up to 32 MiB of pages kept (grown only as read): a cloud sends each
+	 * edge's snapshot from here, and with the default 2 MiB a large store
+	 * is read from the file again for every edge. */
+	if ((rc = db_exec(db, "PRAGMA cache_size=-32768")) != 0)
+		goto fail;
 	rc = db_pragma(db, "PRAGMA wal_autocheckpoint=" EM_DB_STR(EM_DB_AUTOCHECKPOINT), mode,
 	               sizeof(mode));
 	if (rc)
