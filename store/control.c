@@ -86,6 +86,19 @@ struct del {
 	char *ns, *name;
 };
 
+/* A snapshot page as text, shared by the edges that resync at the same
+ * time: the messages of at most EM_CTL_PAGE objects of <kind> after key
+ * <after>, read at store generation <gen> (valid while the store is at
+ * it). */
+struct page {
+	int kind;
+	char after[600], last[600];
+	uint64_t gen;
+	uint64_t used; /* for the least recently used */
+	unsigned n;
+	struct em_buf text;
+};
+
 struct em_ctl {
 	bool cloud;
 	struct em_store *st;
@@ -106,6 +119,8 @@ struct em_ctl {
 	size_t n_edges, cap_edges;
 	cJSON **reg; /* Nodes of this turn's registrations (store_reg_nodes) */
 	size_t n_reg, cap_reg;
+	struct page pages[32]; /* snapshot pages, shared by edges resyncing together */
+	uint64_t page_clock;
 
 	/* edge */
 	char address[256];
@@ -133,6 +148,7 @@ struct em_ctl {
 	/* counters */
 	uint64_t c_sessions, c_registered, c_refused, c_snapshots, c_msgs_in, c_msgs_out;
 	uint64_t c_bytes_out, c_protocol_errors, c_applied, c_apply_failures, c_acks;
+	uint64_t c_page_hits;
 };
 
 static int64_t wall_ms(void)
@@ -587,8 +603,7 @@ static int cloud_msg(void *arg, const char *line, size_t len)
 
 struct page_ctx {
 	struct em_ctl *c;
-	struct sess *s;
-	unsigned n;
+	struct page *pg;
 	int64_t now;
 	int rc;
 };
@@ -596,10 +611,46 @@ struct page_ctx {
 static int page_row(void *arg, const char *key, const char *json)
 {
 	struct page_ctx *p = arg;
-	snprintf(p->s->snap_after, sizeof(p->s->snap_after), "%s", key);
-	p->n++;
-	return p->rc = append_change(p->c, &p->s->out, EM_BH_INSERT, key, p->s->snap_gen,
+	snprintf(p->pg->last, sizeof(p->pg->last), "%s", key);
+	p->pg->n++;
+	return p->rc = append_change(p->c, &p->pg->text, EM_BH_INSERT, key, p->pg->gen,
 	                             json[0] ? json : "null", p->now);
+}
+
+/* The page of <kind> after <after>, from the cache or read now. NULL when
+ * the store cannot be read or memory ran out. */
+static const struct page *page_get(struct em_ctl *c, int kind, const char *after)
+{
+	struct em_store_stats ss;
+	em_store_stats(c->st, &ss);
+	struct page *victim = &c->pages[0];
+	for (size_t i = 0; i < EM_ARRAY_SIZE(c->pages); i++) {
+		struct page *pg = &c->pages[i];
+		if (pg->text.data && pg->gen == ss.generation && pg->kind == kind &&
+		    strcmp(pg->after, after) == 0) {
+			pg->used = ++c->page_clock;
+			c->c_page_hits++;
+			return pg;
+		}
+		if (pg->used < victim->used)
+			victim = pg;
+	}
+	struct page *pg = victim;
+	pg->kind = kind;
+	pg->gen = ss.generation;
+	pg->n = 0;
+	pg->last[0] = 0;
+	pg->text.len = 0;
+	pg->used = ++c->page_clock;
+	snprintf(pg->after, sizeof(pg->after), "%s", after);
+	struct page_ctx p = {c, pg, wall_ms(), 0};
+	int rc = em_store_scan_after(c->st, (enum em_kind)kind, after, EM_CTL_PAGE, page_row, &p);
+	if (rc || p.rc || (!pg->text.data && em_buf_append(&pg->text, "", 0))) {
+		em_buf_free(&pg->text);
+		pg->used = 0;
+		return NULL;
+	}
+	return pg;
 }
 
 struct since_ctx {
@@ -648,16 +699,17 @@ static void sess_pump(struct em_ctl *c, struct sess *s)
 				s->e->sent = s->snap_gen;
 			break;
 		}
-		struct page_ctx p = {c, s, 0, wall_ms(), 0};
-		int rc = em_store_scan_after(c->st, (enum em_kind)s->snap_kind, s->snap_after,
-		                             EM_CTL_PAGE, page_row, &p);
-		if (rc || p.rc) {
+		const struct page *pg = page_get(c, s->snap_kind, s->snap_after);
+		if (!pg || em_buf_append(&s->out, pg->text.data, pg->text.len)) {
 			s->closing = true;
 			return;
 		}
-		if (p.n < EM_CTL_PAGE) {
+		c->c_msgs_out += pg->n;
+		if (pg->n < EM_CTL_PAGE) {
 			s->snap_kind++;
 			s->snap_after[0] = 0;
+		} else {
+			snprintf(s->snap_after, sizeof(s->snap_after), "%s", pg->last);
 		}
 	}
 	if (s->state != S_LIVE || s->out.len - s->out_off >= EM_CTL_OUT_HIGH)
@@ -1264,6 +1316,8 @@ void em_ctl_free(struct em_ctl *c)
 	for (size_t i = 0; i < c->n_reg; i++)
 		cJSON_Delete(c->reg[i]);
 	free(c->reg);
+	for (size_t i = 0; i < EM_ARRAY_SIZE(c->pages); i++)
+		em_buf_free(&c->pages[i].text);
 	for (size_t i = 0; i < c->n_pend; i++)
 		close(c->pend[i].fd);
 	free(c->pend);
@@ -1356,6 +1410,7 @@ size_t em_ctl_counters(const struct em_ctl *c, struct em_api_counter *out, size_
 	        {"control", "registrations", c->c_registered},
 	        {"control", "streams_refused", c->c_refused},
 	        {"control", "snapshots", c->c_snapshots},
+	        {"control", "snapshot_pages_shared", c->c_page_hits},
 	        {"control", "messages_in", c->c_msgs_in},
 	        {"control", "messages_out", c->c_msgs_out},
 	        {"control", "bytes_out", c->c_bytes_out},
