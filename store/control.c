@@ -289,6 +289,9 @@ static bool flush_out(int fd, struct em_buf *out, size_t *off, uint64_t *bytes)
 		return false;
 	}
 	if (*off == out->len) {
+		/* Drained: a buffer grown for a snapshot or a burst goes back. */
+		if (out->cap > (64u << 10))
+			em_buf_free(out);
 		out->len = 0;
 		*off = 0;
 	} else if (*off > out->len / 2) {
@@ -1374,10 +1377,16 @@ size_t em_ctl_pollfds(struct em_ctl *c, struct pollfd *pfd, size_t cap, int *tim
 		return 1;
 	}
 	size_t n = EM_MIN(cap, c->n_sess);
+	struct em_clog_stats cs;
+	em_clog_stats(c->clog, &cs);
 	for (size_t i = 0; i < n; i++) {
 		struct sess *s = c->sess[i];
 		short ev = s->closing ? 0 : POLLIN;
-		if (s->out.len > s->out_off)
+		/* Writable is the cue for more: what is queued, the rest of a
+		 * snapshot, or changes not yet queued (the buffer was full). */
+		if (s->out.len > s->out_off ||
+		    (!s->closing && (s->state == S_SNAPSHOT ||
+		                     (s->state == S_LIVE && cs.newest > s->sent_gen))))
 			ev |= POLLOUT;
 		pfd[i] = (struct pollfd){.fd = s->fd, .events = ev};
 		if (s->state == S_REGISTER && *timeout_ms > 1000)

@@ -41,7 +41,7 @@ struct em_config;
 struct cJSON;
 
 /* Unsent bytes past which a cloud session stops filling its buffer. */
-#define EM_CTL_OUT_HIGH (256u << 10)
+#define EM_CTL_OUT_HIGH (64u << 10)
 /* Objects per snapshot page and per edge transaction during a snapshot. */
 #define EM_CTL_PAGE 256u
 /* Edges the cloud serves at once; more are refused (the stream ends). */
