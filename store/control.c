@@ -124,6 +124,10 @@ struct em_ctl {
 
 	/* edge */
 	char address[256];
+	bool resolving; /* a lookup of cloud.address runs (getaddrinfo_a) */
+	struct gaicb gai;
+	struct addrinfo gai_hints;
+	char gai_host[256], gai_port[8];
 	uint16_t tunnel_port;
 	int64_t start_time;
 	uint32_t rc_min, rc_max, backoff;
@@ -954,31 +958,67 @@ static void edge_down(struct em_ctl *c, const char *why)
 	c->next_dial_ms = c->now_ms + next_backoff(c);
 }
 
-/* cloud.address, "host:port" or "[v6]:port": a literal, else the name
- * resolved (the sync thread may wait for it). */
-static int resolve(const char *address, struct em_addr *out)
+/* cloud.address, "host:port" or "[v6]:port": a literal at once (0), else
+ * the lookup of the name starts (1: edge_resolved finishes it; the sync
+ * thread never waits for a resolver), or -errno. */
+static int resolve_start(struct em_ctl *c, struct em_addr *out)
 {
-	if (em_addr_parse(address, true, out) == 0)
+	if (em_addr_parse(c->address, true, out) == 0)
 		return 0;
-	char host[256];
-	const char *colon = strrchr(address, ':');
-	if (!colon || colon == address || (size_t)(colon - address) >= sizeof(host))
+	const char *colon = strrchr(c->address, ':');
+	if (!colon || colon == c->address || (size_t)(colon - c->address) >= sizeof(c->gai_host))
 		return -EINVAL;
-	memcpy(host, address, (size_t)(colon - address));
-	host[colon - address] = 0;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-	int rc = getaddrinfo(host, colon + 1, &hints, &res);
-	if (rc || !res)
-		return -EHOSTUNREACH;
-	rc = em_addr_from_sockaddr(res->ai_addr, out);
-	freeaddrinfo(res);
+	memcpy(c->gai_host, c->address, (size_t)(colon - c->address));
+	c->gai_host[colon - c->address] = 0;
+	snprintf(c->gai_port, sizeof(c->gai_port), "%s", colon + 1);
+	c->gai_hints = (struct addrinfo){.ai_socktype = SOCK_STREAM};
+	c->gai = (struct gaicb){.ar_name = c->gai_host,
+	                        .ar_service = c->gai_port,
+	                        .ar_request = &c->gai_hints};
+	struct gaicb *list[] = {&c->gai};
+	if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL))
+		return -EAGAIN;
+	c->resolving = true;
+	return 1;
+}
+
+/* The lookup's answer: 0 with <out>, 1 while it runs, -EHOSTUNREACH. */
+static int resolve_done(struct em_ctl *c, struct em_addr *out)
+{
+	int rc = gai_error(&c->gai);
+	if (rc == EAI_INPROGRESS)
+		return 1;
+	c->resolving = false;
+	struct addrinfo *res = c->gai.ar_result;
+	c->gai.ar_result = NULL;
+	rc = rc == 0 && res && em_addr_from_sockaddr(res->ai_addr, out) == 0 ? 0 : -EHOSTUNREACH;
+	if (res)
+		freeaddrinfo(res);
 	return rc;
+}
+
+/* A lookup still running when the edge's side goes: cancelled, or waited
+ * for (glibc cannot cancel one its thread has started). */
+static void resolve_stop(struct em_ctl *c)
+{
+	if (!c->resolving)
+		return;
+	if (gai_cancel(&c->gai) != EAI_CANCELED) {
+		const struct gaicb *list[] = {&c->gai};
+		while (gai_error(&c->gai) == EAI_INPROGRESS)
+			gai_suspend(list, 1, NULL);
+	}
+	if (c->gai.ar_result)
+		freeaddrinfo(c->gai.ar_result);
+	c->resolving = false;
 }
 
 static void edge_dial(struct em_ctl *c)
 {
 	struct em_addr a;
-	int rc = resolve(c->address, &a);
+	int rc = c->resolving ? resolve_done(c, &a) : resolve_start(c, &a);
+	if (rc == 1)
+		return; /* looking the name up: polled at 50 ms */
 	if (rc) {
 		EM_WARN(MOD, "cloud.address %s: cannot resolve it; trying again", c->address);
 		edge_down(c, "unresolved");
@@ -1239,7 +1279,7 @@ static void edge_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
 		pthread_mutex_lock(&c->mu);
 		bool have = c->dial != NULL;
 		pthread_mutex_unlock(&c->mu);
-		if (have && c->now_ms >= c->next_dial_ms)
+		if (have && (c->resolving || c->now_ms >= c->next_dial_ms))
 			edge_dial(c);
 		if (c->fd < 0)
 			return;
@@ -1324,6 +1364,7 @@ void em_ctl_free(struct em_ctl *c)
 	for (size_t i = 0; i < c->n_pend; i++)
 		close(c->pend[i].fd);
 	free(c->pend);
+	resolve_stop(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	em_buf_free(&c->in);
@@ -1364,6 +1405,8 @@ size_t em_ctl_pollfds(struct em_ctl *c, struct pollfd *pfd, size_t cap, int *tim
 {
 	c->now_ms = em_now_ms();
 	if (!c->cloud) {
+		if (c->resolving && *timeout_ms > 50)
+			*timeout_ms = 50;
 		if (c->fd < 0 || cap == 0) {
 			if (c->address[0]) {
 				uint64_t wait = c->next_dial_ms > c->now_ms ? c->next_dial_ms - c->now_ms : 0;

@@ -34,6 +34,7 @@ struct side {
 
 static struct side cloud, edge;
 static int dials; /* streams the edge asked for */
+static const char *cloud_address = "127.0.0.1:20006";
 
 static void log_change(void *ctx, uint64_t gen, enum em_bh_op op, const char *key,
                        const char *json)
@@ -100,8 +101,8 @@ static void edge_up(void)
 	         "{\"role\":\"edge\",\"node_name\":\"e1\",\"data_dir\":\"%s\","
 	         "\"tunnel\":{\"listen\":\"0.0.0.0:20007\",\"cluster_key\":\"" KEY "\","
 	         "\"reconnect_min_ms\":10,\"reconnect_max_ms\":20},"
-	         "\"cloud\":{\"address\":\"127.0.0.1:20006\"}}",
-	         edge.db.dir);
+	         "\"cloud\":{\"address\":\"%s\"}}",
+	         edge.db.dir, cloud_address);
 	edge.cfg = config(json);
 	cr_assert_eq(em_store_open(edge.db.dir, "e1", &edge.st), 0);
 	edge.ctl = em_ctl_new(edge.cfg, edge.st, NULL);
@@ -223,6 +224,7 @@ static void setup(void)
 	tmpdb_make(&edge.db, "em-ctl-edge");
 	em_table_init();
 	dials = 0;
+	cloud_address = "127.0.0.1:20006";
 }
 
 static void teardown(void)
@@ -413,4 +415,16 @@ Test(control, large_generation_in_parts)
 	cr_assert_eq(n, N);
 	cr_assert_eq(counter(cloud.ctl, "snapshots"), 1, "a snapshot instead of the changes");
 	cr_assert_gt(counter(cloud.ctl, "bytes_out"), 1u << 20);
+}
+
+/* A cloud.address that is a name is looked up without blocking the sync
+ * thread (localhost: /etc/hosts, no network). */
+Test(control, address_by_name)
+{
+	cloud_address = "localhost:20006";
+	cloud_up();
+	put_service(cloud.st, "web", "10.96.0.10");
+	edge_up();
+	RUN_UNTIL(acked() == cloud_gen() && count(edge.st, EM_KIND_SERVICE, "web") == 1);
+	cr_assert_eq(dials, 1);
 }
