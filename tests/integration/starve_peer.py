@@ -59,6 +59,9 @@ def source_main(port):
                     c, _ = ls.accept()
                 except BlockingIOError:
                     continue
+                # Small send buffers, here and in stall_main: the kernel's
+                # TCP memory is the host's, shared with every other test.
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
                 c.setblocking(False)
                 sel.register(c, selectors.EVENT_WRITE)
                 continue
@@ -76,6 +79,7 @@ def stall_main(port, n, mode):
     for _ in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         s.connect(("127.0.0.1", port))
         s.setblocking(False)
         socks.append(s)

@@ -27,7 +27,13 @@ it_log "namespace $IT_NS, binaries of $B"
 IT_LISTENERS='[{"listen": "127.0.0.1:18001", "service": "default/sink", "port": 80},
 	{"listen": "127.0.0.1:18002", "service": "default/web", "port": 80},
 	{"listen": "127.0.0.1:18003", "service": "default/src", "port": 80}]'
-IT_EXTRA="\"timeouts\": {\"idle_ms\": $IDLE_MS, \"sniff_ms\": 50},"
+# Small kernel buffers on the stalled streams (sockets.*): the engine's
+# buffer ring fills the same way, but the 128 stalled streams do not park
+# hundreds of MiB in the host's TCP memory, which is shared with everything
+# else on the host and, past net.ipv4.tcp_mem, starves every socket.
+IT_EXTRA="\"timeouts\": {\"idle_ms\": $IDLE_MS, \"sniff_ms\": 50},
+	\"sockets\": {\"client_sndbuf\": 65536, \"client_rcvbuf\": 65536,
+		\"upstream_sndbuf\": 65536, \"upstream_rcvbuf\": 65536},"
 IT_WORKERS=2
 it_em_config
 it_em_start
