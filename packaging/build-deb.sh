@@ -15,7 +15,6 @@
 # fixed list of Debian 12 package names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=$PWD
 
 version="" out=build bdir=build-deb
 while getopts v:o:B: opt; do
@@ -40,8 +39,10 @@ arch=$(dpkg --print-architecture)
 # Debian's hardening flags (stack protector, fortify, relro/now) when
 # dpkg-buildflags is there; they join the project's own flags.
 if [ ! -e "$bdir/CMakeCache.txt" ] && command -v dpkg-buildflags >/dev/null; then
-	export CFLAGS="$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS) $(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)"
-	export LDFLAGS="$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)"
+	export DEB_BUILD_MAINT_OPTIONS=hardening=+all
+	CFLAGS="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
+	LDFLAGS=$(dpkg-buildflags --get LDFLAGS)
+	export CFLAGS LDFLAGS
 fi
 cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
 cmake --build "$bdir" -j "${JOBS:-2}" --target edgemesh meshctl >/dev/null
