@@ -1,16 +1,19 @@
 # Thin wrapper over CMake. Building installs nothing: only `make test`,
 # `make demo`, `make bench` and `make bench-quick` first install the missing
 # Debian packages (`make deps`), then build and run; see README.md.
+# `make deb` builds the Debian package build/edgemesh_VERSION_ARCH.deb
+# (packaging/build-deb.sh, in its own build dir build-deb/).
 
 PACKAGES := build-essential cmake pkg-config clang \
 	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev libyaml-dev liburcu-dev libcriterion-dev libssl-dev \
 	sqlite3 iptables iproute2 procps psmisc socat curl python3 openssl \
-	haproxy nginx libnginx-mod-stream wrk
+	haproxy nginx libnginx-mod-stream wrk \
+	dpkg-dev systemd
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build debug asan tsan fuzz test unit-test asan-test tsan-test fuzz-test \
-	integration-test demo bench bench-quick format clean
+	integration-test demo bench bench-quick format clean deb
 
 all: build
 
@@ -39,6 +42,11 @@ asan:
 tsan:
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DEM_SANITIZE=thread >/dev/null
 	cmake --build build-tsan -j $(JOBS)
+
+# The package is built from the install rules of a Release build with
+# prefix /usr (build-deb/, Debian's hardening flags); see README.md, Install.
+deb:
+	JOBS=$(JOBS) packaging/build-deb.sh
 
 fuzz:
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DEM_FUZZ=ON >/dev/null
@@ -83,4 +91,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-debug build-asan build-tsan build-fuzz
+	rm -rf build build-debug build-asan build-tsan build-fuzz build-deb
