@@ -11,17 +11,6 @@
 #include "proto/clock.h"
 #include "proto/log.h"
 
-uint32_t em_tun_backoff(uint32_t *base, uint32_t min_ms, uint32_t max_ms, uint64_t rnd)
-{
-	if (min_ms == 0)
-		min_ms = 1;
-	if (max_ms < min_ms)
-		max_ms = min_ms;
-	uint32_t b = *base;
-	b = b < min_ms ? min_ms : (b > max_ms / 2 ? max_ms : b * 2);
-	*base = b;
-	return b / 2 + (uint32_t)(rnd % ((uint64_t)(b - b / 2) + 1));
-}
 
 static uint64_t rng_next(struct em_tun_worker *t)
 {
@@ -60,7 +49,7 @@ static void peer_down(struct em_worker *w, struct tpeer *tp)
 	const struct em_config *cfg = em_worker_config();
 	uint32_t lo = cfg->tunnel.reconnect_min_ms;
 	uint32_t hi = cfg->tunnel.reconnect_max_ms;
-	tp->next_dial_ms = w->now_ms + em_tun_backoff(&tp->backoff_ms, lo, hi, rng_next(w->tun));
+	tp->next_dial_ms = w->now_ms + em_backoff(&tp->backoff_ms, lo, hi, rng_next(w->tun));
 	while (!em_dlist_empty(&tp->waitq)) {
 		struct em_tstream *ts = em_container_of(tp->waitq.next, struct em_tstream, node);
 		tun_ts_fail(w, ts);
@@ -75,7 +64,7 @@ static void dial_failed(struct em_worker *w, struct tpeer *tp, bool replace)
 	}
 	const struct em_config *cfg = em_worker_config();
 	tp->next_dial_ms =
-	        w->now_ms + em_tun_backoff(&tp->backoff_ms, cfg->tunnel.reconnect_min_ms,
+	        w->now_ms + em_backoff(&tp->backoff_ms, cfg->tunnel.reconnect_min_ms,
 	                                   cfg->tunnel.reconnect_max_ms, rng_next(w->tun));
 }
 

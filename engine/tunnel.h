@@ -23,11 +23,6 @@
 
 #include "engine/sock.h"
 
-/* Delay before the next redial of a failed peer: doubles <*base> (starting
- * at <min_ms>, capped at <max_ms>) and returns a value drawn from
- * [base/2, base] with <rnd> ("equal jitter"), so that the workers of many
- * nodes that lost the same peer do not redial in step. */
-uint32_t em_tun_backoff(uint32_t *base, uint32_t min_ms, uint32_t max_ms, uint64_t rnd);
 
 /* Allocates <w>'s tunnel state. Returns 0 or -ENOMEM. */
 int em_tun_worker_init(struct em_worker *w);

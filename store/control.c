@@ -914,11 +914,7 @@ static uint64_t rng_next(struct em_ctl *c)
 
 static uint32_t next_backoff(struct em_ctl *c)
 {
-	uint32_t b = c->backoff;
-	uint32_t lo = c->rc_min ? c->rc_min : 1, hi = EM_MAX(c->rc_max, lo);
-	b = b < lo ? lo : (b > hi / 2 ? hi : b * 2);
-	c->backoff = b;
-	return b / 2 + (uint32_t)(rng_next(c) % ((uint64_t)(b - b / 2) + 1));
+	return em_backoff(&c->backoff, c->rc_min, c->rc_max, rng_next(c));
 }
 
 static void run_free(struct em_ctl *c)

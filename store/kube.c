@@ -926,7 +926,7 @@ static void *watch_main(void *arg)
 		w->rng ^= w->rng << 13;
 		w->rng ^= w->rng >> 7;
 		w->rng ^= w->rng << 17;
-		pause_ms(w, em_kube_backoff(&w->backoff, BACKOFF_MIN_MS, BACKOFF_MAX_MS, w->rng));
+		pause_ms(w, em_backoff(&w->backoff, BACKOFF_MIN_MS, BACKOFF_MAX_MS, w->rng));
 	}
 	em_kube_batch_free(w->batch);
 	w->batch = NULL;

@@ -256,14 +256,3 @@ int em_kube_event_parse(const char *line, size_t len, struct em_kube_event *ev, 
 	return 0;
 }
 
-uint32_t em_kube_backoff(uint32_t *base, uint32_t min_ms, uint32_t max_ms, uint64_t rnd)
-{
-	if (min_ms == 0)
-		min_ms = 1;
-	if (max_ms < min_ms)
-		max_ms = min_ms;
-	uint32_t b = *base;
-	b = b < min_ms ? min_ms : (b > max_ms / 2 ? max_ms : b * 2);
-	*base = b;
-	return b / 2 + (uint32_t)(rnd % ((uint64_t)(b - b / 2) + 1));
-}

@@ -97,9 +97,5 @@ struct em_kube_event {
 int em_kube_event_parse(const char *line, size_t len, struct em_kube_event *ev, char *err,
                         size_t errlen);
 
-/* Jittered exponential backoff: doubles <*base> (between <min_ms> and
- * <max_ms>) and returns a delay between half of it and all of it, <rnd>
- * choosing where. */
-uint32_t em_kube_backoff(uint32_t *base, uint32_t min_ms, uint32_t max_ms, uint64_t rnd);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "proto/clock.h"
 #include "store/kube_src.h"
 #include "store/kube_wire.h"
 #include "store/store.h"
@@ -308,7 +309,7 @@ Test(kube_backoff, doubles_with_jitter_within_bounds)
 	uint32_t base = 0;
 	uint32_t want[] = {200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		uint32_t d = em_kube_backoff(&base, 200, 30000, (uint64_t)i * 7919);
+		uint32_t d = em_backoff(&base, 200, 30000, (uint64_t)i * 7919);
 		cr_expect_eq(base, want[i]);
 		cr_expect(d >= want[i] / 2 && d <= want[i], "step %zu: %u", i, d);
 	}
