@@ -168,32 +168,19 @@ static void next_id(struct em_ctl *c, char id[40])
 	snprintf(id, 40, "%.24s%012llx", c->epoch, (unsigned long long)(++c->msg_seq & 0xffffffffffffULL));
 }
 
-/* Appends <m> (content <raw>, compact JSON text, when non-NULL, in place of
- * m->content) and a newline to <out>. */
-static int append_msg(struct em_ctl *c, struct em_buf *out, struct em_bh_msg *m, const char *raw)
+/* Appends <m> and a newline to <out> (the control messages: registers,
+ * markers, acks, errors; object changes go through append_change). */
+static int append_msg(struct em_ctl *c, struct em_buf *out, struct em_bh_msg *m)
 {
 	if (!m->msg_id[0])
 		next_id(c, m->msg_id);
 	m->timestamp_ms = wall_ms();
 	size_t len;
-	cJSON *keep = m->content;
-	if (raw)
-		m->content = NULL;
 	char *text = em_bh_encode(m, &len);
-	m->content = keep;
 	if (!text)
 		return -ENOMEM;
-	int rc;
-	if (raw) {
-		/* The encoding ends with "content":null} (content goes last). */
-		EM_ASSERT(len > 5 && memcmp(text + len - 5, "null}", 5) == 0);
-		rc = em_buf_append(out, text, len - 5);
-		rc = rc ? rc : em_buf_append(out, raw, strlen(raw));
-		rc = rc ? rc : em_buf_append(out, "}\n", 2);
-	} else {
-		rc = em_buf_append(out, text, len);
-		rc = rc ? rc : em_buf_append(out, "\n", 1);
-	}
+	int rc = em_buf_append(out, text, len);
+	rc = rc ? rc : em_buf_append(out, "\n", 1);
 	cJSON_free(text);
 	c->c_msgs_out++;
 	return rc;
@@ -259,7 +246,7 @@ static int append_mark(struct em_ctl *c, struct sess *s, const char *phase, uint
 		cJSON_Delete(m.content);
 		return -ENOMEM;
 	}
-	int rc = append_msg(c, &s->out, &m, NULL);
+	int rc = append_msg(c, &s->out, &m);
 	cJSON_Delete(m.content);
 	return rc;
 }
@@ -271,7 +258,7 @@ static int append_error(struct em_ctl *c, struct em_buf *out, const char *parent
 	snprintf(m.group, sizeof(m.group), "control");
 	snprintf(m.parent_id, sizeof(m.parent_id), "%s", parent ? parent : "");
 	m.content = cJSON_CreateString(text);
-	int rc = m.content ? append_msg(c, out, &m, NULL) : -ENOMEM;
+	int rc = m.content ? append_msg(c, out, &m) : -ENOMEM;
 	cJSON_Delete(m.content);
 	return rc;
 }
@@ -1048,7 +1035,7 @@ static void edge_dial(struct em_ctl *c)
 	cJSON_AddNumberToObject(m.content, "start_time", (double)c->start_time);
 	cJSON_AddStringToObject(m.content, "epoch", c->epoch);
 	cJSON_AddNumberToObject(m.content, "generation", (double)c->gen);
-	rc = append_msg(c, &c->out, &m, NULL);
+	rc = append_msg(c, &c->out, &m);
 	cJSON_Delete(m.content);
 	if (rc)
 		edge_down(c, "out of memory");
@@ -1194,7 +1181,7 @@ static int edge_mark(struct em_ctl *c, struct em_bh_msg *m)
 	snprintf(a.parent_id, sizeof(a.parent_id), "%s", m->msg_id);
 	a.content = cJSON_CreateObject();
 	cJSON_AddNumberToObject(a.content, "generation", (double)gen);
-	rc = a.content ? append_msg(c, &c->out, &a, NULL) : -ENOMEM;
+	rc = a.content ? append_msg(c, &c->out, &a) : -ENOMEM;
 	cJSON_Delete(a.content);
 	c->c_acks++;
 	return rc;
