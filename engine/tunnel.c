@@ -381,7 +381,7 @@ void em_tun_control_take(struct em_worker *w)
 	if (fd < 0)
 		return;
 	struct tpeer *tp = w->stopping ? NULL : cloud_peer(w, &a);
-	struct em_sock *b = tp ? em_sock_alloc(w, &tun_control_ops) : NULL;
+	struct em_sock *b = tp ? em_sock_alloc(w, &tun_bridge_ops) : NULL;
 	struct em_tstream *ts = b ? tun_ts_alloc(w) : NULL;
 	if (!ts) {
 		if (b)

@@ -284,11 +284,10 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a);
 /* tunnel_stream.c ----------------------------------------------------------- */
 
 /* The bridge socket mode: a socket whose bytes go to and come from stream
- * s->ctx (struct em_tstream). */
+ * s->ctx (struct em_tstream). The control stream's socketpair end
+ * (TS_CONTROL) is idle to a stopping worker, which closes it at once (the
+ * controller resyncs an edge from what it acknowledged). */
 extern const struct em_sock_ops tun_bridge_ops;
-/* The same for the control stream's socketpair end, which a stopping worker
- * closes at once (the controller resyncs an edge from what it acknowledged). */
-extern const struct em_sock_ops tun_control_ops;
 /* The control stream's idle timeout: it is quiet between changes and the
  * tunnel's keepalive finds a dead peer, but a stopping worker finds its
  * sockets on the idle timer list (and closes them at once, see above). */

@@ -484,7 +484,7 @@ static void serve_control(struct em_worker *w, struct em_tconn *tc,
 	if (have) {
 		why = "out of memory or descriptors";
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0 &&
-		    (b = em_sock_alloc(w, &tun_control_ops)))
+		    (b = em_sock_alloc(w, &tun_bridge_ops)))
 			ts = tun_ts_alloc(w);
 	}
 	if (!ts) {
@@ -599,6 +599,13 @@ void tun_serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tu
 	em_sock_timer(w, u, EM_T_IDLE, w->idle_ms);
 }
 
+/* Only the control stream is idle at stop; other streams drain. */
+static bool bridge_idle(const struct em_sock *s)
+{
+	const struct em_tstream *ts = s->ctx;
+	return ts && (ts->flags & TS_CONTROL);
+}
+
 const struct em_sock_ops tun_bridge_ops = {
         .name = "tunnel-bridge",
         .recv = bridge_recv,
@@ -607,23 +614,7 @@ const struct em_sock_ops tun_bridge_ops = {
         .shut = bridge_shut,
         .detach = bridge_detach,
         .recv_blocked = bridge_recv_blocked,
-};
-
-static bool control_idle(const struct em_sock *s)
-{
-	EM_UNUSED(s);
-	return true;
-}
-
-const struct em_sock_ops tun_control_ops = {
-        .name = "control",
-        .recv = bridge_recv,
-        .eof = bridge_eof,
-        .drained = bridge_drained,
-        .shut = bridge_shut,
-        .detach = bridge_detach,
-        .recv_blocked = bridge_recv_blocked,
-        .idle = control_idle,
+        .idle = bridge_idle,
 };
 
 void tun_ts_remote_fin(struct em_worker *w, struct em_tstream *ts)
