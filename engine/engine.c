@@ -78,6 +78,7 @@ static void free_engine(struct em_engine *e)
 				close(w->wake_fd);
 		}
 	}
+	em_tun_hub_free(e);
 	free(e->workers);
 	if (e->ctl_fd >= 0)
 		close(e->ctl_fd);
@@ -147,7 +148,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		goto fail;
 	}
 	e->workers = calloc(e->n_workers, sizeof(*e->workers));
-	if (!e->workers) {
+	if (!e->workers || em_tun_hub_init(e)) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -258,6 +259,7 @@ int em_engine_control_open(struct em_engine *e, int fd, const struct em_addr *cl
 		close(e->ctl_fd);
 	e->ctl_fd = fd;
 	e->ctl_addr = *cloud;
+	e->has_cloud = true;
 	pthread_mutex_unlock(&e->ctl_mu);
 	uint64_t one = 1;
 	if (write(e->workers[0].wake_fd, &one, sizeof(one)) == -1)

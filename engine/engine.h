@@ -21,6 +21,11 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out);
  * workers, as each published them at its last tick (at most 50 ms ago). */
 size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
 
+/* Adds "relay", the cloud's counters of streams relayed between edges (per
+ * pair: streams, refused, bytes each way), to the stats object <stats>
+ * (a struct cJSON; <eng> is a struct em_engine). Returns 0 or -ENOMEM. */
+int em_engine_relay_stats(void *eng, struct cJSON *stats);
+
 /* The cloud role's receiver of control streams (tunnel/PROTOCOL.md 9): an
  * edge opened one, and <fd> is one end of a socketpair whose other end is
  * bridged to it, so bytes written to <fd> reach the edge and the edge's

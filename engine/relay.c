@@ -53,16 +53,21 @@ void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_
                     uint32_t bid, uint32_t len)
 {
 	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
+	struct em_sock *u = NULL;
 	if (ep && em_route_via_tunnel(ep)) {
-		em_tun_bridge(w, c, sp, ep, bid, len);
-		return;
-	}
-	struct em_sock *u = ep ? em_sock_alloc(w, &em_relay_ops) : NULL;
-	if (!u)
-		goto fail;
-	if (em_route_connect(w, u, ep) < 0) {
-		em_sock_release(w, u);
-		goto fail;
+		if (em_tun_bridge(w, c, sp, ep, bid, len))
+			return;
+		/* The tunnel is another worker's: relayed to a stream it opens. */
+		if (!(u = em_tun_pair(w, sp, ep, &em_relay_ops)))
+			goto fail;
+	} else {
+		u = ep ? em_sock_alloc(w, &em_relay_ops) : NULL;
+		if (!u)
+			goto fail;
+		if (em_route_connect(w, u, ep) < 0) {
+			em_sock_release(w, u);
+			goto fail;
+		}
 	}
 	c->ops = &em_relay_ops;
 	c->peer = u;
@@ -70,6 +75,8 @@ void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
 	if (bid != EM_NO_BUF)
 		em_sock_enqueue(w, u, (uint16_t)bid, len);
+	if (u->state == EM_SK_OPEN && !(u->flags & EM_SF_RECV_ARMED))
+		em_sock_maybe_rearm(w, u); /* a socketpair end: open at once */
 	return;
 fail:
 	w->cnt[EM_C_NO_ENDPOINT]++;

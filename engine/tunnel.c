@@ -21,12 +21,16 @@ static uint64_t rng_next(struct em_tun_worker *t)
 	return t->rng = x;
 }
 
+/* The peer for node <name>, made on first use: on the cloud an inbound one
+ * (the node's tunnels to us), elsewhere one we dial. NULL for a bad name or
+ * out of memory. */
 static struct tpeer *peer_get(struct em_worker *w, const char *name)
 {
 	struct em_tun_worker *t = w->tun;
+	bool inbound = em_worker_config()->role == EM_ROLE_CLOUD;
 	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
 		struct tpeer *tp = em_container_of(n, struct tpeer, node);
-		if (!tp->cloud && strcmp(tp->name, name) == 0)
+		if (!tp->cloud && tp->inbound == inbound && strcmp(tp->name, name) == 0)
 			return tp;
 	}
 	size_t len = strlen(name);
@@ -36,9 +40,27 @@ static struct tpeer *peer_get(struct em_worker *w, const char *name)
 	if (!tp)
 		return NULL;
 	memcpy(tp->name, name, len + 1);
+	tp->inbound = inbound;
 	em_dlist_init(&tp->waitq);
 	em_dlist_push_tail(&t->peers, &tp->node);
 	return tp;
+}
+
+static struct tpeer *cloud_peer(struct em_worker *w, const struct em_addr *a);
+static void ts_submit(struct em_worker *w, struct tpeer *tp, struct em_tstream *ts);
+
+/* Edge: the peer that is the cloud, made with the address the control
+ * stream gave (NULL on a node without a cloud). */
+static struct tpeer *edge_cloud(struct em_worker *w)
+{
+	struct em_engine *e = w->eng;
+	if (w->tun->cloud)
+		return w->tun->cloud;
+	pthread_mutex_lock(&e->ctl_mu);
+	bool have = e->has_cloud;
+	struct em_addr a = e->ctl_addr;
+	pthread_mutex_unlock(&e->ctl_mu);
+	return have && !w->stopping ? cloud_peer(w, &a) : NULL;
 }
 
 /* <tp> has no tunnel: streams waiting for it fail, the redial is scheduled. */
@@ -46,6 +68,24 @@ static void peer_down(struct em_worker *w, struct tpeer *tp)
 {
 	tp->state = TP_DOWN;
 	tp->conn = NULL;
+	/* An edge whose dial to a peer failed reaches it through the cloud:
+	 * what waited goes there (PROTOCOL.md 10). */
+	struct tpeer *cl = !tp->cloud && !tp->inbound ? edge_cloud(w) : NULL;
+	while (cl && !em_dlist_empty(&tp->waitq)) {
+		struct em_tstream *ts = em_container_of(tp->waitq.next, struct em_tstream, node);
+		em_dlist_del(&ts->node);
+		ts->tp = NULL;
+		w->cnt[EM_C_T_VIA_CLOUD]++;
+		ts_submit(w, cl, ts);
+	}
+	if (tp->inbound) {
+		while (!em_dlist_empty(&tp->waitq)) {
+			struct em_tstream *ts =
+			        em_container_of(tp->waitq.next, struct em_tstream, node);
+			tun_ts_fail(w, ts);
+		}
+		return;
+	}
 	const struct em_config *cfg = em_worker_config();
 	uint32_t lo = cfg->tunnel.reconnect_min_ms;
 	uint32_t hi = cfg->tunnel.reconnect_max_ms;
@@ -252,7 +292,7 @@ static void maybe_replace(struct em_worker *w, struct em_tconn *tc)
 /* Opens the streams that waited for the tunnel or for send ring space. */
 static void open_waiting(struct em_worker *w, struct em_tconn *tc)
 {
-	struct tpeer *tp = tc->tp;
+	struct tpeer *tp = tc->tp ? tc->tp : tc->ip;
 	while (!em_dlist_empty(&tp->waitq)) {
 		struct em_tstream *ts = em_container_of(tp->waitq.next, struct em_tstream, node);
 		if (!tun_ts_open(w, tc, ts))
@@ -266,7 +306,7 @@ static void open_waiting(struct em_worker *w, struct em_tconn *tc)
 static void ts_submit(struct em_worker *w, struct tpeer *tp, struct em_tstream *ts)
 {
 	tp->wanted = true;
-	if (tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms && !w->stopping)
+	if (tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms && !w->stopping && !tp->inbound)
 		peer_dial(w, tp);
 	if (tp->state == TP_DOWN) {
 		tun_ts_fail(w, ts);
@@ -279,17 +319,64 @@ static void ts_submit(struct em_worker *w, struct tpeer *tp, struct em_tstream *
 			maybe_replace(w, tp->conn);
 }
 
-void em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+/* Edge: whether streams to <tp>'s node go through the cloud: its Node asks
+ * for it (or cannot be dialled: no such Node, no InternalIP), or its last
+ * dial failed and the redial waits. */
+static bool must_relay(struct em_worker *w, const struct tpeer *tp)
+{
+	const struct em_table *t = em_table_current();
+	const struct em_node_info *ni = t ? em_table_node(t, tp->name) : NULL;
+	if (!ni || !ni->internal_ip.family || ni->relay)
+		return true;
+	return tp->state == TP_DOWN && tp->fails > 0 && w->now_ms < tp->next_dial_ms;
+}
+
+/* Where a stream to <node> goes from <w>: returns -1 with the peer to send
+ * it to in <*out> (NULL: nowhere), or the id of the worker holding the
+ * tunnel it needs (cloud role: the node's tunnel was accepted there). */
+static int stream_way(struct em_worker *w, const char *node, struct tpeer **out)
+{
+	struct em_engine *e = w->eng;
+	*out = NULL;
+	if (em_worker_config()->role == EM_ROLE_CLOUD) {
+		struct tpeer *tp = peer_get(w, node);
+		if (tp && tp->state == TP_UP)
+			*out = tp;
+		else {
+			int k = tun_hub_find(e, node, w->id);
+			if (k >= 0 && (unsigned)k != w->id)
+				return k;
+			*out = tp; /* not connected: the stream fails */
+		}
+		return -1;
+	}
+	struct tpeer *cl = edge_cloud(w);
+	if (cl && tun_hub_is_cloud(e, node)) {
+		*out = cl;
+		return -1;
+	}
+	struct tpeer *tp = peer_get(w, node);
+	if (tp && cl && must_relay(w, tp)) {
+		w->cnt[EM_C_T_VIA_CLOUD]++;
+		tp = cl;
+	}
+	*out = tp;
+	return -1;
+}
+
+bool em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
                    const struct em_endpoint *ep, uint32_t bid, uint32_t len)
 {
-	struct tpeer *tp = peer_get(w, ep->node);
+	struct tpeer *tp;
+	if (stream_way(w, ep->node, &tp) >= 0)
+		return false;
 	struct em_tstream *ts = tp ? tun_ts_new(w, sp, ep) : NULL;
 	if (!ts) {
 		w->cnt[EM_C_NO_ENDPOINT]++;
 		if (bid != EM_NO_BUF)
 			em_worker_buf_put(w, (uint16_t)bid);
 		em_sock_close(w, c, true);
-		return;
+		return true;
 	}
 	c->ops = &tun_bridge_ops;
 	c->ctx = ts;
@@ -300,23 +387,93 @@ void em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_p
 	ts_submit(w, tp, ts);
 	if (c->ctx == ts && ts->p_len)
 		tun_ts_pause(w, ts);
+	return true;
+}
+
+/* Socketpair end <fd> becomes the bridge of a new stream <ts> (target set)
+ * sent toward <tp>. <fd> is taken: closed when nothing can be had. */
+static void pair_submit(struct em_worker *w, struct tpeer *tp, struct em_tstream *ts, int fd)
+{
+	struct em_sock *b = tp ? em_sock_alloc(w, &tun_bridge_ops) : NULL;
+	if (!b) {
+		tun_ts_free(w, ts);
+		close(fd);
+		return;
+	}
+	b->fd = fd;
+	b->family = AF_UNIX;
+	b->state = EM_SK_OPEN;
+	b->ctx = ts;
+	ts->flags |= TS_PAIR;
+	ts->s = b;
+	em_sock_arm_recv(w, b);
+	em_sock_timer(w, b, EM_T_IDLE, w->idle_ms);
+	ts_submit(w, tp, ts);
+}
+
+/* Hands <fd> with the target of <ts> to worker <k>, which bridges it to a
+ * stream on its tunnel (em_tun_take_handoffs); <ts> is freed. False when it
+ * could not be queued (<fd> is closed). */
+static bool handoff(struct em_worker *w, unsigned k, struct em_tstream *ts, int fd)
+{
+	struct tun_handoff *o = malloc(sizeof(*o));
+	if (!o) {
+		tun_ts_free(w, ts);
+		close(fd);
+		return false;
+	}
+	o->next = NULL;
+	o->fd = fd;
+	o->port = ts->port;
+	o->dst = ts->dst;
+	o->rp = ts->rp;
+	o->rp_dir = ts->rp_dir;
+	memcpy(o->node, ts->node_name, sizeof(o->node));
+	memcpy(o->ns, ts->ns, sizeof(o->ns));
+	memcpy(o->svc, ts->svc, sizeof(o->svc));
+	tun_ts_free(w, ts);
+	w->cnt[EM_C_T_HANDOFFS]++;
+	tun_hub_post(w->eng, k, o); /* a failed wake is retried by the next one */
+	return true;
+}
+
+void em_tun_take_handoffs(struct em_worker *w)
+{
+	struct tun_handoff *o = tun_hub_take(w->eng, w->id);
+	while (o) {
+		struct tun_handoff *next = o->next;
+		struct tpeer *tp = w->stopping ? NULL : peer_get(w, o->node);
+		struct em_tstream *ts = tp ? tun_ts_alloc(w) : NULL;
+		if (!ts) {
+			close(o->fd); /* the other end sees EOF: 502, or a reset */
+		} else {
+			ts->port = o->port;
+			ts->dst = o->dst;
+			ts->rp = o->rp;
+			ts->rp_dir = o->rp_dir;
+			memcpy(ts->node_name, o->node, sizeof(ts->node_name));
+			memcpy(ts->ns, o->ns, sizeof(ts->ns));
+			memcpy(ts->svc, o->svc, sizeof(ts->svc));
+			pair_submit(w, tp, ts, o->fd);
+		}
+		free(o);
+		o = next;
+	}
 }
 
 struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
                             const struct em_endpoint *ep, const struct em_sock_ops *ops)
 {
 	int sv[2];
-	struct tpeer *tp = peer_get(w, ep->node);
-	if (!tp)
+	struct tpeer *tp;
+	int k = stream_way(w, ep->node, &tp);
+	if (k < 0 && !tp)
 		return NULL;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
 		return NULL;
 	struct em_sock *u = em_sock_alloc(w, ops);
-	struct em_sock *b = u ? em_sock_alloc(w, &tun_bridge_ops) : NULL;
-	struct em_tstream *ts = b ? tun_ts_new(w, sp, ep) : NULL;
+	struct em_tstream *ts = u ? tun_ts_new(w, sp, ep) : NULL;
 	if (!ts) {
-		if (b)
-			em_sock_release(w, b);
 		if (u)
 			em_sock_release(w, u);
 		close(sv[0]);
@@ -331,15 +488,39 @@ struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
 		u->ep->active++;
 		u->ep->last_ms = w->now_ms;
 	}
-	b->fd = sv[1];
-	b->family = AF_UNIX;
-	b->state = EM_SK_OPEN;
-	b->ctx = ts;
-	ts->flags |= TS_PAIR;
-	ts->s = b;
-	em_sock_arm_recv(w, b);
-	ts_submit(w, tp, ts);
+	if (k >= 0)
+		handoff(w, (unsigned)k, ts, sv[1]);
+	else
+		pair_submit(w, tp, ts, sv[1]);
 	return u;
+}
+
+static bool node_reachable(struct em_worker *w, const char *node)
+{
+	struct tpeer *tp = peer_get(w, node);
+	return (tp && tp->state == TP_UP) || tun_hub_find(w->eng, node, w->id) >= 0;
+}
+
+static bool relay_open(struct em_worker *w, struct em_tstream *in, int fd)
+{
+	struct tpeer *tp;
+	struct em_tstream *ts = tun_ts_alloc(w);
+	if (!ts) {
+		close(fd);
+		return false;
+	}
+	ts->port = in->port;
+	ts->dst = in->dst;
+	ts->rp = in->rp;
+	ts->rp_dir = 1;
+	memcpy(ts->node_name, in->node_name, sizeof(ts->node_name));
+	memcpy(ts->ns, in->ns, sizeof(ts->ns));
+	memcpy(ts->svc, in->svc, sizeof(ts->svc));
+	int k = stream_way(w, in->node_name, &tp);
+	if (k >= 0)
+		return handoff(w, (unsigned)k, ts, fd);
+	pair_submit(w, tp, ts, fd);
+	return true;
 }
 
 /* The peer that is the cloud at <a>, made on first use. A new address
@@ -400,6 +581,54 @@ void em_tun_control_take(struct em_worker *w)
 	ts_submit(w, tp, ts);
 }
 
+/* Cloud: accepted tunnel <tc> is up. Its node's streams from this worker
+ * can use it (the first one up carries them), and the other workers learn
+ * it is here. */
+static void inbound_up(struct em_worker *w, struct em_tconn *tc)
+{
+	struct tpeer *ip = peer_get(w, em_tunnel_session_peer_name(tc->sess));
+	if (!ip)
+		return;
+	tc->ip = ip;
+	tc->flags |= TC_HUB;
+	tun_hub_count(w->eng, ip->name, w->id, 1);
+	if (ip->state != TP_UP) {
+		ip->conn = tc;
+		ip->state = TP_UP;
+		open_waiting(w, tc);
+	}
+}
+
+/* Cloud: accepted tunnel <tc> takes no new streams (dead or draining).
+ * Another up tunnel of the same node on this worker takes its place;
+ * without one the streams waiting for the node fail. */
+static void inbound_gone(struct em_worker *w, struct em_tconn *tc)
+{
+	struct tpeer *ip = tc->ip;
+	if (!ip)
+		return;
+	tc->ip = NULL;
+	if (tc->flags & TC_HUB) {
+		tc->flags &= ~TC_HUB;
+		tun_hub_count(w->eng, ip->name, w->id, -1);
+	}
+	if (ip->conn != tc)
+		return;
+	ip->conn = NULL;
+	ip->state = TP_DOWN;
+	struct em_tun_worker *t = w->tun;
+	for (struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next) {
+		struct em_tconn *o = em_container_of(n, struct em_tconn, node);
+		if (o->ip == ip && (o->flags & TC_UP) && !(o->flags & (TC_DEAD | TC_GOAWAY))) {
+			ip->conn = o;
+			ip->state = TP_UP;
+			open_waiting(w, o);
+			return;
+		}
+	}
+	peer_down(w, ip);
+}
+
 static void conn_up(struct em_worker *w, struct em_tconn *tc)
 {
 	tc->flags |= TC_UP;
@@ -408,8 +637,12 @@ static void conn_up(struct em_worker *w, struct em_tconn *tc)
 	if (!tp) {
 		EM_INFO("tunnel", "worker %u: tunnel from %s (%s) up", w->id, tun_tc_name(tc),
 		        tc->addr);
+		if (em_worker_config()->role == EM_ROLE_CLOUD)
+			inbound_up(w, tc);
 		return;
 	}
+	if (tp->cloud)
+		tun_hub_set_cloud(w->eng, em_tunnel_session_peer_name(tc->sess));
 	if (tp->next == tc) {
 		/* The replacement is up: new streams go here, the tunnel that
 		 * ran low on stream ids drains (its streams finish there). */
@@ -448,6 +681,7 @@ static void peer_draining(struct em_worker *w, struct em_tconn *tc)
 	EM_INFO("tunnel", "worker %u: tunnel %s %s (%s): peer is stopping, %u stream(s) finishing",
 	        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr,
 	        em_tunnel_session_streams(tc->sess));
+	inbound_gone(w, tc);
 	struct tpeer *tp = tc->tp;
 	if (!tp || tp->conn != tc)
 		return;
@@ -471,6 +705,7 @@ static void conn_dead(struct em_worker *w, struct em_tconn *tc, const char *why)
 	if (why && (tc->tp || (tc->flags & TC_UP)))
 		EM_WARN("tunnel", "worker %u: tunnel %s %s (%s) closed: %s", w->id,
 		        tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr, why);
+	inbound_gone(w, tc);
 	if (tc->tp && tc->tp->next == tc) {
 		/* The replacement failed: the old tunnel goes on with its
 		 * reserve; the next open past the backoff tries again. */
@@ -591,8 +826,8 @@ static void on_sent(struct em_worker *w, struct em_tconn *tc)
 		else
 			promised += EM_BUF_SIZE;
 	}
-	if (tc->tp && tc->tp->conn == tc && tc->tp->state == TP_UP &&
-	    !em_dlist_empty(&tc->tp->waitq))
+	struct tpeer *tp = tc->tp ? tc->tp : tc->ip;
+	if (tp && tp->conn == tc && tp->state == TP_UP && !em_dlist_empty(&tp->waitq))
 		open_waiting(w, tc);
 }
 
@@ -612,6 +847,8 @@ int em_tun_worker_init(struct em_worker *w)
 	t->cur_bid = EM_NO_BUF;
 	t->dead = conn_dead;
 	t->sent = on_sent;
+	t->reachable = node_reachable;
+	t->relay_open = relay_open;
 	t->rng = em_now_ns() ^ (0x9e3779b97f4a7c15ULL * (w->id + 1));
 	if (!t->rng)
 		t->rng = 1;
@@ -693,7 +930,7 @@ static void peers_recheck(struct em_worker *w, const struct em_table *tab)
 	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
 		struct tpeer *tp = em_container_of(n, struct tpeer, node);
 		struct em_tconn *tc = tp->conn;
-		if (!tc || tp->state != TP_UP || tp->cloud)
+		if (!tc || tp->state != TP_UP || tp->cloud || tp->inbound)
 			continue;
 		const struct em_node_info *ni = em_table_node(tab, tp->name);
 		struct em_addr a =
@@ -736,8 +973,8 @@ void em_tun_tick(struct em_worker *w)
 		}
 		if (!(tc->flags & TC_RECV))
 			tun_conn_arm_recv(w, tc);
-		if (tc->tp && tc->tp->conn == tc && tc->tp->state == TP_UP &&
-		    !em_dlist_empty(&tc->tp->waitq))
+		struct tpeer *tp = tc->tp ? tc->tp : tc->ip;
+		if (tp && tp->conn == tc && tp->state == TP_UP && !em_dlist_empty(&tp->waitq))
 			open_waiting(w, tc);
 		if (w->now_ms >= tc->next_tick_ms) {
 			uint64_t d = em_tunnel_session_tick(tc->sess, w->now_ms);
@@ -754,7 +991,8 @@ void em_tun_tick(struct em_worker *w)
 	}
 	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
 		struct tpeer *tp = em_container_of(n, struct tpeer, node);
-		if (tp->wanted && tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms)
+		if (tp->wanted && tp->state == TP_DOWN && w->now_ms >= tp->next_dial_ms &&
+		    !tp->inbound)
 			peer_dial(w, tp);
 	}
 	em_tun_flush(w);

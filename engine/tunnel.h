@@ -24,6 +24,12 @@
 #include "engine/sock.h"
 
 
+/* Makes and frees e->hub, the tunnel state the workers share (at engine
+ * start, and after the workers stopped: what is still queued for a worker
+ * is closed). Init returns 0 or -ENOMEM. */
+int em_tun_hub_init(struct em_engine *e);
+void em_tun_hub_free(struct em_engine *e);
+
 /* Allocates <w>'s tunnel state. Returns 0 or -ENOMEM. */
 int em_tun_worker_init(struct em_worker *w);
 
@@ -61,17 +67,26 @@ void em_tun_control_take(struct em_worker *w);
 
 /* Client <c> (accepted, open) whose pick <ep> (of <sp>) lives on another
  * node: <c> enters the bridge mode, its bytes go over a stream to
- * ep->node. <bid>/<len> are its first bytes (EM_NO_BUF if none; the buffer
- * is taken either way). On failure <c> is reset before this returns. */
-void em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+ * ep->node (directly, or through the cloud when that node cannot be
+ * dialled). <bid>/<len> are its first bytes (EM_NO_BUF if none; the buffer
+ * is taken either way). On failure <c> is reset before this returns.
+ * Returns false, having done nothing, when the tunnel the stream needs is
+ * held by another worker: the caller then relays <c> to em_tun_pair. */
+bool em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
                    const struct em_endpoint *ep, uint32_t bid, uint32_t len);
+
+/* Woken: bridges the streams other workers handed to this one (their
+ * tunnel is here) to streams on it. Any worker. */
+void em_tun_take_handoffs(struct em_worker *w);
 
 /* A socket in mode <ops> for one exchange with remote endpoint <ep> of
  * <sp>: an open socketpair end (state EM_SK_OPEN, <ep>'s balancer entry
  * counted) whose other end is bridged to a stream, so that the exchange is
  * parsed like any upstream connection's. When the stream fails the other
- * end half-closes: <ops> sees EOF before any response. NULL when out of
- * memory or descriptors. */
+ * end half-closes: <ops> sees EOF before any response. The stream may be
+ * opened by another worker, the one holding the tunnel it needs (then the
+ * other end is handed to it). NULL when out of memory or descriptors, or
+ * when no tunnel to ep->node can be had from here. */
 struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
                             const struct em_endpoint *ep, const struct em_sock_ops *ops);
 

@@ -10,6 +10,8 @@
 #ifndef EM_ENGINE_TUNNEL_INT_H
 #define EM_ENGINE_TUNNEL_INT_H
 
+#include <stdatomic.h>
+
 #include "engine/tunnel.h"
 #include "tunnel/session.h"
 
@@ -105,6 +107,10 @@ struct tpeer {
 	uint32_t fails;
 	uint8_t state;
 	bool wanted; /* traffic went to it: keep the tunnel up */
+	/* Cloud role: the node's tunnels it dialled to us. <conn> is one of
+	 * them, up, on this worker; never dialled (an edge may be behind NAT),
+	 * DOWN while there is none here. */
+	bool inbound;
 	/* The edge's tunnel to the cloud: dialled at <fixed> (cloud.address),
 	 * whatever node name the cloud gives; never found by name. */
 	bool cloud;
@@ -122,6 +128,7 @@ enum {
 	TC_DEAD = 1u << 6,   /* streams failed; closing once output is done */
 	TC_GOAWAY = 1u << 7, /* our GOAWAY (stopping) is queued */
 	TC_HS = 1u << 8,     /* accepted, handshake in progress (tun->hs) */
+	TC_HUB = 1u << 9,    /* counted in the hub (tun_hub_count) */
 };
 
 struct em_tconn {
@@ -132,6 +139,7 @@ struct em_tconn {
 	struct em_dlist blocked; /* streams with bytes waiting for send ring room */
 	struct em_worker *w;
 	struct tpeer *tp; /* dialled: its peer; accepted: NULL */
+	struct tpeer *ip; /* accepted on the cloud, once up: its inbound peer */
 	struct em_tunnel_session *sess;
 	uint64_t next_tick_ms;
 	int fd;
@@ -153,6 +161,15 @@ enum {
 	TS_CONTROL = 1u << 6,   /* the control stream (PROTOCOL.md 9) */
 };
 
+/* Relayed streams between two edges, counted on the cloud per pair
+ * (meshctl stats, "relay"): bytes[0] went from <a> to <b>, bytes[1] back. */
+struct tun_relay_pair {
+	char a[EM_FRAME_MAX_NAME + 1];
+	char b[EM_FRAME_MAX_NAME + 1];
+	_Atomic uint64_t streams, refused;
+	_Atomic uint64_t bytes[2];
+};
+
 struct em_tstream {
 	struct em_dlist node;  /* tc->streams or tp->waitq */
 	struct em_dlist bnode; /* tc->blocked */
@@ -166,7 +183,24 @@ struct em_tstream {
 	uint16_t p_first, p_last, p_len;
 	uint16_t flags;
 	uint16_t port;
+	uint8_t rp_dir; /* which of rp->bytes its DATA from the tunnel counts in */
 	struct em_addr dst;
+	struct tun_relay_pair *rp; /* a leg of a relayed stream (cloud), else NULL */
+	char node_name[EM_FRAME_MAX_NAME + 1]; /* the node that serves it */
+	char ns[EM_FRAME_MAX_NS + 1];
+	char svc[EM_FRAME_MAX_NAME + 1];
+};
+
+/* A stream handed to the worker that holds a tunnel to its node: <fd> is a
+ * socketpair end to bridge to a new stream with this target. */
+struct tun_handoff {
+	struct tun_handoff *next;
+	int fd;
+	uint16_t port;
+	uint8_t rp_dir;
+	struct em_addr dst;
+	struct tun_relay_pair *rp;
+	char node[EM_FRAME_MAX_NAME + 1];
 	char ns[EM_FRAME_MAX_NS + 1];
 	char svc[EM_FRAME_MAX_NAME + 1];
 };
@@ -204,6 +238,15 @@ struct em_tun_worker {
 	 * for the log, or NULL), and the send ring of <tc> has room again. */
 	void (*dead)(struct em_worker *w, struct em_tconn *tc, const char *why);
 	void (*sent)(struct em_worker *w, struct em_tconn *tc);
+	/* For serving relayed streams (cloud, tunnel_stream.c): whether a
+	 * tunnel from <node> is up here or on another worker; and the second
+	 * leg of a relayed stream: <in> is the first (served here, target
+	 * copied from its OPEN, rp set), <fd> a socketpair end, taken, bridged
+	 * to a new stream with the same target toward in->node_name, opened by
+	 * the worker holding that node's tunnel. False when it could not be
+	 * started (<fd> closed: the first leg sees EOF). */
+	bool (*reachable)(struct em_worker *w, const char *node);
+	bool (*relay_open)(struct em_worker *w, struct em_tstream *in, int fd);
 };
 
 /* Queues <tc> for the flush after this batch of completions (em_tun_flush
@@ -222,6 +265,32 @@ static inline const char *tun_tc_name(const struct em_tconn *tc)
 	const char *n = tc->sess ? em_tunnel_session_peer_name(tc->sess) : "";
 	return n[0] ? n : (tc->tp ? tc->tp->name : "?");
 }
+
+/* tunnel_hub.c: state shared by the workers, under one mutex -------------- */
+
+/* Worker <worker> has one more (<delta> 1) or one less (-1) up accepted
+ * tunnel from <node>. */
+void tun_hub_count(struct em_engine *e, const char *node, unsigned worker, int delta);
+
+/* A worker other than <from> holding an up accepted tunnel from <node>
+ * (the first after <from> in turn), or -1. */
+int tun_hub_find(struct em_engine *e, const char *node, unsigned from);
+
+/* Queues <o> (malloc'd, taken) for worker <worker> and wakes it; it takes
+ * them all at its wake (tun_hub_take). Returns 0, or -errno when the wake
+ * could not be written (the item stays queued). */
+int tun_hub_post(struct em_engine *e, unsigned worker, struct tun_handoff *o);
+
+/* Everything queued for <worker>, oldest first; the caller owns the list. */
+struct tun_handoff *tun_hub_take(struct em_engine *e, unsigned worker);
+
+/* Edge: the cloud's node name as its tunnel's handshake told it. */
+void tun_hub_set_cloud(struct em_engine *e, const char *name);
+bool tun_hub_is_cloud(struct em_engine *e, const char *name);
+
+/* The counters of relayed streams from <a> to <b>, made on first use;
+ * NULL past the hub's cap or out of memory. Valid until tun_hub_free. */
+struct tun_relay_pair *tun_hub_pair(struct em_engine *e, const char *a, const char *b);
 
 /* tunnel_buf.c -------------------------------------------------------------- */
 

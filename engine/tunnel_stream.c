@@ -208,7 +208,7 @@ bool tun_ts_open(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts
 	        .protocol = EM_FRAME_PROTO_TCP,
 	        .port = ts->port,
 	        .dst = ts->dst,
-	        .node = {tc->tp->name, strlen(tc->tp->name)},
+	        .node = {ts->node_name, strlen(ts->node_name)},
 	        .ns = {ts->ns, strlen(ts->ns)},
 	        .service = {ts->svc, strlen(ts->svc)},
 	};
@@ -272,6 +272,7 @@ struct em_tstream *tun_ts_new(struct em_worker *w, const struct em_svc_port *sp,
 		return NULL;
 	ts->port = sp->port;
 	ts->dst = ep->addr;
+	snprintf(ts->node_name, sizeof(ts->node_name), "%s", ep->node);
 	if (sp->svc) {
 		snprintf(ts->ns, sizeof(ts->ns), "%s", sp->svc->ns);
 		snprintf(ts->svc, sizeof(ts->svc), "%s", sp->svc->name);
@@ -383,6 +384,8 @@ void tun_ts_data(struct em_worker *w, struct em_tconn *tc, struct em_tstream *ts
                  struct em_slice d)
 {
 	struct em_sock *s = ts->s;
+	if (ts->rp)
+		atomic_fetch_add_explicit(&ts->rp->bytes[ts->rp_dir], d.len, memory_order_relaxed);
 	if (!s) {
 		em_tunnel_session_consume(tc->sess, id, d.len, w->now_ms);
 		return;
@@ -518,13 +521,103 @@ static void serve_control(struct em_worker *w, struct em_tconn *tc,
 	pthread_mutex_unlock(&e->ctl_mu);
 }
 
+static void refuse_open(struct em_worker *w, struct em_tconn *tc, uint32_t id, uint32_t reason,
+                        const char *why, const struct em_frame_target *tg)
+{
+	w->cnt[EM_C_T_OPEN_REFUSED]++;
+	uint32_t quiet;
+	if (tun_refuse_log_ok(w, &quiet))
+		EM_WARN("tunnel",
+		        "worker %u: stream from %s for node %.*s, %.*s/%.*s port %u refused: %s "
+		        "(%u more refusals not logged)",
+		        w->id, tun_tc_name(tc), (int)tg->node.len, tg->node.base, (int)tg->ns.len,
+		        tg->ns.base, (int)tg->service.len, tg->service.base, tg->port, why, quiet);
+	em_tunnel_session_reset(tc->sess, id, reason, why);
+}
+
+/* Cloud: an edge opened a stream for another node (<node>, which it cannot
+ * reach directly). It is served by splicing it to a stream toward that
+ * node over the node's own tunnel here: each leg is bridged to one end of
+ * a socketpair, so each keeps its tunnel's flow control and what waits
+ * between them is the socketpair's kernel buffers, never more. */
+static void serve_relay(struct em_worker *w, struct em_tconn *tc, const struct em_tunnel_event *ev,
+                        const char *node)
+{
+	const struct em_frame_target *tg = ev->target;
+	const char *from = em_tunnel_session_peer_name(tc->sess);
+	struct tun_relay_pair *rp = tun_hub_pair(w->eng, from, node);
+	const char *why = NULL;
+	if (em_worker_config()->role != EM_ROLE_CLOUD)
+		why = "not this node (only the cloud relays)";
+	else if (tg->protocol != EM_FRAME_PROTO_TCP)
+		why = "only TCP streams are relayed";
+	else if (strcmp(from, node) == 0)
+		why = "relay back to the opener";
+	else if (!w->tun->reachable(w, node))
+		why = "that node has no tunnel to the cloud";
+	if (why) {
+		if (rp)
+			atomic_fetch_add_explicit(&rp->refused, 1, memory_order_relaxed);
+		w->cnt[EM_C_T_RELAY_REFUSED]++;
+		refuse_open(w, tc, ev->stream_id, EM_REASON_UNREACHABLE, why, tg);
+		return;
+	}
+	int sv[2] = {-1, -1};
+	struct em_sock *b = NULL;
+	struct em_tstream *ts = NULL;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0 &&
+	    (b = em_sock_alloc(w, &tun_bridge_ops)))
+		ts = tun_ts_alloc(w);
+	if (!ts) {
+		if (b)
+			em_sock_release(w, b);
+		if (sv[0] >= 0) {
+			close(sv[0]);
+			close(sv[1]);
+		}
+		refuse_open(w, tc, ev->stream_id, EM_REASON_INTERNAL, "out of memory or descriptors",
+		            tg);
+		return;
+	}
+	b->fd = sv[0];
+	b->family = AF_UNIX;
+	b->state = EM_SK_OPEN;
+	b->ctx = ts;
+	ts->flags |= TS_PAIR;
+	ts->s = b;
+	ts->tc = tc;
+	ts->id = ev->stream_id;
+	ts->port = tg->port;
+	ts->dst = tg->dst;
+	ts->rp = rp;
+	ts->rp_dir = 0;
+	slice_str(ts->node_name, sizeof(ts->node_name), tg->node);
+	slice_str(ts->ns, sizeof(ts->ns), tg->ns);
+	slice_str(ts->svc, sizeof(ts->svc), tg->service);
+	em_dlist_push_tail(&tc->streams, &ts->node);
+	em_tunnel_session_set_user(tc->sess, ev->stream_id, ts);
+	em_sock_arm_recv(w, b);
+	em_sock_timer(w, b, EM_T_IDLE, w->idle_ms);
+	w->cnt[EM_C_T_RELAYED]++;
+	if (rp)
+		atomic_fetch_add_explicit(&rp->streams, 1, memory_order_relaxed);
+	w->tun->relay_open(w, ts, sv[1]);
+}
+
 /* The peer opened a stream: serve it from a local endpoint of the named
- * service, the very one the opener picked, or refuse it. */
+ * service, the very one the opener picked, or refuse it; a stream for
+ * another node is relayed (cloud) or refused. */
 void tun_serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tunnel_event *ev)
 {
 	const struct em_frame_target *tg = ev->target;
 	if (tg->protocol == EM_FRAME_PROTO_CONTROL) {
 		serve_control(w, tc, ev);
+		return;
+	}
+	char node[EM_FRAME_MAX_NAME + 1];
+	slice_str(node, sizeof(node), tg->node);
+	if (node[0] && strcmp(node, em_worker_config()->node_name) != 0) {
+		serve_relay(w, tc, ev, node);
 		return;
 	}
 	char ns[EM_FRAME_MAX_NS + 1], name[EM_FRAME_MAX_NAME + 1];

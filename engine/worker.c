@@ -133,6 +133,7 @@ static void on_wake(struct em_worker *w)
 	if (!atomic_load(&w->eng->stop)) {
 		if (w->id == 0)
 			em_tun_control_take(w);
+		em_tun_take_handoffs(w);
 		arm_wake(w);
 		return;
 	}

@@ -148,6 +148,10 @@ struct em_listener {
 	X(T_STREAMS, "tunnel", "streams_active")                                                   \
 	X(T_OPENED_LOCAL, "tunnel", "streams_opened")                                              \
 	X(T_OPENED_REMOTE, "tunnel", "streams_served")                                             \
+	X(T_VIA_CLOUD, "tunnel", "streams_via_cloud")                                              \
+	X(T_HANDOFFS, "tunnel", "streams_handed_to_worker")                                        \
+	X(T_RELAYED, "tunnel", "streams_relayed")                                                  \
+	X(T_RELAY_REFUSED, "tunnel", "relays_refused")                                             \
 	X(T_OPEN_REFUSED, "tunnel", "opens_refused")                                               \
 	X(T_OPEN_REPICKED, "tunnel", "opens_repicked")                                             \
 	X(T_REFUSED, "tunnel", "streams_refused_by_peer")                                          \
@@ -268,6 +272,9 @@ struct em_engine {
 	void *ctl_ctx;
 	int ctl_fd;
 	struct em_addr ctl_addr;
+	bool has_cloud; /* an edge with a cloud: ctl_addr is its address */
+	/* Tunnels across workers (engine/tunnel_hub.c). */
+	struct em_hub *hub;
 };
 
 /* The live config. One is published for as long as the engine runs

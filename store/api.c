@@ -264,6 +264,8 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	}
 	if (info && info->control)
 		info->control(info->control_ctx, o);
+	if (info && info->stats)
+		info->stats(info->stats_ctx, o);
 	return reply_json(out, r);
 }
 

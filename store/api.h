@@ -59,6 +59,10 @@ struct em_api_info {
 	 * em_ctl_status): to "list nodes" and to stats. NULL: none. */
 	int (*control)(void *ctx, struct cJSON *reply);
 	void *control_ctx;
+	/* Adds other parts' structured figures to the stats reply (the data
+	 * plane's per-pair relay counters, say). NULL: none. */
+	int (*stats)(void *ctx, struct cJSON *reply);
+	void *stats_ctx;
 };
 
 /* Handles one request of <len> bytes (no newline) and appends exactly one

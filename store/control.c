@@ -441,10 +441,12 @@ static void register_node(struct em_ctl *c, struct sess *s)
 	cJSON_AddStringToObject(o, "kind", "Node");
 	cJSON_AddStringToObject(md, "name", s->node);
 	cJSON_AddStringToObject(lb, REG_LABEL, "true");
-	if (port[0]) {
-		cJSON *an = cJSON_AddObjectToObject(md, "annotations");
+	/* An edge without a tunnel listener is reached through the cloud. */
+	cJSON *an = cJSON_AddObjectToObject(md, "annotations");
+	if (port[0])
 		cJSON_AddStringToObject(an, EM_NODE_TUNNEL_PORT_ANNOTATION, port);
-	}
+	else
+		cJSON_AddStringToObject(an, EM_NODE_RELAY_ANNOTATION, "true");
 	cJSON_AddStringToObject(a, "type", "InternalIP");
 	cJSON_AddStringToObject(a, "address", ip);
 	cJSON_AddItemToArray(addrs, a);

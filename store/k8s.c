@@ -923,28 +923,32 @@ static int decode_node_addr(struct dec *d, const cJSON *it, size_t i, void *item
 	return 0;
 }
 
-/* The tunnel port annotation, a string since annotation values always are. */
-static int decode_tunnel_port(struct dec *d, const cJSON *root, struct em_k8s_node *nd)
+/* The node annotations the mesh reads (tunnel port, relay), strings since
+ * annotation values always are. */
+static int decode_node_annotations(struct dec *d, const cJSON *root, struct em_k8s_node *nd)
 {
-	const cJSON *ann;
-	const char *tp = NULL;
+	const cJSON *ann, *v;
 	size_t mark = em_json_push_key(&d->j, "metadata");
 	int rc = get_object(d, em_json_get(root, "metadata"), "annotations", false, &ann);
 	long port;
 
-	if (!rc && ann) {
-		em_json_push(&d->j, ".annotations[\"%s\"]", EM_NODE_TUNNEL_PORT_ANNOTATION);
-		const cJSON *v = em_json_get(ann, EM_NODE_TUNNEL_PORT_ANNOTATION);
-		if (v && (!cJSON_IsString(v) || !v->valuestring))
+	if (!rc && ann && (v = em_json_get(ann, EM_NODE_TUNNEL_PORT_ANNOTATION))) {
+		size_t m2 = em_json_push(&d->j, ".annotations[\"%s\"]", EM_NODE_TUNNEL_PORT_ANNOTATION);
+		if (!cJSON_IsString(v) || !v->valuestring)
 			rc = FAIL(d, NULL, "expected string holding a port 1..65535");
-		else if (v)
-			tp = v->valuestring;
-	}
-	if (!rc && tp) {
-		if ((port = digits_value(tp)) < 1 || port > 65535)
-			rc = FAIL(d, NULL, "expected port 1..65535, got \"%.32s\"", tp);
+		else if ((port = digits_value(v->valuestring)) < 1 || port > 65535)
+			rc = FAIL(d, NULL, "expected port 1..65535, got \"%.32s\"", v->valuestring);
 		else
 			nd->tunnel_port = (uint16_t)port;
+		em_json_pop(&d->j, m2);
+	}
+	if (!rc && ann && (v = em_json_get(ann, EM_NODE_RELAY_ANNOTATION))) {
+		em_json_push(&d->j, ".annotations[\"%s\"]", EM_NODE_RELAY_ANNOTATION);
+		if (!cJSON_IsString(v) || !v->valuestring ||
+		    (strcmp(v->valuestring, "true") != 0 && strcmp(v->valuestring, "false") != 0))
+			rc = FAIL(d, NULL, "expected \"true\" or \"false\"");
+		else
+			nd->relay = strcmp(v->valuestring, "true") == 0;
 	}
 	em_json_pop(&d->j, mark);
 	return rc;
@@ -956,7 +960,7 @@ static int decode_node(struct dec *d, const cJSON *root, struct em_k8s_node *nd)
 	size_t mark;
 	int rc;
 
-	rc = decode_tunnel_port(d, root, nd);
+	rc = decode_node_annotations(d, root, nd);
 	if (!rc)
 		rc = get_object(d, root, "status", false, &status);
 	if (rc || !status)

@@ -41,6 +41,10 @@ int em_kind_from_name(const char *kind);
 /* Node annotation giving the node's tunnel port when it differs from the
  * local tunnel.listen port. */
 #define EM_NODE_TUNNEL_PORT_ANNOTATION "edgemesh.io/tunnel-port"
+/* Node annotation "true": other nodes reach it only through the cloud (its
+ * tunnel port cannot be dialled). The cloud sets it on the Node of an edge
+ * that registers without a tunnel listener. */
+#define EM_NODE_RELAY_ANNOTATION "edgemesh.io/relay"
 
 enum em_svc_type {
 	EM_SVC_CLUSTER_IP = 0,
@@ -141,6 +145,7 @@ struct em_k8s_node {
 	struct em_k8s_node_addr *addrs;
 	size_t n_addrs;
 	uint16_t tunnel_port; /* EM_NODE_TUNNEL_PORT_ANNOTATION, 0 if absent */
+	bool relay;           /* EM_NODE_RELAY_ANNOTATION is "true" */
 };
 
 struct em_k8s_object {

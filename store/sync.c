@@ -59,6 +59,8 @@ struct em_sync {
 	pthread_mutex_t counters_mu; /* guards counters_fn/ctx and their calls */
 	em_api_counters_fn counters_fn;
 	void *counters_ctx;
+	int (*stats_fn)(void *ctx, struct cJSON *reply); /* under counters_mu too */
+	void *stats_ctx;
 };
 
 static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
@@ -112,6 +114,25 @@ void em_sync_set_counters(struct em_sync *s, em_api_counters_fn fn, void *ctx)
 	s->counters_fn = fn;
 	s->counters_ctx = ctx;
 	pthread_mutex_unlock(&s->counters_mu);
+}
+
+void em_sync_set_stats(struct em_sync *s, int (*fn)(void *ctx, struct cJSON *reply), void *ctx)
+{
+	pthread_mutex_lock(&s->counters_mu);
+	s->stats_fn = fn;
+	s->stats_ctx = ctx;
+	pthread_mutex_unlock(&s->counters_mu);
+}
+
+static int locked_stats(void *ctx, struct cJSON *reply)
+{
+	struct em_sync *s = ctx;
+	int rc = 0;
+	pthread_mutex_lock(&s->counters_mu);
+	if (s->stats_fn)
+		rc = s->stats_fn(s->stats_ctx, reply);
+	pthread_mutex_unlock(&s->counters_mu);
+	return rc;
 }
 
 static void client_close(struct em_sync *s, size_t i)
@@ -184,7 +205,9 @@ static void handle_input(struct em_sync *s, struct client *c)
 	                           .counters = locked_counters,
 	                           .counters_ctx = s,
 	                           .control = s->ctl ? control_status : NULL,
-	                           .control_ctx = s->ctl};
+	                           .control_ctx = s->ctl,
+	                           .stats = locked_stats,
+	                           .stats_ctx = s};
 
 	if (em_api_serve(s->store, &info, &c->in, &c->out, &c->out_off))
 		c->closing = true;

@@ -32,6 +32,11 @@ void em_sync_reload_counts(struct em_sync *s, uint64_t *applied, uint64_t *refus
  * free what the previous <ctx> points to. Any thread may call it. */
 void em_sync_set_counters(struct em_sync *s, em_api_counters_fn fn, void *ctx);
 
+/* Sets what adds structured figures of other parts to the stats reply
+ * (em_api_info.stats), or NULL; same rules as em_sync_set_counters. */
+struct cJSON;
+void em_sync_set_stats(struct em_sync *s, int (*fn)(void *ctx, struct cJSON *reply), void *ctx);
+
 /* The control stream's side of this node (store/control.h): the cloud's,
  * or an edge's with cloud.address set; NULL otherwise. Lives until
  * em_sync_stop; only its thread-safe calls (em_ctl_accept,

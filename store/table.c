@@ -519,6 +519,7 @@ static int build_node(struct em_table *t, const struct em_k8s_object *o)
 			break;
 		}
 	n->tunnel_port = o->node.tunnel_port;
+	n->relay = o->node.relay;
 
 	uint64_t h = em_hash64(n->name, strlen(n->name), EM_HASH_SEED);
 	size_t i = h & t->node_mask;

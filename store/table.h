@@ -53,6 +53,7 @@ struct em_node_info {
 	const char *name;
 	struct em_addr internal_ip; /* first InternalIP, family 0 if none */
 	uint16_t tunnel_port;       /* 0: use the local tunnel.listen port */
+	bool relay;                 /* reached only through the cloud */
 };
 
 struct em_table;

@@ -119,7 +119,7 @@ it_cleanup() {
 	for p in "${IT_PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	for ns in "${IT_NETNS_LIST[@]}"; do ip netns del "$ns" 2>/dev/null; done
 	[ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && it_dump_logs 2>/dev/null
-	rm -rf "$IT_TMP"
+	[ -n "${IT_KEEP_TMP:-}" ] || rm -rf "$IT_TMP"
 	exit "$rc"
 }
 trap it_cleanup EXIT

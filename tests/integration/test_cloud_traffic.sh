@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Traffic through the cloud with real daemons: a cloud node (2 workers) and
+# two edges, each in a namespace of its own, joined through a bridge in a
+# fourth (192.168.78.0/24, nowhere else). node-b has no tunnel listener, so
+# nobody can dial it: it is reached only over its own tunnel to the cloud.
+#   - F3: an app on node-a reaches a Service served on the cloud node, raw
+#     TCP and HTTP, over node-a's tunnel to the cloud;
+#   - cloud -> edge: a cloud listener reaches node-b's backend over the
+#     tunnel node-b dialled (from either cloud worker, whichever accepted it);
+#   - relay: node-a reaches node-b's backend through the cloud, byte-exact for
+#     1 MiB each way, counted per pair in the cloud's stats;
+#   - a node nobody can reach: the cloud refuses the relay, node-a's client
+#     is closed, the refusal counted;
+#   - backpressure: a backend on node-b that never reads does not grow the
+#     cloud's memory past its windows while node-a keeps writing.
+. "$(dirname "$0")/lib.sh"
+[ "$(id -u)" = 0 ] || it_skip "test_cloud_traffic: needs root (network namespaces, veth, iptables)"
+it_need_root
+it_need socat python3 curl
+
+NSX=em-x-$$ NSC=em-c-$$ NSA=em-a-$$ NSB=em-b-$$
+IPC=192.168.78.1 IPA=192.168.78.2 IPB=192.168.78.3
+KEY=cloud-traffic-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")
+MDIR=$IT_TMP/manifests
+mkdir -p "$MDIR"
+
+ip netns add "$NSX" || it_die "ip netns add $NSX"
+IT_NETNS_LIST+=("$NSX")
+ip -n "$NSX" link add br0 type bridge && ip -n "$NSX" link set br0 up || it_die "bridge"
+i=0
+for pair in "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"; do
+	ns=${pair%%:*} ip=${pair#*:} i=$((i + 1))
+	ip netns add "$ns" || it_die "ip netns add $ns"
+	IT_NETNS_LIST+=("$ns")
+	ip -n "$ns" link set lo up
+	ip -n "$ns" route add local 10.96.0.0/12 dev lo || it_die "local route in $ns"
+	ip link add "emn$$-$i" netns "$ns" type veth peer name "emx$$-$i" netns "$NSX" ||
+		it_die "veth $i"
+	ip -n "$NSX" link set "emx$$-$i" master br0 up
+	ip -n "$ns" addr add "$ip/24" dev "emn$$-$i" && ip -n "$ns" link set "emn$$-$i" up ||
+		it_die "veth $i address"
+done
+links_up() {
+	local k
+	for k in 1 2 3; do
+		ip -n "$NSX" -br link show "emx$$-$k" | grep -qw UP || return 1
+	done
+}
+it_wait 10 links_up || it_die "the bridge's ports do not come up"
+
+cat >"$IT_TMP/cloud.json" <<EOF
+{"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
+ "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
+  "dead_after_ms": 3000},
+ "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7}],
+ "controller": {"manifests_dir": "$MDIR"}}
+EOF
+# edge_conf NAME LISTEN WORKERS
+edge_conf() {
+	cat >"$IT_TMP/$1.json" <<EOF
+{"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
+ "api_socket": "$IT_TMP/$1.sock", "workers": $3,
+ "capture": {"enabled": true, "port": 15001},
+ "tunnel": {"listen": "$2", "cluster_key": "$KEY", "keepalive_ms": 1000,
+  "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
+ "cloud": {"address": "$IPC:20006"},
+ "timeouts": {"connect_ms": 2000}}
+EOF
+}
+edge_conf node-a "$IPA:20006" 1
+edge_conf node-b "" 2
+
+manifest() {
+	printf '%s\n' "$2" >"$IT_TMP/.m.tmp" && mv "$IT_TMP/.m.tmp" "$MDIR/$1"
+}
+# Served on the cloud node (F3), raw and HTTP; on node-b (relay, cloud ->
+# edge); on node-x, a node that never connects (refused relay).
+manifest cloud.json "$(it_list "$(it_svc default cecho 10.96.0.40 7 7040)" \
+	"$(it_ep_obj default cecho 7040 $IPC@cloud)" \
+	"$(it_svc default chttp 10.96.0.41 80 8041)" \
+	"$(it_ep_obj default chttp 8041 $IPC@cloud)")"
+manifest b.json "$(it_list "$(it_svc default becho 10.96.0.42 7 7042)" \
+	"$(it_ep_obj default becho 7042 $IPB@node-b)" \
+	"$(it_svc default bsink 10.96.0.43 9 7043)" \
+	"$(it_ep_obj default bsink 7043 $IPB@node-b)")"
+manifest x.json "$(it_list "$(it_svc default xecho 10.96.0.44 7 7044)" \
+	"$(it_ep_obj default xecho 7044 192.168.78.9@node-x)" \
+	"$(it_node_obj node-x 192.168.78.9)")"
+
+IT_NS=$NSC
+it_backend cecho echo $IPC:7040
+it_backend chttp http $IPC:8041
+IT_NS=$NSB
+it_backend becho echo $IPB:7042
+# A backend that accepts and never reads.
+it_bg bsink python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.bind(("'$IPB'", 7043)); s.listen(8); print("ready", flush=True)
+conns = []
+while True:
+    c, _ = s.accept(); conns.append(c)
+'
+it_wait_line "$IT_TMP/bsink.out" '^ready' 10 || it_die "the never-reading backend did not start"
+
+it_node_start cloud "$NSC"
+it_node_start node-a "$NSA"
+it_node_start node-b "$NSB"
+
+ctl() { timeout 10 "$MESHCTL" -s "$IT_TMP/$1.sock" "${@:2}" 2>/dev/null; }
+has_svc() { ctl "$1" get svc "$2" >/dev/null; }
+synced() { has_svc "$1" cecho && has_svc "$1" becho && has_svc "$1" xecho; }
+both() { "$@" node-a && "$@" node-b; }
+it_wait 15 both synced || it_die "edges did not converge: $(tail -n 5 "${EM_LOG[node-a]}")"
+connected() { ctl cloud get nodes | grep -E "^$1 .* connected " >/dev/null; }
+it_wait 10 connected node-a || it_die "node-a is not connected to the cloud"
+it_wait 10 connected node-b || it_die "node-b is not connected to the cloud"
+it_check "node-b, without a tunnel listener, is marked for relaying" \
+	sh -c "timeout 10 '$MESHCTL' -s '$IT_TMP/node-a.sock' get nodes node-b -o json | grep -q '\"edgemesh.io/relay\":[[:space:]]*\"true\"'"
+
+# echo_via NS ADDR TEXT: TEXT came back through ADDR from namespace NS.
+echo_via() {
+	[ "$(printf '%s\n' "$3" | timeout 5 ip netns exec "$1" socat -t 3 - "TCP:$2" 2>/dev/null)" = "$3" ]
+}
+
+# -- F3: edge -> cloud
+if it_wait 10 echo_via "$NSA" 10.96.0.40:7 "to the cloud"; then
+	it_ok "F3: node-a reaches a raw TCP service served on the cloud node"
+else
+	it_fail "F3 raw TCP: $(tail -n 5 "${EM_LOG[node-a]}")"
+fi
+f3_http() {
+	local n
+	n=$(ip netns exec "$NSA" curl -s -o /dev/null -w '%{http_code}\n' \
+		$(it_urls 20 http://10.96.0.41/f3) 2>/dev/null | grep -c '^200$')
+	[ "$n" = 20 ]
+}
+it_check "F3: 20 HTTP requests on one connection from node-a all get 200 from the cloud" \
+	it_wait 10 f3_http
+
+# -- cloud -> edge over the tunnel node-b dialled (both cloud workers)
+cloud_to_b() {
+	local k
+	for k in $(seq 12); do
+		echo_via "$NSC" 127.0.0.1:18007 "cloud to b $k" || return 1
+	done
+}
+it_check "cloud -> edge: 12 connections from the cloud reach node-b, which has no listener" \
+	it_wait 10 cloud_to_b
+# node-b's one tunnel is on one cloud worker: the other hands its streams over.
+handed=$(ctl cloud stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnel"]["streams_handed_to_worker"])')
+it_check "... the cloud worker without node-b's tunnel handed its streams over ($handed)" \
+	test "${handed:-0}" -ge 1
+
+# -- relay: node-a -> cloud -> node-b
+if it_wait 10 echo_via "$NSA" 10.96.0.42:7 "through the cloud"; then
+	it_ok "relay: node-a reaches node-b's backend through the cloud"
+else
+	it_fail "relay: $(tail -n 5 "${EM_LOG[node-a]}") / $(tail -n 5 "${EM_LOG[cloud]}")"
+fi
+head -c 1048576 /dev/urandom >"$IT_TMP/blob"
+relay_exact() {
+	ip netns exec "$NSA" socat -t 5 -T 20 - TCP:10.96.0.42:7 <"$IT_TMP/blob" \
+		>"$IT_TMP/blob.back" 2>/dev/null
+	cmp -s "$IT_TMP/blob" "$IT_TMP/blob.back"
+}
+it_check "relay: 1 MiB echoed through the cloud comes back byte-exact" relay_exact
+pair_stat() {
+	ctl cloud stats | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+p = [r for r in s.get("relay", []) if r["from"] == "node-a" and r["to"] == sys.argv[1]]
+print(int(p[0][sys.argv[2]]) if p else 0)' "$1" "$2"
+}
+streams=$(pair_stat node-b streams)
+it_check "the cloud counts the relayed streams of the pair node-a -> node-b ($streams)" \
+	test "$streams" -ge 2
+bytes=$(pair_stat node-b bytes_from_to)
+it_check "... and at least 1 MiB from node-a to node-b ($bytes bytes)" test "$bytes" -ge 1048576
+
+# -- a node that never connected: the relay is refused
+if ! echo_via "$NSA" 10.96.0.44:7 "nobody"; then
+	it_ok "a service on a node connected nowhere gets no answer"
+else
+	it_fail "a service on an unconnected node answered"
+fi
+refused=$(pair_stat node-x refused)
+it_check "the cloud counts the refused relay to node-x ($refused)" test "$refused" -ge 1
+
+# -- backpressure: node-b's backend never reads; the cloud holds no more
+# than the windows and socketpair buffers of the stream.
+rss() { awk '/^VmRSS/ {print $2}' "/proc/${EM_PID[cloud]}/status"; }
+rss0=$(rss)
+ip netns exec "$NSA" python3 -c '
+import socket, sys, time
+s = socket.create_connection(("10.96.0.43", 9), timeout=5)
+s.settimeout(1); sent = 0; chunk = b"x" * 65536; end = time.time() + 8
+while time.time() < end and sent < (512 << 20):
+    try: sent += s.send(chunk)
+    except socket.timeout: pass
+print(sent)' >"$IT_TMP/sent" 2>"$IT_TMP/sent.err"
+sent=$(cat "$IT_TMP/sent")
+rss1=$(rss)
+it_log "stalled relay: node-a wrote $sent bytes; cloud RSS ${rss0} -> ${rss1} KiB"
+it_check "a never-reading backend stops node-a's writer (wrote $sent bytes, under 64 MiB)" \
+	test "${sent:-999999999}" -lt $((64 << 20))
+it_check "the cloud's memory grew less than 48 MiB (${rss0} -> ${rss1} KiB)" \
+	test $((rss1 - rss0)) -lt $((48 << 10))
+it_check "the cloud is alive after the stalled relay" kill -0 "${EM_PID[cloud]}"
+
+# A clean stop of each daemon (a sanitizer build reports what it leaked).
+for n in node-a node-b cloud; do
+	it_node_stop $n
+	it_check "$n stopped cleanly" sh -c "! grep -q 'Sanitizer' '${EM_LOG[$n]}'"
+done
+
+it_done
