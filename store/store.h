@@ -91,8 +91,7 @@ struct em_store_src {
  * the named value are written in the objects' transaction: all or none. */
 int em_store_change_from(struct em_store *st, const struct cJSON *const *objs, size_t n,
                          const struct em_store_key *del, size_t n_del,
-                         const struct em_store_src *src, size_t *deleted, char *err,
-                         size_t errlen);
+                         const struct em_store_src *src, size_t *deleted, char *err, size_t errlen);
 
 /* Copies named value <k> into <buf>. Returns 1 when set, 0 when not, -EIO. */
 int em_store_kv_get(struct em_store *st, const char *k, char *buf, size_t cap);
@@ -125,6 +124,15 @@ bool em_store_has(const struct em_store *st, enum em_kind kind, const char *ns, 
 typedef void (*em_store_visit_cb)(void *arg, const char *json);
 size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
                      em_store_visit_cb cb, void *arg);
+
+/* Writes the Rules' counters that changed (store/router.h) into their rows,
+ * when EM_STORE_FLUSH_MS passed since the last write at <now_ms>
+ * (em_now_ms); called by the sync thread once per turn of its loop. A Rule
+ * whose in_use changed is written at once by the build of the table
+ * instead, and em_store_close writes what is left. Returns 0, -ENOMEM or
+ * -EIO (the counters are written by a later call). */
+#define EM_STORE_FLUSH_MS 1000
+int em_store_flush_status(struct em_store *st, uint64_t now_ms);
 
 struct em_store_stats {
 	uint64_t generation; /* of the live snapshot */
