@@ -66,7 +66,7 @@ struct em_rule_status {
 	/* Sync thread only: what the stored row says. */
 	uint64_t flushed_version;
 	bool stored_in_use;
-	char stored_reason[256];
+	char stored_reason[400];
 	size_t index; /* the store's own bookkeeping */
 };
 

@@ -492,12 +492,12 @@ void em_store_close(struct em_store *st)
 {
 	if (!st)
 		return;
-	for (size_t i = 0; i < st->cap; i++)
-		if (st->slots[i] && st->slots[i] != TOMBSTONE)
-			entry_free(st->slots[i]);
 	/* The counters reach the disk before they go. */
 	if (st->db && st->n_rules)
 		flush_rules(st, NULL, true);
+	for (size_t i = 0; i < st->cap; i++)
+		if (st->slots[i] && st->slots[i] != TOMBSTONE)
+			entry_free(st->slots[i]);
 	free(st->slots);
 	free(st->scratch);
 	free(st->scratch_status);
@@ -564,7 +564,7 @@ int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n
 	char **dkeys = calloc(n_del ? n_del : 1, sizeof(*dkeys));
 	/* Per change: whether its key was there before (delete: it went). */
 	bool *was = calloc(n + n_del ? n + n_del : 1, sizeof(*was));
-	char(*rule_why)[256] = NULL; /* per Rule upserted: why it is not in use */
+	char(*rule_why)[400] = NULL; /* per Rule upserted: why it is not in use */
 	size_t gone = 0;
 	int rc = 0;
 
