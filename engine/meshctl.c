@@ -301,10 +301,9 @@ static void print_table(int kind, const cJSON *items, bool all_ns, const cJSON *
 			}
 			print_row(false, o, "%-24s %-17s %-13s %-13s %-10s %s", o->name, ip,
 			          o->node.tunnel_port ? tmp : "<default>",
-			          !e ? "-"
-			          : cJSON_IsTrue(cJSON_GetObjectItem(e, "connected"))
-			                  ? "connected"
-			                  : "disconnected",
+			          !e                                                   ? "-"
+			          : cJSON_IsTrue(cJSON_GetObjectItem(e, "connected")) ? "connected"
+			                                                               : "disconnected",
 			          seen, acked);
 			break;
 		}
@@ -421,7 +420,8 @@ static int cmd_get(const char *sock, int argc, char **argv)
 		printf("%s\n", s);
 		cJSON_free(s);
 	} else {
-		print_table(kind, items, all, cJSON_GetObjectItemCaseSensitive(reply, "edges"));
+		print_table(kind, items, all,
+		            cJSON_GetObjectItemCaseSensitive(reply, "edges"));
 		/* On an edge: its control stream to the cloud. */
 		const cJSON *cl = cJSON_GetObjectItemCaseSensitive(reply, "cloud");
 		const cJSON *addr = cJSON_GetObjectItemCaseSensitive(cl, "address");

@@ -50,7 +50,7 @@ struct em_db {
 	sqlite3_stmt *scan_after;
 	sqlite3_stmt *kv_set, *kv_get;
 	sqlite3_stmt *origin_set, *origin_del, *origin_scan;
-	bool own;            /* our tables exist and their statements are prepared */
+	bool own; /* our tables exist and their statements are prepared */
 	uint64_t unreadable; /* rows scans had to skip */
 	char path[PATH_MAX];
 };

@@ -233,7 +233,19 @@ struct em_k8s_object {
  * 1..65535") and nothing allocated. Unknown fields are ignored; fields of the
  * wrong type that the mesh uses are errors. An endpoint address that is
  * unspecified (0.0.0.0, ::), multicast or the IPv4 broadcast address is an
- * error, as in the Kubernetes API. */
+ * error, as in the Kubernetes API.
+ *
+ * Router objects (RuleEndpoint, Rule) must carry apiVersion
+ * rules.kubeedge.io/v1 when they give one. A RuleEndpoint's type is rest or
+ * servicebus ("eventbus" is refused as not supported); its properties and a
+ * Rule's sourceResource / targetResource are maps whose values must be
+ * strings (the message names the key); properties.service_port of a
+ * servicebus endpoint is a port as a string; Rule paths start with "/" and
+ * hold no space, control byte, '?' or '#'; targetResource.service is
+ * "namespace/name" and comes with targetResource.port. What needs both
+ * endpoints is checked by the store (store/router.h em_router_check). A
+ * Rule's status and the "router" member are read leniently (a wrong type
+ * reads as absent): they are the Router's output, not input. */
 int em_k8s_decode_json(const struct cJSON *obj, int kind, struct em_k8s_object **out, char *err,
                        size_t errlen);
 

@@ -549,7 +549,8 @@ int em_store_change(struct em_store *st, const cJSON *const *objs, size_t n,
 
 int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n,
                          const struct em_store_key *del, size_t n_del,
-                         const struct em_store_src *src, size_t *deleted, char *err, size_t errlen)
+                         const struct em_store_src *src, size_t *deleted, char *err,
+                         size_t errlen)
 {
 	struct em_k8s_limits lim = {.service_cidrs = st->service_cidrs,
 	                            .n_service_cidrs = st->n_service_cidrs};

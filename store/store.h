@@ -22,6 +22,9 @@ struct em_store;
  * written. Returns 0 or -errno (logged): the file cannot be opened at all, or
  * memory ran out. */
 int em_store_open(const char *data_dir, const char *local_node, struct em_store **out);
+/* Writes the Rules' counters that changed (em_store_flush_status) and frees
+ * everything. The live table's Rules point to counters freed here: call it
+ * once no thread reports into them (em_rule_report) any more. */
 void em_store_close(struct em_store *st);
 
 /* Sets the service ranges (capture.service_cidrs while capture is enabled,
@@ -33,7 +36,9 @@ int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs,
 /* Upserts <n> objects (Kubernetes JSON, each with its "kind") in one
  * transaction and publishes one snapshot. All or nothing: the first object
  * that does not decode, or has an endpoint address that is unspecified,
- * multicast, broadcast or inside the service ranges, fails the batch with
+ * multicast, broadcast or inside the service ranges, or a Rule whose two
+ * RuleEndpoints are known (stored or in the batch) and do not fit it
+ * (store/router.h em_router_check), fails the batch with
  * -EINVAL and "items[i] <Kind> <namespace>/<name>: <field path>: <reason>" in
  * <err>, nothing stored; -EIO when sqlite fails. */
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
@@ -91,7 +96,8 @@ struct em_store_src {
  * the named value are written in the objects' transaction: all or none. */
 int em_store_change_from(struct em_store *st, const struct cJSON *const *objs, size_t n,
                          const struct em_store_key *del, size_t n_del,
-                         const struct em_store_src *src, size_t *deleted, char *err, size_t errlen);
+                         const struct em_store_src *src, size_t *deleted, char *err,
+                         size_t errlen);
 
 /* Copies named value <k> into <buf>. Returns 1 when set, 0 when not, -EIO. */
 int em_store_kv_get(struct em_store *st, const char *k, char *buf, size_t cap);

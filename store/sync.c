@@ -285,8 +285,8 @@ static void *sync_main(void *arg)
 		        (struct pollfd){.fd = s->mdir ? em_mdir_fd(s->mdir) : -1, .events = POLLIN};
 		pfd[n++] =
 		        (struct pollfd){.fd = s->kube ? em_kube_fd(s->kube) : -1, .events = POLLIN};
-		pfd[n++] = (struct pollfd){.fd = s->ctl ? em_ctl_wake_fd(s->ctl) : -1,
-		                           .events = POLLIN};
+		pfd[n++] =
+		        (struct pollfd){.fd = s->ctl ? em_ctl_wake_fd(s->ctl) : -1, .events = POLLIN};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing || !em_api_may_read(&c->in, &c->out, c->out_off)
@@ -299,8 +299,7 @@ static void *sync_main(void *arg)
 			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 		}
 		size_t n_api = n - FIXED;
-		size_t n_ctl =
-		        s->ctl ? em_ctl_pollfds(s->ctl, pfd + n, s->pfd_cap - n, &timeout) : 0;
+		size_t n_ctl = s->ctl ? em_ctl_pollfds(s->ctl, pfd + n, s->pfd_cap - n, &timeout) : 0;
 		n += n_ctl;
 		if (poll(pfd, n, timeout) == -1 && errno != EINTR) {
 			EM_ERR("sync", "poll: %s", strerror(errno));
