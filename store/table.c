@@ -186,10 +186,24 @@ const struct em_rule *em_table_rule(const struct em_table *t, const char *ns, co
 	}
 }
 
-static const struct em_rule *rule_path_find(const struct em_table *t, const char *ns, uint64_t h_ns,
+/* Paths are hashed piece by piece, a piece starting at each '/' ("/a/b/"
+ * is "/a", "/b", "/"), so that a request's prefixes on segment boundaries
+ * are hashed in one pass over it: a match costs O(path) hashing and one
+ * probe per segment, whatever the path holds. */
+static uint64_t path_hash(uint64_t h_ns, const char *path, size_t len)
+{
+	uint64_t h = h_ns;
+	for (size_t i = 0, j; i < len; i = j) {
+		for (j = i + 1; j < len && path[j] != '/'; j++)
+			;
+		h = em_hash64(path + i, j - i, h);
+	}
+	return h;
+}
+
+static const struct em_rule *rule_path_find(const struct em_table *t, const char *ns, uint64_t h,
                                             const char *path, size_t len)
 {
-	uint64_t h = em_hash64(path, len, h_ns);
 	for (size_t i = h & t->rule_mask;; i = (i + 1) & t->rule_mask) {
 		const struct rule_slot *s = &t->rule_paths[i];
 		if (!s->rule)
@@ -203,32 +217,32 @@ static const struct em_rule *rule_path_find(const struct em_table *t, const char
 const struct em_rule *em_table_rule_match(const struct em_table *t, const char *ns,
                                           const char *path, size_t path_len, size_t *matched)
 {
-	const struct em_rule *r;
-	uint64_t h_ns;
-	size_t end = 0;
+	const struct em_rule *r, *best = NULL;
+	uint64_t h_ns, h;
+	size_t end = 0, i, j;
 
 	if (!t->n_rules || !path_len || path[0] != '/')
 		return NULL;
 	while (end < path_len && path[end] != '?' && path[end] != '#')
 		end++;
 	h_ns = em_hash64(ns, strlen(ns), RULE_PATH_SEED);
-	/* Candidates, longest first: the whole path; then at each '/', the
-	 * prefix with it (a rule path ending in '/') and without it. */
-	if ((r = rule_path_find(t, ns, h_ns, path, end)))
-		goto found;
-	for (size_t i = end; i-- > 0;) {
-		if (path[i] != '/')
-			continue;
-		if (i + 1 < end && (r = rule_path_find(t, ns, h_ns, path, i + 1)))
-			goto found;
-		if (i > 0 && (r = rule_path_find(t, ns, h_ns, path, i)))
-			goto found;
+	/* The candidates, shortest first (the last hit is the longest): "/",
+	 * then at the end of each piece the prefix up to there (a '/' or the
+	 * end follows it) and, before a '/', the prefix with it (a rule path
+	 * ending in '/'). */
+	best = rule_path_find(t, ns, em_hash64("/", 1, h_ns), path, 1);
+	for (i = 0, h = h_ns; i < end; i = j) {
+		for (j = i + 1; j < end && path[j] != '/'; j++)
+			;
+		h = em_hash64(path + i, j - i, h);
+		if ((r = rule_path_find(t, ns, h, path, j)))
+			best = r;
+		if (j < end && (r = rule_path_find(t, ns, em_hash64("/", 1, h), path, j + 1)))
+			best = r;
 	}
-	return NULL;
-found:
-	if (matched)
-		*matched = strlen(r->source_path);
-	return r;
+	if (best && matched)
+		*matched = strlen(best->source_path);
+	return best;
 }
 
 uint64_t em_table_generation(const struct em_table *t)
@@ -647,8 +661,8 @@ static char *arena_printf(struct em_arena *a, const char *fmt, ...)
  * the store, and the other is inactive. */
 static int insert_rule_path(struct em_table *t, struct em_rule *r)
 {
-	uint64_t h = em_hash64(r->source_path, strlen(r->source_path),
-	                       em_hash64(r->ns, strlen(r->ns), RULE_PATH_SEED));
+	uint64_t h = path_hash(em_hash64(r->ns, strlen(r->ns), RULE_PATH_SEED), r->source_path,
+	                       strlen(r->source_path));
 	size_t i = h & t->rule_mask;
 	struct em_rule *loser;
 

@@ -202,6 +202,17 @@ Test(router, match_prefix_boundary_and_longest)
 	cr_expect_eq(r->key, em_rule_key("d", "rab"));
 	cr_expect_eq(em_table_rule_by_key(t, r->key), r);
 	cr_expect_eq(em_table_rule(t, "d", "rab"), r);
+	/* A long path of many segments: one pass, the longest rule found. */
+	size_t big = 1 << 20;
+	char *p = malloc(big);
+	memcpy(p, "/a/b", 4);
+	for (size_t i = 4; i < big; i++)
+		p[i] = i % 2 ? 'x' : '/';
+	cr_expect_str_eq(em_table_rule_match(t, "d", p, big, &m)->name, "rab");
+	cr_expect_eq(m, 4);
+	p[3] = 0; /* a NUL inside: no rule holds one */
+	cr_expect_str_eq(em_table_rule_match(t, "d", p, big, &m)->name, "ra");
+	free(p);
 	/* The path is not terminated: only <path_len> bytes count. */
 	cr_expect_str_eq(em_table_rule_match(t, "d", "/a/bXYZ", 4, &m)->name, "rab");
 	em_table_free(t);
