@@ -26,7 +26,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: meshctl [-s SOCKET] COMMAND\n"
 	           "  get KIND [NAME] [-n NS | -A] [-o json|wide]\n"
-	           "      KIND: services|endpoints|endpointslices|pods|nodes (svc, ep, po, no)\n"
+	           "      KIND: services|endpoints|endpointslices|pods|nodes (svc, ep, po, no),\n"
+	           "            ruleendpoints|rules (re)\n"
 	           "  apply -f FILE          apply one object or a List (FILE - reads stdin)\n"
 	           "  delete KIND NS/NAME    (or: delete KIND NAME -n NS)\n"
 	           "  stats                  store and table statistics\n"
@@ -201,7 +202,12 @@ static void print_table(int kind, const cJSON *items, bool all_ns, const cJSON *
 	        [EM_KIND_POD] =
 	                "NAME                     IP                NODE             STATUS",
 	        [EM_KIND_NODE] = "NAME                     INTERNAL-IP       TUNNEL-PORT",
+	        [EM_KIND_RULEENDPOINT] = "NAME                     TYPE        SERVICE-PORT",
+	        [EM_KIND_RULE] =
+	                "NAME                     SOURCE           TARGET           PATH         "
+	                "        TARGET-PATH          SUCCESS    FAIL       ACTIVE",
 	};
+	char notes[4096] = "";
 
 	if (cJSON_GetArraySize(items) == 0) {
 		fprintf(stderr, "No resources found.\n");
@@ -301,9 +307,47 @@ static void print_table(int kind, const cJSON *items, bool all_ns, const cJSON *
 			          seen, acked);
 			break;
 		}
+		case EM_KIND_RULEENDPOINT:
+			snprintf(tmp, sizeof(tmp), "%u", o->re.service_port);
+			print_row(ns_col, o, "%-24s %-11s %s", o->name,
+			          o->re.type == EM_RE_REST ? "rest" : "servicebus",
+			          o->re.service_port ? tmp : "<none>");
+			break;
+		case EM_KIND_RULE: {
+			/* Whether the Router serves it, as the store last wrote. */
+			const cJSON *row = cJSON_GetObjectItemCaseSensitive(it, "router");
+			const cJSON *in_use = cJSON_GetObjectItemCaseSensitive(row, "in_use");
+			const cJSON *why = cJSON_GetObjectItemCaseSensitive(row, "in_use_reason");
+			char target[300];
+			if (o->rule.svc_name)
+				snprintf(target, sizeof(target), "%s (%s/%s:%u)", o->rule.target,
+				         o->rule.svc_ns, o->rule.svc_name, o->rule.svc_port);
+			else
+				snprintf(target, sizeof(target), "%s", o->rule.target);
+			print_row(ns_col, o, "%-24s %-16s %-16s %-20s %-20s %-10llu %-10llu %s",
+			          o->name, o->rule.source, target,
+			          o->rule.source_path ? o->rule.source_path : "<none>",
+			          o->rule.target_path ? o->rule.target_path : "<none>",
+			          (unsigned long long)o->rule.success,
+			          (unsigned long long)o->rule.fail,
+			          cJSON_IsTrue(in_use) ? "yes" : "no");
+			if (!cJSON_IsTrue(in_use)) {
+				char line[700];
+				snprintf(line, sizeof(line), "rule %s/%s is not active: %s\n",
+				         o->ns, o->name,
+				         cJSON_IsString(why) && why->valuestring[0]
+				                 ? why->valuestring
+				                 : "not checked yet");
+				if (strlen(notes) + strlen(line) < sizeof(notes))
+					strcat(notes, line);
+			}
+			break;
+		}
 		}
 		em_k8s_free(o);
 	}
+	if (notes[0])
+		printf("\n%s", notes);
 }
 
 static int cmd_get(const char *sock, int argc, char **argv)

@@ -595,6 +595,28 @@ int em_db_scan_after(struct em_db *db, const char *type, const char *after, unsi
 	return ret;
 }
 
+int em_db_get(struct em_db *db, const char *key, em_db_row_cb cb, void *arg)
+{
+	static const char sql[] = "SELECT key, type, value FROM meta WHERE key = ?1";
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_fail(db, sql);
+	if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) != SQLITE_OK) {
+		rc = db_fail(db, sql);
+	} else if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 1);
+		const unsigned char *v = sqlite3_column_text(st, 2);
+		rc = cb(arg, key, t ? (const char *)t : "", v ? (const char *)v : "");
+		rc = rc ? rc : 1;
+	} else {
+		rc = rc == SQLITE_DONE ? 0 : db_fail(db, sql);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int em_db_kv_get(struct em_db *db, const char *k, char *buf, size_t cap)
 {
 	sqlite3_stmt *st = db->kv_get;

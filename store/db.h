@@ -68,6 +68,11 @@ int em_db_scan(struct em_db *db, const char *type, em_db_row_cb cb, void *arg);
 int em_db_scan_after(struct em_db *db, const char *type, const char *after, unsigned limit,
                      em_db_row_cb cb, void *arg);
 
+/* Calls <cb> once with the row of <key> when there is one. Returns 1 when
+ * it was called (or <cb>'s non-zero return), 0 when there is no such row,
+ * -EIO (logged) on a read error. */
+int em_db_get(struct em_db *db, const char *key, em_db_row_cb cb, void *arg);
+
 /* Copies named value <k> into <buf> (cut to <cap> - 1 bytes). Returns 1
  * when it is set, 0 when not, -EIO (logged) when sqlite fails. */
 int em_db_kv_get(struct em_db *db, const char *k, char *buf, size_t cap);

@@ -23,6 +23,8 @@ static const char *const kind_types[EM_KIND__COUNT] = {
         [EM_KIND_ENDPOINTSLICE] = "endpointslice",
         [EM_KIND_POD] = "pod",
         [EM_KIND_NODE] = "node",
+        [EM_KIND_RULEENDPOINT] = "ruleendpoint",
+        [EM_KIND_RULE] = "rule",
 };
 
 static const char *const kind_names[EM_KIND__COUNT] = {
@@ -31,7 +33,24 @@ static const char *const kind_names[EM_KIND__COUNT] = {
         [EM_KIND_ENDPOINTSLICE] = "EndpointSlice",
         [EM_KIND_POD] = "Pod",
         [EM_KIND_NODE] = "Node",
+        [EM_KIND_RULEENDPOINT] = "RuleEndpoint",
+        [EM_KIND_RULE] = "Rule",
 };
+
+static const char *const kind_api_versions[EM_KIND__COUNT] = {
+        [EM_KIND_SERVICE] = "v1",
+        [EM_KIND_ENDPOINTS] = "v1",
+        [EM_KIND_ENDPOINTSLICE] = "discovery.k8s.io/v1",
+        [EM_KIND_POD] = "v1",
+        [EM_KIND_NODE] = "v1",
+        [EM_KIND_RULEENDPOINT] = "rules.kubeedge.io/v1",
+        [EM_KIND_RULE] = "rules.kubeedge.io/v1",
+};
+
+const char *em_kind_api_version(enum em_kind k)
+{
+	return (unsigned)k < EM_KIND__COUNT ? kind_api_versions[k] : "v1";
+}
 
 const char *em_kind_type(enum em_kind k)
 {
@@ -62,6 +81,11 @@ int em_kind_from_type(const char *type)
 	        {"node", EM_KIND_NODE},
 	        {"nodes", EM_KIND_NODE},
 	        {"no", EM_KIND_NODE},
+	        {"ruleendpoint", EM_KIND_RULEENDPOINT},
+	        {"ruleendpoints", EM_KIND_RULEENDPOINT},
+	        {"re", EM_KIND_RULEENDPOINT},
+	        {"rule", EM_KIND_RULE},
+	        {"rules", EM_KIND_RULE},
 	};
 
 	if (!type)
@@ -972,6 +996,282 @@ static int decode_node(struct dec *d, const cJSON *root, struct em_k8s_node *nd)
 	return rc;
 }
 
+/* ---- Router objects (rules.kubeedge.io/v1) ---- */
+
+/* Bounds of a Router string map: the seed's columns hold 1 KiB of resources
+ * and 10 KiB of properties. */
+#define MAP_MAX_ITEMS 64
+#define MAP_MAX_VALUE 1024
+#define PATH_MAX_LEN  1024
+
+const char *em_k8s_map_get(const struct em_k8s_map *m, const char *key)
+{
+	for (size_t i = 0; m && i < m->n; i++)
+		if (strcmp(m->items[i].key, key) == 0)
+			return m->items[i].value;
+	return NULL;
+}
+
+/* The JSON type of <v> as a message says it. */
+static const char *json_type(const cJSON *v)
+{
+	if (cJSON_IsNumber(v))
+		return "number";
+	if (cJSON_IsBool(v))
+		return "boolean";
+	if (cJSON_IsArray(v))
+		return "array";
+	if (cJSON_IsObject(v))
+		return "object";
+	return cJSON_IsNull(v) ? "null" : "string";
+}
+
+/* Object member <name> of <parent> as a map of strings: every value must be
+ * a JSON string ("port": "80", never 80), as in KubeEdge's map[string]string. */
+static int decode_string_map(struct dec *d, const cJSON *parent, const char *name, bool required,
+                             struct em_k8s_map *m)
+{
+	const cJSON *obj, *it;
+	size_t n = 0, mark;
+	int rc = get_object(d, parent, name, required, &obj);
+
+	if (rc || !obj)
+		return rc;
+	cJSON_ArrayForEach(it, obj) n++;
+	if (n > MAP_MAX_ITEMS)
+		return FAIL(d, name, "expected at most %d entries, got %zu", MAP_MAX_ITEMS, n);
+	if (n && !(m->items = em_arena_calloc(d->a, n, sizeof(*m->items))))
+		return em_json_oom(&d->j);
+	mark = em_json_push_key(&d->j, name);
+	cJSON_ArrayForEach(it, obj)
+	{
+		const char *key = it->string ? it->string : "";
+		struct em_k8s_label *l = &m->items[m->n];
+		if (!cJSON_IsString(it) || !it->valuestring) {
+			rc = FAIL(d, key, "expected string, got %s (write \"%s\": \"...\")",
+			          json_type(it), key);
+			break;
+		}
+		if (!key[0]) {
+			rc = FAIL(d, NULL, "empty key");
+			break;
+		}
+		if (strlen(it->valuestring) > MAP_MAX_VALUE) {
+			rc = FAIL(d, key, "longer than %d characters", MAP_MAX_VALUE);
+			break;
+		}
+		if ((rc = dup_str(d, key, &l->key)) ||
+		    (rc = dup_str(d, it->valuestring, &l->value)))
+			break;
+		m->n++;
+	}
+	em_json_pop(&d->j, mark);
+	return rc;
+}
+
+/* A port written as a string of digits (map values are strings). */
+static int map_port(struct dec *d, const char *field, const char *v, uint16_t *out)
+{
+	long port = digits_value(v);
+	if (port < 1 || port > 65535)
+		return FAIL(d, field, "expected a port \"1\"..\"65535\", got \"%.32s\"", v);
+	*out = (uint16_t)port;
+	return 0;
+}
+
+/* An HTTP path the Router matches or calls: "/" then printable bytes other
+ * than space, '?' and '#' (a query belongs to the request, not the rule). */
+static int check_path(struct dec *d, const char *field, const char *v)
+{
+	size_t n = strlen(v);
+	if (v[0] != '/')
+		return FAIL(d, field, "expected a path starting with \"/\", got \"%.64s\"", v);
+	if (n > PATH_MAX_LEN)
+		return FAIL(d, field, "longer than %d characters", PATH_MAX_LEN);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] <= 0x20 || v[i] == 0x7f || v[i] == '?' || v[i] == '#')
+			return FAIL(d, field, "invalid character in path \"%.64s\"", v);
+	return 0;
+}
+
+/* The "router" member edgemesh stores beside the object (store/router.h):
+ * read leniently, it is ours and only carries identity across writes. */
+static int decode_router_meta(struct dec *d, const cJSON *router, struct em_k8s_router_meta *m)
+{
+	const cJSON *id = em_json_get(router, "id"), *ca = em_json_get(router, "created_at");
+	int rc = 0;
+
+	if (cJSON_IsString(id) && id->valuestring[0] && strlen(id->valuestring) <= 64)
+		rc = dup_str(d, id->valuestring, &m->id);
+	if (!rc && cJSON_IsString(ca) && ca->valuestring[0] && strlen(ca->valuestring) <= 64)
+		rc = dup_str(d, ca->valuestring, &m->created_at);
+	return rc;
+}
+
+static int decode_ruleendpoint(struct dec *d, const cJSON *root, struct em_k8s_ruleendpoint *re)
+{
+	static const char *const types[] = {"rest", "servicebus"};
+	const cJSON *spec, *router = em_json_get(root, "router");
+	const char *type, *sp;
+	size_t mark;
+	int rc, t;
+
+	if ((rc = get_object(d, root, "spec", true, &spec)))
+		return rc;
+	mark = em_json_push_key(&d->j, "spec");
+	rc = get_string(d, spec, "ruleEndpointType", true, &type);
+	if (!rc && strcmp(type, "eventbus") == 0)
+		rc = FAIL(d, "ruleEndpointType",
+		          "\"eventbus\" is not supported (edgemesh has no MQTT broker); expected "
+		          "rest or servicebus");
+	else if (!rc && (t = em_json_pick(type, types, 2)) < 0)
+		rc = FAIL(d, "ruleEndpointType", "expected rest or servicebus, got \"%.32s\"",
+		          type);
+	else if (!rc)
+		re->type = (enum em_re_type)t;
+	if (!rc)
+		rc = decode_string_map(d, spec, "properties", false, &re->properties);
+	if (!rc && re->type == EM_RE_SERVICEBUS &&
+	    (sp = em_k8s_map_get(&re->properties, "service_port"))) {
+		em_json_push_key(&d->j, "properties");
+		rc = map_port(d, "service_port", sp, &re->service_port);
+	}
+	em_json_pop(&d->j, mark);
+	if (!rc && cJSON_IsObject(router)) {
+		const cJSON *sh = em_json_get(router, "is_shared");
+		re->is_shared = cJSON_IsTrue(sh);
+		rc = decode_router_meta(d, router, &re->meta);
+	}
+	return rc;
+}
+
+/* A status counter: a non-negative integer, else 0 (status is the Router's
+ * output; a bad one is not worth refusing the rule for). */
+static uint64_t counter(const cJSON *v)
+{
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 9.0e15)
+		return 0;
+	return (uint64_t)v->valuedouble;
+}
+
+/* router.errors: [{"time": unix seconds, "reason": "..."}], the last
+ * EM_K8S_RULE_ERRORS kept; malformed entries are skipped. */
+static int decode_rule_errors(struct dec *d, const cJSON *router, struct em_k8s_rule *r)
+{
+	const cJSON *errs = em_json_get(router, "errors"), *it;
+	size_t n = 0, skip;
+
+	if (!cJSON_IsArray(errs))
+		return 0;
+	cJSON_ArrayForEach(it, errs) n++;
+	skip = n > EM_K8S_RULE_ERRORS ? n - EM_K8S_RULE_ERRORS : 0;
+	if (n - skip && !(r->errors = em_arena_calloc(d->a, n - skip, sizeof(*r->errors))))
+		return em_json_oom(&d->j);
+	cJSON_ArrayForEach(it, errs)
+	{
+		const cJSON *tm = em_json_get(it, "time"), *why = em_json_get(it, "reason");
+		if (skip) {
+			skip--;
+			continue;
+		}
+		if (!cJSON_IsNumber(tm) || !cJSON_IsString(why))
+			continue;
+		struct em_k8s_rule_error *e = &r->errors[r->n_errors];
+		e->time = (int64_t)counter(tm);
+		if (dup_str(d, why->valuestring, &e->reason))
+			return em_json_oom(&d->j);
+		if (strlen(e->reason) > EM_K8S_RULE_REASON_MAX)
+			e->reason[EM_K8S_RULE_REASON_MAX] = 0;
+		r->n_errors++;
+	}
+	return 0;
+}
+
+/* targetResource.service "namespace/name" and targetResource.port. */
+static int decode_rule_service(struct dec *d, struct em_k8s_rule *r)
+{
+	const char *svc = em_k8s_map_get(&r->target_resource, "service");
+	const char *port = em_k8s_map_get(&r->target_resource, "port");
+	const char *slash = NULL;
+	size_t mark;
+	int rc = 0;
+
+	if (!svc && !port)
+		return 0;
+	mark = em_json_push_key(&d->j, "targetResource");
+	if (!svc)
+		rc = FAIL(d, "port",
+		          "given without \"service\" (expected \"service\": "
+		          "\"namespace/name\" beside it)");
+	else if (!port)
+		rc = FAIL(d, "port", "missing: \"service\" needs the Service's port, as a string");
+	else if (!(slash = strchr(svc, '/')) || slash == svc || !slash[1] ||
+	         strchr(slash + 1, '/') || slash - svc > K8S_NAME_MAX ||
+	         strlen(slash + 1) > K8S_NAME_MAX)
+		rc = FAIL(d, "service", "expected \"namespace/name\", got \"%.64s\"", svc);
+	if (!rc)
+		rc = map_port(d, "port", port, &r->svc_port);
+	if (!rc) {
+		size_t nl = (size_t)(slash - svc);
+		if (!(r->svc_ns = em_arena_alloc(d->a, nl + 1)))
+			rc = em_json_oom(&d->j);
+		else {
+			memcpy(r->svc_ns, svc, nl);
+			r->svc_ns[nl] = 0;
+			rc = dup_str(d, slash + 1, &r->svc_name);
+		}
+	}
+	em_json_pop(&d->j, mark);
+	return rc;
+}
+
+static int decode_rule(struct dec *d, const cJSON *root, struct em_k8s_rule *r)
+{
+	const cJSON *spec, *status = em_json_get(root, "status"), *router;
+	const char *src, *tgt, *p;
+	size_t mark;
+	int rc;
+
+	if ((rc = get_object(d, root, "spec", true, &spec)))
+		return rc;
+	mark = em_json_push_key(&d->j, "spec");
+	if (!(rc = get_string(d, spec, "source", true, &src)) &&
+	    !(rc = check_object_name(d, "source", src)) &&
+	    !(rc = get_string(d, spec, "target", true, &tgt)) &&
+	    !(rc = check_object_name(d, "target", tgt)) && !(rc = dup_str(d, src, &r->source)))
+		rc = dup_str(d, tgt, &r->target);
+	if (!rc)
+		rc = decode_string_map(d, spec, "sourceResource", true, &r->source_resource);
+	if (!rc)
+		rc = decode_string_map(d, spec, "targetResource", true, &r->target_resource);
+	if (!rc && (p = em_k8s_map_get(&r->source_resource, "path"))) {
+		size_t m2 = em_json_push_key(&d->j, "sourceResource");
+		if (!(rc = check_path(d, "path", p)))
+			r->source_path = (char *)p; /* in the arena already */
+		em_json_pop(&d->j, m2);
+	}
+	if (!rc && (p = em_k8s_map_get(&r->target_resource, "path"))) {
+		size_t m2 = em_json_push_key(&d->j, "targetResource");
+		if (!(rc = check_path(d, "path", p)))
+			r->target_path = (char *)p;
+		em_json_pop(&d->j, m2);
+	}
+	if (!rc)
+		rc = decode_rule_service(d, r);
+	em_json_pop(&d->j, mark);
+	if (rc)
+		return rc;
+	if (cJSON_IsObject(status)) {
+		r->success = counter(em_json_get(status, "successMessages"));
+		r->fail = counter(em_json_get(status, "failMessages"));
+	}
+	router = em_json_get(root, "router");
+	if (!cJSON_IsObject(router))
+		return 0;
+	rc = decode_router_meta(d, router, &r->meta);
+	return rc ? rc : decode_rule_errors(d, router, r);
+}
+
 int em_k8s_decode_json(const struct cJSON *root, int kind, struct em_k8s_object **out, char *err,
                        size_t errlen)
 {
@@ -996,6 +1296,15 @@ static int decode_kind(struct dec *d, const cJSON *root, int kind)
 		return FAIL(d, "kind", "unsupported kind \"%.32s\"", kname);
 	if (kind >= 0 && k != kind)
 		return FAIL(d, "kind", "expected %s, got \"%.32s\"", kind_names[kind], kname);
+	/* Rule and RuleEndpoint are common CRD names: only KubeEdge's group. */
+	if (k == EM_KIND_RULE || k == EM_KIND_RULEENDPOINT) {
+		const char *av;
+		if ((rc = get_string(d, root, "apiVersion", false, &av)))
+			return rc;
+		if (av && strcmp(av, kind_api_versions[k]) != 0)
+			return FAIL(d, "apiVersion", "expected %s for %s, got \"%.64s\"",
+			            kind_api_versions[k], kind_names[k], av);
+	}
 	return k;
 }
 
@@ -1035,6 +1344,12 @@ int em_k8s_decode_json_lim(const struct cJSON *root, int kind, const struct em_k
 		break;
 	case EM_KIND_NODE:
 		rc = decode_node(&d, root, &o->node);
+		break;
+	case EM_KIND_RULEENDPOINT:
+		rc = decode_ruleendpoint(&d, root, &o->re);
+		break;
+	case EM_KIND_RULE:
+		rc = decode_rule(&d, root, &o->rule);
 		break;
 	default:
 		rc = FAIL(&d, "kind", "unsupported kind");

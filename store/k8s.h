@@ -21,15 +21,23 @@ enum em_kind {
 	EM_KIND_ENDPOINTSLICE,
 	EM_KIND_POD,
 	EM_KIND_NODE,
+	/* KubeEdge's Router objects, rules.kubeedge.io/v1 (namespaced). */
+	EM_KIND_RULEENDPOINT,
+	EM_KIND_RULE,
 	EM_KIND__COUNT
 };
 
-/* "service", "endpoints", "endpointslice", "pod", "node". */
+/* "service", "endpoints", "endpointslice", "pod", "node", "ruleendpoint",
+ * "rule". */
 const char *em_kind_type(enum em_kind k);
-/* Kubernetes "kind" field: "Service", "Endpoints", "EndpointSlice", "Pod", "Node". */
+/* Kubernetes "kind" field: "Service", "Endpoints", "EndpointSlice", "Pod",
+ * "Node", "RuleEndpoint", "Rule". */
 const char *em_kind_name(enum em_kind k);
-/* Inverse of em_kind_type; also accepts plurals ("services", "endpointslices")
- * and the kubectl short names ("svc", "ep", "po", "no"). Returns kind or -EINVAL. */
+/* "apiVersion" of the kind: "v1", "discovery.k8s.io/v1", "rules.kubeedge.io/v1". */
+const char *em_kind_api_version(enum em_kind k);
+/* Inverse of em_kind_type; also accepts plurals ("services", "endpointslices",
+ * "ruleendpoints", "rules") and the short names ("svc", "ep", "po", "no",
+ * "re"). Returns kind or -EINVAL. */
 int em_kind_from_type(const char *type);
 /* Inverse of em_kind_name. Returns kind or -EINVAL. */
 int em_kind_from_name(const char *kind);
@@ -148,6 +156,64 @@ struct em_k8s_node {
 	bool relay;           /* EM_NODE_RELAY_ANNOTATION is "true" */
 };
 
+/* RuleEndpoint spec.ruleEndpointType. KubeEdge's "eventbus" (MQTT) is
+ * refused: the mesh has no broker. */
+enum em_re_type {
+	EM_RE_REST = 0,   /* a REST path served by the cloud's Router */
+	EM_RE_SERVICEBUS, /* an HTTP service on an edge node */
+};
+
+/* Key/value pairs of a string map (properties, sourceResource, ...), in the
+ * document's order. */
+struct em_k8s_map {
+	struct em_k8s_label *items;
+	size_t n;
+};
+
+/* The value of <key> in <m>, or NULL. */
+const char *em_k8s_map_get(const struct em_k8s_map *m, const char *key);
+
+/* What edgemesh stores beside a Router object's Kubernetes fields: the
+ * Router's own row ("router" member of the stored JSON, store/router.h).
+ * Read back when present so that a stored object keeps them. */
+struct em_k8s_router_meta {
+	char *id;         /* router.id, else NULL */
+	char *created_at; /* router.created_at, else NULL */
+};
+
+struct em_k8s_ruleendpoint {
+	enum em_re_type type;
+	struct em_k8s_map properties;
+	uint16_t service_port; /* servicebus: properties.service_port, else 0 */
+	bool is_shared;        /* router.is_shared, default false */
+	struct em_k8s_router_meta meta;
+};
+
+/* A Rule keeps its last EM_K8S_RULE_ERRORS errors, each reason cut to
+ * EM_K8S_RULE_REASON_MAX bytes. */
+#define EM_K8S_RULE_ERRORS     32
+#define EM_K8S_RULE_REASON_MAX 200
+
+/* One error of a Rule's status: when and why a message failed. */
+struct em_k8s_rule_error {
+	int64_t time; /* unix seconds */
+	char *reason;
+};
+
+struct em_k8s_rule {
+	char *source, *target; /* RuleEndpoint names, same namespace */
+	struct em_k8s_map source_resource, target_resource;
+	char *source_path;       /* sourceResource.path ("/..."), else NULL */
+	char *target_path;       /* targetResource.path ("/..."), else NULL */
+	char *svc_ns, *svc_name; /* targetResource.service "ns/name", else NULL */
+	uint16_t svc_port;       /* targetResource.port, with service only */
+	/* Status as stored (read leniently: a value of the wrong type is 0). */
+	uint64_t success, fail;
+	struct em_k8s_rule_error *errors; /* router.errors, oldest first */
+	size_t n_errors;
+	struct em_k8s_router_meta meta;
+};
+
 struct em_k8s_object {
 	enum em_kind kind;
 	char *ns;               /* metadata.namespace; EM_NODE_NAMESPACE for nodes,
@@ -161,6 +227,8 @@ struct em_k8s_object {
 		struct em_k8s_endpointslice slice;
 		struct em_k8s_pod pod;
 		struct em_k8s_node node;
+		struct em_k8s_ruleendpoint re;
+		struct em_k8s_rule rule;
 	};
 };
 
@@ -170,7 +238,19 @@ struct em_k8s_object {
  * 1..65535") and nothing allocated. Unknown fields are ignored; fields of the
  * wrong type that the mesh uses are errors. An endpoint address that is
  * unspecified (0.0.0.0, ::), multicast or the IPv4 broadcast address is an
- * error, as in the Kubernetes API. */
+ * error, as in the Kubernetes API.
+ *
+ * Router objects (RuleEndpoint, Rule) must carry apiVersion
+ * rules.kubeedge.io/v1 when they give one. A RuleEndpoint's type is rest or
+ * servicebus ("eventbus" is refused as not supported); its properties and a
+ * Rule's sourceResource / targetResource are maps whose values must be
+ * strings (the message names the key); properties.service_port of a
+ * servicebus endpoint is a port as a string; Rule paths start with "/" and
+ * hold no space, control byte, '?' or '#'; targetResource.service is
+ * "namespace/name" and comes with targetResource.port. What needs both
+ * endpoints is checked by the store (store/router.h em_router_check). A
+ * Rule's status and the "router" member are read leniently (a wrong type
+ * reads as absent): they are the Router's output, not input. */
 int em_k8s_decode_json(const struct cJSON *obj, int kind, struct em_k8s_object **out, char *err,
                        size_t errlen);
 

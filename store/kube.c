@@ -56,6 +56,8 @@ static const char *const kind_paths[EM_KIND__COUNT] = {
         [EM_KIND_ENDPOINTSLICE] = "/apis/discovery.k8s.io/v1/endpointslices",
         [EM_KIND_POD] = "/api/v1/pods",
         [EM_KIND_NODE] = "/api/v1/nodes",
+        [EM_KIND_RULEENDPOINT] = "/apis/rules.kubeedge.io/v1/ruleendpoints",
+        [EM_KIND_RULE] = "/apis/rules.kubeedge.io/v1/rules",
 };
 
 struct conn {
@@ -106,7 +108,7 @@ struct em_kube {
 
 static const char *kname(const struct kwatch *w)
 {
-	return kind_paths[w->kind] + (w->kind == EM_KIND_ENDPOINTSLICE ? 26 : 8);
+	return strrchr(kind_paths[w->kind], '/') + 1;
 }
 
 static int fail(struct kwatch *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,7 +1,8 @@
 /* The Kubernetes API as a source of objects (the cloud role's
  * controller.kubernetes).
  *
- * For each stored kind (Services, Endpoints, EndpointSlices, Pods, Nodes) a
+ * For each stored kind (Services, Endpoints, EndpointSlices, Pods, Nodes,
+ * and KubeEdge's RuleEndpoints and Rules under /apis/rules.kubeedge.io/v1) a
  * thread of its own LISTs the kind (pages of 500, "continue"), then WATCHes
  * it from the list's resourceVersion with bookmarks. A watch that ends is
  * resumed from the last resourceVersion seen (an event's or a bookmark's);

@@ -14,14 +14,6 @@
 
 /* ---- batches ---- */
 
-static const char *const api_versions[EM_KIND__COUNT] = {
-        [EM_KIND_SERVICE] = "v1",
-        [EM_KIND_ENDPOINTS] = "v1",
-        [EM_KIND_ENDPOINTSLICE] = "discovery.k8s.io/v1",
-        [EM_KIND_POD] = "v1",
-        [EM_KIND_NODE] = "v1",
-};
-
 struct em_kube_batch *em_kube_batch_new(enum em_kind kind, unsigned flags)
 {
 	struct em_kube_batch *b = calloc(1, sizeof(*b));
@@ -61,7 +53,7 @@ int em_kube_batch_upsert(struct em_kube_batch *b, cJSON *obj, size_t bytes)
 	if (!cJSON_HasObjectItem(obj, "kind"))
 		cJSON_AddStringToObject(obj, "kind", em_kind_name(b->kind));
 	if (!cJSON_HasObjectItem(obj, "apiVersion"))
-		cJSON_AddStringToObject(obj, "apiVersion", api_versions[b->kind]);
+		cJSON_AddStringToObject(obj, "apiVersion", em_kind_api_version(b->kind));
 	cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
 	                                        "managedFields");
 	*it = (struct em_kube_item){.obj = obj};

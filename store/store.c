@@ -8,15 +8,18 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "proto/clock.h"
 #include "proto/log.h"
 #include "store/db.h"
+#include "store/router.h"
 #include "store/table.h"
 
 struct entry {
 	char *key;
 	struct em_k8s_object *obj;
+	struct em_rule_status *status; /* a Rule's counters, else NULL */
 };
 
 #define TOMBSTONE ((struct entry *)1)
@@ -39,6 +42,15 @@ struct em_store {
 	void *observer_ctx;
 	bool defer; /* em_store_defer_publish: changes leave the table to ... */
 	bool dirty; /* ... em_store_publish_pending, which builds it once */
+	/* Rules: their entries (status->index is the place), the counters of
+	 * deleted ones (freed once a published table no longer has them), and
+	 * the builder's counters input. */
+	struct entry **rules;
+	size_t n_rules, rules_cap;
+	struct em_rule_status **retired;
+	size_t n_retired, retired_cap;
+	struct em_rule_status **scratch_status;
+	uint64_t last_flush_ms;
 };
 
 void em_store_set_observer(struct em_store *st, em_store_observer_fn fn, void *ctx)
@@ -91,15 +103,64 @@ static int grow(struct em_store *st)
 	return 0;
 }
 
+static int push_ptr(void ***v, size_t *n, size_t *cap, void *p)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		void **nv = realloc(*v, c * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = p;
+	return 0;
+}
+
+/* A new Rule entry gets its counters: zeros, or its stored ones (<seed>). */
+static int rule_attach(struct em_store *st, struct entry *e, bool seed)
+{
+	struct em_rule_status *s = em_rule_status_new(seed ? &e->obj->rule : NULL);
+	if (!s)
+		return -ENOMEM;
+	s->index = st->n_rules;
+	s->flushed_version = 0;
+	if (push_ptr((void ***)&st->rules, &st->n_rules, &st->rules_cap, e)) {
+		em_rule_status_free(s);
+		return -ENOMEM;
+	}
+	e->status = s;
+	return 0;
+}
+
+/* A deleted Rule's counters wait for a table without it. */
+static void rule_detach(struct em_store *st, struct entry *e)
+{
+	struct em_rule_status *s = e->status;
+	size_t i = s->index;
+
+	st->rules[i] = st->rules[--st->n_rules];
+	st->rules[i]->status->index = i;
+	e->status = NULL;
+	/* The live table still points to them: without room to remember
+	 * them, they are left allocated (a few KiB) rather than freed early. */
+	if (push_ptr((void ***)&st->retired, &st->n_retired, &st->retired_cap, s))
+		EM_WARN("store", "out of memory: the counters of deleted rule %s are leaked",
+		        e->key);
+}
+
 static void entry_free(struct entry *e)
 {
+	em_rule_status_free(e->status);
 	em_k8s_free(e->obj);
 	free(e->key);
 	free(e);
 }
 
-/* Takes ownership of <obj>; replaces an entry of the same key. */
-static int cache_put(struct em_store *st, const char *key, struct em_k8s_object *obj)
+/* Takes ownership of <obj>; replaces an entry of the same key (a Rule
+ * keeps its counters). A new Rule's counters start from its stored ones
+ * when <seed>, else from zero. */
+static int cache_put(struct em_store *st, const char *key, struct em_k8s_object *obj, bool seed)
 {
 	size_t i;
 	struct entry *e;
@@ -121,6 +182,11 @@ static int cache_put(struct em_store *st, const char *key, struct em_k8s_object 
 		return -ENOMEM;
 	}
 	e->obj = obj;
+	if (obj->kind == EM_KIND_RULE && rule_attach(st, e, seed)) {
+		free(e->key);
+		free(e);
+		return -ENOMEM;
+	}
 	if (!st->slots[i])
 		st->used++;
 	st->slots[i] = e;
@@ -129,10 +195,15 @@ static int cache_put(struct em_store *st, const char *key, struct em_k8s_object 
 	return 0;
 }
 
-static bool cache_has(const struct em_store *st, const char *key)
+static struct entry *cache_get(const struct em_store *st, const char *key)
 {
 	struct entry *e = st->cap ? st->slots[find_slot(st, key, false)] : NULL;
-	return e && e != TOMBSTONE;
+	return e && e != TOMBSTONE ? e : NULL;
+}
+
+static bool cache_has(const struct em_store *st, const char *key)
+{
+	return cache_get(st, key) != NULL;
 }
 
 static bool cache_del(struct em_store *st, const char *key)
@@ -144,6 +215,8 @@ static bool cache_del(struct em_store *st, const char *key)
 	if (!e || e == TOMBSTONE)
 		return false;
 	st->per_kind[e->obj->kind]--;
+	if (e->status)
+		rule_detach(st, e);
 	entry_free(e);
 	st->slots[i] = TOMBSTONE;
 	st->live--;
@@ -151,6 +224,7 @@ static bool cache_del(struct em_store *st, const char *key)
 }
 
 static int build(struct em_store *st);
+static int flush_rules(struct em_store *st, const struct em_table *t, bool counts);
 
 /* A change was made: a new generation, and a snapshot of everything in the
  * cache built and published now, or, while deferred, at the next
@@ -185,19 +259,35 @@ static int build(struct em_store *st)
 		if (!p)
 			return -ENOMEM;
 		st->scratch = p;
+		p = realloc(st->scratch_status, cap * sizeof(*st->scratch_status));
+		if (!p)
+			return -ENOMEM;
+		st->scratch_status = p;
 		st->scratch_cap = cap;
 	}
 	for (size_t i = 0; i < st->cap; i++)
-		if (st->slots[i] && st->slots[i] != TOMBSTONE)
+		if (st->slots[i] && st->slots[i] != TOMBSTONE) {
+			st->scratch_status[n] = st->slots[i]->status;
 			st->scratch[n++] = st->slots[i]->obj;
+		}
 	in.objs = st->scratch;
 	in.n_objs = n;
+	in.rule_status = st->scratch_status;
 	t = em_table_build(&in, st->generation);
 	if (!t)
 		return -ENOMEM; /* still dirty: the next change or flush tries again */
 	st->last_build_ns = em_now_ns() - t0;
 	st->dirty = false;
 	em_table_publish(t);
+	/* The published table has none of the retired counters, and the old
+	 * one is gone with its readers. */
+	for (size_t i = 0; i < st->n_retired; i++)
+		em_rule_status_free(st->retired[i]);
+	st->n_retired = 0;
+	/* Rows whose in_use the new table changed are written now, so that a
+	 * reply after this build shows it. <t> stays ours until the next
+	 * publication, which only this thread makes. */
+	flush_rules(st, t, false);
 	return 0;
 }
 
@@ -223,12 +313,125 @@ static int load_row(void *arg, const char *key, const char *type, const char *va
 		lc->st->skipped++;
 		return 0;
 	}
-	if (cache_put(lc->st, key, obj)) {
+	if (cache_put(lc->st, key, obj, true)) {
 		em_k8s_free(obj);
 		lc->rc = -ENOMEM;
 		return 1;
 	}
 	return 0;
+}
+
+static bool is_router(enum em_kind k)
+{
+	return k == EM_KIND_RULE || k == EM_KIND_RULEENDPOINT;
+}
+
+static int copy_row(void *arg, const char *key, const char *type, const char *value)
+{
+	EM_UNUSED(key);
+	EM_UNUSED(type);
+	char **out = arg;
+	*out = strdup(value);
+	return 0;
+}
+
+/* One Rule row to rewrite. */
+struct rule_write {
+	struct em_rule_status *s;
+	uint64_t version;
+	bool in_use;
+	const char *why;
+};
+
+/* Rewrites, in one transaction, the rows of the Rules whose in_use (per
+ * table <t>; NULL: unchanged) or, with <counts>, whose counters changed
+ * since written. */
+static int flush_rules(struct em_store *st, const struct em_table *t, bool counts)
+{
+	size_t n = st->n_rules, k = 0;
+	struct em_db_op *ops = calloc(n ? n : 1, sizeof(*ops));
+	struct rule_write *w = calloc(n ? n : 1, sizeof(*w));
+	char **vals = calloc(n ? n : 1, sizeof(*vals));
+	int64_t now = (int64_t)time(NULL);
+	int rc = 0;
+
+	if (!ops || !w || !vals) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct entry *e = st->rules[i];
+		struct em_rule_status *s = e->status;
+		const struct em_rule *r = t ? em_table_rule(t, e->obj->ns, e->obj->name) : NULL;
+		bool in_use = r ? r->active : s->stored_in_use;
+		const char *why = r ? r->inactive_reason : s->stored_reason;
+		uint64_t v = atomic_load_explicit(&s->version, memory_order_acquire);
+		char *json = NULL;
+		cJSON *obj;
+
+		if (in_use == s->stored_in_use && (in_use || strcmp(why, s->stored_reason) == 0) &&
+		    !(counts && v != s->flushed_version))
+			continue;
+		if (em_db_get(st->db, e->key, copy_row, &json) < 0 || !json)
+			continue;
+		obj = cJSON_Parse(json);
+		free(json);
+		if (!obj)
+			continue;
+		vals[k] = em_router_stored_json(obj, e->obj, NULL, s, in_use, why, now);
+		cJSON_Delete(obj);
+		if (!vals[k]) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		ops[k] = (struct em_db_op){
+		        .op = EM_DB_UPSERT, .key = e->key, .type = "rule", .value = vals[k]};
+		w[k++] = (struct rule_write){s, v, in_use, why};
+	}
+	if (k && (rc = em_db_apply(st->db, ops, k)) == 0)
+		for (size_t i = 0; i < k; i++) {
+			w[i].s->flushed_version = w[i].version;
+			w[i].s->stored_in_use = w[i].in_use;
+			snprintf(w[i].s->stored_reason, sizeof(w[i].s->stored_reason), "%s",
+			         w[i].in_use ? "" : w[i].why);
+		}
+out:
+	for (size_t i = 0; vals && i < k; i++)
+		cJSON_free(vals[i]);
+	free(vals);
+	free(ops);
+	free(w);
+	return rc;
+}
+
+int em_store_flush_status(struct em_store *st, uint64_t now_ms)
+{
+	if (!st->n_rules || now_ms - st->last_flush_ms < EM_STORE_FLUSH_MS)
+		return 0;
+	st->last_flush_ms = now_ms;
+	return flush_rules(st, NULL, true);
+}
+
+/* RuleEndpoint <ns>/<name> as it will be once a change is made: upserted
+ * by it (<objs>, the last one wins), deleted by it (<dkeys>), or stored. */
+static const struct em_k8s_object *endpoint_after(const struct em_store *st,
+                                                  struct em_k8s_object *const *objs, size_t n,
+                                                  char *const *dkeys, size_t n_del, const char *ns,
+                                                  const char *name)
+{
+	char key[600];
+
+	for (size_t i = n; i-- > 0;)
+		if (objs[i]->kind == EM_KIND_RULEENDPOINT && strcmp(objs[i]->ns, ns) == 0 &&
+		    strcmp(objs[i]->name, name) == 0)
+			return objs[i];
+	if (em_k8s_key(EM_KIND_RULEENDPOINT, ns, name, key, sizeof(key)) < 0)
+		return NULL;
+	for (size_t i = 0; i < n_del; i++)
+		if (strcmp(dkeys[i], key) == 0)
+			return NULL;
+	struct entry *e = cache_get(st, key);
+	return e ? e->obj : NULL;
 }
 
 int em_store_open(const char *data_dir, const char *local_node, struct em_store **out)
@@ -289,11 +492,19 @@ void em_store_close(struct em_store *st)
 {
 	if (!st)
 		return;
+	/* The counters reach the disk before they go. */
+	if (st->db && st->n_rules)
+		flush_rules(st, NULL, true);
 	for (size_t i = 0; i < st->cap; i++)
 		if (st->slots[i] && st->slots[i] != TOMBSTONE)
 			entry_free(st->slots[i]);
 	free(st->slots);
 	free(st->scratch);
+	free(st->scratch_status);
+	free(st->rules);
+	for (size_t i = 0; i < st->n_retired; i++)
+		em_rule_status_free(st->retired[i]);
+	free(st->retired);
 	free(st->service_cidrs);
 	free(st->local_node);
 	em_db_close(st->db);
@@ -354,6 +565,7 @@ int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n
 	char **dkeys = calloc(n_del ? n_del : 1, sizeof(*dkeys));
 	/* Per change: whether its key was there before (delete: it went). */
 	bool *was = calloc(n + n_del ? n + n_del : 1, sizeof(*was));
+	char(*rule_why)[400] = NULL; /* per Rule upserted: why it is not in use */
 	size_t gone = 0;
 	int rc = 0;
 
@@ -391,8 +603,9 @@ int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n
 			goto out;
 		}
 		keys[i] = strdup(key);
-		values[i] = cJSON_PrintUnformatted(objs[i]);
-		if (!keys[i] || !values[i]) {
+		/* Router objects are written below, once the batch is known. */
+		values[i] = is_router(decoded[i]->kind) ? NULL : cJSON_PrintUnformatted(objs[i]);
+		if (!keys[i] || (!values[i] && !is_router(decoded[i]->kind))) {
 			snprintf(err, errlen, "out of memory");
 			rc = -ENOMEM;
 			goto out;
@@ -401,6 +614,49 @@ int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n
 		                           .key = keys[i],
 		                           .type = em_kind_type(decoded[i]->kind),
 		                           .value = values[i]};
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct em_k8s_object *o = decoded[i];
+		struct entry *prev;
+		char why[400] = "";
+		int c = 0;
+
+		if (!is_router(o->kind))
+			continue;
+		if (o->kind == EM_KIND_RULE) {
+			const struct em_k8s_object *from, *to;
+			from = endpoint_after(st, decoded, n, dkeys, n_del, o->ns, o->rule.source);
+			to = endpoint_after(st, decoded, n, dkeys, n_del, o->ns, o->rule.target);
+			/* A missing endpoint may come later: stored, not in use. */
+			if ((c = em_router_check(o, from, to, why, sizeof(why))) == -EINVAL) {
+				snprintf(err, errlen, "items[%zu] Rule %s/%s: %s", i, o->ns,
+				         o->name, why);
+				rc = -EINVAL;
+				goto out;
+			}
+		}
+		prev = cache_get(st, keys[i]);
+		for (size_t d = 0; prev && d < n_del; d++)
+			if (strcmp(dkeys[d], keys[i]) == 0)
+				prev = NULL; /* deleted and made again: a new one */
+		values[i] = em_router_stored_json(objs[i], o, prev ? prev->obj : NULL,
+		                                  prev ? prev->status : NULL, c == 0, why,
+		                                  (int64_t)time(NULL));
+		if (!values[i]) {
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+			goto out;
+		}
+		ops[i].value = values[i];
+		if (o->kind == EM_KIND_RULE) {
+			/* What the row says ("": in use), for the entry's counters. */
+			if (!rule_why && !(rule_why = calloc(n, sizeof(*rule_why)))) {
+				snprintf(err, errlen, "out of memory");
+				rc = -ENOMEM;
+				goto out;
+			}
+			snprintf(rule_why[i], sizeof(rule_why[i]), "%s", c == 0 ? "" : why);
+		}
 	}
 	if (mark)
 		for (size_t i = 0; i < n; i++)
@@ -417,14 +673,21 @@ int em_store_change_from(struct em_store *st, const cJSON *const *objs, size_t n
 	for (size_t i = 0; i < n_del; i++)
 		gone += (was[i] = cache_del(st, dkeys[i]));
 	for (size_t i = 0; i < n; i++) {
+		bool rule = decoded[i]->kind == EM_KIND_RULE;
+		struct entry *e;
 		was[n_del + i] = cache_has(st, keys[i]);
-		if (cache_put(st, keys[i], decoded[i])) {
+		if (cache_put(st, keys[i], decoded[i], false)) {
 			/* The disk has it; the next start will load it. */
 			snprintf(err, errlen, "out of memory");
 			rc = -ENOMEM;
 			goto out;
 		}
 		decoded[i] = NULL;
+		if (rule && (e = cache_get(st, keys[i])) && e->status) {
+			e->status->stored_in_use = rule_why[i][0] == 0;
+			snprintf(e->status->stored_reason, sizeof(e->status->stored_reason), "%s",
+			         rule_why[i]);
+		}
 	}
 	if (republish(st)) {
 		snprintf(err, errlen, "out of memory building the service table");
@@ -447,6 +710,7 @@ out:
 	for (size_t i = 0; i < n_del && dkeys; i++)
 		free(dkeys[i]);
 	free(was);
+	free(rule_why);
 	free(all);
 	free(decoded);
 	free(keys);

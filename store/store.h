@@ -22,6 +22,9 @@ struct em_store;
  * written. Returns 0 or -errno (logged): the file cannot be opened at all, or
  * memory ran out. */
 int em_store_open(const char *data_dir, const char *local_node, struct em_store **out);
+/* Writes the Rules' counters that changed (em_store_flush_status) and frees
+ * everything. The live table's Rules point to counters freed here: call it
+ * once no thread reports into them (em_rule_report) any more. */
 void em_store_close(struct em_store *st);
 
 /* Sets the service ranges (capture.service_cidrs while capture is enabled,
@@ -33,7 +36,9 @@ int em_store_set_service_cidrs(struct em_store *st, const struct em_cidr *cidrs,
 /* Upserts <n> objects (Kubernetes JSON, each with its "kind") in one
  * transaction and publishes one snapshot. All or nothing: the first object
  * that does not decode, or has an endpoint address that is unspecified,
- * multicast, broadcast or inside the service ranges, fails the batch with
+ * multicast, broadcast or inside the service ranges, or a Rule whose two
+ * RuleEndpoints are known (stored or in the batch) and do not fit it
+ * (store/router.h em_router_check), fails the batch with
  * -EINVAL and "items[i] <Kind> <namespace>/<name>: <field path>: <reason>" in
  * <err>, nothing stored; -EIO when sqlite fails. */
 int em_store_apply(struct em_store *st, const struct cJSON *const *objs, size_t n, char *err,
@@ -125,6 +130,15 @@ bool em_store_has(const struct em_store *st, enum em_kind kind, const char *ns, 
 typedef void (*em_store_visit_cb)(void *arg, const char *json);
 size_t em_store_list(struct em_store *st, enum em_kind kind, const char *ns, const char *name,
                      em_store_visit_cb cb, void *arg);
+
+/* Writes the Rules' counters that changed (store/router.h) into their rows,
+ * when EM_STORE_FLUSH_MS passed since the last write at <now_ms>
+ * (em_now_ms); called by the sync thread once per turn of its loop. A Rule
+ * whose in_use changed is written at once by the build of the table
+ * instead, and em_store_close writes what is left. Returns 0, -ENOMEM or
+ * -EIO (the counters are written by a later call). */
+#define EM_STORE_FLUSH_MS 1000
+int em_store_flush_status(struct em_store *st, uint64_t now_ms);
 
 struct em_store_stats {
 	uint64_t generation; /* of the live snapshot */

@@ -374,6 +374,8 @@ static void *sync_main(void *arg)
 		/* After the pushes: the edges need not wait for this node's
 		 * own table. */
 		publish(s);
+		/* The Router's counters, at most once a second. */
+		em_store_flush_status(s->store, em_now_ms());
 	}
 	while (s->n_clients)
 		client_close(s, s->n_clients - 1);

@@ -2,11 +2,13 @@
  * with one pointer swap, freed after a QSBR grace period. */
 #include "store/table.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include "store/arena.h"
 #include "store/rcu.h"
+#include "store/router.h"
 
 #include "proto/log.h"
 
@@ -28,8 +30,17 @@ struct node_slot {
 	const struct em_node_info *node;
 };
 
+/* Rules by key, and active Rules by namespace and source path. */
+struct rule_slot {
+	uint64_t hash;
+	const struct em_rule *rule;
+};
+
 struct em_table {
 	struct em_arena arena;
+	struct rule_slot *rule_keys, *rule_paths;
+	size_t rule_mask;
+	size_t n_rules;
 	uint64_t generation;
 	struct ip_slot *ip_slots;
 	size_t ip_mask;
@@ -140,6 +151,98 @@ const struct em_node_info *em_table_node(const struct em_table *t, const char *n
 			return s->node;
 		i = (i + 1) & t->node_mask;
 	}
+}
+
+/* Seeds that keep the rule hashes apart from the service names'. */
+#define RULE_KEY_SEED  (EM_HASH_SEED ^ 0x72756c656b6579ULL)
+#define RULE_PATH_SEED (EM_HASH_SEED ^ 0x72756c6570617468ULL)
+
+uint64_t em_rule_key(const char *ns, const char *name)
+{
+	uint64_t h = em_hash64(ns, strlen(ns), RULE_KEY_SEED);
+	h = em_hash64("/", 1, h);
+	return em_hash64(name, strlen(name), h);
+}
+
+const struct em_rule *em_table_rule_by_key(const struct em_table *t, uint64_t key)
+{
+	for (size_t i = key & t->rule_mask;; i = (i + 1) & t->rule_mask) {
+		const struct rule_slot *s = &t->rule_keys[i];
+		if (!s->rule || s->hash == key)
+			return s->rule;
+	}
+}
+
+const struct em_rule *em_table_rule(const struct em_table *t, const char *ns, const char *name)
+{
+	uint64_t key = em_rule_key(ns, name);
+	for (size_t i = key & t->rule_mask;; i = (i + 1) & t->rule_mask) {
+		const struct rule_slot *s = &t->rule_keys[i];
+		if (!s->rule)
+			return NULL;
+		if (s->hash == key && strcmp(s->rule->ns, ns) == 0 &&
+		    strcmp(s->rule->name, name) == 0)
+			return s->rule;
+	}
+}
+
+/* Paths are hashed piece by piece, a piece starting at each '/' ("/a/b/"
+ * is "/a", "/b", "/"), so that a request's prefixes on segment boundaries
+ * are hashed in one pass over it: a match costs O(path) hashing and one
+ * probe per segment, whatever the path holds. */
+static uint64_t path_hash(uint64_t h_ns, const char *path, size_t len)
+{
+	uint64_t h = h_ns;
+	for (size_t i = 0, j; i < len; i = j) {
+		for (j = i + 1; j < len && path[j] != '/'; j++)
+			;
+		h = em_hash64(path + i, j - i, h);
+	}
+	return h;
+}
+
+static const struct em_rule *rule_path_find(const struct em_table *t, const char *ns, uint64_t h,
+                                            const char *path, size_t len)
+{
+	for (size_t i = h & t->rule_mask;; i = (i + 1) & t->rule_mask) {
+		const struct rule_slot *s = &t->rule_paths[i];
+		if (!s->rule)
+			return NULL;
+		if (s->hash == h && strlen(s->rule->source_path) == len &&
+		    memcmp(s->rule->source_path, path, len) == 0 && strcmp(s->rule->ns, ns) == 0)
+			return s->rule;
+	}
+}
+
+const struct em_rule *em_table_rule_match(const struct em_table *t, const char *ns,
+                                          const char *path, size_t path_len, size_t *matched)
+{
+	const struct em_rule *r, *best = NULL;
+	uint64_t h_ns, h;
+	size_t end = 0, i, j;
+
+	if (!t->n_rules || !path_len || path[0] != '/')
+		return NULL;
+	while (end < path_len && path[end] != '?' && path[end] != '#')
+		end++;
+	h_ns = em_hash64(ns, strlen(ns), RULE_PATH_SEED);
+	/* The candidates, shortest first (the last hit is the longest): "/",
+	 * then at the end of each piece the prefix up to there (a '/' or the
+	 * end follows it) and, before a '/', the prefix with it (a rule path
+	 * ending in '/'). */
+	best = rule_path_find(t, ns, em_hash64("/", 1, h_ns), path, 1);
+	for (i = 0, h = h_ns; i < end; i = j) {
+		for (j = i + 1; j < end && path[j] != '/'; j++)
+			;
+		h = em_hash64(path + i, j - i, h);
+		if ((r = rule_path_find(t, ns, h, path, j)))
+			best = r;
+		if (j < end && (r = rule_path_find(t, ns, em_hash64("/", 1, h), path, j + 1)))
+			best = r;
+	}
+	if (best && matched)
+		*matched = strlen(best->source_path);
+	return best;
 }
 
 uint64_t em_table_generation(const struct em_table *t)
@@ -256,6 +359,7 @@ static int ep_push(struct ep_vec *vec, const struct em_endpoint *e)
 struct builder {
 	const struct em_table_input *in;
 	struct em_table *t;
+	struct group_index res;  /* RuleEndpoints by ns/name */
 	struct group_index eps;  /* Endpoints and EndpointSlices by service */
 	struct group_index pods; /* Pods by ns/name */
 	struct ep_vec vec;
@@ -533,12 +637,99 @@ static int build_node(struct em_table *t, const struct em_k8s_object *o)
 	return 0;
 }
 
+/* The RuleEndpoint <ns>/<name>, or NULL. */
+static const struct em_k8s_object *rule_endpoint(const struct builder *b, const char *ns,
+                                                 const char *name)
+{
+	ssize_t i = group_head(&b->res, ns, strlen(ns), name, strlen(name));
+	return i >= 0 ? b->in->objs[i] : NULL;
+}
+
+static char *arena_printf(struct em_arena *a, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static char *arena_printf(struct em_arena *a, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return em_arena_strdup(a, buf);
+}
+
+/* Indexes active Rule <r> by its source path. Of two Rules of a namespace
+ * with one path, the name sorting first is served, whatever the order of
+ * the store, and the other is inactive. */
+static int insert_rule_path(struct em_table *t, struct em_rule *r)
+{
+	uint64_t h = path_hash(em_hash64(r->ns, strlen(r->ns), RULE_PATH_SEED), r->source_path,
+	                       strlen(r->source_path));
+	size_t i = h & t->rule_mask;
+	struct em_rule *loser;
+
+	for (; t->rule_paths[i].rule; i = (i + 1) & t->rule_mask) {
+		struct em_rule *o = (struct em_rule *)t->rule_paths[i].rule;
+		if (t->rule_paths[i].hash != h || strcmp(o->source_path, r->source_path) != 0 ||
+		    strcmp(o->ns, r->ns) != 0)
+			continue;
+		loser = strcmp(r->name, o->name) < 0 ? o : r;
+		if (loser == o)
+			t->rule_paths[i].rule = r;
+		loser->active = false;
+		loser->inactive_reason = arena_printf(
+		        &t->arena, "spec.sourceResource.path: \"%s\" is served by rule %s",
+		        r->source_path, loser == o ? r->name : o->name);
+		return loser->inactive_reason ? 0 : -ENOMEM;
+	}
+	t->rule_paths[i].hash = h;
+	t->rule_paths[i].rule = r;
+	return 0;
+}
+
+static int build_rule(struct builder *b, size_t idx, struct em_rule *r)
+{
+	const struct em_k8s_object *o = b->in->objs[idx];
+	const struct em_k8s_rule *kr = &o->rule;
+	const struct em_k8s_object *src = rule_endpoint(b, o->ns, kr->source);
+	const struct em_k8s_object *tgt = rule_endpoint(b, o->ns, kr->target);
+	struct em_table *t = b->t;
+	struct em_arena *a = &t->arena;
+	char why[400];
+	size_t i;
+
+	r->ns = em_arena_strdup(a, o->ns);
+	r->name = em_arena_strdup(a, o->name);
+	r->source = em_arena_strdup(a, kr->source);
+	r->target = em_arena_strdup(a, kr->target);
+	r->source_path = kr->source_path ? em_arena_strdup(a, kr->source_path) : NULL;
+	r->target_path = kr->target_path ? em_arena_strdup(a, kr->target_path) : NULL;
+	r->svc_ns = kr->svc_ns ? em_arena_strdup(a, kr->svc_ns) : NULL;
+	r->svc_name = kr->svc_name ? em_arena_strdup(a, kr->svc_name) : NULL;
+	r->svc_port = kr->svc_port;
+	r->local_port = tgt && tgt->re.type == EM_RE_SERVICEBUS ? tgt->re.service_port : 0;
+	r->status = b->in->rule_status ? b->in->rule_status[idx] : NULL;
+	r->active = em_router_check(o, src, tgt, why, sizeof(why)) == 0;
+	r->inactive_reason = em_arena_strdup(a, r->active ? "" : why);
+	if (!r->ns || !r->name || !r->source || !r->target || !r->inactive_reason ||
+	    (kr->source_path && !r->source_path) || (kr->target_path && !r->target_path) ||
+	    (kr->svc_ns && !r->svc_ns) || (kr->svc_name && !r->svc_name))
+		return -ENOMEM;
+	r->key = em_rule_key(r->ns, r->name);
+	for (i = r->key & t->rule_mask; t->rule_keys[i].rule; i = (i + 1) & t->rule_mask)
+		;
+	t->rule_keys[i].hash = r->key;
+	t->rule_keys[i].rule = r;
+	t->n_rules++;
+	return r->active ? insert_rule_path(t, r) : 0;
+}
+
 struct em_table *em_table_build(const struct em_table_input *in, uint64_t generation)
 {
 	struct builder b = {.in = in};
-	size_t n_svc = 0, n_ep = 0, n_pod = 0, n_node = 0, n_ips = 0;
+	size_t n_svc = 0, n_ep = 0, n_pod = 0, n_node = 0, n_ips = 0, n_re = 0, n_rule = 0;
 	struct em_table *t = calloc(1, sizeof(*t));
 	struct em_service *svcs;
+	struct em_rule *rules;
 
 	if (!t)
 		return NULL;
@@ -564,6 +755,12 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 		case EM_KIND_NODE:
 			n_node++;
 			break;
+		case EM_KIND_RULEENDPOINT:
+			n_re++;
+			break;
+		case EM_KIND_RULE:
+			n_rule++;
+			break;
 		default:
 			break;
 		}
@@ -576,13 +773,19 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 	t->name_slots = em_arena_alloc(&t->arena, (t->name_mask + 1) * sizeof(*t->name_slots));
 	t->node_slots = em_arena_alloc(&t->arena, (t->node_mask + 1) * sizeof(*t->node_slots));
 	svcs = em_arena_alloc(&t->arena, (n_svc + 1) * sizeof(*svcs));
-	if (!t->ip_slots || !t->name_slots || !t->node_slots || !svcs)
+	t->rule_mask = pow2_at_least(n_rule * 2 + 1) - 1;
+	t->rule_keys = em_arena_calloc(&t->arena, t->rule_mask + 1, sizeof(*t->rule_keys));
+	t->rule_paths = em_arena_calloc(&t->arena, t->rule_mask + 1, sizeof(*t->rule_paths));
+	rules = em_arena_calloc(&t->arena, n_rule + 1, sizeof(*rules));
+	if (!t->ip_slots || !t->name_slots || !t->node_slots || !svcs || !t->rule_keys ||
+	    !t->rule_paths || !rules)
 		goto fail;
 	memset(t->ip_slots, 0, (t->ip_mask + 1) * sizeof(*t->ip_slots));
 	memset(t->name_slots, 0, (t->name_mask + 1) * sizeof(*t->name_slots));
 	memset(t->node_slots, 0, (t->node_mask + 1) * sizeof(*t->node_slots));
 
-	if (group_init(&b.eps, n_ep, in->n_objs) || group_init(&b.pods, n_pod, in->n_objs))
+	if (group_init(&b.eps, n_ep, in->n_objs) || group_init(&b.pods, n_pod, in->n_objs) ||
+	    group_init(&b.res, n_re, in->n_objs))
 		goto fail;
 	for (size_t i = 0; i < in->n_objs; i++) {
 		const struct em_k8s_object *o = in->objs[i];
@@ -592,12 +795,19 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 			group_add(&b.eps, o->ns, o->slice.service_name, i);
 		else if (o->kind == EM_KIND_POD)
 			group_add(&b.pods, o->ns, o->name, i);
+		else if (o->kind == EM_KIND_RULEENDPOINT)
+			group_add(&b.res, o->ns, o->name, i);
 	}
 
 	for (size_t i = 0; i < in->n_objs; i++) {
 		const struct em_k8s_object *o = in->objs[i];
 		if (o->kind == EM_KIND_NODE) {
 			if (build_node(t, o))
+				goto fail;
+			continue;
+		}
+		if (o->kind == EM_KIND_RULE) {
+			if (build_rule(&b, i, &rules[t->n_rules]))
 				goto fail;
 			continue;
 		}
@@ -613,6 +823,7 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 	}
 	group_free(&b.eps);
 	group_free(&b.pods);
+	group_free(&b.res);
 	free(b.vec.v);
 	free(b.nodes);
 	return t;
@@ -620,6 +831,7 @@ fail:
 	EM_ERR("table", "out of memory building snapshot %llu", (unsigned long long)generation);
 	group_free(&b.eps);
 	group_free(&b.pods);
+	group_free(&b.res);
 	free(b.vec.v);
 	free(b.nodes);
 	em_table_free(t);

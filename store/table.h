@@ -56,6 +56,34 @@ struct em_node_info {
 	bool relay;                 /* reached only through the cloud */
 };
 
+struct em_rule_status;
+
+/* A Router Rule (KubeEdge rules.kubeedge.io Rule with its RuleEndpoints,
+ * store/router.h): a REST path served on the cloud, mapped to an HTTP
+ * service on an edge. */
+struct em_rule {
+	const char *ns, *name;
+	/* Stable across snapshots for the same ns/name: em_rule_report's key. */
+	uint64_t key;
+	const char *source, *target; /* RuleEndpoint names */
+	const char *source_path;     /* sourceResource.path, NULL when none */
+	const char *target_path;     /* targetResource.path, NULL when none */
+	/* The edge service, one of two ways: KubeEdge's servicebus
+	 * properties.service_port (the edge calls 127.0.0.1:<port>), else 0;
+	 * or a Service targetResource.service "ns/name" with
+	 * targetResource.port (NULL/0 when none). */
+	uint16_t local_port;
+	const char *svc_ns, *svc_name;
+	uint16_t svc_port;
+	/* Served by the Router: both endpoints exist, rest -> servicebus, the
+	 * paths and the service are given, and no other Rule of the namespace
+	 * with a name sorting first has the same source path. Else
+	 * <inactive_reason> says why ("" when active). */
+	bool active;
+	const char *inactive_reason;
+	struct em_rule_status *status; /* counters; NULL when built without */
+};
+
 struct em_table;
 
 /* Reader side. ------------------------------------------------------------ */
@@ -80,6 +108,24 @@ const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t
 /* Node by name; NULL when none. */
 const struct em_node_info *em_table_node(const struct em_table *t, const char *name);
 
+/* The active rest -> servicebus Rule of namespace <ns> whose
+ * sourceResource.path is the longest prefix of <path> (<path_len> bytes, a
+ * request target: a query "?..." or fragment "#..." ends its path) on a
+ * segment boundary: "/a" matches "/a", "/a/b", "/a?x" but not "/ab"; a rule
+ * path ending in "/" matches whatever follows it. <*matched> (when given)
+ * gets the rule path's length. NULL when none. Allocates nothing. */
+const struct em_rule *em_table_rule_match(const struct em_table *t, const char *ns,
+                                          const char *path, size_t path_len, size_t *matched);
+
+/* Rule by key (struct em_rule.key), active or not; NULL when none. */
+const struct em_rule *em_table_rule_by_key(const struct em_table *t, uint64_t key);
+
+/* Rule by namespace and name, active or not; NULL when none. */
+const struct em_rule *em_table_rule(const struct em_table *t, const char *ns, const char *name);
+
+/* The key em_table_rule_by_key finds the Rule <ns>/<name> by. */
+uint64_t em_rule_key(const char *ns, const char *name);
+
 uint64_t em_table_generation(const struct em_table *t);
 size_t em_table_service_count(const struct em_table *t);
 size_t em_table_bytes(const struct em_table *t); /* memory of the snapshot */
@@ -91,12 +137,16 @@ struct em_table_input {
 	const struct em_k8s_object *const *objs;
 	size_t n_objs;
 	const char *local_node; /* this node's name */
+	/* Per object, parallel to <objs>: a Rule's counters (NULL: none). The
+	 * array itself may be NULL. */
+	struct em_rule_status *const *rule_status;
 };
 
 /* Builds a new snapshot from <in>. Endpoints of a service come from its
  * EndpointSlices when it has any, else from its Endpoints; a named targetPort
  * is resolved through the endpoint port of the same name, else the target
- * pod's container port of that name. Returns NULL on allocation failure. */
+ * pod's container port of that name. Rules are checked against their
+ * RuleEndpoints (em_router_check). Returns NULL on allocation failure. */
 struct em_table *em_table_build(const struct em_table_input *in, uint64_t generation);
 
 /* Installs the empty snapshot. Call once before any reader starts. */

@@ -2,7 +2,8 @@
 """A fake Kubernetes API server for tests/integration/test_kube.sh (stdlib
 only). It serves LIST (limit/continue paging) and WATCH (chunked, one JSON
 event per line, bookmarks, 410 Gone as a status or an ERROR event) for the
-five kinds edgemesh watches, over http or https, with an optional bearer
+seven kinds edgemesh watches (KubeEdge's
+RuleEndpoints and Rules among them), over http or https, with an optional bearer
 token, and records every request it answers.
 
 The test drives it through a plain-HTTP control port (POST, query strings):
@@ -36,6 +37,9 @@ PATHS = {
                                                  "discovery.k8s.io/v1"),
     "/api/v1/pods": ("pods", "Pod", "v1"),
     "/api/v1/nodes": ("nodes", "Node", "v1"),
+    "/apis/rules.kubeedge.io/v1/ruleendpoints": ("ruleendpoints", "RuleEndpoint",
+                                                 "rules.kubeedge.io/v1"),
+    "/apis/rules.kubeedge.io/v1/rules": ("rules", "Rule", "rules.kubeedge.io/v1"),
 }
 KINDS = {v[0]: (v[1], v[2]) for v in PATHS.values()}
 

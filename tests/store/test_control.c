@@ -428,3 +428,58 @@ Test(control, address_by_name)
 	RUN_UNTIL(acked() == cloud_gen() && count(edge.st, EM_KIND_SERVICE, "web") == 1);
 	cr_assert_eq(dials, 1);
 }
+
+static void put_json(struct em_store *st, const char *json)
+{
+	char err[512];
+	cJSON *o = cJSON_Parse(json);
+	const cJSON *v[] = {o};
+	cr_assert_not_null(o);
+	cr_assert_eq(em_store_apply(st, v, 1, err, sizeof(err)), 0, "%s", err);
+	cJSON_Delete(o);
+}
+
+static void id_cb(void *arg, const char *json)
+{
+	cJSON *o = cJSON_Parse(json);
+	const cJSON *id = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "router"), "id");
+	snprintf(arg, 64, "%s", cJSON_IsString(id) ? id->valuestring : "?");
+	cJSON_Delete(o);
+}
+
+#define ROUTER_RE(name, type, props)                                                               \
+	"{\"apiVersion\":\"rules.kubeedge.io/v1\",\"kind\":\"RuleEndpoint\",\"metadata\":{"        \
+	"\"name\":\"" name "\",\"namespace\":\"default\"},\"spec\":{\"ruleEndpointType\":\"" type  \
+	"\",\"properties\":" props "}}"
+#define ROUTER_RULE(path)                                                                          \
+	"{\"apiVersion\":\"rules.kubeedge.io/v1\",\"kind\":\"Rule\",\"metadata\":{\"name\":\"r\"," \
+	"\"namespace\":\"default\"},\"spec\":{\"source\":\"rest\",\"sourceResource\":{\"path\":"   \
+	"\"" path "\"},\"target\":\"edge\",\"targetResource\":{\"path\":\"/b\"}}}"
+
+/* Router objects are pushed like every stored kind: in the snapshot, live,
+ * and deleted; the edge keeps the cloud's ids and serves the Rule too. */
+Test(control, router_objects_reach_the_edge)
+{
+	char cid[64], eid[64];
+
+	cloud_up();
+	put_json(cloud.st, ROUTER_RE("rest", "rest", "{}"));
+	put_json(cloud.st, ROUTER_RE("edge", "servicebus", "{\"service_port\":\"8080\"}"));
+	put_json(cloud.st, ROUTER_RULE("/a"));
+	edge_up();
+	RUN_UNTIL(acked() == cloud_gen() && count(edge.st, EM_KIND_RULE, "r") == 1);
+	cr_assert_eq(count(edge.st, EM_KIND_RULEENDPOINT, NULL), 2);
+	em_store_list(cloud.st, EM_KIND_RULE, "default", "r", id_cb, cid);
+	em_store_list(edge.st, EM_KIND_RULE, "default", "r", id_cb, eid);
+	cr_assert_eq(strlen(cid), 36);
+	cr_assert_str_eq(eid, cid, "the edge keeps the cloud's id");
+	const struct em_rule *r = em_table_rule(em_table_current(), "default", "r");
+	cr_assert(r && r->active && r->local_port == 8080);
+
+	put_json(cloud.st, ROUTER_RULE("/z"));
+	RUN_UNTIL(acked() == cloud_gen());
+	r = em_table_rule_match(em_table_current(), "default", "/z/1", 4, NULL);
+	cr_assert(r && strcmp(r->name, "r") == 0, "the edge's table has the update");
+	cr_assert_eq(em_store_delete(cloud.st, EM_KIND_RULE, "default", "r"), 1);
+	RUN_UNTIL(acked() == cloud_gen() && count(edge.st, EM_KIND_RULE, "r") == 0);
+}
