@@ -153,7 +153,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		goto fail;
 	}
 	size_t per = cfg->n_listeners + (cfg->capture.enabled ? 2 : 0) +
-	             (cfg->tunnel.listen.family ? 1 : 0);
+	             (cfg->tunnel.listen.family ? 1 : 0) + (cfg->router.listen.family ? 1 : 0);
 	for (unsigned i = 0; i < e->n_workers; i++) {
 		struct em_worker *w = &e->workers[i];
 		w->eng = e;
@@ -184,6 +184,9 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 				goto fail;
 		if (cfg->tunnel.listen.family &&
 		    (rc = add_listener(w, &cfg->tunnel.listen, EM_LISTENER_TUNNEL, false)))
+			goto fail;
+		if (cfg->router.listen.family &&
+		    (rc = add_listener(w, &cfg->router.listen, EM_LISTENER_ROUTER, false)))
 			goto fail;
 	}
 	unsigned started = 0;

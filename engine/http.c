@@ -1,12 +1,14 @@
 /* HTTP/1.x mode: per-request routing, upstream pools, response framing. */
 #include "engine/http.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "engine/http_page.h"
 #include "engine/http_pool.h"
 #include "engine/relay.h"
 #include "engine/route.h"
+#include "engine/router.h"
 #include "engine/tunnel.h"
 #include "proto/http1.h"
 #include "proto/log.h"
@@ -36,6 +38,7 @@ struct em_http {
 	uint8_t phase;
 	bool req_done, resp_head, keepalive, up_dirty;
 	bool continued; /* a 100 (Continue) went to the client for this request */
+	uint64_t rule_key; /* Router: the Rule of the call under way, 0 if none */
 	struct em_http *next_free;
 };
 
@@ -82,6 +85,8 @@ static void http_release(struct em_worker *w, struct em_sock *c)
 		return;
 	if (h->up && h->up->ctx == h)
 		h->up->ctx = NULL;
+	em_router_report(h->rule_key, false, "the caller closed before the answer");
+	h->rule_key = 0;
 	free(h->hbuf);
 	free(h->rbuf);
 	free(h->pbuf);
@@ -139,6 +144,10 @@ static bool linger(struct em_worker *w, struct em_sock *c)
 static void http_error(struct em_worker *w, struct em_sock *c, enum em_http_page page)
 {
 	struct em_http *h = c->ctx;
+	if (h->rule_key) {
+		em_router_report(h->rule_key, false, em_http_page_reason(page));
+		h->rule_key = 0;
+	}
 	h->phase = H_LINGER;
 	h->dropped = 0;
 	if (h->up) {
@@ -255,6 +264,47 @@ static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_por
 	return u;
 }
 
+/* A request on the Router's listener: the head is rewritten for the edge
+ * (em_router_route), so the bytes go out as a copy; the upstream is a
+ * stream for this call only, never pooled. */
+static void router_request(struct em_worker *w, struct em_sock *c, uint32_t bid, const char *base,
+                           uint32_t hl, uint32_t fwd)
+{
+	struct em_http *h = c->ctx;
+	char *out = NULL;
+	uint32_t out_len = 0;
+	enum em_http_page page;
+	struct em_sock *u = em_router_route(w, &w->http->head, base, hl, fwd, &up_ops, &out,
+	                                    &out_len, &h->rule_key, &page);
+	if (bid != FROM_COPY)
+		em_worker_buf_put(w, (uint16_t)bid);
+	else {
+		free(h->hbuf);
+		h->hbuf = NULL;
+	}
+	if (!u) {
+		http_error(w, c, page);
+		return;
+	}
+	h->phase = H_EXCHANGE;
+	h->up = u;
+	h->up_dirty = true;
+	u->ctx = h;
+	c->peer = u;
+	u->peer = c;
+	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
+	/* The edge's deadline for its response head, on the upstream: the
+	 * client's timer moves on with every byte it sends. */
+	em_sock_timer(w, u, EM_T_IDLE, em_worker_config()->router.timeout_ms);
+	if (!em_sock_enqueue_static(w, u, out, out_len, em_entry_free)) {
+		em_conn_close(w, c, true);
+		return;
+	}
+	if (u->state == EM_SK_OPEN && !(u->flags & EM_SF_RECV_ARMED))
+		em_sock_maybe_rearm(w, u);
+	em_sock_backpressure(w, c, u);
+}
+
 /* The request head is the first <hl> of <avail> bytes at <base>, which is
  * ring buffer <bid> or, with FROM_COPY, h->hbuf. */
 static void start_request(struct em_worker *w, struct em_sock *c, uint32_t bid, const char *base,
@@ -288,6 +338,10 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint32_t bid, 
 	memset(&h->rsp, 0, sizeof(h->rsp));
 	h->rlen = 0;
 
+	if (c->listener == EM_LISTENER_ROUTER) {
+		router_request(w, c, bid, base, hl, fwd);
+		return;
+	}
 	const struct em_svc_port *sp = em_route_lookup(c);
 	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
 	struct em_sock *u = ep ? upstream_get(w, sp, ep) : NULL;
@@ -602,6 +656,13 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint32_t bid,
 			continue;
 		}
 		h->resp_head = true;
+		if (h->rule_key) {
+			char why[48];
+			snprintf(why, sizeof(why), "the edge answered %u", hd->status);
+			em_router_report(h->rule_key, hd->status < 500, why);
+			h->rule_key = 0;
+			em_sock_timer(w, u, EM_T_NONE, 0);
+		}
 		if (!(hd->flags & EM_HTTP1_F_KEEPALIVE))
 			h->keepalive = false;
 		em_http1_body_init(&h->rsb, hd);
@@ -739,7 +800,7 @@ static void up_eof(struct em_worker *w, struct em_sock *u)
 		finish_exchange(w, c);
 		return;
 	}
-	http_error(w, c, EM_PAGE_502_BAD);
+	http_error(w, c, h->rule_key ? EM_PAGE_502_EDGE : EM_PAGE_502_BAD);
 }
 
 static bool up_error(struct em_worker *w, struct em_sock *u, int err)
@@ -759,6 +820,19 @@ static void up_connect_failed(struct em_worker *w, struct em_sock *u, int res)
 		em_conn_close(w, u, true);
 }
 
+/* Only a Router call sets a timer on its upstream: the edge's deadline for
+ * the response head. */
+static void up_expire(struct em_worker *w, struct em_sock *u, enum em_timer_class tc)
+{
+	EM_UNUSED(tc);
+	struct em_http *h = u->ctx;
+	struct em_sock *c = u->peer;
+	if (h && c && h->up == u && !h->resp_head)
+		http_error(w, c, EM_PAGE_504_EDGE);
+	else
+		em_conn_close(w, u, false);
+}
+
 static void up_detach(struct em_worker *w, struct em_sock *u)
 {
 	EM_UNUSED(w);
@@ -774,6 +848,7 @@ static const struct em_sock_ops up_ops = {
         .eof = up_eof,
         .error = up_error,
         .connect_failed = up_connect_failed,
+        .expire = up_expire,
         .detach = up_detach,
 };
 

@@ -21,10 +21,15 @@ static const struct {
         [EM_PAGE_503_NOEP] = {"503 Service Unavailable", "no ready endpoint"},
         [EM_PAGE_504] = {"504 Gateway Timeout", "upstream connect timeout"},
         [EM_PAGE_505] = {"505 HTTP Version Not Supported", "http version not supported"},
+        [EM_PAGE_404_ROUTE] = {"404 Not Found",
+                               "no rule for this path (expected /<node>/<namespace>/<path>)"},
+        [EM_PAGE_503_EDGE] = {"503 Service Unavailable", "edge not connected to the cloud"},
+        [EM_PAGE_504_EDGE] = {"504 Gateway Timeout", "edge did not answer in time"},
+        [EM_PAGE_502_EDGE] = {"502 Bad Gateway", "edge refused or lost the call"},
 };
 
 static struct {
-	char text[160];
+	char text[224];
 	uint32_t len;
 } pages[EM_PAGE__COUNT];
 static pthread_once_t pages_once = PTHREAD_ONCE_INIT;
@@ -47,6 +52,11 @@ const char *em_http_page(enum em_http_page page, uint32_t *len)
 	pthread_once(&pages_once, pages_init);
 	*len = pages[page].len;
 	return pages[page].text;
+}
+
+const char *em_http_page_reason(enum em_http_page page)
+{
+	return page_src[page].body;
 }
 
 enum em_http_page em_http_page_for(int status)

@@ -20,12 +20,19 @@ enum em_http_page {
 	EM_PAGE_503_NOEP,    /* no ready endpoint */
 	EM_PAGE_504,
 	EM_PAGE_505,
+	EM_PAGE_404_ROUTE, /* Router: no rule for the path */
+	EM_PAGE_503_EDGE,  /* Router: the edge is not connected */
+	EM_PAGE_504_EDGE,  /* Router: the edge did not answer in time */
+	EM_PAGE_502_EDGE,  /* Router: the edge lost or refused the call */
 	EM_PAGE__COUNT
 };
 
 /* The whole response of <page> (head and body), <*len> bytes, valid for the
  * life of the process. Any thread; the pages are built on the first call. */
 const char *em_http_page(enum em_http_page page, uint32_t *len);
+
+/* The one-line reason <page> gives ("no ready endpoint"). */
+const char *em_http_page_reason(enum em_http_page page);
 
 /* The page for an HTTP status a parser reported (proto/http1.h
  * em_http1_status): 408, 414, 431, 501, 502, 504, 505; 400 for any other. */

@@ -483,7 +483,9 @@ struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
 	u->fd = sv[0];
 	u->family = AF_UNIX;
 	u->state = EM_SK_OPEN;
-	u->ep = em_lb_ep_get(&w->lb, &ep->addr);
+	/* A balancer entry for a Service's endpoint; none for the Router's
+	 * loopback targets, which are no endpoint of the table. */
+	u->ep = sp->svc && ep->addr.family ? em_lb_ep_get(&w->lb, &ep->addr) : NULL;
 	if (u->ep) {
 		u->ep->active++;
 		u->ep->last_ms = w->now_ms;
@@ -499,6 +501,13 @@ static bool node_reachable(struct em_worker *w, const char *node)
 {
 	struct tpeer *tp = peer_get(w, node);
 	return (tp && tp->state == TP_UP) || tun_hub_find(w->eng, node, w->id) >= 0;
+}
+
+bool em_tun_reachable(struct em_worker *w, const char *node)
+{
+	if (em_worker_config()->role != EM_ROLE_CLOUD)
+		return true;
+	return node_reachable(w, node);
 }
 
 static bool relay_open(struct em_worker *w, struct em_tstream *in, int fd)

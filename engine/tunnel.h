@@ -75,6 +75,11 @@ void em_tun_control_take(struct em_worker *w);
 bool em_tun_bridge(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
                    const struct em_endpoint *ep, uint32_t bid, uint32_t len);
 
+/* Whether a stream to <node> can be had from <w> now: on the cloud, a
+ * tunnel from that node is up on some worker; elsewhere, true (a dial or
+ * the relay is tried). */
+bool em_tun_reachable(struct em_worker *w, const char *node);
+
 /* Woken: bridges the streams other workers handed to this one (their
  * tunnel is here) to streams on it. Any worker. */
 void em_tun_take_handoffs(struct em_worker *w);

@@ -2,6 +2,7 @@
  * tunnel stream, and the streams the peer opens toward local endpoints. */
 #include "engine/tunnel_int.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -273,6 +274,7 @@ struct em_tstream *tun_ts_new(struct em_worker *w, const struct em_svc_port *sp,
 	ts->port = sp->port;
 	ts->dst = ep->addr;
 	snprintf(ts->node_name, sizeof(ts->node_name), "%s", ep->node);
+	ts->ns[0] = ts->svc[0] = 0;
 	if (sp->svc) {
 		snprintf(ts->ns, sizeof(ts->ns), "%s", sp->svc->ns);
 		snprintf(ts->svc, sizeof(ts->svc), "%s", sp->svc->name);
@@ -604,6 +606,13 @@ static void serve_relay(struct em_worker *w, struct em_tconn *tc, const struct e
 	w->tun->relay_open(w, ts, sv[1]);
 }
 
+static bool is_loopback(const struct em_addr *a)
+{
+	if (a->family == AF_INET)
+		return (ntohl(a->v4.s_addr) >> 24) == 127 && a->port;
+	return a->family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&a->v6) && a->port;
+}
+
 /* The peer opened a stream: serve it from a local endpoint of the named
  * service, the very one the opener picked, or refuse it; a stream for
  * another node is relayed (cloud) or refused. */
@@ -641,12 +650,25 @@ void tun_serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tu
 	}
 	if (!ep && n_local) {
 		/* The opener's pick is no longer here (its table is behind
-		 * ours): another local endpoint of the service serves it. */
-		uint32_t k = ev->stream_id % n_local;
+		 * ours), or it named none (the cloud's Router): another local
+		 * endpoint of the service serves it, in turn (an opener's ids
+		 * go up by two). */
+		uint32_t k = (ev->stream_id >> 1) % n_local;
 		for (uint32_t i = 0; i < sp->n_ready && !ep; i++)
 			if (sp->endpoints[i].local && k-- == 0)
 				ep = &sp->endpoints[i];
-		w->cnt[EM_C_T_OPEN_REPICKED]++;
+		if (tg->dst.family)
+			w->cnt[EM_C_T_OPEN_REPICKED]++;
+	}
+	/* The cloud's Router names no Service but a port of this node's
+	 * loopback (KubeEdge's servicebus): served only on our tunnel to the
+	 * cloud, and only there. */
+	struct em_endpoint lo;
+	if (!ep && !ns[0] && tc->tp && tc->tp->cloud && tg->protocol == EM_FRAME_PROTO_TCP &&
+	    is_loopback(&tg->dst)) {
+		lo = (struct em_endpoint){.addr = tg->dst, .node = "", .pod = "", .ready = true,
+		                          .local = true};
+		ep = &lo;
 	}
 	if (!ep) {
 		w->cnt[EM_C_T_OPEN_REFUSED]++;

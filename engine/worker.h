@@ -115,6 +115,7 @@ em_entry_release_fn em_entry_free;
 /* Listener indexes that are not an index in the config's listeners. */
 #define EM_LISTENER_CAPTURE UINT16_MAX
 #define EM_LISTENER_TUNNEL  (UINT16_MAX - 1)
+#define EM_LISTENER_ROUTER  (UINT16_MAX - 2)
 
 struct em_listener;
 /* A connection accepted on <l>: takes <fd>. */

@@ -393,6 +393,21 @@ static int tunnel_listen(struct pctx *c, const struct key *k, const cJSON *v, vo
 	return 0;
 }
 
+static int router_listen(struct pctx *c, const struct key *k, const cJSON *v, void *base)
+{
+	struct em_config *cfg = base;
+
+	cfg->router.listen_set = true;
+	if (cJSON_IsString(v) && v->valuestring && !v->valuestring[0]) {
+		memset(&cfg->router.listen, 0, sizeof(cfg->router.listen));
+		return 0;
+	}
+	if (!cJSON_IsString(v) || !v->valuestring ||
+	    em_addr_parse(v->valuestring, true, &cfg->router.listen))
+		return FAIL_EXPECTED(c, "%s", k->expect);
+	return 0;
+}
+
 #define MS_MAX_10MIN 600000LL
 #define MS_MAX_DAY   86400000LL
 #define CIDR_ITEMS   "CIDR strings"
@@ -440,6 +455,14 @@ static const struct key cloud_keys[] = {
          .hi = 255,
          .expect = "\"host:port\" or \"\"",
          .check = host_port_or_empty},
+};
+
+static const struct key router_keys[] = {
+        {.name = "listen",
+         .type = K_FN,
+         .expect = "\"ip:port\", \"[ip]:port\" or \"\" (off)",
+         .fn = router_listen},
+        INT("timeout_ms", CFG(router.timeout_ms), 1, MS_MAX_10MIN, 30000),
 };
 
 /* "" (off), "in-cluster", or a URL the watcher can use. */
@@ -533,6 +556,7 @@ static const struct key top_keys[] = {
              "listener objects"),
         {.name = "tunnel", .type = K_OBJECT, ROWS(tunnel_keys)},
         {.name = "cloud", .type = K_OBJECT, ROWS(cloud_keys)},
+        {.name = "router", .type = K_OBJECT, ROWS(router_keys)},
         {.name = "controller", .type = K_OBJECT, ROWS(controller_keys)},
         {.name = "sockets", .type = K_OBJECT, ROWS(socket_keys)},
         {.name = "timeouts", .type = K_OBJECT, ROWS(timeout_keys)},
@@ -659,6 +683,20 @@ static int finish(struct pctx *c)
 				               "expected an address not used by listeners[%zu]", j);
 			}
 
+	if (cfg->role != EM_ROLE_CLOUD && cfg->router.listen.family)
+		return fail_at(c, "router.listen",
+		               "expected \"\" on an edge: only role \"cloud\" runs the Router");
+	if (cfg->role == EM_ROLE_CLOUD && !cfg->router.listen_set)
+		em_addr_parse(EM_CONFIG_ROUTER_DEFAULT, true, &cfg->router.listen);
+	if (cfg->router.listen.family) {
+		for (size_t i = 0; i < cfg->n_listeners; i++)
+			if (em_addr_eq(&cfg->router.listen, &cfg->listeners[i].listen))
+				return fail_at(c, "router.listen",
+				               "expected an address not used by listeners[%zu]", i);
+		if (em_addr_eq(&cfg->router.listen, &cfg->tunnel.listen))
+			return fail_at(c, "router.listen",
+			               "expected an address other than tunnel.listen's");
+	}
 	if (cfg->role == EM_ROLE_CLOUD && cfg->cloud.address[0])
 		return fail_at(c, "cloud.address", "expected \"\" for role \"cloud\"");
 	/* Tunnels authenticate with the cluster key: no key, no tunnel. */
@@ -903,6 +941,8 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 			return "listeners.listen";
 	if (!em_addr_eq(&cur->tunnel.listen, &next->tunnel.listen))
 		return "tunnel.listen";
+	if (!em_addr_eq(&cur->router.listen, &next->router.listen))
+		return "router.listen";
 	if (strcmp(cur->controller.manifests_dir, next->controller.manifests_dir) != 0)
 		return "controller.manifests_dir";
 	if (strcmp(cur->cloud.address, next->cloud.address) != 0)

@@ -16,6 +16,9 @@ enum em_role { EM_ROLE_EDGE = 0, EM_ROLE_CLOUD };
  * edgemesh.io/tunnel-port) and whose peers run without tunnel.listen; the
  * default of tunnel.listen uses it too. */
 #define EM_CONFIG_TUNNEL_PORT 20006
+/* The Router's listener on the cloud role unless router.listen says
+ * otherwise (KubeEdge's router REST port). */
+#define EM_CONFIG_ROUTER_DEFAULT "0.0.0.0:9443"
 
 enum em_balancer {
 	EM_LB_ROUND_ROBIN = 0,
@@ -77,6 +80,16 @@ struct em_config {
 	struct {
 		char address[256]; /* "host:port" of the cloud node, "" if none */
 	} cloud;
+
+	/* Cloud role: the Router (KubeEdge's rules.kubeedge.io Rules) serves
+	 * HTTP/1.1 on <listen> (family 0: off; set by the file or, on the
+	 * cloud, EM_CONFIG_ROUTER_DEFAULT) and gives an edge <timeout_ms>
+	 * without a byte before answering 504. */
+	struct {
+		struct em_addr listen;
+		bool listen_set; /* the file named router.listen */
+		uint32_t timeout_ms;
+	} router;
 
 	struct {
 		/* Cloud role: a directory of manifest files watched and applied

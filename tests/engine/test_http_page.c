@@ -11,7 +11,8 @@ static const int status_of[EM_PAGE__COUNT] = {
         [EM_PAGE_400] = 400,     [EM_PAGE_408] = 408,       [EM_PAGE_414] = 414,
         [EM_PAGE_431] = 431,     [EM_PAGE_501] = 501,       [EM_PAGE_502_REFUSED] = 502,
         [EM_PAGE_502_BAD] = 502, [EM_PAGE_503_NOSVC] = 503, [EM_PAGE_503_NOEP] = 503,
-        [EM_PAGE_504] = 504,     [EM_PAGE_505] = 505,
+        [EM_PAGE_504] = 504,     [EM_PAGE_505] = 505,       [EM_PAGE_404_ROUTE] = 404,
+        [EM_PAGE_503_EDGE] = 503, [EM_PAGE_504_EDGE] = 504, [EM_PAGE_502_EDGE] = 502,
 };
 
 Test(http_page, every_page_is_framed_by_its_length)

@@ -12,7 +12,14 @@
 #   - a node nobody can reach: the cloud refuses the relay, node-a's client
 #     is closed, the refusal counted;
 #   - backpressure: a backend on node-b that never reads does not grow the
-#     cloud's memory past its windows while node-a keeps writing.
+#     cloud's memory past its windows while node-a keeps writing;
+#   - F4, the Router: /<node>/<namespace>/<path> on the cloud's router.listen
+#     reaches node-b's loopback app (KubeEdge's servicebus) with the target
+#     path, or an endpoint of a Service there; 404 without a rule, 503 for an
+#     edge not connected, 504 when the edge is too slow; counts on the Rule
+#     exact after N calls, failures with their reasons;
+#   - the cloud restarting: Router calls fail fast (503) until node-b is
+#     back, then succeed.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || it_skip "test_cloud_traffic: needs root (network namespaces, veth, iptables)"
 it_need_root
@@ -53,6 +60,7 @@ cat >"$IT_TMP/cloud.json" <<EOF
  "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
  "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
+ "router": {"listen": "$IPC:9443", "timeout_ms": 1500},
  "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7}],
  "controller": {"manifests_dir": "$MDIR"}}
 EOF
@@ -84,6 +92,26 @@ manifest b.json "$(it_list "$(it_svc default becho 10.96.0.42 7 7042)" \
 	"$(it_ep_obj default becho 7042 $IPB@node-b)" \
 	"$(it_svc default bsink 10.96.0.43 9 7043)" \
 	"$(it_ep_obj default bsink 7043 $IPB@node-b)")"
+# The Router: an app on node-b's loopback (servicebus service_port), and a
+# Service of node-b's.
+rule_ep() { # NAME TYPE PROPERTIES
+	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"RuleEndpoint\",
+	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
+	 \"spec\": {\"ruleEndpointType\": \"$2\", \"properties\": $3}}"
+}
+rule() { # NAME SOURCE SOURCE_RESOURCE TARGET TARGET_RESOURCE
+	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"Rule\",
+	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
+	 \"spec\": {\"source\": \"$2\", \"sourceResource\": $3, \"target\": \"$4\",
+	  \"targetResource\": $5}}"
+}
+manifest rules.json "$(it_list "$(rule_ep rest rest '{}')" \
+	"$(rule_ep sb-app servicebus '{"service_port": "9000"}')" \
+	"$(rule_ep sb-svc servicebus '{}')" \
+	"$(rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" \
+	"$(rule r-svc rest '{"path": "/svc"}' sb-svc '{"path": "/", "service": "default/bweb", "port": "80"}')" \
+	"$(it_svc default bweb 10.96.0.45 80 8045)" \
+	"$(it_ep_obj default bweb 8045 $IPB@node-b)")"
 manifest x.json "$(it_list "$(it_svc default xecho 10.96.0.44 7 7044)" \
 	"$(it_ep_obj default xecho 7044 192.168.78.9@node-x)" \
 	"$(it_node_obj node-x 192.168.78.9)")"
@@ -104,6 +132,33 @@ while True:
     c, _ = s.accept(); conns.append(c)
 '
 it_wait_line "$IT_TMP/bsink.out" '^ready' 10 || it_die "the never-reading backend did not start"
+# node-b's HTTP app: answers "node-b PORT PATH"; /edge/slow never in time,
+# /edge/boom with 500.
+it_bg bapp python3 -c '
+import http.server, socketserver, sys, threading, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path.startswith("/edge/slow"):
+            time.sleep(4)
+        code = 500 if self.path.startswith("/edge/boom") else 200
+        body = ("node-b %d %s\n" % (self.server.server_address[1], self.path)).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+servers = [S(("127.0.0.1", 9000), H), S(("'$IPB'", 8045), H)]
+for s in servers:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+'
+it_wait_line "$IT_TMP/bapp.out" '^ready' 10 || it_die "node-b's HTTP app did not start"
 
 it_node_start cloud "$NSC"
 it_node_start node-a "$NSA"
@@ -209,6 +264,73 @@ it_check "a never-reading backend stops node-a's writer (wrote $sent bytes, unde
 it_check "the cloud's memory grew less than 48 MiB (${rss0} -> ${rss1} KiB)" \
 	test $((rss1 - rss0)) -lt $((48 << 10))
 it_check "the cloud is alive after the stalled relay" kill -0 "${EM_PID[cloud]}"
+
+# -- F4: the Router
+R=http://$IPC:9443
+# call PATH: prints "CODE BODY" of a GET through the Router, from the cloud's namespace.
+call() {
+	ip netns exec "$NSC" curl -s -m 5 -w ' %{http_code}' "$R$1" 2>/dev/null | tr -d '\n'
+}
+rule_count() { # RULE FIELD
+	ctl cloud get rules "$1" -o json | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+o = o[0] if isinstance(o, list) else o
+print(o.get("status", {}).get(sys.argv[1], 0))' "$2" 2>/dev/null
+}
+routed() { [ "$(call /node-b/default/api/hello?x=1)" = "node-b 9000 /edge/hello?x=1 200" ]; }
+if it_wait 10 routed; then
+	it_ok "F4: the Router sends /node-b/default/api/hello?x=1 to node-b's app as /edge/hello?x=1"
+else
+	it_fail "F4: got '$(call /node-b/default/api/hello?x=1)': $(tail -n 5 "${EM_LOG[cloud]}")"
+fi
+it_check "F4: a Rule naming a Service reaches its endpoint on node-b with the target path" \
+	test "$(call /node-b/default/svc/a/b)" = "node-b 8045 /a/b 200"
+ok0=$(rule_count r-api successMessages)
+n_ok=0
+for i in $(seq 10); do
+	[ "$(call /node-b/default/api/n$i)" = "node-b 9000 /edge/n$i 200" ] && n_ok=$((n_ok + 1))
+done
+it_check "F4: 10 more calls all answered by node-b's app ($n_ok)" test "$n_ok" = 10
+counted() { [ "$(rule_count r-api successMessages)" = $((ok0 + 10)) ]; }
+it_check "the Rule counts exactly 10 more successes ($ok0 -> $(rule_count r-api successMessages))" \
+	it_wait 5 counted
+page() { ip netns exec "$NSC" curl -s -m 5 -w ' %{http_code}' "$R$1" 2>/dev/null | tr -d '\n'; }
+got=$(page /node-b/default/nope)
+it_check "no rule for the path: 404 with a reason ($got)" \
+	test "$got" = "no rule for this path (expected /<node>/<namespace>/<path>) 404"
+got=$(page /node-zz/default/api/x)
+it_check "an edge not connected: 503 with a reason ($got)" \
+	test "$got" = "edge not connected to the cloud 503"
+got=$(page /node-b/default/api/slow)
+it_check "an edge too slow (router.timeout_ms 1500): 504 with a reason ($got)" \
+	test "$got" = "edge did not answer in time 504"
+it_check "a 500 from the edge's app comes back as it is" \
+	test "$(call /node-b/default/api/boom)" = "node-b 9000 /edge/boom 500"
+fails() { [ "$(rule_count r-api failMessages)" -ge 3 ]; }
+it_check "the Rule counts the three failures (not connected, timeout, 500)" it_wait 5 fails
+reasons=$(ctl cloud get rules r-api -o json)
+for why in "edge not connected" "edge did not answer in time" "the edge answered 500"; do
+	it_check "the Rule's errors keep \"$why\"" sh -c "printf '%s' '$reasons' | grep -q '$why'"
+done
+
+# -- the cloud restarting: calls fail fast until node-b is back
+it_node_stop cloud
+it_node_start cloud "$NSC"
+t0=$(date +%s%N)
+codes=""
+while :; do
+	c=$(call /node-b/default/api/back)
+	codes="$codes ${c##* }"
+	[ "$c" = "node-b 9000 /edge/back 200" ] && break
+	[ $(( ($(date +%s%N) - t0) / 1000000 )) -gt 15000 ] && break
+	sleep 0.1
+done
+it_log "Router calls while node-b reconnected: $codes"
+it_check "after the cloud's restart Router calls succeed again once node-b is back" \
+	test "$c" = "node-b 9000 /edge/back 200"
+it_check "... and the calls before that failed fast with 503 (no hang, no other error)" \
+	sh -c "! printf '%s' '$codes' | tr ' ' '\n' | grep -v '^$' | grep -qv '^\(503\|200\)$'"
 
 # A clean stop of each daemon (a sanitizer build reports what it leaked).
 for n in node-a node-b cloud; do
