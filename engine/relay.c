@@ -57,6 +57,14 @@ void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_
 		em_tun_bridge(w, c, sp, ep, bid, len);
 		return;
 	}
+	/* Served here: one connection against the service's limit (a remote
+	 * endpoint's node counts it). Over it, the client is reset. */
+	if (ep && !em_route_admit(w, sp, NULL)) {
+		if (bid != EM_NO_BUF)
+			em_worker_buf_put(w, (uint16_t)bid);
+		em_sock_close(w, c, true);
+		return;
+	}
 	struct em_sock *u = ep ? em_sock_alloc(w, &em_relay_ops) : NULL;
 	if (!u)
 		goto fail;

@@ -464,6 +464,9 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 	svc->headless = ks->headless;
 	svc->affinity_client_ip = ks->affinity_client_ip;
 	svc->affinity_timeout_s = ks->affinity_timeout_s;
+	svc->qps_rate = 0;
+	svc->qps_burst = 0;
+	svc->qps = NULL;
 	if (ks->qps > 0) {
 		svc->qps_rate = ks->qps;
 		svc->qps_burst = ks->qps_burst > 0 ? ks->qps_burst : em_qps_default_burst(ks->qps);
