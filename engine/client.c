@@ -50,6 +50,36 @@ static const struct em_sock_ops sniff_ops = {
         .expire = sniff_expire,
 };
 
+/* Sniffs new client <c> (open), or starts it at once without a sniff
+ * timeout. */
+static void sniff_start(struct em_worker *w, struct em_sock *c)
+{
+	if (w->sniff_ms == 0) {
+		start_conn(w, c, EM_NO_BUF, 0);
+		if (!(c->flags & EM_SF_CLOSING))
+			em_sock_arm_recv(w, c);
+		return;
+	}
+	em_sock_timer(w, c, EM_T_SNIFF, w->sniff_ms);
+	em_sock_arm_recv(w, c);
+}
+
+void em_client_serve(struct em_worker *w, int fd, const struct em_svc_port *sp)
+{
+	struct em_sock *c = em_sock_alloc(w, &sniff_ops);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->family = AF_UNIX;
+	c->flags = EM_SF_CLIENT;
+	c->listener = EM_LISTENER_SERVED;
+	c->svc_key = sp->key;
+	c->state = EM_SK_OPEN;
+	sniff_start(w, c);
+}
+
 void em_client_accept(struct em_worker *w, struct em_listener *l, int fd)
 {
 	struct em_sock *c = em_sock_alloc(w, &sniff_ops);
@@ -70,12 +100,5 @@ void em_client_accept(struct em_worker *w, struct em_listener *l, int fd)
 			return;
 		}
 	}
-	if (w->sniff_ms == 0) {
-		start_conn(w, c, EM_NO_BUF, 0);
-		if (!(c->flags & EM_SF_CLOSING))
-			em_sock_arm_recv(w, c);
-		return;
-	}
-	em_sock_timer(w, c, EM_T_SNIFF, w->sniff_ms);
-	em_sock_arm_recv(w, c);
+	sniff_start(w, c);
 }

@@ -14,4 +14,12 @@
  * <fd>, which is closed when no socket can be had for it. */
 void em_client_accept(struct em_worker *w, struct em_listener *l, int fd);
 
+/* Client made of <fd>, the local end of a socketpair whose other end
+ * serves a tunnel stream a peer opened to <sp>, an HTTP port of a service
+ * with a QPS limit (em_worker.serve_http): it is sniffed as if accepted,
+ * and routed to <sp> and its local endpoints only (EM_LISTENER_SERVED), so
+ * each of its requests meets the limit. Takes <fd> (closed when no socket
+ * can be had for it, which the stream sees as EOF). */
+void em_client_serve(struct em_worker *w, int fd, const struct em_svc_port *sp);
+
 #endif

@@ -159,6 +159,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		w->eng = e;
 		w->id = i;
 		w->wake_fd = -1;
+		w->serve_http = em_client_serve;
 		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));
 		if (!w->listeners) {
 			rc = -ENOMEM;

@@ -17,6 +17,10 @@
  * decides within this many bytes. Rare, so allocated on demand. */
 #define EM_HTTP_HBUF (EM_HTTP1_MAX_LINE + 2 + EM_HTTP1_MAX_HEAD)
 
+/* Answers to requests over their QPS limit a client may leave unread before
+ * it is reset: pipelined requests must not take the worker's queue entries. */
+#define EM_HTTP_429_QUEUED 64u
+
 /* In place of a ring buffer id: the bytes are in a copy. */
 #define FROM_COPY EM_NO_BUF
 
@@ -39,6 +43,9 @@ struct em_http {
 	bool req_done, resp_head, keepalive, up_dirty;
 	bool continued; /* a 100 (Continue) went to the client for this request */
 	uint64_t rule_key; /* Router: the Rule of the call under way, 0 if none */
+	/* The connection was taken against the QPS limit of a non-HTTP port
+	 * (em_svc_port.http false counts connections, not requests). */
+	bool admitted;
 	struct em_http *next_free;
 };
 
@@ -181,6 +188,7 @@ static bool append(char **buf, uint32_t *len, const char *src, uint32_t n)
 
 static void head_from_copy(struct em_worker *w, struct em_sock *c);
 static void next_request(struct em_worker *w, struct em_sock *c);
+static void request_answered(struct em_worker *w, struct em_sock *c);
 static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_port *sp,
                                     const struct em_endpoint *ep);
 
@@ -264,6 +272,48 @@ static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_por
 	return u;
 }
 
+/* A local endpoint would serve the current request of client <c> to <sp>,
+ * whose service has a QPS limit: an HTTP port counts every request, other
+ * ports their connection's first. True when it may go on; false with
+ * <*retry_ns> the time until the next token. */
+static bool admit(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+                  uint64_t *retry_ns)
+{
+	struct em_http *h = c->ctx;
+	if (!sp->http && h->admitted)
+		return true;
+	if (!em_route_admit(w, sp, retry_ns))
+		return false;
+	h->admitted = true;
+	return true;
+}
+
+/* Answers a request over its service's QPS limit (admit() refused it): an
+ * HTTP port gets 429 with the seconds until the next token in Retry-After
+ * and the connection goes on; another port's connection is reset, as a
+ * relayed one would be. So is a client that does not read its answers. */
+static void over_limit(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
+                       uint64_t retry_ns)
+{
+	struct em_http *h = c->ctx;
+	if (!sp->http || c->q_len >= EM_HTTP_429_QUEUED) {
+		em_conn_close(w, c, true);
+		return;
+	}
+	uint64_t secs = (retry_ns + 999999999u) / 1000000000u;
+	uint32_t len;
+	bool owned;
+	const char *page = em_http_page_429(secs > UINT32_MAX ? UINT32_MAX : (uint32_t)secs,
+	                                    h->keepalive, &len, &owned);
+	/* A failed enqueue has freed an owned page already. */
+	if (!page || !em_sock_enqueue_static(w, c, page, len, owned ? em_entry_free : NULL)) {
+		em_conn_close(w, c, true);
+		return;
+	}
+	h->resp_head = true;
+	request_answered(w, c);
+}
+
 /* A request on the Router's listener: the head is rewritten for the edge
  * (em_router_route), so the bytes go out as a copy; the upstream is a
  * stream for this call only, never pooled. */
@@ -344,6 +394,13 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint32_t bid, 
 	}
 	const struct em_svc_port *sp = em_route_lookup(c);
 	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
+	uint64_t retry_ns = 0;
+	if (EM_UNLIKELY(ep && sp->qps) && !em_route_via_tunnel(ep) && !admit(w, c, sp, &retry_ns)) {
+		if (bid != FROM_COPY)
+			em_worker_buf_put(w, (uint16_t)bid);
+		over_limit(w, c, sp, retry_ns);
+		return;
+	}
 	struct em_sock *u = ep ? upstream_get(w, sp, ep) : NULL;
 	if (!u) {
 		if (bid != FROM_COPY)
@@ -539,11 +596,19 @@ static void finish_exchange(struct em_worker *w, struct em_sock *c)
 		em_http_pool_put(w, u);
 	else
 		em_sock_close(w, u, false);
+	request_answered(w, c);
+}
+
+/* The whole response to the current request of client <c> is queued on it
+ * (no upstream is left): the next request may start. */
+static void request_answered(struct em_worker *w, struct em_sock *c)
+{
+	struct em_http *h = c->ctx;
 	if (h->req_done) {
 		next_request(w, c);
 		return;
 	}
-	/* The upstream answered before the request body ended. The rest of
+	/* The answer came before the request body ended. The rest of
 	 * the body is never read as a request: when it may be small it is
 	 * read and dropped to keep the connection, else the client is closed
 	 * once the response is out. So is a client that asked for a 100

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proto/em.h"
@@ -79,4 +80,45 @@ enum em_http_page em_http_page_for(int status)
 	default:
 		return EM_PAGE_400;
 	}
+}
+
+static char *kept_429[2][EM_HTTP_429_KEEP + 1];
+
+static char *build_429(uint32_t secs, bool keepalive)
+{
+	static const char body[] = "request rate over the service's limit (edgemesh.io/qps)\n";
+	char buf[256];
+	int n = snprintf(buf, sizeof(buf),
+	                 "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
+	                 "Content-Length: %zu\r\nRetry-After: %u\r\nConnection: %s\r\n\r\n%s",
+	                 sizeof(body) - 1, secs, keepalive ? "keep-alive" : "close", body);
+	EM_ASSERT(n > 0 && (size_t)n < sizeof(buf));
+	return strdup(buf);
+}
+
+const char *em_http_page_429(uint32_t secs, bool keepalive, uint32_t *len, bool *owned)
+{
+	char *p;
+	if (secs == 0)
+		secs = 1;
+	*owned = secs > EM_HTTP_429_KEEP;
+	if (*owned) {
+		p = build_429(secs, keepalive);
+	} else {
+		/* Built once by whichever worker needs it first; a loser of the
+		 * race frees its copy. */
+		char **slot = &kept_429[keepalive][secs];
+		p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+		if (!p && (p = build_429(secs, keepalive))) {
+			char *none = NULL;
+			if (!__atomic_compare_exchange_n(slot, &none, p, false, __ATOMIC_ACQ_REL,
+			                                 __ATOMIC_ACQUIRE)) {
+				free(p);
+				p = none;
+			}
+		}
+	}
+	if (p)
+		*len = (uint32_t)strlen(p);
+	return p;
 }

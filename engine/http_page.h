@@ -6,6 +6,7 @@
 #ifndef EM_ENGINE_HTTP_PAGE_H
 #define EM_ENGINE_HTTP_PAGE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 enum em_http_page {
@@ -37,5 +38,17 @@ const char *em_http_page_reason(enum em_http_page page);
 /* The page for an HTTP status a parser reported (proto/http1.h
  * em_http1_status): 408, 414, 431, 501, 502, 504, 505; 400 for any other. */
 enum em_http_page em_http_page_for(int status);
+
+/* Retry-After values whose 429 pages are kept once built. */
+#define EM_HTTP_429_KEEP 3600u
+
+/* The answer to a request over its service's QPS limit: "429 Too Many
+ * Requests" with "Retry-After: <secs>" (0 is sent as 1), "Connection:
+ * keep-alive" or "close" after <keepalive>, and a one-line body; <*len>
+ * bytes. Pages up to EM_HTTP_429_KEEP seconds are built on first use and
+ * kept for the life of the process (<*owned> false); longer ones are
+ * malloc'd for the caller to free (<*owned> true). Any thread. NULL when
+ * out of memory. */
+const char *em_http_page_429(uint32_t secs, bool keepalive, uint32_t *len, bool *owned);
 
 #endif

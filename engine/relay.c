@@ -61,6 +61,15 @@ void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_
 		if (!(u = em_tun_pair(w, sp, ep, &em_relay_ops)))
 			goto fail;
 	} else {
+		/* Served here: one connection against the service's limit (a
+		 * remote endpoint's node counts it). Over it, the client is
+		 * reset. */
+		if (ep && !em_route_admit(w, sp, NULL)) {
+			if (bid != EM_NO_BUF)
+				em_worker_buf_put(w, (uint16_t)bid);
+			em_sock_close(w, c, true);
+			return;
+		}
 		u = ep ? em_sock_alloc(w, &em_relay_ops) : NULL;
 		if (!u)
 			goto fail;

@@ -15,8 +15,10 @@ extern const struct em_sock_ops em_relay_ops;
 
 /* Client <c> (accepted, open) is relayed to an endpoint of <sp>: picks one
  * and connects an upstream to it (over a tunnel when it lives on another
- * node). <bid>/<len> are the client's first bytes, or EM_NO_BUF; the buffer
- * is taken either way. On failure <c> is reset before this returns. */
+ * node). A local endpoint first takes the connection against the service's
+ * QPS limit (em_route_admit). <bid>/<len> are the client's first bytes, or
+ * EM_NO_BUF; the buffer is taken either way. On failure or over the limit
+ * <c> is reset before this returns. */
 void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_port *sp,
                     uint32_t bid, uint32_t len);
 

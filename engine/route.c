@@ -10,6 +10,8 @@ const struct em_svc_port *em_route_lookup(const struct em_sock *c)
 		return NULL;
 	if (c->listener == EM_LISTENER_CAPTURE)
 		return em_table_lookup(t, &c->dst, IPPROTO_TCP);
+	if (c->listener == EM_LISTENER_SERVED)
+		return em_table_port_by_key(t, c->svc_key);
 	/* The live config names the listener's service: a reload may change it
 	 * (a reload keeps the listeners' number and addresses). */
 	const struct em_config *cfg = em_worker_config();
@@ -27,6 +29,32 @@ bool em_route_via_tunnel(const struct em_endpoint *ep)
 	return em_worker_config()->tunnel.cluster_key[0] != 0;
 }
 
+/* A ready local endpoint of <sp>, avoiding <avoid> unless it is the only
+ * one, in turn; NULL when none. For the rare service whose endpoints are
+ * spread over nodes and whose balancer picked a remote one. */
+static const struct em_endpoint *pick_local(struct em_worker *w, const struct em_svc_port *sp,
+                                            const struct em_addr *avoid)
+{
+	uint32_t n = 0, k;
+	const struct em_endpoint *last = NULL;
+	for (uint32_t i = 0; i < sp->n_ready; i++)
+		n += sp->endpoints[i].local;
+	if (n == 0)
+		return NULL;
+	/* In turn with the requests this worker sees: no state to keep. */
+	k = (uint32_t)(w->cnt[EM_C_REQUESTS] % n);
+	for (uint32_t i = 0; i < sp->n_ready; i++) {
+		const struct em_endpoint *ep = &sp->endpoints[i];
+		if (!ep->local)
+			continue;
+		if (k-- == 0 && (n == 1 || !avoid || !em_addr_eq(&ep->addr, avoid)))
+			return ep;
+		if (!avoid || !em_addr_eq(&ep->addr, avoid))
+			last = ep;
+	}
+	return last;
+}
+
 const struct em_endpoint *em_route_pick(struct em_worker *w, const struct em_sock *c,
                                         const struct em_svc_port *sp, const struct em_addr *avoid)
 {
@@ -39,7 +67,10 @@ const struct em_endpoint *em_route_pick(struct em_worker *w, const struct em_soc
 		    em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0)
 			pp = &peer;
 	}
-	return em_lb_pick(&w->lb, sp, pp, avoid, w->now_ms);
+	const struct em_endpoint *ep = em_lb_pick(&w->lb, sp, pp, avoid, w->now_ms);
+	if (!ep || ep->local || c->listener != EM_LISTENER_SERVED)
+		return ep;
+	return pick_local(w, sp, avoid);
 }
 
 int em_route_connect(struct em_worker *w, struct em_sock *u, const struct em_endpoint *ep)

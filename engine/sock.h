@@ -121,11 +121,12 @@ struct em_sock {
 	uint16_t q_first, q_last, q_len; /* entries queued for sending on this socket */
 	uint32_t q_off;                  /* bytes of the first entry already sent */
 	uint16_t k_first, k_last, k_len; /* sent entries kept while EM_SF_REPLAY */
-	uint16_t listener; /* client: index in the config's listeners, EM_LISTENER_CAPTURE */
+	uint16_t listener; /* client: index in the config's listeners, EM_LISTENER_* */
 	uint8_t retries;
 	uint8_t family;
 	union {
 		struct em_addr dst;      /* client: original destination */
+		uint64_t svc_key;        /* client of EM_LISTENER_SERVED: em_svc_port.key */
 		struct sockaddr_in6 sa6; /* upstream: connect address until submit */
 		struct sockaddr_in sa4;
 	};

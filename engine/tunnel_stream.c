@@ -606,6 +606,56 @@ static void serve_relay(struct em_worker *w, struct em_tconn *tc, const struct e
 	w->tun->relay_open(w, ts, sv[1]);
 }
 
+/* A stream a peer opened to <sp>, whose service has a QPS limit. Returns
+ * false when it goes on as any other stream (a plain TCP port under its
+ * limit: one connection taken); true when handled here: a TCP port over
+ * its limit is refused with "rate limited" (the opener resets its client),
+ * and an HTTP port's stream is bridged to a socketpair whose other end is
+ * a client of that port (w->serve_http), so that each request is counted. */
+static bool serve_limited(struct em_worker *w, struct em_tconn *tc,
+                          const struct em_tunnel_event *ev, const struct em_svc_port *sp)
+{
+	if (!sp->http || !w->serve_http) {
+		if (em_route_admit(w, sp, NULL))
+			return false;
+		w->cnt[EM_C_T_OPEN_REFUSED]++;
+		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_REFUSED, "rate limited");
+		return true;
+	}
+	int sv[2] = {-1, -1};
+	struct em_sock *b = NULL;
+	struct em_tstream *ts = NULL;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0 &&
+	    (b = em_sock_alloc(w, &tun_bridge_ops)))
+		ts = tun_ts_alloc(w);
+	if (!ts) {
+		if (b)
+			em_sock_release(w, b);
+		if (sv[0] >= 0) {
+			close(sv[0]);
+			close(sv[1]);
+		}
+		w->cnt[EM_C_T_OPEN_REFUSED]++;
+		em_tunnel_session_reset(tc->sess, ev->stream_id, EM_REASON_UNREACHABLE,
+		                        "out of memory or descriptors");
+		return true;
+	}
+	b->fd = sv[1];
+	b->family = AF_UNIX;
+	b->state = EM_SK_OPEN;
+	b->ctx = ts;
+	ts->flags |= TS_PAIR;
+	ts->s = b;
+	ts->tc = tc;
+	ts->id = ev->stream_id;
+	em_dlist_push_tail(&tc->streams, &ts->node);
+	em_tunnel_session_set_user(tc->sess, ev->stream_id, ts);
+	em_sock_arm_recv(w, b);
+	em_sock_timer(w, b, EM_T_IDLE, w->idle_ms);
+	w->serve_http(w, sv[0], sp);
+	return true;
+}
+
 static bool is_loopback(const struct em_addr *a)
 {
 	if (a->family == AF_INET)
@@ -687,6 +737,8 @@ void tun_serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tu
 		                        "not a local endpoint of that service here");
 		return;
 	}
+	if (sp && EM_UNLIKELY(sp->qps) && serve_limited(w, tc, ev, sp))
+		return;
 	struct em_tstream *ts = tun_ts_alloc(w);
 	struct em_sock *u = ts ? em_sock_alloc(w, &tun_bridge_ops) : NULL;
 	if (!u || em_route_connect(w, u, ep) < 0) {

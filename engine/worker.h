@@ -115,7 +115,11 @@ em_entry_release_fn em_entry_free;
 /* Listener indexes that are not an index in the config's listeners. */
 #define EM_LISTENER_CAPTURE UINT16_MAX
 #define EM_LISTENER_TUNNEL  (UINT16_MAX - 1)
-#define EM_LISTENER_ROUTER  (UINT16_MAX - 2)
+/* Not accepted: the local end of a tunnel stream a peer opened to an HTTP
+ * port with a QPS limit (em_worker.serve_http); routed by its service
+ * port's key (em_sock.svc_key), to local endpoints only. */
+#define EM_LISTENER_SERVED (UINT16_MAX - 2)
+#define EM_LISTENER_ROUTER (UINT16_MAX - 3)
 
 struct em_listener;
 /* A connection accepted on <l>: takes <fd>. */
@@ -142,6 +146,7 @@ struct em_listener {
 	X(NO_ENDPOINT, "engine", "no_endpoint")                                                    \
 	X(NOBUFS, "engine", "recv_buffer_shortages")                                               \
 	X(SPILLED, "engine", "recv_buffers_spilled")                                               \
+	X(QPS_REJECTED, "engine", "qps_rejected")                                                  \
 	X(T_UP, "tunnel", "tunnels_up")                                                            \
 	X(T_DIALED, "tunnel", "tunnels_dialed")                                                    \
 	X(T_ACCEPTED, "tunnel", "tunnels_accepted")                                                \
@@ -220,6 +225,12 @@ struct em_worker {
 	unsigned n_spill_free, n_spill_free_small;
 	struct em_http_worker *http; /* HTTP mode state (engine/http.c), made on first use */
 	struct em_tun_worker *tun;   /* tunnels and streams (engine/tunnel_*.c) */
+	/* Takes <fd>, the local end of a socketpair whose other end serves a
+	 * stream a peer opened to HTTP port <sp> of a service with a QPS limit:
+	 * it becomes a client of that port (engine/client.h em_client_serve),
+	 * so each request is counted. Set by the engine for the tunnel layer,
+	 * which sits below the client modes. */
+	void (*serve_http)(struct em_worker *w, int fd, const struct em_svc_port *sp);
 	/* Re-arms one socket waiting on <starved> (the socket layer's
 	 * em_sock_unstarve_one); false when none waits. */
 	bool (*unstarve)(struct em_worker *w);

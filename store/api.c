@@ -6,6 +6,7 @@
 
 #include "proto/em.h"
 #include "store/k8s.h"
+#include "store/qps.h"
 #include "store/store.h"
 
 int em_buf_append(struct em_buf *b, const void *p, size_t n)
@@ -225,6 +226,19 @@ static int do_delete(struct em_store *st, const cJSON *req, struct em_buf *out)
 	return reply_json(out, r);
 }
 
+static void add_qps(void *ctx, const struct em_qps *q)
+{
+	cJSON *e = cJSON_CreateObject();
+	cJSON_AddStringToObject(e, "service", q->key);
+	cJSON_AddNumberToObject(e, "limit", q->rate);
+	cJSON_AddNumberToObject(e, "burst", q->burst);
+	cJSON_AddNumberToObject(e, "allowed",
+	                        (double)__atomic_load_n(&q->allowed, __ATOMIC_RELAXED));
+	cJSON_AddNumberToObject(e, "rejected",
+	                        (double)__atomic_load_n(&q->rejected, __ATOMIC_RELAXED));
+	cJSON_AddItemToArray(ctx, e);
+}
+
 static int do_stats(struct em_store *st, const struct em_api_info *info, struct em_buf *out)
 {
 	struct em_store_stats s;
@@ -262,6 +276,9 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 				cJSON_AddNumberToObject(g, c[i].name, (double)c[i].value);
 		}
 	}
+	/* Services with a QPS limit on this node; the registry is this
+	 * thread's (store/qps.h). */
+	em_qps_each(add_qps, cJSON_AddArrayToObject(o, "qps"));
 	if (info && info->control)
 		info->control(info->control_ctx, o);
 	if (info && info->stats)

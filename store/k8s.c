@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "store/json.h"
+#include "store/qps.h"
 
 /* Longest metadata.name / namespace we accept: DNS subdomain limit. */
 #define K8S_NAME_MAX 253
@@ -466,6 +467,8 @@ static int decode_svc_port(struct dec *d, const cJSON *it, size_t i, void *item,
 		rc = decode_target_port(d, it, p);
 	if (!rc)
 		rc = get_port(d, it, "nodePort", false, &p->node_port);
+	if (!rc)
+		rc = dup_string(d, it, "appProtocol", &p->app_protocol);
 	return rc;
 }
 
@@ -580,6 +583,51 @@ static int decode_service_spec(struct dec *d, const cJSON *spec, struct em_k8s_s
 	return rc;
 }
 
+/* One QPS annotation: 0 and nothing said when absent; a bad value leaves
+ * <*out> 0 and appends why to <why>. */
+static void qps_annotation(const cJSON *ann, const char *key, double max, const char *expect,
+                           double *out, char *why, size_t len)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(ann, key);
+	size_t used = strlen(why);
+
+	if (!v)
+		return;
+	if (cJSON_IsString(v) && v->valuestring && em_qps_parse(v->valuestring, max, out) == 0)
+		return;
+	*out = 0;
+	snprintf(why + used, len - used, "%sannotation %s: expected %s, got %s%.32s%s; ignored",
+	         used ? "; " : "", key, expect, cJSON_IsString(v) ? "\"" : "",
+	         cJSON_IsString(v) && v->valuestring ? v->valuestring : "a non-string",
+	         cJSON_IsString(v) ? "\"" : "");
+}
+
+/* The QPS annotations are advice to this node, not part of the Service's
+ * routing: a bad one never refuses the object (see em_k8s_service.qps_warn). */
+static int decode_qps(struct dec *d, const cJSON *root, struct em_k8s_service *s)
+{
+	const cJSON *ann = em_json_get(em_json_get(root, "metadata"), "annotations");
+	char why[256] = "";
+
+	if (!cJSON_IsObject(ann))
+		return 0;
+	qps_annotation(ann, EM_QPS_ANNOTATION, EM_QPS_MAX_RATE,
+	               "a positive number of requests (or connections) per second such as "
+	               "\"100\" or \"0.5\", at most 1e9",
+	               &s->qps, why, sizeof(why));
+	qps_annotation(ann, EM_QPS_BURST_ANNOTATION, EM_QPS_MAX_BURST,
+	               "a number of requests of at least 1 such as \"20\"", &s->qps_burst, why,
+	               sizeof(why));
+	if (s->qps_burst && s->qps_burst < 1) {
+		size_t used = strlen(why);
+		snprintf(why + used, sizeof(why) - used,
+		         "%sannotation %s: expected at least 1; ignored", used ? "; " : "",
+		         EM_QPS_BURST_ANNOTATION);
+		s->qps_burst = 0;
+	}
+	return why[0] ? dup_str(d, why, &s->qps_warn) : 0;
+}
+
 static int decode_service(struct dec *d, const cJSON *root, struct em_k8s_service *s)
 {
 	const cJSON *spec;
@@ -587,6 +635,8 @@ static int decode_service(struct dec *d, const cJSON *root, struct em_k8s_servic
 	int rc;
 
 	s->affinity_timeout_s = K8S_AFFINITY_DEFAULT_S;
+	if ((rc = decode_qps(d, root, s)))
+		return rc;
 	rc = get_object(d, root, "spec", false, &spec);
 	if (rc || !spec)
 		return rc;

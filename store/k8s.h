@@ -68,6 +68,7 @@ struct em_k8s_svc_port {
 	uint16_t target_port;   /* numeric targetPort; 0 when named */
 	char *target_port_name; /* named targetPort, else NULL */
 	uint16_t node_port;     /* 0 when none */
+	char *app_protocol;     /* appProtocol, NULL when absent */
 };
 
 struct em_k8s_service {
@@ -80,6 +81,14 @@ struct em_k8s_service {
 	uint32_t affinity_timeout_s; /* sessionAffinityConfig timeout, default 10800 */
 	struct em_k8s_svc_port *ports;
 	size_t n_ports;
+	/* Annotations edgemesh.io/qps and edgemesh.io/qps-burst (store/qps.h):
+	 * the limit per second, 0 when none, and the bucket size, 0 for the
+	 * default. A value that does not parse is not an error of the object:
+	 * it is left at 0 and <qps_warn> says why, for the store to log with
+	 * the service's name. */
+	double qps;
+	double qps_burst;
+	char *qps_warn; /* NULL when both are fine or absent */
 };
 
 /* An endpoint address of an Endpoints subset or an EndpointSlice. */

@@ -167,6 +167,9 @@ static int cache_put(struct em_store *st, const char *key, struct em_k8s_object 
 
 	if ((st->used + 1) * 4 >= st->cap * 3 && grow(st))
 		return -ENOMEM;
+	/* Said once per arrival of the object, not per table build. */
+	if (obj->kind == EM_KIND_SERVICE && obj->svc.qps_warn)
+		EM_WARN("store", "service %s/%s: %s", obj->ns, obj->name, obj->svc.qps_warn);
 	i = find_slot(st, key, true);
 	e = st->slots[i];
 	if (e && e != TOMBSTONE) {

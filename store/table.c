@@ -25,6 +25,10 @@ struct name_slot {
 	const struct em_service *svc;
 };
 
+struct key_slot {
+	const struct em_svc_port *sp; /* NULL: empty */
+};
+
 struct node_slot {
 	uint64_t hash;
 	const struct em_node_info *node;
@@ -48,7 +52,10 @@ struct em_table {
 	size_t name_mask;
 	struct node_slot *node_slots;
 	size_t node_mask;
+	struct key_slot *key_slots;
+	size_t key_mask;
 	size_t n_services;
+	uint64_t qps_mark; /* build number for the QPS registry */
 };
 
 static inline uint64_t mix64(uint64_t x)
@@ -137,6 +144,19 @@ const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t
 		if (svc->ports[i].port == port && svc->ports[i].protocol == protocol)
 			return &svc->ports[i];
 	return NULL;
+}
+
+const struct em_svc_port *em_table_port_by_key(const struct em_table *t, uint64_t key)
+{
+	size_t i = mix64(key) & t->key_mask;
+	for (;;) {
+		const struct key_slot *s = &t->key_slots[i];
+		if (!s->sp)
+			return NULL;
+		if (s->sp->key == key)
+			return s->sp;
+		i = (i + 1) & t->key_mask;
+	}
 }
 
 const struct em_node_info *em_table_node(const struct em_table *t, const char *name)
@@ -514,6 +534,26 @@ static int collect_endpoints(struct builder *b, const struct em_k8s_object *svc,
 	return 0;
 }
 
+static bool is_http_port(const struct em_k8s_svc_port *kp)
+{
+	if (kp->app_protocol)
+		return strcmp(kp->app_protocol, "http") == 0 ||
+		       strcmp(kp->app_protocol, "kubernetes.io/h2c") == 0;
+	return strcmp(kp->name, "http") == 0 || strncmp(kp->name, "http-", 5) == 0 ||
+	       strcmp(kp->name, "grpc") == 0 || strcmp(kp->name, "h2c") == 0;
+}
+
+static void insert_key(struct em_table *t, const struct em_svc_port *sp)
+{
+	size_t i = mix64(sp->key) & t->key_mask;
+	while (t->key_slots[i].sp) {
+		if (t->key_slots[i].sp->key == sp->key)
+			return; /* a 64-bit collision: the first port keeps the key */
+		i = (i + 1) & t->key_mask;
+	}
+	t->key_slots[i].sp = sp;
+}
+
 static int build_service(struct builder *b, const struct em_k8s_object *o, struct em_service *svc)
 {
 	const struct em_k8s_service *ks = &o->svc;
@@ -528,6 +568,17 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 	svc->headless = ks->headless;
 	svc->affinity_client_ip = ks->affinity_client_ip;
 	svc->affinity_timeout_s = ks->affinity_timeout_s;
+	svc->qps_rate = 0;
+	svc->qps_burst = 0;
+	svc->qps = NULL;
+	if (ks->qps > 0) {
+		svc->qps_rate = ks->qps;
+		svc->qps_burst = ks->qps_burst > 0 ? ks->qps_burst : em_qps_default_burst(ks->qps);
+		svc->qps =
+		        em_qps_get(o->ns, o->name, svc->qps_rate, svc->qps_burst, b->t->qps_mark);
+		if (!svc->qps)
+			return -ENOMEM;
+	}
 	ips = em_arena_alloc(a, (ks->n_cluster_ips + 1) * sizeof(*ips));
 	ports = em_arena_alloc(a, (ks->n_ports + 1) * sizeof(*ports));
 	if (!svc->ns || !svc->name || !ips || !ports)
@@ -565,6 +616,8 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 			return -ENOMEM;
 		p->port = kp->port;
 		p->protocol = kp->protocol;
+		p->http = is_http_port(kp);
+		p->qps = svc->qps;
 		p->endpoints = eps;
 		p->n_endpoints = (uint32_t)w;
 		p->n_ready = (uint32_t)n_ready;
@@ -727,6 +780,7 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 {
 	struct builder b = {.in = in};
 	size_t n_svc = 0, n_ep = 0, n_pod = 0, n_node = 0, n_ips = 0, n_re = 0, n_rule = 0;
+	size_t n_ports = 0;
 	struct em_table *t = calloc(1, sizeof(*t));
 	struct em_service *svcs;
 	struct em_rule *rules;
@@ -735,6 +789,7 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 		return NULL;
 	b.t = t;
 	t->generation = generation;
+	t->qps_mark = em_qps_next_mark();
 	/* A snapshot holds the whole cluster: start with large blocks. */
 	t->arena.block = EM_ARENA_BLOCK_MAX;
 
@@ -744,6 +799,7 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 		case EM_KIND_SERVICE:
 			n_svc++;
 			n_ips += o->svc.n_cluster_ips * (o->svc.n_ports ? o->svc.n_ports : 1);
+			n_ports += o->svc.n_ports;
 			break;
 		case EM_KIND_ENDPOINTS:
 		case EM_KIND_ENDPOINTSLICE:
@@ -769,17 +825,20 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 	t->ip_mask = pow2_at_least(n_ips * 2 + 1) - 1;
 	t->name_mask = pow2_at_least(n_svc * 2 + 1) - 1;
 	t->node_mask = pow2_at_least(n_node * 2 + 1) - 1;
+	t->key_mask = pow2_at_least(n_ports * 2 + 1) - 1;
 	t->ip_slots = em_arena_alloc(&t->arena, (t->ip_mask + 1) * sizeof(*t->ip_slots));
 	t->name_slots = em_arena_alloc(&t->arena, (t->name_mask + 1) * sizeof(*t->name_slots));
 	t->node_slots = em_arena_alloc(&t->arena, (t->node_mask + 1) * sizeof(*t->node_slots));
+	t->key_slots = em_arena_alloc(&t->arena, (t->key_mask + 1) * sizeof(*t->key_slots));
 	svcs = em_arena_alloc(&t->arena, (n_svc + 1) * sizeof(*svcs));
 	t->rule_mask = pow2_at_least(n_rule * 2 + 1) - 1;
 	t->rule_keys = em_arena_calloc(&t->arena, t->rule_mask + 1, sizeof(*t->rule_keys));
 	t->rule_paths = em_arena_calloc(&t->arena, t->rule_mask + 1, sizeof(*t->rule_paths));
 	rules = em_arena_calloc(&t->arena, n_rule + 1, sizeof(*rules));
-	if (!t->ip_slots || !t->name_slots || !t->node_slots || !svcs || !t->rule_keys ||
-	    !t->rule_paths || !rules)
+	if (!t->ip_slots || !t->name_slots || !t->node_slots || !t->key_slots || !svcs ||
+	    !t->rule_keys || !t->rule_paths || !rules)
 		goto fail;
+	memset(t->key_slots, 0, (t->key_mask + 1) * sizeof(*t->key_slots));
 	memset(t->ip_slots, 0, (t->ip_mask + 1) * sizeof(*t->ip_slots));
 	memset(t->name_slots, 0, (t->name_mask + 1) * sizeof(*t->name_slots));
 	memset(t->node_slots, 0, (t->node_mask + 1) * sizeof(*t->node_slots));
@@ -817,6 +876,8 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 		if (build_service(&b, o, svc))
 			goto fail;
 		insert_name(t, svc);
+		for (uint32_t p = 0; p < svc->n_ports; p++)
+			insert_key(t, &svc->ports[p]);
 		for (uint32_t k = 0; k < svc->n_cluster_ips; k++)
 			for (uint32_t p = 0; p < svc->n_ports; p++)
 				insert_ip(t, &svc->cluster_ips[k], &svc->ports[p]);
@@ -860,10 +921,13 @@ void em_table_publish(struct em_table *t)
 	struct em_table *old = __atomic_exchange_n(&live_table, t, __ATOMIC_ACQ_REL);
 	em_rcu_synchronize();
 	em_table_free(old);
+	/* No reader holds the old snapshot's buckets any more. */
+	em_qps_sweep(t->qps_mark);
 }
 
 void em_table_shutdown(void)
 {
 	struct em_table *old = __atomic_exchange_n(&live_table, NULL, __ATOMIC_ACQ_REL);
 	em_table_free(old);
+	em_qps_clear();
 }

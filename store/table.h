@@ -11,6 +11,7 @@
 
 #include "proto/em.h"
 #include "store/k8s.h"
+#include "store/qps.h"
 
 struct em_service;
 
@@ -27,6 +28,13 @@ struct em_svc_port {
 	const char *name; /* port name, "" when unnamed */
 	uint16_t port;    /* service port */
 	uint8_t protocol; /* IPPROTO_TCP, ... */
+	/* An HTTP port: appProtocol "http" or "kubernetes.io/h2c", or, without
+	 * an appProtocol, a name "http", "http-*", "grpc" or "h2c". Its QPS
+	 * limit counts requests; other ports count connections. */
+	bool http;
+	/* The service's bucket (em_service.qps), here so that the fast path
+	 * tests one pointer: NULL when the service has no limit. */
+	struct em_qps *qps;
 	/* Ready endpoints first: endpoints[0 .. n_ready) are ready. */
 	const struct em_endpoint *endpoints;
 	uint32_t n_endpoints;
@@ -47,6 +55,12 @@ struct em_service {
 	uint32_t n_cluster_ips;
 	const struct em_svc_port *ports;
 	uint32_t n_ports;
+	/* Server-side limit (annotations edgemesh.io/qps, edgemesh.io/qps-burst):
+	 * requests or connections per second, 0 when none; bucket size, the
+	 * default (em_qps_default_burst) when the annotation is absent. */
+	double qps_rate;
+	double qps_burst;
+	struct em_qps *qps; /* shared bucket, NULL when qps_rate is 0 */
 };
 
 struct em_node_info {
@@ -105,6 +119,9 @@ const struct em_service *em_table_service(const struct em_table *t, const char *
 const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t port,
                                           uint8_t protocol);
 
+/* Service port whose key (em_svc_port.key) is <key>; NULL when none. */
+const struct em_svc_port *em_table_port_by_key(const struct em_table *t, uint64_t key);
+
 /* Node by name; NULL when none. */
 const struct em_node_info *em_table_node(const struct em_table *t, const char *name);
 
@@ -146,20 +163,24 @@ struct em_table_input {
  * EndpointSlices when it has any, else from its Endpoints; a named targetPort
  * is resolved through the endpoint port of the same name, else the target
  * pod's container port of that name. Rules are checked against their
- * RuleEndpoints (em_router_check). Returns NULL on allocation failure. */
+ * RuleEndpoints (em_router_check). A service with a QPS limit gets its
+ * bucket from the registry (store/qps.h), its new rate set there at once.
+ * Returns NULL on allocation failure. */
 struct em_table *em_table_build(const struct em_table_input *in, uint64_t generation);
 
 /* Installs the empty snapshot. Call once before any reader starts. */
 void em_table_init(void);
 
-/* Publishes <t> and frees the previous snapshot after a grace period. The
- * caller must not be an online RCU reader. */
+/* Publishes <t> and frees the previous snapshot after a grace period, then
+ * the QPS buckets no longer referenced. The caller must not be an online
+ * RCU reader. */
 void em_table_publish(struct em_table *t);
 
 /* Frees a snapshot never published. */
 void em_table_free(struct em_table *t);
 
-/* At exit, after every reader stopped: frees the live snapshot. */
+/* At exit, after every reader stopped: frees the live snapshot and the
+ * QPS buckets. */
 void em_table_shutdown(void);
 
 #endif

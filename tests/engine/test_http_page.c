@@ -50,3 +50,36 @@ Test(http_page, parser_statuses_map_to_their_pages)
 	cr_assert_eq(em_http_page_for(400), EM_PAGE_400);
 	cr_assert_eq(em_http_page_for(0), EM_PAGE_400);
 }
+
+Test(http_page, too_many_requests_carries_retry_after)
+{
+	const uint32_t secs[] = {0, 1, 7, EM_HTTP_429_KEEP, EM_HTTP_429_KEEP + 1};
+	for (size_t i = 0; i < sizeof(secs) / sizeof(secs[0]); i++)
+		for (int ka = 0; ka < 2; ka++) {
+			uint32_t len = 0;
+			bool owned = true;
+			const char *p = em_http_page_429(secs[i], ka, &len, &owned);
+			cr_assert_not_null(p);
+			cr_assert_eq(owned, secs[i] > EM_HTTP_429_KEEP);
+			cr_assert_eq(strncmp(p, "HTTP/1.1 429 ", 13), 0);
+			const char *end = strstr(p, "\r\n\r\n");
+			cr_assert_not_null(end);
+			const char *cl = strstr(p, "Content-Length: ");
+			cr_assert_eq(strtoul(cl + 16, NULL, 10), len - (size_t)(end + 4 - p));
+			char want[48];
+			snprintf(want, sizeof(want), "\r\nRetry-After: %u\r\n",
+			         secs[i] ? secs[i] : 1);
+			cr_assert_not_null(strstr(p, want), "%s", p);
+			cr_assert_not_null(strstr(p, ka ? "Connection: keep-alive\r\n"
+			                                : "Connection: close\r\n"));
+			cr_assert_eq(p[len - 1], '\n');
+			if (!owned) {
+				/* Kept: the same page again. */
+				uint32_t len2;
+				bool owned2;
+				cr_assert_eq(em_http_page_429(secs[i], ka, &len2, &owned2), p);
+			} else {
+				free((char *)p);
+			}
+		}
+}
