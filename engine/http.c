@@ -305,6 +305,8 @@ static void over_limit(struct em_worker *w, struct em_sock *c, const struct em_s
 	bool owned;
 	const char *page = em_http_page_429(secs > UINT32_MAX ? UINT32_MAX : (uint32_t)secs,
 	                                    h->keepalive, &len, &owned);
+	if (h->req_flags & EM_HTTP1_F_HEAD) /* the head alone: no body answers HEAD */
+		len = (uint32_t)(strstr(page, "\r\n\r\n") + 4 - page);
 	/* A failed enqueue has freed an owned page already. */
 	if (!page || !em_sock_enqueue_static(w, c, page, len, owned ? em_entry_free : NULL)) {
 		em_conn_close(w, c, true);
