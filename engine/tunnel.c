@@ -428,6 +428,7 @@ static bool handoff(struct em_worker *w, unsigned k, struct em_tstream *ts, int 
 	o->dst = ts->dst;
 	o->rp = ts->rp;
 	o->rp_dir = ts->rp_dir;
+	o->relay = ts->flags & TS_RELAY;
 	memcpy(o->node, ts->node_name, sizeof(o->node));
 	memcpy(o->ns, ts->ns, sizeof(o->ns));
 	memcpy(o->svc, ts->svc, sizeof(o->svc));
@@ -451,6 +452,8 @@ void em_tun_take_handoffs(struct em_worker *w)
 			ts->dst = o->dst;
 			ts->rp = o->rp;
 			ts->rp_dir = o->rp_dir;
+			if (o->relay)
+				ts->flags |= TS_RELAY;
 			memcpy(ts->node_name, o->node, sizeof(ts->node_name));
 			memcpy(ts->ns, o->ns, sizeof(ts->ns));
 			memcpy(ts->svc, o->svc, sizeof(ts->svc));
@@ -522,6 +525,7 @@ static bool relay_open(struct em_worker *w, struct em_tstream *in, int fd)
 	ts->dst = in->dst;
 	ts->rp = in->rp;
 	ts->rp_dir = 1;
+	ts->flags |= TS_RELAY;
 	memcpy(ts->node_name, in->node_name, sizeof(ts->node_name));
 	memcpy(ts->ns, in->ns, sizeof(ts->ns));
 	memcpy(ts->svc, in->svc, sizeof(ts->svc));

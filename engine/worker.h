@@ -158,6 +158,7 @@ struct em_listener {
 	X(T_HANDOFFS, "tunnel", "streams_handed_to_worker")                                        \
 	X(T_RELAYED, "tunnel", "streams_relayed")                                                  \
 	X(T_RELAY_REFUSED, "tunnel", "relays_refused")                                             \
+	X(T_RELAY_RESETS, "tunnel", "relay_resets_passed")                                         \
 	X(T_OPEN_REFUSED, "tunnel", "opens_refused")                                               \
 	X(T_OPEN_REPICKED, "tunnel", "opens_repicked")                                             \
 	X(T_REFUSED, "tunnel", "streams_refused_by_peer")                                          \
