@@ -329,11 +329,16 @@ it_check "F4: a Rule naming a Service reaches its endpoint on node-b with the ta
 first_counted() { [ "$(rule_count r-api successMessages)" = 1 ]; }
 it_wait 5 first_counted || it_fail "the first Router call was not counted on r-api"
 ok0=$(rule_count r-api successMessages)
+opened() { ctl cloud stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnel"]["streams_opened"])'; }
+o0=$(opened)
 n_ok=0
 for i in $(seq 10); do
 	[ "$(call /node-b/default/api/n$i)" = "node-b 9000 /edge/n$i 200" ] && n_ok=$((n_ok + 1))
 done
 it_check "F4: 10 more calls all answered by node-b's app ($n_ok)" test "$n_ok" = 10
+o1=$(opened)
+it_check "... over streams kept between calls: at most one new per cloud worker ($o0 -> $o1)" \
+	test $((o1 - o0)) -le 2
 counted() { [ "$(rule_count r-api successMessages)" = $((ok0 + 10)) ]; }
 it_check "the Rule counts exactly 10 more successes ($ok0 -> $(rule_count r-api successMessages))" \
 	it_wait 5 counted
