@@ -218,7 +218,8 @@ struct em_tun_worker {
 	uint64_t hs_log_ms; /* handshake refusals and failures: one line a second */
 	uint32_t hs_quiet;
 	/* Test only (EDGEMESH_TEST_TUNNEL_FIRST_ID): the first stream id of the
-	 * first tunnel this worker dials, 0 = normal. */
+	 * first tunnel this worker dials (on the cloud: also accepts, that id
+	 * less one), 0 = normal. */
 	uint32_t test_first_id;
 	struct em_dlist dirty;
 	struct em_tstream *free_ts;
