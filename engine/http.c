@@ -266,7 +266,7 @@ static struct em_sock *upstream_new(struct em_worker *w, const struct em_svc_por
                                     const struct em_endpoint *ep)
 {
 	if (em_route_via_tunnel(ep))
-		return em_tun_pair(w, sp, ep, &up_ops);
+		return em_tun_pair(w, sp, ep, &up_ops, false);
 	struct em_sock *u = em_sock_alloc(w, &up_ops);
 	if (!u)
 		return NULL;

@@ -20,12 +20,17 @@ static void relay_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, uin
 }
 
 /* The FIN goes on once the other side sent what it has queued (else
- * em_sock_drained_default passes it on when the queue empties). */
+ * em_sock_drained_default passes it on when the queue empties). A stream's
+ * socketpair end closed without a FIN is a reset: both sides are reset. */
 static void relay_eof(struct em_worker *w, struct em_sock *s)
 {
 	struct em_sock *dst = s->peer;
 	if (!dst) {
 		em_sock_close(w, s, false);
+		return;
+	}
+	if (em_sock_pair_hung_up(s)) {
+		em_conn_close(w, s, true);
 		return;
 	}
 	if (dst->state == EM_SK_OPEN && dst->q_len == 0 && !(dst->flags & EM_SF_SEND_BUSY) &&
@@ -58,7 +63,7 @@ void em_relay_start(struct em_worker *w, struct em_sock *c, const struct em_svc_
 		if (em_tun_bridge(w, c, sp, ep, bid, len))
 			return;
 		/* The tunnel is another worker's: relayed to a stream it opens. */
-		if (!(u = em_tun_pair(w, sp, ep, &em_relay_ops)))
+		if (!(u = em_tun_pair(w, sp, ep, &em_relay_ops, true)))
 			goto fail;
 	} else {
 		/* Served here: one connection against the service's limit (a

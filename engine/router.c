@@ -120,7 +120,7 @@ static struct em_sock *dest_open(struct em_worker *w, struct router_dest *d,
 		ep.addr.port = d->port;
 		ep.addr.v4.s_addr = htonl(INADDR_LOOPBACK);
 	}
-	struct em_sock *u = em_tun_pair(w, &sp, &ep, ops);
+	struct em_sock *u = em_tun_pair(w, &sp, &ep, ops, false);
 	if (u) {
 		u->ep = &d->ep;
 		d->ep.active++;
@@ -253,7 +253,7 @@ struct em_sock *em_router_route(struct em_worker *w, const struct em_http1_head 
 			ep.addr.port = r->local_port;
 			ep.addr.v4.s_addr = htonl(INADDR_LOOPBACK);
 		}
-		u = em_tun_pair(w, &sp, &ep, ops);
+		u = em_tun_pair(w, &sp, &ep, ops, false);
 	}
 	if (!u) {
 		free(buf);

@@ -3,6 +3,8 @@
  * sequence. Modes are reached only through s->ops (engine/sock.h). */
 #include "engine/sock.h"
 
+#include <poll.h>
+
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -533,4 +535,14 @@ void em_sock_close_idle(struct em_worker *w, bool all)
 			n = next;
 		}
 	}
+}
+
+bool em_sock_pair_hung_up(const struct em_sock *s)
+{
+	if (s->family != AF_UNIX || (s->flags & EM_SF_WR_SHUT))
+		return false;
+	/* With this end open for writing the kernel reports a hang-up only
+	 * once the other end is closed. */
+	struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 }

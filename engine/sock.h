@@ -210,6 +210,11 @@ void em_sock_drained_default(struct em_worker *w, struct em_sock *s);
 /* Clears EM_SF_REPLAY of <s> and releases the entries it kept. */
 void em_sock_kept_drop(struct em_worker *w, struct em_sock *s);
 
+/* True when <s> is one end of a socketpair whose other end is closed, not
+ * only shut for writing (asked after its EOF, while <s> may still write):
+ * over a socketpair a full close carries a reset, a half close a FIN. */
+bool em_sock_pair_hung_up(const struct em_sock *s);
+
 /* Submits shutdown(SHUT_WR) of <s>; its completion runs ops->shut. */
 void em_sock_shutdown(struct em_worker *w, struct em_sock *s);
 

@@ -484,7 +484,8 @@ void em_tun_take_handoffs(struct em_worker *w)
 }
 
 struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
-                            const struct em_endpoint *ep, const struct em_sock_ops *ops)
+                            const struct em_endpoint *ep, const struct em_sock_ops *ops,
+                            bool raw)
 {
 	int sv[2];
 	struct tpeer *tp;
@@ -512,6 +513,8 @@ struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
 		u->ep->active++;
 		u->ep->last_ms = w->now_ms;
 	}
+	if (raw)
+		ts->flags |= TS_RELAY;
 	if (k >= 0)
 		handoff(w, (unsigned)k, ts, sv[1]);
 	else

@@ -88,11 +88,15 @@ void em_tun_take_handoffs(struct em_worker *w);
  * <sp>: an open socketpair end (state EM_SK_OPEN, <ep>'s balancer entry
  * counted) whose other end is bridged to a stream, so that the exchange is
  * parsed like any upstream connection's. When the stream fails the other
- * end half-closes: <ops> sees EOF before any response. The stream may be
+ * end half-closes: <ops> sees EOF before any response; with <raw> (bytes
+ * relayed as they are) it closes, and a reset of the stream is told from
+ * its FIN by em_sock_pair_hung_up after the EOF; a full close of the
+ * returned end resets the stream, with <raw>. The stream may be
  * opened by another worker, the one holding the tunnel it needs (then the
  * other end is handed to it). NULL when out of memory or descriptors, or
  * when no tunnel to ep->node can be had from here. */
 struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
-                            const struct em_endpoint *ep, const struct em_sock_ops *ops);
+                            const struct em_endpoint *ep, const struct em_sock_ops *ops,
+                            bool raw);
 
 #endif

@@ -159,9 +159,10 @@ enum {
 	TS_WAIT_SLOT = 1u << 4, /* waiting for a stream slot at the peer's limit */
 	TS_PAIR = 1u << 5,      /* the socket is a socketpair end (em_tun_pair) */
 	TS_CONTROL = 1u << 6,   /* the control stream (PROTOCOL.md 9) */
-	TS_RELAY = 1u << 7,     /* cloud: one leg of a relay (TS_PAIR too); the
-	                         * legs' socketpair carries a reset as a full
-	                         * close, a FIN as a half close */
+	TS_RELAY = 1u << 7,     /* TS_PAIR carrying raw bytes (a leg of the
+	                         * cloud's relay, or a raw client's stream opened
+	                         * by another worker): the socketpair carries a
+	                         * reset as a full close, a FIN as a half close */
 };
 
 /* Relayed streams between two edges, counted on the cloud per pair

@@ -3,7 +3,6 @@
 #include "engine/tunnel_int.h"
 
 #include <arpa/inet.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -193,7 +192,7 @@ void tun_ts_fail(struct em_worker *w, struct em_tstream *ts)
 		tun_ts_free(w, ts);
 		return;
 	}
-	if (ts->flags & TS_RELAY)
+	if ((ts->flags & TS_RELAY) && ts->rp)
 		w->cnt[EM_C_T_RELAY_RESETS]++;
 	if ((ts->flags & (TS_PAIR | TS_RELAY)) == TS_PAIR && !(s->flags & EM_SF_CLOSING)) {
 		ts->flags |= TS_DEAD;
@@ -338,15 +337,6 @@ static void bridge_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, ui
 		em_sock_maybe_rearm(w, s);
 }
 
-/* True when the other end of the socketpair <fd> is closed (not only shut
- * for writing): with this end still open for writing, the kernel reports a
- * hang-up only then. */
-static bool relay_peer_gone(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLOUT};
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
-}
-
 static void bridge_eof(struct em_worker *w, struct em_sock *s)
 {
 	struct em_tstream *ts = s->ctx;
@@ -354,7 +344,7 @@ static void bridge_eof(struct em_worker *w, struct em_sock *s)
 		em_sock_close(w, s, false);
 		return;
 	}
-	if ((ts->flags & TS_RELAY) && !(s->flags & EM_SF_WR_SHUT) && relay_peer_gone(s->fd)) {
+	if ((ts->flags & TS_RELAY) && em_sock_pair_hung_up(s)) {
 		/* The other leg closed its end without a FIN: it was reset. */
 		em_sock_close(w, s, true);
 		return;

@@ -16,7 +16,9 @@
 #   - a reset passes through the relay: node-a's client aborts a relayed
 #     stream and node-b's backend, which keeps writing, sees its connection
 #     end at once (the cloud does not read and drop its bytes until a
-#     timeout); the cloud counts it;
+#     timeout); the cloud counts it; so does a cloud client's reset of a
+#     stream to node-b, from either cloud worker, and a reset by node-b's
+#     backend reaches the cloud's clients as a reset;
 #   - F4, the Router: /<node>/<namespace>/<path> on the cloud's router.listen
 #     reaches node-b's loopback app (KubeEdge's servicebus) with the target
 #     path, or an endpoint of a Service there; 404 without a rule, 503 for an
@@ -65,7 +67,9 @@ cat >"$IT_TMP/cloud.json" <<EOF
  "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
  "router": {"listen": "$IPC:9443", "timeout_ms": 1500},
- "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7}],
+ "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7},
+  {"listen": "127.0.0.1:18019", "service": "default/bsrc", "port": 19},
+  {"listen": "127.0.0.1:18021", "service": "default/brst", "port": 21}],
  "controller": {"manifests_dir": "$MDIR"}}
 EOF
 # edge_conf NAME LISTEN WORKERS
@@ -97,7 +101,9 @@ manifest b.json "$(it_list "$(it_svc default becho 10.96.0.42 7 7042)" \
 	"$(it_svc default bsink 10.96.0.43 9 7043)" \
 	"$(it_ep_obj default bsink 7043 $IPB@node-b)" \
 	"$(it_svc default bsrc 10.96.0.46 19 7046)" \
-	"$(it_ep_obj default bsrc 7046 $IPB@node-b)")"
+	"$(it_ep_obj default bsrc 7046 $IPB@node-b)" \
+	"$(it_svc default brst 10.96.0.47 21 7047)" \
+	"$(it_ep_obj default brst 7047 $IPB@node-b)")"
 # The Router: an app on node-b's loopback (servicebus service_port), and a
 # Service of node-b's.
 rule_ep() { # NAME TYPE PROPERTIES
@@ -153,6 +159,18 @@ while True:
     c.close()
 '
 it_wait_line "$IT_TMP/bsrc.out" '^ready' 10 || it_die "the writing backend did not start"
+# A backend that says hello and resets the connection.
+it_bg brst python3 -c '
+import socket, struct
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("'$IPB'", 7047)); s.listen(8); print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hello\n")
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+'
+it_wait_line "$IT_TMP/brst.out" '^ready' 10 || it_die "the resetting backend did not start"
 # node-b's HTTP app: answers "node-b PORT PATH"; /edge/slow never in time,
 # /edge/boom with 500.
 it_bg bapp python3 -c '
@@ -302,6 +320,37 @@ it_check "a reset on node-a ends node-b's backend connection through the relay" 
 	it_wait 10 grep -q '^ended after' "$IT_TMP/bsrc.out"
 passed=$(ctl cloud stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnel"]["relay_resets_passed"])')
 it_check "... and the cloud counts the reset it passed on ($passed)" test "${passed:-0}" -ge 1
+# From the cloud itself, 4 connections (over both workers: the one without
+# node-b's tunnel hands its streams over through a socketpair).
+ended0=$(grep -c '^ended after' "$IT_TMP/bsrc.out")
+ip netns exec "$NSC" python3 -c '
+import socket, struct
+for i in range(4):
+    s = socket.create_connection(("127.0.0.1", 18019), timeout=5)
+    got = 0
+    while got < 65536:
+        got += len(s.recv(65536))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()' >"$IT_TMP/rst2.out" 2>&1
+four_ended() { [ $(($(grep -c '^ended after' "$IT_TMP/bsrc.out") - ended0)) -ge 4 ]; }
+it_check "4 resets of cloud clients end node-b's backend connections ($(cat "$IT_TMP/rst2.out"))" \
+	it_wait 10 four_ended
+# The other way: node-b's backend resets; each of 6 cloud clients (both
+# workers) is reset too, not closed as if the backend had finished.
+resets=$(ip netns exec "$NSC" python3 -c '
+import socket
+n = 0
+for i in range(6):
+    s = socket.create_connection(("127.0.0.1", 18021), timeout=5)
+    try:
+        while s.recv(4096):
+            pass
+    except ConnectionResetError:
+        n += 1
+    s.close()
+print(n)' 2>&1)
+it_check "a backend's reset on node-b reaches each of 6 cloud clients as a reset ($resets)" \
+	test "$resets" = 6
 
 # -- F4: the Router
 R=http://$IPC:9443
