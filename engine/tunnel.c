@@ -24,15 +24,26 @@ static uint64_t rng_next(struct em_tun_worker *t)
 /* The peer for node <name>, made on first use: on the cloud an inbound one
  * (the node's tunnels to us), elsewhere one we dial. NULL for a bad name or
  * out of memory. */
+/* The peer named <name>, NULL when this worker has none. */
+static struct tpeer *peer_find(struct em_worker *w, const char *name)
+{
+	struct em_tun_worker *t = w->tun;
+	uint64_t h = em_hash64(name, strlen(name), EM_HASH_SEED);
+	for (struct tpeer *tp = t->by_name[h % TUN_PEER_BUCKETS]; tp; tp = tp->hnext)
+		if (strcmp(tp->name, name) == 0)
+			return tp;
+	return NULL;
+}
+
+/* The peer named <name>, made on first use; NULL for a name no node can
+ * have, or out of memory. */
 static struct tpeer *peer_get(struct em_worker *w, const char *name)
 {
 	struct em_tun_worker *t = w->tun;
 	bool inbound = em_worker_config()->role == EM_ROLE_CLOUD;
-	for (struct em_dlist *n = t->peers.next; n != &t->peers; n = n->next) {
-		struct tpeer *tp = em_container_of(n, struct tpeer, node);
-		if (!tp->cloud && tp->inbound == inbound && strcmp(tp->name, name) == 0)
-			return tp;
-	}
+	struct tpeer *found = peer_find(w, name);
+	if (found)
+		return found;
 	size_t len = strlen(name);
 	if (len == 0 || len > EM_FRAME_MAX_NAME)
 		return NULL;
@@ -43,6 +54,9 @@ static struct tpeer *peer_get(struct em_worker *w, const char *name)
 	tp->inbound = inbound;
 	em_dlist_init(&tp->waitq);
 	em_dlist_push_tail(&t->peers, &tp->node);
+	struct tpeer **head = &t->by_name[em_hash64(name, len, EM_HASH_SEED) % TUN_PEER_BUCKETS];
+	tp->hnext = *head;
+	*head = tp;
 	return tp;
 }
 
@@ -358,7 +372,9 @@ static int stream_way(struct em_worker *w, const char *node, struct tpeer **out)
 	struct em_engine *e = w->eng;
 	*out = NULL;
 	if (em_worker_config()->role == EM_ROLE_CLOUD) {
-		struct tpeer *tp = peer_get(w, node);
+		/* A node that never dialled here has no peer: none is made for
+		 * a name an edge or a caller sent. */
+		struct tpeer *tp = peer_find(w, node);
 		if (tp && tp->state == TP_UP)
 			*out = tp;
 		else {
@@ -524,7 +540,7 @@ struct em_sock *em_tun_pair(struct em_worker *w, const struct em_svc_port *sp,
 
 static bool node_reachable(struct em_worker *w, const char *node)
 {
-	struct tpeer *tp = peer_get(w, node);
+	struct tpeer *tp = peer_find(w, node);
 	return (tp && tp->state == TP_UP) || tun_hub_find(w->eng, node, w->id) >= 0;
 }
 

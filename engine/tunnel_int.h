@@ -95,8 +95,11 @@ struct tbufhold {
 
 enum { TP_DOWN = 0, TP_DIALING, TP_UP };
 
+#define TUN_PEER_BUCKETS 512u /* a worker's peers by name */
+
 struct tpeer {
 	struct em_dlist node;
+	struct tpeer *hnext; /* em_tun_worker.by_name chain (not the cloud peer) */
 	struct em_dlist waitq; /* streams waiting for the tunnel */
 	struct em_tconn *conn; /* dialled tunnel while DIALING/UP */
 	/* Replacement being dialled while <conn> runs out of stream ids: it
@@ -213,6 +216,7 @@ struct tun_handoff {
 struct em_tun_worker {
 	struct em_dlist peers;
 	struct tpeer *cloud; /* in <peers> too; NULL until a control stream asks */
+	struct tpeer *by_name[TUN_PEER_BUCKETS]; /* <peers> but the cloud, by name */
 	struct em_dlist conns;
 	struct em_dlist hs; /* accepted tunnels not yet authenticated */
 	uint32_t n_hs;

@@ -556,7 +556,6 @@ static void serve_relay(struct em_worker *w, struct em_tconn *tc, const struct e
 {
 	const struct em_frame_target *tg = ev->target;
 	const char *from = em_tunnel_session_peer_name(tc->sess);
-	struct tun_relay_pair *rp = tun_hub_pair(w->eng, from, node);
 	const char *why = NULL;
 	if (em_worker_config()->role != EM_ROLE_CLOUD)
 		why = "not this node (only the cloud relays)";
@@ -566,6 +565,12 @@ static void serve_relay(struct em_worker *w, struct em_tconn *tc, const struct e
 		why = "relay back to the opener";
 	else if (!w->tun->reachable(w, node))
 		why = "that node has no tunnel to the cloud";
+	/* Counted per pair when the node is known: a name an edge made up
+	 * takes no pair (their number is capped). */
+	const struct em_table *t = em_table_current();
+	struct tun_relay_pair *rp = !why || (t && em_table_node(t, node))
+	                                    ? tun_hub_pair(w->eng, from, node)
+	                                    : NULL;
 	if (why) {
 		if (rp)
 			atomic_fetch_add_explicit(&rp->refused, 1, memory_order_relaxed);

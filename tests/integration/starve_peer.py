@@ -9,6 +9,9 @@ starve the others).
   probe PORT COUNT SECS  COUNT HTTP GETs, each on a new connection, each
                          given SECS; prints "probe worst_ms=W failed=F"
   tunnel ...             a tunnel peer (see tunnel_main)
+  names HOST PORT KEY PID N
+                         a tunnel peer opening N streams to made-up nodes
+                         (see names_main)
 
 Every command but probe and tunnel runs until killed; "ready" or "stalled"
 on stdout says it is set up."""
@@ -179,8 +182,8 @@ class Peer:
     """Dialer side of one tunnel: handshake, then a reader thread answering
     PINGs and collecting DATA, RST and GOAWAY per stream."""
 
-    def __init__(self, port, key, name):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port, key, name, host="127.0.0.1"):
+        self.s = socket.create_connection((host, port), timeout=10)
         self.lock = threading.Lock()
         self.data = {}
         self.rst = {}
@@ -314,6 +317,31 @@ def tunnel_main(tport, key, em_pid, http_port, slow_port, flood):
     print("rss_kib before=%d after=%d" % (rss0, rss_kib(em_pid)), flush=True)
 
 
+def names_main(host, port, key, em_pid, n):
+    """An authenticated edge ("name-sprayer") opens <n> streams, each to a
+    node name nobody has, 500 at a time; every one must be reset. Prints
+    "names resets=R goaway=G rss_kib before=B after=A"."""
+    rss0 = rss_kib(em_pid)
+    p = Peer(port, key, "name-sprayer", host)
+    sid = 1
+    for start in range(0, n, 500):
+        batch = []
+        for _ in range(min(500, n - start)):
+            node = "made-up-%s" % os.urandom(12).hex()
+            fixed = struct.pack(">BBHHBBB3x16s", 1, 0, 80, 0, len(node), 7, 3, b"")
+            batch.append(frame(OPEN, sid, fixed + node.encode() + b"default" + b"web"))
+            sid += 2
+        p.send(b"".join(batch))
+        want = start + len(batch)
+        wait_for(lambda: len(p.rst) >= want or p.goaway, 10)
+        if p.goaway:
+            break
+    with p.lock:
+        print("names resets=%d goaway=%s rss_kib before=%d after=%d" %
+              (len(p.rst), (p.goaway or "none").replace(" ", "_"), rss0, rss_kib(em_pid)),
+              flush=True)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "sink":
@@ -327,6 +355,8 @@ def main():
     elif cmd == "tunnel":
         tunnel_main(int(args[0]), args[1], int(args[2]), int(args[3]), int(args[4]),
                     int(args[5]))
+    elif cmd == "names":
+        names_main(args[0], int(args[1]), args[2], int(args[3]), int(args[4]))
     else:
         raise SystemExit("unknown command " + cmd)
 

@@ -6,7 +6,9 @@
 # ids short of the end (EDGEMESH_TEST_TUNNEL_FIRST_ID, a test-only hook)
 # reaches node-b, which has no listener, over a cloud listener: each of 60
 # connections is served (retried once if it fell in the swap), over a second
-# tunnel node-b dialled, and the cloud says why in its log.
+# tunnel node-b dialled, and the cloud says why in its log. An edge that
+# opens streams to 20,000 made-up node names gets each refused and makes the
+# cloud keep nothing for them.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || it_skip "test_cloud_ids: needs root (network namespaces, veth)"
 it_need_root
@@ -77,6 +79,21 @@ it_check "the cloud drained the tunnel that ran low on stream ids" \
 dialed=$(ctl node-b stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnel"]["tunnels_dialed"])')
 it_check "node-b dialled a new tunnel to the cloud ($dialed dialled)" test "${dialed:-0}" -ge 2
 it_check "the last calls go over the new tunnel at once" once "after the drain"
+
+# An edge that knows the key opens 20,000 streams to node names nobody has:
+# each is refused, and the cloud keeps no peer or relay pair for them.
+out=$(ip netns exec "$NSC" python3 "$IT_ROOT/tests/integration/starve_peer.py" names \
+	"$IPC" 20006 "$KEY" "${EM_PID[cloud]}" 20000 2>&1 | tail -n 1)
+it_log "$out"
+resets=$(printf '%s' "$out" | sed -n 's/.*resets=\([0-9]*\).*/\1/p')
+before=$(printf '%s' "$out" | sed -n 's/.*before=\([0-9]*\).*/\1/p')
+after=$(printf '%s' "$out" | sed -n 's/.*after=\([0-9]*\).*/\1/p')
+it_check "20000 streams to made-up nodes are all refused ($resets)" test "${resets:-0}" = 20000
+it_check "... and the cloud's memory grew less than 4 MiB ($before -> $after KiB)" \
+	test $((${after:-999999999} - ${before:-0})) -lt 4096
+pairs=$(ctl cloud stats | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("relay", [])))')
+it_check "... and no relay pair is kept for them ($pairs pairs)" test "${pairs:-1}" -lt 10
+it_check "the cloud still reaches node-b" once "after the spray"
 
 for n in node-b cloud; do
 	it_node_stop $n
