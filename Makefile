@@ -10,6 +10,7 @@ PACKAGES := build-essential cmake pkg-config clang \
 	haproxy nginx libnginx-mod-stream wrk \
 	dpkg-dev systemd
 JOBS ?= $(shell nproc)
+PROMTOOL := build/tools/promtool
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build debug asan tsan fuzz test unit-test asan-test tsan-test fuzz-test \
@@ -68,8 +69,19 @@ tsan-test: tsan
 fuzz-test: fuzz
 	tests/fuzz/run.sh build-fuzz
 
-integration-test: build asan
+integration-test: build asan $(PROMTOOL)
 	tests/integration/run.sh
+
+# promtool (Prometheus's checker of the metrics format, for test_admin),
+# taken out of Debian's prometheus package without installing it: no
+# service is started and nothing else is pulled in.
+$(PROMTOOL):
+	@mkdir -p build/tools && rm -rf build/tools/pkg && mkdir build/tools/pkg && \
+	cd build/tools/pkg && \
+	{ apt-get download prometheus >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } && \
+	dpkg -x prometheus_*.deb x && cp x/usr/bin/promtool ../promtool && \
+	cd .. && rm -rf pkg && echo "fetched $(PROMTOOL)"
 
 test: deps
 	$(MAKE) unit-test asan-test tsan-test fuzz-test integration-test

@@ -408,6 +408,21 @@ static int router_listen(struct pctx *c, const struct key *k, const cJSON *v, vo
 	return 0;
 }
 
+static int admin_listen(struct pctx *c, const struct key *k, const cJSON *v, void *base)
+{
+	struct em_config *cfg = base;
+
+	cfg->admin.listen_set = true;
+	if (cJSON_IsString(v) && v->valuestring && !v->valuestring[0]) {
+		memset(&cfg->admin.listen, 0, sizeof(cfg->admin.listen));
+		return 0;
+	}
+	if (!cJSON_IsString(v) || !v->valuestring ||
+	    em_addr_parse(v->valuestring, true, &cfg->admin.listen))
+		return FAIL_EXPECTED(c, "%s", k->expect);
+	return 0;
+}
+
 #define MS_MAX_10MIN 600000LL
 #define MS_MAX_DAY   86400000LL
 #define CIDR_ITEMS   "CIDR strings"
@@ -463,6 +478,13 @@ static const struct key router_keys[] = {
          .expect = "\"ip:port\", \"[ip]:port\" or \"\" (off)",
          .fn = router_listen},
         INT("timeout_ms", CFG(router.timeout_ms), 1, MS_MAX_10MIN, 30000),
+};
+
+static const struct key admin_keys[] = {
+        {.name = "listen",
+         .type = K_FN,
+         .expect = "\"ip:port\", \"[ip]:port\" or \"\" (off)",
+         .fn = admin_listen},
 };
 
 /* "" (off), "in-cluster", or a URL the watcher can use. */
@@ -557,6 +579,7 @@ static const struct key top_keys[] = {
         {.name = "tunnel", .type = K_OBJECT, ROWS(tunnel_keys)},
         {.name = "cloud", .type = K_OBJECT, ROWS(cloud_keys)},
         {.name = "router", .type = K_OBJECT, ROWS(router_keys)},
+        {.name = "admin", .type = K_OBJECT, ROWS(admin_keys)},
         {.name = "controller", .type = K_OBJECT, ROWS(controller_keys)},
         {.name = "sockets", .type = K_OBJECT, ROWS(socket_keys)},
         {.name = "timeouts", .type = K_OBJECT, ROWS(timeout_keys)},
@@ -696,6 +719,20 @@ static int finish(struct pctx *c)
 		if (em_addr_eq(&cfg->router.listen, &cfg->tunnel.listen))
 			return fail_at(c, "router.listen",
 			               "expected an address other than tunnel.listen's");
+	}
+	if (!cfg->admin.listen_set)
+		em_addr_parse(EM_CONFIG_ADMIN_DEFAULT, true, &cfg->admin.listen);
+	if (cfg->admin.listen.family) {
+		for (size_t i = 0; i < cfg->n_listeners; i++)
+			if (em_addr_eq(&cfg->admin.listen, &cfg->listeners[i].listen))
+				return fail_at(c, "admin.listen",
+				               "expected an address not used by listeners[%zu]", i);
+		if (em_addr_eq(&cfg->admin.listen, &cfg->tunnel.listen))
+			return fail_at(c, "admin.listen",
+			               "expected an address other than tunnel.listen's");
+		if (em_addr_eq(&cfg->admin.listen, &cfg->router.listen))
+			return fail_at(c, "admin.listen",
+			               "expected an address other than router.listen's");
 	}
 	if (cfg->role == EM_ROLE_CLOUD && cfg->cloud.address[0])
 		return fail_at(c, "cloud.address", "expected \"\" for role \"cloud\"");
@@ -943,6 +980,8 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "tunnel.listen";
 	if (!em_addr_eq(&cur->router.listen, &next->router.listen))
 		return "router.listen";
+	if (!em_addr_eq(&cur->admin.listen, &next->admin.listen))
+		return "admin.listen";
 	if (strcmp(cur->controller.manifests_dir, next->controller.manifests_dir) != 0)
 		return "controller.manifests_dir";
 	if (strcmp(cur->cloud.address, next->cloud.address) != 0)

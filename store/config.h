@@ -19,6 +19,9 @@ enum em_role { EM_ROLE_EDGE = 0, EM_ROLE_CLOUD };
 /* The Router's listener on the cloud role unless router.listen says
  * otherwise (KubeEdge's router REST port). */
 #define EM_CONFIG_ROUTER_DEFAULT "0.0.0.0:9443"
+/* The admin listener (/metrics, /healthz, /readyz) unless admin.listen says
+ * otherwise. */
+#define EM_CONFIG_ADMIN_DEFAULT "127.0.0.1:15000"
 
 enum em_balancer {
 	EM_LB_ROUND_ROBIN = 0,
@@ -90,6 +93,15 @@ struct em_config {
 		bool listen_set; /* the file named router.listen */
 		uint32_t timeout_ms;
 	} router;
+
+	/* The admin listener: Prometheus /metrics, /healthz and /readyz over
+	 * HTTP on <listen> (family 0: off). Defaulted, an address in use is
+	 * logged and the daemon goes on without it; named in the file
+	 * (<listen_set>), it is an error at start. */
+	struct {
+		struct em_addr listen;
+		bool listen_set;
+	} admin;
 
 	struct {
 		/* Cloud role: a directory of manifest files watched and applied

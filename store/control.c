@@ -1462,6 +1462,11 @@ size_t em_ctl_counters(const struct em_ctl *c, struct em_api_counter *out, size_
 	return n;
 }
 
+bool em_ctl_synced(const struct em_ctl *c)
+{
+	return c->cloud || c->gen > 0;
+}
+
 int em_ctl_status(const struct em_ctl *c, cJSON *reply)
 {
 	char a[EM_ADDR_STRLEN];

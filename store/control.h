@@ -85,6 +85,10 @@ void em_ctl_run(struct em_ctl *c, const struct pollfd *pfd, size_t n);
 /* Most pollfd entries em_ctl_pollfds may fill now. */
 size_t em_ctl_max_pollfds(const struct em_ctl *c);
 
+/* Edge: whether this node ever applied the cloud's objects (in this run or
+ * one whose store it keeps). Cloud: always true. */
+bool em_ctl_synced(const struct em_ctl *c);
+
 /* Counters for stats (group "control"): up to <cap>, returns how many. */
 struct em_api_counter;
 size_t em_ctl_counters(const struct em_ctl *c, struct em_api_counter *out, size_t cap);

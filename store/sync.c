@@ -15,8 +15,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+#include <netinet/in.h>
+
 #include "proto/clock.h"
 #include "proto/log.h"
+#include "store/admin.h"
 #include "store/api.h"
 #include "store/changelog.h"
 #include "store/control.h"
@@ -35,10 +39,24 @@ struct client {
 	bool closing; /* close once <out> is written */
 };
 
+/* A client of the admin listener: one request, one answer, closed. */
+struct admin_client {
+	int fd;
+	char head[EM_ADMIN_MAX_HEAD];
+	size_t len;
+	struct em_buf out;
+	size_t out_off;
+	uint64_t deadline;
+	bool answered;
+};
+
 struct em_sync {
 	pthread_t thread;
 	int wake_fd;
 	int listen_fd;
+	int admin_fd; /* admin.listen, -1 when off */
+	struct admin_client admin[EM_ADMIN_MAX_CLIENTS];
+	size_t n_admin;
 	atomic_bool stop;
 	atomic_bool reload;
 	atomic_uint_fast64_t reloads, reload_failures;
@@ -279,16 +297,153 @@ static void accept_clients(struct em_sync *s)
 	}
 }
 
+static void admin_close(struct em_sync *s, size_t i)
+{
+	close(s->admin[i].fd);
+	em_buf_free(&s->admin[i].out);
+	s->admin[i] = s->admin[--s->n_admin];
+	memset(&s->admin[s->n_admin], 0, sizeof(s->admin[0]));
+}
+
+static void admin_accept(struct em_sync *s)
+{
+	while (s->n_admin < EM_ADMIN_MAX_CLIENTS) {
+		int fd = accept4(s->admin_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1)
+			return;
+		struct admin_client *a = &s->admin[s->n_admin++];
+		memset(a, 0, sizeof(*a));
+		a->fd = fd;
+		a->deadline = em_now_ms() + EM_ADMIN_IDLE_MS;
+	}
+}
+
+/* Why this node is not ready to serve, or NULL when it is: its first table
+ * is not published, or it is an edge with a cloud that never synced. */
+static const char *not_ready(struct em_sync *s)
+{
+	struct em_store_stats st;
+	em_store_stats(s->store, &st);
+	if (st.generation == 0)
+		return "the table is not published yet";
+	if (s->ctl && !em_ctl_synced(s->ctl))
+		return "never in sync with the cloud";
+	return NULL;
+}
+
+/* The answer to one admin request, by path. */
+static void admin_answer(struct em_sync *s, struct admin_client *a, const char *path, bool head)
+{
+	static const char text[] = "text/plain; charset=utf-8";
+	int rc;
+	if (strcmp(path, "/healthz") == 0) {
+		rc = em_admin_response(&a->out, 200, text, "ok\n", 3, head);
+	} else if (strcmp(path, "/readyz") == 0) {
+		const char *why = not_ready(s);
+		char body[96];
+		int n = snprintf(body, sizeof(body), why ? "not ready: %s\n" : "ready\n", why);
+		rc = em_admin_response(&a->out, why ? 503 : 200, text, body, (size_t)n, head);
+	} else if (strcmp(path, "/metrics") == 0) {
+		/* The stats reply, as meshctl stats gets it, rendered. */
+		static const char req[] = "{\"op\":\"stats\"}";
+		struct em_api_info info = {.config_path = s->config_path,
+		                           .node_name = s->node_name,
+		                           .reloads = atomic_load(&s->reloads),
+		                           .reload_failures = atomic_load(&s->reload_failures),
+		                           .counters = locked_counters,
+		                           .counters_ctx = s,
+		                           .control = s->ctl ? control_status : NULL,
+		                           .control_ctx = s->ctl,
+		                           .stats = locked_stats,
+		                           .stats_ctx = s};
+		struct em_buf reply = {0}, body = {0};
+		cJSON *r = NULL;
+		rc = em_api_handle(s->store, &info, req, sizeof(req) - 1, &reply);
+		if (!rc && !(r = cJSON_ParseWithLength(reply.data, reply.len)))
+			rc = -ENOMEM;
+		if (!rc)
+			rc = em_admin_metrics(cJSON_GetObjectItemCaseSensitive(r, "stats"), &body);
+		if (!rc)
+			rc = em_admin_response(&a->out, 200, "text/plain; version=0.0.4; charset=utf-8",
+			                       body.data, body.len, head);
+		cJSON_Delete(r);
+		em_buf_free(&reply);
+		em_buf_free(&body);
+	} else {
+		static const char nf[] = "no such page (expected /metrics, /healthz or /readyz)\n";
+		rc = em_admin_response(&a->out, 404, text, nf, sizeof(nf) - 1, head);
+	}
+	if (rc) {
+		a->out.len = 0;
+		static const char oom[] = "out of memory\n";
+		em_admin_response(&a->out, 500, text, oom, sizeof(oom) - 1, false);
+	}
+	a->answered = true;
+}
+
+/* Reads, answers and writes; false when the client is to be closed. */
+static bool admin_io(struct em_sync *s, struct admin_client *a, short re)
+{
+	static const char text[] = "text/plain; charset=utf-8";
+	if (!a->answered && (re & (POLLIN | POLLHUP | POLLERR))) {
+		ssize_t n = read(a->fd, a->head + a->len, sizeof(a->head) - a->len);
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+			return false;
+		if (n > 0)
+			a->len += (size_t)n;
+		char path[256];
+		bool head = false;
+		switch (em_admin_parse(a->head, a->len, path, sizeof(path), &head)) {
+		case EM_ADMIN_INCOMPLETE:
+			return true;
+		case EM_ADMIN_OK:
+			admin_answer(s, a, path, head);
+			break;
+		case EM_ADMIN_METHOD: {
+			static const char b[] = "only GET and HEAD are served\n";
+			em_admin_response(&a->out, 405, text, b, sizeof(b) - 1, false);
+			a->answered = true;
+			break;
+		}
+		case EM_ADMIN_TOO_LONG: {
+			static const char b[] = "request head over 8 KiB\n";
+			em_admin_response(&a->out, 431, text, b, sizeof(b) - 1, false);
+			a->answered = true;
+			break;
+		}
+		default: {
+			static const char b[] = "malformed request (expected GET /path HTTP/1.1)\n";
+			em_admin_response(&a->out, 400, text, b, sizeof(b) - 1, false);
+			a->answered = true;
+			break;
+		}
+		}
+	}
+	while (a->answered && a->out_off < a->out.len) {
+		ssize_t n = send(a->fd, a->out.data + a->out_off, a->out.len - a->out_off,
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			a->out_off += (size_t)n;
+			continue;
+		}
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			return true;
+		return false;
+	}
+	return !a->answered || a->out_off < a->out.len;
+}
+
 static void *sync_main(void *arg)
 {
 	struct em_sync *s = arg;
 	/* wake, listener, manifests directory, Kubernetes API, control
 	 * stream wake-ups (each fd -1 when none), clients, then control
 	 * streams */
-	enum { FIXED = 5, KUBE_PFD = 3 };
+	enum { FIXED = 6, KUBE_PFD = 3, ADMIN_PFD = 5 };
 
 	while (!atomic_load(&s->stop)) {
-		size_t need = FIXED + MAX_CLIENTS + (s->ctl ? em_ctl_max_pollfds(s->ctl) : 0);
+		size_t need = FIXED + MAX_CLIENTS + EM_ADMIN_MAX_CLIENTS +
+		              (s->ctl ? em_ctl_max_pollfds(s->ctl) : 0);
 		if (need > s->pfd_cap) {
 			struct pollfd *p = realloc(s->pfd, need * sizeof(*p));
 			if (!p) {
@@ -310,6 +465,8 @@ static void *sync_main(void *arg)
 		        (struct pollfd){.fd = s->kube ? em_kube_fd(s->kube) : -1, .events = POLLIN};
 		pfd[n++] =
 		        (struct pollfd){.fd = s->ctl ? em_ctl_wake_fd(s->ctl) : -1, .events = POLLIN};
+		pfd[n++] = (struct pollfd){.fd = s->admin_fd,
+		                           .events = s->n_admin < EM_ADMIN_MAX_CLIENTS ? POLLIN : 0};
 		for (size_t i = 0; i < s->n_clients; i++) {
 			struct client *c = &s->clients[i];
 			short ev = c->closing || !em_api_may_read(&c->in, &c->out, c->out_off)
@@ -322,6 +479,13 @@ static void *sync_main(void *arg)
 			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 		}
 		size_t n_api = n - FIXED;
+		for (size_t i = 0; i < s->n_admin; i++) {
+			struct admin_client *a = &s->admin[i];
+			pfd[n++] = (struct pollfd){.fd = a->fd, .events = a->answered ? POLLOUT : POLLIN};
+			if (timeout > (int)EM_ADMIN_IDLE_MS)
+				timeout = (int)EM_ADMIN_IDLE_MS;
+		}
+		size_t n_adm = n - FIXED - n_api;
 		size_t n_ctl = s->ctl ? em_ctl_pollfds(s->ctl, pfd + n, s->pfd_cap - n, &timeout) : 0;
 		n += n_ctl;
 		if (poll(pfd, n, timeout) == -1 && errno != EINTR) {
@@ -367,10 +531,18 @@ static void *sync_main(void *arg)
 		/* After the clients: slots freed by departed clients count. */
 		if (pfd[1].revents & POLLIN)
 			accept_clients(s);
+		for (size_t i = EM_MIN(s->n_admin, n_adm); i-- > 0;) {
+			short re = pfd[FIXED + n_api + i].revents;
+			bool keep = !re || admin_io(s, &s->admin[i], re);
+			if (!keep || now > s->admin[i].deadline)
+				admin_close(s, i);
+		}
+		if (pfd[ADMIN_PFD].revents & POLLIN)
+			admin_accept(s);
 		/* Last: what the manifests and API requests changed this turn is
 		 * pushed to the edges now. */
 		if (s->ctl)
-			em_ctl_run(s->ctl, pfd + FIXED + n_api, n_ctl);
+			em_ctl_run(s->ctl, pfd + FIXED + n_api + n_adm, n_ctl);
 		/* After the pushes: the edges need not wait for this node's
 		 * own table. */
 		publish(s);
@@ -379,7 +551,31 @@ static void *sync_main(void *arg)
 	}
 	while (s->n_clients)
 		client_close(s, s->n_clients - 1);
+	while (s->n_admin)
+		admin_close(s, s->n_admin - 1);
 	return NULL;
+}
+
+/* The admin listener's socket at <a>: a listening, non-blocking TCP socket,
+ * or -errno. */
+static int bind_admin(const struct em_addr *a)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = em_addr_to_sockaddr(a, &ss);
+	char txt[EM_ADDR_STRLEN];
+	int one = 1, rc;
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) == -1 || listen(fd, 64) == -1) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	EM_INFO("admin", "serving /metrics, /healthz and /readyz on %s",
+	        em_addr_format(a, true, txt, sizeof(txt)));
+	return fd;
 }
 
 /* Removes the socket file we bound, and nothing that has replaced it since. */
@@ -476,7 +672,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 		em_config_publish(cfg);
 		return -ENOMEM;
 	}
-	s->listen_fd = s->wake_fd = -1;
+	s->listen_fd = s->wake_fd = s->admin_fd = -1;
 	pthread_mutex_init(&s->counters_mu, NULL);
 	snprintf(s->config_path, sizeof(s->config_path), "%s", cfg->path);
 	snprintf(s->node_name, sizeof(s->node_name), "%s", cfg->node_name);
@@ -524,6 +720,20 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	if ((rc = bind_socket(s->socket_path)) < 0)
 		goto fail;
 	s->listen_fd = rc;
+	if (cfg->admin.listen.family) {
+		if ((rc = bind_admin(&cfg->admin.listen)) >= 0) {
+			s->admin_fd = rc;
+		} else if (cfg->admin.listen_set) {
+			char a[EM_ADDR_STRLEN];
+			EM_ERR("admin", "%s: admin.listen %s: %s", cfg->path,
+			       em_addr_format(&cfg->admin.listen, true, a, sizeof(a)), strerror(-rc));
+			goto fail;
+		} else {
+			char a[EM_ADDR_STRLEN];
+			EM_WARN("admin", "admin.listen %s (the default): %s; going on without it",
+			        em_addr_format(&cfg->admin.listen, true, a, sizeof(a)), strerror(-rc));
+		}
+	}
 	/* What the manifests directory gave at start is in the first table. */
 	if ((rc = em_store_publish_pending(s->store)))
 		goto fail;
@@ -536,6 +746,8 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	*out = s;
 	return 0;
 fail:
+	if (s->admin_fd != -1)
+		close(s->admin_fd);
 	if (s->listen_fd != -1)
 		close(s->listen_fd);
 	if (s->wake_fd != -1)
@@ -581,6 +793,8 @@ void em_sync_stop(struct em_sync *s)
 	wake(s);
 	pthread_join(s->thread, NULL);
 	close(s->listen_fd);
+	if (s->admin_fd != -1)
+		close(s->admin_fd);
 	unlink_socket(s->socket_path);
 	close(s->wake_fd);
 	em_kube_stop(s->kube);

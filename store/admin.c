@@ -1,0 +1,318 @@
+/* Prometheus text from the stats reply, and the admin listener's HTTP. */
+#include "store/admin.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Rendering stops at the first failed append: <rc> keeps it. */
+struct out {
+	struct em_buf *b;
+	int rc;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+	if (!o->rc)
+		o->rc = em_buf_append(o->b, s, n);
+}
+
+static void putf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(struct out *o, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	put(o, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* A label value: backslash, quote and newline escaped. */
+static void put_label(struct out *o, const char *v)
+{
+	for (const char *p = v; *p; p++) {
+		if (*p == '\\' || *p == '"')
+			put(o, "\\", 1);
+		if (*p == '\n') {
+			put(o, "\\n", 2);
+			continue;
+		}
+		put(o, p, 1);
+	}
+}
+
+static void family(struct out *o, const char *name, const char *type, const char *help)
+{
+	putf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One sample: <name>{<k1>="<v1>",...} <value>; <labels> pairs end at NULL. */
+static void sample(struct out *o, const char *name, const char *const *labels, double v)
+{
+	put(o, name, strlen(name));
+	if (labels && labels[0]) {
+		put(o, "{", 1);
+		for (size_t i = 0; labels[i]; i += 2) {
+			putf(o, "%s%s=\"", i ? "," : "", labels[i]);
+			put_label(o, labels[i + 1] ? labels[i + 1] : "");
+			put(o, "\"", 1);
+		}
+		put(o, "}", 1);
+	}
+	/* Counters and levels are integers; the rest prints exactly enough. */
+	if (v == (double)(long long)v && v < 9.0e15 && v > -9.0e15)
+		putf(o, " %lld\n", (long long)v);
+	else
+		putf(o, " %.9g\n", v);
+}
+
+static double num(const cJSON *obj, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *str(const cJSON *obj, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	return cJSON_IsString(v) && v->valuestring ? v->valuestring : "";
+}
+
+/* Members of the counter groups that are levels, not counts. */
+static bool is_gauge(const char *group, const char *name)
+{
+	static const char *const gauges[] = {
+	        "engine.connections_active", "tunnel.tunnels_up",       "tunnel.streams_active",
+	        "tunnel.handshakes_pending", "control.edges_connected", "control.edges_known",
+	        "control.generation",
+	};
+	char key[128];
+	snprintf(key, sizeof(key), "%s.%s", group, name);
+	for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++)
+		if (strcmp(key, gauges[i]) == 0)
+			return true;
+	return false;
+}
+
+/* A name part Prometheus accepts: [a-z0-9_] only (the groups and counter
+ * names are the daemon's own, so this only guards the format). */
+static bool plain(const char *s)
+{
+	if (!*s)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	return true;
+}
+
+/* Every object of <stats> whose members are all numbers: a counter group. */
+static void groups(struct out *o, const cJSON *stats)
+{
+	const cJSON *g;
+	cJSON_ArrayForEach(g, stats)
+	{
+		if (!cJSON_IsObject(g) || !g->string || !plain(g->string) ||
+		    strcmp(g->string, "objects") == 0)
+			continue;
+		const cJSON *m;
+		bool all = g->child != NULL;
+		cJSON_ArrayForEach(m, g) all = all && cJSON_IsNumber(m) && m->string && plain(m->string);
+		if (!all)
+			continue;
+		cJSON_ArrayForEach(m, g)
+		{
+			char name[160], help[192];
+			bool gauge = is_gauge(g->string, m->string);
+			snprintf(name, sizeof(name), "edgemesh_%s_%s%s", g->string, m->string,
+			         gauge ? "" : "_total");
+			snprintf(help, sizeof(help), "%s %s (meshctl stats: %s.%s)",
+			         gauge ? "Level of" : "Count of", m->string, g->string, m->string);
+			family(o, name, gauge ? "gauge" : "counter", help);
+			sample(o, name, NULL, m->valuedouble);
+		}
+	}
+}
+
+static void table(struct out *o, const cJSON *stats)
+{
+	family(o, "edgemesh_config_reloads_total", "counter", "Configuration reloads applied.");
+	sample(o, "edgemesh_config_reloads_total", NULL, num(stats, "reloads"));
+	family(o, "edgemesh_config_reload_failures_total", "counter",
+	       "Configuration reloads refused (the running config kept).");
+	sample(o, "edgemesh_config_reload_failures_total", NULL, num(stats, "reload_failures"));
+	family(o, "edgemesh_table_generation", "gauge", "Generation of the published table.");
+	sample(o, "edgemesh_table_generation", NULL, num(stats, "generation"));
+	family(o, "edgemesh_table_services", "gauge", "Services in the published table.");
+	sample(o, "edgemesh_table_services", NULL, num(stats, "services"));
+	family(o, "edgemesh_table_bytes", "gauge", "Bytes of the published table.");
+	sample(o, "edgemesh_table_bytes", NULL, num(stats, "table_bytes"));
+	family(o, "edgemesh_table_build_seconds", "gauge", "Time the last table build took.");
+	sample(o, "edgemesh_table_build_seconds", NULL, num(stats, "last_build_us") / 1e6);
+	family(o, "edgemesh_store_objects_skipped_total", "counter",
+	       "Stored objects left out of the table, by reason.");
+	const char *mal[] = {"reason", "malformed", NULL};
+	const char *unr[] = {"reason", "unreadable", NULL};
+	sample(o, "edgemesh_store_objects_skipped_total", mal, num(stats, "skipped_malformed"));
+	sample(o, "edgemesh_store_objects_skipped_total", unr, num(stats, "skipped_unreadable"));
+	const cJSON *objs = cJSON_GetObjectItemCaseSensitive(stats, "objects");
+	if (cJSON_IsObject(objs)) {
+		family(o, "edgemesh_store_objects", "gauge", "Stored objects, by kind.");
+		const cJSON *k;
+		cJSON_ArrayForEach(k, objs)
+		{
+			if (!cJSON_IsNumber(k) || !k->string)
+				continue;
+			const char *l[] = {"kind", k->string, NULL};
+			sample(o, "edgemesh_store_objects", l, k->valuedouble);
+		}
+	}
+}
+
+/* A family over the objects of array <arr>: one sample each, labelled by
+ * the string members <l1> (and <l2> when not NULL), valued by <member>. */
+static void per_item(struct out *o, const cJSON *arr, const char *name, const char *type,
+                     const char *help, const char *member, const char *l1, const char *l2)
+{
+	if (!cJSON_IsArray(arr) || !arr->child)
+		return;
+	family(o, name, type, help);
+	const cJSON *e;
+	cJSON_ArrayForEach(e, arr)
+	{
+		const char *l[] = {l1, str(e, l1), l2, l2 ? str(e, l2) : NULL, NULL};
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, member);
+		sample(o, name, l, cJSON_IsBool(v) ? (cJSON_IsTrue(v) ? 1 : 0) : num(e, member));
+	}
+}
+
+static void arrays(struct out *o, const cJSON *stats)
+{
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(stats, "qps");
+	per_item(o, q, "edgemesh_qps_limit", "gauge",
+	         "A Service's QPS limit on this node (edgemesh.io/qps).", "limit", "service", NULL);
+	per_item(o, q, "edgemesh_qps_burst", "gauge",
+	         "A Service's QPS burst on this node (edgemesh.io/qps-burst).", "burst", "service",
+	         NULL);
+	per_item(o, q, "edgemesh_qps_allowed_total", "counter",
+	         "Requests or connections a Service's QPS limit let through.", "allowed", "service",
+	         NULL);
+	per_item(o, q, "edgemesh_qps_rejected_total", "counter",
+	         "Requests or connections refused over a Service's QPS limit.", "rejected",
+	         "service", NULL);
+	const cJSON *r = cJSON_GetObjectItemCaseSensitive(stats, "relay");
+	per_item(o, r, "edgemesh_relay_streams_total", "counter",
+	         "Streams the cloud relayed from one edge to another.", "streams", "from", "to");
+	per_item(o, r, "edgemesh_relay_refused_total", "counter",
+	         "Relays the cloud refused from one edge to another.", "refused", "from", "to");
+	per_item(o, r, "edgemesh_relay_sent_bytes_total", "counter",
+	         "Bytes the cloud relayed from the opening edge to the other.", "bytes_from_to",
+	         "from", "to");
+	per_item(o, r, "edgemesh_relay_returned_bytes_total", "counter",
+	         "Bytes the cloud relayed back to the opening edge.", "bytes_to_from", "from", "to");
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(stats, "edges");
+	per_item(o, e, "edgemesh_edge_connected", "gauge",
+	         "Whether an edge's control stream is connected to this cloud (1) or not (0).",
+	         "connected", "node", NULL);
+	per_item(o, e, "edgemesh_edge_generation_acked", "gauge",
+	         "The last generation an edge acknowledged.", "generation_acked", "node", NULL);
+	const cJSON *c = cJSON_GetObjectItemCaseSensitive(stats, "cloud");
+	if (cJSON_IsObject(c)) {
+		const char *l[] = {"address", str(c, "address"), NULL};
+		const cJSON *up = cJSON_GetObjectItemCaseSensitive(c, "connected");
+		family(o, "edgemesh_cloud_connected", "gauge",
+		       "Whether this edge's control stream to the cloud is up (1) or not (0).");
+		sample(o, "edgemesh_cloud_connected", l, cJSON_IsTrue(up) ? 1 : 0);
+		family(o, "edgemesh_cloud_generation", "gauge",
+		       "The generation of the cloud's objects this edge applied.");
+		sample(o, "edgemesh_cloud_generation", l, num(c, "generation"));
+	}
+}
+
+int em_admin_metrics(const cJSON *stats, struct em_buf *out)
+{
+	struct out o = {.b = out};
+	if (!cJSON_IsObject(stats))
+		return -EINVAL;
+	table(&o, stats);
+	groups(&o, stats);
+	arrays(&o, stats);
+	return o.rc;
+}
+
+enum em_admin_parse em_admin_parse(const char *buf, size_t len, char *path, size_t cap,
+                                   bool *head)
+{
+	size_t scan = len < EM_ADMIN_MAX_HEAD ? len : EM_ADMIN_MAX_HEAD;
+	const char *end = NULL;
+	for (size_t i = 0; i + 1 < scan && !end; i++)
+		if (buf[i] == '\n' && (buf[i + 1] == '\n' ||
+		                       (buf[i + 1] == '\r' && i + 2 < scan && buf[i + 2] == '\n')))
+			end = buf + i;
+	if (!end)
+		return len >= EM_ADMIN_MAX_HEAD ? EM_ADMIN_TOO_LONG : EM_ADMIN_INCOMPLETE;
+	const char *sp = memchr(buf, ' ', (size_t)(end - buf));
+	if (!sp || sp == buf)
+		return EM_ADMIN_BAD;
+	size_t mlen = (size_t)(sp - buf);
+	const char *t = sp + 1;
+	const char *sp2 = memchr(t, ' ', (size_t)(end - t));
+	if (!sp2 || sp2 == t || *t != '/' || (size_t)(end - sp2) < 9 ||
+	    memcmp(sp2 + 1, "HTTP/1.", 7) != 0)
+		return EM_ADMIN_BAD;
+	size_t plen = 0;
+	while (t + plen < sp2 && t[plen] != '?')
+		plen++;
+	for (size_t i = 0; i < plen; i++)
+		if ((unsigned char)t[i] <= ' ' || (unsigned char)t[i] >= 0x7f)
+			return EM_ADMIN_BAD;
+	if (plen >= cap)
+		return EM_ADMIN_BAD;
+	bool is_get = mlen == 3 && memcmp(buf, "GET", 3) == 0;
+	bool is_head = mlen == 4 && memcmp(buf, "HEAD", 4) == 0;
+	for (size_t i = 0; i < mlen; i++)
+		if (buf[i] < 'A' || buf[i] > 'Z')
+			return EM_ADMIN_BAD;
+	if (!is_get && !is_head)
+		return EM_ADMIN_METHOD;
+	memcpy(path, t, plen);
+	path[plen] = 0;
+	*head = is_head;
+	return EM_ADMIN_OK;
+}
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 431: return "Request Header Fields Too Large";
+	case 503: return "Service Unavailable";
+	default: return "Internal Server Error";
+	}
+}
+
+int em_admin_response(struct em_buf *out, int status, const char *ctype, const char *body,
+                      size_t blen, bool head_only)
+{
+	char h[256];
+	int n = snprintf(h, sizeof(h),
+	                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+	                 "%sConnection: close\r\n\r\n",
+	                 status, reason(status), ctype, blen,
+	                 status == 405 ? "Allow: GET, HEAD\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof(h))
+		return -EINVAL;
+	int rc = em_buf_append(out, h, (size_t)n);
+	if (!rc && !head_only && blen)
+		rc = em_buf_append(out, body, blen);
+	return rc;
+}
