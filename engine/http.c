@@ -217,9 +217,14 @@ static bool replay(struct em_worker *w, struct em_sock *u)
 	struct em_sock *c = u->peer;
 	if (!(u->flags & EM_SF_REPLAY) || !h || !c || h->up != u || h->resp_head || h->rlen)
 		return false;
-	const struct em_svc_port *sp = em_route_lookup(c);
-	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
-	struct em_sock *n = ep ? upstream_new(w, sp, ep) : NULL;
+	struct em_sock *n;
+	if (c->listener == EM_LISTENER_ROUTER) {
+		n = em_router_reopen(w, u, &up_ops);
+	} else {
+		const struct em_svc_port *sp = em_route_lookup(c);
+		const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
+		n = ep ? upstream_new(w, sp, ep) : NULL;
+	}
 	if (!n)
 		return false;
 	u->ctx = NULL;
@@ -317,8 +322,9 @@ static void over_limit(struct em_worker *w, struct em_sock *c, const struct em_s
 }
 
 /* A request on the Router's listener: the head is rewritten for the edge
- * (em_router_route), so the bytes go out as a copy; the upstream is a
- * stream for this call only, never pooled. */
+ * (em_router_route), so the bytes go out as a copy; the upstream, a stream
+ * toward the edge, is kept for the next call to the same destination when
+ * the exchange ends cleanly, as any upstream is. */
 static void router_request(struct em_worker *w, struct em_sock *c, uint32_t bid, const char *base,
                            uint32_t hl, uint32_t fwd)
 {
@@ -340,7 +346,6 @@ static void router_request(struct em_worker *w, struct em_sock *c, uint32_t bid,
 	}
 	h->phase = H_EXCHANGE;
 	h->up = u;
-	h->up_dirty = true;
 	u->ctx = h;
 	c->peer = u;
 	u->peer = c;

@@ -61,7 +61,13 @@ struct em_sock *em_http_pool_take(struct em_worker *w, const struct em_addr *add
                                   const struct em_sock_ops *ops)
 {
 	struct em_lb_ep *e = em_lb_ep_get(&w->lb, addr);
-	struct em_dlist *n = e ? em_dlist_first(&e->idle) : NULL;
+	return e ? em_http_pool_take_ep(w, e, ops) : NULL;
+}
+
+struct em_sock *em_http_pool_take_ep(struct em_worker *w, struct em_lb_ep *e,
+                                     const struct em_sock_ops *ops)
+{
+	struct em_dlist *n = em_dlist_first(&e->idle);
 	if (!n)
 		return NULL;
 	struct em_sock *u = em_container_of(n, struct em_sock, pnode);

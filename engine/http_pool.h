@@ -25,4 +25,9 @@ void em_http_pool_put(struct em_worker *w, struct em_sock *u);
 struct em_sock *em_http_pool_take(struct em_worker *w, const struct em_addr *addr,
                                   const struct em_sock_ops *ops);
 
+/* The same for the entry <e> itself (one not in the balancer, such as a
+ * Router destination's). */
+struct em_sock *em_http_pool_take_ep(struct em_worker *w, struct em_lb_ep *e,
+                                     const struct em_sock_ops *ops);
+
 #endif

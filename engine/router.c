@@ -5,9 +5,138 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine/http_pool.h"
 #include "engine/tunnel.h"
+#include "engine/worker.h"
 #include "proto/frame.h"
 #include "store/router.h"
+
+#define ROUTER_BUCKETS   256u
+#define ROUTER_DESTS_MAX 4096u /* per worker; calls past it are not pooled */
+
+/* Where calls go: a node and its loopback port or one of its Services.
+ * Its entry holds the idle streams toward it between calls (http_pool.h),
+ * as a balancer entry holds an endpoint's idle connections. */
+struct router_dest {
+	struct em_lb_ep ep; /* the u->ep of its upstreams */
+	struct router_dest *next;
+	uint64_t hash;
+	uint16_t port; /* the Service's port, or the loopback port */
+	bool svc;
+	char node[EM_FRAME_MAX_NAME + 1];
+	char ns[EM_FRAME_MAX_NS + 1];
+	char name[EM_FRAME_MAX_NAME + 1];
+};
+
+struct em_router_worker {
+	struct router_dest *b[ROUTER_BUCKETS];
+	unsigned n;
+};
+
+/* Frees the destinations once the worker's sockets are gone. */
+static void router_worker_free(struct em_worker *w)
+{
+	struct em_router_worker *rw = w->router;
+	if (!rw)
+		return;
+	for (unsigned i = 0; i < ROUTER_BUCKETS; i++)
+		while (rw->b[i]) {
+			struct router_dest *d = rw->b[i];
+			rw->b[i] = d->next;
+			free(d);
+		}
+	free(rw);
+	w->router = NULL;
+}
+
+static bool copy_name(char *dst, size_t cap, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n >= cap)
+		return false;
+	memcpy(dst, s ? s : "", n + 1);
+	return true;
+}
+
+/* The destination of <node> and <r>'s target, made on first use; NULL when
+ * none can be had (out of memory, at the cap, or names too long). */
+static struct router_dest *dest_get(struct em_worker *w, const char *node,
+                                    const struct em_rule *r)
+{
+	struct em_router_worker *rw = w->router;
+	if (!rw) {
+		if (!(rw = calloc(1, sizeof(*rw))))
+			return NULL;
+		if (!em_worker_at_exit(w, router_worker_free)) {
+			free(rw);
+			return NULL;
+		}
+		w->router = rw;
+	}
+	bool svc = r->svc_name != NULL;
+	uint16_t port = svc ? r->svc_port : r->local_port;
+	uint64_t h = em_hash64(node, strlen(node) + 1, EM_HASH_SEED);
+	if (svc) {
+		h = em_hash64(r->svc_ns, strlen(r->svc_ns) + 1, h);
+		h = em_hash64(r->svc_name, strlen(r->svc_name) + 1, h);
+	}
+	h = em_hash64(&port, sizeof(port), h ^ svc);
+	struct router_dest **head = &rw->b[h % ROUTER_BUCKETS];
+	for (struct router_dest *d = *head; d; d = d->next)
+		if (d->hash == h && d->port == port && d->svc == svc && strcmp(d->node, node) == 0 &&
+		    (!svc || (strcmp(d->ns, r->svc_ns) == 0 && strcmp(d->name, r->svc_name) == 0)))
+			return d;
+	if (rw->n >= ROUTER_DESTS_MAX)
+		return NULL;
+	struct router_dest *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	if (!copy_name(d->node, sizeof(d->node), node) ||
+	    (svc && (!copy_name(d->ns, sizeof(d->ns), r->svc_ns) ||
+	             !copy_name(d->name, sizeof(d->name), r->svc_name)))) {
+		free(d);
+		return NULL;
+	}
+	em_dlist_init(&d->ep.idle);
+	d->hash = h;
+	d->port = port;
+	d->svc = svc;
+	d->next = *head;
+	*head = d;
+	rw->n++;
+	return d;
+}
+
+/* A new stream toward <d>, counted on its entry. */
+static struct em_sock *dest_open(struct em_worker *w, struct router_dest *d,
+                                 const struct em_sock_ops *ops)
+{
+	struct em_service svc = {.ns = d->ns, .name = d->name};
+	struct em_svc_port sp = {.svc = d->svc ? &svc : NULL, .port = d->port,
+	                         .protocol = IPPROTO_TCP};
+	struct em_endpoint ep = {.node = d->node};
+	if (!d->svc) {
+		ep.addr.family = AF_INET;
+		ep.addr.port = d->port;
+		ep.addr.v4.s_addr = htonl(INADDR_LOOPBACK);
+	}
+	struct em_sock *u = em_tun_pair(w, &sp, &ep, ops);
+	if (u) {
+		u->ep = &d->ep;
+		d->ep.active++;
+		d->ep.last_ms = w->now_ms;
+	}
+	return u;
+}
+
+struct em_sock *em_router_reopen(struct em_worker *w, struct em_sock *u,
+                                 const struct em_sock_ops *ops)
+{
+	if (!u->ep)
+		return NULL;
+	struct router_dest *d = em_container_of(u->ep, struct router_dest, ep);
+	return em_tun_reachable(w, d->node) ? dest_open(w, d, ops) : NULL;
+}
 
 void em_router_report(uint64_t rule_key, bool ok, const char *reason)
 {
@@ -105,18 +234,27 @@ struct em_sock *em_router_route(struct em_worker *w, const struct em_http1_head 
 	memcpy(p, after_target, head_rest);
 	EM_UNUSED(hl);
 
-	/* The stream's target: a Service of the edge, or its loopback port. */
-	struct em_service svc = {.ns = r->svc_ns, .name = r->svc_name};
-	struct em_svc_port sp = {.svc = r->svc_name ? &svc : NULL,
-	                         .port = r->svc_name ? r->svc_port : r->local_port,
-	                         .protocol = IPPROTO_TCP};
-	struct em_endpoint ep = {.node = node};
-	if (!r->svc_name) {
-		ep.addr.family = AF_INET;
-		ep.addr.port = r->local_port;
-		ep.addr.v4.s_addr = htonl(INADDR_LOOPBACK);
+	/* The stream: an idle one toward the same destination (a Service of
+	 * the edge, or its loopback port), else a new one. */
+	struct router_dest *d = dest_get(w, node, r);
+	struct em_sock *u = d ? em_http_pool_take_ep(w, &d->ep, ops) : NULL;
+	if (u) {
+		u->flags |= EM_SF_REPLAY;
+	} else if (d) {
+		u = dest_open(w, d, ops);
+	} else {
+		struct em_service svc = {.ns = r->svc_ns, .name = r->svc_name};
+		struct em_svc_port sp = {.svc = r->svc_name ? &svc : NULL,
+		                         .port = r->svc_name ? r->svc_port : r->local_port,
+		                         .protocol = IPPROTO_TCP};
+		struct em_endpoint ep = {.node = node};
+		if (!r->svc_name) {
+			ep.addr.family = AF_INET;
+			ep.addr.port = r->local_port;
+			ep.addr.v4.s_addr = htonl(INADDR_LOOPBACK);
+		}
+		u = em_tun_pair(w, &sp, &ep, ops);
 	}
-	struct em_sock *u = em_tun_pair(w, &sp, &ep, ops);
 	if (!u) {
 		free(buf);
 		em_rule_report(r->key, false, "no stream to the edge");

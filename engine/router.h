@@ -19,7 +19,8 @@
  * bytes from <base> (head and the body bytes that came with it) are to go
  * to the edge. On success returns the upstream, a socket in mode <ops>
  * (an open socketpair end bridged to a stream toward the edge, possibly by
- * another worker), with the request as the edge must get it in <*out>
+ * another worker; one kept idle from an earlier call to the same node and
+ * target when there is one, then marked EM_SF_REPLAY), with the request as the edge must get it in <*out>
  * (malloc'd, <*out_len> bytes, for the caller to queue on it) and the
  * Rule's key in <*rule_key> for the report of the call's outcome. On
  * failure returns NULL with the page to answer in <*page>: 404 (no such
@@ -29,6 +30,12 @@ struct em_sock *em_router_route(struct em_worker *w, const struct em_http1_head 
                                 const char *base, uint32_t hl, uint32_t fwd,
                                 const struct em_sock_ops *ops, char **out, uint32_t *out_len,
                                 uint64_t *rule_key, enum em_http_page *page);
+
+/* A new stream toward the destination of upstream <u> (one em_router_route
+ * returned, reused from its pool, whose request must go out again), in mode
+ * <ops>; NULL when the edge is gone or <u> has no destination entry. */
+struct em_sock *em_router_reopen(struct em_worker *w, struct em_sock *u,
+                                 const struct em_sock_ops *ops);
 
 /* The outcome of a routed call (<rule_key> from em_router_route): <ok>, or
  * a failure with its one-line reason. */

@@ -190,8 +190,11 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	if (rc)
 		return rc;
 	tc->next_tick_ms = w->now_ms;
-	if (role == EM_TUNNEL_DIALER && w->tun->test_first_id) {
-		em_tunnel_session_test_set_next_id(tc->sess, w->tun->test_first_id);
+	if (w->tun->test_first_id &&
+	    (role == EM_TUNNEL_DIALER || em_worker_config()->role == EM_ROLE_CLOUD)) {
+		/* The acceptor's ids are the even ones below. */
+		em_tunnel_session_test_set_next_id(tc->sess, w->tun->test_first_id -
+		                                                     (role == EM_TUNNEL_DIALER ? 0 : 1));
 		w->tun->test_first_id = 0;
 	}
 	return 0;
@@ -273,12 +276,28 @@ static int peer_dial(struct em_worker *w, struct tpeer *tp)
 	return peer_dial_as(w, tp, false);
 }
 
+static void inbound_gone(struct em_worker *w, struct em_tconn *tc);
+
 /* Stream ids are never reused: a tunnel that has EM_TUNNEL_ID_RESERVE or
  * fewer left gets a replacement dialled while the reserve carries new
  * streams; once the replacement is up it takes them and this one drains
- * (conn_up). */
+ * (conn_up). The cloud dials no edge: an edge's tunnel running low drains
+ * at once (GOAWAY), which makes the edge dial a new one (peer_draining);
+ * meanwhile the node's streams go to another of its tunnels, or fail. */
 static void maybe_replace(struct em_worker *w, struct em_tconn *tc)
 {
+	if (tc->ip && !(tc->flags & (TC_GOAWAY | TC_DEAD)) &&
+	    em_tunnel_session_ids_left(tc->sess) <= EM_TUNNEL_ID_RESERVE) {
+		EM_INFO("tunnel",
+		        "worker %u: tunnel from %s (%s): %u stream ids left, draining it so that "
+		        "the node dials a new one",
+		        w->id, tun_tc_name(tc), tc->addr, em_tunnel_session_ids_left(tc->sess));
+		em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stream ids exhausted");
+		tc->flags |= TC_GOAWAY;
+		tun_mark_dirty(w, tc);
+		inbound_gone(w, tc);
+		return;
+	}
 	struct tpeer *tp = tc->tp;
 	if (!tp || tp->conn != tc || tp->next || w->stopping || w->now_ms < tp->next_dial_ms ||
 	    em_tunnel_session_ids_left(tc->sess) > EM_TUNNEL_ID_RESERVE)
@@ -428,6 +447,7 @@ static bool handoff(struct em_worker *w, unsigned k, struct em_tstream *ts, int 
 	o->dst = ts->dst;
 	o->rp = ts->rp;
 	o->rp_dir = ts->rp_dir;
+	o->relay = ts->flags & TS_RELAY;
 	memcpy(o->node, ts->node_name, sizeof(o->node));
 	memcpy(o->ns, ts->ns, sizeof(o->ns));
 	memcpy(o->svc, ts->svc, sizeof(o->svc));
@@ -451,6 +471,8 @@ void em_tun_take_handoffs(struct em_worker *w)
 			ts->dst = o->dst;
 			ts->rp = o->rp;
 			ts->rp_dir = o->rp_dir;
+			if (o->relay)
+				ts->flags |= TS_RELAY;
 			memcpy(ts->node_name, o->node, sizeof(ts->node_name));
 			memcpy(ts->ns, o->ns, sizeof(ts->ns));
 			memcpy(ts->svc, o->svc, sizeof(ts->svc));
@@ -522,6 +544,7 @@ static bool relay_open(struct em_worker *w, struct em_tstream *in, int fd)
 	ts->dst = in->dst;
 	ts->rp = in->rp;
 	ts->rp_dir = 1;
+	ts->flags |= TS_RELAY;
 	memcpy(ts->node_name, in->node_name, sizeof(ts->node_name));
 	memcpy(ts->ns, in->ns, sizeof(ts->ns));
 	memcpy(ts->svc, in->svc, sizeof(ts->svc));
@@ -695,7 +718,9 @@ static void peer_draining(struct em_worker *w, struct em_tconn *tc)
 	if (!tp || tp->conn != tc)
 		return;
 	peer_detach(w, tp);
-	if (tp->state != TP_DOWN || em_dlist_empty(&tp->waitq))
+	/* The cloud reaches this node only over a tunnel the node dials: that
+	 * one is dialled again at once, also with nothing waiting. */
+	if (tp->state != TP_DOWN || (em_dlist_empty(&tp->waitq) && !tp->cloud))
 		return;
 	if (w->stopping)
 		peer_down(w, tp); /* fails the waiting streams */

@@ -159,6 +159,9 @@ enum {
 	TS_WAIT_SLOT = 1u << 4, /* waiting for a stream slot at the peer's limit */
 	TS_PAIR = 1u << 5,      /* the socket is a socketpair end (em_tun_pair) */
 	TS_CONTROL = 1u << 6,   /* the control stream (PROTOCOL.md 9) */
+	TS_RELAY = 1u << 7,     /* cloud: one leg of a relay (TS_PAIR too); the
+	                         * legs' socketpair carries a reset as a full
+	                         * close, a FIN as a half close */
 };
 
 /* Relayed streams between two edges, counted on the cloud per pair
@@ -198,6 +201,7 @@ struct tun_handoff {
 	int fd;
 	uint16_t port;
 	uint8_t rp_dir;
+	bool relay; /* TS_RELAY */
 	struct em_addr dst;
 	struct tun_relay_pair *rp;
 	char node[EM_FRAME_MAX_NAME + 1];
@@ -214,7 +218,8 @@ struct em_tun_worker {
 	uint64_t hs_log_ms; /* handshake refusals and failures: one line a second */
 	uint32_t hs_quiet;
 	/* Test only (EDGEMESH_TEST_TUNNEL_FIRST_ID): the first stream id of the
-	 * first tunnel this worker dials, 0 = normal. */
+	 * first tunnel this worker dials (on the cloud: also accepts, that id
+	 * less one), 0 = normal. */
 	uint32_t test_first_id;
 	struct em_dlist dirty;
 	struct em_tstream *free_ts;

@@ -3,6 +3,7 @@
 #include "engine/tunnel_int.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -175,7 +176,9 @@ void tun_ts_flush(struct em_worker *w, struct em_tstream *ts)
 
 /* The stream cannot go on. A raw client or a local endpoint connection is
  * reset; a socketpair end half-closes so its HTTP upstream reads EOF before
- * any response (502) and then closes it. */
+ * any response (502) and then closes it; a relay leg's end closes at once,
+ * so the other leg resets its stream (bridge_eof) instead of sending a FIN
+ * and its node's bytes are not read and dropped here. */
 void tun_ts_fail(struct em_worker *w, struct em_tstream *ts)
 {
 	struct em_sock *s = ts->s;
@@ -190,7 +193,9 @@ void tun_ts_fail(struct em_worker *w, struct em_tstream *ts)
 		tun_ts_free(w, ts);
 		return;
 	}
-	if ((ts->flags & TS_PAIR) && !(s->flags & EM_SF_CLOSING)) {
+	if (ts->flags & TS_RELAY)
+		w->cnt[EM_C_T_RELAY_RESETS]++;
+	if ((ts->flags & (TS_PAIR | TS_RELAY)) == TS_PAIR && !(s->flags & EM_SF_CLOSING)) {
 		ts->flags |= TS_DEAD;
 		if (!(s->flags & EM_SF_WR_SHUT)) {
 			s->flags |= EM_SF_WR_SHUT;
@@ -333,11 +338,25 @@ static void bridge_recv(struct em_worker *w, struct em_sock *s, uint16_t bid, ui
 		em_sock_maybe_rearm(w, s);
 }
 
+/* True when the other end of the socketpair <fd> is closed (not only shut
+ * for writing): with this end still open for writing, the kernel reports a
+ * hang-up only then. */
+static bool relay_peer_gone(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
 static void bridge_eof(struct em_worker *w, struct em_sock *s)
 {
 	struct em_tstream *ts = s->ctx;
 	if (ts->flags & TS_DEAD) {
 		em_sock_close(w, s, false);
+		return;
+	}
+	if ((ts->flags & TS_RELAY) && !(s->flags & EM_SF_WR_SHUT) && relay_peer_gone(s->fd)) {
+		/* The other leg closed its end without a FIN: it was reset. */
+		em_sock_close(w, s, true);
 		return;
 	}
 	ts->flags |= TS_LOCAL_EOF;
@@ -585,7 +604,7 @@ static void serve_relay(struct em_worker *w, struct em_tconn *tc, const struct e
 	b->family = AF_UNIX;
 	b->state = EM_SK_OPEN;
 	b->ctx = ts;
-	ts->flags |= TS_PAIR;
+	ts->flags |= TS_PAIR | TS_RELAY;
 	ts->s = b;
 	ts->tc = tc;
 	ts->id = ev->stream_id;

@@ -158,6 +158,7 @@ struct em_listener {
 	X(T_HANDOFFS, "tunnel", "streams_handed_to_worker")                                        \
 	X(T_RELAYED, "tunnel", "streams_relayed")                                                  \
 	X(T_RELAY_REFUSED, "tunnel", "relays_refused")                                             \
+	X(T_RELAY_RESETS, "tunnel", "relay_resets_passed")                                         \
 	X(T_OPEN_REFUSED, "tunnel", "opens_refused")                                               \
 	X(T_OPEN_REPICKED, "tunnel", "opens_repicked")                                             \
 	X(T_REFUSED, "tunnel", "streams_refused_by_peer")                                          \
@@ -224,6 +225,7 @@ struct em_worker {
 	struct spill_block *spill_free, *spill_free_small;
 	unsigned n_spill_free, n_spill_free_small;
 	struct em_http_worker *http; /* HTTP mode state (engine/http.c), made on first use */
+	struct em_router_worker *router; /* the Router's destinations (engine/router.c) */
 	struct em_tun_worker *tun;   /* tunnels and streams (engine/tunnel_*.c) */
 	/* Takes <fd>, the local end of a socketpair whose other end serves a
 	 * stream a peer opened to HTTP port <sp> of a service with a QPS limit:

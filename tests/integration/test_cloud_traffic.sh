@@ -13,6 +13,10 @@
 #     is closed, the refusal counted;
 #   - backpressure: a backend on node-b that never reads does not grow the
 #     cloud's memory past its windows while node-a keeps writing;
+#   - a reset passes through the relay: node-a's client aborts a relayed
+#     stream and node-b's backend, which keeps writing, sees its connection
+#     end at once (the cloud does not read and drop its bytes until a
+#     timeout); the cloud counts it;
 #   - F4, the Router: /<node>/<namespace>/<path> on the cloud's router.listen
 #     reaches node-b's loopback app (KubeEdge's servicebus) with the target
 #     path, or an endpoint of a Service there; 404 without a rule, 503 for an
@@ -91,7 +95,9 @@ manifest cloud.json "$(it_list "$(it_svc default cecho 10.96.0.40 7 7040)" \
 manifest b.json "$(it_list "$(it_svc default becho 10.96.0.42 7 7042)" \
 	"$(it_ep_obj default becho 7042 $IPB@node-b)" \
 	"$(it_svc default bsink 10.96.0.43 9 7043)" \
-	"$(it_ep_obj default bsink 7043 $IPB@node-b)")"
+	"$(it_ep_obj default bsink 7043 $IPB@node-b)" \
+	"$(it_svc default bsrc 10.96.0.46 19 7046)" \
+	"$(it_ep_obj default bsrc 7046 $IPB@node-b)")"
 # The Router: an app on node-b's loopback (servicebus service_port), and a
 # Service of node-b's.
 rule_ep() { # NAME TYPE PROPERTIES
@@ -132,6 +138,21 @@ while True:
     c, _ = s.accept(); conns.append(c)
 '
 it_wait_line "$IT_TMP/bsink.out" '^ready' 10 || it_die "the never-reading backend did not start"
+# A backend that writes until its connection ends, then says how.
+it_bg bsrc python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("'$IPB'", 7046)); s.listen(8); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); n = 0
+    try:
+        while True:
+            n += c.send(b"y" * 16384)
+    except OSError as e:
+        print("ended after %d bytes: %s" % (n, e.__class__.__name__), flush=True)
+    c.close()
+'
+it_wait_line "$IT_TMP/bsrc.out" '^ready' 10 || it_die "the writing backend did not start"
 # node-b's HTTP app: answers "node-b PORT PATH"; /edge/slow never in time,
 # /edge/boom with 500.
 it_bg bapp python3 -c '
@@ -265,6 +286,23 @@ it_check "the cloud's memory grew less than 48 MiB (${rss0} -> ${rss1} KiB)" \
 	test $((rss1 - rss0)) -lt $((48 << 10))
 it_check "the cloud is alive after the stalled relay" kill -0 "${EM_PID[cloud]}"
 
+# -- a reset through the relay: node-a's client reads a little and aborts
+# (RST); node-b's backend keeps writing until its connection ends.
+ip netns exec "$NSA" python3 -c '
+import socket, struct
+s = socket.create_connection(("10.96.0.46", 19), timeout=5)
+got = 0
+while got < 65536:
+    got += len(s.recv(65536))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print(got)' >"$IT_TMP/rst.out" 2>&1
+it_log "reset through the relay: node-a read $(cat "$IT_TMP/rst.out") bytes, then aborted"
+it_check "a reset on node-a ends node-b's backend connection through the relay" \
+	it_wait 10 grep -q '^ended after' "$IT_TMP/bsrc.out"
+passed=$(ctl cloud stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnel"]["relay_resets_passed"])')
+it_check "... and the cloud counts the reset it passed on ($passed)" test "${passed:-0}" -ge 1
+
 # -- F4: the Router
 R=http://$IPC:9443
 # call PATH: prints "CODE BODY" of a GET through the Router, from the cloud's namespace.
@@ -291,11 +329,16 @@ it_check "F4: a Rule naming a Service reaches its endpoint on node-b with the ta
 first_counted() { [ "$(rule_count r-api successMessages)" = 1 ]; }
 it_wait 5 first_counted || it_fail "the first Router call was not counted on r-api"
 ok0=$(rule_count r-api successMessages)
+opened() { ctl cloud stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnel"]["streams_opened"])'; }
+o0=$(opened)
 n_ok=0
 for i in $(seq 10); do
 	[ "$(call /node-b/default/api/n$i)" = "node-b 9000 /edge/n$i 200" ] && n_ok=$((n_ok + 1))
 done
 it_check "F4: 10 more calls all answered by node-b's app ($n_ok)" test "$n_ok" = 10
+o1=$(opened)
+it_check "... over streams kept between calls: at most one new per cloud worker ($o0 -> $o1)" \
+	test $((o1 - o0)) -le 2
 counted() { [ "$(rule_count r-api successMessages)" = $((ok0 + 10)) ]; }
 it_check "the Rule counts exactly 10 more successes ($ok0 -> $(rule_count r-api successMessages))" \
 	it_wait 5 counted
