@@ -7,6 +7,10 @@
  *   http    HTTP/1.1 keep-alive responder: every request gets 200 with a fixed
  *           body "backend-<n>\n" padded with '.' to -b bytes, <n> being the
  *           index of the -l address the connection came in on
+ *   path    the same, but the body is the request's target as it arrived
+ *           (padded with '.' before the final '\n' to -b bytes), so that a
+ *           client can check that a proxy rewrote the path as configured and
+ *           that every response belongs to its request
  *   source  bulk: after the client's 16-byte hello "EMBULK01" + 8-byte seed,
  *           sends the checked pattern of bench/emload.c until the peer closes
  *   sink    bulk upload: reads and discards everything
@@ -61,6 +65,8 @@ static size_t g_response_len[BK_MAX_LISTEN];
 static _Atomic uint64_t g_served[BK_MAX_LISTEN];
 static _Atomic uint64_t g_bad;
 static size_t g_out_cap;
+static size_t g_body;    /* -b */
+static bool g_echo_path; /* mode path: BK_HTTP with the target as the body */
 static volatile sig_atomic_t g_stop, g_report;
 
 static void on_signal(int sig)
@@ -149,6 +155,22 @@ static int flush_out(int ep, struct bk_conn *c)
 	return 0;
 }
 
+/* Mode path: a 200 whose body is the target <t>, padded with '.' before the
+ * final '\n' to g_body bytes. <buf> holds 512 + BK_HTTP_IN + 65536 bytes. */
+static size_t path_response(char *buf, const char *t, size_t tl)
+{
+	size_t bl = EM_MAX(g_body, tl + 1);
+	int hl = snprintf(buf, 512,
+	                  "HTTP/1.1 200 OK\r\nServer: embackend\r\nContent-Type: "
+	                  "text/plain\r\nContent-Length: %zu\r\n\r\n",
+	                  bl);
+	char *b = buf + hl;
+	memcpy(b, t, tl);
+	memset(b + tl, '.', bl - tl - 1);
+	b[bl - 1] = '\n';
+	return (size_t)hl + bl;
+}
+
 /* Answers every complete request head in c->in. Requests carry no body in
  * this benchmark; one with a body is counted as bad and closed. */
 static int http_serve(int ep, struct bk_conn *c)
@@ -166,14 +188,26 @@ static int http_serve(int ep, struct bk_conn *c)
 			atomic_fetch_add_explicit(&g_bad, 1, memory_order_relaxed);
 			return -1;
 		}
+		const char *resp = g_response[c->listener];
 		size_t rl = g_response_len[c->listener];
+		char pbuf[512 + BK_HTTP_IN + 65536];
+		if (g_echo_path) {
+			/* "GET <target> HTTP/1.x": the target is up to the next space. */
+			const char *t = start + 4, *te = memchr(t, ' ', head - 4);
+			if (!te) {
+				atomic_fetch_add_explicit(&g_bad, 1, memory_order_relaxed);
+				return -1;
+			}
+			rl = path_response(pbuf, t, (size_t)(te - t));
+			resp = pbuf;
+		}
 		if (c->out_len + rl > g_out_cap) {
 			if (flush_out(ep, c) < 0)
 				return -1;
 			if (c->out_len + rl > g_out_cap)
 				break; /* peer is not reading; resume on EPOLLOUT */
 		}
-		memcpy(c->out + c->out_len, g_response[c->listener], rl);
+		memcpy(c->out + c->out_len, resp, rl);
 		c->out_len += rl;
 		atomic_fetch_add_explicit(&g_served[c->listener], 1, memory_order_relaxed);
 		pos += head;
@@ -353,7 +387,7 @@ static void *worker(void *arg)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: embackend -m echo|http|source|sink -l IP:PORT [-l IP:PORT ...] "
+	fprintf(stderr, "usage: embackend -m echo|http|path|source|sink -l IP:PORT [-l IP:PORT ...] "
 	                "[-t THREADS] [-b BODY_BYTES]\n");
 	exit(2);
 }
@@ -369,6 +403,8 @@ int main(int argc, char **argv)
 				g_mode = BK_ECHO;
 			else if (!strcmp(optarg, "http"))
 				g_mode = BK_HTTP;
+			else if (!strcmp(optarg, "path"))
+				g_mode = BK_HTTP, g_echo_path = true;
 			else if (!strcmp(optarg, "source"))
 				g_mode = BK_SOURCE;
 			else if (!strcmp(optarg, "sink"))
@@ -394,6 +430,7 @@ int main(int argc, char **argv)
 	}
 	if (!g_nlisten || threads < 1 || threads > 64 || body > 65536)
 		usage();
+	g_body = body;
 	for (int i = 0; i < g_nlisten; i++) {
 		char id[32];
 		int idl = snprintf(id, sizeof(id), "backend-%d\n", i);
@@ -416,6 +453,8 @@ int main(int argc, char **argv)
 		g_out_cap = 0;
 		for (int i = 0; i < g_nlisten; i++)
 			g_out_cap = EM_MAX(g_out_cap, 4 * g_response_len[i]);
+		if (g_echo_path)
+			g_out_cap = EM_MAX(g_out_cap, 2 * (512 + BK_HTTP_IN + g_body));
 		g_out_cap = EM_MAX(g_out_cap, (size_t)16384);
 		break;
 	case BK_SOURCE:

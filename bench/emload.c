@@ -11,13 +11,20 @@
  *             open, so that neither the opening nor the bytes the streams
  *             buffered meanwhile count as throughput. Every byte, also
  *             those outside the window, is checked.
+ *   http      HTTP/1.1 keep-alive GETs over -c connections for -d seconds, one
+ *             in flight per connection: "GET <-u>/<conn>/<seq>"; every
+ *             response must be a 200 with a Content-Length (no chunked, no
+ *             "Connection: close") whose body is the target the backend saw,
+ *             "<-x>/<conn>/<seq>" (-x defaults to -u), padded with '.' before
+ *             the final '\n' to -s bytes: embackend's path mode. So a proxy
+ *             that rewrites the path (-x) or mixes up responses is caught
  *   idle      opens -c connections, proves each works with one small round
  *             trip, prints "READY <n>" on stdout, holds them -H seconds (any
  *             byte or close from the far side during the hold is an error),
  *             round-trips on every one again, closes
  *
  * Usage: emload -m MODE -a IP:PORT [-c CONNS] [-d SECS] [-s SIZE] [-t THREADS]
- *               [-H HOLD_SECS] [-w WARM_SECS]
+ *               [-H HOLD_SECS] [-w WARM_SECS] [-u PATH] [-x PATH]
  * The last stdout line is "RESULT key=value ..." (mode, conns, secs, ops,
  * rps, gbps, p50_us, p99_us, p999_us, errors, and for bulk open_ms: how long
  * opening every stream took, and gb_all: the GB received in the whole run,
@@ -35,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -47,8 +55,10 @@
 #define LD_SUB      (1u << LD_SUB_BITS)
 #define LD_BUCKETS  (2 * LD_SUB + 45 * LD_SUB)
 #define LD_RECV_BUF (256 * 1024)
+#define LD_HTTP_REQ  512  /* request head (-u is limited to fit) */
+#define LD_HTTP_HEAD 4096 /* response head */
 
-enum ld_mode { LD_PINGPONG, LD_CONNECT, LD_BULK, LD_IDLE };
+enum ld_mode { LD_PINGPONG, LD_CONNECT, LD_BULK, LD_IDLE, LD_HTTP };
 enum ld_state { LD_CONNECTING, LD_SENDING, LD_RECVING, LD_CLOSED };
 
 struct ld_hist {
@@ -64,6 +74,8 @@ struct ld_conn {
 	uint32_t id;
 	uint64_t seq;
 	size_t sent, rcvd;
+	size_t req_len, resp_cap; /* what is sent, what may be received */
+	size_t need;              /* http: head + body, once the head is in */
 	uint64_t t0;
 	uint64_t seed, offset; /* bulk stream position */
 	bool watch_out;        /* EPOLLOUT (instead of EPOLLIN) is registered */
@@ -92,6 +104,7 @@ static socklen_t g_target_len;
 static int g_conns = 50, g_threads = 1;
 static double g_secs = 5, g_hold = 5;
 static size_t g_size = 100;
+static const char *g_path = "", *g_expect; /* http: -u, -x */
 static uint64_t g_deadline_ns;
 /* bulk: every thread has opened its streams; the measured window */
 static pthread_barrier_t g_opened;
@@ -179,6 +192,13 @@ static int set_nonblock(int fd)
 static void make_request(struct ld_conn *c)
 {
 	c->seq++;
+	if (g_mode == LD_HTTP) {
+		c->req_len = (size_t)snprintf(c->req, LD_HTTP_REQ,
+		                              "GET %s/%u/%llu HTTP/1.1\r\nHost: bench\r\n\r\n", g_path,
+		                              c->id, (unsigned long long)c->seq);
+		c->need = 0;
+		return;
+	}
 	uint64_t tag = ((uint64_t)c->id << 40) ^ c->seq;
 	memcpy(c->req, &tag, EM_MIN(g_size, (size_t)8));
 }
@@ -206,6 +226,100 @@ static bool running(void)
 }
 
 static void on_request_event(struct ld_conn *c);
+
+/* The value of header <name> (lower case, with its ':') in the head
+ * [h, e), or NULL; *len is its length without surrounding blanks. */
+static const char *header(const char *h, const char *e, const char *name, size_t *len)
+{
+	size_t nl = strlen(name);
+	for (const char *l = h; l < e;) {
+		const char *le = memmem(l, (size_t)(e - l), "\r\n", 2);
+		if (!le)
+			le = e;
+		if ((size_t)(le - l) >= nl && !strncasecmp(l, name, nl)) {
+			const char *v = l + nl;
+			while (v < le && (*v == ' ' || *v == '\t'))
+				v++;
+			const char *ve = le;
+			while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			*len = (size_t)(ve - v);
+			return v;
+		}
+		l = le + 2;
+	}
+	return NULL;
+}
+
+/* http: 1 when c->resp holds exactly one correct response, 0 while more is
+ * to come, -1 (error counted) when it is wrong. */
+static int http_response(struct ld_conn *c)
+{
+	struct ld_thread *th = c->th;
+	if (!c->need) {
+		const char *end = memmem(c->resp, c->rcvd, "\r\n\r\n", 4);
+		if (!end) {
+			if (c->rcvd >= LD_HTTP_HEAD) {
+				fail(th, "response head over %d bytes", LD_HTTP_HEAD);
+				return -1;
+			}
+			return 0;
+		}
+		const char *le = memmem(c->resp, c->rcvd, "\r\n", 2);
+		if ((size_t)(le - c->resp) < 13 || memcmp(c->resp, "HTTP/1.1 200 ", 13) != 0) {
+			fail(th, "status line \"%.*s\" (connection %u, request %llu)",
+			     (int)EM_MIN((size_t)(le - c->resp), (size_t)60), c->resp, c->id,
+			     (unsigned long long)c->seq);
+			return -1;
+		}
+		size_t vl;
+		const char *v;
+		if (header(le + 2, end + 2, "transfer-encoding:", &vl)) {
+			fail(th, "a Transfer-Encoding response (only Content-Length is checked)");
+			return -1;
+		}
+		if ((v = header(le + 2, end + 2, "connection:", &vl)) && vl >= 5 &&
+		    !strncasecmp(v, "close", 5)) {
+			fail(th, "\"Connection: close\" on a keep-alive connection (request %llu)",
+			     (unsigned long long)c->seq);
+			return -1;
+		}
+		if (!(v = header(le + 2, end + 2, "content-length:", &vl))) {
+			fail(th, "a response without Content-Length");
+			return -1;
+		}
+		size_t cl = (size_t)strtoull(v, NULL, 10);
+		c->need = (size_t)(end + 4 - c->resp) + cl;
+		if (cl == 0 || c->need > c->resp_cap) {
+			fail(th, "Content-Length %zu", cl);
+			return -1;
+		}
+	}
+	if (c->rcvd < c->need)
+		return 0;
+	if (c->rcvd > c->need) {
+		fail(th, "%zu bytes after the response (connection %u)", c->rcvd - c->need, c->id);
+		return -1;
+	}
+	/* The body the backend writes for the rewritten target. */
+	char want[LD_HTTP_REQ + LD_HTTP_HEAD];
+	int tl = snprintf(want, sizeof(want), "%s/%u/%llu", g_expect, c->id,
+	                  (unsigned long long)c->seq);
+	size_t bl = EM_MAX(g_size, (size_t)tl + 1);
+	const char *body = c->resp + c->need - bl;
+	bool ok = c->need >= bl && !memcmp(body, want, (size_t)tl) && body[bl - 1] == '\n';
+	for (size_t i = (size_t)tl; ok && i + 1 < bl; i++)
+		ok = body[i] == '.';
+	/* The head ends right before the body: the body is all of it. */
+	if (ok && (c->need - bl < 4 || memcmp(body - 4, "\r\n\r\n", 4) != 0))
+		ok = false;
+	if (!ok) {
+		fail(th, "wrong body for %s: \"%.*s\"", want,
+		     (int)EM_MIN(c->need, (size_t)60), c->need >= bl ? body : c->resp);
+		return -1;
+	}
+	return 1;
+}
 
 /* Starts a request on <c>: a new connection first in connect mode. */
 static void start_request(struct ld_conn *c)
@@ -254,8 +368,8 @@ static void on_request_event(struct ld_conn *c)
 		c->state = LD_SENDING;
 	}
 	if (c->state == LD_SENDING) {
-		while (c->sent < g_size) {
-			ssize_t n = send(c->fd, c->req + c->sent, g_size - c->sent, MSG_NOSIGNAL);
+		while (c->sent < c->req_len) {
+			ssize_t n = send(c->fd, c->req + c->sent, c->req_len - c->sent, MSG_NOSIGNAL);
 			if (n == -1) {
 				if (errno == EAGAIN) {
 					if (!c->watch_out)
@@ -276,7 +390,7 @@ static void on_request_event(struct ld_conn *c)
 	if (c->state != LD_RECVING)
 		return;
 	for (;;) {
-		ssize_t n = recv(c->fd, c->resp + c->rcvd, g_size - c->rcvd, 0);
+		ssize_t n = recv(c->fd, c->resp + c->rcvd, c->resp_cap - c->rcvd, 0);
 		if (n == -1) {
 			if (errno == EAGAIN)
 				return;
@@ -285,17 +399,27 @@ static void on_request_event(struct ld_conn *c)
 			return;
 		}
 		if (n == 0) {
-			fail(th, "connection closed by peer after %zu of %zu response bytes",
-			     c->rcvd, g_size);
+			fail(th, "connection closed by peer after %zu response bytes (connection %u, request %llu)",
+			     c->rcvd, c->id, (unsigned long long)c->seq);
 			conn_close(c);
 			return;
 		}
 		c->rcvd += (size_t)n;
+		if (g_mode == LD_HTTP) {
+			int rc = http_response(c);
+			if (rc < 0) {
+				conn_close(c);
+				return;
+			}
+			if (rc == 1)
+				break;
+			continue;
+		}
 		if (c->rcvd == g_size)
 			break;
 	}
 	uint64_t now = em_now_ns();
-	if (memcmp(c->req, c->resp, g_size) != 0) {
+	if (g_mode != LD_HTTP && memcmp(c->req, c->resp, g_size) != 0) {
 		fail(th, "response differs from request (connection %u, request %llu)", c->id,
 		     (unsigned long long)c->seq);
 		conn_close(c);
@@ -557,8 +681,9 @@ static uint64_t run_idle(struct ld_thread *th)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: emload -m pingpong|connect|bulk|idle -a IP:PORT [-c CONNS] "
-	                "[-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS] [-w WARM_SECS]\n");
+	fprintf(stderr, "usage: emload -m pingpong|connect|bulk|idle|http -a IP:PORT [-c CONNS] "
+	                "[-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS] [-w WARM_SECS] "
+	                "[-u PATH] [-x PATH]\n");
 	exit(2);
 }
 
@@ -567,7 +692,7 @@ int main(int argc, char **argv)
 	struct em_addr target;
 	bool have_target = false;
 	int opt;
-	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:w:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:w:u:x:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "pingpong"))
@@ -578,6 +703,8 @@ int main(int argc, char **argv)
 				g_mode = LD_BULK;
 			else if (!strcmp(optarg, "idle"))
 				g_mode = LD_IDLE;
+			else if (!strcmp(optarg, "http"))
+				g_mode = LD_HTTP;
 			else
 				usage();
 			break;
@@ -604,13 +731,22 @@ int main(int argc, char **argv)
 		case 'w':
 			g_warm = atof(optarg);
 			break;
+		case 'u':
+			g_path = optarg;
+			break;
+		case 'x':
+			g_expect = optarg;
+			break;
 		default:
 			usage();
 		}
 	}
 	if (!have_target || g_conns < 1 || g_threads < 1 || g_threads > 64 || g_size < 1 ||
-	    g_size > (1 << 20) || g_secs <= 0 || g_warm < 0)
+	    g_size > (1 << 20) || g_secs <= 0 || g_warm < 0 || strlen(g_path) > 256 ||
+	    (g_expect && strlen(g_expect) > 256))
 		usage();
+	if (!g_expect)
+		g_expect = g_path;
 	if (g_threads > g_conns)
 		g_threads = g_conns;
 	if (g_mode == LD_BULK)
@@ -623,7 +759,7 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
-	const char *mode_name[] = {"pingpong", "connect", "bulk", "idle"};
+	const char *mode_name[] = {"pingpong", "connect", "bulk", "idle", "http"};
 	struct ld_thread *ths = calloc((size_t)g_threads, sizeof(*ths));
 	struct ld_conn *conns = calloc((size_t)g_conns, sizeof(*conns));
 	if (!ths || !conns)
@@ -643,11 +779,16 @@ int main(int argc, char **argv)
 	} else {
 		for (int i = 0; i < g_conns; i++) {
 			conns[i].id = (uint32_t)i;
-			conns[i].req = malloc(g_size);
-			conns[i].resp = malloc(g_size);
+			size_t rq = g_size, rs = g_size;
+			if (g_mode == LD_HTTP)
+				rq = LD_HTTP_REQ, rs = LD_HTTP_HEAD + g_size + LD_HTTP_REQ;
+			conns[i].req = malloc(rq);
+			conns[i].resp = malloc(rs);
+			conns[i].req_len = g_size;
+			conns[i].resp_cap = rs;
 			if (!conns[i].req || !conns[i].resp)
 				return 2;
-			for (size_t k = 0; k < g_size; k++)
+			for (size_t k = 0; k < rq; k++)
 				conns[i].req[k] = (char)('a' + (k + (size_t)i) % 26);
 		}
 		g_deadline_ns = t_start + (uint64_t)(g_secs * 1e9);
