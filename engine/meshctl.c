@@ -650,8 +650,10 @@ static int cmd_cert(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (em_pki_cert_issue(&req, err, sizeof(err))) {
-		fprintf(stderr, "meshctl: cert issue: %s\n", err);
+	int rc = em_pki_cert_issue(&req, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "meshctl: cert issue: %s%s\n", err,
+		        rc == -EEXIST ? " (--force replaces it)" : "");
 		return 1;
 	}
 	const char *out = req.out_dir ? req.out_dir : ".";

@@ -65,10 +65,11 @@ int em_pki_node_name_check(const char *name, char *err, size_t errlen)
 		if (c == '.' && !start && !end)
 			continue;
 		if (c == '.' || !label_char(c) || ((start || end) && c == '-'))
-			return fail(err, errlen, -EINVAL,
-			            "node name \"%.*s\" is not valid at byte %zu ('%c'): expected %s",
-			            (int)(n > 80 ? 80 : n), name, i + 1,
-			            (c >= 0x20 && c < 0x7f) ? c : '?', what);
+			return fail(
+			        err, errlen, -EINVAL,
+			        "node name \"%.*s\" is not valid at byte %zu ('%c'): expected %s",
+			        (int)(n > 80 ? 80 : n), name, i + 1,
+			        (c >= 0x20 && c < 0x7f) ? c : '?', what);
 	}
 	return 0;
 }
@@ -123,8 +124,9 @@ static int write_pem(const char *dir, const char *path, mode_t mode, EVP_PKEY *k
 		return fail(err, errlen, -errno, "cannot create a file in %s: %s", dir,
 		            strerror(errno));
 	b = BIO_new_fd(fd, BIO_NOCLOSE);
-	if (!b || !(key ? PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)
-	                : PEM_write_bio_X509(b, crt)) ||
+	if (!b ||
+	    !(key ? PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)
+	          : PEM_write_bio_X509(b, crt)) ||
 	    BIO_flush(b) != 1) {
 		rc = fail(err, errlen, -EIO, "cannot write %s: %s", tmp, ssl_reason());
 		goto out;
@@ -135,7 +137,8 @@ static int write_pem(const char *dir, const char *path, mode_t mode, EVP_PKEY *k
 	}
 	if (replace ? rename(tmp, path) == -1 : link(tmp, path) == -1) {
 		if (errno == EEXIST)
-			rc = fail(err, errlen, -EEXIST, "%s already exists: not replacing it", path);
+			rc = fail(err, errlen, -EEXIST, "%s already exists: not replacing it",
+			          path);
 		else
 			rc = fail(err, errlen, -errno, "cannot create %s: %s", path,
 			          strerror(errno));

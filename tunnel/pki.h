@@ -27,7 +27,7 @@
 #define EM_PKI_MAX_DAYS      36500
 /* notBefore is set this far before the time of issue, so that a node whose
  * clock is a little behind the issuer's accepts a fresh certificate. */
-#define EM_PKI_SKEW_S        300
+#define EM_PKI_SKEW_S 300
 
 /* Checks that <name> can be a node's name in a certificate: a lowercase
  * DNS-1123 subdomain as Kubernetes names nodes (labels of a-z, 0-9 and '-'

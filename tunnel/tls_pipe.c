@@ -20,11 +20,11 @@
 #include "tunnel/pki.h"
 #include "tunnel/tls_pipe.h"
 
-#define NAME_LEN       (EM_PKI_NODE_NAME_MAX + 1)
-#define MAX_PLAIN      16384
+#define NAME_LEN  (EM_PKI_NODE_NAME_MAX + 1)
+#define MAX_PLAIN 16384
 /* Room a record needs beyond its plaintext; TLS 1.3 with AEAD ciphers needs
  * 22 bytes, the bound of RFC 8446 is 256 plus the header. */
-#define RECORD_EXTRA   (EM_TLS_PIPE_MAX_RECORD - MAX_PLAIN)
+#define RECORD_EXTRA (EM_TLS_PIPE_MAX_RECORD - MAX_PLAIN)
 
 struct em_tls_pipe_ctx {
 	SSL_CTX *ssl_ctx;
@@ -89,8 +89,8 @@ static int cert_node_name(X509 *x, char *out, char *why, size_t whylen)
 	if (n == 0) {
 		set_msg(why, whylen, "it has no subjectAltName dNSName (the node name)");
 	} else if (n > 1) {
-		set_msg(why, whylen, "it names %d nodes (subjectAltName), a node certificate names one",
-		        n);
+		set_msg(why, whylen,
+		        "it names %d nodes (subjectAltName), a node certificate names one", n);
 	} else {
 		char e[200];
 		if (em_pki_node_name_check(out, e, sizeof(e)) == 0)
@@ -117,8 +117,8 @@ static int pem_error(char *err, size_t errlen, const char *what, const char *fil
 static int verify_cb(int ok, X509_STORE_CTX *sctx);
 
 /* Our own certificate must pass the checks the peer will make. */
-static int check_own_cert(struct em_tls_pipe_ctx *c, const struct em_tls_pipe_files *f,
-                          char *err, size_t errlen)
+static int check_own_cert(struct em_tls_pipe_ctx *c, const struct em_tls_pipe_files *f, char *err,
+                          size_t errlen)
 {
 	X509 *crt = SSL_CTX_get0_certificate(c->ssl_ctx);
 	STACK_OF(X509) *chain = NULL;

@@ -372,8 +372,7 @@ Test(tls_pipe, expired_certificate_is_refused)
 	/* Checked against the clock, the context itself is refused. */
 	f.check_time = 0;
 	cr_assert_null(em_tls_pipe_ctx_new(&f, err, sizeof(err)));
-	cr_assert(strstr(err, "certificate has expired") && strstr(err, "node-old.crt"), "%s",
-	          err);
+	cr_assert(strstr(err, "certificate has expired") && strstr(err, "node-old.crt"), "%s", err);
 	em_tls_pipe_ctx_free(cold);
 	em_tls_pipe_ctx_free(cb);
 	em_tls_pipe_ctx_free(ca);
@@ -416,10 +415,9 @@ Test(tls_pipe, garbage_fails_cleanly)
 			junk[i] = (uint8_t)rnd(256);
 		if (trial % 2)
 			junk[0] = 22; /* looks like a handshake record */
-		struct em_tls_pipe *p = em_tls_pipe_new(trial % 3 ? cb : ca,
-		                                        trial % 3 ? EM_TLS_PIPE_ACCEPTOR
-		                                                  : EM_TLS_PIPE_DIALER,
-		                                        NULL);
+		struct em_tls_pipe *p = em_tls_pipe_new(
+		        trial % 3 ? cb : ca, trial % 3 ? EM_TLS_PIPE_ACCEPTOR : EM_TLS_PIPE_DIALER,
+		        NULL);
 		size_t off = 0;
 		ssize_t r = 0;
 		while (off < sizeof(junk) && r >= 0) {
@@ -485,8 +483,7 @@ Test(tls_pipe, context_errors_name_the_file)
 	/* Our own certificate from another CA than the one we trust. */
 	f.ca_file = at("b/ca.crt");
 	cr_assert_null(em_tls_pipe_ctx_new(&f, err, sizeof(err)));
-	cr_assert(strstr(err, at("a/node-a.crt")) && strstr(err, "not valid against"), "%s",
-	          err);
+	cr_assert(strstr(err, at("a/node-a.crt")) && strstr(err, "not valid against"), "%s", err);
 
 	/* The certificate of another node than this one. */
 	f.ca_file = at("a/ca.crt");
