@@ -4,8 +4,11 @@
  *   meshctl [-s SOCKET] apply -f FILE        (one object or a kubectl List; - is stdin)
  *   meshctl [-s SOCKET] delete KIND NS/NAME  (or NAME with -n NS)
  *   meshctl [-s SOCKET] stats
+ *   meshctl ca init DIR [--days N]
+ *   meshctl cert issue NODE --ca DIR [--out DIR] [--days N] [--force]
  *
- * The socket defaults to $EDGEMESH_SOCKET, else /var/lib/edgemesh/edgemesh.sock. */
+ * The socket defaults to $EDGEMESH_SOCKET, else /var/lib/edgemesh/edgemesh.sock.
+ * `ca` and `cert` work on files only (tunnel/pki.h), no daemon needed. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -18,6 +21,7 @@
 
 #include "store/api.h"
 #include "store/k8s.h"
+#include "tunnel/pki.h"
 
 #define DEFAULT_SOCKET  "/var/lib/edgemesh/edgemesh.sock"
 #define REPLY_TIMEOUT_S 30
@@ -31,6 +35,14 @@ static void usage(FILE *f)
 	           "  apply -f FILE          apply one object or a List (FILE - reads stdin)\n"
 	           "  delete KIND NS/NAME    (or: delete KIND NAME -n NS)\n"
 	           "  stats                  store and table statistics\n"
+	           "  ca init DIR [--days N]\n"
+	           "      make a cluster CA: DIR/ca.key (mode 0600) and DIR/ca.crt,\n"
+	           "      valid N days (default 3650); never replaces an existing CA\n"
+	           "  cert issue NODE --ca DIR [--out DIR] [--days N] [--force]\n"
+	           "      issue NODE's tunnel certificate from the CA in --ca DIR:\n"
+	           "      OUT/NODE.key (mode 0600) and OUT/NODE.crt, valid N days\n"
+	           "      (default 365); OUT defaults to the current directory;\n"
+	           "      --force replaces NODE's existing files\n"
 	           "SOCKET defaults to $EDGEMESH_SOCKET, else " DEFAULT_SOCKET "\n");
 }
 
@@ -560,6 +572,97 @@ static int cmd_stats(const char *sock)
 	return 0;
 }
 
+/* "--days N" as 1..EM_PKI_MAX_DAYS; exits with a message otherwise. */
+static unsigned parse_days(const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < 1 || v > EM_PKI_MAX_DAYS) {
+		fprintf(stderr, "meshctl: --days \"%s\": expected a number of days, 1..%d\n", s,
+		        EM_PKI_MAX_DAYS);
+		exit(2);
+	}
+	return (unsigned)v;
+}
+
+static int cmd_ca(int argc, char **argv)
+{
+	unsigned days = EM_PKI_CA_DAYS;
+	const char *dir = NULL;
+	char err[512];
+
+	if (argc < 2 || strcmp(argv[1], "init") != 0) {
+		usage(stderr);
+		return 2;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
+			days = parse_days(argv[++i]);
+		} else if (argv[i][0] != '-' && !dir) {
+			dir = argv[i];
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!dir) {
+		usage(stderr);
+		return 2;
+	}
+	if (em_pki_ca_init(dir, days, err, sizeof(err))) {
+		fprintf(stderr, "meshctl: ca init: %s\n", err);
+		return 1;
+	}
+	printf("cluster CA made: %s/ca.crt (certificate), %s/ca.key (private key, mode 0600: "
+	       "keep it on the cloud node only), valid %u days\n",
+	       dir, dir, days);
+	return 0;
+}
+
+static int cmd_cert(int argc, char **argv)
+{
+	struct em_pki_issue req = {.days = EM_PKI_NODE_DAYS};
+	char err[512];
+
+	if (argc < 2 || strcmp(argv[1], "issue") != 0) {
+		usage(stderr);
+		return 2;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
+			req.days = parse_days(argv[++i]);
+		} else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc) {
+			req.ca_dir = argv[++i];
+		} else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+			req.out_dir = argv[++i];
+		} else if (strcmp(argv[i], "--force") == 0) {
+			req.force = true;
+		} else if (argv[i][0] != '-' && !req.node) {
+			req.node = argv[i];
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!req.node || !req.ca_dir) {
+		fprintf(stderr, "meshctl: cert issue needs a NODE name and --ca DIR\n");
+		usage(stderr);
+		return 2;
+	}
+	int rc = em_pki_cert_issue(&req, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "meshctl: cert issue: %s%s\n", err,
+		        rc == -EEXIST ? " (--force replaces it)" : "");
+		return 1;
+	}
+	const char *out = req.out_dir ? req.out_dir : ".";
+	printf("certificate of node %s: %s/%s.crt, private key %s/%s.key (mode 0600), valid %u "
+	       "days\n",
+	       req.node, out, req.node, out, req.node, req.days);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *sock = getenv("EDGEMESH_SOCKET");
@@ -594,6 +697,10 @@ int main(int argc, char **argv)
 		return cmd_delete(sock, argc, argv);
 	if (strcmp(cmd, "stats") == 0)
 		return cmd_stats(sock);
+	if (strcmp(cmd, "ca") == 0)
+		return cmd_ca(argc, argv);
+	if (strcmp(cmd, "cert") == 0)
+		return cmd_cert(argc, argv);
 	fprintf(stderr, "meshctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 2;
