@@ -9,6 +9,7 @@
 #include "engine/client.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
+#include "tunnel/tls_pipe.h"
 
 static int open_listener(const struct em_addr *a)
 {
@@ -79,6 +80,7 @@ static void free_engine(struct em_engine *e)
 		}
 	}
 	em_tun_hub_free(e);
+	em_tls_pipe_ctx_free(e->tls);
 	free(e->workers);
 	if (e->ctl_fd >= 0)
 		close(e->ctl_fd);
@@ -151,6 +153,23 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	if (!e->workers || em_tun_hub_init(e)) {
 		rc = -ENOMEM;
 		goto fail;
+	}
+	if (cfg->tunnel.encryption == EM_TUNNEL_TLS) {
+		char err[EM_TLS_PIPE_ERR_LEN];
+		struct em_tls_pipe_files f = {.ca_file = cfg->tunnel.tls.ca_file,
+		                              .cert_file = cfg->tunnel.tls.cert_file,
+		                              .key_file = cfg->tunnel.tls.key_file,
+		                              .node_name = cfg->node_name};
+		if (!(e->tls = em_tls_pipe_ctx_new(&f, err, sizeof(err)))) {
+			EM_ERR("tunnel", "%s: tunnel.tls: %s", cfg->path, err);
+			rc = -EINVAL;
+			goto fail;
+		}
+		EM_INFO("tunnel", "tunnels run TLS 1.3 with the certificate of %s (%s)",
+		        cfg->node_name, cfg->tunnel.tls.cert_file);
+	} else if (cfg->tunnel.listen.family || cfg->cloud.address[0]) {
+		EM_WARN("tunnel", "tunnel.encryption \"none\": tunnel frames travel in clear "
+		                  "(only the handshake is authenticated)");
 	}
 	size_t per = cfg->n_listeners + (cfg->capture.enabled ? 2 : 0) +
 	             (cfg->tunnel.listen.family ? 1 : 0) + (cfg->router.listen.family ? 1 : 0);

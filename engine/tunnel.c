@@ -10,6 +10,7 @@
 
 #include "proto/clock.h"
 #include "proto/log.h"
+#include "tunnel/tls_pipe.h"
 
 
 static uint64_t rng_next(struct em_tun_worker *t)
@@ -143,10 +144,28 @@ static void peer_detach(struct em_worker *w, struct tpeer *tp)
  * after); the cloud, whatever its name, on the tunnel dialled to it. */
 static bool allow_node(void *ctx, struct em_slice name)
 {
-	const struct em_tconn *tc = ctx;
+	struct em_tconn *tc = ctx;
 	char buf[EM_FRAME_MAX_NAME + 1];
 	if (name.len == 0 || name.len > EM_FRAME_MAX_NAME)
 		return false;
+	if (tc->tls) {
+		/* The name in HELLO must be the one the certificate gives: a
+		 * node can only be itself. */
+		memcpy(buf, name.base, name.len);
+		buf[name.len] = 0;
+		if (em_tls_pipe_check_peer(tc->tls, buf) != 0) {
+			struct em_worker *w = tc->w;
+			w->cnt[EM_C_T_TLS_FAIL]++;
+			uint32_t quiet;
+			if (tun_hs_log_ok(w->tun, w->now_ms, &quiet))
+				EM_WARN("tunnel",
+				        "worker %u: tunnel %s (%s) refused: %s (%u more handshake "
+				        "refusals and failures not logged)",
+				        w->id, tc->tp ? "to" : "from", tc->addr,
+				        em_tls_pipe_error(tc->tls), quiet);
+			return false;
+		}
+	}
 	if ((tc->tp && tc->tp->cloud) || em_worker_config()->role == EM_ROLE_CLOUD)
 		return true;
 	memcpy(buf, name.base, name.len);
@@ -203,6 +222,17 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	int rc = em_tunnel_session_create(&c, w->now_ms, &tc->sess);
 	if (rc)
 		return rc;
+	if (w->eng->tls) {
+		/* A dialled node must show its own certificate; the cloud and
+		 * an accepted peer are known by theirs, checked against HELLO. */
+		const char *want = tc->tp && !tc->tp->cloud ? tc->tp->name : NULL;
+		tc->tls = em_tls_pipe_new(w->eng->tls,
+		                          role == EM_TUNNEL_DIALER ? EM_TLS_PIPE_DIALER
+		                                                   : EM_TLS_PIPE_ACCEPTOR,
+		                          want);
+		if (!tc->tls)
+			return -ENOMEM;
+	}
 	tc->next_tick_ms = w->now_ms;
 	if (w->tun->test_first_id &&
 	    (role == EM_TUNNEL_DIALER || em_worker_config()->role == EM_ROLE_CLOUD)) {

@@ -3,10 +3,12 @@
 #include "engine/tunnel_int.h"
 
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "proto/log.h"
+#include "tunnel/tls_pipe.h"
 
 /* The counters (EM_COUNTERS) each session keeps: counter, field of struct
  * em_tunnel_stats. */
@@ -76,6 +78,7 @@ void tun_conn_free(struct em_tconn *tc)
 	if (tc->fd >= 0)
 		close(tc->fd);
 	em_tunnel_session_destroy(tc->sess);
+	em_tls_pipe_free(tc->tls);
 	free(tc);
 }
 
@@ -107,11 +110,91 @@ void tun_conn_arm_recv(struct em_worker *w, struct em_tconn *tc)
 	tc->inflight++;
 }
 
+/* TLS: moves what the session has to send into the pipe (encrypted, as
+ * much as its output ring takes), then sends the pipe's next slice. */
+static void tls_kick(struct em_worker *w, struct em_tconn *tc)
+{
+	struct iovec iov[EM_SENDV_IOV];
+	for (;;) {
+		unsigned n = em_tunnel_session_output_iov(tc->sess, iov, EM_SENDV_IOV);
+		size_t moved = 0;
+		bool full = n == 0;
+		for (unsigned i = 0; i < n && !full; i++) {
+			ssize_t k = em_tls_pipe_write(tc->tls, iov[i].iov_base, iov[i].iov_len);
+			if (k > 0)
+				moved += (size_t)k;
+			full = k <= 0 || (size_t)k < iov[i].iov_len;
+		}
+		if (moved)
+			em_tunnel_session_output_advance(tc->sess, moved);
+		if (full)
+			break;
+	}
+	const uint8_t *d;
+	size_t len = em_tls_pipe_output(tc->tls, &d);
+	if (len == 0) {
+		if (em_tunnel_session_should_close(tc->sess) &&
+		    em_tunnel_session_output_iov(tc->sess, iov, 1) == 0) {
+			uint32_t r = em_tunnel_session_close_reason(tc->sess);
+			w->tun->dead(w, tc, r == EM_REASON_NO_ERROR ? NULL : em_reason_str(r));
+		}
+		return;
+	}
+	struct io_uring_sqe *sqe = em_worker_sqe(w);
+	io_uring_prep_send(sqe, tc->fd, d, len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TSEND));
+	tc->flags |= TC_SEND;
+	tc->inflight++;
+}
+
+/* TLS: feeds received ciphertext to the pipe and its plaintext to the
+ * session, a record at a time. A pipe that fails (a refused certificate,
+ * a forged or broken record, bytes that are not TLS) ends the tunnel. */
+static void tls_input(struct em_worker *w, struct em_tconn *tc, const uint8_t *d, size_t len)
+{
+	struct em_tun_worker *t = w->tun;
+	size_t off = 0;
+	ssize_t k = 0;
+	for (;;) {
+		ssize_t n = 0;
+		if (off < len && (n = em_tls_pipe_input(tc->tls, d + off, len - off)) > 0)
+			off += (size_t)n;
+		bool got = false;
+		while ((k = em_tls_pipe_read(tc->tls, t->tls_plain, sizeof(t->tls_plain))) > 0) {
+			got = true;
+			em_tunnel_session_input(tc->sess, t->tls_plain, (size_t)k, w->now_ms);
+			if (tc->flags & TC_DEAD)
+				return;
+		}
+		if (k < 0 || n < 0 || off >= len)
+			break;
+		if (!got && n == 0) {
+			/* Neither fed nor read: the pipe waits for its output to
+			 * leave, which only a send can do. */
+			k = -EPROTO;
+			break;
+		}
+	}
+	if (k == -EPIPE) {
+		w->tun->dead(w, tc, "peer ended TLS");
+	} else if (k < 0 || em_tls_pipe_state(tc->tls) == EM_TLS_PIPE_FAILED) {
+		w->cnt[EM_C_T_TLS_FAIL]++;
+		const char *why = em_tls_pipe_error(tc->tls);
+		char msg[EM_TLS_PIPE_ERR_LEN + 8];
+		snprintf(msg, sizeof(msg), "TLS: %s", why[0] ? why : "input stalled");
+		w->tun->dead(w, tc, msg);
+	}
+}
+
 /* Sends the session's next output slice (one send in flight). */
 static void tun_conn_kick(struct em_worker *w, struct em_tconn *tc)
 {
 	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING))
 		return;
+	if (tc->tls) {
+		tls_kick(w, tc);
+		return;
+	}
 	struct iovec iov[EM_SENDV_IOV];
 	unsigned n = em_tunnel_session_output_iov(tc->sess, iov, EM_SENDV_IOV);
 	if (n == 0) {
@@ -210,7 +293,9 @@ static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
 		struct em_tun_worker *t = w->tun;
-		if (!(tc->flags & TC_DEAD)) {
+		if (!(tc->flags & TC_DEAD) && tc->tls) {
+			tls_input(w, tc, (const uint8_t *)em_bufring_buf(&t->rb, bid), (size_t)res);
+		} else if (!(tc->flags & TC_DEAD)) {
 			t->cur_bid = bid;
 			em_tunnel_session_input(tc->sess, em_bufring_buf(&t->rb, bid), (size_t)res,
 			                        w->now_ms);
@@ -272,7 +357,10 @@ void em_tun_cqe(struct em_worker *w, void *p, enum em_op op, int res, uint32_t c
 			w->tun->dead(w, tc, strerror(-res));
 			break;
 		}
-		em_tunnel_session_output_advance(tc->sess, (size_t)res);
+		if (tc->tls)
+			em_tls_pipe_output_advance(tc->tls, (size_t)res);
+		else
+			em_tunnel_session_output_advance(tc->sess, (size_t)res);
 		w->tun->sent(w, tc);
 		tun_mark_dirty(w, tc);
 		break;

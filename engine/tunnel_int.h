@@ -144,6 +144,9 @@ struct em_tconn {
 	struct tpeer *tp; /* dialled: its peer; accepted: NULL */
 	struct tpeer *ip; /* accepted on the cloud, once up: its inbound peer */
 	struct em_tunnel_session *sess;
+	/* tunnel.encryption "tls": the TLS 1.3 pipe between the socket and the
+	 * session (ciphertext on the socket, the session's bytes inside). */
+	struct em_tls_pipe *tls;
 	uint64_t next_tick_ms;
 	int fd;
 	uint16_t inflight;
@@ -226,6 +229,9 @@ struct em_tun_worker {
 	 * first tunnel this worker dials (on the cloud: also accepts, that id
 	 * less one), 0 = normal. */
 	uint32_t test_first_id;
+	/* Plaintext out of a tunnel's TLS pipe, on its way to the session:
+	 * one record at a time. */
+	uint8_t tls_plain[16384];
 	struct em_dlist dirty;
 	struct em_tstream *free_ts;
 	struct tchunk *free_small, *free_big;

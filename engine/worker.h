@@ -174,6 +174,7 @@ struct em_listener {
 	X(T_LIMIT_CTRL, "tunnel", "limit_control_queue")                                           \
 	X(T_LIMIT_FLOW, "tunnel", "flow_control_errors")                                           \
 	X(T_AUTH_FAIL, "tunnel", "auth_failures")                                                  \
+	X(T_TLS_FAIL, "tunnel", "tls_failures")                                                    \
 	X(T_UNKNOWN_NODE, "tunnel", "unknown_nodes")                                               \
 	X(T_PROTO_ERR, "tunnel", "protocol_errors")                                                \
 	X(T_TIMEOUTS, "tunnel", "keepalive_timeouts")                                              \
@@ -289,6 +290,9 @@ struct em_engine {
 	bool has_cloud; /* an edge with a cloud: ctl_addr is its address */
 	/* Tunnels across workers (engine/tunnel_hub.c). */
 	struct em_hub *hub;
+	/* tunnel.encryption "tls": the context every tunnel's TLS pipe is made
+	 * from (read-only once the workers run); NULL: tunnels in clear. */
+	struct em_tls_pipe_ctx *tls;
 };
 
 /* The live config. One is published for as long as the engine runs

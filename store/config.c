@@ -439,6 +439,13 @@ static const struct key capture_keys[] = {
         INT("mark", CFG(capture.mark), 1, UINT32_MAX, EM_CONFIG_MARK_DEFAULT),
 };
 
+#define PEM_PATH "path of a PEM file, at most 4000 bytes, or \"\" (none)"
+static const struct key tunnel_tls_keys[] = {
+        STR("ca_file", CFG(tunnel.tls.ca_file), 0, EM_CONFIG_DATA_DIR_MAX, PEM_PATH),
+        STR("cert_file", CFG(tunnel.tls.cert_file), 0, EM_CONFIG_DATA_DIR_MAX, PEM_PATH),
+        STR("key_file", CFG(tunnel.tls.key_file), 0, EM_CONFIG_DATA_DIR_MAX, PEM_PATH),
+};
+
 /* Window bounds are those of the wire format (tunnel/PROTOCOL.md, 5). */
 static const struct key tunnel_keys[] = {
         {.name = "listen",
@@ -460,6 +467,12 @@ static const struct key tunnel_keys[] = {
         INT("max_handshakes", CFG(tunnel.max_handshakes), 1, 1000000, 1024),
         INT("max_handshakes_per_source", CFG(tunnel.max_handshakes_per_source), 1, 1000000, 64),
         INT("handshake_ms", CFG(tunnel.handshake_ms), 100, MS_MAX_10MIN, 10000),
+        {.name = "encryption",
+         .type = K_ENUM,
+         CFG(tunnel.encryption),
+         NAMES("none", "tls"),
+         .expect = "\"none\" or \"tls\""},
+        {.name = "tls", .type = K_OBJECT, ROWS(tunnel_tls_keys)},
 };
 
 static const struct key cloud_keys[] = {
@@ -533,7 +546,8 @@ static const struct key timeout_keys[] = {
 };
 
 /* Enums are read as int: the index of the name, in the enum's order. */
-_Static_assert(sizeof(enum em_role) == sizeof(int) && sizeof(enum em_balancer) == sizeof(int),
+_Static_assert(sizeof(enum em_role) == sizeof(int) && sizeof(enum em_balancer) == sizeof(int) &&
+                       sizeof(enum em_tunnel_encryption) == sizeof(int),
                "enum keys are stored as int");
 
 static const struct key top_keys[] = {
@@ -719,6 +733,17 @@ static int finish(struct pctx *c)
 		if (em_addr_eq(&cfg->router.listen, &cfg->tunnel.listen))
 			return fail_at(c, "router.listen",
 			               "expected an address other than tunnel.listen's");
+	}
+	if (cfg->tunnel.encryption == EM_TUNNEL_TLS) {
+		static const char *const need[] = {"tunnel.tls.ca_file", "tunnel.tls.cert_file",
+		                                   "tunnel.tls.key_file"};
+		const char *have[] = {cfg->tunnel.tls.ca_file, cfg->tunnel.tls.cert_file,
+		                      cfg->tunnel.tls.key_file};
+		for (size_t i = 0; i < 3; i++)
+			if (!have[i][0])
+				return fail_at(c, need[i],
+				               "expected a PEM file (tunnel.encryption is \"tls\"; "
+				               "meshctl cert issue makes one)");
 	}
 	if (!cfg->admin.listen_set)
 		em_addr_parse(EM_CONFIG_ADMIN_DEFAULT, true, &cfg->admin.listen);
@@ -982,6 +1007,12 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "router.listen";
 	if (!em_addr_eq(&cur->admin.listen, &next->admin.listen))
 		return "admin.listen";
+	if (cur->tunnel.encryption != next->tunnel.encryption)
+		return "tunnel.encryption";
+	if (strcmp(cur->tunnel.tls.ca_file, next->tunnel.tls.ca_file) != 0 ||
+	    strcmp(cur->tunnel.tls.cert_file, next->tunnel.tls.cert_file) != 0 ||
+	    strcmp(cur->tunnel.tls.key_file, next->tunnel.tls.key_file) != 0)
+		return "tunnel.tls";
 	if (strcmp(cur->controller.manifests_dir, next->controller.manifests_dir) != 0)
 		return "controller.manifests_dir";
 	if (strcmp(cur->cloud.address, next->cloud.address) != 0)

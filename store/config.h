@@ -23,6 +23,11 @@ enum em_role { EM_ROLE_EDGE = 0, EM_ROLE_CLOUD };
  * otherwise. */
 #define EM_CONFIG_ADMIN_DEFAULT "127.0.0.1:15000"
 
+enum em_tunnel_encryption {
+	EM_TUNNEL_PLAIN = 0, /* "none" */
+	EM_TUNNEL_TLS,       /* "tls" */
+};
+
 enum em_balancer {
 	EM_LB_ROUND_ROBIN = 0,
 	EM_LB_RANDOM,
@@ -78,6 +83,16 @@ struct em_config {
 		uint32_t max_handshakes;
 		uint32_t max_handshakes_per_source;
 		uint32_t handshake_ms;
+		/* EM_TUNNEL_TLS: every tunnel runs TLS 1.3 with mutual node
+		 * certificates of <tls> (tunnel/tls_pipe.h) around the session,
+		 * whose HMAC handshake still runs inside; EM_TUNNEL_PLAIN: the HMAC
+		 * handshake only, frames in clear. */
+		enum em_tunnel_encryption encryption;
+		struct {
+			char ca_file[PATH_MAX];
+			char cert_file[PATH_MAX];
+			char key_file[PATH_MAX];
+		} tls;
 	} tunnel;
 
 	struct {

@@ -9,6 +9,9 @@ starve the others).
   probe PORT COUNT SECS  COUNT HTTP GETs, each on a new connection, each
                          given SECS; prints "probe worst_ms=W failed=F"
   tunnel ...             a tunnel peer (see tunnel_main)
+  tlspeer HOST PORT KEY NAME CA CERT CERTKEY SERVER
+                         a tunnel peer over TLS 1.3 with that certificate,
+                         saying it is NAME (see tlspeer_main)
   names HOST PORT KEY PID N
                          a tunnel peer opening N streams to made-up nodes
                          (see names_main)
@@ -182,8 +185,10 @@ class Peer:
     """Dialer side of one tunnel: handshake, then a reader thread answering
     PINGs and collecting DATA, RST and GOAWAY per stream."""
 
-    def __init__(self, port, key, name, host="127.0.0.1"):
+    def __init__(self, port, key, name, host="127.0.0.1", wrap=None):
         self.s = socket.create_connection((host, port), timeout=10)
+        if wrap:
+            self.s = wrap(self.s)
         self.lock = threading.Lock()
         self.data = {}
         self.rst = {}
@@ -317,6 +322,31 @@ def tunnel_main(tport, key, em_pid, http_port, slow_port, flood):
     print("rss_kib before=%d after=%d" % (rss0, rss_kib(em_pid)), flush=True)
 
 
+def tlspeer_main(host, port, key, name, ca, cert, certkey, server):
+    """Dials a tunnel port with TLS 1.3 and the given certificate, then says
+    it is <name> in HELLO. Prints one line: "tls_refused <why>" when the
+    TLS handshake fails, "refused <why>" when the tunnel handshake does (or
+    the connection ends before AUTH), "up" when the tunnel came up."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(ca)
+    ctx.load_cert_chain(cert, certkey)
+    wrap = lambda s: ctx.wrap_socket(s, server_hostname=server)
+    try:
+        p = Peer(port, key, name, host, wrap)
+    except ssl.SSLError as e:
+        print("tls_refused %s" % e.__class__.__name__, flush=True)
+        return
+    except (SystemExit, EOFError, OSError) as e:
+        print("refused %s" % (str(e) or e.__class__.__name__).replace(" ", "_"), flush=True)
+        return
+    # TLS 1.3: a client certificate the server refuses shows after the
+    # handshake, at the first read.
+    ok = wait_for(lambda: p.goaway is not None, 1.0)
+    print("refused %s" % p.goaway.replace(" ", "_") if ok else "up", flush=True)
+
+
 def names_main(host, port, key, em_pid, n):
     """An authenticated edge ("name-sprayer") opens <n> streams, each to a
     node name nobody has, 500 at a time; every one must be reset. Prints
@@ -355,6 +385,9 @@ def main():
     elif cmd == "tunnel":
         tunnel_main(int(args[0]), args[1], int(args[2]), int(args[3]), int(args[4]),
                     int(args[5]))
+    elif cmd == "tlspeer":
+        tlspeer_main(args[0], int(args[1]), args[2], args[3], args[4], args[5], args[6],
+                     args[7])
     elif cmd == "names":
         names_main(args[0], int(args[1]), args[2], int(args[3]), int(args[4]))
     else:
