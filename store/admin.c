@@ -1,6 +1,9 @@
 /* Prometheus text from the stats reply, and the admin listener's HTTP. */
 #include "store/admin.h"
 
+#include "proto/em.h"
+#include "store/qps.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -35,14 +38,14 @@ static void putf(struct out *o, const char *fmt, ...)
 /* A label value: backslash, quote and newline escaped. */
 static void put_label(struct out *o, const char *v)
 {
-	for (const char *p = v; *p; p++) {
-		if (*p == '\\' || *p == '"')
-			put(o, "\\", 1);
-		if (*p == '\n') {
-			put(o, "\\n", 2);
-			continue;
-		}
-		put(o, p, 1);
+	for (const char *p = v;;) {
+		size_t n = strcspn(p, "\\\"\n");
+		put(o, p, n);
+		p += n;
+		if (!*p)
+			return;
+		put(o, *p == '\n' ? "\\n" : *p == '"' ? "\\\"" : "\\\\", 2);
+		p++;
 	}
 }
 
@@ -232,6 +235,58 @@ static void arrays(struct out *o, const cJSON *stats)
 		       "The generation of the cloud's objects this edge applied.");
 		sample(o, "edgemesh_cloud_generation", l, num(c, "generation"));
 	}
+}
+
+struct qps_walk {
+	struct out *o;
+	int field; /* 0 limit, 1 burst, 2 allowed, 3 rejected */
+	bool any;
+};
+
+static void qps_one(void *ctx, const struct em_qps *q)
+{
+	static const char *const names[] = {"edgemesh_qps_limit", "edgemesh_qps_burst",
+	                                    "edgemesh_qps_allowed_total",
+	                                    "edgemesh_qps_rejected_total"};
+	struct qps_walk *k = ctx;
+	double v = k->field == 0   ? q->rate
+	           : k->field == 1 ? q->burst
+	           : k->field == 2 ? (double)__atomic_load_n(&q->allowed, __ATOMIC_RELAXED)
+	                           : (double)__atomic_load_n(&q->rejected, __ATOMIC_RELAXED);
+	const char *l[] = {"service", q->key, NULL};
+	k->any = true;
+	sample(k->o, names[k->field], l, v);
+}
+
+static void qps_count(void *ctx, const struct em_qps *q)
+{
+	EM_UNUSED(q);
+	*(bool *)ctx = true;
+}
+
+int em_admin_metrics_qps(struct em_buf *out)
+{
+	static const char *const fam[][3] = {
+	        {"edgemesh_qps_limit", "gauge",
+	         "A Service's QPS limit on this node (edgemesh.io/qps)."},
+	        {"edgemesh_qps_burst", "gauge",
+	         "A Service's QPS burst on this node (edgemesh.io/qps-burst)."},
+	        {"edgemesh_qps_allowed_total", "counter",
+	         "Requests or connections a Service's QPS limit let through."},
+	        {"edgemesh_qps_rejected_total", "counter",
+	         "Requests or connections refused over a Service's QPS limit."},
+	};
+	struct out o = {.b = out};
+	bool any = false;
+	em_qps_each(qps_count, &any);
+	if (!any)
+		return 0;
+	for (int f = 0; f < 4; f++) {
+		family(&o, fam[f][0], fam[f][1], fam[f][2]);
+		struct qps_walk k = {.o = &o, .field = f};
+		em_qps_each(qps_one, &k);
+	}
+	return o.rc;
 }
 
 int em_admin_metrics(const cJSON *stats, struct em_buf *out)

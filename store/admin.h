@@ -29,6 +29,12 @@ struct cJSON;
  * Returns 0 or -ENOMEM. */
 int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
 
+/* Appends the per-Service QPS families straight from the registry
+ * (store/qps.h; the sync thread's, as is the caller): what
+ * em_admin_metrics renders from a stats object's "qps" array, without
+ * building one. Returns 0 or -ENOMEM. */
+int em_admin_metrics_qps(struct em_buf *out);
+
 enum em_admin_parse {
 	EM_ADMIN_INCOMPLETE, /* no end of head yet, and under EM_ADMIN_MAX_HEAD */
 	EM_ADMIN_OK,         /* a GET or HEAD: <path> holds the path, no query */

@@ -239,14 +239,14 @@ static void add_qps(void *ctx, const struct em_qps *q)
 	cJSON_AddItemToArray(ctx, e);
 }
 
-static int do_stats(struct em_store *st, const struct em_api_info *info, struct em_buf *out)
+cJSON *em_api_stats(struct em_store *st, const struct em_api_info *info, bool qps)
 {
 	struct em_store_stats s;
-	cJSON *r = cJSON_CreateObject(), *o, *objs;
+	cJSON *o = cJSON_CreateObject(), *objs;
+	if (!o)
+		return NULL;
 
 	em_store_stats(st, &s);
-	cJSON_AddTrueToObject(r, "ok");
-	o = cJSON_AddObjectToObject(r, "stats");
 	if (info) {
 		cJSON_AddStringToObject(o, "node", info->node_name ? info->node_name : "");
 		cJSON_AddStringToObject(o, "config", info->config_path ? info->config_path : "");
@@ -278,11 +278,26 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	}
 	/* Services with a QPS limit on this node; the registry is this
 	 * thread's (store/qps.h). */
-	em_qps_each(add_qps, cJSON_AddArrayToObject(o, "qps"));
+	if (qps)
+		em_qps_each(add_qps, cJSON_AddArrayToObject(o, "qps"));
 	if (info && info->control)
 		info->control(info->control_ctx, o);
 	if (info && info->stats)
 		info->stats(info->stats_ctx, o);
+	return o;
+}
+
+static int do_stats(struct em_store *st, const struct em_api_info *info, struct em_buf *out)
+{
+	cJSON *r = cJSON_CreateObject();
+	cJSON *o = em_api_stats(st, info, true);
+	if (!r || !o) {
+		cJSON_Delete(r);
+		cJSON_Delete(o);
+		return reply_error(out, "out of memory", NULL);
+	}
+	cJSON_AddTrueToObject(r, "ok");
+	cJSON_AddItemToObject(r, "stats", o);
 	return reply_json(out, r);
 }
 

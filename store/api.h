@@ -65,6 +65,11 @@ struct em_api_info {
 	void *stats_ctx;
 };
 
+/* The "stats" object of a stats reply (the caller deletes it), without the
+ * per-Service "qps" array unless <qps>; NULL when out of memory. Runs on
+ * the sync thread, as em_api_handle does. */
+struct cJSON *em_api_stats(struct em_store *st, const struct em_api_info *info, bool qps);
+
 /* Handles one request of <len> bytes (no newline) and appends exactly one
  * reply line, newline included, to <out>. Any input, however malformed, gets
  * an error reply. Returns 0, or -ENOMEM when even the reply can't be built. */

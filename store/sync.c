@@ -344,8 +344,8 @@ static void admin_answer(struct em_sync *s, struct admin_client *a, const char *
 		int n = snprintf(body, sizeof(body), why ? "not ready: %s\n" : "ready\n", why);
 		rc = em_admin_response(&a->out, why ? 503 : 200, text, body, (size_t)n, head);
 	} else if (strcmp(path, "/metrics") == 0) {
-		/* The stats reply, as meshctl stats gets it, rendered. */
-		static const char req[] = "{\"op\":\"stats\"}";
+		/* The stats reply, as meshctl stats gets it, rendered; the
+		 * QPS buckets straight from their registry. */
 		struct em_api_info info = {.config_path = s->config_path,
 		                           .node_name = s->node_name,
 		                           .reloads = atomic_load(&s->reloads),
@@ -356,18 +356,15 @@ static void admin_answer(struct em_sync *s, struct admin_client *a, const char *
 		                           .control_ctx = s->ctl,
 		                           .stats = locked_stats,
 		                           .stats_ctx = s};
-		struct em_buf reply = {0}, body = {0};
-		cJSON *r = NULL;
-		rc = em_api_handle(s->store, &info, req, sizeof(req) - 1, &reply);
-		if (!rc && !(r = cJSON_ParseWithLength(reply.data, reply.len)))
-			rc = -ENOMEM;
+		struct em_buf body = {0};
+		cJSON *r = em_api_stats(s->store, &info, false);
+		rc = r ? em_admin_metrics(r, &body) : -ENOMEM;
 		if (!rc)
-			rc = em_admin_metrics(cJSON_GetObjectItemCaseSensitive(r, "stats"), &body);
+			rc = em_admin_metrics_qps(&body);
 		if (!rc)
 			rc = em_admin_response(&a->out, 200, "text/plain; version=0.0.4; charset=utf-8",
 			                       body.data, body.len, head);
 		cJSON_Delete(r);
-		em_buf_free(&reply);
 		em_buf_free(&body);
 	} else {
 		static const char nf[] = "no such page (expected /metrics, /healthz or /readyz)\n";
