@@ -46,6 +46,10 @@ struct tconn {
 	bool pair_eof;    /* the worker sent FIN: all its bytes were read */
 	bool pair_closed; /* the worker closed its end: it takes no more */
 	bool notify_sent; /* close_notify (and FIN) sent to the client */
+	/* Readiness, edge-triggered: set by an event on the socket, cleared
+	 * when a call would block, so no call is made only to learn that. */
+	bool tcp_in, tcp_out, pair_in, pair_out;
+	uint8_t rd_wants, wr_wants; /* what SSL_read, SSL_write/shutdown wait for */
 	uint32_t in_off, in_len, out_off, out_len;
 	char in[TLS_BUF], out[TLS_BUF];
 };
@@ -115,12 +119,32 @@ static const char *ssl_reason(char *buf, size_t len)
 	return buf;
 }
 
+#define W_READ  1
+#define W_WRITE 2
+
 /* A failed SSL call of <c> with result <r>: true when it only waits for
- * the socket (WANT_READ, WANT_WRITE); false on anything else. */
-static bool ssl_waits(struct tconn *c, int r)
+ * the socket (WANT_READ, WANT_WRITE: noted in <*want>, and the socket is
+ * not ready that way until its next event); false on anything else. */
+static bool ssl_waits(struct tconn *c, int r, uint8_t *want)
 {
 	int e = SSL_get_error(c->ssl, r);
-	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+	if (e == SSL_ERROR_WANT_READ) {
+		*want = W_READ;
+		c->tcp_in = false;
+		return true;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		*want = W_WRITE;
+		c->tcp_out = false;
+		return true;
+	}
+	return false;
+}
+
+/* An SSL call that last waited for <want> may go on. */
+static bool ssl_may(const struct tconn *c, uint8_t want)
+{
+	return want == W_READ ? c->tcp_in : want == W_WRITE ? c->tcp_out : true;
 }
 
 /* Moves what can move, both ways, until nothing does; closes <c> once both
@@ -131,7 +155,8 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 	do {
 		moved = false;
 		/* client -> worker */
-		if (!c->in_eof && !c->pair_closed && c->in_len < TLS_BUF) {
+		if (!c->in_eof && !c->pair_closed && c->in_len < TLS_BUF &&
+		    (ssl_may(c, c->rd_wants) || SSL_has_pending(c->ssl))) {
 			if (c->in_off) {
 				memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 				c->in_len -= c->in_off;
@@ -141,26 +166,31 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 			int r = SSL_read(c->ssl, c->in + c->in_len, (int)(TLS_BUF - c->in_len));
 			if (r > 0) {
 				c->in_len += (uint32_t)r;
+				c->rd_wants = 0;
 				moved = true;
 			} else if (SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN) {
 				c->in_eof = true;
 				moved = true;
-			} else if (!ssl_waits(c, r)) {
+			} else if (!ssl_waits(c, r, &c->rd_wants)) {
 				char why[160];
 				EM_DEBUG("router", "TLS read: %s", ssl_reason(why, sizeof(why)));
 				conn_close(t, c);
 				return;
 			}
 		}
-		if (c->in_off < c->in_len) {
+		if (c->in_off < c->in_len && c->pair_out) {
 			ssize_t n = send(c->pair, c->in + c->in_off, c->in_len - c->in_off,
 			                 MSG_NOSIGNAL | MSG_DONTWAIT);
 			if (n > 0) {
 				c->in_off += (uint32_t)n;
 				if (c->in_off == c->in_len)
 					c->in_off = c->in_len = 0;
+				else
+					c->pair_out = false; /* full: its next event says when not */
 				moved = true;
-			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+				c->pair_out = errno == EINTR;
+			} else if (n < 0) {
 				/* The worker closed: what the client sends is dropped. */
 				c->pair_closed = true;
 				c->in_off = c->in_len = 0;
@@ -172,7 +202,7 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 			c->pair_wr_shut = true;
 		}
 		/* worker -> client */
-		if (!c->pair_eof && c->out_len < TLS_BUF) {
+		if (!c->pair_eof && c->out_len < TLS_BUF && c->pair_in) {
 			if (c->out_off) {
 				memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
 				c->out_len -= c->out_off;
@@ -181,38 +211,46 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 			ssize_t n = recv(c->pair, c->out + c->out_len, TLS_BUF - c->out_len,
 			                 MSG_DONTWAIT);
 			if (n > 0) {
+				/* A short read took all there was: the next bytes
+				 * come with an event. */
+				if ((uint32_t)n < TLS_BUF - c->out_len)
+					c->pair_in = false;
 				c->out_len += (uint32_t)n;
 				moved = true;
-			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+				c->pair_in = errno == EINTR;
+			} else {
 				c->pair_eof = true;
 				if (!em_dlist_linked(&c->timer))
 					conn_timer(t, c);
 				moved = true;
 			}
 		}
-		if (c->out_off < c->out_len) {
+		if (c->out_off < c->out_len && ssl_may(c, c->wr_wants)) {
 			ERR_clear_error();
 			int r = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
 			if (r > 0) {
 				c->out_off += (uint32_t)r;
 				if (c->out_off == c->out_len)
 					c->out_off = c->out_len = 0;
+				c->wr_wants = 0;
 				moved = true;
-			} else if (!ssl_waits(c, r)) {
+			} else if (!ssl_waits(c, r, &c->wr_wants)) {
 				char why[160];
 				EM_DEBUG("router", "TLS write: %s", ssl_reason(why, sizeof(why)));
 				conn_close(t, c);
 				return;
 			}
 		}
-		if (c->pair_eof && !c->out_len && !c->notify_sent) {
+		if (c->pair_eof && !c->out_len && !c->notify_sent && ssl_may(c, c->wr_wants)) {
 			ERR_clear_error();
 			int r = SSL_shutdown(c->ssl);
 			if (r >= 0) {
 				c->notify_sent = true;
+				c->wr_wants = 0;
 				shutdown(c->tcp, SHUT_WR);
 				moved = true;
-			} else if (!ssl_waits(c, r)) {
+			} else if (!ssl_waits(c, r, &c->wr_wants)) {
 				conn_close(t, c);
 				return;
 			}
@@ -246,6 +284,7 @@ static void conn_open(struct em_router_tls *t, struct tconn *c)
 		return;
 	}
 	c->open = true;
+	c->tcp_in = c->tcp_out = c->pair_in = c->pair_out = true;
 	struct em_engine *e = t->eng;
 	unsigned k = t->next_worker++ % e->n_workers;
 	if (em_worker_post_conn(&e->workers[k], sv[1], EM_LISTENER_ROUTER)) {
@@ -264,7 +303,8 @@ static void conn_handshake(struct em_router_tls *t, struct tconn *c)
 		conn_open(t, c);
 		return;
 	}
-	if (ssl_waits(c, r))
+	uint8_t want;
+	if (ssl_waits(c, r, &want))
 		return;
 	char why[160];
 	EM_DEBUG("router", "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
@@ -370,6 +410,15 @@ static void on_event(struct em_router_tls *t, const struct epoll_event *ev)
 	struct tconn *c = (struct tconn *)(uintptr_t)(tag & ~(uint64_t)TAG_PAIR);
 	if (c->dead)
 		return;
+	bool in = ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+	bool out = ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+	if (tag & TAG_PAIR) {
+		c->pair_in |= in;
+		c->pair_out |= out;
+	} else {
+		c->tcp_in |= in;
+		c->tcp_out |= out;
+	}
 	if (tag & TAG_PAIR) {
 		/* Both directions shut: the worker closed its end (what it
 		 * wrote before is still read). */
@@ -494,6 +543,8 @@ static SSL_CTX *make_ctx(const struct em_config *cfg)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	                                 SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Reads take whole socket buffers, not a record header, then its body. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                              SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
