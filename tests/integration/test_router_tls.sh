@@ -111,15 +111,22 @@ it_list "$(rule_ep rest rest '{}')" \
 	"$(rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" >"$MDIR/rules.json"
 
 # node-b's app: "node-b PATH" for any path; /edge/big: 1 MiB of a fixed
-# pattern.
+# pattern; a POST: "LENGTH SHA256" of its body.
 IT_NS=$NSB
 it_bg bapp python3 -c '
-import http.server, socketserver, threading
+import hashlib, http.server, socketserver, threading
 BIG = bytes(range(256)) * 4096
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         body = BIG if self.path == "/edge/big" else ("node-b %s\n" % self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        body = ("%d %s\n" % (len(data), hashlib.sha256(data).hexdigest())).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -187,6 +194,36 @@ incloud curl -s -m 10 --cacert "$IT_TMP/router.crt" -o "$IT_TMP/big.got" \
 	"$R/node-b/default/api/big" 2>/dev/null
 it_check "1 MiB through the TLS Router comes back byte-exact" \
 	cmp -s "$IT_TMP/big.want" "$IT_TMP/big.got"
+# Backpressure both ways: a 4 MiB upload, and a client that reads the
+# 1 MiB answer slowly (at most 64 KiB every 5 ms) with 8 requests pipelined.
+head -c 4194304 /dev/urandom >"$IT_TMP/up"
+want="4194304 $(sha256sum "$IT_TMP/up" | cut -d' ' -f1)"
+got=$(incloud curl -s -m 20 --cacert "$IT_TMP/router.crt" --data-binary "@$IT_TMP/up" \
+	-H 'Content-Type: application/octet-stream' "$R/node-b/default/api/up" 2>/dev/null)
+it_check "a 4 MiB upload through the TLS Router reaches node-b whole ($got)" test "$got" = "$want"
+slow=$(incloud python3 -c '
+import hashlib, socket, ssl, time
+ctx = ssl.create_default_context(cafile="'$IT_TMP/router.crt'")
+s = ctx.wrap_socket(socket.create_connection(("'$IPC'", 9443), timeout=20),
+                    server_hostname="'$IPC'")
+s.sendall(b"GET /node-b/default/api/big HTTP/1.1\r\nHost: x\r\n\r\n" * 8)
+buf = b""
+want = (bytes(range(256)) * 4096)
+for i in range(8):
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+        time.sleep(0.005)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    while len(buf) < len(want):
+        buf += s.recv(65536)
+        time.sleep(0.005)
+    body, buf = buf[:len(want)], buf[len(want):]
+    if body != want or not head.startswith(b"HTTP/1.1 200"):
+        print("bad answer", i); break
+else:
+    print("8 exact")' 2>&1)
+it_check "8 pipelined 1 MiB answers to a slow TLS reader arrive byte-exact ($slow)" \
+	test "$slow" = "8 exact"
 got=$(call /node-b/default/nope)
 it_check "the Router's own pages over TLS: 404 without a rule ($got)" \
 	test "$got" = "no rule for this path (expected /<node>/<namespace>/<path>) 404"
