@@ -49,6 +49,9 @@ struct tconn {
 	/* Readiness, edge-triggered: set by an event on the socket, cleared
 	 * when a call would block, so no call is made only to learn that. */
 	bool tcp_in, tcp_out, pair_in, pair_out;
+	/* The pair's EPOLLOUT is watched only while bytes wait for room in
+	 * it: else each read by the worker would wake the front. */
+	bool pair_out_watched;
 	uint8_t rd_wants, wr_wants; /* what SSL_read, SSL_write/shutdown wait for */
 	uint32_t in_off, in_len, out_off, out_len;
 	char in[TLS_BUF], out[TLS_BUF];
@@ -145,6 +148,18 @@ static bool ssl_waits(struct tconn *c, int r, uint8_t *want)
 static bool ssl_may(const struct tconn *c, uint8_t want)
 {
 	return want == W_READ ? c->tcp_in : want == W_WRITE ? c->tcp_out : true;
+}
+
+#define PAIR_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
+
+static void pair_watch_out(struct em_router_tls *t, struct tconn *c, bool on)
+{
+	if (on == c->pair_out_watched)
+		return;
+	struct epoll_event ev = {.events = PAIR_EVENTS | (on ? EPOLLOUT : 0),
+	                         .data.u64 = (uint64_t)(uintptr_t)c | TAG_PAIR};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->pair, &ev) == 0)
+		c->pair_out_watched = on;
 }
 
 /* Moves what can move, both ways, until nothing does; closes <c> once both
@@ -256,6 +271,7 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 			}
 		}
 	} while (moved);
+	pair_watch_out(t, c, c->in_off < c->in_len);
 	/* Done: the client got all the worker sent, and no byte more can go
 	 * from the client to the worker. */
 	if (c->notify_sent && (c->pair_closed || (c->in_eof && c->pair_wr_shut)))
@@ -274,7 +290,7 @@ static void conn_open(struct em_router_tls *t, struct tconn *c)
 		return;
 	}
 	c->pair = sv[0];
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+	struct epoll_event ev = {.events = PAIR_EVENTS,
 	                         .data.u64 = (uint64_t)(uintptr_t)c | TAG_PAIR};
 	if (fcntl(sv[0], F_SETFL, O_NONBLOCK) == -1 ||
 	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, sv[0], &ev) == -1) {
