@@ -39,13 +39,13 @@ struct tconn {
 	SSL *ssl;
 	int tcp, pair; /* pair: the front's end, -1 until the handshake is done */
 	uint64_t deadline_ms;
-	bool open;        /* handshake done, handed to a worker */
-	bool dead;        /* closed; freed after this batch of events */
-	bool in_eof;      /* the client sent close_notify or FIN */
+	bool open;         /* handshake done, handed to a worker */
+	bool dead;         /* closed; freed after this batch of events */
+	bool in_eof;       /* the client sent close_notify or FIN */
 	bool pair_wr_shut; /* the worker was sent FIN */
-	bool pair_eof;    /* the worker sent FIN: all its bytes were read */
-	bool pair_closed; /* the worker closed its end: it takes no more */
-	bool notify_sent; /* close_notify (and FIN) sent to the client */
+	bool pair_eof;     /* the worker sent FIN: all its bytes were read */
+	bool pair_closed;  /* the worker closed its end: it takes no more */
+	bool notify_sent;  /* close_notify (and FIN) sent to the client */
 	/* Readiness, edge-triggered: set by an event on the socket, cleared
 	 * when a call would block, so no call is made only to learn that. */
 	bool tcp_in, tcp_out, pair_in, pair_out;
@@ -200,8 +200,8 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 				c->in_off += (uint32_t)n;
 				if (c->in_off == c->in_len)
 					c->in_off = c->in_len = 0;
-				else
-					c->pair_out = false; /* full: its next event says when not */
+				else /* full: its next event says when it is not */
+					c->pair_out = false;
 				moved = true;
 			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 				c->pair_out = errno == EINTR;
@@ -243,7 +243,8 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 		}
 		if (c->out_off < c->out_len && ssl_may(c, c->wr_wants)) {
 			ERR_clear_error();
-			int r = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
+			int r = SSL_write(c->ssl, c->out + c->out_off,
+			                  (int)(c->out_len - c->out_off));
 			if (r > 0) {
 				c->out_off += (uint32_t)r;
 				if (c->out_off == c->out_len)
@@ -371,7 +372,8 @@ static void on_listen(struct em_router_tls *t)
 	for (unsigned i = 0; i < TLS_ACCEPTS && t->lfd >= 0 && !t->resume_at_ms; i++) {
 		int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
 				listen_pause(t, errno);
 			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				EM_WARN("router", "TLS accept: %s", strerror(errno));

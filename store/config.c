@@ -724,8 +724,9 @@ static int finish(struct pctx *c)
 		               "expected the path of the certificate: router.tls.key_file is set "
 		               "(both or neither)");
 	if (cert[0] && !cfg->router.listen.family)
-		return fail_at(c, "router.tls.cert_file",
-		               "expected \"\" while router.listen is \"\" (no Router to serve TLS)");
+		return fail_at(
+		        c, "router.tls.cert_file",
+		        "expected \"\" while router.listen is \"\" (no Router to serve TLS)");
 	if (cfg->role == EM_ROLE_CLOUD && cfg->cloud.address[0])
 		return fail_at(c, "cloud.address", "expected \"\" for role \"cloud\"");
 	/* Tunnels authenticate with the cluster key: no key, no tunnel. */

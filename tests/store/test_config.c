@@ -908,8 +908,7 @@ Test(config, router_tls_keys)
 	a = parse_ok(CLOUD ",'router':{'tls':{'cert_file':'/c.pem','key_file':'/k.pem',"
 	                   "'max_connections':9}}}");
 	key = em_config_restart_key(a, b);
-	cr_expect(key && strcmp(key, "router.tls.max_connections") == 0, "%s",
-	          key ? key : "NULL");
+	cr_expect(key && strcmp(key, "router.tls.max_connections") == 0, "%s", key ? key : "NULL");
 	em_config_free(a);
 	em_config_free(b);
 }
