@@ -52,6 +52,7 @@ struct tconn {
 	/* The pair's EPOLLOUT is watched only while bytes wait for room in
 	 * it: else each read by the worker would wake the front. */
 	bool pair_out_watched;
+	bool pair_rdhup; /* the worker's FIN (or close) was signalled: read to EOF */
 	uint8_t rd_wants, wr_wants; /* what SSL_read, SSL_write/shutdown wait for */
 	uint32_t in_off, in_len, out_off, out_len;
 	char in[TLS_BUF], out[TLS_BUF];
@@ -228,7 +229,7 @@ static void conn_step(struct em_router_tls *t, struct tconn *c)
 			if (n > 0) {
 				/* A short read took all there was: the next bytes
 				 * come with an event. */
-				if ((uint32_t)n < TLS_BUF - c->out_len)
+				if ((uint32_t)n < TLS_BUF - c->out_len && !c->pair_rdhup)
 					c->pair_in = false;
 				c->out_len += (uint32_t)n;
 				moved = true;
@@ -433,6 +434,7 @@ static void on_event(struct em_router_tls *t, const struct epoll_event *ev)
 	if (tag & TAG_PAIR) {
 		c->pair_in |= in;
 		c->pair_out |= out;
+		c->pair_rdhup |= (ev->events & (EPOLLRDHUP | EPOLLHUP)) != 0;
 	} else {
 		c->tcp_in |= in;
 		c->tcp_out |= out;

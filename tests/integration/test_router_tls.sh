@@ -224,6 +224,40 @@ else:
     print("8 exact")' 2>&1)
 it_check "8 pipelined 1 MiB answers to a slow TLS reader arrive byte-exact ($slow)" \
 	test "$slow" = "8 exact"
+# close_notify both ways: "Connection: close" ends with the Router's
+# close_notify (not a bare FIN); a client's close_notify gets one back.
+notify=$(incloud python3 -c '
+import socket, ssl
+ctx = ssl.create_default_context(cafile="'$IT_TMP/router.crt'")
+def conn():
+    return ctx.wrap_socket(socket.create_connection(("'$IPC'", 9443), timeout=10),
+                           server_hostname="'$IPC'", suppress_ragged_eofs=False)
+out = []
+s = conn()
+s.sendall(b"GET /node-b/default/api/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+buf = b""
+try:
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        buf += d
+    out.append("server-notify" if b"node-b /edge/c" in buf else "no-answer")
+except ssl.SSLEOFError:
+    out.append("bare-eof")
+s = conn()
+s.sendall(b"GET /node-b/default/api/d HTTP/1.1\r\nHost: x\r\n\r\n")
+buf = b""
+while b"node-b /edge/d" not in buf:
+    buf += s.recv(4096)
+try:
+    s.unwrap()
+    out.append("client-notify-answered")
+except (ssl.SSLError, OSError) as e:
+    out.append("unwrap-failed:" + e.__class__.__name__)
+print(" ".join(out))' 2>&1)
+it_check "close_notify both ways ($notify)" \
+	test "$notify" = "server-notify client-notify-answered"
 got=$(call /node-b/default/nope)
 it_check "the Router's own pages over TLS: 404 without a rule ($got)" \
 	test "$got" = "no rule for this path (expected /<node>/<namespace>/<path>) 404"
@@ -306,13 +340,21 @@ print("closed", flush=True)
 ' >"$IT_TMP/held.out" 2>&1 &
 held_pid=$!
 it_wait 5 grep -q '^answered' "$IT_TMP/held.out" || it_fail "the held connection got no answer: $(cat "$IT_TMP/held.out")"
+# ... and one more still in its handshake (silent) when the stop comes.
+incloud python3 -c '
+import socket
+s = socket.create_connection(("'$IPC'", 9443), timeout=10)
+print("connected", flush=True)
+s.recv(1)' >"$IT_TMP/silent.out" 2>&1 &
+silent_pid=$!
+it_wait 5 grep -q '^connected' "$IT_TMP/silent.out" || it_fail "the silent client did not connect"
 ts=$(date +%s%N)
 it_node_stop cloud
 stop_ms=$((($(date +%s%N) - ts) / 1000000))
 it_check "SIGTERM with a TLS keep-alive connection open: the cloud exits 0 in ${stop_ms} ms" \
 	test "$IT_RC" = 0 -a "$stop_ms" -lt 5000
 it_check "... and the client sees its connection end" it_wait 5 grep -q '^closed' "$IT_TMP/held.out"
-wait "$held_pid" 2>/dev/null
+wait "$held_pid" "$silent_pid" 2>/dev/null
 it_node_stop node-b
 for n in cloud node-b; do
 	it_check "$n stopped cleanly" sh -c "! grep -q 'Sanitizer' '${EM_LOG[$n]}'"
