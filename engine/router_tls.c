@@ -52,7 +52,7 @@ struct tconn {
 	/* The pair's EPOLLOUT is watched only while bytes wait for room in
 	 * it: else each read by the worker would wake the front. */
 	bool pair_out_watched;
-	bool pair_rdhup; /* the worker's FIN (or close) was signalled: read to EOF */
+	bool pair_rdhup;            /* the worker's FIN (or close) was signalled: read to EOF */
 	uint8_t rd_wants, wr_wants; /* what SSL_read, SSL_write/shutdown wait for */
 	uint32_t in_off, in_len, out_off, out_len;
 	char in[TLS_BUF], out[TLS_BUF];
