@@ -373,14 +373,14 @@ static void on_listen(struct em_router_tls *t)
 	for (unsigned i = 0; i < TLS_ACCEPTS && t->lfd >= 0 && !t->resume_at_ms; i++) {
 		int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM)
-				listen_pause(t, errno);
-			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				EM_WARN("router", "TLS accept: %s", strerror(errno));
-			if (errno != ECONNABORTED && errno != EINTR)
-				return;
-			continue;
+			int err = errno;
+			if (err == ECONNABORTED || err == EINTR)
+				continue;
+			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+				listen_pause(t, err);
+			else if (err != EAGAIN)
+				EM_WARN("router", "TLS accept: %s", strerror(err));
+			return;
 		}
 		if (t->n_conns >= t->max_conns) {
 			close(fd);
