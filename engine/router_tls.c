@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -619,7 +620,15 @@ int em_router_tls_start(struct em_engine *e, int lfd, const struct em_config *cf
 		EM_ERR("router", "TLS front: %s", strerror(-rc));
 		goto fail;
 	}
-	if ((rc = -pthread_create(&t->thread, NULL, front_main, t))) {
+	/* The front takes no signal: a write to a client gone away (OpenSSL
+	 * writes without MSG_NOSIGNAL) must fail with EPIPE, not raise
+	 * SIGPIPE, whatever the process does with it. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = -pthread_create(&t->thread, NULL, front_main, t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
 		EM_ERR("router", "TLS front: thread: %s", strerror(-rc));
 		goto fail;
 	}
