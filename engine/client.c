@@ -80,6 +80,21 @@ void em_client_serve(struct em_worker *w, int fd, const struct em_svc_port *sp)
 	sniff_start(w, c);
 }
 
+void em_client_take(struct em_worker *w, int fd, uint16_t listener)
+{
+	struct em_sock *c = em_sock_alloc(w, &sniff_ops);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->family = AF_UNIX;
+	c->flags = EM_SF_CLIENT;
+	c->listener = listener;
+	c->state = EM_SK_OPEN;
+	sniff_start(w, c);
+}
+
 void em_client_accept(struct em_worker *w, struct em_listener *l, int fd)
 {
 	struct em_sock *c = em_sock_alloc(w, &sniff_ops);

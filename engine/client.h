@@ -22,4 +22,12 @@ void em_client_accept(struct em_worker *w, struct em_listener *l, int fd);
  * can be had for it, which the stream sees as EOF). */
 void em_client_serve(struct em_worker *w, int fd, const struct em_svc_port *sp);
 
+/* Client made of <fd>, a connection accepted elsewhere and handed to <w>
+ * (em_worker.serve_conn): the local end of a socketpair whose other end
+ * carries the client's bytes (the Router's TLS front, engine/router_tls.h).
+ * It is sniffed and served exactly as a client accepted on the listener of
+ * index <listener> (EM_LISTENER_ROUTER: the Router's requests, pages and
+ * timeouts). Takes <fd> (closed when no socket can be had for it). */
+void em_client_take(struct em_worker *w, int fd, uint16_t listener);
+
 #endif

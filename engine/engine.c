@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "engine/client.h"
+#include "engine/router_tls.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
 #include "tunnel/tls_pipe.h"
@@ -68,6 +69,7 @@ static int probe_features(void)
 
 static void free_engine(struct em_engine *e)
 {
+	em_router_tls_free(e->rtls);
 	if (e->workers) {
 		for (unsigned i = 0; i < e->n_workers; i++) {
 			struct em_worker *w = &e->workers[i];
@@ -77,6 +79,10 @@ static void free_engine(struct em_engine *e)
 			free(w->listeners);
 			if (w->wake_fd >= 0)
 				close(w->wake_fd);
+			if (w->eng) {
+				em_worker_inbox_close(w);
+				pthread_mutex_destroy(&w->inbox_mu);
+			}
 		}
 	}
 	em_tun_hub_free(e);
@@ -171,14 +177,19 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		EM_WARN("tunnel", "tunnel.encryption \"none\": tunnel frames travel in clear "
 		                  "(only the handshake is authenticated)");
 	}
+	/* With TLS the Router's listener is the TLS front's, not the workers'. */
+	bool router_tls = cfg->router.listen.family && cfg->router.tls.cert_file[0];
+	bool router_plain = cfg->router.listen.family && !router_tls;
 	size_t per = cfg->n_listeners + (cfg->capture.enabled ? 2 : 0) +
-	             (cfg->tunnel.listen.family ? 1 : 0) + (cfg->router.listen.family ? 1 : 0);
+	             (cfg->tunnel.listen.family ? 1 : 0) + (router_plain ? 1 : 0);
 	for (unsigned i = 0; i < e->n_workers; i++) {
 		struct em_worker *w = &e->workers[i];
 		w->eng = e;
 		w->id = i;
 		w->wake_fd = -1;
+		pthread_mutex_init(&w->inbox_mu, NULL);
 		w->serve_http = em_client_serve;
+		w->serve_conn = em_client_take;
 		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));
 		if (!w->listeners) {
 			rc = -ENOMEM;
@@ -205,9 +216,19 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		if (cfg->tunnel.listen.family &&
 		    (rc = add_listener(w, &cfg->tunnel.listen, EM_LISTENER_TUNNEL, false)))
 			goto fail;
-		if (cfg->router.listen.family &&
+		if (router_plain &&
 		    (rc = add_listener(w, &cfg->router.listen, EM_LISTENER_ROUTER, false)))
 			goto fail;
+	}
+	/* Opened before the workers start, as theirs are: a port in use fails
+	 * the start early. */
+	int router_lfd = -1;
+	if (router_tls && (router_lfd = open_listener(&cfg->router.listen)) < 0) {
+		char as[EM_ADDR_STRLEN];
+		rc = router_lfd;
+		EM_ERR("engine", "listen on %s: %s",
+		       em_addr_format(&cfg->router.listen, true, as, sizeof(as)), strerror(-rc));
+		goto fail;
 	}
 	unsigned started = 0;
 	for (; started < e->n_workers; started++) {
@@ -222,7 +243,13 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 			break;
 		}
 	}
+	if (!rc && router_tls) {
+		rc = em_router_tls_start(e, router_lfd, cfg, &e->rtls);
+		router_lfd = -1;
+	}
 	if (rc) {
+		if (router_lfd >= 0)
+			close(router_lfd);
 		stop_workers(e, started, 0);
 		goto fail;
 	}
@@ -239,6 +266,12 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	        : e->recv_cap_off ? " (uncapped: EDGEMESH_RECV_CAP=0)"
 	                          : "",
 	        e->workers[0].n_listeners);
+	if (e->rtls) {
+		char as[EM_ADDR_STRLEN];
+		EM_INFO("engine", "Router: HTTPS on %s (TLS front thread, certificate %s)",
+		        em_addr_format(&cfg->router.listen, true, as, sizeof(as)),
+		        cfg->router.tls.cert_file);
+	}
 	*out = e;
 	return 0;
 fail:
@@ -264,7 +297,10 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap)
 		out[i] =
 		        (struct em_api_counter){counter_names[i].group, counter_names[i].name, sum};
 	}
-	return EM_C__COUNT;
+	size_t n = EM_MIN((size_t)EM_C__COUNT, cap);
+	if (e->rtls && cap > n)
+		n += em_router_tls_counters(e->rtls, out + n, cap - n);
+	return n;
 }
 
 void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx)
@@ -294,6 +330,9 @@ void em_engine_stop(struct em_engine *eng, uint32_t drain_ms)
 {
 	if (!eng)
 		return;
+	/* The TLS front stops accepting first; its open connections end as
+	 * the workers close their ends. */
+	em_router_tls_quit(eng->rtls, drain_ms);
 	stop_workers(eng, eng->n_workers, drain_ms);
 	free_engine(eng);
 }

@@ -8,8 +8,11 @@
 struct em_engine;
 
 /* Opens the listeners of <cfg> (capture port, explicit listeners, tunnel
- * listener) on every worker with SO_REUSEPORT and starts cfg->workers worker
- * threads. Each worker registers as an RCU reader and reads the live service
+ * listener, the Router's) on every worker with SO_REUSEPORT and starts
+ * cfg->workers worker threads; with router.tls, the Router's listener is
+ * opened once and served by the TLS front thread instead
+ * (engine/router_tls.h), which loads the certificate and key (a failure
+ * fails the start). Each worker registers as an RCU reader and reads the live service
  * table and config (em_table_current, em_config_current): a config must be
  * published before this call and stay published (reloads replace it) until
  * em_engine_stop returns; -EINVAL without one. <cfg> is borrowed for the
@@ -18,7 +21,8 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out);
 
 /* Data-plane counters for the stats reply (an em_api_counters_fn; <eng> is a
  * struct em_engine): connection, request and tunnel counts summed over the
- * workers, as each published them at its last tick (at most 50 ms ago). */
+ * workers, as each published them at its last tick (at most 50 ms ago),
+ * then with router.tls the TLS front's (group "router", current). */
 size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
 
 /* Adds "relay", the cloud's counters of streams relayed between edges (per
@@ -53,7 +57,8 @@ void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *c
 int em_engine_control_open(struct em_engine *e, int fd, const struct em_addr *cloud);
 
 /* Stops accepting, lets live connections finish for up to <drain_ms>, closes
- * the rest, joins the workers and frees everything. */
+ * the rest, joins the workers (and the TLS front, which may take one second
+ * more to hand clients what the workers last sent) and frees everything. */
 void em_engine_stop(struct em_engine *eng, uint32_t drain_ms);
 
 #endif

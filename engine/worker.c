@@ -128,18 +128,94 @@ static void on_tick(struct em_worker *w)
 	arm_tick(w);
 }
 
+/* A connection another thread handed to a worker (em_worker_post_conn). */
+struct em_conn_post {
+	struct em_conn_post *next;
+	int fd;
+	uint16_t listener;
+};
+
+int em_worker_post_conn(struct em_worker *w, int fd, uint16_t listener)
+{
+	struct em_conn_post *p = malloc(sizeof(*p));
+	if (!p) {
+		close(fd);
+		return -ENOMEM;
+	}
+	p->fd = fd;
+	p->listener = listener;
+	pthread_mutex_lock(&w->inbox_mu);
+	bool closed = w->inbox_closed;
+	if (!closed) {
+		p->next = w->inbox;
+		w->inbox = p;
+	}
+	pthread_mutex_unlock(&w->inbox_mu);
+	if (closed) {
+		close(fd);
+		free(p);
+		return -ESHUTDOWN;
+	}
+	uint64_t one = 1;
+	if (write(w->wake_fd, &one, sizeof(one)) == -1) /* stays queued: next wake, or the stop */
+		EM_WARN("engine", "wake worker %u: %s", w->id, strerror(errno));
+	return 0;
+}
+
+/* The posted connections, oldest first; the inbox is empty after. */
+static struct em_conn_post *inbox_take(struct em_worker *w, bool close_it)
+{
+	pthread_mutex_lock(&w->inbox_mu);
+	struct em_conn_post *l = w->inbox, *r = NULL;
+	w->inbox = NULL;
+	if (close_it)
+		w->inbox_closed = true;
+	pthread_mutex_unlock(&w->inbox_mu);
+	while (l) {
+		struct em_conn_post *n = l->next;
+		l->next = r;
+		r = l;
+		l = n;
+	}
+	return r;
+}
+
+void em_worker_inbox_close(struct em_worker *w)
+{
+	for (struct em_conn_post *p = inbox_take(w, true), *n; p; p = n) {
+		n = p->next;
+		close(p->fd);
+		free(p);
+	}
+}
+
+static void take_conns(struct em_worker *w)
+{
+	for (struct em_conn_post *p = inbox_take(w, false), *n; p; p = n) {
+		n = p->next;
+		w->cnt[EM_C_ACCEPTED]++;
+		if (w->serve_conn)
+			w->serve_conn(w, p->fd, p->listener);
+		else
+			close(p->fd);
+		free(p);
+	}
+}
+
 static void on_wake(struct em_worker *w)
 {
 	if (!atomic_load(&w->eng->stop)) {
 		if (w->id == 0)
 			em_tun_control_take(w);
 		em_tun_take_handoffs(w);
+		take_conns(w);
 		arm_wake(w);
 		return;
 	}
 	if (w->stopping)
 		return;
 	w->stopping = true;
+	em_worker_inbox_close(w);
 	w->drain_deadline_ms = em_now_ms() + atomic_load(&w->eng->drain_ms);
 	stop_listeners(w);
 	for (size_t i = 0; i < w->n_listeners; i++) {
@@ -303,6 +379,7 @@ static void teardown(struct em_worker *w, bool ring_up)
 		free(w->slabs[i]);
 	free(w->slabs);
 	em_lb_destroy(&w->lb);
+	em_worker_inbox_close(w);
 	for (unsigned i = 0; i < w->n_at_exit; i++)
 		w->at_exit[i](w);
 	w->n_at_exit = 0;

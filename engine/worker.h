@@ -234,6 +234,16 @@ struct em_worker {
 	 * so each request is counted. Set by the engine for the tunnel layer,
 	 * which sits below the client modes. */
 	void (*serve_http)(struct em_worker *w, int fd, const struct em_svc_port *sp);
+	/* Takes <fd>, a connection another thread handed over
+	 * (em_worker_post_conn): it becomes a client as if accepted on the
+	 * listener of index <listener> (engine/client.h em_client_take). Set by
+	 * the engine, as serve_http. */
+	void (*serve_conn)(struct em_worker *w, int fd, uint16_t listener);
+	/* Connections handed over and not yet taken, newest first, under
+	 * <inbox_mu>; once <inbox_closed> (the worker stops) none is taken. */
+	pthread_mutex_t inbox_mu;
+	struct em_conn_post *inbox;
+	bool inbox_closed;
 	/* Re-arms one socket waiting on <starved> (the socket layer's
 	 * em_sock_unstarve_one); false when none waits. */
 	bool (*unstarve)(struct em_worker *w);
@@ -293,6 +303,9 @@ struct em_engine {
 	/* tunnel.encryption "tls": the context every tunnel's TLS pipe is made
 	 * from (read-only once the workers run); NULL: tunnels in clear. */
 	struct em_tls_pipe_ctx *tls;
+	/* The Router's TLS front (engine/router_tls.h), NULL without
+	 * router.tls. */
+	struct em_router_tls *rtls;
 };
 
 /* The live config. One is published for as long as the engine runs
@@ -313,6 +326,17 @@ void *em_worker_main(void *arg);
 /* Publishes <w>'s counters for the stats reader (worker thread only): the
  * gauges are computed, then every value is stored with a relaxed atomic. */
 void em_worker_publish(struct em_worker *w);
+
+/* Any thread: hands <fd> to <w>, which serves it as a client accepted on
+ * its listener of index <listener> (w->serve_conn), at its next wake (one
+ * is posted through w->wake_fd). Takes <fd>: returns 0, or -ESHUTDOWN once
+ * <w> stopped taking connections, -ENOMEM, with <fd> closed. */
+int em_worker_post_conn(struct em_worker *w, int fd, uint16_t listener);
+
+/* Closes the connections posted to <w> and not taken, and takes no more
+ * (the worker's stop; idempotent). <w>'s inbox_mu must have been
+ * initialised (the engine does it for every worker). */
+void em_worker_inbox_close(struct em_worker *w);
 
 /* Registers <fn> to run at worker exit, after the ring is gone. At most
  * four per worker; returns false when full (the caller then frees its

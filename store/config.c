@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "proto/frame.h"
 #include "proto/log.h"
@@ -485,12 +488,22 @@ static const struct key cloud_keys[] = {
          .check = host_port_or_empty},
 };
 
+static const struct key router_tls_keys[] = {
+        STR("cert_file", CFG(router.tls.cert_file), 0, EM_CONFIG_DATA_DIR_MAX,
+            "path of a PEM certificate file, at most 4000 bytes, or \"\" (plain HTTP)"),
+        STR("key_file", CFG(router.tls.key_file), 0, EM_CONFIG_DATA_DIR_MAX,
+            "path of a PEM private key file, at most 4000 bytes, or \"\" (plain HTTP)"),
+        INT("handshake_ms", CFG(router.tls.handshake_ms), 100, MS_MAX_10MIN, 10000),
+        INT("max_connections", CFG(router.tls.max_connections), 1, 1000000, 1024),
+};
+
 static const struct key router_keys[] = {
         {.name = "listen",
          .type = K_FN,
          .expect = "\"ip:port\", \"[ip]:port\" or \"\" (off)",
          .fn = router_listen},
         INT("timeout_ms", CFG(router.timeout_ms), 1, MS_MAX_10MIN, 30000),
+        {.name = "tls", .type = K_OBJECT, ROWS(router_tls_keys)},
 };
 
 static const struct key admin_keys[] = {
@@ -759,6 +772,23 @@ static int finish(struct pctx *c)
 			return fail_at(c, "admin.listen",
 			               "expected an address other than router.listen's");
 	}
+	/* TLS on the Router: both files or neither, and a Router to serve. */
+	const char *cert = cfg->router.tls.cert_file, *key = cfg->router.tls.key_file;
+	if (cfg->role != EM_ROLE_CLOUD && (cert[0] || key[0]))
+		return fail_at(c, cert[0] ? "router.tls.cert_file" : "router.tls.key_file",
+		               "expected \"\" on an edge: only role \"cloud\" runs the Router");
+	if (cert[0] && !key[0])
+		return fail_at(c, "router.tls.key_file",
+		               "expected the path of the certificate's private key: "
+		               "router.tls.cert_file is set (both or neither)");
+	if (key[0] && !cert[0])
+		return fail_at(c, "router.tls.cert_file",
+		               "expected the path of the certificate: router.tls.key_file is set "
+		               "(both or neither)");
+	if (cert[0] && !cfg->router.listen.family)
+		return fail_at(
+		        c, "router.tls.cert_file",
+		        "expected \"\" while router.listen is \"\" (no Router to serve TLS)");
 	if (cfg->role == EM_ROLE_CLOUD && cfg->cloud.address[0])
 		return fail_at(c, "cloud.address", "expected \"\" for role \"cloud\"");
 	/* Tunnels authenticate with the cluster key: no key, no tunnel. */
@@ -871,10 +901,85 @@ static const char *file_type(mode_t m)
 	                     : "not a socket";
 }
 
+/* PEM passphrase callback giving none: an encrypted key fails to read. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	EM_UNUSED(buf);
+	EM_UNUSED(size);
+	EM_UNUSED(rwflag);
+	EM_UNUSED(u);
+	return 0;
+}
+
+/* router.tls: the certificate file starts with a certificate (a chain may
+ * follow it) and the key file holds its private key, as the engine will
+ * load them (engine/router_tls.c). */
+static int check_router_tls(const struct em_config *cfg, char *err, size_t errlen)
+{
+	const char *cert = cfg->router.tls.cert_file, *key = cfg->router.tls.key_file;
+	X509 *x = NULL;
+	EVP_PKEY *k = NULL;
+	FILE *f;
+	int rc = -EINVAL;
+
+	if (!cert[0])
+		return 0;
+	if (!(f = fopen(cert, "re"))) {
+		rc = -errno;
+		snprintf(err, errlen,
+		         "%s: router.tls.cert_file: cannot read %s: %s; expected a readable PEM "
+		         "certificate file",
+		         cfg->path, cert, strerror(-rc));
+		return rc;
+	}
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!x) {
+		snprintf(err, errlen,
+		         "%s: router.tls.cert_file: %s holds no PEM certificate; expected the "
+		         "server's certificate (\"-----BEGIN CERTIFICATE-----\"), then any "
+		         "intermediates",
+		         cfg->path, cert);
+		goto out;
+	}
+	if (!(f = fopen(key, "re"))) {
+		rc = -errno;
+		snprintf(err, errlen,
+		         "%s: router.tls.key_file: cannot read %s: %s; expected a readable PEM "
+		         "private key file",
+		         cfg->path, key, strerror(-rc));
+		goto out;
+	}
+	k = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+	fclose(f);
+	if (!k) {
+		snprintf(err, errlen,
+		         "%s: router.tls.key_file: %s holds no PEM private key that can be read; "
+		         "expected an unencrypted one (\"-----BEGIN PRIVATE KEY-----\"), without "
+		         "a passphrase",
+		         cfg->path, key);
+		goto out;
+	}
+	if (X509_check_private_key(x, k) != 1) {
+		snprintf(err, errlen,
+		         "%s: router.tls.key_file: the key in %s does not match the certificate "
+		         "in %s (router.tls.cert_file); expected that certificate's private key",
+		         cfg->path, key, cert);
+		goto out;
+	}
+	rc = 0;
+out:
+	ERR_clear_error();
+	EVP_PKEY_free(k);
+	X509_free(x);
+	return rc;
+}
+
 int em_config_check_host(const struct em_config *cfg, char *err, size_t errlen)
 {
 	struct ifaddrs *ifs = NULL;
 	struct stat st;
+	int rc;
 
 	/* The daemon replaces a stale socket at start; anything else there
 	 * (the database, a config file) is an operator's mistake to report, not
@@ -886,6 +991,8 @@ int em_config_check_host(const struct em_config *cfg, char *err, size_t errlen)
 		         cfg->path, cfg->api_socket, file_type(st.st_mode));
 		return -EEXIST;
 	}
+	if ((rc = check_router_tls(cfg, err, errlen)))
+		return rc;
 	if (!cfg->capture.enabled || !cfg->capture.n_service_cidrs)
 		return 0;
 	if (getifaddrs(&ifs) == -1) {
@@ -1013,6 +1120,14 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 	    strcmp(cur->tunnel.tls.cert_file, next->tunnel.tls.cert_file) != 0 ||
 	    strcmp(cur->tunnel.tls.key_file, next->tunnel.tls.key_file) != 0)
 		return "tunnel.tls";
+	if (strcmp(cur->router.tls.cert_file, next->router.tls.cert_file) != 0)
+		return "router.tls.cert_file";
+	if (strcmp(cur->router.tls.key_file, next->router.tls.key_file) != 0)
+		return "router.tls.key_file";
+	if (cur->router.tls.handshake_ms != next->router.tls.handshake_ms)
+		return "router.tls.handshake_ms";
+	if (cur->router.tls.max_connections != next->router.tls.max_connections)
+		return "router.tls.max_connections";
 	if (strcmp(cur->controller.manifests_dir, next->controller.manifests_dir) != 0)
 		return "controller.manifests_dir";
 	if (strcmp(cur->cloud.address, next->cloud.address) != 0)

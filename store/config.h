@@ -102,11 +102,21 @@ struct em_config {
 	/* Cloud role: the Router (KubeEdge's rules.kubeedge.io Rules) serves
 	 * HTTP/1.1 on <listen> (family 0: off; set by the file or, on the
 	 * cloud, EM_CONFIG_ROUTER_DEFAULT) and gives an edge <timeout_ms>
-	 * without a byte before answering 504. */
+	 * without a byte before answering 504. With <tls.cert_file> set (and
+	 * <tls.key_file>: both or neither, cloud role only) <listen> serves
+	 * HTTPS instead: at most <tls.max_connections> TLS connections at once,
+	 * each with <tls.handshake_ms> to finish its handshake (and, once the
+	 * Router closed its side, to take what is left of the response). */
 	struct {
 		struct em_addr listen;
 		bool listen_set; /* the file named router.listen */
 		uint32_t timeout_ms;
+		struct {
+			char cert_file[PATH_MAX]; /* PEM chain, leaf first; "" = plain HTTP */
+			char key_file[PATH_MAX];  /* PEM private key, unencrypted */
+			uint32_t handshake_ms;
+			uint32_t max_connections;
+		} tls;
 	} router;
 
 	/* The admin listener: Prometheus /metrics, /healthz and /readyz over
@@ -166,18 +176,23 @@ int em_config_parse(const char *name, const char *text, size_t len, struct em_co
                     char *err, size_t errlen);
 
 /* Checks <cfg> against this host: api_socket must not name an existing file
- * that is not a unix socket (it would otherwise be unlinked to bind), and,
- * with capture.enabled, no capture.service_cidrs range may contain an
- * address of one of this node's interfaces (getifaddrs). Returns 0, or
- * -EEXIST / -EINVAL / -errno of getifaddrs with a one-line message in <err>
- * naming cfg->path, the key and the reason. Reads only. */
+ * that is not a unix socket (it would otherwise be unlinked to bind); with
+ * capture.enabled, no capture.service_cidrs range may contain an address
+ * of one of this node's interfaces (getifaddrs); with router.tls.cert_file
+ * set, that file must be readable and start with a PEM certificate, and
+ * router.tls.key_file must hold an unencrypted PEM private key matching
+ * it. Returns 0, or -EEXIST / -EINVAL / -errno of getifaddrs or of opening
+ * a file, with a one-line message in <err> naming cfg->path, the key and
+ * the reason. Reads only. */
 int em_config_check_host(const struct em_config *cfg, char *err, size_t errlen);
 
 void em_config_free(struct em_config *cfg);
 
 /* Config values a reload cannot change without a restart (role, node_name,
  * data_dir, api_socket, workers, every capture key, listeners' addresses,
- * tunnel.listen).
+ * tunnel.listen, router.listen, every router.tls key: the certificate
+ * files are read at start only, so a renewed certificate under the same
+ * names needs a restart too).
  * Returns NULL when <next> may replace <cur>, else the name of the first key
  * that differs. */
 const char *em_config_restart_key(const struct em_config *cur, const struct em_config *next);

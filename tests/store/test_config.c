@@ -1,5 +1,8 @@
 /* Configuration: shipped files, defaults, every error message, reload rules. */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -827,4 +830,145 @@ Test(config, fifo_is_refused_without_blocking, .timeout = 5)
 	cr_assert(strstr(err, "expected a regular file"), "%s", err);
 	unlink(fifo);
 	rmdir(path);
+}
+
+/* A self-signed certificate <crt> and its key <key> (EC P-256). */
+static void write_cert(const char *crt, const char *key)
+{
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *f;
+	cr_assert(k && x);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, k);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+	                           (const unsigned char *)"router", -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
+	cr_assert_not_null(f = fopen(crt, "w"));
+	PEM_write_X509(f, x);
+	fclose(f);
+	cr_assert_not_null(f = fopen(key, "w"));
+	PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
+#define CLOUD "{'role':'cloud','node_name':'c1'," KEY
+
+/* router.tls: both files or neither, the cloud's only, restart-only. */
+Test(config, router_tls_keys)
+{
+	struct em_config *c = parse_ok(CLOUD "}");
+	cr_expect_str_eq(c->router.tls.cert_file, "");
+	cr_expect_str_eq(c->router.tls.key_file, "");
+	cr_expect_eq(c->router.tls.handshake_ms, 10000);
+	cr_expect_eq(c->router.tls.max_connections, 1024);
+	em_config_free(c);
+	c = parse_ok(CLOUD ",'router':{'tls':{'cert_file':'/c.pem','key_file':'/k.pem',"
+	                   "'handshake_ms':500,'max_connections':7}}}");
+	cr_expect_str_eq(c->router.tls.cert_file, "/c.pem");
+	cr_expect_str_eq(c->router.tls.key_file, "/k.pem");
+	cr_expect_eq(c->router.tls.handshake_ms, 500);
+	cr_expect_eq(c->router.tls.max_connections, 7);
+	em_config_free(c);
+
+	expect_error(CLOUD ",'router':{'tls':{'cert_file':'/c.pem'}}}",
+	             NAME ": router.tls.key_file: expected the path of the certificate's private "
+	                  "key: router.tls.cert_file is set (both or neither)");
+	expect_error(CLOUD ",'router':{'tls':{'key_file':'/k.pem'}}}",
+	             NAME ": router.tls.cert_file: expected the path of the certificate: "
+	                  "router.tls.key_file is set (both or neither)");
+	expect_error(BASE ",'router':{'tls':{'cert_file':'/c.pem','key_file':'/k.pem'}}}",
+	             NAME ": router.tls.cert_file: expected \"\" on an edge: only role \"cloud\" "
+	                  "runs the Router");
+	expect_error(CLOUD ",'router':{'listen':'','tls':{'cert_file':'/c','key_file':'/k'}}}",
+	             NAME ": router.tls.cert_file: expected \"\" while router.listen is \"\" (no "
+	                  "Router to serve TLS)");
+	expect_error(CLOUD ",'router':{'tls':{'cert_file':5}}}",
+	             NAME ": router.tls.cert_file: expected path of a PEM certificate file, at "
+	                  "most 4000 bytes, or \"\" (plain HTTP)");
+	expect_error(CLOUD ",'router':{'tls':{'handshake_ms':99}}}",
+	             NAME ": router.tls.handshake_ms: expected integer 100..600000");
+	expect_error(CLOUD ",'router':{'tls':{'max_connections':0}}}",
+	             NAME ": router.tls.max_connections: expected integer 1..1000000");
+	expect_error(CLOUD ",'router':{'tls':{'cert':'/c'}}}",
+	             NAME ": router.tls.cert: unknown key");
+
+	struct em_config *a = parse_ok(CLOUD "}");
+	struct em_config *b =
+	        parse_ok(CLOUD ",'router':{'tls':{'cert_file':'/c.pem','key_file':'/k.pem'}}}");
+	const char *key = em_config_restart_key(a, b);
+	cr_expect(key && strcmp(key, "router.tls.cert_file") == 0, "%s", key ? key : "NULL");
+	em_config_free(a);
+	a = parse_ok(CLOUD ",'router':{'tls':{'cert_file':'/c.pem','key_file':'/k.pem',"
+	                   "'max_connections':9}}}");
+	key = em_config_restart_key(a, b);
+	cr_expect(key && strcmp(key, "router.tls.max_connections") == 0, "%s", key ? key : "NULL");
+	em_config_free(a);
+	em_config_free(b);
+}
+
+/* The files: readable, a certificate, its own key; each failure names the
+ * config file, the key and the file. */
+Test(config, router_tls_files)
+{
+	char dir[] = "/tmp/em-cfg-tls-XXXXXX", crt[64], k[64], crt2[64], k2[64], err[768] = "";
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(crt, sizeof(crt), "%s/a.crt", dir);
+	snprintf(k, sizeof(k), "%s/a.key", dir);
+	snprintf(crt2, sizeof(crt2), "%s/b.crt", dir);
+	snprintf(k2, sizeof(k2), "%s/b.key", dir);
+	write_cert(crt, k);
+	write_cert(crt2, k2);
+	struct em_config *c =
+	        parse_ok(CLOUD ",'router':{'tls':{'cert_file':'/c.pem','key_file':'/k.pem'}}}");
+	snprintf(c->api_socket, sizeof(c->api_socket), "%s/em.sock", dir);
+	struct {
+		const char *cert, *key;
+		int rc;
+		const char *want;
+	} cases[] = {
+	        {crt, k, 0, ""},
+	        {crt2, k2, 0, ""},
+	        {"/nonexistent/c.pem", k, -ENOENT,
+	         NAME ": router.tls.cert_file: cannot read /nonexistent/c.pem: No such file or "
+	              "directory; expected a readable PEM certificate file"},
+	        {crt, "/nonexistent/k.pem", -ENOENT,
+	         NAME ": router.tls.key_file: cannot read /nonexistent/k.pem: No such file or "
+	              "directory; expected a readable PEM private key file"},
+	        {k, k, -EINVAL, ": router.tls.cert_file: "},
+	        {crt, crt, -EINVAL, ": router.tls.key_file: "},
+	        {crt, k2, -EINVAL, ": router.tls.key_file: the key in "},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(c->router.tls.cert_file, sizeof(c->router.tls.cert_file), "%s",
+		         cases[i].cert);
+		snprintf(c->router.tls.key_file, sizeof(c->router.tls.key_file), "%s",
+		         cases[i].key);
+		err[0] = 0;
+		int rc = em_config_check_host(c, err, sizeof(err));
+		cr_expect_eq(rc, cases[i].rc, "case %zu: rc %d: %s", i, rc, err);
+		if (cases[i].want[0] == ':')
+			cr_expect(strncmp(err, NAME, strlen(NAME)) == 0 &&
+			                  strstr(err, cases[i].want) != NULL,
+			          "case %zu: %s", i, err);
+		else
+			cr_expect_str_eq(err, cases[i].want, "case %zu", i);
+	}
+	/* The mismatch names both files. */
+	snprintf(c->router.tls.cert_file, sizeof(c->router.tls.cert_file), "%s", crt);
+	snprintf(c->router.tls.key_file, sizeof(c->router.tls.key_file), "%s", k2);
+	em_config_check_host(c, err, sizeof(err));
+	cr_expect(strstr(err, k2) && strstr(err, crt), "%s", err);
+	em_config_free(c);
+	unlink(crt);
+	unlink(k);
+	unlink(crt2);
+	unlink(k2);
+	rmdir(dir);
 }
