@@ -335,7 +335,8 @@ static int each_line(struct em_buf *in, int (*fn)(void *arg, const char *line, s
 	}
 	if (!rc && in->len - off > EM_BH_MAX_MESSAGE)
 		rc = -EMSGSIZE;
-	memmove(in->data, in->data + off, in->len - off);
+	if (off && in->len > off) /* nothing to move (or no buffer yet): no call */
+		memmove(in->data, in->data + off, in->len - off);
 	in->len -= off;
 	return rc;
 }
