@@ -256,7 +256,8 @@ static uint32_t hs_from(const struct em_tun_worker *t, const struct em_addr *a)
 }
 
 /* Until a peer proves it knows the cluster key it may hold only a few KiB
- * (the session allocates the rest after AUTH), and only so many of those:
+ * (the session allocates the rest after AUTH; with TLS, the pipe's fixed
+ * buffers too: then at most TUN_TLS_MAX_HS), and only so many of those:
  * past max_handshakes in progress on this worker, or
  * max_handshakes_per_source from one address, a new connection is closed
  * at once, and each must finish within handshake_ms. Returns true when
@@ -268,8 +269,14 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a)
 	uint32_t max = cfg->tunnel.max_handshakes;
 	uint32_t per_src = cfg->tunnel.max_handshakes_per_source;
 	const char *why = NULL;
+	/* A TLS pipe (about 120 KiB) exists from the accept on: fewer of
+	 * them may wait for their handshake. */
+	bool tls_cap = w->eng->tls && max > TUN_TLS_MAX_HS;
+	if (tls_cap)
+		max = TUN_TLS_MAX_HS;
 	if (t->n_hs >= max)
-		why = "handshakes in progress at tunnel.max_handshakes";
+		why = tls_cap ? "TLS handshakes in progress at their cap (128 a worker)"
+		              : "handshakes in progress at tunnel.max_handshakes";
 	else if (a->family && hs_from(t, a) >= per_src)
 		why = "handshakes from this address at tunnel.max_handshakes_per_source";
 	if (!why)

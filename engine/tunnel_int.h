@@ -96,6 +96,9 @@ struct tbufhold {
 enum { TP_DOWN = 0, TP_DIALING, TP_UP };
 
 #define TUN_PEER_BUCKETS 512u /* a worker's peers by name */
+/* With tunnel TLS, handshakes in progress per worker are capped here too
+ * (each holds a TLS pipe of about 120 KiB: 15 MiB at most). */
+#define TUN_TLS_MAX_HS 128u
 
 struct tpeer {
 	struct em_dlist node;

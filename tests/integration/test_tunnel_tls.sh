@@ -8,6 +8,9 @@
 #   - a peer with a certificate of another CA is refused in the TLS
 #     handshake, a peer whose valid certificate names node-c but who says
 #     it is node-b in HELLO is refused, each counted (tls_failures);
+#   - 400 connections that never finish a TLS handshake, from 8 addresses:
+#     node-a holds at most 128 (each has a TLS pipe), refuses the rest at
+#     once, grows by less than 24 MiB, and keeps serving;
 #   - config: "tls" without a certificate is an error naming the key; a
 #     certificate of another node stops the start with the file named.
 . "$(dirname "$0")/lib.sh"
@@ -156,6 +159,25 @@ it_check "node-a counts the two TLS refusals ($f0 -> $f1)" test $((f1 - f0)) -ge
 it_check "node-a says why it refused node-c" \
 	grep -q "node-b" "${EM_LOG[node-a]}"
 it_check "F2 still works after the strangers" echo_via "$NSA" 10.96.0.42:7 "still here"
+
+# Strangers that never finish a TLS handshake.
+pending() { ctl node-a stats | python3 -c 'import json,sys; t=json.load(sys.stdin)["tunnel"]; print(t["handshakes_pending"], t["handshakes_refused"])'; }
+rss() { awk '/^VmRSS/ {print $2}' "/proc/${EM_PID[node-a]}/status"; }
+r0=$(rss)
+ref0=$(pending | cut -d' ' -f2)
+ulimit -n 4096 2>/dev/null
+it_bg tlsflood ip netns exec "$NSA" python3 "$IT_ROOT/tests/integration/tunnel_flood.py" \
+	"$IPA" 20006 400 127.0.1 50 </dev/null
+opened() { grep -q '^open ' "$IT_TMP/tlsflood.out"; }
+it_wait 30 opened || it_fail "the flood did not open its connections: $(cat "$IT_TMP/tlsflood.err")"
+capped() { set -- $(pending); [ "${1:-999}" -le 128 ] && [ $((${2:-0} - ref0)) -ge 272 ]; }
+it_check "400 silent TLS connections: at most 128 held, the rest refused at once ($(pending))" \
+	it_wait 10 capped
+r1=$(rss)
+it_check "... node-a grew by less than 24 MiB ($r0 -> $r1 KiB)" test $((r1 - r0)) -lt $((24 << 10))
+it_check "... and still serves edge to edge" echo_via "$NSA" 10.96.0.42:7 "during the flood"
+it_stop "$IT_LAST_PID" TERM 5
+it_forget_pid "$IT_LAST_PID"
 
 # Config errors.
 sed 's/"cert_file": "[^"]*",//' "$IT_TMP/node-b.json" >"$IT_TMP/bad1.json"
