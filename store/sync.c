@@ -214,18 +214,24 @@ static void publish(struct em_sync *s)
 		EM_WARN("sync", "out of memory building the service table; retrying");
 }
 
+/* What the API's stats reply and /metrics report besides the store. */
+static struct em_api_info api_info(struct em_sync *s)
+{
+	return (struct em_api_info){.config_path = s->config_path,
+	                            .node_name = s->node_name,
+	                            .reloads = atomic_load(&s->reloads),
+	                            .reload_failures = atomic_load(&s->reload_failures),
+	                            .counters = locked_counters,
+	                            .counters_ctx = s,
+	                            .control = s->ctl ? control_status : NULL,
+	                            .control_ctx = s->ctl,
+	                            .stats = locked_stats,
+	                            .stats_ctx = s};
+}
+
 static void handle_input(struct em_sync *s, struct client *c)
 {
-	struct em_api_info info = {.config_path = s->config_path,
-	                           .node_name = s->node_name,
-	                           .reloads = atomic_load(&s->reloads),
-	                           .reload_failures = atomic_load(&s->reload_failures),
-	                           .counters = locked_counters,
-	                           .counters_ctx = s,
-	                           .control = s->ctl ? control_status : NULL,
-	                           .control_ctx = s->ctl,
-	                           .stats = locked_stats,
-	                           .stats_ctx = s};
+	struct em_api_info info = api_info(s);
 
 	if (em_api_serve(s->store, &info, &c->in, &c->out, &c->out_off))
 		c->closing = true;
@@ -346,16 +352,7 @@ static void admin_answer(struct em_sync *s, struct admin_client *a, const char *
 	} else if (strcmp(path, "/metrics") == 0) {
 		/* The stats reply, as meshctl stats gets it, rendered; the
 		 * QPS buckets straight from their registry. */
-		struct em_api_info info = {.config_path = s->config_path,
-		                           .node_name = s->node_name,
-		                           .reloads = atomic_load(&s->reloads),
-		                           .reload_failures = atomic_load(&s->reload_failures),
-		                           .counters = locked_counters,
-		                           .counters_ctx = s,
-		                           .control = s->ctl ? control_status : NULL,
-		                           .control_ctx = s->ctl,
-		                           .stats = locked_stats,
-		                           .stats_ctx = s};
+		struct em_api_info info = api_info(s);
 		struct em_buf body = {0};
 		cJSON *r = em_api_stats(s->store, &info, false);
 		rc = r ? em_admin_metrics(r, &body) : -ENOMEM;

@@ -141,6 +141,40 @@ it_wait() {
 	return 1
 }
 
+# it_bridge BRIDGE_NS NS:IP...: a namespace BRIDGE_NS holding a bridge, and
+# for each NS:IP a node namespace NS (lo up, the cluster-IP range routed
+# locally) joined to the bridge by a veth addressed IP/24, whose name in NS
+# is IT_BRIDGE_IF[NS]; returns once the bridge's ports are up. Every
+# namespace is removed at exit.
+declare -A IT_BRIDGE_IF
+it_bridge() {
+	local nsx=$1 i=0 pair ns ip
+	shift
+	ip netns add "$nsx" || it_die "ip netns add $nsx"
+	IT_NETNS_LIST+=("$nsx")
+	ip -n "$nsx" link add br0 type bridge && ip -n "$nsx" link set br0 up || it_die "bridge"
+	for pair in "$@"; do
+		ns=${pair%%:*} ip=${pair#*:} i=$((i + 1))
+		ip netns add "$ns" || it_die "ip netns add $ns"
+		IT_NETNS_LIST+=("$ns")
+		ip -n "$ns" link set lo up
+		ip -n "$ns" route add local 10.96.0.0/12 dev lo || it_die "local route in $ns"
+		ip link add "emn$$-$i" netns "$ns" type veth peer name "emx$$-$i" netns "$nsx" ||
+			it_die "veth $i"
+		ip -n "$nsx" link set "emx$$-$i" master br0 up
+		ip -n "$ns" addr add "$ip/24" dev "emn$$-$i" && ip -n "$ns" link set "emn$$-$i" up ||
+			it_die "veth $i address"
+		IT_BRIDGE_IF[$ns]=emn$$-$i
+	done
+	it_wait 10 _it_bridge_up "$nsx" "$i" || it_die "the bridge's ports do not come up"
+}
+_it_bridge_up() { # BRIDGE_NS N
+	local k
+	for k in $(seq "$2"); do
+		ip -n "$1" -br link show "emx$$-$k" | grep -qw UP || return 1
+	done
+}
+
 # it_netns NAME: a fresh network namespace with lo up and the cluster-IP ranges
 # routed locally (10.96.0.0/12; fd00:10:96::/112 when IPv6 is on). Later
 # it_in / it_bg run inside it.

@@ -37,29 +37,7 @@ KEY=cloud-traffic-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")
 MDIR=$IT_TMP/manifests
 mkdir -p "$MDIR"
 
-ip netns add "$NSX" || it_die "ip netns add $NSX"
-IT_NETNS_LIST+=("$NSX")
-ip -n "$NSX" link add br0 type bridge && ip -n "$NSX" link set br0 up || it_die "bridge"
-i=0
-for pair in "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"; do
-	ns=${pair%%:*} ip=${pair#*:} i=$((i + 1))
-	ip netns add "$ns" || it_die "ip netns add $ns"
-	IT_NETNS_LIST+=("$ns")
-	ip -n "$ns" link set lo up
-	ip -n "$ns" route add local 10.96.0.0/12 dev lo || it_die "local route in $ns"
-	ip link add "emn$$-$i" netns "$ns" type veth peer name "emx$$-$i" netns "$NSX" ||
-		it_die "veth $i"
-	ip -n "$NSX" link set "emx$$-$i" master br0 up
-	ip -n "$ns" addr add "$ip/24" dev "emn$$-$i" && ip -n "$ns" link set "emn$$-$i" up ||
-		it_die "veth $i address"
-done
-links_up() {
-	local k
-	for k in 1 2 3; do
-		ip -n "$NSX" -br link show "emx$$-$k" | grep -qw UP || return 1
-	done
-}
-it_wait 10 links_up || it_die "the bridge's ports do not come up"
+it_bridge "$NSX" "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"
 
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",

@@ -34,29 +34,7 @@ done
 	"$MESHCTL" cert issue node-c --ca "$IT_TMP/evil-ca" --out "$IT_TMP/evil" >/dev/null ||
 	it_die "the other CA"
 
-ip netns add "$NSX" || it_die "ip netns add $NSX"
-IT_NETNS_LIST+=("$NSX")
-ip -n "$NSX" link add br0 type bridge && ip -n "$NSX" link set br0 up || it_die "bridge"
-i=0
-for pair in "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"; do
-	ns=${pair%%:*} ip=${pair#*:} i=$((i + 1))
-	ip netns add "$ns" || it_die "ip netns add $ns"
-	IT_NETNS_LIST+=("$ns")
-	ip -n "$ns" link set lo up
-	ip -n "$ns" route add local 10.96.0.0/12 dev lo || it_die "local route in $ns"
-	ip link add "emt$$-$i" netns "$ns" type veth peer name "emy$$-$i" netns "$NSX" ||
-		it_die "veth $i"
-	ip -n "$NSX" link set "emy$$-$i" master br0 up
-	ip -n "$ns" addr add "$ip/24" dev "emt$$-$i" && ip -n "$ns" link set "emt$$-$i" up ||
-		it_die "veth $i address"
-done
-links_up() {
-	local k
-	for k in 1 2 3; do
-		ip -n "$NSX" -br link show "emy$$-$k" | grep -qw UP || return 1
-	done
-}
-it_wait 10 links_up || it_die "the bridge's ports do not come up"
+it_bridge "$NSX" "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"
 
 tls() { # NAME
 	echo "\"encryption\": \"tls\", \"tls\": {\"ca_file\": \"$IT_TMP/ca/ca.crt\",
@@ -127,7 +105,7 @@ while time.time() < end:
     except socket.timeout:
         pass
 open(sys.argv[2], "wb").write(got)
-print("captured", len(got), flush=True)' "emt$$-2" "$IT_TMP/cap.bin" >"$IT_TMP/cap.out" 2>&1 &
+print("captured", len(got), flush=True)' "${IT_BRIDGE_IF[$NSA]}" "$IT_TMP/cap.bin" >"$IT_TMP/cap.out" 2>&1 &
 cap=$!
 it_wait 5 grep -q ready "$IT_TMP/cap.out" || it_die "the capture did not start"
 MARK=plaintext-marker-$$-xyzzy
