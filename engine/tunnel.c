@@ -336,7 +336,7 @@ static void maybe_replace(struct em_worker *w, struct em_tconn *tc)
 		        "worker %u: tunnel from %s (%s): %u stream ids left, draining it so that "
 		        "the node dials a new one",
 		        w->id, tun_tc_name(tc), tc->addr, em_tunnel_session_ids_left(tc->sess));
-		em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stream ids exhausted");
+		em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, TUN_IDS_EXHAUSTED);
 		tc->flags |= TC_GOAWAY;
 		tun_mark_dirty(w, tc);
 		inbound_gone(w, tc);
@@ -736,7 +736,7 @@ static void conn_up(struct em_worker *w, struct em_tconn *tc)
 			        "draining it, %u stream(s) finishing",
 			        w->id, tp->name, old->addr, em_tunnel_session_streams(old->sess));
 			em_tunnel_session_goaway(old->sess, EM_REASON_NO_ERROR,
-			                         "stream ids exhausted");
+			                         TUN_IDS_EXHAUSTED);
 			old->flags |= TC_GOAWAY;
 			tun_mark_dirty(w, old);
 		}
@@ -757,7 +757,7 @@ static void conn_up(struct em_worker *w, struct em_tconn *tc)
  * there, new ones need a new tunnel. A dialled tunnel leaves its peer, which
  * redials for the streams still waiting (the peer may be back already, as in
  * a rolling restart; if not, they fail fast). */
-static void peer_draining(struct em_worker *w, struct em_tconn *tc)
+static void peer_draining(struct em_worker *w, struct em_tconn *tc, bool renew)
 {
 	EM_INFO("tunnel", "worker %u: tunnel %s %s (%s): peer is stopping, %u stream(s) finishing",
 	        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr,
@@ -767,9 +767,10 @@ static void peer_draining(struct em_worker *w, struct em_tconn *tc)
 	if (!tp || tp->conn != tc)
 		return;
 	peer_detach(w, tp);
-	/* The cloud reaches this node only over a tunnel the node dials: that
-	 * one is dialled again at once, also with nothing waiting. */
-	if (tp->state != TP_DOWN || (em_dlist_empty(&tp->waitq) && !tp->cloud))
+	/* The cloud reaches this node only over a tunnel the node dials: when
+	 * the cloud drains it for its stream ids (not when it stops), it is
+	 * dialled again at once, also with nothing waiting. */
+	if (tp->state != TP_DOWN || (em_dlist_empty(&tp->waitq) && !(tp->cloud && renew)))
 		return;
 	if (w->stopping)
 		peer_down(w, tp); /* fails the waiting streams */
@@ -882,7 +883,10 @@ static void on_event(void *ctx, const struct em_tunnel_event *ev)
 			        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr,
 			        em_reason_str(ev->reason));
 		else
-			peer_draining(w, tc);
+			peer_draining(w, tc,
+			              ev->data.len == sizeof(TUN_IDS_EXHAUSTED) - 1 &&
+			                      memcmp(ev->data.base, TUN_IDS_EXHAUSTED,
+			                             ev->data.len) == 0);
 		break;
 	case EM_TUNNEL_EV_CLOSED:
 	case EM_TUNNEL_EV_PONG:

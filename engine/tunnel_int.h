@@ -99,6 +99,9 @@ enum { TP_DOWN = 0, TP_DIALING, TP_UP };
 /* With tunnel TLS, handshakes in progress per worker are capped here too
  * (each holds a TLS pipe of about 120 KiB: 15 MiB at most). */
 #define TUN_TLS_MAX_HS 128u
+/* The GOAWAY text of a tunnel drained for its stream ids: a node whose
+ * cloud tunnel gets it dials a new one at once. */
+#define TUN_IDS_EXHAUSTED "stream ids exhausted"
 
 struct tpeer {
 	struct em_dlist node;
