@@ -64,23 +64,9 @@ static void sniff_start(struct em_worker *w, struct em_sock *c)
 	em_sock_arm_recv(w, c);
 }
 
-void em_client_serve(struct em_worker *w, int fd, const struct em_svc_port *sp)
-{
-	struct em_sock *c = em_sock_alloc(w, &sniff_ops);
-	if (!c) {
-		close(fd);
-		return;
-	}
-	c->fd = fd;
-	c->family = AF_UNIX;
-	c->flags = EM_SF_CLIENT;
-	c->listener = EM_LISTENER_SERVED;
-	c->svc_key = sp->key;
-	c->state = EM_SK_OPEN;
-	sniff_start(w, c);
-}
-
-void em_client_take(struct em_worker *w, int fd, uint16_t listener)
+/* A client made of <fd>, the local end of a socketpair, as if accepted on
+ * <listener>; <svc_key> for EM_LISTENER_SERVED. */
+static void adopt(struct em_worker *w, int fd, uint16_t listener, uint64_t svc_key)
 {
 	struct em_sock *c = em_sock_alloc(w, &sniff_ops);
 	if (!c) {
@@ -91,8 +77,19 @@ void em_client_take(struct em_worker *w, int fd, uint16_t listener)
 	c->family = AF_UNIX;
 	c->flags = EM_SF_CLIENT;
 	c->listener = listener;
+	c->svc_key = svc_key;
 	c->state = EM_SK_OPEN;
 	sniff_start(w, c);
+}
+
+void em_client_serve(struct em_worker *w, int fd, const struct em_svc_port *sp)
+{
+	adopt(w, fd, EM_LISTENER_SERVED, sp->key);
+}
+
+void em_client_take(struct em_worker *w, int fd, uint16_t listener)
+{
+	adopt(w, fd, listener, 0);
 }
 
 void em_client_accept(struct em_worker *w, struct em_listener *l, int fd)
