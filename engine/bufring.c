@@ -17,6 +17,20 @@ int em_bufring_init(struct em_bufring *r, struct io_uring *ring, uint16_t bgid, 
 	memset(r, 0, sizeof(*r));
 	if (!count || (count & (count - 1)) || count > 32768 || !size)
 		return -EINVAL;
+	if (!ring) {
+		r->base = aligned_alloc(4096, (size_t)count * size);
+		r->stack = malloc(count * sizeof(*r->stack));
+		if (!r->base || !r->stack) {
+			em_bufring_free(r);
+			return -ENOMEM;
+		}
+		r->size = size;
+		r->count = r->floor = r->target = count;
+		/* Buffer 0 on top. */
+		for (uint16_t i = count; i-- > 0;)
+			r->stack[r->n_stack++] = i;
+		return 0;
+	}
 	size_t br_bytes = (size_t)count * sizeof(struct io_uring_buf);
 	void *mem =
 	        mmap(NULL, br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -73,7 +87,7 @@ void em_bufring_free(struct em_bufring *r)
 
 void em_bufring_put(struct em_bufring *r, uint16_t bid)
 {
-	if (r->in_ring < r->target) {
+	if (r->br && r->in_ring < r->target) {
 		ring_add(r, bid, 0);
 		io_uring_buf_ring_advance(r->br, 1);
 		r->in_ring++;
@@ -91,6 +105,8 @@ void em_bufring_trim(struct em_bufring *r)
 unsigned em_bufring_refill(struct em_bufring *r)
 {
 	unsigned n = 0;
+	if (!r->br)
+		return 0;
 	while (r->in_ring + n < r->target && r->n_stack) {
 		ring_add(r, r->stack[--r->n_stack], (int)n);
 		n++;

@@ -13,6 +13,11 @@
  * which the ring never fell below half of it. All buffers stay usable: a
  * reader can hold up to <count> of them, as with a plain ring.
  *
+ * A plain group (em_bufring_init without a ring, for the epoll backend)
+ * has no ring: every free buffer is on the stack, em_bufring_take hands
+ * out the most recently returned, and the target, refill, dry and tick
+ * do nothing. The buffers, their number and size are the same.
+ *
  * One thread (the worker owning the io_uring) calls every function. */
 #ifndef EM_ENGINE_BUFRING_H
 #define EM_ENGINE_BUFRING_H
@@ -40,7 +45,8 @@ struct em_bufring {
 
 /* Allocates <count> buffers of <size> bytes (count a power of two, at most
  * 32768) and registers them with <ring> as buffer group <bgid>; the floor
- * of them go into the ring, the rest onto the stack. Returns 0 or -errno,
+ * of them go into the ring, the rest onto the stack. With <ring> NULL the
+ * group is plain (all on the stack, <bgid> unused). Returns 0 or -errno,
  * leaving <r> all-zero on failure. */
 int em_bufring_init(struct em_bufring *r, struct io_uring *ring, uint16_t bgid, uint16_t count,
                     uint32_t size);
@@ -59,9 +65,24 @@ static inline char *em_bufring_buf(const struct em_bufring *r, uint16_t bid)
  * ring. The caller owns it until em_bufring_put. */
 static inline void em_bufring_taken(struct em_bufring *r)
 {
+	if (!r->br)
+		return; /* plain: em_bufring_take took it */
 	r->in_ring--;
 	if (r->in_ring < r->low)
 		r->low = r->in_ring;
+}
+
+/* True once em_bufring_init succeeded (and until em_bufring_free). */
+static inline bool em_bufring_ready(const struct em_bufring *r)
+{
+	return r->base != NULL;
+}
+
+/* Plain group: takes the most recently returned free buffer, or returns -1
+ * when none is free. The caller owns it until em_bufring_put. */
+static inline int em_bufring_take(struct em_bufring *r)
+{
+	return r->n_stack ? r->stack[--r->n_stack] : -1;
 }
 
 /* Gives buffer <bid> back: into the ring when it is below target, else on

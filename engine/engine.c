@@ -1,7 +1,10 @@
-/* Engine start and stop: listeners, worker threads, io_uring feature probe. */
+/* Engine start and stop: listeners, worker threads, the choice of I/O
+ * backend and the io_uring feature probe. */
 #include "engine/engine.h"
 
+#include <cjson/cJSON.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -34,8 +37,9 @@ static int open_listener(const struct em_addr *a)
 }
 
 /* Every opcode the data path submits; a kernel without one is refused at
- * start rather than failing connections later. */
-static int probe_features(void)
+ * start rather than failing connections later. With <quiet> nothing is
+ * logged (io_backend "auto" then runs epoll and says why). */
+static int probe_features(bool quiet, char *why, size_t why_len)
 {
 	static const struct {
 		int op;
@@ -51,15 +55,30 @@ static int probe_features(void)
 	        {IORING_OP_TIMEOUT, "timeout"},
 	        {IORING_OP_READ, "read"},
 	};
+	/* io_uring_setup itself first: a seccomp filter (the default profiles
+	 * of Docker and containerd), kernel.io_uring_disabled or a kernel
+	 * without io_uring refuse it, and its errno says which. */
+	struct io_uring ring;
+	int rc = io_uring_queue_init(2, &ring, 0);
+	if (rc < 0) {
+		snprintf(why, why_len, "io_uring_setup failed: %s", strerror(-rc));
+		if (!quiet)
+			EM_ERR("engine", "io_uring unavailable (%s)", why);
+		return rc;
+	}
+	io_uring_queue_exit(&ring);
 	struct io_uring_probe *p = io_uring_get_probe();
 	if (!p) {
-		EM_ERR("engine", "io_uring unavailable (io_uring_get_probe failed)");
+		snprintf(why, why_len, "io_uring_get_probe failed");
+		if (!quiet)
+			EM_ERR("engine", "io_uring unavailable (io_uring_get_probe failed)");
 		return -ENOSYS;
 	}
-	int rc = 0;
 	for (size_t i = 0; i < EM_ARRAY_SIZE(need); i++) {
 		if (!io_uring_opcode_supported(p, need[i].op)) {
-			EM_ERR("engine", "io_uring lacks opcode %s", need[i].name);
+			snprintf(why, why_len, "io_uring lacks opcode %s", need[i].name);
+			if (!quiet)
+				EM_ERR("engine", "io_uring lacks opcode %s", need[i].name);
 			rc = -ENOSYS;
 		}
 	}
@@ -133,12 +152,33 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		EM_ERR("engine", "start: no config published");
 		return -EINVAL;
 	}
-	int rc = probe_features();
+	/* EDGEMESH_IO_BACKEND overrides the config (tests run a suite on
+	 * either backend with it). */
+	enum em_io_backend want = cfg->io_backend;
+	const char *env = getenv("EDGEMESH_IO_BACKEND");
+	if (env && strcmp(env, "epoll") == 0)
+		want = EM_IO_EPOLL;
+	else if (env && strcmp(env, "io_uring") == 0)
+		want = EM_IO_URING;
+	char why[96] = "";
+	bool epoll = want == EM_IO_EPOLL;
+	int rc = 0;
+	if (!epoll) {
+		rc = probe_features(want == EM_IO_AUTO, why, sizeof(why));
+		if (rc && want == EM_IO_AUTO) {
+			EM_WARN("engine", "io_backend \"auto\": %s; running the epoll backend",
+			        why);
+			epoll = true;
+			rc = 0;
+		}
+	}
 	if (rc)
 		return rc;
 	struct em_engine *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
+	e->epoll = epoll;
+	e->cloud = cfg->role == EM_ROLE_CLOUD;
 	sem_init(&e->ready, 0, 0);
 	pthread_mutex_init(&e->ctl_mu, NULL);
 	e->ctl_fd = -1;
@@ -254,18 +294,26 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		goto fail;
 	}
 	unsigned f = e->ring_flags;
-	EM_INFO("engine",
-	        "%u workers, io_uring %s, multishot accept, buffer ring %u x %u, "
-	        "multishot recv%s, %zu listeners per worker",
-	        e->n_workers,
-	        (f & IORING_SETUP_DEFER_TASKRUN)  ? "SINGLE_ISSUER|DEFER_TASKRUN"
-	        : (f & IORING_SETUP_COOP_TASKRUN) ? "COOP_TASKRUN"
-	                                          : "without task-run flags",
-	        EM_BUF_COUNT, EM_BUF_SIZE,
-	        e->recv_cap       ? " (capped)"
-	        : e->recv_cap_off ? " (uncapped: EDGEMESH_RECV_CAP=0)"
-	                          : "",
-	        e->workers[0].n_listeners);
+	if (e->epoll)
+		EM_INFO("engine",
+		        "%u workers, io backend epoll (io_backend \"%s\"), edge-triggered, "
+		        "buffers %u x %u, %zu listeners per worker",
+		        e->n_workers, want == EM_IO_EPOLL ? "epoll" : "auto", EM_BUF_COUNT,
+		        EM_BUF_SIZE, e->workers[0].n_listeners);
+	else
+		EM_INFO("engine",
+		        "%u workers, io backend io_uring %s, multishot accept, buffer ring %u x "
+		        "%u, "
+		        "multishot recv%s, %zu listeners per worker",
+		        e->n_workers,
+		        (f & IORING_SETUP_DEFER_TASKRUN)  ? "SINGLE_ISSUER|DEFER_TASKRUN"
+		        : (f & IORING_SETUP_COOP_TASKRUN) ? "COOP_TASKRUN"
+		                                          : "without task-run flags",
+		        EM_BUF_COUNT, EM_BUF_SIZE,
+		        e->recv_cap       ? " (capped)"
+		        : e->recv_cap_off ? " (uncapped: EDGEMESH_RECV_CAP=0)"
+		                          : "",
+		        e->workers[0].n_listeners);
 	if (e->rtls) {
 		char as[EM_ADDR_STRLEN];
 		EM_INFO("engine", "Router: HTTPS on %s (TLS front thread, certificate %s)",
@@ -301,6 +349,14 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap)
 	if (e->rtls && cap > n)
 		n += em_router_tls_counters(e->rtls, out + n, cap - n);
 	return n;
+}
+
+int em_engine_stats(void *eng, struct cJSON *stats)
+{
+	struct em_engine *e = eng;
+	if (!cJSON_AddStringToObject(stats, "io_backend", e->epoll ? "epoll" : "io_uring"))
+		return -ENOMEM;
+	return e->cloud ? em_engine_relay_stats(eng, stats) : 0;
 }
 
 void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx)

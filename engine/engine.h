@@ -30,6 +30,11 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
  * (a struct cJSON; <eng> is a struct em_engine). Returns 0 or -ENOMEM. */
 int em_engine_relay_stats(void *eng, struct cJSON *stats);
 
+/* Adds "io_backend" ("io_uring" or "epoll", the backend the workers run)
+ * to the stats object <stats>, and on a cloud the "relay" of
+ * em_engine_relay_stats. Returns 0 or -ENOMEM. */
+int em_engine_stats(void *eng, struct cJSON *stats);
+
 /* The cloud role's receiver of control streams (tunnel/PROTOCOL.md 9): an
  * edge opened one, and <fd> is one end of a socketpair whose other end is
  * bridged to it, so bytes written to <fd> reach the edge and the edge's

@@ -3,6 +3,7 @@
  * and the spill blocks bytes over a queue's share are copied into. */
 #include <stdlib.h>
 
+#include "engine/io.h"
 #include "engine/worker.h"
 
 void em_entry_free(struct em_worker *w, const char *p)
@@ -13,6 +14,10 @@ void em_entry_free(struct em_worker *w, const char *p)
 
 void em_worker_submit(struct em_worker *w)
 {
+	if (w->epoll) {
+		w->n_sendv = 0;
+		return;
+	}
 	io_uring_submit(&w->ring);
 	if (io_uring_sq_ready(&w->ring) == 0)
 		w->n_sendv = 0;
@@ -183,6 +188,10 @@ void em_worker_buf_put(struct em_worker *w, uint16_t bid)
 void em_worker_connect(struct em_worker *w, int fd, const struct sockaddr *sa, socklen_t sl,
                        uint64_t ud_connect, uint64_t ud_timeout)
 {
+	if (w->epoll) {
+		em_epoll_connect(w->ep, fd, sa, sl, w->connect_ms, ud_connect, ud_timeout);
+		return;
+	}
 	if (io_uring_sq_space_left(&w->ring) < 2)
 		em_worker_submit(w);
 	struct io_uring_sqe *sqe = em_worker_sqe(w);

@@ -1,6 +1,8 @@
 /* Routing: service lookup, balancer pick, direct or tunnelled, connect. */
 #include "engine/route.h"
 
+#include "engine/io.h"
+
 #include <unistd.h>
 
 const struct em_svc_port *em_route_lookup(const struct em_sock *c)
@@ -98,7 +100,7 @@ bool em_route_retry(struct em_worker *w, struct em_sock *c, struct em_sock *u, i
 	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, &prev) : NULL;
 	if (!ep)
 		return false;
-	close(u->fd);
+	em_io_close(w, u->fd); /* its connect completed */
 	u->fd = -1;
 	u->state = EM_SK_NEW;
 	if (u->ep && u->ep->active)

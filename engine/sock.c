@@ -3,6 +3,8 @@
  * sequence. Modes are reached only through s->ops (engine/sock.h). */
 #include "engine/sock.h"
 
+#include "engine/io.h"
+
 #include <poll.h>
 
 #include <netinet/tcp.h>
@@ -141,7 +143,6 @@ int em_sock_connect(struct em_worker *w, struct em_sock *u, const struct em_addr
 
 void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 {
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	/* While the ring runs low, a socket whose peer had bytes spilled since
 	 * its queue was last empty (the peer does not keep up) reads one buffer
 	 * per arm: a multishot read keeps filling buffers until its cancel
@@ -149,17 +150,9 @@ void em_sock_arm_recv(struct em_worker *w, struct em_sock *s)
 	 * multishot, which saves a re-arm per read: with a thousand busy
 	 * streams on one worker the ring is always low, and single-shot recvs
 	 * for all of them cost up to twice the CPU per byte. */
-	if (em_worker_buf_pressure(w) && s->peer && (s->peer->flags & EM_SF_SPILLED)) {
-		io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
-	} else {
-		io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
-		/* The total byte cap shares the SQE field of file_index. */
-		if (w->recv_cap)
-			sqe->file_index = EM_RECV_CAP;
-	}
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = EM_BGID;
-	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_RECV));
+	bool one = em_worker_buf_pressure(w) && s->peer && (s->peer->flags & EM_SF_SPILLED);
+	em_io_recv(w, s->fd, &w->rb, EM_BGID, !one, w->recv_cap ? EM_RECV_CAP : 0,
+	           em_ud(s, EM_OP_RECV));
 	s->flags |= EM_SF_RECV_ARMED;
 	s->inflight++;
 }
@@ -179,9 +172,7 @@ void em_sock_pause(struct em_worker *w, struct em_sock *s)
 {
 	if (!(s->flags & EM_SF_RECV_ARMED) || (s->flags & EM_SF_RECV_CANCEL))
 		return;
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_cancel64(sqe, em_ud(s, EM_OP_RECV), 0);
-	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_CANCEL));
+	em_io_cancel(w, s->fd, em_ud(s, EM_OP_RECV), em_ud(s, EM_OP_CANCEL));
 	s->flags |= EM_SF_RECV_CANCEL;
 	s->inflight++;
 }
@@ -208,9 +199,7 @@ bool em_sock_unstarve_one(struct em_worker *w)
 
 void em_sock_shutdown(struct em_worker *w, struct em_sock *s)
 {
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
-	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_SHUTDOWN));
+	em_io_shutdown(w, s->fd, em_ud(s, EM_OP_SHUTDOWN));
 	s->flags |= EM_SF_WR_SHUT;
 	s->inflight++;
 }
@@ -241,7 +230,6 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 	const char *base = em_worker_entry(w, e);
 	if (s->q_len > 1 && w->n_sendv == EM_SENDV_SLOTS)
 		em_worker_submit(w);
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	if (s->q_len > 1 && w->n_sendv < EM_SENDV_SLOTS) {
 		/* Several entries queued: one sendmsg for up to EM_SENDV_IOV. */
 		struct em_sendv *v = &w->sendv[w->n_sendv++];
@@ -251,12 +239,11 @@ void em_sock_send_next(struct em_worker *w, struct em_sock *s)
 		     x = w->q_next[x])
 			v->iov[n++] = (struct iovec){(void *)em_worker_entry(w, x), w->q_bytes[x]};
 		v->mh = (struct msghdr){.msg_iov = v->iov, .msg_iovlen = n};
-		io_uring_prep_sendmsg(sqe, s->fd, &v->mh, MSG_NOSIGNAL | MSG_WAITALL);
+		em_io_sendmsg(w, s->fd, &v->mh, MSG_NOSIGNAL | MSG_WAITALL, em_ud(s, EM_OP_SEND));
 	} else {
-		io_uring_prep_send(sqe, s->fd, base + s->q_off, w->q_bytes[e] - s->q_off,
-		                   MSG_NOSIGNAL | MSG_WAITALL);
+		em_io_send(w, s->fd, base + s->q_off, w->q_bytes[e] - s->q_off,
+		           MSG_NOSIGNAL | MSG_WAITALL, em_ud(s, EM_OP_SEND));
 	}
-	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_SEND));
 	s->flags |= EM_SF_SEND_BUSY;
 	s->inflight++;
 	if (src && s->q_len <= EM_Q_LOW)
@@ -320,7 +307,7 @@ static void sock_finalize(struct em_worker *w, struct em_sock *s)
 			struct linger lg = {.l_onoff = 1, .l_linger = 0};
 			setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		}
-		close(s->fd);
+		em_io_close(w, s->fd);
 	}
 	em_sock_release(w, s);
 }
@@ -343,9 +330,7 @@ void em_sock_close(struct em_worker *w, struct em_sock *s, bool abort)
 		sock_finalize(w, s);
 		return;
 	}
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
-	io_uring_sqe_set_data64(sqe, em_ud(s, EM_OP_CANCEL));
+	em_io_cancel_fd(w, s->fd, em_ud(s, EM_OP_CANCEL));
 	s->inflight++;
 }
 

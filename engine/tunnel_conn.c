@@ -2,6 +2,8 @@
  * admission of handshakes, and the counters of their sessions. */
 #include "engine/tunnel_int.h"
 
+#include "engine/io.h"
+
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +78,7 @@ void tun_conn_free(struct em_tconn *tc)
 	em_dlist_del(&tc->node);
 	em_dlist_del(&tc->dnode);
 	if (tc->fd >= 0)
-		close(tc->fd);
+		em_io_close(tc->w, tc->fd);
 	em_tunnel_session_destroy(tc->sess);
 	em_tls_pipe_free(tc->tls);
 	free(tc);
@@ -93,19 +95,13 @@ void tun_conn_close(struct em_worker *w, struct em_tconn *tc)
 		tun_conn_free(tc);
 		return;
 	}
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_cancel_fd(sqe, tc->fd, IORING_ASYNC_CANCEL_ALL);
-	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TCOUNT));
+	em_io_cancel_fd(w, tc->fd, em_ud(tc, EM_OP_TCOUNT));
 	tc->inflight++;
 }
 
 void tun_conn_arm_recv(struct em_worker *w, struct em_tconn *tc)
 {
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_recv_multishot(sqe, tc->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = TUN_BGID;
-	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TRECV));
+	em_io_recv(w, tc->fd, &w->tun->rb, TUN_BGID, true, 0, em_ud(tc, EM_OP_TRECV));
 	tc->flags |= TC_RECV;
 	tc->inflight++;
 }
@@ -140,9 +136,7 @@ static void tls_kick(struct em_worker *w, struct em_tconn *tc)
 		}
 		return;
 	}
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_send(sqe, tc->fd, d, len, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TSEND));
+	em_io_send(w, tc->fd, d, (uint32_t)len, MSG_NOSIGNAL, em_ud(tc, EM_OP_TSEND));
 	tc->flags |= TC_SEND;
 	tc->inflight++;
 }
@@ -206,25 +200,25 @@ static void tun_conn_kick(struct em_worker *w, struct em_tconn *tc)
 	}
 	if (n > 1 && w->n_sendv == EM_SENDV_SLOTS)
 		em_worker_submit(w);
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
 	if (n > 1 && w->n_sendv < EM_SENDV_SLOTS) {
 		struct em_sendv *v = &w->sendv[w->n_sendv++];
 		memcpy(v->iov, iov, n * sizeof(iov[0]));
 		v->mh = (struct msghdr){.msg_iov = v->iov, .msg_iovlen = n};
-		io_uring_prep_sendmsg(sqe, tc->fd, &v->mh, MSG_NOSIGNAL);
+		em_io_sendmsg(w, tc->fd, &v->mh, MSG_NOSIGNAL, em_ud(tc, EM_OP_TSEND));
 	} else {
-		io_uring_prep_send(sqe, tc->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+		em_io_send(w, tc->fd, iov[0].iov_base, (uint32_t)iov[0].iov_len, MSG_NOSIGNAL,
+		           em_ud(tc, EM_OP_TSEND));
 	}
-	io_uring_sqe_set_data64(sqe, em_ud(tc, EM_OP_TSEND));
 	tc->flags |= TC_SEND;
 	tc->inflight++;
 }
 
 struct em_tconn *tun_conn_alloc(struct em_worker *w, int fd)
 {
-	int rc = w->tun->rb.br ? 0
-	                       : em_bufring_init(&w->tun->rb, &w->ring, TUN_BGID, TUN_BUF_COUNT,
-	                                         TUN_BUF_SIZE);
+	int rc = em_bufring_ready(&w->tun->rb)
+	                 ? 0
+	                 : em_bufring_init(&w->tun->rb, w->epoll ? NULL : &w->ring, TUN_BGID,
+	                                   TUN_BUF_COUNT, TUN_BUF_SIZE);
 	if (rc) {
 		EM_WARN("tunnel", "worker %u: tunnel buffer ring: %s", w->id, strerror(-rc));
 		return NULL;

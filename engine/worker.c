@@ -1,10 +1,12 @@
-/* The worker loop: ring setup, probes, listeners, the tick, dispatch. */
+/* The worker loop: ring setup, probes, listeners, the tick, dispatch; the
+ * loop of the epoll backend beside the io_uring one. */
 #include "engine/worker.h"
 
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "engine/io.h"
 #include "engine/sock.h"
 #include "engine/tunnel.h"
 #include "proto/clock.h"
@@ -24,24 +26,18 @@ static void refill(struct em_worker *w)
 
 static void arm_accept(struct em_worker *w, struct em_listener *l)
 {
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, em_ud(l, EM_OP_ACCEPT));
+	em_io_accept(w, l->fd, em_ud(l, EM_OP_ACCEPT));
 	l->armed = true;
 }
 
 static void arm_tick(struct em_worker *w)
 {
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, em_ud(w, EM_OP_TICK));
+	em_io_timeout(w, &w->tick_ts, em_ud(w, EM_OP_TICK));
 }
 
 static void arm_wake(struct em_worker *w)
 {
-	struct io_uring_sqe *sqe = em_worker_sqe(w);
-	io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
-	io_uring_sqe_set_data64(sqe, em_ud(w, EM_OP_WAKE));
+	em_io_read(w, w->wake_fd, &w->wake_val, sizeof(w->wake_val), em_ud(w, EM_OP_WAKE));
 }
 
 /* Timeouts and the balancer follow the live config (SIGHUP); read it here,
@@ -66,11 +62,8 @@ static void stop_listeners(struct em_worker *w)
 {
 	for (size_t i = 0; i < w->n_listeners; i++) {
 		struct em_listener *l = &w->listeners[i];
-		if (l->armed) {
-			struct io_uring_sqe *sqe = em_worker_sqe(w);
-			io_uring_prep_cancel64(sqe, em_ud(l, EM_OP_ACCEPT), 0);
-			io_uring_sqe_set_data64(sqe, em_ud(NULL, EM_OP_NONE));
-		}
+		if (l->armed)
+			em_io_cancel(w, l->fd, em_ud(l, EM_OP_ACCEPT), em_ud(NULL, EM_OP_NONE));
 	}
 }
 
@@ -220,7 +213,7 @@ static void on_wake(struct em_worker *w)
 	stop_listeners(w);
 	for (size_t i = 0; i < w->n_listeners; i++) {
 		if (w->listeners[i].fd >= 0)
-			close(w->listeners[i].fd);
+			em_io_close(w, w->listeners[i].fd);
 		w->listeners[i].fd = -1;
 		w->listeners[i].closed = true;
 	}
@@ -247,20 +240,19 @@ static void on_accept(struct em_worker *w, struct em_listener *l, int res, uint3
 		EM_WARN("engine", "worker %u: accept: %s", w->id, strerror(-res));
 }
 
-static void dispatch(struct em_worker *w, const struct io_uring_cqe *cqe)
+static void dispatch(struct em_worker *w, uint64_t ud, int res, uint32_t flags)
 {
-	if (cqe->flags & IORING_CQE_F_BUFFER) {
+	if (flags & IORING_CQE_F_BUFFER) {
 		w->buf_used_ms = w->now_ms;
 		w->bufs_resident = true;
 	}
-	uint64_t ud = cqe->user_data;
 	enum em_op op = (enum em_op)(ud & EM_UD_OP_MASK);
 	void *p = (void *)(uintptr_t)(ud & ~(uint64_t)EM_UD_OP_MASK);
 	switch (op) {
 	case EM_OP_NONE:
 		break;
 	case EM_OP_ACCEPT:
-		on_accept(w, p, cqe->res, cqe->flags);
+		on_accept(w, p, res, flags);
 		break;
 	case EM_OP_TICK:
 		on_tick(w);
@@ -272,10 +264,10 @@ static void dispatch(struct em_worker *w, const struct io_uring_cqe *cqe)
 	case EM_OP_TSEND:
 	case EM_OP_TCONNECT:
 	case EM_OP_TCOUNT:
-		em_tun_cqe(w, p, op, cqe->res, cqe->flags);
+		em_tun_cqe(w, p, op, res, flags);
 		break;
 	default:
-		em_sock_cqe(w, p, op, cqe->res, cqe->flags);
+		em_sock_cqe(w, p, op, res, flags);
 		break;
 	}
 }
@@ -371,8 +363,10 @@ static bool probe_recv_cap(struct em_worker *w)
 
 static void teardown(struct em_worker *w, bool ring_up)
 {
-	if (ring_up)
+	if (ring_up && !w->epoll)
 		io_uring_queue_exit(&w->ring);
+	em_epoll_free(w->ep);
+	w->ep = NULL;
 	em_bufring_free(&w->rb);
 	em_worker_spill_pool_free(w);
 	for (size_t i = 0; i < w->n_slabs; i++)
@@ -398,6 +392,55 @@ static bool finished(struct em_worker *w)
 	return true;
 }
 
+static void loop_uring(struct em_worker *w)
+{
+	struct io_uring_cqe *cqes[EM_CQE_BATCH];
+	while (!finished(w)) {
+		if (io_uring_cq_ready(&w->ring)) {
+			em_worker_submit(w);
+		} else {
+			em_rcu_offline();
+			io_uring_submit_and_wait(&w->ring, 1);
+			em_rcu_online();
+			if (io_uring_sq_ready(&w->ring) == 0)
+				w->n_sendv = 0;
+		}
+		unsigned n = io_uring_peek_batch_cqe(&w->ring, cqes, EM_CQE_BATCH);
+		if (n)
+			w->now_ms = em_now_ms();
+		for (unsigned i = 0; i < n; i++)
+			dispatch(w, cqes[i]->user_data, cqes[i]->res, cqes[i]->flags);
+		io_uring_cq_advance(&w->ring, n);
+		refill(w);
+		em_tun_flush(w);
+		em_rcu_quiescent();
+	}
+}
+
+/* The same turn with the epoll backend: its completions are dispatched as
+ * CQEs are. */
+static void loop_epoll(struct em_worker *w)
+{
+	struct em_cqe cqes[EM_CQE_BATCH];
+	while (!finished(w)) {
+		unsigned n;
+		if (em_epoll_ready(w->ep)) {
+			n = em_epoll_wait(w->ep, cqes, EM_CQE_BATCH, false);
+		} else {
+			em_rcu_offline();
+			n = em_epoll_wait(w->ep, cqes, EM_CQE_BATCH, true);
+			em_rcu_online();
+		}
+		if (n)
+			w->now_ms = em_now_ms();
+		for (unsigned i = 0; i < n; i++)
+			dispatch(w, cqes[i].ud, cqes[i].res, cqes[i].flags);
+		refill(w);
+		em_tun_flush(w);
+		em_rcu_quiescent();
+	}
+}
+
 void *em_worker_main(void *arg)
 {
 	struct em_worker *w = arg;
@@ -414,18 +457,20 @@ void *em_worker_main(void *arg)
 	rc = em_tun_worker_init(w);
 	if (rc)
 		goto fail;
-	rc = setup_ring(w);
+	w->epoll = w->eng->epoll;
+	rc = w->epoll ? em_epoll_new(&w->ep) : setup_ring(w);
 	if (rc)
 		goto fail;
 	ring_up = true;
-	rc = em_bufring_init(&w->rb, &w->ring, EM_BGID, EM_BUF_COUNT, EM_BUF_SIZE);
+	rc = em_bufring_init(&w->rb, w->epoll ? NULL : &w->ring, EM_BGID, EM_BUF_COUNT,
+	                     EM_BUF_SIZE);
 	if (rc)
 		goto fail;
 	/* The kernel's answer holds for every ring: worker 0 asks (workers
 	 * start one after another), the others read it. */
-	if (w->id == 0)
+	if (w->id == 0 && !w->epoll)
 		w->eng->recv_cap = !w->eng->recv_cap_off && probe_recv_cap(w);
-	w->recv_cap = w->eng->recv_cap;
+	w->recv_cap = w->eng->recv_cap && !w->epoll;
 	w->tick_ts.tv_nsec = EM_TICK_MS * 1000000LL;
 	em_rcu_register();
 	refresh_config(w);
@@ -436,27 +481,10 @@ void *em_worker_main(void *arg)
 	w->init_rc = 0;
 	sem_post(&w->eng->ready);
 
-	struct io_uring_cqe *cqes[EM_CQE_BATCH];
-	while (!finished(w)) {
-		if (io_uring_cq_ready(&w->ring)) {
-			em_worker_submit(w);
-		} else {
-			em_rcu_offline();
-			io_uring_submit_and_wait(&w->ring, 1);
-			em_rcu_online();
-			if (io_uring_sq_ready(&w->ring) == 0)
-				w->n_sendv = 0;
-		}
-		unsigned n = io_uring_peek_batch_cqe(&w->ring, cqes, EM_CQE_BATCH);
-		if (n)
-			w->now_ms = em_now_ms();
-		for (unsigned i = 0; i < n; i++)
-			dispatch(w, cqes[i]);
-		io_uring_cq_advance(&w->ring, n);
-		refill(w);
-		em_tun_flush(w);
-		em_rcu_quiescent();
-	}
+	if (w->epoll)
+		loop_epoll(w);
+	else
+		loop_uring(w);
 	em_rcu_unregister();
 	teardown(w, ring_up);
 	return NULL;

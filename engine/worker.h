@@ -198,8 +198,13 @@ struct em_sendv {
 	struct iovec iov[EM_SENDV_IOV];
 };
 
+struct em_epoll;
+
 struct em_worker {
-	struct io_uring ring;
+	struct io_uring ring; /* unused with the epoll backend */
+	/* The epoll backend (engine/io.h) when <epoll>, else the ring. */
+	bool epoll;
+	struct em_epoll *ep;
 	struct em_engine *eng;
 	unsigned id;
 	pthread_t thread;
@@ -225,9 +230,9 @@ struct em_worker {
 	/* pooled spill blocks (queue.c) */
 	struct spill_block *spill_free, *spill_free_small;
 	unsigned n_spill_free, n_spill_free_small;
-	struct em_http_worker *http; /* HTTP mode state (engine/http.c), made on first use */
+	struct em_http_worker *http;     /* HTTP mode state (engine/http.c), made on first use */
 	struct em_router_worker *router; /* the Router's destinations (engine/router.c) */
-	struct em_tun_worker *tun;   /* tunnels and streams (engine/tunnel_*.c) */
+	struct em_tun_worker *tun;       /* tunnels and streams (engine/tunnel_*.c) */
 	/* Takes <fd>, the local end of a socketpair whose other end serves a
 	 * stream a peer opened to HTTP port <sp> of a service with a QPS limit:
 	 * it becomes a client of that port (engine/client.h em_client_serve),
@@ -283,10 +288,14 @@ struct em_engine {
 	int *lfds;
 	size_t n_lfds_per_worker;
 	unsigned ring_flags; /* setup flags every worker got */
-	bool recv_cap;       /* multishot recvs are capped (EM_RECV_CAP) */
-	bool recv_cap_off;   /* EDGEMESH_RECV_CAP=0: never cap them (kill switch) */
-	uint32_t mark;       /* SO_MARK of outgoing sockets; 0: none (no capture) */
-	sem_t ready;         /* posted by each worker once set up (or failed) */
+	/* Every worker runs the epoll backend (io_backend "epoll", or "auto"
+	 * where io_uring_setup failed) instead of an io_uring. */
+	bool epoll;
+	bool cloud;        /* role "cloud": stats carry the relay figures */
+	bool recv_cap;     /* multishot recvs are capped (EM_RECV_CAP) */
+	bool recv_cap_off; /* EDGEMESH_RECV_CAP=0: never cap them (kill switch) */
+	uint32_t mark;     /* SO_MARK of outgoing sockets; 0: none (no capture) */
+	sem_t ready;       /* posted by each worker once set up (or failed) */
 	atomic_bool stop;
 	atomic_uint drain_ms;
 	/* Control streams (em_engine_set_control, em_engine_control_open):
@@ -345,10 +354,12 @@ bool em_worker_at_exit(struct em_worker *w, void (*fn)(struct em_worker *w));
 
 /* queue.c: ring, buffers and queue entries --------------------------------- */
 
-/* Submits the SQ; once the kernel took every SQE, the sendv slots are free. */
+/* Submits the SQ; once the kernel took every SQE, the sendv slots are free
+ * (epoll: they are free at once). */
 void em_worker_submit(struct em_worker *w);
 
-/* An SQE from <w>'s ring; flushes the SQ when it is full. Never NULL. */
+/* An SQE from <w>'s ring; flushes the SQ when it is full. Never NULL.
+ * io_uring backend only: operations go through engine/io.h. */
 struct io_uring_sqe *em_worker_sqe(struct em_worker *w);
 
 /* Returns ring buffer <bid> to the kernel and re-arms one starved socket
@@ -431,9 +442,9 @@ bool em_worker_spill(struct em_worker *w, uint16_t *first, uint16_t *last, uint1
 
 /* Submits a connect of <fd> to <sa> (<sl> bytes, which must live until the
  * completion) with the worker's connect timeout linked to it, both in one
- * submission: the connect completes with <ud_connect> (-ECANCELED when the
- * timeout fired), the timeout with <ud_timeout>. Two requests are then in
- * flight for the caller to count. */
+ * submission (epoll: the backend's connect with that timeout): the connect completes with
+ * <ud_connect> (-ECANCELED when the timeout fired), the timeout with <ud_timeout>. Two requests are
+ * then in flight for the caller to count. */
 void em_worker_connect(struct em_worker *w, int fd, const struct sockaddr *sa, socklen_t sl,
                        uint64_t ud_connect, uint64_t ud_timeout);
 

@@ -560,7 +560,8 @@ static const struct key timeout_keys[] = {
 
 /* Enums are read as int: the index of the name, in the enum's order. */
 _Static_assert(sizeof(enum em_role) == sizeof(int) && sizeof(enum em_balancer) == sizeof(int) &&
-                       sizeof(enum em_tunnel_encryption) == sizeof(int),
+                       sizeof(enum em_tunnel_encryption) == sizeof(int) &&
+                       sizeof(enum em_io_backend) == sizeof(int),
                "enum keys are stored as int");
 
 static const struct key top_keys[] = {
@@ -600,6 +601,11 @@ static const struct key top_keys[] = {
          CFG(balancer),
          NAMES("round_robin", "random", "least_requests"),
          .expect = "\"round_robin\", \"random\" or \"least_requests\""},
+        {.name = "io_backend",
+         .type = K_ENUM,
+         CFG(io_backend),
+         NAMES("auto", "io_uring", "epoll"),
+         .expect = "\"auto\", \"io_uring\" or \"epoll\""},
         {.name = "capture", .type = K_OBJECT, ROWS(capture_keys)},
         LIST("listeners", CFG(listeners), n_listeners, struct em_listener_conf, item_listener,
              "listener objects"),
@@ -1085,6 +1091,8 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "api_socket";
 	if (cur->workers != next->workers)
 		return "workers";
+	if (cur->io_backend != next->io_backend)
+		return "io_backend";
 	if (cur->capture.enabled != next->capture.enabled)
 		return "capture.enabled";
 	if (cur->capture.port != next->capture.port)

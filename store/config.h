@@ -28,6 +28,13 @@ enum em_tunnel_encryption {
 	EM_TUNNEL_TLS,       /* "tls" */
 };
 
+/* io_backend: how the engine's workers wait for their sockets. */
+enum em_io_backend {
+	EM_IO_AUTO = 0, /* "auto": io_uring where io_uring_setup works, else epoll */
+	EM_IO_URING,    /* "io_uring" */
+	EM_IO_EPOLL,    /* "epoll" */
+};
+
 enum em_balancer {
 	EM_LB_ROUND_ROBIN = 0,
 	EM_LB_RANDOM,
@@ -50,6 +57,7 @@ struct em_config {
 	unsigned workers;     /* resolved: 0 in the file means one per core */
 	int log_level;        /* enum em_log_level */
 	enum em_balancer balancer;
+	enum em_io_backend io_backend; /* restart-only */
 
 	struct {
 		bool enabled;

@@ -20,6 +20,12 @@ MESHCTL=$B/meshctl
 EMBACKEND=$B/embackend
 EMLOAD=$B/emload
 
+# The daemons' I/O backend: EM_IO_BACKEND=epoll (or io_uring) runs every
+# daemon the script starts on it (through EDGEMESH_IO_BACKEND, which
+# overrides io_backend in every config); it_em_start and it_node_start
+# check the daemon's log line for it.
+[ -n "${EM_IO_BACKEND:-}" ] && export EDGEMESH_IO_BACKEND=$EM_IO_BACKEND
+
 IT_TMP=$(mktemp -d /tmp/em-it.XXXXXX)
 IT_PIDS=()
 declare -A IT_OUT=()
@@ -325,6 +331,15 @@ it_em_config() {
 EOF
 }
 
+# it_backend_check LOG: with EDGEMESH_IO_BACKEND set, dies unless the
+# daemon of LOG says it runs that backend.
+it_backend_check() {
+	[ -z "${EDGEMESH_IO_BACKEND:-}" ] && return 0
+	grep -q "io backend $EDGEMESH_IO_BACKEND" "$1" && return 0
+	cat "$1"
+	it_die "edgemesh does not run the $EDGEMESH_IO_BACKEND backend"
+}
+
 # it_em_start [CONFIG]: starts edgemesh in IT_NS with its log in
 # $IT_TMP/edgemesh-<n>.log (IT_EM_LOG) and waits until the API socket exists
 # and the log says ready. Dies with the log when it does not come up.
@@ -341,7 +356,8 @@ it_em_start() {
 			cat "$IT_EM_LOG"
 			it_die "edgemesh exited during start"
 		fi
-		[ -S "$IT_SOCK" ] && grep -q 'main: ready' "$IT_EM_LOG" && return 0
+		[ -S "$IT_SOCK" ] && grep -q 'main: ready' "$IT_EM_LOG" &&
+			{ it_backend_check "$IT_EM_LOG"; return 0; }
 		sleep 0.05
 	done
 	cat "$IT_EM_LOG"
@@ -506,7 +522,8 @@ it_node_start() {
 	for i in $(seq 200); do
 		kill -0 "${EM_PID[$name]}" 2>/dev/null ||
 			{ cat "${EM_LOG[$name]}"; it_die "edgemesh $name exited during start"; }
-		[ -S "$IT_TMP/$name.sock" ] && grep -q 'main: ready' "${EM_LOG[$name]}" && return 0
+		[ -S "$IT_TMP/$name.sock" ] && grep -q 'main: ready' "${EM_LOG[$name]}" &&
+			{ it_backend_check "${EM_LOG[$name]}"; return 0; }
 		sleep 0.05
 	done
 	cat "${EM_LOG[$name]}"

@@ -3,7 +3,16 @@
 # (`run.sh test_forward test_tunnel`), with a time limit each; they use the
 # real binaries in build/ (and build-asan/ where a test asks for it). Prints
 # "N passed, N failed" and exits non-zero on any failure.
+#
+# I/O backends: the tests run on the daemon's default (io_backend "auto"),
+# then those that exercise the engine (EPOLL_TESTS) run again with every
+# daemon on the epoll backend (EDGEMESH_IO_BACKEND=epoll), reported as
+# NAME@epoll. EM_IO_BACKEND=epoll (or io_uring) instead runs every selected
+# test once, on that backend.
 set -u
+EPOLL_TESTS=" test_forward test_http_framing test_tunnel test_tunnel_more test_tunnel_hostile
+ test_tunnel_tls test_starve test_cloud_traffic test_cloud_ids test_router_tls test_qps
+ test_shutdown_reload test_listener test_control test_admin "
 cd "$(dirname "$0")/../.."
 pass=0 fail=0 skip=0 failed=()
 scripts=(tests/integration/test_*.sh)
@@ -15,12 +24,26 @@ if [ $# -gt 0 ]; then
 		scripts+=("tests/integration/$n.sh")
 	done
 fi
-for t in "${scripts[@]}"; do
+runs=()
+if [ -n "${EM_IO_BACKEND:-}" ]; then
+	for t in "${scripts[@]}"; do runs+=("$t@$EM_IO_BACKEND"); done
+else
+	for t in "${scripts[@]}"; do runs+=("$t@"); done
+	for t in "${scripts[@]}"; do
+		case "$EPOLL_TESTS" in *" $(basename "$t" .sh) "*) runs+=("$t@epoll") ;; esac
+	done
+fi
+for r in "${runs[@]}"; do
+	t=${r%@*} backend=${r##*@}
 	[ -e "$t" ] || continue
-	name=$(basename "$t" .sh)
+	name=$(basename "$t" .sh)${backend:+@$backend}
 	log="build/integration-$name.log"
 	start=$(date +%s)
-	timeout -k 10 300 bash "$t" >"$log" 2>&1
+	if [ -n "$backend" ]; then
+		EDGEMESH_IO_BACKEND=$backend timeout -k 10 300 bash "$t" >"$log" 2>&1
+	else
+		timeout -k 10 300 bash "$t" >"$log" 2>&1
+	fi
 	rc=$?
 	dur=$(( $(date +%s) - start ))
 	if [ $rc -eq 0 ]; then

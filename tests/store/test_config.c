@@ -133,6 +133,7 @@ Test(config, defaults)
 	cr_assert_eq(cfg->workers, (unsigned)(ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu));
 	cr_assert_eq(cfg->log_level, EM_LOG_INFO);
 	cr_assert_eq(cfg->balancer, EM_LB_ROUND_ROBIN);
+	cr_assert_eq(cfg->io_backend, EM_IO_AUTO);
 	cr_assert_not(cfg->capture.enabled);
 	cr_assert_eq(cfg->capture.port, 15001);
 	cr_assert_eq(cfg->capture.n_service_cidrs, 1);
@@ -171,7 +172,7 @@ Test(config, every_key_set)
 {
 	struct em_config *cfg = parse_ok(
 	        "{'role':'edge','node_name':'edge-2','data_dir':'/d','api_socket':'/run/em.sock',"
-	        "'workers':3,'log_level':'debug','balancer':'least_requests',"
+	        "'workers':3,'log_level':'debug','balancer':'least_requests','io_backend':'epoll',"
 	        "'capture':{'enabled':true,'port':15006,'service_cidrs':['10.96.0.0/12','fd00::/"
 	        "108'],"
 	        "'exclude_cidrs':['10.96.0.1/32'],'exclude_ports':[22,6443]},"
@@ -185,6 +186,7 @@ Test(config, every_key_set)
 	cr_assert_eq(cfg->workers, 3);
 	cr_assert_eq(cfg->log_level, EM_LOG_DEBUG);
 	cr_assert_eq(cfg->balancer, EM_LB_LEAST_REQUESTS);
+	cr_assert_eq(cfg->io_backend, EM_IO_EPOLL);
 	cr_assert_eq(cfg->capture.port, 15006);
 	cr_assert_eq(cfg->capture.n_service_cidrs, 2);
 	cr_assert_eq(cfg->capture.service_cidrs[1].addr.family, AF_INET6);
@@ -293,6 +295,10 @@ Test(config, top_level_errors)
 	             NAME ": log_level: expected \"error\", \"warn\", \"info\" or \"debug\"");
 	expect_error(BASE ",'balancer':'weighted'}",
 	             NAME ": balancer: expected \"round_robin\", \"random\" or \"least_requests\"");
+	expect_error(BASE ",'io_backend':'poll'}",
+	             NAME ": io_backend: expected \"auto\", \"io_uring\" or \"epoll\"");
+	expect_error(BASE ",'io_backend':1}",
+	             NAME ": io_backend: expected \"auto\", \"io_uring\" or \"epoll\"");
 }
 
 Test(config, capture_errors)
@@ -498,6 +504,8 @@ Test(config, restart_key)
 	restart("," KEY, ",'tunnel':{'cluster_key':'other-" K32 "'}", NULL);
 	restart("," KEY, "," KEY ",'timeouts':{'connect_ms':100,'sniff_ms':5}", NULL);
 	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", "cloud.address");
+	restart("," KEY, "," KEY ",'io_backend':'epoll'", "io_backend");
+	restart("," KEY ",'io_backend':'auto'", "," KEY, NULL);
 	restart("," KEY ",'cloud':{'address':'c:1'}", "," KEY ",'cloud':{'address':'c:1'}", NULL);
 	{
 		char a[512], b[512];

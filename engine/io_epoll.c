@@ -1,0 +1,740 @@
+/* The epoll backend (engine/io_epoll.h): descriptors registered
+ * edge-triggered, each with the operations armed on it; readiness runs
+ * them, and what they complete goes to a FIFO of completions that the
+ * worker takes with em_epoll_wait. */
+#include "engine/io_epoll.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "engine/list.h"
+#include "proto/clock.h"
+#include "proto/em.h"
+
+/* A send the socket did not take at once: what is left of it. */
+struct esend {
+	struct esend *next; /* on the free list */
+	uint64_t ud;
+	int flags;
+	bool all; /* MSG_WAITALL: completes once every byte went */
+	uint32_t done;
+	unsigned iov_i, n_iov;
+	struct iovec iov[EM_EPOLL_IOV];
+};
+
+/* A descriptor's state. All-zero: not registered, nothing armed. */
+struct efd {
+	struct em_dlist cnode; /* e->conns while a connect waits */
+	uint64_t deadline_ms;  /* of the connect */
+	uint64_t recv_ud, acc_ud, rd_ud, con_ud, con_to_ud;
+	struct em_bufring *rb;
+	void *rd_buf;
+	struct esend *snd;
+	uint32_t rd_len;
+	uint8_t recv; /* 0: none, 1: one buffer, 2: multishot */
+	bool acc, rd, con;
+	bool added;    /* in the epoll set (and non-blocking) */
+	bool nb;       /* known non-blocking */
+	bool readable; /* last seen readable and not drained since */
+	bool writable;
+	bool hup;    /* EOF, hang-up or error seen: stays readable */
+	bool queued; /* on the run list */
+};
+
+#define CHUNK_SHIFT 8u
+#define CHUNK       (1u << CHUNK_SHIFT)
+#define EVENTS      256
+#define SEND_POOL   64u
+
+struct em_epoll {
+	int epfd;
+	struct efd **chunks;
+	unsigned n_chunks;
+	unsigned nfds;
+	/* completions waiting: a ring of q_cap (a power of two) */
+	struct em_cqe *q;
+	unsigned q_cap, q_head, q_tail;
+	/* descriptors to run on the next turn (armed while ready, or out of
+	 * budget); swapped with run2 while they run */
+	int *run, *run2;
+	unsigned n_run, cap_run;
+	struct em_dlist conns; /* connects waiting, deadline order */
+	bool tick_on;
+	uint64_t tick_at, tick_ud;
+	struct esend *send_free;
+	unsigned n_send_free;
+};
+
+int em_epoll_new(struct em_epoll **out)
+{
+	struct em_epoll *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (e->epfd == -1) {
+		int rc = -errno;
+		free(e);
+		return rc;
+	}
+	e->q_cap = 1024;
+	e->q = malloc(e->q_cap * sizeof(*e->q));
+	if (!e->q) {
+		em_epoll_free(e);
+		return -ENOMEM;
+	}
+	em_dlist_init(&e->conns);
+	*out = e;
+	return 0;
+}
+
+void em_epoll_free(struct em_epoll *e)
+{
+	if (!e)
+		return;
+	for (unsigned i = 0; i < e->n_chunks; i++) {
+		if (!e->chunks[i])
+			continue;
+		for (unsigned k = 0; k < CHUNK; k++)
+			free(e->chunks[i][k].snd);
+		free(e->chunks[i]);
+	}
+	while (e->send_free) {
+		struct esend *s = e->send_free;
+		e->send_free = s->next;
+		free(s);
+	}
+	free(e->chunks);
+	free(e->q);
+	free(e->run);
+	free(e->run2);
+	if (e->epfd >= 0)
+		close(e->epfd);
+	free(e);
+}
+
+/* ---- state ---- */
+
+static struct efd *rec_get(const struct em_epoll *e, int fd)
+{
+	unsigned c = (unsigned)fd >> CHUNK_SHIFT;
+	if (fd < 0 || c >= e->n_chunks || !e->chunks[c])
+		return NULL;
+	return &e->chunks[c][(unsigned)fd & (CHUNK - 1)];
+}
+
+/* <fd>'s state, made on first use; NULL when out of memory. */
+static struct efd *rec(struct em_epoll *e, int fd)
+{
+	struct efd *r = rec_get(e, fd);
+	if (EM_LIKELY(r != NULL))
+		return r;
+	unsigned c = (unsigned)fd >> CHUNK_SHIFT;
+	if (fd < 0)
+		return NULL;
+	if (c >= e->n_chunks) {
+		unsigned n = e->n_chunks ? e->n_chunks : 4;
+		while (n <= c)
+			n *= 2;
+		struct efd **nc = realloc(e->chunks, n * sizeof(*nc));
+		if (!nc)
+			return NULL;
+		memset(nc + e->n_chunks, 0, (n - e->n_chunks) * sizeof(*nc));
+		e->chunks = nc;
+		e->n_chunks = n;
+	}
+	e->chunks[c] = calloc(CHUNK, sizeof(struct efd));
+	if (!e->chunks[c])
+		return NULL;
+	return &e->chunks[c][(unsigned)fd & (CHUNK - 1)];
+}
+
+static void send_free(struct em_epoll *e, struct esend *s)
+{
+	if (e->n_send_free >= SEND_POOL) {
+		free(s);
+		return;
+	}
+	s->next = e->send_free;
+	e->send_free = s;
+	e->n_send_free++;
+}
+
+/* Drops what <r> holds and zeroes it. */
+static void forget(struct em_epoll *e, struct efd *r)
+{
+	if (r->snd)
+		send_free(e, r->snd);
+	em_dlist_del(&r->cnode);
+	if (r->added)
+		e->nfds--;
+	memset(r, 0, sizeof(*r));
+}
+
+/* The completion FIFO grows as needed: losing one would leave an operation
+ * in flight for ever, so running out of memory for it is fatal. */
+static void push(struct em_epoll *e, uint64_t ud, int32_t res, uint32_t flags)
+{
+	if (EM_UNLIKELY(e->q_tail - e->q_head == e->q_cap)) {
+		unsigned n = e->q_tail - e->q_head;
+		struct em_cqe *nq = malloc(2 * e->q_cap * sizeof(*nq));
+		EM_ASSERT(nq);
+		for (unsigned i = 0; i < n; i++)
+			nq[i] = e->q[(e->q_head + i) & (e->q_cap - 1)];
+		free(e->q);
+		e->q = nq;
+		e->q_cap *= 2;
+		e->q_head = 0;
+		e->q_tail = n;
+	}
+	e->q[e->q_tail++ & (e->q_cap - 1)] = (struct em_cqe){ud, res, flags};
+}
+
+static void mark_run(struct em_epoll *e, int fd, struct efd *r)
+{
+	if (r->queued)
+		return;
+	if (e->n_run == e->cap_run) {
+		unsigned n = e->cap_run ? e->cap_run * 2 : 256;
+		int *a = realloc(e->run, n * sizeof(*a)), *b;
+		if (a)
+			e->run = a;
+		b = a ? realloc(e->run2, n * sizeof(*b)) : NULL;
+		if (b)
+			e->run2 = b;
+		EM_ASSERT(a && b); /* a ready descriptor left unrun would stall */
+		e->cap_run = n;
+	}
+	e->run[e->n_run++] = fd;
+	r->queued = true;
+}
+
+/* Into the epoll set (edge-triggered, every event) and non-blocking. */
+static int reg(struct em_epoll *e, int fd, struct efd *r)
+{
+	if (EM_LIKELY(r->added))
+		return 0;
+	if (!r->nb) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl == -1 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1))
+			return -errno;
+		r->nb = true;
+	}
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+	                         .data.u64 = (uint64_t)fd};
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+		return -errno;
+	r->added = true;
+	e->nfds++;
+	return 0;
+}
+
+/* ---- running the operations of a ready descriptor ---- */
+
+static void do_accept(struct em_epoll *e, int fd, struct efd *r)
+{
+	for (unsigned budget = 4 * EM_EPOLL_BUDGET; r->acc && r->readable;) {
+		if (budget-- == 0) {
+			mark_run(e, fd, r);
+			return;
+		}
+		int nfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (nfd >= 0) {
+			/* A new descriptor has nothing armed. (Not marked
+			 * non-blocking: its taker may close it with close(2).) */
+			struct efd *n = rec_get(e, nfd);
+			if (n)
+				forget(e, n);
+			push(e, r->acc_ud, nfd, IORING_CQE_F_MORE);
+			continue;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			r->readable = false;
+			return;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		r->acc = false;
+		push(e, r->acc_ud, -errno, 0);
+	}
+}
+
+static void do_read(struct em_epoll *e, struct efd *r, int fd)
+{
+	ssize_t n = read(fd, r->rd_buf, r->rd_len);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		r->readable = false;
+		return;
+	}
+	if (n < 0 && errno == EINTR) {
+		mark_run(e, fd, r);
+		return;
+	}
+	r->rd = false;
+	push(e, r->rd_ud, n < 0 ? -errno : (int32_t)n, 0);
+}
+
+static void do_recv(struct em_epoll *e, int fd, struct efd *r)
+{
+	unsigned budget = r->recv == 2 ? EM_EPOLL_BUDGET : 1;
+	while (r->recv && r->readable) {
+		if (budget-- == 0) {
+			mark_run(e, fd, r);
+			return;
+		}
+		struct em_bufring *rb = r->rb;
+		int bid = em_bufring_take(rb);
+		if (bid < 0) {
+			r->recv = 0;
+			push(e, r->recv_ud, -ENOBUFS, 0);
+			return;
+		}
+		ssize_t n = recv(fd, em_bufring_buf(rb, (uint16_t)bid), rb->size, 0);
+		if (n > 0) {
+			uint32_t fl = IORING_CQE_F_BUFFER | (uint32_t)bid
+			                                            << IORING_CQE_BUFFER_SHIFT;
+			if (r->recv == 2)
+				fl |= IORING_CQE_F_MORE;
+			else
+				r->recv = 0;
+			/* A short read drained the socket: what comes later
+			 * raises a new edge. Not after EOF or an error, which
+			 * raise none: the next recv must see them. */
+			if ((size_t)n < rb->size && !r->hup)
+				r->readable = false;
+			push(e, r->recv_ud, (int32_t)n, fl);
+			continue;
+		}
+		int err = n == 0 ? 0 : errno;
+		em_bufring_put(rb, (uint16_t)bid);
+		if (err == EAGAIN || err == EWOULDBLOCK) {
+			r->readable = false;
+			return;
+		}
+		if (err == EINTR)
+			continue;
+		r->recv = 0;
+		push(e, r->recv_ud, -err, 0);
+	}
+}
+
+static void send_done(struct em_epoll *e, struct efd *r, int32_t res)
+{
+	struct esend *s = r->snd;
+	r->snd = NULL;
+	push(e, s->ud, res, 0);
+	send_free(e, s);
+}
+
+/* Moves <s>'s vectors on by <n> bytes sent. */
+static void iov_advance(struct esend *s, size_t n)
+{
+	while (n && s->iov_i < s->n_iov) {
+		struct iovec *v = &s->iov[s->iov_i];
+		if (n < v->iov_len) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= n;
+			return;
+		}
+		n -= v->iov_len;
+		s->iov_i++;
+	}
+	while (s->iov_i < s->n_iov && s->iov[s->iov_i].iov_len == 0)
+		s->iov_i++;
+}
+
+static void do_send(struct em_epoll *e, int fd, struct efd *r)
+{
+	struct esend *s = r->snd;
+	for (;;) {
+		struct msghdr mh = {.msg_iov = s->iov + s->iov_i,
+		                    .msg_iovlen = s->n_iov - s->iov_i};
+		ssize_t n = sendmsg(fd, &mh, s->flags);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				r->writable = false;
+				return;
+			}
+			send_done(e, r, s->done ? (int32_t)s->done : -errno);
+			return;
+		}
+		s->done += (uint32_t)n;
+		iov_advance(s, (size_t)n);
+		if (s->iov_i == s->n_iov || !s->all) {
+			send_done(e, r, (int32_t)s->done);
+			return;
+		}
+	}
+}
+
+static void do_connect(struct em_epoll *e, int fd, struct efd *r)
+{
+	int err = 0;
+	socklen_t l = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
+		err = errno;
+	r->con = false;
+	em_dlist_del(&r->cnode);
+	push(e, r->con_ud, -err, 0);
+	push(e, r->con_to_ud, -ECANCELED, 0);
+}
+
+static void run_fd(struct em_epoll *e, int fd, struct efd *r)
+{
+	if (r->readable) {
+		if (r->acc)
+			do_accept(e, fd, r);
+		if (r->rd)
+			do_read(e, r, fd);
+		if (r->recv)
+			do_recv(e, fd, r);
+	}
+	if (r->writable) {
+		if (r->con)
+			do_connect(e, fd, r);
+		else if (r->snd)
+			do_send(e, fd, r);
+	}
+}
+
+/* ---- submitting ---- */
+
+/* <fd>'s state, registered; NULL (with the error in <*rc>) on failure. */
+static struct efd *armable(struct em_epoll *e, int fd, int *rc)
+{
+	struct efd *r = rec(e, fd);
+	if (!r) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	*rc = reg(e, fd, r);
+	return *rc ? NULL : r;
+}
+
+void em_epoll_accept(struct em_epoll *e, int fd, uint64_t ud)
+{
+	int rc;
+	struct efd *r = armable(e, fd, &rc);
+	if (!r) {
+		push(e, ud, rc, 0);
+		return;
+	}
+	r->acc = true;
+	r->acc_ud = ud;
+	if (r->readable)
+		mark_run(e, fd, r);
+}
+
+void em_epoll_recv(struct em_epoll *e, int fd, struct em_bufring *rb, bool multishot, uint64_t ud)
+{
+	int rc;
+	struct efd *r = armable(e, fd, &rc);
+	if (!r) {
+		push(e, ud, rc, 0);
+		return;
+	}
+	EM_ASSERT(!r->recv);
+	r->recv = multishot ? 2 : 1;
+	r->recv_ud = ud;
+	r->rb = rb;
+	if (r->readable)
+		mark_run(e, fd, r);
+}
+
+void em_epoll_read(struct em_epoll *e, int fd, void *buf, uint32_t len, uint64_t ud)
+{
+	int rc;
+	struct efd *r = armable(e, fd, &rc);
+	if (!r) {
+		push(e, ud, rc, 0);
+		return;
+	}
+	r->rd = true;
+	r->rd_ud = ud;
+	r->rd_buf = buf;
+	r->rd_len = len;
+	if (r->readable)
+		mark_run(e, fd, r);
+}
+
+/* The first try of a send of <v> (<n> vectors, <len> bytes): completes it
+ * when it may, else leaves the rest waiting for EPOLLOUT. */
+static void send_start(struct em_epoll *e, int fd, const struct iovec *v, unsigned n, size_t len,
+                       int flags, uint64_t ud)
+{
+	int rc;
+	struct efd *r = armable(e, fd, &rc);
+	if (!r) {
+		push(e, ud, rc, 0);
+		return;
+	}
+	EM_ASSERT(!r->snd && n <= EM_EPOLL_IOV);
+	bool all = flags & MSG_WAITALL;
+	flags = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
+	ssize_t k;
+	if (n == 1) {
+		k = send(fd, v[0].iov_base, v[0].iov_len, flags);
+	} else {
+		struct msghdr mh = {.msg_iov = (struct iovec *)(uintptr_t)v, .msg_iovlen = n};
+		k = sendmsg(fd, &mh, flags);
+	}
+	if ((size_t)k == len || (k > 0 && !all)) {
+		push(e, ud, (int32_t)k, 0);
+		return;
+	}
+	if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		push(e, ud, -errno, 0);
+		return;
+	}
+	struct esend *s = e->send_free;
+	if (s) {
+		e->send_free = s->next;
+		e->n_send_free--;
+	} else if (!(s = malloc(sizeof(*s)))) {
+		push(e, ud, k > 0 ? (int32_t)k : -ENOMEM, 0);
+		return;
+	}
+	s->ud = ud;
+	s->flags = flags;
+	s->all = all;
+	s->done = 0;
+	s->iov_i = 0;
+	s->n_iov = n;
+	memcpy(s->iov, v, n * sizeof(*v));
+	if (k > 0) {
+		s->done = (uint32_t)k;
+		iov_advance(s, (size_t)k);
+	}
+	r->snd = s;
+	if (k < 0 && errno == EINTR) {
+		mark_run(e, fd, r);
+		return;
+	}
+	r->writable = false;
+}
+
+void em_epoll_send(struct em_epoll *e, int fd, const void *p, uint32_t len, int flags, uint64_t ud)
+{
+	struct iovec v = {(void *)(uintptr_t)p, len};
+	send_start(e, fd, &v, 1, len, flags, ud);
+}
+
+void em_epoll_sendmsg(struct em_epoll *e, int fd, const struct msghdr *mh, int flags, uint64_t ud)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < mh->msg_iovlen; i++)
+		len += mh->msg_iov[i].iov_len;
+	send_start(e, fd, mh->msg_iov, (unsigned)mh->msg_iovlen, len, flags, ud);
+}
+
+void em_epoll_connect(struct em_epoll *e, int fd, const struct sockaddr *sa, socklen_t sl,
+                      uint32_t timeout_ms, uint64_t ud, uint64_t ud_timeout)
+{
+	struct efd *r = rec(e, fd);
+	int rc = -ENOMEM;
+	if (!r)
+		goto fail;
+	if (!r->nb) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
+			rc = -errno;
+			goto fail;
+		}
+		r->nb = true;
+	}
+	/* Registered after the connect starts: a socket not yet connecting
+	 * reads as hung up and writable. */
+	if (connect(fd, sa, sl) == -1 && errno != EINPROGRESS) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = reg(e, fd, r)))
+		goto fail;
+	r->con = true;
+	r->con_ud = ud;
+	r->con_to_ud = ud_timeout;
+	r->deadline_ms = em_now_ms() + timeout_ms;
+	/* Mostly the latest deadline: the search from the tail ends at once. */
+	struct em_dlist *after = e->conns.prev;
+	while (after != &e->conns &&
+	       em_container_of(after, struct efd, cnode)->deadline_ms > r->deadline_ms)
+		after = after->prev;
+	r->cnode.prev = after;
+	r->cnode.next = after->next;
+	after->next->prev = &r->cnode;
+	after->next = &r->cnode;
+	/* An edge that came before the registration was seen by it. */
+	if (r->writable)
+		mark_run(e, fd, r);
+	return;
+fail:
+	push(e, ud, rc, 0);
+	push(e, ud_timeout, -ECANCELED, 0);
+}
+
+void em_epoll_shutdown(struct em_epoll *e, int fd, int how, uint64_t ud)
+{
+	push(e, ud, shutdown(fd, how) == -1 ? -errno : 0, 0);
+}
+
+void em_epoll_cancel(struct em_epoll *e, int fd, uint64_t target, uint64_t ud)
+{
+	struct efd *r = rec_get(e, fd);
+	int32_t res = -ENOENT;
+	if (r && r->recv && r->recv_ud == target) {
+		r->recv = 0;
+		push(e, target, -ECANCELED, 0);
+		res = 0;
+	} else if (r && r->acc && r->acc_ud == target) {
+		r->acc = false;
+		push(e, target, -ECANCELED, 0);
+		res = 0;
+	}
+	push(e, ud, res, 0);
+}
+
+void em_epoll_cancel_fd(struct em_epoll *e, int fd, uint64_t ud)
+{
+	struct efd *r = rec_get(e, fd);
+	int32_t n = 0;
+	if (r) {
+		if (r->recv) {
+			r->recv = 0;
+			push(e, r->recv_ud, -ECANCELED, 0);
+			n++;
+		}
+		if (r->acc) {
+			r->acc = false;
+			push(e, r->acc_ud, -ECANCELED, 0);
+			n++;
+		}
+		if (r->rd) {
+			r->rd = false;
+			push(e, r->rd_ud, -ECANCELED, 0);
+			n++;
+		}
+		if (r->snd) {
+			send_done(e, r, r->snd->done ? (int32_t)r->snd->done : -ECANCELED);
+			n++;
+		}
+		if (r->con) {
+			r->con = false;
+			em_dlist_del(&r->cnode);
+			push(e, r->con_ud, -ECANCELED, 0);
+			push(e, r->con_to_ud, -ECANCELED, 0);
+			n++;
+		}
+	}
+	push(e, ud, n ? n : -ENOENT, 0);
+}
+
+void em_epoll_timeout(struct em_epoll *e, uint32_t ms, uint64_t ud)
+{
+	e->tick_on = true;
+	e->tick_at = em_now_ms() + ms;
+	e->tick_ud = ud;
+}
+
+void em_epoll_close(struct em_epoll *e, int fd)
+{
+	struct efd *r = rec_get(e, fd);
+	if (r)
+		forget(e, r);
+	close(fd);
+}
+
+/* ---- the wait ---- */
+
+bool em_epoll_ready(const struct em_epoll *e)
+{
+	return e->q_tail != e->q_head || e->n_run;
+}
+
+unsigned em_epoll_nfds(const struct em_epoll *e)
+{
+	return e->nfds;
+}
+
+static void run_list(struct em_epoll *e)
+{
+	unsigned n = e->n_run;
+	int *l = e->run;
+	e->run = e->run2;
+	e->run2 = l;
+	e->n_run = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct efd *r = rec_get(e, l[i]);
+		if (r && r->queued) {
+			r->queued = false;
+			run_fd(e, l[i], r);
+		}
+	}
+}
+
+static void run_timers(struct em_epoll *e, uint64_t now)
+{
+	if (e->tick_on && now >= e->tick_at) {
+		e->tick_on = false;
+		push(e, e->tick_ud, -ETIME, 0);
+	}
+	while (!em_dlist_empty(&e->conns)) {
+		struct efd *r = em_container_of(e->conns.next, struct efd, cnode);
+		if (r->deadline_ms > now)
+			break;
+		em_dlist_del(&r->cnode);
+		r->con = false;
+		push(e, r->con_ud, -ECANCELED, 0);
+		push(e, r->con_to_ud, -ETIME, 0);
+	}
+}
+
+/* Milliseconds until the next timer, -1 for none. */
+static int next_timer(const struct em_epoll *e, uint64_t now)
+{
+	uint64_t at = UINT64_MAX;
+	if (e->tick_on)
+		at = e->tick_at;
+	if (!em_dlist_empty(&e->conns)) {
+		uint64_t c = em_container_of(e->conns.next, struct efd, cnode)->deadline_ms;
+		at = c < at ? c : at;
+	}
+	if (at == UINT64_MAX)
+		return -1;
+	return at <= now ? 0 : (int)EM_MIN(at - now, (uint64_t)60000);
+}
+
+unsigned em_epoll_wait(struct em_epoll *e, struct em_cqe *out, unsigned max, bool block)
+{
+	if (e->n_run)
+		run_list(e);
+	int timeout = 0;
+	if (block && e->q_tail == e->q_head && !e->n_run)
+		timeout = next_timer(e, em_now_ms());
+	struct epoll_event ev[EVENTS];
+	int n = epoll_wait(e->epfd, ev, EVENTS, timeout);
+	for (int i = 0; i < n; i++) {
+		int fd = (int)ev[i].data.u64;
+		struct efd *r = rec_get(e, fd);
+		if (!r || !r->added)
+			continue;
+		uint32_t m = ev[i].events;
+		if (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			r->hup = true;
+		if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			r->readable = true;
+		if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+			r->writable = true;
+		run_fd(e, fd, r);
+	}
+	run_timers(e, em_now_ms());
+	unsigned k = 0;
+	while (k < max && e->q_head != e->q_tail)
+		out[k++] = e->q[e->q_head++ & (e->q_cap - 1)];
+	return k;
+}
