@@ -153,7 +153,7 @@ static inline void em_io_timeout(struct em_worker *w, struct __kernel_timespec *
 /* Closes <fd>, on which nothing may be in flight any more. */
 static inline void em_io_close(struct em_worker *w, int fd)
 {
-	if (w->epoll)
+	if (w->epoll && w->ep)
 		em_epoll_close(w->ep, fd);
 	else
 		close(fd);

@@ -27,17 +27,27 @@ struct esend {
 	struct iovec iov[EM_EPOLL_IOV];
 };
 
-/* A descriptor's state. All-zero: not registered, nothing armed. */
-struct efd {
+/* What few descriptors need, allocated on first use: listeners (accept),
+ * the wake eventfd (read), and sockets while they connect (freed once the
+ * connect is over). */
+struct eslow {
 	struct em_dlist cnode; /* e->conns while a connect waits */
 	uint64_t deadline_ms;  /* of the connect */
-	uint64_t recv_ud, acc_ud, rd_ud, con_ud, con_to_ud;
-	struct em_bufring *rb;
+	uint64_t acc_ud, rd_ud, con_ud, con_to_ud;
 	void *rd_buf;
-	struct esend *snd;
 	uint32_t rd_len;
-	uint8_t recv; /* 0: none, 1: one buffer, 2: multishot */
+	int fd;
 	bool acc, rd, con;
+};
+
+/* A descriptor's state, 32 bytes: what an idle connection costs on top of
+ * the io_uring backend. All-zero: not registered, nothing armed. */
+struct efd {
+	uint64_t recv_ud;
+	struct esend *snd;
+	struct eslow *x;
+	uint8_t recv;  /* 0: none, 1: one buffer, 2: multishot */
+	uint8_t group; /* of the recv: e->groups[group] */
 	bool added;    /* in the epoll set (and non-blocking) */
 	bool nb;       /* known non-blocking */
 	bool readable; /* last seen readable and not drained since */
@@ -45,6 +55,7 @@ struct efd {
 	bool hup;    /* EOF, hang-up or error seen: stays readable */
 	bool queued; /* on the run list */
 };
+_Static_assert(sizeof(struct efd) <= 32, "struct efd grew: memory per idle connection");
 
 #define CHUNK_SHIFT 8u
 #define CHUNK       (1u << CHUNK_SHIFT)
@@ -68,6 +79,9 @@ struct em_epoll {
 	uint64_t tick_at, tick_ud;
 	struct esend *send_free;
 	unsigned n_send_free;
+	struct em_bufring *groups[8]; /* the buffer groups recvs took */
+	unsigned n_groups;
+	unsigned skips; /* turns in a row that did not ask the kernel */
 };
 
 int em_epoll_new(struct em_epoll **out)
@@ -99,8 +113,10 @@ void em_epoll_free(struct em_epoll *e)
 	for (unsigned i = 0; i < e->n_chunks; i++) {
 		if (!e->chunks[i])
 			continue;
-		for (unsigned k = 0; k < CHUNK; k++)
+		for (unsigned k = 0; k < CHUNK; k++) {
 			free(e->chunks[i][k].snd);
+			free(e->chunks[i][k].x);
+		}
 		free(e->chunks[i]);
 	}
 	while (e->send_free) {
@@ -169,10 +185,34 @@ static void forget(struct em_epoll *e, struct efd *r)
 {
 	if (r->snd)
 		send_free(e, r->snd);
-	em_dlist_del(&r->cnode);
+	if (r->x) {
+		em_dlist_del(&r->x->cnode);
+		free(r->x);
+	}
 	if (r->added)
 		e->nfds--;
 	memset(r, 0, sizeof(*r));
+}
+
+/* <r>'s rare state, made on first use; NULL when out of memory. */
+static struct eslow *slow(struct efd *r, int fd)
+{
+	if (!r->x && (r->x = calloc(1, sizeof(*r->x))))
+		r->x->fd = fd;
+	return r->x;
+}
+
+/* The connect of <r> is over: its rare state goes unless a listener's or
+ * a read's needs it. */
+static void con_over(struct efd *r)
+{
+	struct eslow *x = r->x;
+	x->con = false;
+	em_dlist_del(&x->cnode);
+	if (!x->acc && !x->rd) {
+		free(x);
+		r->x = NULL;
+	}
 }
 
 /* The completion FIFO grows as needed: losing one would leave an operation
@@ -237,7 +277,8 @@ static int reg(struct em_epoll *e, int fd, struct efd *r)
 
 static void do_accept(struct em_epoll *e, int fd, struct efd *r)
 {
-	for (unsigned budget = 4 * EM_EPOLL_BUDGET; r->acc && r->readable;) {
+	struct eslow *x = r->x;
+	for (unsigned budget = 4 * EM_EPOLL_BUDGET; x->acc && r->readable;) {
 		if (budget-- == 0) {
 			mark_run(e, fd, r);
 			return;
@@ -249,7 +290,7 @@ static void do_accept(struct em_epoll *e, int fd, struct efd *r)
 			struct efd *n = rec_get(e, nfd);
 			if (n)
 				forget(e, n);
-			push(e, r->acc_ud, nfd, IORING_CQE_F_MORE);
+			push(e, x->acc_ud, nfd, IORING_CQE_F_MORE);
 			continue;
 		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -258,14 +299,15 @@ static void do_accept(struct em_epoll *e, int fd, struct efd *r)
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
 			continue;
-		r->acc = false;
-		push(e, r->acc_ud, -errno, 0);
+		x->acc = false;
+		push(e, x->acc_ud, -errno, 0);
 	}
 }
 
 static void do_read(struct em_epoll *e, struct efd *r, int fd)
 {
-	ssize_t n = read(fd, r->rd_buf, r->rd_len);
+	struct eslow *x = r->x;
+	ssize_t n = read(fd, x->rd_buf, x->rd_len);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 		r->readable = false;
 		return;
@@ -274,8 +316,8 @@ static void do_read(struct em_epoll *e, struct efd *r, int fd)
 		mark_run(e, fd, r);
 		return;
 	}
-	r->rd = false;
-	push(e, r->rd_ud, n < 0 ? -errno : (int32_t)n, 0);
+	x->rd = false;
+	push(e, x->rd_ud, n < 0 ? -errno : (int32_t)n, 0);
 }
 
 static void do_recv(struct em_epoll *e, int fd, struct efd *r)
@@ -286,7 +328,7 @@ static void do_recv(struct em_epoll *e, int fd, struct efd *r)
 			mark_run(e, fd, r);
 			return;
 		}
-		struct em_bufring *rb = r->rb;
+		struct em_bufring *rb = e->groups[r->group];
 		int bid = em_bufring_take(rb);
 		if (bid < 0) {
 			r->recv = 0;
@@ -379,24 +421,24 @@ static void do_connect(struct em_epoll *e, int fd, struct efd *r)
 	socklen_t l = sizeof(err);
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
 		err = errno;
-	r->con = false;
-	em_dlist_del(&r->cnode);
-	push(e, r->con_ud, -err, 0);
-	push(e, r->con_to_ud, -ECANCELED, 0);
+	uint64_t ud = r->x->con_ud, to = r->x->con_to_ud;
+	con_over(r);
+	push(e, ud, -err, 0);
+	push(e, to, -ECANCELED, 0);
 }
 
 static void run_fd(struct em_epoll *e, int fd, struct efd *r)
 {
 	if (r->readable) {
-		if (r->acc)
+		if (r->x && r->x->acc)
 			do_accept(e, fd, r);
-		if (r->rd)
+		if (r->x && r->x->rd)
 			do_read(e, r, fd);
 		if (r->recv)
 			do_recv(e, fd, r);
 	}
 	if (r->writable) {
-		if (r->con)
+		if (r->x && r->x->con)
 			do_connect(e, fd, r);
 		else if (r->snd)
 			do_send(e, fd, r);
@@ -425,8 +467,13 @@ void em_epoll_accept(struct em_epoll *e, int fd, uint64_t ud)
 		push(e, ud, rc, 0);
 		return;
 	}
-	r->acc = true;
-	r->acc_ud = ud;
+	struct eslow *x = slow(r, fd);
+	if (!x) {
+		push(e, ud, -ENOMEM, 0);
+		return;
+	}
+	x->acc = true;
+	x->acc_ud = ud;
 	if (r->readable)
 		mark_run(e, fd, r);
 }
@@ -440,9 +487,16 @@ void em_epoll_recv(struct em_epoll *e, int fd, struct em_bufring *rb, bool multi
 		return;
 	}
 	EM_ASSERT(!r->recv);
+	unsigned g = 0;
+	while (g < e->n_groups && e->groups[g] != rb)
+		g++;
+	if (g == e->n_groups) {
+		EM_ASSERT(g < EM_ARRAY_SIZE(e->groups));
+		e->groups[e->n_groups++] = rb;
+	}
 	r->recv = multishot ? 2 : 1;
 	r->recv_ud = ud;
-	r->rb = rb;
+	r->group = (uint8_t)g;
 	if (r->readable)
 		mark_run(e, fd, r);
 }
@@ -455,10 +509,15 @@ void em_epoll_read(struct em_epoll *e, int fd, void *buf, uint32_t len, uint64_t
 		push(e, ud, rc, 0);
 		return;
 	}
-	r->rd = true;
-	r->rd_ud = ud;
-	r->rd_buf = buf;
-	r->rd_len = len;
+	struct eslow *x = slow(r, fd);
+	if (!x) {
+		push(e, ud, -ENOMEM, 0);
+		return;
+	}
+	x->rd = true;
+	x->rd_ud = ud;
+	x->rd_buf = buf;
+	x->rd_len = len;
 	if (r->readable)
 		mark_run(e, fd, r);
 }
@@ -556,19 +615,24 @@ void em_epoll_connect(struct em_epoll *e, int fd, const struct sockaddr *sa, soc
 	}
 	if ((rc = reg(e, fd, r)))
 		goto fail;
-	r->con = true;
-	r->con_ud = ud;
-	r->con_to_ud = ud_timeout;
-	r->deadline_ms = em_now_ms() + timeout_ms;
+	struct eslow *x = slow(r, fd);
+	if (!x) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	x->con = true;
+	x->con_ud = ud;
+	x->con_to_ud = ud_timeout;
+	x->deadline_ms = em_now_ms() + timeout_ms;
 	/* Mostly the latest deadline: the search from the tail ends at once. */
 	struct em_dlist *after = e->conns.prev;
 	while (after != &e->conns &&
-	       em_container_of(after, struct efd, cnode)->deadline_ms > r->deadline_ms)
+	       em_container_of(after, struct eslow, cnode)->deadline_ms > x->deadline_ms)
 		after = after->prev;
-	r->cnode.prev = after;
-	r->cnode.next = after->next;
-	after->next->prev = &r->cnode;
-	after->next = &r->cnode;
+	x->cnode.prev = after;
+	x->cnode.next = after->next;
+	after->next->prev = &x->cnode;
+	after->next = &x->cnode;
 	/* An edge that came before the registration was seen by it. */
 	if (r->writable)
 		mark_run(e, fd, r);
@@ -591,8 +655,8 @@ void em_epoll_cancel(struct em_epoll *e, int fd, uint64_t target, uint64_t ud)
 		r->recv = 0;
 		push(e, target, -ECANCELED, 0);
 		res = 0;
-	} else if (r && r->acc && r->acc_ud == target) {
-		r->acc = false;
+	} else if (r && r->x && r->x->acc && r->x->acc_ud == target) {
+		r->x->acc = false;
 		push(e, target, -ECANCELED, 0);
 		res = 0;
 	}
@@ -609,25 +673,26 @@ void em_epoll_cancel_fd(struct em_epoll *e, int fd, uint64_t ud)
 			push(e, r->recv_ud, -ECANCELED, 0);
 			n++;
 		}
-		if (r->acc) {
-			r->acc = false;
-			push(e, r->acc_ud, -ECANCELED, 0);
+		struct eslow *x = r->x;
+		if (x && x->acc) {
+			x->acc = false;
+			push(e, x->acc_ud, -ECANCELED, 0);
 			n++;
 		}
-		if (r->rd) {
-			r->rd = false;
-			push(e, r->rd_ud, -ECANCELED, 0);
+		if (x && x->rd) {
+			x->rd = false;
+			push(e, x->rd_ud, -ECANCELED, 0);
 			n++;
 		}
 		if (r->snd) {
 			send_done(e, r, r->snd->done ? (int32_t)r->snd->done : -ECANCELED);
 			n++;
 		}
-		if (r->con) {
-			r->con = false;
-			em_dlist_del(&r->cnode);
-			push(e, r->con_ud, -ECANCELED, 0);
-			push(e, r->con_to_ud, -ECANCELED, 0);
+		if (x && x->con) {
+			uint64_t cud = x->con_ud, to = x->con_to_ud;
+			con_over(r);
+			push(e, cud, -ECANCELED, 0);
+			push(e, to, -ECANCELED, 0);
 			n++;
 		}
 	}
@@ -650,6 +715,12 @@ void em_epoll_close(struct em_epoll *e, int fd)
 }
 
 /* ---- the wait ---- */
+
+/* Turns in a row that may hand out completions already queued (sends done
+ * at once, the runs of ready descriptors) without asking the kernel for
+ * new readiness: saves an epoll_wait per turn under load while every
+ * descriptor still has its turn soon. */
+#define SKIP_MAX 4u
 
 bool em_epoll_ready(const struct em_epoll *e)
 {
@@ -684,13 +755,13 @@ static void run_timers(struct em_epoll *e, uint64_t now)
 		push(e, e->tick_ud, -ETIME, 0);
 	}
 	while (!em_dlist_empty(&e->conns)) {
-		struct efd *r = em_container_of(e->conns.next, struct efd, cnode);
-		if (r->deadline_ms > now)
+		struct eslow *x = em_container_of(e->conns.next, struct eslow, cnode);
+		if (x->deadline_ms > now)
 			break;
-		em_dlist_del(&r->cnode);
-		r->con = false;
-		push(e, r->con_ud, -ECANCELED, 0);
-		push(e, r->con_to_ud, -ETIME, 0);
+		uint64_t ud = x->con_ud, to = x->con_to_ud;
+		con_over(rec_get(e, x->fd));
+		push(e, ud, -ECANCELED, 0);
+		push(e, to, -ETIME, 0);
 	}
 }
 
@@ -701,7 +772,7 @@ static int next_timer(const struct em_epoll *e, uint64_t now)
 	if (e->tick_on)
 		at = e->tick_at;
 	if (!em_dlist_empty(&e->conns)) {
-		uint64_t c = em_container_of(e->conns.next, struct efd, cnode)->deadline_ms;
+		uint64_t c = em_container_of(e->conns.next, struct eslow, cnode)->deadline_ms;
 		at = c < at ? c : at;
 	}
 	if (at == UINT64_MAX)
@@ -714,10 +785,17 @@ unsigned em_epoll_wait(struct em_epoll *e, struct em_cqe *out, unsigned max, boo
 	if (e->n_run)
 		run_list(e);
 	int timeout = 0;
-	if (block && e->q_tail == e->q_head && !e->n_run)
+	bool queued = e->q_tail != e->q_head;
+	if (block && !queued && !e->n_run)
 		timeout = next_timer(e, em_now_ms());
 	struct epoll_event ev[EVENTS];
-	int n = epoll_wait(e->epfd, ev, EVENTS, timeout);
+	int n = 0;
+	if (queued && e->skips < SKIP_MAX) {
+		e->skips++;
+	} else {
+		e->skips = 0;
+		n = epoll_wait(e->epfd, ev, EVENTS, timeout);
+	}
 	for (int i = 0; i < n; i++) {
 		int fd = (int)ev[i].data.u64;
 		struct efd *r = rec_get(e, fd);

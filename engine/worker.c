@@ -365,8 +365,6 @@ static void teardown(struct em_worker *w, bool ring_up)
 {
 	if (ring_up && !w->epoll)
 		io_uring_queue_exit(&w->ring);
-	em_epoll_free(w->ep);
-	w->ep = NULL;
 	em_bufring_free(&w->rb);
 	em_worker_spill_pool_free(w);
 	for (size_t i = 0; i < w->n_slabs; i++)
@@ -378,6 +376,9 @@ static void teardown(struct em_worker *w, bool ring_up)
 		w->at_exit[i](w);
 	w->n_at_exit = 0;
 	em_tun_worker_free(w);
+	/* Last: the tunnels' descriptors close through it. */
+	em_epoll_free(w->ep);
+	w->ep = NULL;
 	w->slabs = NULL;
 	w->n_slabs = 0;
 }
