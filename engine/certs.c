@@ -234,6 +234,18 @@ void em_certs_ops(struct em_certs *c, struct em_ctl_cert_ops *ops)
 	}
 }
 
+void em_certs_tick(struct em_certs *c)
+{
+	struct em_pki_cert_info info;
+	pthread_mutex_lock(&c->mu);
+	bool due = c->managed && c->ca &&
+	           (em_pki_cert_info_file(c->cert_file, &info, NULL, 0) != 0 ||
+	            em_pki_renew_due(&info, time(NULL)));
+	pthread_mutex_unlock(&c->mu);
+	if (due)
+		em_certs_reload(c);
+}
+
 void em_certs_reload(struct em_certs *c)
 {
 	char err[512];

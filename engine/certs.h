@@ -47,6 +47,10 @@ void em_certs_ops(struct em_certs *c, struct em_ctl_cert_ops *ops);
  * a file that does not load is logged and the running context stays. */
 void em_certs_reload(struct em_certs *c);
 
+/* Main thread, about once a minute: a cloud with managed files renews its
+ * own certificate when due (as em_certs_reload). */
+void em_certs_tick(struct em_certs *c);
+
 void em_certs_free(struct em_certs *c);
 
 #endif

@@ -221,7 +221,13 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		siginfo_t si;
-		int sig = sigwaitinfo(&set, &si);
+		struct timespec minute = {.tv_sec = 60};
+		int sig = sigtimedwait(&set, &si, &minute);
+		if (sig == -1) {
+			if (certs)
+				em_certs_tick(certs);
+			continue;
+		}
 		if (sig == SIGHUP) {
 			EM_INFO("main", "SIGHUP: reloading configuration");
 			em_sync_reload(sync);

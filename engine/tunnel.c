@@ -1097,6 +1097,7 @@ static void tls_recheck(struct em_worker *w, bool ctx_changed, bool revs_changed
 			        "lifetime: draining it, new streams take a new tunnel",
 			        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr);
 			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "certificate renewed");
+			tc->drain_until_ms = w->now_ms + em_worker_config()->timeouts.shutdown_ms;
 			tc->flags |= TC_GOAWAY;
 			tun_mark_dirty(w, tc);
 			inbound_gone(w, tc);
@@ -1133,6 +1134,15 @@ void em_tun_tick(struct em_worker *w)
 			tc->flags |= TC_GOAWAY;
 			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stopping");
 			tun_mark_dirty(w, tc);
+		}
+		if (tc->drain_until_ms && w->now_ms >= tc->drain_until_ms) {
+			EM_INFO("tunnel",
+			        "worker %u: tunnel %s %s (%s) drained for a renewed certificate: "
+			        "closing it with %u stream(s) left (timeouts.shutdown_ms)",
+			        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr,
+			        em_tunnel_session_streams(tc->sess));
+			conn_dead(w, tc, NULL);
+			continue;
 		}
 		if (!(tc->flags & TC_RECV))
 			tun_conn_arm_recv(w, tc);

@@ -164,6 +164,9 @@ struct em_tconn {
 	uint32_t tls_gen; /* the engine's tls_gen when the pipe was made */
 	int64_t tls_half; /* this node's certificate then: half its lifetime */
 	uint64_t next_tick_ms;
+	/* Drained for a renewed certificate: closed at this time (timeouts.
+	 * shutdown_ms after its GOAWAY) with whatever streams are left. */
+	uint64_t drain_until_ms;
 	int fd;
 	uint16_t inflight;
 	uint16_t flags;

@@ -14,7 +14,10 @@
 #     runs on the new certificate;
 #   - revocation: `meshctl cert revoke node-b` on the cloud closes node-a's
 #     live tunnel to node-b, new handshakes of node-b's certificate are
-#     refused; node-b without its old files enrolls again and F2 is back.
+#     refused; node-b without its old files enrolls again and F2 is back;
+#   - renewal: node-a restarted with a certificate two thirds through its
+#     lifetime (made with `openssl ca`, backdated) asks the cloud over TLS
+#     for a new one, installs it, and F2 keeps working.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || it_skip "test_tunnel_enroll: needs root (network namespaces, veth)"
 it_need_root
@@ -163,4 +166,49 @@ rm -f "$IT_TMP/data-node-b/tls/node.pem"
 it_node_start node-b "$NSB"
 it_check "node-b enrolls again after the revocation" it_wait 15 installed node-b
 it_check "F2 is back with node-b's new certificate" it_wait 20 echo_via "$NSA" 10.96.0.42:7 "re-enrolled"
+
+# ---- renewal -----------------------------------------------------------------
+mkdir -p "$IT_TMP/oca/new"
+: >"$IT_TMP/oca/index.txt"
+cat >"$IT_TMP/oca/ca.cnf" <<EOF
+[ca]
+default_ca = c
+[c]
+dir = $IT_TMP/oca
+database = \$dir/index.txt
+new_certs_dir = \$dir/new
+serial = \$dir/serial
+certificate = $IT_TMP/ca/ca.crt
+private_key = $IT_TMP/ca/ca.key
+default_md = sha256
+policy = p
+copy_extensions = copy
+unique_subject = no
+[p]
+commonName = supplied
+[ext]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth,clientAuth
+EOF
+echo 01 >"$IT_TMP/oca/serial"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=node-a \
+	-addext subjectAltName=DNS:node-a -keyout "$IT_TMP/oca/old.key" -out "$IT_TMP/oca/old.csr" 2>/dev/null ||
+	it_die "openssl req"
+openssl ca -batch -config "$IT_TMP/oca/ca.cnf" -extensions ext -notext \
+	-startdate "$(date -u -d '-20 days' +%Y%m%d%H%M%SZ)" -enddate "$(date -u -d '+10 days' +%Y%m%d%H%M%SZ)" \
+	-in "$IT_TMP/oca/old.csr" -out "$IT_TMP/oca/old.crt" >/dev/null 2>"$IT_TMP/oca/err" ||
+	it_die "openssl ca: $(cat "$IT_TMP/oca/err")"
+it_node_stop node-a
+cat "$IT_TMP/oca/old.crt" "$IT_TMP/oca/old.key" >"$IT_TMP/data-node-a/tls/node.pem"
+chmod 600 "$IT_TMP/data-node-a/tls/node.pem"
+it_node_start node-a "$NSA"
+it_check "node-a starts on its old certificate" grep -q "tunnels run TLS 1.3 with the certificate of node-a" "${EM_LOG[node-a]}"
+it_check "node-a asks for a renewal" it_wait 15 grep -q "asked the cloud for a certificate (renewal)" "${EM_LOG[node-a]}"
+it_check "the cloud signs it over the TLS tunnel" it_wait 10 grep -q "signed a certificate for node-a (renewal over its TLS tunnel)" "${EM_LOG[cloud]}"
+it_check "node-a installs the renewed certificate" it_wait 10 installed node-a
+nb_old=$(date -d "$(openssl x509 -noout -startdate -in "$IT_TMP/oca/old.crt" | cut -d= -f2)" +%s)
+nb_new=$(date -d "$(openssl x509 -noout -startdate -in "$IT_TMP/data-node-a/tls/node.pem" | cut -d= -f2)" +%s)
+it_check "... issued now, not 20 days ago ($nb_old -> $nb_new)" test $((nb_new - nb_old)) -gt $((19 * 86400))
+it_check "F2 works after the renewal" it_wait 15 echo_via "$NSA" 10.96.0.42:7 "renewed"
 it_done
