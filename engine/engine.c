@@ -164,7 +164,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if (cfg->tunnel.encryption == EM_TUNNEL_TLS) {
+	if (cfg->tunnel.encryption == EM_TUNNEL_TLS && cfg->tunnel.cluster_key[0]) {
 		char err[EM_TLS_PIPE_ERR_LEN];
 		struct em_tls_pipe_files f = {.ca_file = cfg->tunnel.tls.ca_file,
 		                              .cert_file = cfg->tunnel.tls.cert_file,
