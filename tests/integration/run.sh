@@ -11,7 +11,8 @@
 # test once, on that backend.
 set -u
 EPOLL_TESTS=" test_forward test_http_framing test_tunnel test_tunnel_more test_tunnel_hostile
- test_tunnel_tls test_starve test_cloud_traffic test_router_tls test_qps test_shutdown_reload "
+ test_tunnel_tls test_tunnel_enroll test_starve test_cloud_traffic test_router_tls test_qps
+ test_shutdown_reload "
 cd "$(dirname "$0")/../.."
 pass=0 fail=0 skip=0 failed=()
 scripts=(tests/integration/test_*.sh)
