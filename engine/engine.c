@@ -230,6 +230,11 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		       em_addr_format(&cfg->router.listen, true, as, sizeof(as)), strerror(-rc));
 		goto fail;
 	}
+	/* Per Service port counters: one set per worker, counting from 0. */
+	if ((rc = em_svcstat_workers(e->n_workers)))
+		goto fail;
+	for (unsigned i = 0; i < e->n_workers; i++)
+		e->workers[i].svc = em_svcstat_set(i);
 	unsigned started = 0;
 	for (; started < e->n_workers; started++) {
 		struct em_worker *w = &e->workers[started];

@@ -17,6 +17,7 @@
 #include "engine/bufring.h"
 #include "engine/engine.h"
 #include "engine/list.h"
+#include "store/svcstat.h"
 
 enum em_op {
 	EM_OP_NONE = 0, /* result ignored (cancels of listeners) */
@@ -257,6 +258,10 @@ struct em_worker {
 	 * dials, 0 = the kernel's autotuning. */
 	uint32_t client_sndbuf, client_rcvbuf, upstream_sndbuf, upstream_rcvbuf;
 	uint64_t now_ms;
+	uint64_t now_ns; /* when <now_ms> was read, in ns */
+	/* This worker's per Service port counters (store/svcstat.h): only
+	 * this thread writes them; /metrics sums the workers' sets. */
+	struct em_svcstat_set *svc;
 	bool stopping, done;
 	uint64_t drain_deadline_ms;
 	/* Counters (EM_COUNTERS), written by this thread only; gauges are
@@ -366,6 +371,13 @@ static inline void em_q_append(struct em_worker *w, uint16_t *first, uint16_t *l
 	else
 		*first = e;
 	*last = e;
+}
+
+/* The worker's counters of Service port slot <slot> (em_svc_port.mslot,
+ * em_sock.mslot). */
+static inline struct em_svcstat *em_worker_svc(struct em_worker *w, uint32_t slot)
+{
+	return em_svcstat_at(w->svc, slot);
 }
 
 static inline char *em_worker_buf(struct em_worker *w, uint16_t bid)
