@@ -82,6 +82,8 @@ static void free_engine(struct em_engine *e)
 			if (w->eng) {
 				em_worker_inbox_close(w);
 				pthread_mutex_destroy(&w->inbox_mu);
+				pthread_mutex_destroy(&w->peers_mu);
+				free(w->peers);
 			}
 		}
 	}
@@ -188,6 +190,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		w->id = i;
 		w->wake_fd = -1;
 		pthread_mutex_init(&w->inbox_mu, NULL);
+		pthread_mutex_init(&w->peers_mu, NULL);
 		w->serve_http = em_client_serve;
 		w->serve_conn = em_client_take;
 		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));

@@ -964,6 +964,7 @@ void em_tun_worker_free(struct em_worker *w)
 		t->free_ts = ts->next_free;
 		free(ts);
 	}
+	free(t->ps);
 	free(t);
 	w->tun = NULL;
 }

@@ -82,6 +82,7 @@ void em_worker_publish(struct em_worker *w)
 	em_tun_counters(w, v);
 	for (unsigned i = 0; i < EM_C__COUNT; i++)
 		__atomic_store_n(&w->pub[i], v[i], __ATOMIC_RELAXED);
+	em_tun_publish_peers(w);
 }
 
 bool em_worker_at_exit(struct em_worker *w, void (*fn)(struct em_worker *w))

@@ -199,6 +199,16 @@ struct em_sendv {
 	struct iovec iov[EM_SENDV_IOV];
 };
 
+/* One peer node's tunnels on one worker, as the worker last published them
+ * (em_worker.peers): the bytes of its tunnels' frames, those already
+ * closed included, and, of its tunnels up now, how many and their open
+ * streams. */
+struct em_peer_figures {
+	uint64_t rx_bytes, tx_bytes;
+	uint32_t up, streams;
+	char name[254]; /* EM_FRAME_MAX_NAME + 1 */
+};
+
 struct em_worker {
 	struct io_uring ring;
 	struct em_engine *eng;
@@ -272,6 +282,11 @@ struct em_worker {
 	uint32_t n_bufs_held;
 	bool recv_cap;             /* multishot recv takes a byte cap (see EM_RECV_CAP) */
 	uint64_t pub[EM_C__COUNT]; /* published counters, see EM_COUNTERS */
+	/* Per peer figures, published with the counters (em_tun_publish_peers)
+	 * under <peers_mu>, which the reader (em_engine_stats) takes too. */
+	pthread_mutex_t peers_mu;
+	struct em_peer_figures *peers;
+	size_t n_peers, cap_peers;
 	/* Idle trim: pages of buffers not used for EM_TRIM_IDLE_MS go back to
 	 * the kernel (they fault in again on the next read). */
 	uint64_t buf_used_ms;

@@ -221,6 +221,24 @@ static void arrays(struct out *o, const cJSON *stats)
 	         "from", "to");
 	per_item(o, r, "edgemesh_relay_returned_bytes_total", "counter",
 	         "Bytes the cloud relayed back to the opening edge.", "bytes_to_from", "from", "to");
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(stats, "peers");
+	per_item(o, p, "edgemesh_peer_up", "gauge",
+	         "Whether a tunnel to or from a peer node is up on this node (1) or not (0).", "up",
+	         "peer", NULL);
+	per_item(o, p, "edgemesh_peer_tunnels_up", "gauge",
+	         "Tunnels to or from a peer node up on this node (each worker dials its own).",
+	         "tunnels_up", "peer", NULL);
+	per_item(o, p, "edgemesh_peer_tls", "gauge",
+	         "Whether the tunnels with a peer node run TLS (1) or only an authenticated "
+	         "handshake (0).",
+	         "tls", "peer", NULL);
+	per_item(o, p, "edgemesh_peer_received_bytes_total", "counter",
+	         "Tunnel frame bytes received from a peer node (inside TLS).", "bytes_received",
+	         "peer", NULL);
+	per_item(o, p, "edgemesh_peer_sent_bytes_total", "counter",
+	         "Tunnel frame bytes sent to a peer node (inside TLS).", "bytes_sent", "peer", NULL);
+	per_item(o, p, "edgemesh_peer_streams", "gauge",
+	         "Streams open on the tunnels with a peer node.", "streams", "peer", NULL);
 	const cJSON *e = cJSON_GetObjectItemCaseSensitive(stats, "edges");
 	per_item(o, e, "edgemesh_edge_connected", "gauge",
 	         "Whether an edge's control stream is connected to this cloud (1) or not (0).",
