@@ -95,7 +95,10 @@ static bool is_gauge(const char *group, const char *name)
 	static const char *const gauges[] = {
 	        "engine.connections_active", "tunnel.tunnels_up",       "tunnel.streams_active",
 	        "tunnel.handshakes_pending", "control.edges_connected", "control.edges_known",
-	        "control.generation",
+	        "control.generation", "router.tls_connections", "controller.changelog_entries",
+	        "controller.changelog_bytes", "controller.changelog_floor",
+	        "controller.changelog_newest", "controller.manifest_files",
+	        "controller.manifest_objects", "controller.kube_objects",
 	};
 	char key[128];
 	snprintf(key, sizeof(key), "%s.%s", group, name);
