@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "proto/clock.h"
 
@@ -18,6 +19,8 @@ const char *const em_svcstat_lat_le[EM_SVCSTAT_LAT_BOUNDS] = {
         "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
         "0.1",    "0.25",  "0.5",    "1",     "2.5",  "5",     "10",
 };
+
+#define CHUNK_BYTES (EM_SVCSTAT_CHUNK * sizeof(struct em_svcstat))
 
 struct reg {
 	struct reg *next;
@@ -66,11 +69,14 @@ static int grow_chunks(uint32_t want)
 		for (unsigned i = 0; i < n_sets; i++) {
 			if (sets[i]->chunk[n_chunks])
 				continue;
-			/* Large enough to be mmap'd: pages come in as they are
-			 * written, so unused slots cost no memory. */
-			sets[i]->chunk[n_chunks] = calloc(EM_SVCSTAT_CHUNK, sizeof(struct em_svcstat));
-			if (!sets[i]->chunk[n_chunks])
+			/* Mapped, not calloc'd (which may clear heap pages):
+			 * pages come in as the worker writes them, so the slots
+			 * of ports without traffic cost no memory. */
+			void *p = mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE,
+			               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (p == MAP_FAILED)
 				return -ENOMEM;
+			sets[i]->chunk[n_chunks] = p;
 		}
 		n_chunks++;
 	}
@@ -81,7 +87,8 @@ static void free_sets(void)
 {
 	for (unsigned i = 0; i < n_sets; i++) {
 		for (uint32_t c = 0; c < EM_SVCSTAT_MAX_CHUNKS; c++)
-			free(sets[i]->chunk[c]);
+			if (sets[i]->chunk[c])
+				munmap(sets[i]->chunk[c], CHUNK_BYTES);
 		free(sets[i]);
 	}
 	free(sets);
