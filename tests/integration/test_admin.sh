@@ -41,7 +41,7 @@ conf() { # NAME EXTRA
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
  "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
- "tunnel": {"listen": "", "cluster_key": "$KEY"},
+ "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY"},
  "listeners": [{"listen": "127.0.0.1:18080", "service": "default/web", "port": 80},
    {"listen": "127.0.0.1:18081", "service": "default/lim", "port": 80},
    {"listen": "127.0.0.1:18082", "service": "default/hlim", "port": 80},

@@ -43,7 +43,7 @@ cloud_conf() {
 	cat >"$1" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
  "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
- "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
+ "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
  "router": {"listen": "$IPC:9443", "timeout_ms": 1500, "tls": {$2}},
  "timeouts": {"shutdown_ms": 1000},
@@ -91,7 +91,7 @@ it_veth_pair "$NSC" "$NSB" "emtc$$" "emtb$$" "$IPC" "$IPB"
 cat >"$IT_TMP/node-b.json" <<EOF
 {"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
  "api_socket": "$IT_TMP/node-b.sock", "workers": 1, "capture": {"enabled": false},
- "tunnel": {"listen": "", "cluster_key": "$KEY", "keepalive_ms": 1000,
+ "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"}}
 EOF
