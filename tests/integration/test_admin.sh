@@ -217,7 +217,7 @@ peer_conf() { # NAME IP
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
  "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
- "tunnel": {"listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
+ "tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
   "reconnect_max_ms": 1000},
  "listeners": [{"listen": "127.0.0.1:18090", "service": "default/qecho", "port": 7}]}
 EOF
