@@ -35,8 +35,8 @@ int em_engine_relay_stats(void *eng, struct cJSON *stats);
 
 /* Adds "relay" (em_engine_relay_stats) and "peers", this node's tunnels by
  * peer node summed over the workers as each published them at its last
- * tick: {"peer", "up" (a tunnel is up), "tunnels_up", "tls" (tunnel
- * encryption), "bytes_received", "bytes_sent" (tunnel frames, those of
+ * tick: {"peer", "up" (a tunnel is up), "tunnels_up", "tls" (every tunnel
+ * up runs TLS), "bytes_received", "bytes_sent" (tunnel frames, those of
  * closed tunnels included), "streams" (open)}, by name. Returns 0 or
  * -ENOMEM. */
 int em_engine_stats(void *eng, struct cJSON *stats);

@@ -518,7 +518,7 @@ void em_tun_publish_peers(struct em_worker *w)
 		struct em_peer_figures *f = &w->peers[i];
 		f->rx_bytes = t->ps[i].rx_retired;
 		f->tx_bytes = t->ps[i].tx_retired;
-		f->up = f->streams = 0;
+		f->up = f->up_tls = f->streams = 0;
 		memcpy(f->name, t->ps[i].name, sizeof(f->name));
 	}
 	for (const struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next) {
@@ -531,6 +531,7 @@ void em_tun_publish_peers(struct em_worker *w)
 		f->tx_bytes += st->bytes_out;
 		if ((tc->flags & TC_UP) && !(tc->flags & (TC_DEAD | TC_CLOSING))) {
 			f->up++;
+			f->up_tls += tc->tls != NULL;
 			f->streams += em_tunnel_session_streams(tc->sess);
 		}
 	}

@@ -294,13 +294,14 @@ int em_engine_peer_stats(void *eng, cJSON *stats)
 			f.rx_bytes += all[i].rx_bytes;
 			f.tx_bytes += all[i].tx_bytes;
 			f.up += all[i].up;
+			f.up_tls += all[i].up_tls;
 			f.streams += all[i].streams;
 		}
 		cJSON *o = cJSON_CreateObject();
 		if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddStringToObject(o, "peer", f.name) ||
 		    !cJSON_AddBoolToObject(o, "up", f.up > 0) ||
 		    !cJSON_AddNumberToObject(o, "tunnels_up", f.up) ||
-		    !cJSON_AddBoolToObject(o, "tls", e->tls != NULL) ||
+		    !cJSON_AddBoolToObject(o, "tls", f.up && f.up_tls == f.up) ||
 		    !cJSON_AddNumberToObject(o, "bytes_received", (double)f.rx_bytes) ||
 		    !cJSON_AddNumberToObject(o, "bytes_sent", (double)f.tx_bytes) ||
 		    !cJSON_AddNumberToObject(o, "streams", f.streams))

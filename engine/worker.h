@@ -202,11 +202,11 @@ struct em_sendv {
 
 /* One peer node's tunnels on one worker, as the worker last published them
  * (em_worker.peers): the bytes of its tunnels' frames, those already
- * closed included, and, of its tunnels up now, how many and their open
- * streams. */
+ * closed included, and, of its tunnels up now, how many, how many of them
+ * run TLS, and their open streams. */
 struct em_peer_figures {
 	uint64_t rx_bytes, tx_bytes;
-	uint32_t up, streams;
+	uint32_t up, up_tls, streams;
 	char name[254]; /* EM_FRAME_MAX_NAME + 1 */
 };
 

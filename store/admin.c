@@ -232,8 +232,8 @@ static void arrays(struct out *o, const cJSON *stats)
 	         "Tunnels to or from a peer node up on this node (each worker dials its own).",
 	         "tunnels_up", "peer", NULL);
 	per_item(o, p, "edgemesh_peer_tls", "gauge",
-	         "Whether the tunnels with a peer node run TLS (1) or only an authenticated "
-	         "handshake (0).",
+	         "Whether every tunnel up with a peer node runs TLS (1) or not, or none is up "
+	         "(0).",
 	         "tls", "peer", NULL);
 	per_item(o, p, "edgemesh_peer_received_bytes_total", "counter",
 	         "Tunnel frame bytes received from a peer node (inside TLS).", "bytes_received",

@@ -13,7 +13,7 @@
 #     to what curl sent and read, the latency histogram's count equal to
 #     the upstream answers (and to the one connect of a plain TCP port);
 #   - per peer: two more nodes in namespaces behind a bridge, a tunnel
-#     between them: up, not TLS, the bytes of a 100 kB echo each way, one
+#     between them (TLS, certificates of a CA made here): up, TLS, the bytes of a 100 kB echo each way, one
 #     stream open while a connection is held, none after, down once the
 #     peer stops;
 #   - other paths 404, other methods 405, a malformed line 400, an endless
@@ -213,11 +213,18 @@ it_check "node-a stopped cleanly" sh -c "! grep -q 'Sanitizer' '${EM_LOG[node-a]
 # Per peer: node-p reaches an echo Service on node-q through a tunnel.
 NSX=em-admx-$$ NSP=em-admp-$$ NSQ=em-admq-$$ IPP=192.168.79.2 IPQ=192.168.79.3
 it_bridge "$NSX" "$NSP:$IPP" "$NSQ:$IPQ"
+"$MESHCTL" ca init "$IT_TMP/ca" >/dev/null || it_die "meshctl ca init"
+for n in node-p node-q; do
+	"$MESHCTL" cert issue $n --ca "$IT_TMP/ca" --out "$IT_TMP/certs" >/dev/null ||
+		it_die "meshctl cert issue $n"
+done
 peer_conf() { # NAME IP
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
  "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
- "tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
+ "tunnel": {"encryption": "tls", "tls": {"ca_file": "$IT_TMP/ca/ca.crt",
+   "cert_file": "$IT_TMP/certs/$1.crt", "key_file": "$IT_TMP/certs/$1.key"},
+  "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
   "reconnect_max_ms": 1000},
  "listeners": [{"listen": "127.0.0.1:18090", "service": "default/qecho", "port": 7}]}
 EOF
@@ -260,8 +267,8 @@ held() {
 it_check "node-p: one stream open to node-q while the connection is held" it_wait 5 held
 p1=$IT_TMP/p1.txt
 it_log "node-p: $(grep '^edgemesh_peer_' "$p1" | tr '\n' ' ')"
-it_check "node-p: node-q up, not TLS" test \
-	"$(peer "$p1" up node-q) $(peer "$p1" tls node-q) $(peer "$p1" tunnels_up node-q | sed 's/^[1-9]$/n/')" = "1 0 n"
+it_check "node-p: node-q up, TLS" test \
+	"$(peer "$p1" up node-q) $(peer "$p1" tls node-q) $(peer "$p1" tunnels_up node-q | sed 's/^[1-9]$/n/')" = "1 1 n"
 it_check "node-p: at least the 100 kB each way with node-q" test \
 	"$(peer "$p1" sent_bytes_total node-q)" -ge 100000 -a "$(peer "$p1" received_bytes_total node-q)" -ge 100000
 pget "$NSQ" >"$IT_TMP/q1.txt"
@@ -284,6 +291,7 @@ down() {
 	[ "$(peer "$IT_TMP/p3.txt" up node-q)" = 0 ]
 }
 it_check "node-p: node-q down once it stopped, its bytes kept" it_wait 10 down
+it_check "... and no longer said to run TLS" test "$(peer "$IT_TMP/p3.txt" tls node-q)" = 0
 it_check "... the bytes sent to it did not go back" test \
 	"$(peer "$IT_TMP/p3.txt" sent_bytes_total node-q)" -ge "$(peer "$p1" sent_bytes_total node-q)"
 it_node_stop node-p
