@@ -36,7 +36,8 @@ int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
 int em_admin_metrics_qps(struct em_buf *out);
 
 /* Appends the per Service port families (store/svcstat.h) summed over the
- * workers' sets: the ports that had a connection on this node, labelled
+ * workers' sets: the ports that had a connection or a QPS rejection on
+ * this node, labelled
  * namespace, service and port. The caller is the registry's thread (the
  * sync thread). Returns 0 or -ENOMEM. */
 int em_admin_metrics_services(struct em_buf *out);

@@ -351,7 +351,9 @@ int em_svcstat_view(struct em_svcstat_view *v)
 				for (size_t k = 0; k < EM_SVCSTAT_WORDS; k++)
 					o[k] = o[k] >= z[k] ? o[k] - z[k] : 0;
 			}
-			if (!s->connections)
+			/* A stream a peer opened to a plain TCP port over its
+			 * limit is refused without a connection here. */
+			if (!s->connections && !s->qps_rejected)
 				continue;
 			v->labels[v->n] = r->labels;
 			v->labels_len[v->n] = r->labels_len;

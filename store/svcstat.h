@@ -136,7 +136,7 @@ struct em_svcstat_set *em_svcstat_set(unsigned i);
 /* Scrape (sync thread). ----------------------------------------------------- */
 
 /* The registry's ports whose counters, summed over the workers, show any
- * connection: their label text ("namespace=\"..\",service=\"..\",port=\"..\"",
+ * connection or QPS rejection: their label text ("namespace=\"..\",service=\"..\",port=\"..\"",
  * escaped) and sums, in no set order. */
 struct em_svcstat_view {
 	size_t n;

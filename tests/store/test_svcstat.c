@@ -66,11 +66,16 @@ Test(svcstat, slots_sum_over_workers)
 	}
 	struct em_svcstat_view v;
 	cr_assert_eq(em_svcstat_view(&v), 0);
-	/* <b> had no connection: left out. */
+	/* <b> had no connection: left out, until a QPS rejection (a stream of
+	 * a peer refused without a connection here). */
 	cr_assert_eq(v.n, 1);
 	cr_assert_str_eq(v.labels[0], "namespace=\"default\",service=\"web\",port=\"80\"");
 	cr_assert_eq(v.sum[0].connections, 6);
 	cr_assert_eq(v.sum[0].rx_bytes, 300);
+	em_svcstat_view_free(&v);
+	em_svcstat_add(&em_svcstat_at(em_svcstat_set(2), b)->qps_rejected, 1);
+	cr_assert_eq(em_svcstat_view(&v), 0);
+	cr_assert_eq(v.n, 2);
 	em_svcstat_view_free(&v);
 }
 
