@@ -95,20 +95,9 @@ cat >"$IT_TMP/node-b.json" <<EOF
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"}}
 EOF
-rule_ep() { # NAME TYPE PROPERTIES
-	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"RuleEndpoint\",
-	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
-	 \"spec\": {\"ruleEndpointType\": \"$2\", \"properties\": $3}}"
-}
-rule() { # NAME SOURCE SOURCE_RESOURCE TARGET TARGET_RESOURCE
-	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"Rule\",
-	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
-	 \"spec\": {\"source\": \"$2\", \"sourceResource\": $3, \"target\": \"$4\",
-	  \"targetResource\": $5}}"
-}
-it_list "$(rule_ep rest rest '{}')" \
-	"$(rule_ep sb-app servicebus '{"service_port": "9000"}')" \
-	"$(rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" >"$MDIR/rules.json"
+it_list "$(it_rule_ep rest rest '{}')" \
+	"$(it_rule_ep sb-app servicebus '{"service_port": "9000"}')" \
+	"$(it_rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" >"$MDIR/rules.json"
 
 # node-b's app: "node-b PATH" for any path; /edge/big: 1 MiB of a fixed
 # pattern; a POST: "LENGTH SHA256" of its body.

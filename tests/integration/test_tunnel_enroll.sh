@@ -132,7 +132,7 @@ while time.time() < end:
 print("ok" if h_got == h_sent else "mismatch", len(h_sent), flush=True)
 PYEOF
 long=$!
-it_wait 5 grep -q started "$IT_TMP/long.out" || it_die "the long stream did not start"
+it_wait 20 grep -q started "$IT_TMP/long.out" || it_die "the long stream did not start"
 t0=$(date +%s)
 old_serial=$(openssl x509 -noout -serial -in "$IT_TMP/data-node-a/tls/node.pem" | cut -d= -f2)
 "$MESHCTL" cert issue node-a --ca "$IT_TMP/ca" --out "$IT_TMP/rot" --days 30 >/dev/null || it_die "cert issue"
@@ -211,4 +211,9 @@ nb_old=$(date -d "$(openssl x509 -noout -startdate -in "$IT_TMP/oca/old.crt" | c
 nb_new=$(date -d "$(openssl x509 -noout -startdate -in "$IT_TMP/data-node-a/tls/node.pem" | cut -d= -f2)" +%s)
 it_check "... issued now, not 20 days ago ($nb_old -> $nb_new)" test $((nb_new - nb_old)) -gt $((19 * 86400))
 it_check "F2 works after the renewal" it_wait 15 echo_via "$NSA" 10.96.0.42:7 "renewed"
+
+for n in node-a node-b cloud; do
+	it_node_stop $n
+	it_check "$n stopped cleanly" sh -c "! grep -q 'Sanitizer\|runtime error' ${EM_LOG[$n]}"
+done
 it_done

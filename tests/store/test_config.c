@@ -14,6 +14,7 @@
 
 #include "proto/log.h"
 #include "store/config.h"
+#include "tests/selfsigned.h"
 
 TestSuite(config, .timeout = 30);
 
@@ -832,30 +833,9 @@ Test(config, fifo_is_refused_without_blocking, .timeout = 5)
 	rmdir(path);
 }
 
-/* A self-signed certificate <crt> and its key <key> (EC P-256). */
 static void write_cert(const char *crt, const char *key)
 {
-	EVP_PKEY *k = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	FILE *f;
-	cr_assert(k && x);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, k);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-	                           (const unsigned char *)"router", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
-	cr_assert_not_null(f = fopen(crt, "w"));
-	PEM_write_X509(f, x);
-	fclose(f);
-	cr_assert_not_null(f = fopen(key, "w"));
-	PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-	X509_free(x);
-	EVP_PKEY_free(k);
+	em_test_self_signed(crt, key);
 }
 
 #define CLOUD "{'role':'cloud','node_name':'c1'," KEY
