@@ -115,6 +115,7 @@ it_check "streams on an unencrypted tunnel are refused ($got)" \
 it_check "... as not encrypted" grep -q "tunnel not encrypted" "${EM_LOG[cloud]}"
 
 # ---- rotation: new certificate files and SIGHUP during a 30-second stream ----
+t0=$(date +%s)
 ip netns exec "$NSA" python3 - 10.96.0.42 7 30 >"$IT_TMP/long.out" 2>&1 <<'PYEOF' &
 import os, socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
@@ -133,7 +134,6 @@ print("ok" if h_got == h_sent else "mismatch", len(h_sent), flush=True)
 PYEOF
 long=$!
 it_wait 20 grep -q started "$IT_TMP/long.out" || it_die "the long stream did not start"
-t0=$(date +%s)
 old_serial=$(openssl x509 -noout -serial -in "$IT_TMP/data-node-a/tls/node.pem" | cut -d= -f2)
 "$MESHCTL" cert issue node-a --ca "$IT_TMP/ca" --out "$IT_TMP/rot" --days 30 >/dev/null || it_die "cert issue"
 cat "$IT_TMP/rot/node-a.crt" "$IT_TMP/rot/node-a.key" >"$IT_TMP/rot/node.pem"
