@@ -102,6 +102,8 @@ static void free_engine(struct em_engine *e)
 			if (w->eng) {
 				em_worker_inbox_close(w);
 				pthread_mutex_destroy(&w->inbox_mu);
+				pthread_mutex_destroy(&w->peers_mu);
+				free(w->peers);
 			}
 		}
 	}
@@ -242,6 +244,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		w->id = i;
 		w->wake_fd = -1;
 		pthread_mutex_init(&w->inbox_mu, NULL);
+		pthread_mutex_init(&w->peers_mu, NULL);
 		w->serve_http = em_client_serve;
 		w->serve_conn = em_client_take;
 		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));
@@ -284,6 +287,11 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		       em_addr_format(&cfg->router.listen, true, as, sizeof(as)), strerror(-rc));
 		goto fail;
 	}
+	/* Per Service port counters: one set per worker, counting from 0. */
+	if ((rc = em_svcstat_workers(e->n_workers)))
+		goto fail;
+	for (unsigned i = 0; i < e->n_workers; i++)
+		e->workers[i].svc = em_svcstat_set(i);
 	unsigned started = 0;
 	for (; started < e->n_workers; started++) {
 		struct em_worker *w = &e->workers[started];
@@ -365,12 +373,12 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap)
 	return n;
 }
 
-int em_engine_stats(void *eng, struct cJSON *stats)
+int em_engine_node_stats(void *eng, struct cJSON *stats)
 {
 	struct em_engine *e = eng;
 	if (!cJSON_AddStringToObject(stats, "io_backend", e->epoll ? "epoll" : "io_uring"))
 		return -ENOMEM;
-	return e->cloud ? em_engine_relay_stats(eng, stats) : 0;
+	return e->cloud ? em_engine_stats(eng, stats) : em_engine_peer_stats(eng, stats);
 }
 
 void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx)

@@ -33,10 +33,21 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
  * (a struct cJSON; <eng> is a struct em_engine). Returns 0 or -ENOMEM. */
 int em_engine_relay_stats(void *eng, struct cJSON *stats);
 
-/* Adds "io_backend" ("io_uring" or "epoll", the backend the workers run)
- * to the stats object <stats>, and on a cloud the "relay" of
- * em_engine_relay_stats. Returns 0 or -ENOMEM. */
+/* Adds "relay" (em_engine_relay_stats) and "peers", this node's tunnels by
+ * peer node summed over the workers as each published them at its last
+ * tick: {"peer", "up" (a tunnel is up), "tunnels_up", "tls" (every tunnel
+ * up runs TLS), "bytes_received", "bytes_sent" (tunnel frames, those of
+ * closed tunnels included), "streams" (open)}, by name. Returns 0 or
+ * -ENOMEM. */
 int em_engine_stats(void *eng, struct cJSON *stats);
+
+/* Adds "peers" alone (em_engine_stats): an edge's. */
+int em_engine_peer_stats(void *eng, struct cJSON *stats);
+
+/* Adds "io_backend" ("io_uring" or "epoll", the backend the workers run)
+ * to the stats object <stats>, then what em_engine_stats adds on a cloud
+ * and em_engine_peer_stats on an edge. Returns 0 or -ENOMEM. */
+int em_engine_node_stats(void *eng, struct cJSON *stats);
 
 /* The cloud role's receiver of control streams (tunnel/PROTOCOL.md 9): an
  * edge opened one, and <fd> is one end of a socketpair whose other end is
