@@ -7,10 +7,11 @@
 # I/O backends: the tests run on the daemon's default (io_backend "auto"),
 # then those that exercise the engine (EPOLL_TESTS) run again with every
 # daemon on the epoll backend (EDGEMESH_IO_BACKEND=epoll), reported as
-# NAME@epoll (about 10 minutes more on 2 cores; test_tunnel_hostile and
-# test_tunnel_tls, mostly the tunnel protocol's, are left out of it to keep
-# `make test` short: they pass on epoll too). EM_IO_BACKEND=epoll (or
-# io_uring) instead runs every selected test once, on that backend.
+# NAME@epoll (about 13 minutes more on a busy 2-core machine;
+# test_tunnel_hostile and test_tunnel_tls, mostly the tunnel protocol's, are
+# left out of it to keep `make test` short: they pass on epoll too).
+# EM_IO_BACKEND=epoll (or io_uring) instead runs every selected test once,
+# on that backend.
 set -u
 EPOLL_TESTS=" test_forward test_http_framing test_tunnel test_tunnel_more test_tunnel_enroll
  test_starve test_cloud_traffic test_router_tls test_qps test_shutdown_reload "
