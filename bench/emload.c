@@ -32,7 +32,8 @@
  *             it delayed (no coordinated omission). lag_p99_us is how late
  *             emload itself sent (99th percentile), max_inflight the most
  *             requests waiting at once. Every request due before the end
- *             must be answered within 2 s after it
+ *             must be answered within 2 s after it. The first -w seconds
+ *             (default 0.5) are sent and checked but not counted
  *   first     -c connections one after another: connect, send -s bytes,
  *             receive them back. first_us is the time from the connect()
  *             of the first to the first byte of its answer; next_us the
@@ -663,7 +664,8 @@ static void rate_send(struct ld_conn *c)
 			uint64_t now = em_now_ns(), due = rate_due(c, c->sent_seq);
 			rate_tag(c, c->sent_seq, tag);
 			memcpy(c->req, tag, EM_MIN(g_size, (size_t)8));
-			hist_add(&th->lag, now > due ? now - due : 0);
+			if (due >= g_window_ns)
+				hist_add(&th->lag, now > due ? now - due : 0);
 		}
 		ssize_t n = send(c->fd, c->req + c->sent, g_size - c->sent, MSG_NOSIGNAL);
 		if (n == -1) {
@@ -736,8 +738,10 @@ static void rate_recv(struct ld_conn *c)
 			if (c->rcvd == g_size) {
 				uint64_t due = rate_due(c, c->rcvd_seq);
 				th->checked++;
-				th->ops++;
-				hist_add(&th->hist, now > due ? now - due : 0);
+				if (due >= g_window_ns) {
+					th->ops++;
+					hist_add(&th->hist, now > due ? now - due : 0);
+				}
 				c->rcvd = 0;
 				c->rcvd_seq++;
 			}
@@ -767,8 +771,8 @@ static void *rate_main(void *arg)
 	}
 	if (pthread_barrier_wait(&g_opened) == PTHREAD_BARRIER_SERIAL_THREAD) {
 		g_rate_t0 = em_now_ns() + 1000000;
-		g_window_ns = g_rate_t0;
-		g_deadline_ns = g_rate_t0 + (uint64_t)(g_secs * 1e9);
+		g_window_ns = g_rate_t0 + (uint64_t)(g_warm * 1e9);
+		g_deadline_ns = g_window_ns + (uint64_t)(g_secs * 1e9);
 	}
 	pthread_barrier_wait(&g_opened);
 	uint64_t k = 0, hard_stop = g_deadline_ns + 2000000000ULL;
