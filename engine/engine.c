@@ -10,6 +10,7 @@
 #include "engine/router_tls.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
+#include "tunnel/pki.h"
 #include "tunnel/tls_pipe.h"
 
 static int open_listener(const struct em_addr *a)
@@ -87,6 +88,8 @@ static void free_engine(struct em_engine *e)
 	}
 	em_tun_hub_free(e);
 	em_tls_pipe_ctx_free(e->tls);
+	free(e->revs);
+	pthread_mutex_destroy(&e->tls_mu);
 	free(e->workers);
 	if (e->ctl_fd >= 0)
 		close(e->ctl_fd);
@@ -141,6 +144,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		return -ENOMEM;
 	sem_init(&e->ready, 0, 0);
 	pthread_mutex_init(&e->ctl_mu, NULL);
+	pthread_mutex_init(&e->tls_mu, NULL);
 	e->ctl_fd = -1;
 	/* A kill switch for the kernel's recv cap, should one misbehave; the
 	 * tests also run the uncapped path with it. */
@@ -166,13 +170,23 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		                              .cert_file = cfg->tunnel.tls.cert_file,
 		                              .key_file = cfg->tunnel.tls.key_file,
 		                              .node_name = cfg->node_name};
-		if (!(e->tls = em_tls_pipe_ctx_new(&f, err, sizeof(err)))) {
+		e->tls_on = true;
+		e->tls_signer = cfg->role == EM_ROLE_CLOUD && cfg->tunnel.tls.ca_dir[0];
+		if (cfg->tunnel.tls.managed && cfg->role != EM_ROLE_CLOUD &&
+		    access(cfg->tunnel.tls.cert_file, F_OK) != 0) {
+			EM_INFO("tunnel",
+			        "no tunnel certificate yet (%s): enrolling with the cloud at %s over "
+			        "the cluster key; tunnels to other nodes wait for it",
+			        cfg->tunnel.tls.cert_file, cfg->cloud.address);
+		} else if (!(e->tls = em_tls_pipe_ctx_new(&f, err, sizeof(err)))) {
 			EM_ERR("tunnel", "%s: tunnel.tls: %s", cfg->path, err);
 			rc = -EINVAL;
 			goto fail;
+		} else {
+			em_tls_pipe_ctx_set_check(e->tls, em_engine_tls_check, e);
+			EM_INFO("tunnel", "tunnels run TLS 1.3 with the certificate of %s (%s)",
+			        cfg->node_name, cfg->tunnel.tls.cert_file);
 		}
-		EM_INFO("tunnel", "tunnels run TLS 1.3 with the certificate of %s (%s)",
-		        cfg->node_name, cfg->tunnel.tls.cert_file);
 	} else if (cfg->tunnel.listen.family || cfg->cloud.address[0]) {
 		EM_WARN("tunnel", "tunnel.encryption \"none\": tunnel frames travel in clear "
 		                  "(only the handshake is authenticated)");

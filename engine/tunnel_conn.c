@@ -198,7 +198,7 @@ static void tls_input(struct em_worker *w, struct em_tconn *tc, const uint8_t *d
 /* Sends the session's next output slice (one send in flight). */
 static void tun_conn_kick(struct em_worker *w, struct em_tconn *tc)
 {
-	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING))
+	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING | TC_SNIFF))
 		return;
 	if (tc->tls) {
 		tls_kick(w, tc);
@@ -280,7 +280,7 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a)
 	const char *why = NULL;
 	/* A TLS pipe (about 120 KiB) exists from the accept on: fewer of
 	 * them may wait for their handshake. */
-	bool tls_cap = w->eng->tls && max > TUN_TLS_MAX_HS;
+	bool tls_cap = w->eng->tls_on && max > TUN_TLS_MAX_HS;
 	if (tls_cap)
 		max = TUN_TLS_MAX_HS;
 	if (t->n_hs >= max)
@@ -304,11 +304,34 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a)
 	return false;
 }
 
+/* A cloud that signs certificates accepted <tc>: a TLS record (a
+ * ClientHello: content type 22) starts TLS as on every other tunnel;
+ * anything else is an edge without a certificate, whose tunnel runs in
+ * clear for its certificate request only (TC_ENROLL). Returns false when
+ * the tunnel is over. */
+static bool tun_conn_sniff(struct em_worker *w, struct em_tconn *tc, uint8_t first)
+{
+	tc->flags &= ~TC_SNIFF;
+	if (first != 22) {
+		tc->flags |= TC_ENROLL;
+		return true;
+	}
+	em_engine_tls_lifetime(w->eng, &tc->tls_half, &tc->tls_gen);
+	tc->tls = em_engine_tls_pipe(w->eng, false, NULL);
+	if (!tc->tls) {
+		w->tun->dead(w, tc, "out of memory for TLS");
+		return false;
+	}
+	return true;
+}
+
 static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t cflags)
 {
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
 		struct em_tun_worker *t = w->tun;
+		if ((tc->flags & TC_SNIFF) && !(tc->flags & TC_DEAD))
+			tun_conn_sniff(w, tc, *(const uint8_t *)em_bufring_buf(&t->rb, bid));
 		if (!(tc->flags & TC_DEAD) && tc->tls) {
 			tls_input(w, tc, (const uint8_t *)em_bufring_buf(&t->rb, bid), (size_t)res);
 		} else if (!(tc->flags & TC_DEAD)) {

@@ -17,6 +17,7 @@
 #include "engine/bufring.h"
 #include "engine/engine.h"
 #include "engine/list.h"
+#include "store/control.h"
 
 enum em_op {
 	EM_OP_NONE = 0, /* result ignored (cancels of listeners) */
@@ -300,9 +301,20 @@ struct em_engine {
 	bool has_cloud; /* an edge with a cloud: ctl_addr is its address */
 	/* Tunnels across workers (engine/tunnel_hub.c). */
 	struct em_hub *hub;
-	/* tunnel.encryption "tls": the context every tunnel's TLS pipe is made
-	 * from (read-only once the workers run); NULL: tunnels in clear. */
+	/* tunnel.encryption "tls" (<tls_on>): <tls_mu> guards <tls>, the
+	 * context new tunnels' pipes are made from (NULL while this edge has
+	 * no certificate yet: it enrolls with the cloud), replaced on
+	 * enrollment, renewal and reload, and <revs>, the certificate
+	 * revocations in force. <tls_gen> and <revs_gen> count their changes;
+	 * workers read them without the lock and act on a change in their
+	 * tick. <tls_signer>: a cloud that signs certificates, so unencrypted
+	 * tunnels may come to enroll. */
+	bool tls_on, tls_signer;
+	pthread_mutex_t tls_mu;
 	struct em_tls_pipe_ctx *tls;
+	struct em_ctl_revocation *revs;
+	size_t n_revs;
+	atomic_uint tls_gen, revs_gen;
 	/* The Router's TLS front (engine/router_tls.h), NULL without
 	 * router.tls. */
 	struct em_router_tls *rtls;

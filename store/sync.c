@@ -215,6 +215,11 @@ static void publish(struct em_sync *s)
 }
 
 /* What the API's stats reply and /metrics report besides the store. */
+static int ctl_revoke(void *ctx, const char *node, char *err, size_t errlen)
+{
+	return em_ctl_revoke(ctx, node, err, errlen);
+}
+
 static struct em_api_info api_info(struct em_sync *s)
 {
 	return (struct em_api_info){.config_path = s->config_path,
@@ -226,7 +231,9 @@ static struct em_api_info api_info(struct em_sync *s)
 	                            .control = s->ctl ? control_status : NULL,
 	                            .control_ctx = s->ctl,
 	                            .stats = locked_stats,
-	                            .stats_ctx = s};
+	                            .stats_ctx = s,
+	                            .revoke = s->ctl ? ctl_revoke : NULL,
+	                            .revoke_ctx = s->ctl};
 }
 
 static void handle_input(struct em_sync *s, struct client *c)

@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	struct em_addr src;
 	em_addr_parse("192.0.2.1", false, &src);
-	em_ctl_accept(ctl, sv[1], "edge-f", &src);
+	em_ctl_accept(ctl, sv[1], "edge-f", &src, false);
 	turn();
 	bool open = true;
 	for (size_t off = 0; off < size && open;) {

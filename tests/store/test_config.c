@@ -972,3 +972,47 @@ Test(config, router_tls_files)
 	unlink(k2);
 	rmdir(dir);
 }
+
+/* tunnel.tls: all three files or none; none is "managed" (files under
+ * data_dir), which an edge may only use with a cloud to enroll with and a
+ * cloud only with its CA (ca_dir); ca_dir is the cloud's only. */
+#define TLS_TUN(x) "'tunnel':{'cluster_key':'" K32 "','encryption':'tls'" x "}"
+Test(config, tunnel_tls_managed)
+{
+	struct em_config *c = parse_ok("{'role':'edge','node_name':'n1','data_dir':'/d',"
+	                               "'cloud':{'address':'10.0.0.1:20006'}," TLS_TUN("") "}");
+	cr_expect(c->tunnel.tls.managed);
+	cr_expect_str_eq(c->tunnel.tls.cert_file, "/d/tls/node.pem");
+	cr_expect_str_eq(c->tunnel.tls.key_file, "/d/tls/node.pem");
+	cr_expect_str_eq(c->tunnel.tls.ca_file, "/d/tls/ca.crt");
+	cr_expect_eq(c->tunnel.tls.cert_days, 365);
+	em_config_free(c);
+	c = parse_ok("{'role':'cloud','node_name':'c1','data_dir':'/d',"
+	             TLS_TUN(",'tls':{'ca_dir':'/ca','cert_days':7}") "}");
+	cr_expect(c->tunnel.tls.managed);
+	cr_expect_str_eq(c->tunnel.tls.ca_file, "/ca/ca.crt");
+	cr_expect_eq(c->tunnel.tls.cert_days, 7);
+	em_config_free(c);
+	c = parse_ok("{'role':'edge','node_name':'n1'," TLS_TUN(
+	        ",'tls':{'ca_file':'/a','cert_file':'/b','key_file':'/c'}") "}");
+	cr_expect(!c->tunnel.tls.managed);
+	cr_expect_str_eq(c->tunnel.tls.cert_file, "/b");
+	em_config_free(c);
+
+	expect_error("{'role':'edge','node_name':'n1'," TLS_TUN("") "}",
+	             NAME ": tunnel.tls: expected ca_file, cert_file and key_file on an edge "
+	                  "without cloud.address (it has no cloud to enroll with)");
+	expect_error("{'role':'cloud','node_name':'c1'," TLS_TUN("") "}",
+	             NAME ": tunnel.tls.ca_dir: expected the CA directory (meshctl ca init) on "
+	                  "the cloud when ca_file, cert_file and key_file are not set");
+	expect_error("{'role':'edge','node_name':'n1'," TLS_TUN(",'tls':{'ca_file':'/a'}") "}",
+	             NAME ": tunnel.tls.cert_file: expected a PEM file: set all three of "
+	                  "ca_file, cert_file and key_file, or none (certificates kept under "
+	                  "data_dir)");
+	expect_error("{'role':'edge','node_name':'n1','cloud':{'address':'a:1'}," TLS_TUN(
+	                     ",'tls':{'ca_dir':'/ca'}") "}",
+	             NAME ": tunnel.tls.ca_dir: expected \"\" on an edge: only role \"cloud\" "
+	                  "holds the CA and signs");
+	expect_error("{'role':'cloud','node_name':'c1'," TLS_TUN(",'tls':{'cert_days':0}") "}",
+	             NAME ": tunnel.tls.cert_days: expected integer 1..36500");
+}
