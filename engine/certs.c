@@ -16,6 +16,15 @@
 
 #define MOD "certs"
 
+/* <t> as "YYYY-MM-DD HH:MM:SS UTC" for logs. */
+static const char *when(time_t t, char buf[32])
+{
+	struct tm tm;
+	if (!gmtime_r(&t, &tm) || !strftime(buf, 32, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(buf, 32, "%lld", (long long)t);
+	return buf;
+}
+
 struct em_certs {
 	pthread_mutex_t mu;
 	struct em_engine *eng;
@@ -56,15 +65,16 @@ static int self_issue(struct em_certs *c)
 		EM_ERR(MOD, "tunnel.tls: cannot issue this node's certificate: %s", err);
 		return rc;
 	}
-	EM_INFO(MOD, "issued this node's tunnel certificate (%s, serial %s, valid until %lld)",
-	        c->cert_file, info.serial, (long long)info.not_after);
+	char w[32];
+	EM_INFO(MOD, "issued this node's tunnel certificate (%s, serial %s, valid until %s)",
+	        c->cert_file, info.serial, when(info.not_after, w));
 	return 0;
 }
 
 int em_certs_new(const struct em_config *cfg, struct em_certs **out)
 {
 	*out = NULL;
-	if (cfg->tunnel.encryption != EM_TUNNEL_TLS)
+	if (cfg->tunnel.encryption != EM_TUNNEL_TLS || !cfg->tunnel.cluster_key[0])
 		return 0;
 	struct em_certs *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -78,7 +88,20 @@ int em_certs_new(const struct em_config *cfg, struct em_certs **out)
 	snprintf(c->cert_file, sizeof(c->cert_file), "%s", cfg->tunnel.tls.cert_file);
 	snprintf(c->key_file, sizeof(c->key_file), "%s", cfg->tunnel.tls.key_file);
 	if (c->cloud && cfg->tunnel.tls.ca_dir[0]) {
-		char err[512];
+		char err[512], key[PATH_MAX + 8], crt[PATH_MAX + 8];
+		snprintf(key, sizeof(key), "%s/ca.key", cfg->tunnel.tls.ca_dir);
+		snprintf(crt, sizeof(crt), "%s/ca.crt", cfg->tunnel.tls.ca_dir);
+		if (access(key, F_OK) != 0 && access(crt, F_OK) != 0) {
+			/* First start of the cluster: its CA is made here (both
+			 * files missing; one alone is an error below). */
+			if (em_pki_ca_init(cfg->tunnel.tls.ca_dir, EM_PKI_CA_DAYS, err, sizeof(err))) {
+				EM_ERR(MOD, "%s: tunnel.tls.ca_dir: %s", cfg->path, err);
+				em_certs_free(c);
+				return -EINVAL;
+			}
+			EM_INFO(MOD, "made the cluster CA in %s (ca.key stays on this node)",
+			        cfg->tunnel.tls.ca_dir);
+		}
 		if (!(c->ca = em_pki_ca_load(cfg->tunnel.tls.ca_dir, err, sizeof(err)))) {
 			EM_ERR(MOD, "%s: tunnel.tls.ca_dir: %s", cfg->path, err);
 			em_certs_free(c);
@@ -197,10 +220,11 @@ static int op_install(void *ctx, const char *cert, const char *ca, char *err, si
 		goto out;
 	}
 	struct em_pki_cert_info info;
+	char w[32];
 	if (em_pki_cert_info_pem(cert, strlen(cert), &info, NULL, 0) == 0)
 		EM_INFO(MOD, "installed the tunnel certificate from the cloud (%s, serial %s, valid "
-		             "until %lld)",
-		        c->cert_file, info.serial, (long long)info.not_after);
+		             "until %s)",
+		        c->cert_file, info.serial, when(info.not_after, w));
 	free(c->pending_key);
 	c->pending_key = NULL;
 	if (c->eng)
@@ -262,8 +286,9 @@ void em_certs_reload(struct em_certs *c)
 	} else if (c->eng) {
 		time_t nb, na;
 		em_tls_pipe_ctx_lifetime(tls, &nb, &na);
-		EM_INFO(MOD, "tunnel certificate reloaded (%s, valid until %lld): new tunnels use it",
-		        c->cert_file, (long long)na);
+		char w[32];
+		EM_INFO(MOD, "tunnel certificate reloaded (%s, valid until %s): new tunnels use it",
+		        c->cert_file, when(na, w));
 		em_engine_tls_set(c->eng, tls);
 	} else {
 		em_tls_pipe_ctx_free(tls);

@@ -83,6 +83,8 @@ static void free_engine(struct em_engine *e)
 			if (w->eng) {
 				em_worker_inbox_close(w);
 				pthread_mutex_destroy(&w->inbox_mu);
+				pthread_mutex_destroy(&w->peers_mu);
+				free(w->peers);
 			}
 		}
 	}
@@ -164,7 +166,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if (cfg->tunnel.encryption == EM_TUNNEL_TLS) {
+	if (cfg->tunnel.encryption == EM_TUNNEL_TLS && cfg->tunnel.cluster_key[0]) {
 		char err[EM_TLS_PIPE_ERR_LEN];
 		struct em_tls_pipe_files f = {.ca_file = cfg->tunnel.tls.ca_file,
 		                              .cert_file = cfg->tunnel.tls.cert_file,
@@ -202,6 +204,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		w->id = i;
 		w->wake_fd = -1;
 		pthread_mutex_init(&w->inbox_mu, NULL);
+		pthread_mutex_init(&w->peers_mu, NULL);
 		w->serve_http = em_client_serve;
 		w->serve_conn = em_client_take;
 		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));
@@ -244,6 +247,11 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		       em_addr_format(&cfg->router.listen, true, as, sizeof(as)), strerror(-rc));
 		goto fail;
 	}
+	/* Per Service port counters: one set per worker, counting from 0. */
+	if ((rc = em_svcstat_workers(e->n_workers)))
+		goto fail;
+	for (unsigned i = 0; i < e->n_workers; i++)
+		e->workers[i].svc = em_svcstat_set(i);
 	unsigned started = 0;
 	for (; started < e->n_workers; started++) {
 		struct em_worker *w = &e->workers[started];

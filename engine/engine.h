@@ -33,6 +33,17 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
  * (a struct cJSON; <eng> is a struct em_engine). Returns 0 or -ENOMEM. */
 int em_engine_relay_stats(void *eng, struct cJSON *stats);
 
+/* Adds "relay" (em_engine_relay_stats) and "peers", this node's tunnels by
+ * peer node summed over the workers as each published them at its last
+ * tick: {"peer", "up" (a tunnel is up), "tunnels_up", "tls" (every tunnel
+ * up runs TLS), "bytes_received", "bytes_sent" (tunnel frames, those of
+ * closed tunnels included), "streams" (open)}, by name. Returns 0 or
+ * -ENOMEM. */
+int em_engine_stats(void *eng, struct cJSON *stats);
+
+/* Adds "peers" alone (em_engine_stats): an edge's. */
+int em_engine_peer_stats(void *eng, struct cJSON *stats);
+
 /* The cloud role's receiver of control streams (tunnel/PROTOCOL.md 9): an
  * edge opened one, and <fd> is one end of a socketpair whose other end is
  * bridged to it, so bytes written to <fd> reach the edge and the edge's

@@ -195,8 +195,8 @@ int main(int argc, char **argv)
 	if (certs)
 		em_certs_attach(certs, eng);
 	em_sync_set_counters(sync, em_engine_counters, eng);
-	if (live->role == EM_ROLE_CLOUD)
-		em_sync_set_stats(sync, em_engine_relay_stats, eng);
+	em_sync_set_stats(sync, live->role == EM_ROLE_CLOUD ? em_engine_stats : em_engine_peer_stats,
+	                  eng);
 	/* The control stream: the cloud's workers hand edges' streams to the
 	 * sync thread; an edge's sync thread asks worker 0 for its stream. */
 	struct em_ctl *ctl = em_sync_control(sync);

@@ -977,6 +977,7 @@ void em_tun_worker_free(struct em_worker *w)
 		t->free_ts = ts->next_free;
 		free(ts);
 	}
+	free(t->ps);
 	free(t);
 	w->tun = NULL;
 }

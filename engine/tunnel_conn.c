@@ -39,6 +39,52 @@ static void stats_add(uint64_t *v, const struct em_tunnel_stats *st)
 #undef EM_X_ADD
 }
 
+/* The record of peer <name> on this worker, made when new; -1 past
+ * TUN_MAX_PEERSTATS or out of memory. A linear search: it runs once per
+ * tunnel, and a worker has tunnels to few peers. */
+static int32_t peer_find(struct em_tun_worker *t, const char *name)
+{
+	for (uint32_t i = 0; i < t->n_ps; i++)
+		if (strcmp(t->ps[i].name, name) == 0)
+			return (int32_t)i;
+	if (t->n_ps >= TUN_MAX_PEERSTATS)
+		return -1;
+	if (t->n_ps == t->cap_ps) {
+		uint32_t cap = t->cap_ps ? t->cap_ps * 2 : 8;
+		void *p = realloc(t->ps, cap * sizeof(*t->ps));
+		if (!p)
+			return -1;
+		t->ps = p;
+		t->cap_ps = cap;
+	}
+	struct tun_peerstat *p = &t->ps[t->n_ps];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	return (int32_t)t->n_ps++;
+}
+
+/* The peer record of <tc> once it is up; -1 before (or none to be had). */
+static int32_t peer_of(struct em_tun_worker *t, struct em_tconn *tc)
+{
+	if (tc->pidx < 0 && tc->sess && (tc->flags & TC_UP)) {
+		const char *n = em_tunnel_session_peer_name(tc->sess);
+		if (n[0])
+			tc->pidx = peer_find(t, n);
+	}
+	return tc->pidx;
+}
+
+/* <tc> is being freed: its peer keeps its bytes. */
+static void peer_retire(struct em_tun_worker *t, struct em_tconn *tc)
+{
+	int32_t i = peer_of(t, tc);
+	if (i < 0)
+		return;
+	const struct em_tunnel_stats *st = em_tunnel_session_stats(tc->sess);
+	t->ps[i].rx_retired += st->bytes_in;
+	t->ps[i].tx_retired += st->bytes_out;
+}
+
 /* True when a handshake refusal or failure may be logged now; sets
  * <*quiet> to the number not logged since the last line. A flood of
  * strangers must not turn into a flood of log lines. */
@@ -69,6 +115,7 @@ void tun_conn_free(struct em_tconn *tc)
 	struct em_tun_worker *t = tc->w->tun;
 	if (tc->sess) {
 		stats_add(t->retired, em_tunnel_session_stats(tc->sess));
+		peer_retire(t, tc);
 		if (tc->flags & TC_UP)
 			tc->w->cnt[EM_C_T_CLOSED]++;
 	}
@@ -244,6 +291,7 @@ struct em_tconn *tun_conn_alloc(struct em_worker *w, int fd)
 	memset(tc, 0, sizeof(*tc));
 	tc->w = w;
 	tc->fd = fd;
+	tc->pidx = -1;
 	em_dlist_init(&tc->streams);
 	em_dlist_init(&tc->blocked);
 	em_dlist_init(&tc->dnode);
@@ -456,6 +504,48 @@ void em_tun_counters(const struct em_worker *w, uint64_t *v)
 	v[EM_C_T_UP] += up;
 	v[EM_C_T_STREAMS] += streams;
 	v[EM_C_T_HS_PENDING] += t->n_hs;
+}
+
+void em_tun_publish_peers(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	if (!t || (!t->n_ps && !t->n_conns))
+		return;
+	for (struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next)
+		peer_of(t, em_container_of(n, struct em_tconn, node));
+	pthread_mutex_lock(&w->peers_mu);
+	if (w->cap_peers < t->n_ps) {
+		void *p = realloc(w->peers, t->cap_ps * sizeof(*w->peers));
+		if (!p) {
+			pthread_mutex_unlock(&w->peers_mu);
+			return; /* the previous figures stay */
+		}
+		w->peers = p;
+		w->cap_peers = t->cap_ps;
+	}
+	for (uint32_t i = 0; i < t->n_ps; i++) {
+		struct em_peer_figures *f = &w->peers[i];
+		f->rx_bytes = t->ps[i].rx_retired;
+		f->tx_bytes = t->ps[i].tx_retired;
+		f->up = f->up_tls = f->streams = 0;
+		memcpy(f->name, t->ps[i].name, sizeof(f->name));
+	}
+	for (const struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next) {
+		const struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
+		if (tc->pidx < 0)
+			continue;
+		struct em_peer_figures *f = &w->peers[tc->pidx];
+		const struct em_tunnel_stats *st = em_tunnel_session_stats(tc->sess);
+		f->rx_bytes += st->bytes_in;
+		f->tx_bytes += st->bytes_out;
+		if ((tc->flags & TC_UP) && !(tc->flags & (TC_DEAD | TC_CLOSING))) {
+			f->up++;
+			f->up_tls += tc->tls != NULL;
+			f->streams += em_tunnel_session_streams(tc->sess);
+		}
+	}
+	w->n_peers = t->n_ps;
+	pthread_mutex_unlock(&w->peers_mu);
 }
 
 bool em_tun_idle(const struct em_worker *w)

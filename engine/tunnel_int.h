@@ -148,6 +148,15 @@ enum {
 	TC_ENROLL = 1u << 11,
 };
 
+/* A peer node's tunnels on one worker, for em_tun_publish_peers: bytes of
+ * the tunnels already freed, and the totals as last published. Records
+ * are never dropped (a worker keeps at most TUN_MAX_PEERSTATS). */
+#define TUN_MAX_PEERSTATS 4096u
+struct tun_peerstat {
+	uint64_t rx_retired, tx_retired;
+	char name[EM_FRAME_MAX_NAME + 1];
+};
+
 struct em_tconn {
 	struct em_dlist node;    /* tun->conns */
 	struct em_dlist hnode;   /* tun->hs while TC_HS */
@@ -170,6 +179,7 @@ struct em_tconn {
 	int fd;
 	uint16_t inflight;
 	uint16_t flags;
+	int32_t pidx; /* its peer's tun_peerstat once up (authenticated), else -1 */
 	struct sockaddr_storage sa;
 	struct em_addr dialed; /* dialled: the peer address it was dialled at */
 	struct em_addr src;    /* accepted: the peer's address */
@@ -264,6 +274,9 @@ struct em_tun_worker {
 	bool exiting;     /* worker exit: the buffer ring is gone */
 	/* Session counters of the sessions already freed (EM_TUN_SESSION_COUNTERS). */
 	uint64_t retired[EM_C__COUNT];
+	/* Per peer node (em_tun_publish_peers). */
+	struct tun_peerstat *ps;
+	uint32_t n_ps, cap_ps;
 	/* Per-stream refusals are logged at most once a second per worker. */
 	uint64_t refuse_log_ms;
 	uint32_t refuse_quiet; /* refusals not logged since the last line */

@@ -115,6 +115,7 @@ it_check "streams on an unencrypted tunnel are refused ($got)" \
 it_check "... as not encrypted" grep -q "tunnel not encrypted" "${EM_LOG[cloud]}"
 
 # ---- rotation: new certificate files and SIGHUP during a 30-second stream ----
+t0=$(date +%s)
 ip netns exec "$NSA" python3 - 10.96.0.42 7 30 >"$IT_TMP/long.out" 2>&1 <<'PYEOF' &
 import os, socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
@@ -132,8 +133,7 @@ while time.time() < end:
 print("ok" if h_got == h_sent else "mismatch", len(h_sent), flush=True)
 PYEOF
 long=$!
-it_wait 5 grep -q started "$IT_TMP/long.out" || it_die "the long stream did not start"
-t0=$(date +%s)
+it_wait 20 grep -q started "$IT_TMP/long.out" || it_die "the long stream did not start"
 old_serial=$(openssl x509 -noout -serial -in "$IT_TMP/data-node-a/tls/node.pem" | cut -d= -f2)
 "$MESHCTL" cert issue node-a --ca "$IT_TMP/ca" --out "$IT_TMP/rot" --days 30 >/dev/null || it_die "cert issue"
 cat "$IT_TMP/rot/node-a.crt" "$IT_TMP/rot/node-a.key" >"$IT_TMP/rot/node.pem"
@@ -211,4 +211,9 @@ nb_old=$(date -d "$(openssl x509 -noout -startdate -in "$IT_TMP/oca/old.crt" | c
 nb_new=$(date -d "$(openssl x509 -noout -startdate -in "$IT_TMP/data-node-a/tls/node.pem" | cut -d= -f2)" +%s)
 it_check "... issued now, not 20 days ago ($nb_old -> $nb_new)" test $((nb_new - nb_old)) -gt $((19 * 86400))
 it_check "F2 works after the renewal" it_wait 15 echo_via "$NSA" 10.96.0.42:7 "renewed"
+
+for n in node-a node-b cloud; do
+	it_node_stop $n
+	it_check "$n stopped cleanly" sh -c "! grep -q 'Sanitizer\|runtime error' ${EM_LOG[$n]}"
+done
 it_done

@@ -57,7 +57,7 @@ static void cloud_up(void)
 	char json[PATH_MAX + 512];
 	snprintf(json, sizeof(json),
 	         "{\"role\":\"cloud\",\"node_name\":\"c1\",\"data_dir\":\"%s\","
-	         "\"tunnel\":{\"cluster_key\":\"" KEY "\"}}",
+	         "\"tunnel\":{\"cluster_key\":\"" KEY "\",\"encryption\":\"none\"}}",
 	         cloud.db.dir);
 	cloud.cfg = config(json);
 	cr_assert_eq(em_store_open(cloud.db.dir, "c1", &cloud.st), 0);
