@@ -40,7 +40,7 @@ CRITERION_DEBS="libcriterion3:arm64 libcriterion-dev:arm64 libnanomsg5:arm64"
 PURE_TESTS="test_addr test_clock test_frame test_http1 test_sniff test_tls
 	test_api test_arena test_beehive test_changelog test_config test_control test_db
 	test_db_crash test_json test_k8s test_kube test_manifest test_router test_store
-	test_qps test_table
+	test_qps test_svcstat test_table
 	test_pki test_session test_tls_pipe
 	test_balancer test_http_page test_tunnel
 	conc_qps conc_table"

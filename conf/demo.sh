@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): a cloud node with a copy of conf/examples as
 # its manifests directory and two edge nodes configured with only the
-# cloud's address and the cluster key. The edges learn every object from the
-# cloud; traffic goes through a listener on edge-node-1 to backends on both
+# cloud's address and the cluster key. The edges get their tunnel
+# certificates from the cloud's CA (made at its first start) and learn every
+# object from the cloud, over TLS; traffic goes through a listener on edge-node-1 to backends on both
 # nodes (edge-node-2's through the tunnel); the four flows, one line each
 # (same node, edge to edge, edge to cloud, the cloud's Router to an edge
 # app), and a 429 from a QPS-limited Service; a manifest edit reaches both
@@ -88,7 +89,7 @@ cat >"$tmp/cloud.json" <<EOF
 	"api_socket": "$tmp/cloud.sock",
 	"workers": 1,
 	"capture": { "enabled": false },
-	"tunnel": { "listen": "$CLOUD", "cluster_key": "$KEY" },
+	"tunnel": { "listen": "$CLOUD", "cluster_key": "$KEY", "tls": { "ca_dir": "$tmp/ca" } },
 	"router": { "listen": "127.0.0.3:9443" },
 	"controller": { "manifests_dir": "$MDIR" }
 }
@@ -130,10 +131,10 @@ until_ok() {
 has() { $B/meshctl -s "$tmp/$1.sock" get "$2" "$3" >/dev/null 2>&1; }
 lacks() { ! has "$@"; }
 
-step "the edges learn the objects from the cloud (no meshctl apply on them)"
+step "the edges enroll (their tunnel certificates come from the cloud's CA) and learn the objects from the cloud (no meshctl apply on them)"
 for n in edge-node-1 edge-node-2; do
-	until_ok 10 has $n services web || { tail "$tmp/$n.log"; exit 1; }
-	grep -hE "control: " "$tmp/$n.log" | sed "s/^/  $n log| /"
+	until_ok 15 has $n services web || { tail "$tmp/$n.log"; exit 1; }
+	grep -hE "control: |certs: |tunnel: .*(certificate|TLS)" "$tmp/$n.log" | sed "s/^/  $n log| /"
 done
 echo
 echo "  on the cloud: meshctl get nodes (the Node manifests win over the registrations)"

@@ -14,6 +14,14 @@
 static void start_conn(struct em_worker *w, struct em_sock *c, uint32_t bid, uint32_t len)
 {
 	em_sock_timer(w, c, EM_T_NONE, 0);
+	/* The connection's Service port does not change with its requests:
+	 * its bytes, and what precedes routing, count on it. */
+	const struct em_svc_port *sp = em_route_lookup(c);
+	c->mslot = sp ? sp->mslot : EM_SVCSTAT_SINK;
+	em_svcstat_add(&em_worker_svc(w, c->mslot)->connections, 1);
+	/* What came before the sniff ended was counted in the sink. */
+	if (bid != EM_NO_BUF)
+		em_svcstat_add(&em_worker_svc(w, c->mslot)->rx_bytes, len);
 	if (bid != EM_NO_BUF) {
 		struct em_sniff_result r;
 		int p = em_sniff(em_worker_buf(w, (uint16_t)bid), len, EM_SNIFF_F_FINAL, &r);
@@ -22,7 +30,7 @@ static void start_conn(struct em_worker *w, struct em_sock *c, uint32_t bid, uin
 			return;
 		}
 	}
-	em_relay_start(w, c, em_route_lookup(c), bid, len);
+	em_relay_start(w, c, sp, bid, len);
 }
 
 static void sniff_recv(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_t len)

@@ -10,6 +10,7 @@
 #include "engine/router_tls.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
+#include "tunnel/pki.h"
 #include "tunnel/tls_pipe.h"
 
 static int open_listener(const struct em_addr *a)
@@ -82,11 +83,15 @@ static void free_engine(struct em_engine *e)
 			if (w->eng) {
 				em_worker_inbox_close(w);
 				pthread_mutex_destroy(&w->inbox_mu);
+				pthread_mutex_destroy(&w->peers_mu);
+				free(w->peers);
 			}
 		}
 	}
 	em_tun_hub_free(e);
 	em_tls_pipe_ctx_free(e->tls);
+	free(e->revs);
+	pthread_mutex_destroy(&e->tls_mu);
 	free(e->workers);
 	if (e->ctl_fd >= 0)
 		close(e->ctl_fd);
@@ -141,6 +146,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		return -ENOMEM;
 	sem_init(&e->ready, 0, 0);
 	pthread_mutex_init(&e->ctl_mu, NULL);
+	pthread_mutex_init(&e->tls_mu, NULL);
 	e->ctl_fd = -1;
 	/* A kill switch for the kernel's recv cap, should one misbehave; the
 	 * tests also run the uncapped path with it. */
@@ -160,19 +166,29 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if (cfg->tunnel.encryption == EM_TUNNEL_TLS) {
+	if (cfg->tunnel.encryption == EM_TUNNEL_TLS && cfg->tunnel.cluster_key[0]) {
 		char err[EM_TLS_PIPE_ERR_LEN];
 		struct em_tls_pipe_files f = {.ca_file = cfg->tunnel.tls.ca_file,
 		                              .cert_file = cfg->tunnel.tls.cert_file,
 		                              .key_file = cfg->tunnel.tls.key_file,
 		                              .node_name = cfg->node_name};
-		if (!(e->tls = em_tls_pipe_ctx_new(&f, err, sizeof(err)))) {
+		e->tls_on = true;
+		e->tls_signer = cfg->role == EM_ROLE_CLOUD && cfg->tunnel.tls.ca_dir[0];
+		if (cfg->tunnel.tls.managed && cfg->role != EM_ROLE_CLOUD &&
+		    access(cfg->tunnel.tls.cert_file, F_OK) != 0) {
+			EM_INFO("tunnel",
+			        "no tunnel certificate yet (%s): enrolling with the cloud at %s over "
+			        "the cluster key; tunnels to other nodes wait for it",
+			        cfg->tunnel.tls.cert_file, cfg->cloud.address);
+		} else if (!(e->tls = em_tls_pipe_ctx_new(&f, err, sizeof(err)))) {
 			EM_ERR("tunnel", "%s: tunnel.tls: %s", cfg->path, err);
 			rc = -EINVAL;
 			goto fail;
+		} else {
+			em_tls_pipe_ctx_set_check(e->tls, em_engine_tls_check, e);
+			EM_INFO("tunnel", "tunnels run TLS 1.3 with the certificate of %s (%s)",
+			        cfg->node_name, cfg->tunnel.tls.cert_file);
 		}
-		EM_INFO("tunnel", "tunnels run TLS 1.3 with the certificate of %s (%s)",
-		        cfg->node_name, cfg->tunnel.tls.cert_file);
 	} else if (cfg->tunnel.listen.family || cfg->cloud.address[0]) {
 		EM_WARN("tunnel", "tunnel.encryption \"none\": tunnel frames travel in clear "
 		                  "(only the handshake is authenticated)");
@@ -188,6 +204,7 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		w->id = i;
 		w->wake_fd = -1;
 		pthread_mutex_init(&w->inbox_mu, NULL);
+		pthread_mutex_init(&w->peers_mu, NULL);
 		w->serve_http = em_client_serve;
 		w->serve_conn = em_client_take;
 		w->listeners = calloc(per ? per : 1, sizeof(*w->listeners));
@@ -230,6 +247,11 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		       em_addr_format(&cfg->router.listen, true, as, sizeof(as)), strerror(-rc));
 		goto fail;
 	}
+	/* Per Service port counters: one set per worker, counting from 0. */
+	if ((rc = em_svcstat_workers(e->n_workers)))
+		goto fail;
+	for (unsigned i = 0; i < e->n_workers; i++)
+		e->workers[i].svc = em_svcstat_set(i);
 	unsigned started = 0;
 	for (; started < e->n_workers; started++) {
 		struct em_worker *w = &e->workers[started];

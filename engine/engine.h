@@ -2,6 +2,9 @@
 #ifndef EM_ENGINE_ENGINE_H
 #define EM_ENGINE_ENGINE_H
 
+#include <stdbool.h>
+#include <time.h>
+
 #include "store/api.h"
 #include "store/config.h"
 
@@ -30,6 +33,17 @@ size_t em_engine_counters(void *eng, struct em_api_counter *out, size_t cap);
  * (a struct cJSON; <eng> is a struct em_engine). Returns 0 or -ENOMEM. */
 int em_engine_relay_stats(void *eng, struct cJSON *stats);
 
+/* Adds "relay" (em_engine_relay_stats) and "peers", this node's tunnels by
+ * peer node summed over the workers as each published them at its last
+ * tick: {"peer", "up" (a tunnel is up), "tunnels_up", "tls" (every tunnel
+ * up runs TLS), "bytes_received", "bytes_sent" (tunnel frames, those of
+ * closed tunnels included), "streams" (open)}, by name. Returns 0 or
+ * -ENOMEM. */
+int em_engine_stats(void *eng, struct cJSON *stats);
+
+/* Adds "peers" alone (em_engine_stats): an edge's. */
+int em_engine_peer_stats(void *eng, struct cJSON *stats);
+
 /* The cloud role's receiver of control streams (tunnel/PROTOCOL.md 9): an
  * edge opened one, and <fd> is one end of a socketpair whose other end is
  * bridged to it, so bytes written to <fd> reach the edge and the edge's
@@ -39,7 +53,7 @@ int em_engine_relay_stats(void *eng, struct cJSON *stats);
  * came from. Runs on a worker thread and must not block. Takes <fd>
  * whatever it returns. */
 typedef void (*em_engine_control_fn)(void *ctx, int fd, const char *node,
-                                     const struct em_addr *src);
+                                     const struct em_addr *src, bool enroll_only);
 
 /* Sets the receiver of control streams (NULL: streams are refused with
  * REFUSED "no controller here"). Returns once no call of the previous one
@@ -55,6 +69,38 @@ void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *c
  * stream. A request not yet taken by the worker is replaced by a newer one
  * (its fd closed). Any thread. Returns 0, or -errno with <fd> closed. */
 int em_engine_control_open(struct em_engine *e, int fd, const struct em_addr *cloud);
+
+/* ---- tunnel TLS (tunnel.encryption "tls") ---- */
+struct em_tls_pipe_ctx;
+struct em_tls_pipe;
+struct em_ctl_revocation;
+
+/* Replaces the context new tunnels' TLS pipes are made from (takes <ctx>;
+ * the old one is freed, pipes made from it keep working) and sets the
+ * engine's revocation check on it. Within a tick, each worker closes its
+ * unencrypted enrollment tunnel (the edge then dials the cloud again with
+ * TLS), and tunnels made with an older context drain (GOAWAY: new streams
+ * take a new tunnel, those under way finish) once this node's certificate
+ * they were made with is past half its lifetime. Any thread. */
+void em_engine_tls_set(struct em_engine *e, struct em_tls_pipe_ctx *ctx);
+
+/* Whether new tunnels can run TLS (false on an edge still enrolling, and
+ * without tunnel TLS). Any thread. */
+bool em_engine_tls_ready(struct em_engine *e);
+
+/* Sets the certificate revocations in force (<n> entries, copied): a
+ * certificate of a listed node whose notBefore is within EM_PKI_SKEW_S of
+ * the revocation time or earlier (issued then or before) fails new
+ * handshakes, and the workers close live tunnels of one within a tick.
+ * Any thread. */
+void em_engine_tls_revoke(struct em_engine *e, const struct em_ctl_revocation *list, size_t n);
+
+/* Internal to engine/ (workers): a new pipe from the current context (NULL
+ * when there is none or out of memory); the revocation check; this node's
+ * certificate's half-life and the context generation. */
+struct em_tls_pipe *em_engine_tls_pipe(struct em_engine *e, bool dialer, const char *peer);
+const char *em_engine_tls_check(void *arg, const char *node, time_t not_before);
+void em_engine_tls_lifetime(struct em_engine *e, int64_t *half, uint32_t *gen);
 
 /* Stops accepting, lets live connections finish for up to <drain_ms>, closes
  * the rest, joins the workers (and the TLS front, which may take one second

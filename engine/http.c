@@ -46,6 +46,10 @@ struct em_http {
 	/* The connection was taken against the QPS limit of a non-HTTP port
 	 * (em_svc_port.http false counts connections, not requests). */
 	bool admitted;
+	/* The counter slot of the current request's Service port
+	 * (store/svcstat.h), and when its head went to the upstream (ns). */
+	uint32_t mslot;
+	uint64_t sent_ns;
 	struct em_http *next_free;
 };
 
@@ -148,9 +152,28 @@ static bool linger(struct em_worker *w, struct em_sock *c)
 
 /* Answers <page> on client <c> and closes it once sent. After part of a
  * response went out only a reset is honest. */
+/* The status line's code of <page>. */
+static unsigned page_status(enum em_http_page page)
+{
+	uint32_t len;
+	const char *t = em_http_page(page, &len);
+	unsigned s = 0;
+	for (uint32_t i = 9; i < 12 && i < len && t[i] >= '0' && t[i] <= '9'; i++)
+		s = s * 10 + (unsigned)(t[i] - '0');
+	return s;
+}
+
 static void http_error(struct em_worker *w, struct em_sock *c, enum em_http_page page)
 {
 	struct em_http *h = c->ctx;
+	if (!h->resp_head) {
+		struct em_svcstat *st = em_worker_svc(w, h->mslot);
+		/* A head that never made a request (malformed, too large,
+		 * too slow) is counted as one here. */
+		if (h->phase == H_HEAD)
+			em_svcstat_add(&st->requests, 1);
+		em_svcstat_status(st, page_status(page));
+	}
 	if (h->rule_key) {
 		em_router_report(h->rule_key, false, em_http_page_reason(page));
 		h->rule_key = 0;
@@ -318,6 +341,7 @@ static void over_limit(struct em_worker *w, struct em_sock *c, const struct em_s
 		return;
 	}
 	h->resp_head = true;
+	em_svcstat_status(em_worker_svc(w, h->mslot), 429);
 	request_answered(w, c);
 }
 
@@ -400,6 +424,8 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint32_t bid, 
 		return;
 	}
 	const struct em_svc_port *sp = em_route_lookup(c);
+	h->mslot = sp ? sp->mslot : c->mslot;
+	em_svcstat_add(&em_worker_svc(w, h->mslot)->requests, 1);
 	const struct em_endpoint *ep = sp ? em_route_pick(w, c, sp, NULL) : NULL;
 	uint64_t retry_ns = 0;
 	if (EM_UNLIKELY(ep && sp->qps) && !em_route_via_tunnel(ep) && !admit(w, c, sp, &retry_ns)) {
@@ -421,6 +447,7 @@ static void start_request(struct em_worker *w, struct em_sock *c, uint32_t bid, 
 	u->ctx = h;
 	c->peer = u;
 	u->peer = c;
+	h->sent_ns = w->now_ns;
 	em_sock_timer(w, c, EM_T_IDLE, w->idle_ms);
 	if (bid == FROM_COPY) {
 		/* The head copy now belongs to the queue. */
@@ -728,6 +755,9 @@ static void response_bytes(struct em_worker *w, struct em_sock *u, uint32_t bid,
 			continue;
 		}
 		h->resp_head = true;
+		struct em_svcstat *st = em_worker_svc(w, h->mslot);
+		em_svcstat_status(st, hd->status);
+		em_svcstat_observe(st, w->now_ns - h->sent_ns);
 		if (h->rule_key) {
 			char why[48];
 			snprintf(why, sizeof(why), "the edge answered %u", hd->status);
@@ -940,5 +970,6 @@ void em_http_start(struct em_worker *w, struct em_sock *c, uint16_t bid, uint32_
 		return;
 	}
 	c->ops = &client_ops;
+	((struct em_http *)c->ctx)->mslot = c->mslot;
 	client_data(w, c, bid, len);
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine/capture.h"
+#include "engine/certs.h"
 #include "engine/engine.h"
 #include "proto/log.h"
 #include "store/config.h"
@@ -92,9 +93,10 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-static void control_accept(void *ctx, int fd, const char *node, const struct em_addr *src)
+static void control_accept(void *ctx, int fd, const char *node, const struct em_addr *src,
+                           bool enroll_only)
 {
-	em_ctl_accept(ctx, fd, node, src);
+	em_ctl_accept(ctx, fd, node, src, enroll_only);
 }
 
 static int control_dial(void *ctx, int fd, const struct em_addr *cloud)
@@ -110,6 +112,7 @@ int main(int argc, char **argv)
 	struct em_config *cfg;
 	struct em_sync *sync = NULL;
 	struct em_engine *eng = NULL;
+	struct em_certs *certs = NULL;
 	const struct em_config *live = NULL;
 	bool captured = false;
 	char err[1024];
@@ -185,11 +188,15 @@ int main(int argc, char **argv)
 	em_rcu_register();
 	rcu_reader = rcu_online = true;
 	live = em_config_current();
+	if ((rc = em_certs_new(live, &certs)))
+		goto out;
 	if ((rc = em_engine_start(live, &eng)))
 		goto out;
+	if (certs)
+		em_certs_attach(certs, eng);
 	em_sync_set_counters(sync, em_engine_counters, eng);
-	if (live->role == EM_ROLE_CLOUD)
-		em_sync_set_stats(sync, em_engine_relay_stats, eng);
+	em_sync_set_stats(sync, live->role == EM_ROLE_CLOUD ? em_engine_stats : em_engine_peer_stats,
+	                  eng);
 	/* The control stream: the cloud's workers hand edges' streams to the
 	 * sync thread; an edge's sync thread asks worker 0 for its stream. */
 	struct em_ctl *ctl = em_sync_control(sync);
@@ -197,6 +204,11 @@ int main(int argc, char **argv)
 		em_engine_set_control(eng, control_accept, ctl);
 	else if (ctl)
 		em_ctl_set_dialer(ctl, control_dial, eng);
+	if (ctl && certs) {
+		struct em_ctl_cert_ops ops;
+		em_certs_ops(certs, &ops);
+		em_ctl_set_cert(ctl, &ops);
+	}
 	if (live->capture.enabled) {
 		if ((rc = em_capture_install(live)))
 			goto out;
@@ -209,10 +221,18 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		siginfo_t si;
-		int sig = sigwaitinfo(&set, &si);
+		struct timespec minute = {.tv_sec = 60};
+		int sig = sigtimedwait(&set, &si, &minute);
+		if (sig == -1) {
+			if (certs)
+				em_certs_tick(certs);
+			continue;
+		}
 		if (sig == SIGHUP) {
 			EM_INFO("main", "SIGHUP: reloading configuration");
 			em_sync_reload(sync);
+			if (certs)
+				em_certs_reload(certs);
 		} else if (sig == SIGTERM || sig == SIGINT) {
 			EM_INFO("main", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 			break;
@@ -239,11 +259,14 @@ out:
 		em_sync_set_stats(sync, NULL, NULL);
 		struct em_ctl *c = sync ? em_sync_control(sync) : NULL;
 		em_engine_set_control(eng, NULL, NULL);
-		if (c)
+		if (c) {
 			em_ctl_set_dialer(c, NULL, NULL);
+			em_ctl_set_cert(c, NULL);
+		}
 		em_engine_stop(eng, drain_ms);
 	}
 	em_sync_stop(sync);
+	em_certs_free(certs);
 	em_config_publish(NULL);
 	em_table_shutdown();
 	if (cfg)

@@ -6,9 +6,11 @@
  *   meshctl [-s SOCKET] stats
  *   meshctl ca init DIR [--days N]
  *   meshctl cert issue NODE --ca DIR [--out DIR] [--days N] [--force]
+ *   meshctl [-s SOCKET] cert revoke NODE     (on the cloud's socket)
  *
  * The socket defaults to $EDGEMESH_SOCKET, else /var/lib/edgemesh/edgemesh.sock.
- * `ca` and `cert` work on files only (tunnel/pki.h), no daemon needed. */
+ * `ca` and `cert issue` work on files only (tunnel/pki.h), no daemon
+ * needed; `cert revoke` asks the cloud's daemon. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -43,6 +45,8 @@ static void usage(FILE *f)
 	           "      OUT/NODE.key (mode 0600) and OUT/NODE.crt, valid N days\n"
 	           "      (default 365); OUT defaults to the current directory;\n"
 	           "      --force replaces NODE's existing files\n"
+	           "  cert revoke NODE       (cloud) refuse NODE's certificates issued so\n"
+	           "      far on every node, close its tunnels, let it enroll again\n"
 	           "SOCKET defaults to $EDGEMESH_SOCKET, else " DEFAULT_SOCKET "\n");
 }
 
@@ -620,11 +624,20 @@ static int cmd_ca(int argc, char **argv)
 	return 0;
 }
 
-static int cmd_cert(int argc, char **argv)
+static int cmd_cert(const char *sock, int argc, char **argv)
 {
 	struct em_pki_issue req = {.days = EM_PKI_NODE_DAYS};
 	char err[512];
 
+	if (argc == 3 && strcmp(argv[1], "revoke") == 0) {
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "op", "cert-revoke");
+		cJSON_AddStringToObject(r, "node", argv[2]);
+		cJSON_Delete(call(sock, r));
+		printf("certificates of node %s revoked: its tunnels close, it may enroll again\n",
+		       argv[2]);
+		return 0;
+	}
 	if (argc < 2 || strcmp(argv[1], "issue") != 0) {
 		usage(stderr);
 		return 2;
@@ -700,7 +713,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "ca") == 0)
 		return cmd_ca(argc, argv);
 	if (strcmp(cmd, "cert") == 0)
-		return cmd_cert(argc, argv);
+		return cmd_cert(sock, argc, argv);
 	fprintf(stderr, "meshctl: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return 2;

@@ -47,10 +47,19 @@ static void relay_connect_failed(struct em_worker *w, struct em_sock *u, int res
 	em_conn_close(w, u, true);
 }
 
+/* The upstream's connect time is the latency a plain TCP port reports. */
+static void relay_connected(struct em_worker *w, struct em_sock *u)
+{
+	uint32_t us = (uint32_t)(w->now_ns / 1000u) - u->t_us;
+	if (u->peer)
+		em_svcstat_observe(em_worker_svc(w, u->peer->mslot), us * 1000ull);
+}
+
 const struct em_sock_ops em_relay_ops = {
         .name = "relay",
         .recv = relay_recv,
         .eof = relay_eof,
+        .connected = relay_connected,
         .connect_failed = relay_connect_failed,
 };
 

@@ -89,6 +89,8 @@ int em_route_connect(struct em_worker *w, struct em_sock *u, const struct em_end
 bool em_route_retry(struct em_worker *w, struct em_sock *c, struct em_sock *u, int res)
 {
 	w->cnt[EM_C_CONNECT_FAIL]++;
+	if (c)
+		em_svcstat_add(&em_worker_svc(w, c->mslot)->connect_fail, 1);
 	/* -ECANCELED means the linked timeout fired: no second wait. */
 	if (!c || res == -ECANCELED || c->retries)
 		return false;

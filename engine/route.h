@@ -55,6 +55,7 @@ static inline bool em_route_admit(struct em_worker *w, const struct em_svc_port 
 	if (em_qps_take(sp->qps, em_now_ns(), retry_ns))
 		return true;
 	w->cnt[EM_C_QPS_REJECTED]++;
+	em_svcstat_add(&em_worker_svc(w, sp->mslot)->qps_rejected, 1);
 	return false;
 }
 

@@ -131,6 +131,7 @@ int em_sock_connect(struct em_worker *w, struct em_sock *u, const struct em_addr
 	u->family = addr->family;
 	memcpy(&u->sa6, &ss, EM_MIN((size_t)sl, sizeof(u->sa6)));
 	u->state = EM_SK_CONNECTING;
+	u->t_us = (uint32_t)(w->now_ns / 1000u);
 	em_worker_connect(w, fd, (struct sockaddr *)&u->sa6, sl, em_ud(u, EM_OP_CONNECT),
 	                  em_ud(u, EM_OP_LTIMEOUT));
 	u->inflight += 2;
@@ -362,6 +363,8 @@ void em_conn_close(struct em_worker *w, struct em_sock *s, bool abort)
 static void on_recv(struct em_worker *w, struct em_sock *s, int res, uint32_t cflags)
 {
 	if (EM_LIKELY(res > 0)) {
+		if (s->flags & EM_SF_CLIENT)
+			em_svcstat_add(&em_worker_svc(w, s->mslot)->rx_bytes, (uint32_t)res);
 		s->ops->recv(w, s, (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT), (uint32_t)res);
 		return;
 	}
@@ -397,6 +400,8 @@ static void on_send(struct em_worker *w, struct em_sock *s, int res)
 			em_conn_close(w, s, true);
 		return;
 	}
+	if (s->flags & EM_SF_CLIENT)
+		em_svcstat_add(&em_worker_svc(w, s->mslot)->tx_bytes, (uint32_t)res);
 	/* One send may have covered several entries (em_sock_send_next): at
 	 * most EM_SENDV_IOV, the first of them maybe in part. */
 	uint32_t left = (uint32_t)res;
@@ -439,6 +444,8 @@ static void on_connect(struct em_worker *w, struct em_sock *u, int res)
 		em_conn_close(w, u, true);
 		return;
 	}
+	if (u->ops->connected)
+		u->ops->connected(w, u);
 	u->state = EM_SK_OPEN;
 	em_sock_arm_recv(w, u);
 	/* An empty queue runs the mode's drained operation: a FIN that came

@@ -78,6 +78,9 @@ struct em_sock_ops {
 	 * took over (the connection is replaced or closed); false lets the
 	 * layer reset <s> and its peer. Default: false. */
 	bool (*error)(struct em_worker *w, struct em_sock *s, int err);
+	/* The connect of <s> succeeded; the layer then opens it as below.
+	 * Default: nothing. */
+	void (*connected)(struct em_worker *w, struct em_sock *s);
 	/* The connect of <s> failed: <res> is -ECANCELED (the connect timeout
 	 * fired) or -errno. Default: the failure is counted and <s> and its
 	 * peer are reset. (A connect that succeeds opens <s>, arms its recv and
@@ -130,6 +133,12 @@ struct em_sock {
 		struct sockaddr_in6 sa6; /* upstream: connect address until submit */
 		struct sockaddr_in sa4;
 	};
+	/* Client: the counter slot of its Service port (store/svcstat.h),
+	 * EM_SVCSTAT_SINK (0) when it has none; its bytes are counted there. */
+	uint32_t mslot;
+	/* Upstream: when its connect was submitted, in microseconds (the low
+	 * 32 bits: differences up to an hour). */
+	uint32_t t_us;
 } __attribute__((aligned(16)));
 
 /* A zeroed socket (fd -1, state EM_SK_NEW) in mode <ops>, counted in the

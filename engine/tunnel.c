@@ -222,16 +222,25 @@ static int session_new(struct em_worker *w, struct em_tconn *tc, enum em_tunnel_
 	int rc = em_tunnel_session_create(&c, w->now_ms, &tc->sess);
 	if (rc)
 		return rc;
-	if (w->eng->tls) {
+	struct em_engine *e = w->eng;
+	if (e->tls_on && role == EM_TUNNEL_ACCEPTOR && e->tls_signer) {
+		/* An edge without a certificate may come to enroll: the first
+		 * byte tells (tun_conn_sniff). */
+		tc->flags |= TC_SNIFF;
+	} else if (e->tls_on) {
 		/* A dialled node must show its own certificate; the cloud and
 		 * an accepted peer are known by theirs, checked against HELLO. */
 		const char *want = tc->tp && !tc->tp->cloud ? tc->tp->name : NULL;
-		tc->tls = em_tls_pipe_new(w->eng->tls,
-		                          role == EM_TUNNEL_DIALER ? EM_TLS_PIPE_DIALER
-		                                                   : EM_TLS_PIPE_ACCEPTOR,
-		                          want);
-		if (!tc->tls)
-			return -ENOMEM;
+		em_engine_tls_lifetime(e, &tc->tls_half, &tc->tls_gen);
+		tc->tls = em_engine_tls_pipe(e, role == EM_TUNNEL_DIALER, want);
+		if (!tc->tls) {
+			if (em_engine_tls_ready(e))
+				return -ENOMEM;
+			/* No certificate yet: only the cloud, to enroll. */
+			if (!(tc->tp && tc->tp->cloud))
+				return -EKEYREJECTED;
+			tc->flags |= TC_ENROLL;
+		}
 	}
 	tc->next_tick_ms = w->now_ms;
 	if (w->tun->test_first_id &&
@@ -294,7 +303,10 @@ static int peer_dial_as(struct em_worker *w, struct tpeer *tp, bool replace)
 	if (rc) {
 		if (tp->fails++ == 0)
 			EM_WARN("tunnel", "worker %u: tunnel to %s: %s", w->id, tp->name,
-			        rc == -ENOKEY ? "no cluster key" : strerror(-rc));
+			        rc == -ENOKEY         ? "no cluster key"
+			        : rc == -EKEYREJECTED ? "no tunnel certificate yet (enrolling with "
+			                                "the cloud)"
+			                              : strerror(-rc));
 		w->tun->n_conns--;
 		tun_conn_free(tc);
 		dial_failed(w, tp, replace);
@@ -718,7 +730,8 @@ static void conn_up(struct em_worker *w, struct em_tconn *tc)
 	if (!tp) {
 		EM_INFO("tunnel", "worker %u: tunnel from %s (%s) up", w->id, tun_tc_name(tc),
 		        tc->addr);
-		if (em_worker_config()->role == EM_ROLE_CLOUD)
+		/* An enrollment tunnel is never the way to its node. */
+		if (em_worker_config()->role == EM_ROLE_CLOUD && !(tc->flags & TC_ENROLL))
 			inbound_up(w, tc);
 		return;
 	}
@@ -964,6 +977,7 @@ void em_tun_worker_free(struct em_worker *w)
 		t->free_ts = ts->next_free;
 		free(ts);
 	}
+	free(t->ps);
 	free(t);
 	w->tun = NULL;
 }
@@ -994,7 +1008,9 @@ void em_tun_accept(struct em_worker *w, struct em_listener *l, int fd)
 	int rc = session_new(w, tc, EM_TUNNEL_ACCEPTOR);
 	if (rc) {
 		EM_WARN("tunnel", "worker %u: tunnel from %s refused: %s", w->id, tc->addr,
-		        rc == -ENOKEY ? "no cluster key" : strerror(-rc));
+		        rc == -ENOKEY         ? "no cluster key"
+		        : rc == -EKEYREJECTED ? "no tunnel certificate yet (enrolling with the cloud)"
+		                              : strerror(-rc));
 		w->tun->n_conns--;
 		tun_conn_free(tc);
 		return;
@@ -1037,10 +1053,72 @@ static void peers_recheck(struct em_worker *w, const struct em_table *tab)
 	}
 }
 
+/* The engine's TLS context or revocations changed: the enrollment tunnel
+ * closes once a certificate is here, tunnels of a revoked peer close, and
+ * tunnels made with an older certificate of ours drain once it is past half
+ * its lifetime. */
+static void tls_recheck(struct em_worker *w, bool ctx_changed, bool revs_changed)
+{
+	struct em_engine *e = w->eng;
+	struct em_tun_worker *t = w->tun;
+	bool ready = em_engine_tls_ready(e);
+	int64_t now = (int64_t)time(NULL);
+	for (struct em_dlist *n = t->conns.next, *next; n != &t->conns; n = next) {
+		next = n->next;
+		struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
+		if (tc->flags & (TC_CLOSING | TC_DEAD))
+			continue;
+		if ((tc->flags & TC_ENROLL) && ready && tc->tp) {
+			EM_INFO("tunnel", "worker %u: certificate installed: the unencrypted tunnel "
+			                  "to the cloud closes, TLS from now on", w->id);
+			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "certificate installed");
+			if (tc->tp->conn == tc)
+				peer_detach(w, tc->tp); /* redialled at once, with TLS */
+			conn_dead(w, tc, NULL);
+			continue;
+		}
+		if (revs_changed && tc->tls && em_tls_pipe_state(tc->tls) == EM_TLS_PIPE_OPEN) {
+			const char *peer = em_tls_pipe_peer_name(tc->tls);
+			const char *why =
+			        em_engine_tls_check(e, peer, em_tls_pipe_peer_not_before(tc->tls));
+			if (why) {
+				w->cnt[EM_C_T_TLS_FAIL]++;
+				EM_WARN("tunnel", "worker %u: tunnel %s %s (%s) closed: its certificate %s",
+				        w->id, tc->tp ? "to" : "from", peer, tc->addr, why);
+				em_tunnel_session_goaway(tc->sess, EM_REASON_AUTH_FAILED,
+				                         "certificate revoked");
+				conn_dead(w, tc, NULL);
+				continue;
+			}
+		}
+		if (ctx_changed && tc->tls && tc->tls_gen != atomic_load(&e->tls_gen) &&
+		    now >= tc->tls_half && (tc->flags & TC_UP) && !(tc->flags & TC_GOAWAY)) {
+			EM_INFO("tunnel",
+			        "worker %u: tunnel %s %s (%s) runs on a certificate past half its "
+			        "lifetime: draining it, new streams take a new tunnel",
+			        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr);
+			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "certificate renewed");
+			tc->drain_until_ms = w->now_ms + em_worker_config()->timeouts.shutdown_ms;
+			tc->flags |= TC_GOAWAY;
+			tun_mark_dirty(w, tc);
+			inbound_gone(w, tc);
+			if (tc->tp && tc->tp->conn == tc)
+				peer_detach(w, tc->tp);
+		}
+	}
+}
+
 void em_tun_tick(struct em_worker *w)
 {
 	struct em_tun_worker *t = w->tun;
 	em_bufring_tick(&t->rb);
+	unsigned tg = atomic_load(&w->eng->tls_gen), rg = atomic_load(&w->eng->revs_gen);
+	if (tg != t->tls_gen || rg != t->revs_gen) {
+		bool ctx_changed = tg != t->tls_gen, revs_changed = rg != t->revs_gen;
+		t->tls_gen = tg;
+		t->revs_gen = rg;
+		tls_recheck(w, ctx_changed, revs_changed);
+	}
 	for (struct em_dlist *n = t->conns.next, *next; n != &t->conns; n = next) {
 		next = n->next;
 		struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
@@ -1057,6 +1135,15 @@ void em_tun_tick(struct em_worker *w)
 			tc->flags |= TC_GOAWAY;
 			em_tunnel_session_goaway(tc->sess, EM_REASON_NO_ERROR, "stopping");
 			tun_mark_dirty(w, tc);
+		}
+		if (tc->drain_until_ms && w->now_ms >= tc->drain_until_ms) {
+			EM_INFO("tunnel",
+			        "worker %u: tunnel %s %s (%s) drained for a renewed certificate: "
+			        "closing it with %u stream(s) left (timeouts.shutdown_ms)",
+			        w->id, tc->tp ? "to" : "from", tun_tc_name(tc), tc->addr,
+			        em_tunnel_session_streams(tc->sess));
+			conn_dead(w, tc, NULL);
+			continue;
 		}
 		if (!(tc->flags & TC_RECV))
 			tun_conn_arm_recv(w, tc);

@@ -58,6 +58,10 @@ bool em_tun_trim(struct em_worker *w);
  * tunnel gauges and the counters kept by <w>'s sessions, live and freed. */
 void em_tun_counters(const struct em_worker *w, uint64_t *v);
 
+/* Publishes <w>'s figures per peer node (w->peers, under w->peers_mu):
+ * once per tick, with the counters. */
+void em_tun_publish_peers(struct em_worker *w);
+
 /* True when no tunnel socket is open (the worker may exit). */
 bool em_tun_idle(const struct em_worker *w);
 

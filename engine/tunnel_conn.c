@@ -39,6 +39,52 @@ static void stats_add(uint64_t *v, const struct em_tunnel_stats *st)
 #undef EM_X_ADD
 }
 
+/* The record of peer <name> on this worker, made when new; -1 past
+ * TUN_MAX_PEERSTATS or out of memory. A linear search: it runs once per
+ * tunnel, and a worker has tunnels to few peers. */
+static int32_t peer_find(struct em_tun_worker *t, const char *name)
+{
+	for (uint32_t i = 0; i < t->n_ps; i++)
+		if (strcmp(t->ps[i].name, name) == 0)
+			return (int32_t)i;
+	if (t->n_ps >= TUN_MAX_PEERSTATS)
+		return -1;
+	if (t->n_ps == t->cap_ps) {
+		uint32_t cap = t->cap_ps ? t->cap_ps * 2 : 8;
+		void *p = realloc(t->ps, cap * sizeof(*t->ps));
+		if (!p)
+			return -1;
+		t->ps = p;
+		t->cap_ps = cap;
+	}
+	struct tun_peerstat *p = &t->ps[t->n_ps];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	return (int32_t)t->n_ps++;
+}
+
+/* The peer record of <tc> once it is up; -1 before (or none to be had). */
+static int32_t peer_of(struct em_tun_worker *t, struct em_tconn *tc)
+{
+	if (tc->pidx < 0 && tc->sess && (tc->flags & TC_UP)) {
+		const char *n = em_tunnel_session_peer_name(tc->sess);
+		if (n[0])
+			tc->pidx = peer_find(t, n);
+	}
+	return tc->pidx;
+}
+
+/* <tc> is being freed: its peer keeps its bytes. */
+static void peer_retire(struct em_tun_worker *t, struct em_tconn *tc)
+{
+	int32_t i = peer_of(t, tc);
+	if (i < 0)
+		return;
+	const struct em_tunnel_stats *st = em_tunnel_session_stats(tc->sess);
+	t->ps[i].rx_retired += st->bytes_in;
+	t->ps[i].tx_retired += st->bytes_out;
+}
+
 /* True when a handshake refusal or failure may be logged now; sets
  * <*quiet> to the number not logged since the last line. A flood of
  * strangers must not turn into a flood of log lines. */
@@ -69,6 +115,7 @@ void tun_conn_free(struct em_tconn *tc)
 	struct em_tun_worker *t = tc->w->tun;
 	if (tc->sess) {
 		stats_add(t->retired, em_tunnel_session_stats(tc->sess));
+		peer_retire(t, tc);
 		if (tc->flags & TC_UP)
 			tc->w->cnt[EM_C_T_CLOSED]++;
 	}
@@ -189,7 +236,7 @@ static void tls_input(struct em_worker *w, struct em_tconn *tc, const uint8_t *d
 /* Sends the session's next output slice (one send in flight). */
 static void tun_conn_kick(struct em_worker *w, struct em_tconn *tc)
 {
-	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING))
+	if (tc->flags & (TC_SEND | TC_CONNECTING | TC_CLOSING | TC_SNIFF))
 		return;
 	if (tc->tls) {
 		tls_kick(w, tc);
@@ -235,6 +282,7 @@ struct em_tconn *tun_conn_alloc(struct em_worker *w, int fd)
 	memset(tc, 0, sizeof(*tc));
 	tc->w = w;
 	tc->fd = fd;
+	tc->pidx = -1;
 	em_dlist_init(&tc->streams);
 	em_dlist_init(&tc->blocked);
 	em_dlist_init(&tc->dnode);
@@ -271,7 +319,7 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a)
 	const char *why = NULL;
 	/* A TLS pipe (about 120 KiB) exists from the accept on: fewer of
 	 * them may wait for their handshake. */
-	bool tls_cap = w->eng->tls && max > TUN_TLS_MAX_HS;
+	bool tls_cap = w->eng->tls_on && max > TUN_TLS_MAX_HS;
 	if (tls_cap)
 		max = TUN_TLS_MAX_HS;
 	if (t->n_hs >= max)
@@ -295,11 +343,34 @@ bool tun_hs_admit(struct em_worker *w, const struct em_addr *a)
 	return false;
 }
 
+/* A cloud that signs certificates accepted <tc>: a TLS record (a
+ * ClientHello: content type 22) starts TLS as on every other tunnel;
+ * anything else is an edge without a certificate, whose tunnel runs in
+ * clear for its certificate request only (TC_ENROLL). Returns false when
+ * the tunnel is over. */
+static bool tun_conn_sniff(struct em_worker *w, struct em_tconn *tc, uint8_t first)
+{
+	tc->flags &= ~TC_SNIFF;
+	if (first != 22) {
+		tc->flags |= TC_ENROLL;
+		return true;
+	}
+	em_engine_tls_lifetime(w->eng, &tc->tls_half, &tc->tls_gen);
+	tc->tls = em_engine_tls_pipe(w->eng, false, NULL);
+	if (!tc->tls) {
+		w->tun->dead(w, tc, "out of memory for TLS");
+		return false;
+	}
+	return true;
+}
+
 static void on_trecv(struct em_worker *w, struct em_tconn *tc, int res, uint32_t cflags)
 {
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
 		struct em_tun_worker *t = w->tun;
+		if ((tc->flags & TC_SNIFF) && !(tc->flags & TC_DEAD))
+			tun_conn_sniff(w, tc, *(const uint8_t *)em_bufring_buf(&t->rb, bid));
 		if (!(tc->flags & TC_DEAD) && tc->tls) {
 			tls_input(w, tc, (const uint8_t *)em_bufring_buf(&t->rb, bid), (size_t)res);
 		} else if (!(tc->flags & TC_DEAD)) {
@@ -424,6 +495,48 @@ void em_tun_counters(const struct em_worker *w, uint64_t *v)
 	v[EM_C_T_UP] += up;
 	v[EM_C_T_STREAMS] += streams;
 	v[EM_C_T_HS_PENDING] += t->n_hs;
+}
+
+void em_tun_publish_peers(struct em_worker *w)
+{
+	struct em_tun_worker *t = w->tun;
+	if (!t || (!t->n_ps && !t->n_conns))
+		return;
+	for (struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next)
+		peer_of(t, em_container_of(n, struct em_tconn, node));
+	pthread_mutex_lock(&w->peers_mu);
+	if (w->cap_peers < t->n_ps) {
+		void *p = realloc(w->peers, t->cap_ps * sizeof(*w->peers));
+		if (!p) {
+			pthread_mutex_unlock(&w->peers_mu);
+			return; /* the previous figures stay */
+		}
+		w->peers = p;
+		w->cap_peers = t->cap_ps;
+	}
+	for (uint32_t i = 0; i < t->n_ps; i++) {
+		struct em_peer_figures *f = &w->peers[i];
+		f->rx_bytes = t->ps[i].rx_retired;
+		f->tx_bytes = t->ps[i].tx_retired;
+		f->up = f->up_tls = f->streams = 0;
+		memcpy(f->name, t->ps[i].name, sizeof(f->name));
+	}
+	for (const struct em_dlist *n = t->conns.next; n != &t->conns; n = n->next) {
+		const struct em_tconn *tc = em_container_of(n, struct em_tconn, node);
+		if (tc->pidx < 0)
+			continue;
+		struct em_peer_figures *f = &w->peers[tc->pidx];
+		const struct em_tunnel_stats *st = em_tunnel_session_stats(tc->sess);
+		f->rx_bytes += st->bytes_in;
+		f->tx_bytes += st->bytes_out;
+		if ((tc->flags & TC_UP) && !(tc->flags & (TC_DEAD | TC_CLOSING))) {
+			f->up++;
+			f->up_tls += tc->tls != NULL;
+			f->streams += em_tunnel_session_streams(tc->sess);
+		}
+	}
+	w->n_peers = t->n_ps;
+	pthread_mutex_unlock(&w->peers_mu);
 }
 
 bool em_tun_idle(const struct em_worker *w)

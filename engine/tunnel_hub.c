@@ -250,3 +250,69 @@ int em_engine_relay_stats(void *eng, struct cJSON *stats)
 	pthread_mutex_unlock(&h->mu);
 	return rc;
 }
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct em_peer_figures *)a)->name,
+	              ((const struct em_peer_figures *)b)->name);
+}
+
+/* "peers": the workers' published figures merged by peer name. */
+int em_engine_peer_stats(void *eng, cJSON *stats)
+{
+	struct em_engine *e = eng;
+	size_t n = 0, cap = 0;
+	struct em_peer_figures *all = NULL;
+	int rc = 0;
+	for (unsigned k = 0; k < e->n_workers && !rc; k++) {
+		struct em_worker *w = &e->workers[k];
+		pthread_mutex_lock(&w->peers_mu);
+		if (n + w->n_peers > cap) {
+			size_t nc = (n + w->n_peers) * 2;
+			void *p = realloc(all, nc * sizeof(*all));
+			if (p) {
+				all = p;
+				cap = nc;
+			} else {
+				rc = -ENOMEM;
+			}
+		}
+		if (!rc && w->n_peers) {
+			memcpy(all + n, w->peers, w->n_peers * sizeof(*all));
+			n += w->n_peers;
+		}
+		pthread_mutex_unlock(&w->peers_mu);
+	}
+	cJSON *arr = rc ? NULL : cJSON_AddArrayToObject(stats, "peers");
+	if (!arr)
+		rc = -ENOMEM;
+	if (n)
+		qsort(all, n, sizeof(*all), by_name);
+	for (size_t i = 0; i < n && !rc;) {
+		struct em_peer_figures f = all[i];
+		for (i++; i < n && strcmp(all[i].name, f.name) == 0; i++) {
+			f.rx_bytes += all[i].rx_bytes;
+			f.tx_bytes += all[i].tx_bytes;
+			f.up += all[i].up;
+			f.up_tls += all[i].up_tls;
+			f.streams += all[i].streams;
+		}
+		cJSON *o = cJSON_CreateObject();
+		if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddStringToObject(o, "peer", f.name) ||
+		    !cJSON_AddBoolToObject(o, "up", f.up > 0) ||
+		    !cJSON_AddNumberToObject(o, "tunnels_up", f.up) ||
+		    !cJSON_AddBoolToObject(o, "tls", f.up && f.up_tls == f.up) ||
+		    !cJSON_AddNumberToObject(o, "bytes_received", (double)f.rx_bytes) ||
+		    !cJSON_AddNumberToObject(o, "bytes_sent", (double)f.tx_bytes) ||
+		    !cJSON_AddNumberToObject(o, "streams", f.streams))
+			rc = -ENOMEM;
+	}
+	free(all);
+	return rc;
+}
+
+int em_engine_stats(void *eng, struct cJSON *stats)
+{
+	int rc = em_engine_relay_stats(eng, stats);
+	return rc ? rc : em_engine_peer_stats(eng, stats);
+}

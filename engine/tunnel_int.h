@@ -138,6 +138,23 @@ enum {
 	TC_GOAWAY = 1u << 7, /* our GOAWAY (stopping) is queued */
 	TC_HS = 1u << 8,     /* accepted, handshake in progress (tun->hs) */
 	TC_HUB = 1u << 9,    /* counted in the hub (tun_hub_count) */
+	/* Accepted by a cloud that signs certificates: TLS or not is decided
+	 * by the first byte (a TLS record or a tunnel HELLO); nothing is sent
+	 * until then. */
+	TC_SNIFF = 1u << 10,
+	/* Unencrypted tunnel of a node whose tunnels run TLS: an edge that has
+	 * no certificate yet and the cloud it enrolls with. Only the control
+	 * stream (a certificate request) may run on it. */
+	TC_ENROLL = 1u << 11,
+};
+
+/* A peer node's tunnels on one worker, for em_tun_publish_peers: bytes of
+ * the tunnels already freed, and the totals as last published. Records
+ * are never dropped (a worker keeps at most TUN_MAX_PEERSTATS). */
+#define TUN_MAX_PEERSTATS 4096u
+struct tun_peerstat {
+	uint64_t rx_retired, tx_retired;
+	char name[EM_FRAME_MAX_NAME + 1];
 };
 
 struct em_tconn {
@@ -153,10 +170,16 @@ struct em_tconn {
 	/* tunnel.encryption "tls": the TLS 1.3 pipe between the socket and the
 	 * session (ciphertext on the socket, the session's bytes inside). */
 	struct em_tls_pipe *tls;
+	uint32_t tls_gen; /* the engine's tls_gen when the pipe was made */
+	int64_t tls_half; /* this node's certificate then: half its lifetime */
 	uint64_t next_tick_ms;
+	/* Drained for a renewed certificate: closed at this time (timeouts.
+	 * shutdown_ms after its GOAWAY) with whatever streams are left. */
+	uint64_t drain_until_ms;
 	int fd;
 	uint16_t inflight;
 	uint16_t flags;
+	int32_t pidx; /* its peer's tun_peerstat once up (authenticated), else -1 */
 	struct sockaddr_storage sa;
 	struct em_addr dialed; /* dialled: the peer address it was dialled at */
 	struct em_addr src;    /* accepted: the peer's address */
@@ -251,10 +274,14 @@ struct em_tun_worker {
 	bool exiting;     /* worker exit: the buffer ring is gone */
 	/* Session counters of the sessions already freed (EM_TUN_SESSION_COUNTERS). */
 	uint64_t retired[EM_C__COUNT];
+	/* Per peer node (em_tun_publish_peers). */
+	struct tun_peerstat *ps;
+	uint32_t n_ps, cap_ps;
 	/* Per-stream refusals are logged at most once a second per worker. */
 	uint64_t refuse_log_ms;
 	uint32_t refuse_quiet; /* refusals not logged since the last line */
 	uint64_t table_gen;    /* table generation peers' addresses were checked at */
+	uint32_t tls_gen, revs_gen; /* the engine's, as last acted on */
 	/* Events of tunnel connections for the layer above them (tunnel.c):
 	 * <tc> is over (every stream fails, a dialled peer redials; <why>
 	 * for the log, or NULL), and the send ring of <tc> has room again. */

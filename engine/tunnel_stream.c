@@ -526,7 +526,8 @@ static void serve_control(struct em_worker *w, struct em_tconn *tc,
 	em_sock_timer(w, b, EM_T_IDLE, TUN_CONTROL_IDLE_MS);
 	pthread_mutex_lock(&e->ctl_mu);
 	if (e->ctl_fn)
-		e->ctl_fn(e->ctl_ctx, sv[0], em_tunnel_session_peer_name(tc->sess), &tc->src);
+		e->ctl_fn(e->ctl_ctx, sv[0], em_tunnel_session_peer_name(tc->sess), &tc->src,
+		          (tc->flags & TC_ENROLL) != 0);
 	else
 		close(sv[0]); /* gone meanwhile: the stream ends (EOF) */
 	pthread_mutex_unlock(&e->ctl_mu);
@@ -685,6 +686,11 @@ void tun_serve_open(struct em_worker *w, struct em_tconn *tc, const struct em_tu
 	const struct em_frame_target *tg = ev->target;
 	if (tg->protocol == EM_FRAME_PROTO_CONTROL) {
 		serve_control(w, tc, ev);
+		return;
+	}
+	if (tc->flags & TC_ENROLL) {
+		refuse_open(w, tc, ev->stream_id, EM_REASON_REFUSED,
+		            "tunnel not encrypted: it carries a certificate request only", tg);
 		return;
 	}
 	char node[EM_FRAME_MAX_NAME + 1];

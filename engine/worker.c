@@ -82,6 +82,7 @@ void em_worker_publish(struct em_worker *w)
 	em_tun_counters(w, v);
 	for (unsigned i = 0; i < EM_C__COUNT; i++)
 		__atomic_store_n(&w->pub[i], v[i], __ATOMIC_RELAXED);
+	em_tun_publish_peers(w);
 }
 
 bool em_worker_at_exit(struct em_worker *w, void (*fn)(struct em_worker *w))
@@ -106,7 +107,8 @@ static void trim(struct em_worker *w)
 
 static void on_tick(struct em_worker *w)
 {
-	w->now_ms = em_now_ms();
+	w->now_ns = em_now_ns();
+	w->now_ms = w->now_ns / 1000000u;
 	refresh_config(w);
 	em_sock_run_timers(w);
 	/* Buffers may have come back without a send completing (closes). */
@@ -406,7 +408,8 @@ void *em_worker_main(void *arg)
 		em_dlist_init(&w->timers[tc]);
 	em_worker_queues_init(w);
 	w->unstarve = em_sock_unstarve_one;
-	w->now_ms = em_now_ms();
+	w->now_ns = em_now_ns();
+	w->now_ms = w->now_ns / 1000000u;
 	int rc =
 	        em_lb_init(&w->lb, em_worker_config()->balancer, em_now_ns() ^ (w->id * 0x9e37ULL));
 	if (rc)
@@ -448,8 +451,10 @@ void *em_worker_main(void *arg)
 				w->n_sendv = 0;
 		}
 		unsigned n = io_uring_peek_batch_cqe(&w->ring, cqes, EM_CQE_BATCH);
-		if (n)
-			w->now_ms = em_now_ms();
+		if (n) {
+			w->now_ns = em_now_ns();
+			w->now_ms = w->now_ns / 1000000u;
+		}
 		for (unsigned i = 0; i < n; i++)
 			dispatch(w, cqes[i]);
 		io_uring_cq_advance(&w->ring, n);

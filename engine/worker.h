@@ -17,6 +17,8 @@
 #include "engine/bufring.h"
 #include "engine/engine.h"
 #include "engine/list.h"
+#include "store/control.h"
+#include "store/svcstat.h"
 
 enum em_op {
 	EM_OP_NONE = 0, /* result ignored (cancels of listeners) */
@@ -198,6 +200,16 @@ struct em_sendv {
 	struct iovec iov[EM_SENDV_IOV];
 };
 
+/* One peer node's tunnels on one worker, as the worker last published them
+ * (em_worker.peers): the bytes of its tunnels' frames, those already
+ * closed included, and, of its tunnels up now, how many, how many of them
+ * run TLS, and their open streams. */
+struct em_peer_figures {
+	uint64_t rx_bytes, tx_bytes;
+	uint32_t up, up_tls, streams;
+	char name[254]; /* EM_FRAME_MAX_NAME + 1 */
+};
+
 struct em_worker {
 	struct io_uring ring;
 	struct em_engine *eng;
@@ -257,6 +269,10 @@ struct em_worker {
 	 * dials, 0 = the kernel's autotuning. */
 	uint32_t client_sndbuf, client_rcvbuf, upstream_sndbuf, upstream_rcvbuf;
 	uint64_t now_ms;
+	uint64_t now_ns; /* when <now_ms> was read, in ns */
+	/* This worker's per Service port counters (store/svcstat.h): only
+	 * this thread writes them; /metrics sums the workers' sets. */
+	struct em_svcstat_set *svc;
 	bool stopping, done;
 	uint64_t drain_deadline_ms;
 	/* Counters (EM_COUNTERS), written by this thread only; gauges are
@@ -267,6 +283,11 @@ struct em_worker {
 	uint32_t n_bufs_held;
 	bool recv_cap;             /* multishot recv takes a byte cap (see EM_RECV_CAP) */
 	uint64_t pub[EM_C__COUNT]; /* published counters, see EM_COUNTERS */
+	/* Per peer figures, published with the counters (em_tun_publish_peers)
+	 * under <peers_mu>, which the reader (em_engine_stats) takes too. */
+	pthread_mutex_t peers_mu;
+	struct em_peer_figures *peers;
+	size_t n_peers, cap_peers;
 	/* Idle trim: pages of buffers not used for EM_TRIM_IDLE_MS go back to
 	 * the kernel (they fault in again on the next read). */
 	uint64_t buf_used_ms;
@@ -300,9 +321,20 @@ struct em_engine {
 	bool has_cloud; /* an edge with a cloud: ctl_addr is its address */
 	/* Tunnels across workers (engine/tunnel_hub.c). */
 	struct em_hub *hub;
-	/* tunnel.encryption "tls": the context every tunnel's TLS pipe is made
-	 * from (read-only once the workers run); NULL: tunnels in clear. */
+	/* tunnel.encryption "tls" (<tls_on>): <tls_mu> guards <tls>, the
+	 * context new tunnels' pipes are made from (NULL while this edge has
+	 * no certificate yet: it enrolls with the cloud), replaced on
+	 * enrollment, renewal and reload, and <revs>, the certificate
+	 * revocations in force. <tls_gen> and <revs_gen> count their changes;
+	 * workers read them without the lock and act on a change in their
+	 * tick. <tls_signer>: a cloud that signs certificates, so unencrypted
+	 * tunnels may come to enroll. */
+	bool tls_on, tls_signer;
+	pthread_mutex_t tls_mu;
 	struct em_tls_pipe_ctx *tls;
+	struct em_ctl_revocation *revs;
+	size_t n_revs;
+	atomic_uint tls_gen, revs_gen;
 	/* The Router's TLS front (engine/router_tls.h), NULL without
 	 * router.tls. */
 	struct em_router_tls *rtls;
@@ -366,6 +398,13 @@ static inline void em_q_append(struct em_worker *w, uint16_t *first, uint16_t *l
 	else
 		*first = e;
 	*last = e;
+}
+
+/* The worker's counters of Service port slot <slot> (em_svc_port.mslot,
+ * em_sock.mslot). */
+static inline struct em_svcstat *em_worker_svc(struct em_worker *w, uint32_t slot)
+{
+	return em_svcstat_at(w->svc, slot);
 }
 
 static inline char *em_worker_buf(struct em_worker *w, uint16_t bid)

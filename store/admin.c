@@ -3,11 +3,14 @@
 
 #include "proto/em.h"
 #include "store/qps.h"
+#include "store/svcstat.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Rendering stops at the first failed append: <rc> keeps it. */
@@ -92,7 +95,10 @@ static bool is_gauge(const char *group, const char *name)
 	static const char *const gauges[] = {
 	        "engine.connections_active", "tunnel.tunnels_up",       "tunnel.streams_active",
 	        "tunnel.handshakes_pending", "control.edges_connected", "control.edges_known",
-	        "control.generation",
+	        "control.generation", "router.tls_connections", "controller.changelog_entries",
+	        "controller.changelog_bytes", "controller.changelog_floor",
+	        "controller.changelog_newest", "controller.manifest_files",
+	        "controller.manifest_objects", "controller.kube_objects",
 	};
 	char key[128];
 	snprintf(key, sizeof(key), "%s.%s", group, name);
@@ -218,6 +224,24 @@ static void arrays(struct out *o, const cJSON *stats)
 	         "from", "to");
 	per_item(o, r, "edgemesh_relay_returned_bytes_total", "counter",
 	         "Bytes the cloud relayed back to the opening edge.", "bytes_to_from", "from", "to");
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(stats, "peers");
+	per_item(o, p, "edgemesh_peer_up", "gauge",
+	         "Whether a tunnel to or from a peer node is up on this node (1) or not (0).", "up",
+	         "peer", NULL);
+	per_item(o, p, "edgemesh_peer_tunnels_up", "gauge",
+	         "Tunnels to or from a peer node up on this node (each worker dials its own).",
+	         "tunnels_up", "peer", NULL);
+	per_item(o, p, "edgemesh_peer_tls", "gauge",
+	         "Whether every tunnel up with a peer node runs TLS (1) or not, or none is up "
+	         "(0).",
+	         "tls", "peer", NULL);
+	per_item(o, p, "edgemesh_peer_received_bytes_total", "counter",
+	         "Tunnel frame bytes received from a peer node (inside TLS).", "bytes_received",
+	         "peer", NULL);
+	per_item(o, p, "edgemesh_peer_sent_bytes_total", "counter",
+	         "Tunnel frame bytes sent to a peer node (inside TLS).", "bytes_sent", "peer", NULL);
+	per_item(o, p, "edgemesh_peer_streams", "gauge",
+	         "Streams open on the tunnels with a peer node.", "streams", "peer", NULL);
 	const cJSON *e = cJSON_GetObjectItemCaseSensitive(stats, "edges");
 	per_item(o, e, "edgemesh_edge_connected", "gauge",
 	         "Whether an edge's control stream is connected to this cloud (1) or not (0).",
@@ -287,6 +311,149 @@ int em_admin_metrics_qps(struct em_buf *out)
 		em_qps_each(qps_one, &k);
 	}
 	return o.rc;
+}
+
+/* Room for <n> more bytes at the end of <b>. */
+static char *reserve(struct em_buf *b, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *d = realloc(b->data, cap);
+		if (!d)
+			return NULL;
+		b->data = d;
+		b->cap = cap;
+	}
+	return b->data + b->len;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	int n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* One line <name>{<labels><extra>} <v>: <extra> is NULL or more labels,
+ * with their leading comma. Sets <*rc> on failure. */
+static void svc_line(struct em_buf *b, const char *name, size_t nlen, const char *labels,
+                     size_t llen, const char *extra, uint64_t v, int *rc)
+{
+	size_t elen = extra ? strlen(extra) : 0;
+	char *p = reserve(b, nlen + llen + elen + 28);
+	if (!p) {
+		*rc = -ENOMEM;
+		return;
+	}
+	char *s = p;
+	memcpy(p, name, nlen);
+	p += nlen;
+	*p++ = '{';
+	memcpy(p, labels, llen);
+	p += llen;
+	if (elen) {
+		memcpy(p, extra, elen);
+		p += elen;
+	}
+	*p++ = '}';
+	*p++ = ' ';
+	p = put_u64(p, v);
+	*p++ = '\n';
+	b->len += (size_t)(p - s);
+	b->data[b->len] = 0;
+}
+
+int em_admin_metrics_services(struct em_buf *out)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} fams[] = {
+	        {"edgemesh_service_connections_total",
+	         "Client connections to a Service port through this node.",
+	         offsetof(struct em_svcstat, connections)},
+	        {"edgemesh_service_requests_total",
+	         "HTTP requests to a Service port through this node (heads the proxy answered "
+	         "with 400, 408 or 431 included).",
+	         offsetof(struct em_svcstat, requests)},
+	        {"edgemesh_service_received_bytes_total",
+	         "Bytes received from the clients of a Service port.",
+	         offsetof(struct em_svcstat, rx_bytes)},
+	        {"edgemesh_service_sent_bytes_total", "Bytes sent to the clients of a Service port.",
+	         offsetof(struct em_svcstat, tx_bytes)},
+	        {"edgemesh_service_upstream_connect_failures_total",
+	         "Connects to a Service port's endpoints that failed (refused or timed out).",
+	         offsetof(struct em_svcstat, connect_fail)},
+	        {"edgemesh_service_qps_rejected_total",
+	         "Requests (HTTP ports) or connections refused over the Service's QPS limit.",
+	         offsetof(struct em_svcstat, qps_rejected)},
+	};
+	struct em_svcstat_view v;
+	int rc = em_svcstat_view(&v);
+	if (rc)
+		return rc;
+	if (!v.n) {
+		em_svcstat_view_free(&v);
+		return 0;
+	}
+	struct out o = {.b = out};
+	for (size_t f = 0; f < EM_ARRAY_SIZE(fams) && !rc; f++) {
+		family(&o, fams[f].name, "counter", fams[f].help);
+		size_t nlen = strlen(fams[f].name);
+		for (size_t i = 0; i < v.n && !rc; i++) {
+			uint64_t val;
+			memcpy(&val, (const char *)&v.sum[i] + fams[f].off, sizeof(val));
+			svc_line(out, fams[f].name, nlen, v.labels[i], v.labels_len[i], NULL, val, &rc);
+		}
+	}
+	static const char rname[] = "edgemesh_service_responses_total";
+	family(&o, rname, "counter",
+	       "HTTP responses to a Service port's clients by status class, the proxy's own "
+	       "(400, 408, 429, 431, 502, 503, 504) included; a class shows once it occurred.");
+	static const char *const codes[] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
+	                                    ",code=\"4xx\"", ",code=\"5xx\""};
+	/* A class shows once it occurred (as promhttp's codes do). */
+	for (size_t i = 0; i < v.n && !rc; i++)
+		for (int k = 0; k < 5; k++)
+			if (v.sum[i].responses[k])
+				svc_line(out, rname, sizeof(rname) - 1, v.labels[i], v.labels_len[i], codes[k],
+			         v.sum[i].responses[k], &rc);
+	static const char hname[] = "edgemesh_service_upstream_latency_seconds";
+	static const char bname[] = "edgemesh_service_upstream_latency_seconds_bucket";
+	static const char cname[] = "edgemesh_service_upstream_latency_seconds_count";
+	family(&o, hname, "histogram",
+	       "Upstream round trip of a Service port: HTTP, from the request head handed to "
+	       "the upstream connection (its connect included when new) to the response head; "
+	       "plain TCP, the time to connect to the endpoint (not observed through a tunnel).");
+	char le[EM_SVCSTAT_LAT_BOUNDS][24];
+	for (int k = 0; k < EM_SVCSTAT_LAT_BOUNDS; k++)
+		snprintf(le[k], sizeof(le[k]), ",le=\"%s\"", em_svcstat_lat_le[k]);
+	for (size_t i = 0; i < v.n && !rc; i++) {
+		const struct em_svcstat *s = &v.sum[i];
+		uint64_t cum = 0;
+		for (int k = 0; k < EM_SVCSTAT_LAT_BOUNDS; k++) {
+			cum += s->lat[k];
+			svc_line(out, bname, sizeof(bname) - 1, v.labels[i], v.labels_len[i], le[k],
+			         cum, &rc);
+		}
+		cum += s->lat[EM_SVCSTAT_LAT_BOUNDS];
+		svc_line(out, bname, sizeof(bname) - 1, v.labels[i], v.labels_len[i],
+		         ",le=\"+Inf\"", cum, &rc);
+		put(&o, "edgemesh_service_upstream_latency_seconds_sum{", 46);
+		put(&o, v.labels[i], v.labels_len[i]);
+		putf(&o, "} %.9g\n", (double)s->lat_sum_ns / 1e9);
+		svc_line(out, cname, sizeof(cname) - 1, v.labels[i], v.labels_len[i], NULL, cum, &rc);
+	}
+	em_svcstat_view_free(&v);
+	return rc ? rc : o.rc;
 }
 
 int em_admin_metrics(const cJSON *stats, struct em_buf *out)

@@ -35,6 +35,13 @@ int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
  * building one. Returns 0 or -ENOMEM. */
 int em_admin_metrics_qps(struct em_buf *out);
 
+/* Appends the per Service port families (store/svcstat.h) summed over the
+ * workers' sets: the ports that had a connection or a QPS rejection on
+ * this node, labelled
+ * namespace, service and port. The caller is the registry's thread (the
+ * sync thread). Returns 0 or -ENOMEM. */
+int em_admin_metrics_services(struct em_buf *out);
+
 enum em_admin_parse {
 	EM_ADMIN_INCOMPLETE, /* no end of head yet, and under EM_ADMIN_MAX_HEAD */
 	EM_ADMIN_OK,         /* a GET or HEAD: <path> holds the path, no query */

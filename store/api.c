@@ -301,6 +301,25 @@ static int do_stats(struct em_store *st, const struct em_api_info *info, struct 
 	return reply_json(out, r);
 }
 
+static int do_revoke(const struct em_api_info *info, const cJSON *req, struct em_buf *out)
+{
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(req, "node");
+	char err[256];
+	if (!cJSON_IsString(node))
+		return reply_error(out, "cert-revoke needs a string \"node\"", NULL);
+	if (!info->revoke)
+		return reply_error(out, "only the cloud revokes certificates", NULL);
+	if (info->revoke(info->revoke_ctx, node->valuestring, err, sizeof(err)))
+		return reply_error(out, "%s", err);
+	cJSON *r = cJSON_CreateObject();
+	if (!r || !cJSON_AddTrueToObject(r, "ok") ||
+	    !cJSON_AddStringToObject(r, "revoked", node->valuestring)) {
+		cJSON_Delete(r);
+		return reply_error(out, "out of memory", NULL);
+	}
+	return reply_json(out, r);
+}
+
 int em_api_handle(struct em_store *st, const struct em_api_info *info, const char *req, size_t len,
                   struct em_buf *out)
 {
@@ -323,6 +342,8 @@ int em_api_handle(struct em_store *st, const struct em_api_info *info, const cha
 		rc = do_delete(st, j, out);
 	else if (strcmp(op->valuestring, "stats") == 0)
 		rc = do_stats(st, info, out);
+	else if (strcmp(op->valuestring, "cert-revoke") == 0)
+		rc = do_revoke(info, j, out);
 	else
 		rc = reply_error(out, "unknown op \"%s\"", op->valuestring);
 	cJSON_Delete(j);

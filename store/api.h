@@ -63,6 +63,10 @@ struct em_api_info {
 	 * plane's per-pair relay counters, say). NULL: none. */
 	int (*stats)(void *ctx, struct cJSON *reply);
 	void *stats_ctx;
+	/* Op "cert-revoke" {"node"} (the cloud's control side,
+	 * em_ctl_revoke). NULL: refused, only the cloud revokes. */
+	int (*revoke)(void *ctx, const char *node, char *err, size_t errlen);
+	void *revoke_ctx;
 };
 
 /* The "stats" object of a stats reply (the caller deletes it), without the

@@ -447,6 +447,9 @@ static const struct key tunnel_tls_keys[] = {
         STR("ca_file", CFG(tunnel.tls.ca_file), 0, EM_CONFIG_DATA_DIR_MAX, PEM_PATH),
         STR("cert_file", CFG(tunnel.tls.cert_file), 0, EM_CONFIG_DATA_DIR_MAX, PEM_PATH),
         STR("key_file", CFG(tunnel.tls.key_file), 0, EM_CONFIG_DATA_DIR_MAX, PEM_PATH),
+        STR("ca_dir", CFG(tunnel.tls.ca_dir), 0, EM_CONFIG_DATA_DIR_MAX,
+            "directory of a cluster CA (meshctl ca init), at most 4000 bytes, or \"\" (none)"),
+        INT("cert_days", CFG(tunnel.tls.cert_days), 1, 36500, 365),
 };
 
 /* Window bounds are those of the wire format (tunnel/PROTOCOL.md, 5). */
@@ -473,6 +476,7 @@ static const struct key tunnel_keys[] = {
         {.name = "encryption",
          .type = K_ENUM,
          CFG(tunnel.encryption),
+         .def = EM_TUNNEL_TLS,
          NAMES("none", "tls"),
          .expect = "\"none\" or \"tls\""},
         {.name = "tls", .type = K_OBJECT, ROWS(tunnel_tls_keys)},
@@ -747,17 +751,6 @@ static int finish(struct pctx *c)
 			return fail_at(c, "router.listen",
 			               "expected an address other than tunnel.listen's");
 	}
-	if (cfg->tunnel.encryption == EM_TUNNEL_TLS) {
-		static const char *const need[] = {"tunnel.tls.ca_file", "tunnel.tls.cert_file",
-		                                   "tunnel.tls.key_file"};
-		const char *have[] = {cfg->tunnel.tls.ca_file, cfg->tunnel.tls.cert_file,
-		                      cfg->tunnel.tls.key_file};
-		for (size_t i = 0; i < 3; i++)
-			if (!have[i][0])
-				return fail_at(c, need[i],
-				               "expected a PEM file (tunnel.encryption is \"tls\"; "
-				               "meshctl cert issue makes one)");
-	}
 	if (!cfg->admin.listen_set)
 		em_addr_parse(EM_CONFIG_ADMIN_DEFAULT, true, &cfg->admin.listen);
 	if (cfg->admin.listen.family) {
@@ -814,6 +807,48 @@ static int finish(struct pctx *c)
 		return fail_at(c, "tunnel.cluster_key",
 		               "expected at least %d bytes, got %zu: " EM_CONFIG_KEY_HOWTO,
 		               EM_CONFIG_KEY_MIN, strlen(cfg->tunnel.cluster_key));
+	if (cfg->tunnel.tls.ca_dir[0] && cfg->role != EM_ROLE_CLOUD)
+		return fail_at(c, "tunnel.tls.ca_dir",
+		               "expected \"\" on an edge: only role \"cloud\" holds the CA and signs");
+	/* Without a cluster key this node has no tunnels: nothing to encrypt. */
+	if (cfg->tunnel.encryption == EM_TUNNEL_TLS && cfg->tunnel.cluster_key[0]) {
+		static const char *const keys[] = {"tunnel.tls.ca_file", "tunnel.tls.cert_file",
+		                                   "tunnel.tls.key_file"};
+		char *have[] = {cfg->tunnel.tls.ca_file, cfg->tunnel.tls.cert_file,
+		                cfg->tunnel.tls.key_file};
+		size_t set = 0;
+		for (size_t i = 0; i < 3; i++)
+			set += have[i][0] != 0;
+		for (size_t i = 0; set && set < 3; i++)
+			if (!have[i][0])
+				return fail_at(c, keys[i],
+				               "expected a PEM file: set all three of ca_file, "
+				               "cert_file and key_file, or none (certificates kept "
+				               "under data_dir)");
+		if (!set) {
+			/* Managed: the node's certificate and key in one file under
+			 * data_dir, enrolled from the cloud (or issued by the CA
+			 * here) and renewed. */
+			cfg->tunnel.tls.managed = true;
+			int n1 = snprintf(have[1], PATH_MAX, "%s/tls/node.pem", cfg->data_dir);
+			int n2 = snprintf(have[2], PATH_MAX, "%s/tls/node.pem", cfg->data_dir);
+			int n0 = cfg->tunnel.tls.ca_dir[0]
+			                 ? snprintf(have[0], PATH_MAX, "%s/ca.crt", cfg->tunnel.tls.ca_dir)
+			                 : snprintf(have[0], PATH_MAX, "%s/tls/ca.crt", cfg->data_dir);
+			if (n0 >= PATH_MAX || n1 >= PATH_MAX || n2 >= PATH_MAX)
+				return fail_at(c, "data_dir", "expected a shorter path");
+		}
+		if (cfg->tunnel.tls.managed && cfg->role != EM_ROLE_CLOUD && !cfg->cloud.address[0])
+			return fail_at(c, "tunnel.tls",
+			               "expected ca_file, cert_file and key_file on an edge without "
+			               "cloud.address (it has no cloud to enroll with), or "
+			               "tunnel.encryption \"none\"");
+		if (cfg->tunnel.tls.managed && cfg->role == EM_ROLE_CLOUD && !cfg->tunnel.tls.ca_dir[0])
+			return fail_at(c, "tunnel.tls.ca_dir",
+			               "expected the CA directory (made at first start when empty, or "
+			               "by meshctl ca init) on the cloud when ca_file, cert_file and "
+			               "key_file are not set");
+	}
 
 	for (size_t i = 0; i < EM_ARRAY_SIZE(orders); i++) {
 		const struct order *o = &orders[i];
@@ -1118,7 +1153,8 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "tunnel.encryption";
 	if (strcmp(cur->tunnel.tls.ca_file, next->tunnel.tls.ca_file) != 0 ||
 	    strcmp(cur->tunnel.tls.cert_file, next->tunnel.tls.cert_file) != 0 ||
-	    strcmp(cur->tunnel.tls.key_file, next->tunnel.tls.key_file) != 0)
+	    strcmp(cur->tunnel.tls.key_file, next->tunnel.tls.key_file) != 0 ||
+	    strcmp(cur->tunnel.tls.ca_dir, next->tunnel.tls.ca_dir) != 0)
 		return "tunnel.tls";
 	if (strcmp(cur->router.tls.cert_file, next->router.tls.cert_file) != 0)
 		return "router.tls.cert_file";

@@ -92,6 +92,15 @@ struct em_config {
 			char ca_file[PATH_MAX];
 			char cert_file[PATH_MAX];
 			char key_file[PATH_MAX];
+			/* Role cloud: the cluster CA (ca.key, ca.crt) this node
+			 * signs edges' certificates with, for <cert_days> days. */
+			char ca_dir[PATH_MAX];
+			uint32_t cert_days;
+			/* None of the three files was set: they are
+			 * <data_dir>/tls/node.pem (certificate and key) and
+			 * <data_dir>/tls/ca.crt (<ca_dir>/ca.crt on the cloud),
+			 * enrolled from the cloud and renewed by this node. */
+			bool managed;
 		} tls;
 	} tunnel;
 

@@ -44,6 +44,9 @@ struct sess {
 	int state;
 	bool closing;   /* close once <out> is sent */
 	bool need_mark; /* a sync marker is owed (registration answer) */
+	/* The tunnel is a TLS cloud's unencrypted one: only a certificate
+	 * request (an enrollment) is served on it. */
+	bool enroll_only;
 	const char *gone; /* the stream ended or failed (why), set while reading */
 	struct edge *e; /* after registration */
 	char node[EM_K8S_NAME_MAX + 1];
@@ -76,6 +79,7 @@ struct edge {
 
 struct pending {
 	int fd;
+	bool enroll_only;
 	char node[EM_K8S_NAME_MAX + 1];
 	struct em_addr src;
 };
@@ -148,6 +152,16 @@ struct em_ctl {
 	char **snap_keys;
 	size_t n_snap, cap_snap;
 	uint64_t logged_refusals;
+
+	/* certificates */
+	struct em_ctl_cert_ops cert; /* guarded by <mu>, as are its calls */
+	bool revs_dirty;             /* ops changed: tell them the list (under <mu>) */
+	struct em_ctl_revocation *revs;
+	size_t n_revs;
+	bool cert_pending;     /* edge: a request is out on this stream */
+	bool enrolling;        /* edge: the request out is an enrollment */
+	uint64_t next_cert_ms; /* edge: when to ask ops->request again */
+	uint64_t c_certs_signed, c_certs_refused, c_certs_installed;
 
 	/* counters */
 	uint64_t c_sessions, c_registered, c_refused, c_snapshots, c_msgs_in, c_msgs_out;
@@ -479,6 +493,8 @@ static int sess_fail(struct em_ctl *c, struct sess *s, const char *why)
 	return 1;
 }
 
+static int append_revs(struct em_ctl *c, struct em_buf *out);
+
 static void on_register(struct em_ctl *c, struct sess *s, struct em_bh_msg *m)
 {
 	const cJSON *ct = m->content;
@@ -549,7 +565,332 @@ static void on_register(struct em_ctl *c, struct sess *s, struct em_bh_msg *m)
 		        (unsigned long long)cs.newest);
 		append_mark(c, s, "snapshot-begin", s->snap_gen);
 	}
+	if (append_revs(c, &s->out))
+		s->closing = true;
 	register_node(c, s);
+}
+
+
+/* ---- certificates and revocations (both sides) ---------------------------- */
+
+#define KV_REVOKED "tls.revoked"
+#define KV_CERT    "tls.issued/" /* + node: when the cloud last signed for it */
+/* Revocations kept at most (the named value holds them all as JSON). */
+#define MAX_REVS 4096u
+
+static struct em_ctl_revocation *rev_find(struct em_ctl *c, const char *node)
+{
+	for (size_t i = 0; i < c->n_revs; i++)
+		if (strcmp(c->revs[i].node, node) == 0)
+			return &c->revs[i];
+	return NULL;
+}
+
+static cJSON *revs_json(const struct em_ctl *c)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *a = o ? cJSON_AddArrayToObject(o, "revoked") : NULL;
+	for (size_t i = 0; a && i < c->n_revs; i++) {
+		cJSON *e = cJSON_CreateObject();
+		if (!e || !cJSON_AddItemToArray(a, e) ||
+		    !cJSON_AddStringToObject(e, "node", c->revs[i].node) ||
+		    !cJSON_AddNumberToObject(e, "at", (double)c->revs[i].at))
+			a = NULL;
+	}
+	if (!a) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* Replaces the list with the one of <o> ({"revoked": [{node, at}]}).
+ * Returns 0 or -EINVAL (the list stays). */
+static int revs_from_json(struct em_ctl *c, const cJSON *o)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "revoked");
+	int n = cJSON_GetArraySize(a);
+	if (!cJSON_IsArray(a) || n < 0 || (unsigned)n > MAX_REVS)
+		return -EINVAL;
+	struct em_ctl_revocation *v = n ? calloc((size_t)n, sizeof(*v)) : NULL;
+	if (n && !v)
+		return -ENOMEM;
+	size_t k = 0;
+	const cJSON *e;
+	cJSON_ArrayForEach(e, a)
+	{
+		const cJSON *node = cJSON_GetObjectItemCaseSensitive(e, "node");
+		const cJSON *at = cJSON_GetObjectItemCaseSensitive(e, "at");
+		if (!cJSON_IsString(node) || !node->valuestring[0] ||
+		    strlen(node->valuestring) > EM_CTL_NODE_MAX || !cJSON_IsNumber(at) ||
+		    at->valuedouble < 0 || at->valuedouble > 1e15) {
+			free(v);
+			return -EINVAL;
+		}
+		snprintf(v[k].node, sizeof(v[k].node), "%s", node->valuestring);
+		v[k++].at = (int64_t)at->valuedouble;
+	}
+	free(c->revs);
+	c->revs = v;
+	c->n_revs = k;
+	return 0;
+}
+
+static int revs_save(struct em_ctl *c)
+{
+	cJSON *o = revs_json(c);
+	char *t = o ? cJSON_PrintUnformatted(o) : NULL;
+	int rc = t ? em_store_kv_set(c->st, KV_REVOKED, t) : -ENOMEM;
+	cJSON_free(t);
+	cJSON_Delete(o);
+	return rc;
+}
+
+static void revs_load(struct em_ctl *c)
+{
+	static char buf[MAX_REVS * (EM_CTL_NODE_MAX + 40) + 64];
+	if (em_store_kv_get(c->st, KV_REVOKED, buf, sizeof(buf)) != 1)
+		return;
+	cJSON *o = cJSON_Parse(buf);
+	if (!o || revs_from_json(c, o))
+		EM_WARN(MOD, "the stored certificate revocations do not parse: ignored");
+	cJSON_Delete(o);
+}
+
+static void revs_tell(struct em_ctl *c)
+{
+	pthread_mutex_lock(&c->mu);
+	if (c->cert.revoked)
+		c->cert.revoked(c->cert.ctx, c->revs, c->n_revs);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Cloud: route control/update/revocations with the whole list. */
+static int append_revs(struct em_ctl *c, struct em_buf *out)
+{
+	struct em_bh_msg m = {.op = EM_BH_UPDATE};
+	snprintf(m.source, sizeof(m.source), "edgecontroller");
+	snprintf(m.group, sizeof(m.group), "control");
+	snprintf(m.resource, sizeof(m.resource), "revocations");
+	if (!(m.content = revs_json(c)))
+		return -ENOMEM;
+	int rc = append_msg(c, out, &m);
+	cJSON_Delete(m.content);
+	return rc;
+}
+
+void em_ctl_set_cert(struct em_ctl *c, const struct em_ctl_cert_ops *ops)
+{
+	pthread_mutex_lock(&c->mu);
+	c->cert = ops ? *ops : (struct em_ctl_cert_ops){0};
+	c->revs_dirty = ops != NULL;
+	pthread_mutex_unlock(&c->mu);
+	uint64_t one = 1;
+	if (write(c->wake_fd, &one, sizeof(one)) < 0)
+		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+}
+
+int em_ctl_revoke(struct em_ctl *c, const char *node, char *err, size_t errlen)
+{
+	if (!c->cloud) {
+		snprintf(err, errlen, "only the cloud revokes certificates");
+		return -EINVAL;
+	}
+	if (!node[0] || strlen(node) > EM_CTL_NODE_MAX) {
+		snprintf(err, errlen, "expected a node name of 1..%d bytes", EM_CTL_NODE_MAX);
+		return -EINVAL;
+	}
+	struct em_ctl_revocation *r = rev_find(c, node);
+	if (!r) {
+		if (c->n_revs >= MAX_REVS) {
+			snprintf(err, errlen, "%u revocations kept already", MAX_REVS);
+			return -ENOSPC;
+		}
+		struct em_ctl_revocation *v = realloc(c->revs, (c->n_revs + 1) * sizeof(*v));
+		if (!v) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		c->revs = v;
+		r = &v[c->n_revs++];
+		snprintf(r->node, sizeof(r->node), "%s", node);
+	}
+	r->at = (int64_t)time(NULL);
+	char key[sizeof(KV_CERT) + EM_CTL_NODE_MAX];
+	snprintf(key, sizeof(key), KV_CERT "%s", node);
+	if (revs_save(c) || em_store_kv_set(c->st, key, "")) {
+		snprintf(err, errlen, "the store could not record it");
+		return -EIO;
+	}
+	EM_INFO(MOD, "certificates of %s issued until now are revoked; it may enroll again", node);
+	revs_tell(c);
+	for (size_t i = 0; i < c->n_sess; i++) {
+		struct sess *s = c->sess[i];
+		if (s->e && !s->closing && append_revs(c, &s->out))
+			s->closing = true;
+	}
+	return 0;
+}
+
+/* Cloud: an edge asks for a certificate: its first over an unencrypted
+ * tunnel (enrollment: once per node until revoked), or a renewal over its
+ * TLS tunnel (the certificate it has proved the name already). */
+static void on_cert(struct em_ctl *c, struct sess *s, struct em_bh_msg *m)
+{
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(m->content, "node");
+	const cJSON *csr = cJSON_GetObjectItemCaseSensitive(m->content, "csr");
+	char err[300], why[900], key[sizeof(KV_CERT) + EM_CTL_NODE_MAX], had[32] = "";
+	if (!cJSON_IsString(node) || strcmp(node->valuestring, s->node) != 0 ||
+	    !cJSON_IsString(csr)) {
+		c->c_certs_refused++;
+		sess_fail(c, s, "certificate: content needs node (the name the tunnel "
+		                "authenticated) and csr (PEM)");
+		return;
+	}
+	pthread_mutex_lock(&c->mu);
+	bool signer = c->cert.sign != NULL;
+	pthread_mutex_unlock(&c->mu);
+	if (!signer) {
+		c->c_certs_refused++;
+		sess_fail(c, s, "certificate: this cloud signs no certificates (no tunnel.tls.ca_dir "
+		                "or tunnels not encrypted)");
+		return;
+	}
+	snprintf(key, sizeof(key), KV_CERT "%s", s->node);
+	if (s->enroll_only && em_store_kv_get(c->st, key, had, sizeof(had)) == 1 && had[0]) {
+		c->c_certs_refused++;
+		EM_WARN(MOD, "enrollment of %s (%s) refused: it was issued a certificate already",
+		        s->node, s->src.family ? "over the cluster key" : "?");
+		snprintf(why, sizeof(why),
+		         "certificate: node %s was issued a certificate already; renewals go over "
+		         "its TLS tunnel, and `meshctl cert revoke %s` on the cloud lets it "
+		         "enroll again",
+		         s->node, s->node);
+		sess_fail(c, s, why);
+		return;
+	}
+	int64_t now = (int64_t)time(NULL);
+	const struct em_ctl_revocation *r = rev_find(c, s->node);
+	if (r && now <= r->at)
+		now = r->at + 1; /* strictly after the revocation */
+	char *cert = NULL, *ca = NULL;
+	int rc = -ENOTSUP;
+	snprintf(err, sizeof(err), "this cloud signs no certificates");
+	pthread_mutex_lock(&c->mu);
+	if (c->cert.sign)
+		rc = c->cert.sign(c->cert.ctx, s->node, csr->valuestring, strlen(csr->valuestring),
+		                  now, &cert, &ca, err, sizeof(err));
+	pthread_mutex_unlock(&c->mu);
+	if (rc) {
+		c->c_certs_refused++;
+		EM_WARN(MOD, "certificate request of %s refused: %s", s->node, err);
+		snprintf(why, sizeof(why), "certificate: %s", err);
+		sess_fail(c, s, why);
+		return;
+	}
+	char when[32];
+	snprintf(when, sizeof(when), "%lld", (long long)now);
+	if (em_store_kv_set(c->st, key, when)) {
+		free(cert);
+		free(ca);
+		sess_fail(c, s, "certificate: the cloud's store failed");
+		return;
+	}
+	struct em_bh_msg a = {.op = EM_BH_RESPONSE};
+	snprintf(a.source, sizeof(a.source), "edgecontroller");
+	snprintf(a.group, sizeof(a.group), "control");
+	snprintf(a.resource, sizeof(a.resource), "certificate");
+	snprintf(a.parent_id, sizeof(a.parent_id), "%s", m->msg_id);
+	a.content = cJSON_CreateObject();
+	if (!a.content || !cJSON_AddStringToObject(a.content, "cert", cert) ||
+	    !cJSON_AddStringToObject(a.content, "ca", ca) || append_msg(c, &s->out, &a))
+		s->closing = true;
+	cJSON_Delete(a.content);
+	free(cert);
+	free(ca);
+	c->c_certs_signed++;
+	EM_INFO(MOD, "signed a certificate for %s (%s)", s->node,
+	        s->enroll_only ? "enrollment over the cluster key" : "renewal over its TLS tunnel");
+}
+
+/* Edge: a certificate request when one is due. */
+static int edge_cert_request(struct em_ctl *c)
+{
+	c->next_cert_ms = c->now_ms + 60000;
+	if (c->cert_pending)
+		return 0;
+	bool enrolling = false;
+	char *csr = NULL;
+	pthread_mutex_lock(&c->mu);
+	if (c->cert.request)
+		csr = c->cert.request(c->cert.ctx, &enrolling);
+	pthread_mutex_unlock(&c->mu);
+	if (!csr)
+		return 0;
+	struct em_bh_msg m = {.op = EM_BH_QUERY};
+	snprintf(m.source, sizeof(m.source), "edgemesh");
+	snprintf(m.group, sizeof(m.group), "control");
+	snprintf(m.resource, sizeof(m.resource), "certificate");
+	m.content = cJSON_CreateObject();
+	int rc = m.content && cJSON_AddStringToObject(m.content, "node", c->node) &&
+	                         cJSON_AddStringToObject(m.content, "csr", csr)
+	                 ? append_msg(c, &c->out, &m)
+	                 : -ENOMEM;
+	cJSON_Delete(m.content);
+	free(csr);
+	if (!rc) {
+		c->cert_pending = true;
+		c->enrolling = enrolling;
+		EM_INFO(MOD, "asked the cloud for a certificate (%s)",
+		        enrolling ? "enrollment with the cluster key" : "renewal");
+	}
+	return rc;
+}
+
+/* Edge: the cloud's answer to the request. */
+static int edge_cert_answer(struct em_ctl *c, const struct em_bh_msg *m)
+{
+	const cJSON *cert = cJSON_GetObjectItemCaseSensitive(m->content, "cert");
+	const cJSON *ca = cJSON_GetObjectItemCaseSensitive(m->content, "ca");
+	char err[300];
+	if (!c->cert_pending || !cJSON_IsString(cert) || !cJSON_IsString(ca)) {
+		EM_WARN(MOD, "certificate answer from the cloud %s",
+		        c->cert_pending ? "without cert and ca" : "that was not asked for");
+		return -EINVAL;
+	}
+	c->cert_pending = false;
+	int rc = -ENOTSUP;
+	snprintf(err, sizeof(err), "no installer");
+	pthread_mutex_lock(&c->mu);
+	if (c->cert.install)
+		rc = c->cert.install(c->cert.ctx, cert->valuestring, ca->valuestring, err,
+		                     sizeof(err));
+	pthread_mutex_unlock(&c->mu);
+	if (rc) {
+		EM_WARN(MOD, "the cloud's certificate was not installed: %s", err);
+		return rc;
+	}
+	c->c_certs_installed++;
+	if (c->enrolling) {
+		/* The tunnel this came over is closing (the engine moves to
+		 * TLS): dial again at once. */
+		c->backoff = 0;
+	}
+	return 0;
+}
+
+/* Edge: the cloud's revocation list. */
+static int edge_revs(struct em_ctl *c, const struct em_bh_msg *m)
+{
+	int rc = revs_from_json(c, m->content);
+	if (rc) {
+		EM_WARN(MOD, "bad revocation list from the cloud");
+		return rc;
+	}
+	if (revs_save(c))
+		EM_WARN(MOD, "the revocation list could not be stored");
+	revs_tell(c);
+	return 0;
 }
 
 struct cloud_line_ctx {
@@ -574,7 +915,14 @@ static int cloud_msg(void *arg, const char *line, size_t len)
 		return sess_fail(c, s, why);
 	}
 	bool ctl = strcmp(m.group, "control") == 0 && strcmp(m.resource, "sync") == 0;
-	if (ctl && m.op == EM_BH_QUERY && s->state == S_REGISTER) {
+	if (strcmp(m.group, "control") == 0 && strcmp(m.resource, "certificate") == 0 &&
+	    m.op == EM_BH_QUERY) {
+		on_cert(c, s, &m);
+	} else if (s->enroll_only && m.op != EM_BH_ERROR) {
+		em_bh_free(&m);
+		return sess_fail(c, s, "this tunnel is not encrypted: it serves a certificate "
+		                       "request only");
+	} else if (ctl && m.op == EM_BH_QUERY && s->state == S_REGISTER) {
 		on_register(c, s, &m);
 	} else if (ctl && m.op == EM_BH_RESPONSE && s->e) {
 		const cJSON *g = cJSON_GetObjectItemCaseSensitive(m.content, "generation");
@@ -793,6 +1141,7 @@ static void cloud_take_pending(struct em_ctl *c)
 		}
 		s->fd = p[i].fd;
 		s->src = p[i].src;
+		s->enroll_only = p[i].enroll_only;
 		snprintf(s->node, sizeof(s->node), "%s", p[i].node);
 		s->deadline_ms = c->now_ms + REGISTER_MS;
 		c->sess[c->n_sess++] = s;
@@ -801,7 +1150,8 @@ static void cloud_take_pending(struct em_ctl *c)
 	free(p);
 }
 
-void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_addr *src)
+void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_addr *src,
+                   bool enroll_only)
 {
 	if (!c->cloud) {
 		close(fd);
@@ -815,6 +1165,7 @@ void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_a
 		c->pend = v;
 		v[c->n_pend].fd = fd;
 		v[c->n_pend].src = *src;
+		v[c->n_pend].enroll_only = enroll_only;
 		snprintf(v[c->n_pend].node, sizeof(v->node), "%s", node);
 		c->n_pend++;
 	}
@@ -1026,6 +1377,13 @@ static void edge_dial(struct em_ctl *c)
 		return;
 	}
 	c->fd = sv[0];
+	c->cert_pending = c->enrolling = false;
+	if (edge_cert_request(c)) {
+		edge_down(c, "out of memory");
+		return;
+	}
+	if (c->enrolling)
+		return; /* the answer moves the tunnels to TLS; register then */
 	struct em_bh_msg m = {.op = EM_BH_QUERY};
 	snprintf(m.source, sizeof(m.source), "edgemesh");
 	snprintf(m.group, sizeof(m.group), "control");
@@ -1242,6 +1600,12 @@ static int edge_msg(void *arg, const char *line, size_t len)
 		rc = edge_mark(c, &m);
 		if (rc == -EINVAL)
 			EM_WARN(MOD, "bad marker from the cloud");
+	} else if (strcmp(m.group, "control") == 0 && m.op == EM_BH_RESPONSE &&
+	           strcmp(m.resource, "certificate") == 0) {
+		rc = edge_cert_answer(c, &m);
+	} else if (strcmp(m.group, "control") == 0 && m.op == EM_BH_UPDATE &&
+	           strcmp(m.resource, "revocations") == 0) {
+		rc = edge_revs(c, &m);
 	} else if (m.op == EM_BH_ERROR) {
 		EM_WARN(MOD, "the cloud refused this edge: %.300s",
 		        cJSON_IsString(m.content) ? m.content->valuestring : "?");
@@ -1282,6 +1646,10 @@ static void edge_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
 			return;
 		}
 	}
+	if (c->up && c->now_ms >= c->next_cert_ms && edge_cert_request(c)) {
+		edge_down(c, "out of memory");
+		return;
+	}
 	uint64_t b = 0;
 	if (!flush_out(c->fd, &c->out, &c->out_off, &b))
 		edge_down(c, "write failed");
@@ -1307,6 +1675,7 @@ struct em_ctl *em_ctl_new(const struct em_config *cfg, struct em_store *st, stru
 		em_ctl_free(c);
 		return NULL;
 	}
+	revs_load(c);
 	if (c->cloud) {
 		if (em_bh_new_id(c->epoch)) {
 			em_ctl_free(c);
@@ -1360,6 +1729,7 @@ void em_ctl_free(struct em_ctl *c)
 	free(c->objs);
 	free(c->dels);
 	free(c->snap_keys);
+	free(c->revs);
 	if (c->wake_fd >= 0)
 		close(c->wake_fd);
 	pthread_mutex_destroy(&c->mu);
@@ -1430,6 +1800,12 @@ void em_ctl_run(struct em_ctl *c, const struct pollfd *pfd, size_t n)
 	if (read(c->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		EM_DEBUG(MOD, "wake read: %s", strerror(errno));
 	c->now_ms = em_now_ms();
+	pthread_mutex_lock(&c->mu);
+	bool tell = c->revs_dirty;
+	c->revs_dirty = false;
+	pthread_mutex_unlock(&c->mu);
+	if (tell)
+		revs_tell(c);
 	if (c->cloud)
 		cloud_run(c, pfd, n);
 	else
@@ -1457,6 +1833,10 @@ size_t em_ctl_counters(const struct em_ctl *c, struct em_api_counter *out, size_
 	        {"control", "objects_applied", c->c_applied},
 	        {"control", "objects_refused", c->c_apply_failures},
 	        {"control", "generation", c->gen},
+	        {"control", "certificates_signed", c->c_certs_signed},
+	        {"control", "certificate_requests_refused", c->c_certs_refused},
+	        {"control", "certificates_installed", c->c_certs_installed},
+	        {"control", "revocations", c->n_revs},
 	};
 	size_t n = EM_MIN(cap, EM_ARRAY_SIZE(all));
 	memcpy(out, all, n * sizeof(*out));

@@ -30,6 +30,7 @@
 #define EM_STORE_CONTROL_H
 
 #include <poll.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,8 @@ struct cJSON;
 #define EM_CTL_OUT_HIGH (64u << 10)
 /* Objects per snapshot page and per edge transaction during a snapshot. */
 #define EM_CTL_PAGE 256u
+/* Longest node name (a DNS subdomain). */
+#define EM_CTL_NODE_MAX 253
 /* Edges the cloud serves at once; more are refused (the stream ends). */
 #define EM_CTL_MAX_EDGES 16384u
 
@@ -66,9 +69,53 @@ void em_ctl_free(struct em_ctl *c);
 void em_ctl_set_dialer(struct em_ctl *c, em_ctl_dial_fn fn, void *ctx);
 
 /* Cloud, any thread: an edge's stream arrived (an em_engine_control_fn).
- * Takes <fd>; the sync thread picks it up at its next turn (<wake_fd> is
- * written to wake it). */
-void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_addr *src);
+ * <enroll_only>: it came over an unencrypted tunnel of a cloud whose
+ * tunnels run TLS (the edge proved the cluster key only): the stream may
+ * only ask for a certificate (PROTOCOL.md 9). Takes <fd>; the sync thread picks it up at its next turn
+ * (<wake_fd> is written to wake it). */
+void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_addr *src,
+                   bool enroll_only);
+
+/* A certificate revocation: certificates of <node> issued at or before
+ * <at> (seconds since the epoch) are refused. */
+struct em_ctl_revocation {
+	char node[EM_CTL_NODE_MAX + 1];
+	int64_t at;
+};
+
+/* Tunnel certificates over the control stream (PROTOCOL.md 9). This module
+ * carries requests, answers and revocations and keeps their records in the
+ * store; the cryptography is the caller's. Every function is called on the
+ * sync thread; any may be NULL. */
+struct em_ctl_cert_ops {
+	/* Cloud: signs the PEM request <csr> (<len> bytes) of <node> as of
+	 * time <now>. Returns 0 with the certificate and the CA's in <*cert>
+	 * and <*ca> (malloc'd PEM), or -errno with a one-line reason in
+	 * <err>. NULL: this cloud signs nothing. */
+	int (*sign)(void *ctx, const char *node, const char *csr, size_t len, int64_t now,
+	            char **cert, char **ca, char *err, size_t errlen);
+	/* Edge: a request to send now (malloc'd PEM), or NULL when none is
+	 * due. <*enrolling> is set when this node has no certificate yet: the
+	 * stream then asks for one and nothing else. Asked when the stream
+	 * opens and about once a minute while it is up. */
+	char *(*request)(void *ctx, bool *enrolling);
+	/* Edge: the cloud's answer. Returns 0, or -errno with why in <err>. */
+	int (*install)(void *ctx, const char *cert, const char *ca, char *err, size_t errlen);
+	/* Both: the revocations in force (<n> of them, valid during the call):
+	 * at em_ctl_set_cert (what the store kept) and at each change. */
+	void (*revoked)(void *ctx, const struct em_ctl_revocation *list, size_t n);
+	void *ctx;
+};
+
+/* Sets the certificate operations (copied). Sync thread, or before it
+ * runs. */
+void em_ctl_set_cert(struct em_ctl *c, const struct em_ctl_cert_ops *ops);
+
+/* Cloud: revokes the certificates of <node> issued so far: recorded in the
+ * store, pushed to every edge, applied here through ops->revoked; the node
+ * may enroll again. Sync thread. Returns 0, or -EINVAL / -EIO with why in
+ * <err>. */
+int em_ctl_revoke(struct em_ctl *c, const char *node, char *err, size_t errlen);
 
 /* The eventfd em_ctl_accept writes to; the owner polls it. */
 int em_ctl_wake_fd(const struct em_ctl *c);

@@ -800,6 +800,12 @@ int em_store_kv_get(struct em_store *st, const char *k, char *buf, size_t cap)
 	return em_db_kv_get(st->db, k, buf, cap);
 }
 
+int em_store_kv_set(struct em_store *st, const char *k, const char *v)
+{
+	struct em_db_op op = {.op = EM_DB_KV, .key = k, .value = v};
+	return em_db_apply(st->db, &op, 1);
+}
+
 int em_store_origin_scan(struct em_store *st, const char *origin,
                          int (*cb)(void *arg, const char *key), void *arg)
 {

@@ -102,6 +102,10 @@ int em_store_change_from(struct em_store *st, const struct cJSON *const *objs, s
 /* Copies named value <k> into <buf>. Returns 1 when set, 0 when not, -EIO. */
 int em_store_kv_get(struct em_store *st, const char *k, char *buf, size_t cap);
 
+/* Sets named value <k> to <v> in a transaction of its own (no object
+ * changes, no new generation). Returns 0 or -EIO. */
+int em_store_kv_set(struct em_store *st, const char *k, const char *v);
+
 /* Calls <cb> with the key of every object marked as coming from <origin>,
  * in key order; a non-zero return stops it and is returned. -EIO on a read
  * error. <cb> must not call back into the store. */

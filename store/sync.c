@@ -215,6 +215,11 @@ static void publish(struct em_sync *s)
 }
 
 /* What the API's stats reply and /metrics report besides the store. */
+static int ctl_revoke(void *ctx, const char *node, char *err, size_t errlen)
+{
+	return em_ctl_revoke(ctx, node, err, errlen);
+}
+
 static struct em_api_info api_info(struct em_sync *s)
 {
 	return (struct em_api_info){.config_path = s->config_path,
@@ -226,7 +231,9 @@ static struct em_api_info api_info(struct em_sync *s)
 	                            .control = s->ctl ? control_status : NULL,
 	                            .control_ctx = s->ctl,
 	                            .stats = locked_stats,
-	                            .stats_ctx = s};
+	                            .stats_ctx = s,
+	                            .revoke = s->ctl ? ctl_revoke : NULL,
+	                            .revoke_ctx = s->ctl};
 }
 
 static void handle_input(struct em_sync *s, struct client *c)
@@ -351,24 +358,44 @@ static void admin_answer(struct em_sync *s, struct admin_client *a, const char *
 		rc = em_admin_response(&a->out, why ? 503 : 200, text, body, (size_t)n, head);
 	} else if (strcmp(path, "/metrics") == 0) {
 		/* The stats reply, as meshctl stats gets it, rendered; the
-		 * QPS buckets straight from their registry. */
+		 * QPS buckets and the per Service port counters straight
+		 * from their registries. */
 		struct em_api_info info = api_info(s);
-		struct em_buf body = {0};
+		/* The body is rendered into the client's buffer after room for
+		 * the head, which goes in front of it once its length is known:
+		 * a large body is not copied again. */
+		enum { HEAD_ROOM = 256 };
+		static const char room[HEAD_ROOM];
+		struct em_buf *b = &a->out, h = {0};
+		b->len = 0;
 		cJSON *r = em_api_stats(s->store, &info, false);
-		rc = r ? em_admin_metrics(r, &body) : -ENOMEM;
+		rc = r ? em_buf_append(b, room, HEAD_ROOM) : -ENOMEM;
 		if (!rc)
-			rc = em_admin_metrics_qps(&body);
+			rc = em_admin_metrics(r, b);
 		if (!rc)
-			rc = em_admin_response(&a->out, 200, "text/plain; version=0.0.4; charset=utf-8",
-			                       body.data, body.len, head);
+			rc = em_admin_metrics_qps(b);
+		if (!rc)
+			rc = em_admin_metrics_services(b);
+		if (!rc)
+			rc = em_admin_response(&h, 200, "text/plain; version=0.0.4; charset=utf-8",
+			                       NULL, b->len - HEAD_ROOM, true);
+		if (!rc && h.len > HEAD_ROOM)
+			rc = -EINVAL;
+		if (!rc) {
+			memcpy(b->data + HEAD_ROOM - h.len, h.data, h.len);
+			a->out_off = HEAD_ROOM - h.len;
+			if (head)
+				b->len = HEAD_ROOM;
+		}
 		cJSON_Delete(r);
-		em_buf_free(&body);
+		em_buf_free(&h);
 	} else {
 		static const char nf[] = "no such page (expected /metrics, /healthz or /readyz)\n";
 		rc = em_admin_response(&a->out, 404, text, nf, sizeof(nf) - 1, head);
 	}
 	if (rc) {
 		a->out.len = 0;
+		a->out_off = 0;
 		static const char oom[] = "out of memory\n";
 		em_admin_response(&a->out, 500, text, oom, sizeof(oom) - 1, false);
 	}

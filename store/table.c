@@ -10,6 +10,7 @@
 #include "store/rcu.h"
 #include "store/router.h"
 
+#include "proto/clock.h"
 #include "proto/log.h"
 
 /* Lookup slots. The key is stored inline so that a probe touches one cache
@@ -624,6 +625,9 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 		p->key = name_hash(o->ns, o->name);
 		snprintf(keybuf, sizeof(keybuf), "/%u/%u", kp->port, kp->protocol);
 		p->key = em_hash64(keybuf, strlen(keybuf), p->key);
+		p->mslot = kp->protocol == IPPROTO_TCP
+		                   ? em_svcstat_get(p->key, o->ns, o->name, kp->port, b->t->qps_mark)
+		                   : EM_SVCSTAT_SINK;
 	}
 	svc->ports = ports;
 	svc->n_ports = (uint32_t)ks->n_ports;
@@ -923,6 +927,7 @@ void em_table_publish(struct em_table *t)
 	em_table_free(old);
 	/* No reader holds the old snapshot's buckets any more. */
 	em_qps_sweep(t->qps_mark);
+	em_svcstat_sweep(t->qps_mark, em_now_ms());
 }
 
 void em_table_shutdown(void)
@@ -930,4 +935,5 @@ void em_table_shutdown(void)
 	struct em_table *old = __atomic_exchange_n(&live_table, NULL, __ATOMIC_ACQ_REL);
 	em_table_free(old);
 	em_qps_clear();
+	em_svcstat_clear();
 }

@@ -12,6 +12,7 @@
 #include "proto/em.h"
 #include "store/k8s.h"
 #include "store/qps.h"
+#include "store/svcstat.h"
 
 struct em_service;
 
@@ -42,6 +43,9 @@ struct em_svc_port {
 	/* Stable across snapshots for the same ns/name/port: keys per-worker
 	 * balancer state that must survive a table swap. */
 	uint64_t key;
+	/* The port's counters in the workers' sets (store/svcstat.h), stable
+	 * across snapshots too; EM_SVCSTAT_SINK for a port not TCP. */
+	uint32_t mslot;
 };
 
 struct em_service {
@@ -164,7 +168,8 @@ struct em_table_input {
  * is resolved through the endpoint port of the same name, else the target
  * pod's container port of that name. Rules are checked against their
  * RuleEndpoints (em_router_check). A service with a QPS limit gets its
- * bucket from the registry (store/qps.h), its new rate set there at once.
+ * bucket from the registry (store/qps.h), its new rate set there at once;
+ * every TCP port gets its counter slot (store/svcstat.h).
  * Returns NULL on allocation failure. */
 struct em_table *em_table_build(const struct em_table_input *in, uint64_t generation);
 
@@ -172,15 +177,15 @@ struct em_table *em_table_build(const struct em_table_input *in, uint64_t genera
 void em_table_init(void);
 
 /* Publishes <t> and frees the previous snapshot after a grace period, then
- * the QPS buckets no longer referenced. The caller must not be an online
+ * the QPS buckets and counter slots no longer referenced. The caller must not be an online
  * RCU reader. */
 void em_table_publish(struct em_table *t);
 
 /* Frees a snapshot never published. */
 void em_table_free(struct em_table *t);
 
-/* At exit, after every reader stopped: frees the live snapshot and the
- * QPS buckets. */
+/* At exit, after every reader stopped: frees the live snapshot, the QPS
+ * buckets and the counter slots and sets (store/svcstat.h). */
 void em_table_shutdown(void);
 
 #endif

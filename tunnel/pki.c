@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -345,5 +346,336 @@ out:
 	EVP_PKEY_free(key);
 	X509_free(ca);
 	EVP_PKEY_free(ca_key);
+	return rc;
+}
+
+/* ---- enrollment ---- */
+
+struct em_pki_ca {
+	X509 *crt;
+	EVP_PKEY *key;
+	char *pem;
+};
+
+/* PEM of <key> (private) or <crt> into a malloc'd string. */
+static char *to_pem(EVP_PKEY *key, X509 *crt, X509_REQ *req)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+	if (!b)
+		return NULL;
+	if ((key ? PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)
+	         : crt ? PEM_write_bio_X509(b, crt) : PEM_write_bio_X509_REQ(b, req)) &&
+	    (n = BIO_get_mem_data(b, &data)) > 0 && (out = malloc((size_t)n + 1))) {
+		memcpy(out, data, (size_t)n);
+		out[n] = 0;
+	}
+	BIO_free(b);
+	return out;
+}
+
+int em_pki_csr_new(const char *node, char **key_pem, char **csr_pem, char *err, size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	X509_REQ *req = NULL;
+	X509_NAME *name = NULL;
+	int rc;
+
+	*key_pem = *csr_pem = NULL;
+	if ((rc = em_pki_node_name_check(node, err, errlen)))
+		return rc;
+	if (!(key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")))
+		return fail(err, errlen, -EIO, "cannot make a P-256 key: %s", ssl_reason());
+	if (!(req = X509_REQ_new()) || !(name = X509_NAME_new()) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)node,
+	                                -1, -1, 0) ||
+	    !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_pubkey(req, key) ||
+	    !X509_REQ_sign(req, key, EVP_sha256())) {
+		rc = fail(err, errlen, -EIO, "cannot make a request for %s: %s", node, ssl_reason());
+		goto out;
+	}
+	if (!(*key_pem = to_pem(key, NULL, NULL)) || !(*csr_pem = to_pem(NULL, NULL, req))) {
+		free(*key_pem);
+		*key_pem = NULL;
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+	}
+out:
+	X509_NAME_free(name);
+	X509_REQ_free(req);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+struct em_pki_ca *em_pki_ca_load(const char *ca_dir, char *err, size_t errlen)
+{
+	struct em_pki_ca *ca = calloc(1, sizeof(*ca));
+	if (!ca) {
+		fail(err, errlen, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (load_ca(ca_dir, &ca->crt, &ca->key, err, errlen)) {
+		em_pki_ca_free(ca);
+		return NULL;
+	}
+	if (!(ca->pem = to_pem(NULL, ca->crt, NULL))) {
+		fail(err, errlen, -ENOMEM, "out of memory");
+		em_pki_ca_free(ca);
+		return NULL;
+	}
+	return ca;
+}
+
+void em_pki_ca_free(struct em_pki_ca *ca)
+{
+	if (!ca)
+		return;
+	X509_free(ca->crt);
+	EVP_PKEY_free(ca->key);
+	free(ca->pem);
+	free(ca);
+}
+
+const char *em_pki_ca_pem(const struct em_pki_ca *ca)
+{
+	return ca->pem;
+}
+
+static time_t asn1_time(const ASN1_TIME *t)
+{
+	struct tm tm;
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+		return 0;
+	return timegm(&tm);
+}
+
+static void cert_info(X509 *x, struct em_pki_cert_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->not_before = asn1_time(X509_get0_notBefore(x));
+	info->not_after = asn1_time(X509_get0_notAfter(x));
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	if (hex) {
+		snprintf(info->serial, sizeof(info->serial), "%s", hex);
+		for (char *c = info->serial; *c; c++)
+			if (*c >= 'A' && *c <= 'F')
+				*c = (char)(*c - 'A' + 'a');
+	}
+	OPENSSL_free(hex);
+	BN_free(bn);
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+		GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		if (g->type != GEN_DNS)
+			continue;
+		const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+		int n = ASN1_STRING_length(g->d.dNSName);
+		if (n > 0 && n <= EM_PKI_NODE_NAME_MAX && !memchr(d, 0, (size_t)n)) {
+			memcpy(info->node, d, (size_t)n);
+			info->node[n] = 0;
+		}
+		break;
+	}
+	GENERAL_NAMES_free(gens);
+}
+
+/* The CN of <name>, or -1. */
+static int subject_cn(X509_NAME *name, char *out, size_t cap)
+{
+	int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if (i < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, i) >= 0)
+		return -1;
+	ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+	int n = ASN1_STRING_length(s);
+	const unsigned char *d = ASN1_STRING_get0_data(s);
+	if (n <= 0 || (size_t)n >= cap || memchr(d, 0, (size_t)n))
+		return -1;
+	memcpy(out, d, (size_t)n);
+	out[n] = 0;
+	return 0;
+}
+
+static int sign_key(const struct em_pki_ca *ca, EVP_PKEY *key, const char *node, unsigned days,
+                    time_t now, char **cert_pem, EVP_PKEY *with_key, struct em_pki_cert_info *info,
+                    char *err, size_t errlen)
+{
+	if (days < 1 || days > EM_PKI_MAX_DAYS)
+		return fail(err, errlen, -EINVAL, "certificate lifetime of %u days: expected 1..%d",
+		            days, EM_PKI_MAX_DAYS);
+	X509 *crt = make_cert(key, node, ca->crt, ca->key, now ? now : time(NULL), days);
+	if (!crt)
+		return fail(err, errlen, -EIO, "cannot make the certificate of %s: %s", node,
+		            ssl_reason());
+	char *c = to_pem(NULL, crt, NULL), *k = with_key ? to_pem(with_key, NULL, NULL) : NULL;
+	if (!c || (with_key && !k)) {
+		free(c);
+		free(k);
+		X509_free(crt);
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	if (k) {
+		size_t a = strlen(c), b = strlen(k);
+		char *both = realloc(c, a + b + 1);
+		if (!both) {
+			free(c);
+			free(k);
+			X509_free(crt);
+			return fail(err, errlen, -ENOMEM, "out of memory");
+		}
+		memcpy(both + a, k, b + 1);
+		OPENSSL_cleanse(k, b);
+		free(k);
+		c = both;
+	}
+	if (info)
+		cert_info(crt, info);
+	X509_free(crt);
+	*cert_pem = c;
+	return 0;
+}
+
+int em_pki_ca_sign(const struct em_pki_ca *ca, const char *csr_pem, size_t len, const char *node,
+                   unsigned days, time_t now, char **cert_pem, struct em_pki_cert_info *info,
+                   char *err, size_t errlen)
+{
+	char cn[EM_PKI_NODE_NAME_MAX + 1];
+	X509_REQ *req = NULL;
+	EVP_PKEY *key;
+	BIO *b;
+	int rc;
+
+	*cert_pem = NULL;
+	if ((rc = em_pki_node_name_check(node, err, errlen)))
+		return rc;
+	if (len > EM_PKI_CSR_MAX)
+		return fail(err, errlen, -EINVAL, "request of %zu bytes: at most %d expected", len,
+		            EM_PKI_CSR_MAX);
+	if (!(b = BIO_new_mem_buf(csr_pem, (int)len)))
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	req = PEM_read_bio_X509_REQ(b, NULL, NULL, NULL);
+	BIO_free(b);
+	if (!req)
+		return fail(err, errlen, -EINVAL, "not a PEM certificate request");
+	key = X509_REQ_get0_pubkey(req);
+	char group[32] = "";
+	size_t glen = 0;
+	if (!key || !EVP_PKEY_is_a(key, "EC") ||
+	    !EVP_PKEY_get_utf8_string_param(key, "group", group, sizeof(group), &glen) ||
+	    strcmp(group, "prime256v1") != 0) {
+		rc = fail(err, errlen, -EINVAL, "the request's key is not an EC P-256 key");
+		goto out;
+	}
+	if (X509_REQ_verify(req, key) != 1) {
+		rc = fail(err, errlen, -EINVAL, "the request's signature does not verify");
+		goto out;
+	}
+	if (subject_cn(X509_REQ_get_subject_name(req), cn, sizeof(cn)) || strcmp(cn, node) != 0) {
+		rc = fail(err, errlen, -EINVAL, "the request is not for node %s (subject CN)", node);
+		goto out;
+	}
+	rc = sign_key(ca, key, node, days, now, cert_pem, NULL, info, err, errlen);
+out:
+	X509_REQ_free(req);
+	return rc;
+}
+
+int em_pki_ca_issue_pem(const struct em_pki_ca *ca, const char *node, unsigned days, time_t now,
+                        char **pem, struct em_pki_cert_info *info, char *err, size_t errlen)
+{
+	int rc;
+	*pem = NULL;
+	if ((rc = em_pki_node_name_check(node, err, errlen)))
+		return rc;
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	if (!key)
+		return fail(err, errlen, -EIO, "cannot make a P-256 key: %s", ssl_reason());
+	rc = sign_key(ca, key, node, days, now, pem, key, info, err, errlen);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+int em_pki_cert_info_pem(const char *pem, size_t len, struct em_pki_cert_info *info, char *err,
+                         size_t errlen)
+{
+	BIO *b = BIO_new_mem_buf(pem, (int)len);
+	if (!b)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	X509 *x = len <= INT_MAX ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	if (!x)
+		return fail(err, errlen, -EBADMSG, "no PEM certificate");
+	cert_info(x, info);
+	X509_free(x);
+	return 0;
+}
+
+int em_pki_cert_info_file(const char *path, struct em_pki_cert_info *info, char *err,
+                          size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return fail(err, errlen, -errno, "cannot read %s: %s", path, strerror(errno));
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!x)
+		return fail(err, errlen, -EBADMSG, "%s holds no PEM certificate", path);
+	cert_info(x, info);
+	X509_free(x);
+	return 0;
+}
+
+bool em_pki_renew_due(const struct em_pki_cert_info *info, time_t now)
+{
+	if (info->not_after <= info->not_before || now < info->not_before ||
+	    now >= info->not_after)
+		return true;
+	return now - info->not_before >= (info->not_after - info->not_before) / 3 * 2;
+}
+
+int em_pki_write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                      size_t errlen)
+{
+	char dir[PATH_MAX], tmp[PATH_MAX];
+	int fd, rc = 0;
+
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir) ||
+	    snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
+		return fail(err, errlen, -ENAMETOOLONG, "path too long: %s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	if ((rc = ensure_dir(dir, err, errlen)))
+		return rc;
+	if ((fd = mkstemp(tmp)) == -1)
+		return fail(err, errlen, -errno, "cannot create a file in %s: %s", dir,
+		            strerror(errno));
+	const char *p = data;
+	size_t left = len;
+	while (left) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = fail(err, errlen, n < 0 ? -errno : -EIO, "cannot write %s: %s", tmp,
+			          n < 0 ? strerror(errno) : "short write");
+			goto out;
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	if (fchmod(fd, mode) == -1 || fsync(fd) == -1 || rename(tmp, path) == -1) {
+		rc = fail(err, errlen, -errno, "cannot write %s: %s", path, strerror(errno));
+		goto out;
+	}
+	sync_dir(dir);
+out:
+	close(fd);
+	if (rc)
+		unlink(tmp);
 	return rc;
 }

@@ -29,6 +29,9 @@
 struct em_tls_pipe_ctx {
 	SSL_CTX *ssl_ctx;
 	char node[NAME_LEN];
+	em_tls_pipe_check_fn check;
+	void *check_arg;
+	time_t own_not_before, own_not_after;
 };
 
 struct em_tls_pipe {
@@ -39,6 +42,9 @@ struct em_tls_pipe {
 	bool closing;
 	char expected[NAME_LEN]; /* "" : learn it from the certificate */
 	char peer[NAME_LEN];
+	em_tls_pipe_check_fn check;
+	void *check_arg;
+	time_t peer_not_before;
 	char err[EM_TLS_PIPE_ERR_LEN];
 };
 
@@ -103,6 +109,14 @@ out:
 	if (rc)
 		out[0] = 0;
 	return rc;
+}
+
+static time_t asn1_time(const ASN1_TIME *t)
+{
+	struct tm tm;
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+		return 0;
+	return timegm(&tm);
 }
 
 /* ---- context ---- */
@@ -228,6 +242,8 @@ struct em_tls_pipe_ctx *em_tls_pipe_ctx_new(const struct em_tls_pipe_files *f, c
 	if (check_own_cert(c, f, err, errlen))
 		goto fail;
 	SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+	c->own_not_before = asn1_time(X509_get0_notBefore(SSL_CTX_get0_certificate(s)));
+	c->own_not_after = asn1_time(X509_get0_notAfter(SSL_CTX_get0_certificate(s)));
 	EVP_PKEY_free(key);
 	BIO_free(kb);
 	return c;
@@ -241,6 +257,24 @@ fail:
 const char *em_tls_pipe_ctx_node_name(const struct em_tls_pipe_ctx *c)
 {
 	return c->node;
+}
+
+void em_tls_pipe_ctx_set_check(struct em_tls_pipe_ctx *c, em_tls_pipe_check_fn fn, void *arg)
+{
+	c->check = fn;
+	c->check_arg = arg;
+}
+
+void em_tls_pipe_ctx_lifetime(const struct em_tls_pipe_ctx *c, time_t *not_before,
+                              time_t *not_after)
+{
+	*not_before = c->own_not_before;
+	*not_after = c->own_not_after;
+}
+
+time_t em_tls_pipe_peer_not_before(const struct em_tls_pipe *p)
+{
+	return p->state == EM_TLS_PIPE_OPEN ? p->peer_not_before : 0;
 }
 
 void em_tls_pipe_ctx_free(struct em_tls_pipe_ctx *c)
@@ -282,6 +316,13 @@ static int check_name(struct em_tls_pipe *p, X509 *x)
 		p->peer[0] = 0;
 		return -1;
 	}
+	p->peer_not_before = asn1_time(X509_get0_notBefore(x));
+	const char *no = p->check ? p->check(p->check_arg, p->peer, p->peer_not_before) : NULL;
+	if (no) {
+		fail(p, "peer certificate of %s refused: %s", p->peer, no);
+		p->peer[0] = 0;
+		return -1;
+	}
 	return 0;
 }
 
@@ -319,6 +360,8 @@ struct em_tls_pipe *em_tls_pipe_new(struct em_tls_pipe_ctx *c, enum em_tls_pipe_
 		return NULL;
 	if (peer_name)
 		strcpy(p->expected, peer_name);
+	p->check = c->check;
+	p->check_arg = c->check_arg;
 	ERR_clear_error();
 	if (!(p->ssl = SSL_new(c->ssl_ctx)) ||
 	    !BIO_new_bio_pair(&inner, EM_TLS_PIPE_BUF, &p->net, EM_TLS_PIPE_BUF))

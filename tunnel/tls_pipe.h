@@ -88,6 +88,21 @@ struct em_tls_pipe_ctx *em_tls_pipe_ctx_new(const struct em_tls_pipe_files *file
 /* This node's name, as its own certificate gives it; valid while <ctx> is. */
 const char *em_tls_pipe_ctx_node_name(const struct em_tls_pipe_ctx *ctx);
 
+/* A check of a peer's certificate beyond the CA's verdict (revocation):
+ * called during each handshake of a pipe made from the context afterwards,
+ * on that pipe's thread, with the node the certificate names and its
+ * notBefore. Returns NULL to accept, or why it is refused (a string that
+ * lives at least until the call returns; the handshake fails with it). */
+typedef const char *(*em_tls_pipe_check_fn)(void *arg, const char *node, time_t not_before);
+
+/* Sets <ctx>'s check (NULL: none). Pipes copy it when they are made: set
+ * it before the first em_tls_pipe_new(); <arg> must outlive them. */
+void em_tls_pipe_ctx_set_check(struct em_tls_pipe_ctx *ctx, em_tls_pipe_check_fn fn, void *arg);
+
+/* This node's own certificate's validity (as loaded into <ctx>). */
+void em_tls_pipe_ctx_lifetime(const struct em_tls_pipe_ctx *ctx, time_t *not_before,
+                              time_t *not_after);
+
 /* Frees <ctx>. Pipes made from it keep working: each holds a reference to
  * what it needs. NULL is ignored. */
 void em_tls_pipe_ctx_free(struct em_tls_pipe_ctx *ctx);
@@ -145,6 +160,9 @@ enum em_tls_pipe_state em_tls_pipe_state(const struct em_tls_pipe *p);
 /* The peer's node name once the state is OPEN (its certificate's
  * subjectAltName), else "". Valid as long as <p>. */
 const char *em_tls_pipe_peer_name(const struct em_tls_pipe *p);
+
+/* The notBefore of the peer's certificate once the state is OPEN, else 0. */
+time_t em_tls_pipe_peer_not_before(const struct em_tls_pipe *p);
 
 /* Checks a name the peer claimed (the tunnel HELLO's node name) against its
  * certificate: 0 when the state is OPEN and they are equal, -EAGAIN before

@@ -2,6 +2,7 @@
  * loopback, OpenSSL clients. No edge: the Router's own pages answer. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+
 #include <dirent.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -18,6 +19,7 @@
 #include "proto/log.h"
 #include "store/config.h"
 #include "store/table.h"
+#include "tests/selfsigned.h"
 
 static struct em_engine *eng;
 static char dir[] = "/tmp/em-rtls-XXXXXX", crt[64], key[64];
@@ -56,26 +58,7 @@ static bool counter_reaches(const char *name, uint64_t v)
 
 static void write_cert(void)
 {
-	EVP_PKEY *k = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	FILE *f;
-	cr_assert(k && x);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, k);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-	                           (const unsigned char *)"router", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
-	cr_assert_not_null(f = fopen(crt, "w"));
-	PEM_write_X509(f, x);
-	fclose(f);
-	cr_assert_not_null(f = fopen(key, "w"));
-	PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-	X509_free(x);
-	EVP_PKEY_free(k);
+	em_test_self_signed(crt, key);
 }
 
 static int fds_before;

@@ -63,7 +63,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	char json[512], err[256];
 	snprintf(json, sizeof(json),
 	         "{\"role\":\"cloud\",\"node_name\":\"c1\",\"data_dir\":\"%s\",\"tunnel\":{"
-	         "\"cluster_key\":\"0123456789abcdef0123456789abcdef\"}}",
+	         "\"cluster_key\":\"0123456789abcdef0123456789abcdef\",\"encryption\":\"none\"}}",
 	         dir);
 	if (em_config_parse("fuzz", json, strlen(json), &cfg, err, sizeof(err)) ||
 	    em_store_open(dir, "c1", &st))
@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	struct em_addr src;
 	em_addr_parse("192.0.2.1", false, &src);
-	em_ctl_accept(ctl, sv[1], "edge-f", &src);
+	em_ctl_accept(ctl, sv[1], "edge-f", &src, false);
 	turn();
 	bool open = true;
 	for (size_t off = 0; off < size && open;) {

@@ -552,3 +552,18 @@ it_ep_obj() {
  "subsets": $subsets}
 EOF
 }
+
+# it_rule_ep NAME TYPE PROPERTIES / it_rule NAME SOURCE SOURCE_RESOURCE
+# TARGET TARGET_RESOURCE: KubeEdge Router objects (rules.kubeedge.io/v1) in
+# namespace default; PROPERTIES and the resources are JSON objects.
+it_rule_ep() {
+	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"RuleEndpoint\",
+	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
+	 \"spec\": {\"ruleEndpointType\": \"$2\", \"properties\": $3}}"
+}
+it_rule() {
+	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"Rule\",
+	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
+	 \"spec\": {\"source\": \"$2\", \"sourceResource\": $3, \"target\": \"$4\",
+	  \"targetResource\": $5}}"
+}

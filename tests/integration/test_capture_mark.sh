@@ -87,7 +87,7 @@ node_conf() {
 	"api_socket": "$IT_TMP/$1.sock",
 	"workers": 1,
 	"capture": {"enabled": true, "port": 15001, "service_cidrs": [$3]},
-	"tunnel": {"listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
+	"tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
 		"reconnect_max_ms": 500},
 	"timeouts": {"connect_ms": 2000}
 }

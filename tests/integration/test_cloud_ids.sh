@@ -32,7 +32,7 @@ ip -n "$NSB" addr add "$IPB/24" dev "emi$$-b" && ip -n "$NSB" link set "emi$$-b"
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
  "api_socket": "$IT_TMP/cloud.sock", "workers": 1, "capture": {"enabled": false},
- "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY"},
+ "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY"},
  "router": {"listen": "127.0.0.1:9443"},
  "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7}],
  "controller": {"manifests_dir": "$MDIR"}}
@@ -40,7 +40,7 @@ EOF
 cat >"$IT_TMP/node-b.json" <<EOF
 {"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
  "api_socket": "$IT_TMP/node-b.sock", "workers": 1, "capture": {"enabled": false},
- "tunnel": {"listen": "", "cluster_key": "$KEY", "reconnect_min_ms": 100,
+ "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "reconnect_min_ms": 100,
   "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"}}
 EOF

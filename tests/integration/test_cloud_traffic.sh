@@ -42,7 +42,7 @@ it_bridge "$NSX" "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
  "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
- "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
+ "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
  "router": {"listen": "$IPC:9443", "timeout_ms": 1500},
  "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7},
@@ -56,7 +56,7 @@ edge_conf() {
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
  "api_socket": "$IT_TMP/$1.sock", "workers": $3,
  "capture": {"enabled": true, "port": 15001},
- "tunnel": {"listen": "$2", "cluster_key": "$KEY", "keepalive_ms": 1000,
+ "tunnel": {"encryption": "none", "listen": "$2", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"},
  "timeouts": {"connect_ms": 2000}}
@@ -84,22 +84,11 @@ manifest b.json "$(it_list "$(it_svc default becho 10.96.0.42 7 7042)" \
 	"$(it_ep_obj default brst 7047 $IPB@node-b)")"
 # The Router: an app on node-b's loopback (servicebus service_port), and a
 # Service of node-b's.
-rule_ep() { # NAME TYPE PROPERTIES
-	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"RuleEndpoint\",
-	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
-	 \"spec\": {\"ruleEndpointType\": \"$2\", \"properties\": $3}}"
-}
-rule() { # NAME SOURCE SOURCE_RESOURCE TARGET TARGET_RESOURCE
-	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"Rule\",
-	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
-	 \"spec\": {\"source\": \"$2\", \"sourceResource\": $3, \"target\": \"$4\",
-	  \"targetResource\": $5}}"
-}
-manifest rules.json "$(it_list "$(rule_ep rest rest '{}')" \
-	"$(rule_ep sb-app servicebus '{"service_port": "9000"}')" \
-	"$(rule_ep sb-svc servicebus '{}')" \
-	"$(rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" \
-	"$(rule r-svc rest '{"path": "/svc"}' sb-svc '{"path": "/", "service": "default/bweb", "port": "80"}')" \
+manifest rules.json "$(it_list "$(it_rule_ep rest rest '{}')" \
+	"$(it_rule_ep sb-app servicebus '{"service_port": "9000"}')" \
+	"$(it_rule_ep sb-svc servicebus '{}')" \
+	"$(it_rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" \
+	"$(it_rule r-svc rest '{"path": "/svc"}' sb-svc '{"path": "/", "service": "default/bweb", "port": "80"}')" \
 	"$(it_svc default bweb 10.96.0.45 80 8045)" \
 	"$(it_ep_obj default bweb 8045 $IPB@node-b)")"
 manifest x.json "$(it_list "$(it_svc default xecho 10.96.0.44 7 7044)" \

@@ -39,7 +39,7 @@ conf() {
 	"log_level": "info",
 	"capture": $3,
 	"listeners": [{"listen": "$N.1:18080", "service": "default/web", "port": 80}],
-	"tunnel": {"listen": "$N.1:20006", "cluster_key": "$2"}
+	"tunnel": {"encryption": "none", "listen": "$N.1:20006", "cluster_key": "$2"}
 }
 EOF
 }

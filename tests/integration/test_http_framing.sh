@@ -43,7 +43,7 @@ em_conf() {
 	"workers": 1,
 	"log_level": "info",
 	"listeners": $3,
-	"tunnel": {"listen": "$2:20007", "cluster_key": "$KEY"},
+	"tunnel": {"encryption": "none", "listen": "$2:20007", "cluster_key": "$KEY"},
 	"timeouts": {"connect_ms": 2000}
 }
 EOF

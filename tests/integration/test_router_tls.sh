@@ -43,7 +43,7 @@ cloud_conf() {
 	cat >"$1" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
  "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
- "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
+ "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
  "router": {"listen": "$IPC:9443", "timeout_ms": 1500, "tls": {$2}},
  "timeouts": {"shutdown_ms": 1000},
@@ -91,24 +91,13 @@ it_veth_pair "$NSC" "$NSB" "emtc$$" "emtb$$" "$IPC" "$IPB"
 cat >"$IT_TMP/node-b.json" <<EOF
 {"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
  "api_socket": "$IT_TMP/node-b.sock", "workers": 1, "capture": {"enabled": false},
- "tunnel": {"listen": "", "cluster_key": "$KEY", "keepalive_ms": 1000,
+ "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"}}
 EOF
-rule_ep() { # NAME TYPE PROPERTIES
-	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"RuleEndpoint\",
-	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
-	 \"spec\": {\"ruleEndpointType\": \"$2\", \"properties\": $3}}"
-}
-rule() { # NAME SOURCE SOURCE_RESOURCE TARGET TARGET_RESOURCE
-	echo "{\"apiVersion\": \"rules.kubeedge.io/v1\", \"kind\": \"Rule\",
-	 \"metadata\": {\"name\": \"$1\", \"namespace\": \"default\"},
-	 \"spec\": {\"source\": \"$2\", \"sourceResource\": $3, \"target\": \"$4\",
-	  \"targetResource\": $5}}"
-}
-it_list "$(rule_ep rest rest '{}')" \
-	"$(rule_ep sb-app servicebus '{"service_port": "9000"}')" \
-	"$(rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" >"$MDIR/rules.json"
+it_list "$(it_rule_ep rest rest '{}')" \
+	"$(it_rule_ep sb-app servicebus '{"service_port": "9000"}')" \
+	"$(it_rule r-api rest '{"path": "/api"}' sb-app '{"path": "/edge"}')" >"$MDIR/rules.json"
 
 # node-b's app: "node-b PATH" for any path; /edge/big: 1 MiB of a fixed
 # pattern; a POST: "LENGTH SHA256" of its body.

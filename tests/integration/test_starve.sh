@@ -89,7 +89,7 @@ cat >"$IT_CONF" <<EOF
 	"log_level": "info",
 	"capture": {"enabled": false},
 	"listeners": [{"listen": "127.0.0.1:18005", "service": "default/noep", "port": 80}],
-	"tunnel": {"listen": "127.0.0.1:20006", "cluster_key": "$KEY"},
+	"tunnel": {"encryption": "none", "listen": "127.0.0.1:20006", "cluster_key": "$KEY"},
 	"timeouts": {"connect_ms": 30000}
 }
 EOF

@@ -52,7 +52,7 @@ em_conf() {
 	"workers": 1,
 	"log_level": "info",
 	"capture": {"enabled": true, "port": 15001},
-	"tunnel": {"listen": "$2:20006", "cluster_key": "$3", "keepalive_ms": 1000,
+	"tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$3", "keepalive_ms": 1000,
 		"dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000,
 		"max_streams": ${4:-1024}},
 	"timeouts": {"connect_ms": 2000}

@@ -53,7 +53,7 @@ probe_conf() {
 	cat >"$IT_TMP/probe.json" <<EOF2
 {"role": "edge", "node_name": "probe", "data_dir": "$IT_TMP/data-probe",
  "api_socket": "$IT_TMP/probe.sock", "capture": {"enabled": false},
- "tunnel": {"listen": "127.0.0.1:20006", "cluster_key": "$KEY", "handshake_ms": 2000}}
+ "tunnel": {"encryption": "none", "listen": "127.0.0.1:20006", "cluster_key": "$KEY", "handshake_ms": 2000}}
 EOF2
 	"$EDGEMESH" -t -c "$IT_TMP/probe.json" >/dev/null 2>&1
 }
@@ -69,7 +69,7 @@ conf_b() {
 	"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
 	"api_socket": "$IT_TMP/node-b.sock", "workers": 1, "log_level": "info",
 	"capture": {"enabled": false},
-	"tunnel": {"listen": "127.0.0.1:20006", "cluster_key": "$KEY",
+	"tunnel": {"encryption": "none", "listen": "127.0.0.1:20006", "cluster_key": "$KEY",
 		"max_streams": $1$extra},
 	"timeouts": {"connect_ms": 2000}
 }
@@ -84,7 +84,7 @@ conf_a() {
 	"api_socket": "$IT_TMP/node-a.sock", "workers": 1, "log_level": "info",
 	"capture": {"enabled": false},
 	"listeners": [{"listen": "127.0.0.2:9000", "service": "default/echo", "port": 7}],
-	"tunnel": {"listen": "", "cluster_key": "$KEY", "reconnect_min_ms": 100,
+	"tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "reconnect_min_ms": 100,
 		"reconnect_max_ms": 500},
 	"timeouts": ${1:-{\"connect_ms\": 2000\}}
 }

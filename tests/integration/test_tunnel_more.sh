@@ -79,7 +79,7 @@ em_conf() {
 	"log_level": "info",
 	"capture": $4,
 	"listeners": ${5:-[]},
-	"tunnel": {"listen": "$3", "cluster_key": "$KEY", "keepalive_ms": 2000,
+	"tunnel": {"encryption": "none", "listen": "$3", "cluster_key": "$KEY", "keepalive_ms": 2000,
 		"dead_after_ms": 10000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
 	"timeouts": {"connect_ms": 2000, "shutdown_ms": 500}
 }

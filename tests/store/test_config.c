@@ -14,13 +14,14 @@
 
 #include "proto/log.h"
 #include "store/config.h"
+#include "tests/selfsigned.h"
 
 TestSuite(config, .timeout = 30);
 
 #define NAME "conf/edge.json"
 /* Keys must be at least 32 bytes. */
 #define K32 "k0123456789abcdef0123456789abcde"
-#define KEY "'tunnel':{'cluster_key':'" K32 "'}"
+#define KEY "'tunnel':{'cluster_key':'" K32 "','encryption':'none'}"
 /* The smallest valid edge config, as a prefix for the cases below. */
 #define BASE "{'role':'edge','node_name':'n1'," KEY
 
@@ -160,7 +161,7 @@ Test(config, defaults)
 
 	/* api_socket follows data_dir; tunnels off need no key. */
 	cfg = parse_ok("{'role':'cloud','node_name':'c.example','data_dir':'/tmp/em',"
-	               "'tunnel':{'listen':''}}");
+	               "'tunnel':{'encryption':'none','listen':''}}");
 	cr_assert_eq(cfg->role, EM_ROLE_CLOUD);
 	cr_assert_str_eq(cfg->api_socket, "/tmp/em/edgemesh.sock");
 	cr_assert_eq(cfg->tunnel.listen.family, 0);
@@ -176,7 +177,7 @@ Test(config, every_key_set)
 	        "108'],"
 	        "'exclude_cidrs':['10.96.0.1/32'],'exclude_ports':[22,6443]},"
 	        "'listeners':[{'listen':'127.0.0.1:8080','service':'default/web','port':80}],"
-	        "'tunnel':{'listen':'[::]:20007','cluster_key':'secret-" K32 "'},"
+	        "'tunnel':{'encryption':'none','listen':'[::]:20007','cluster_key':'secret-" K32 "'},"
 	        "'cloud':{'address':'cloud.example.com:20006'},"
 	        "'timeouts':{'connect_ms':1,'idle_ms':2,'request_head_ms':3,'sniff_ms':4,"
 	        "'shutdown_ms':0},'sockets':{'client_sndbuf':65536,'client_rcvbuf':4096,"
@@ -367,16 +368,16 @@ Test(config, tunnel_cloud_timeout_errors)
 	expect_error("{'role':'edge','node_name':'n1'}",
 	             NAME ": tunnel.cluster_key: expected non-empty string when tunnel.listen is "
 	                  "on (default \"0.0.0.0:20006\"; \"\" turns it off)");
-	expect_error("{'role':'edge','node_name':'n1','tunnel':{'listen':'','cluster_key':''},"
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','listen':'','cluster_key':''},"
 	             "'cloud':{'address':'cloud:20006'}}",
 	             NAME
 	             ": tunnel.cluster_key: expected non-empty string when cloud.address is set");
-	expect_error(BASE ",'tunnel':{'listen':'0.0.0.0'}}", NAME ": tunnel: duplicate key");
+	expect_error(BASE ",'tunnel':{'encryption':'none','listen':'0.0.0.0'}}", NAME ": tunnel: duplicate key");
 	expect_error(
-	        "{'role':'edge','node_name':'n1','tunnel':{'listen':'0.0.0.0','cluster_key':'" K32
+	        "{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','listen':'0.0.0.0','cluster_key':'" K32
 	        "'}}",
 	        NAME ": tunnel.listen: expected \"ip:port\", \"[ip]:port\" or \"\" (off)");
-	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':5}}",
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','cluster_key':5}}",
 	             NAME ": tunnel.cluster_key: expected string of at most 255 bytes");
 	expect_error(BASE ",'cloud':{'address':'cloud'}}",
 	             NAME ": cloud.address: expected \"host:port\" or \"\"");
@@ -495,7 +496,7 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY, NULL);
 	restart("," KEY ",'log_level':'info'", "," KEY ",'log_level':'debug'", NULL);
 	restart("," KEY, "," KEY ",'balancer':'random'", NULL);
-	restart("," KEY, ",'tunnel':{'cluster_key':'other-" K32 "'}", NULL);
+	restart("," KEY, ",'tunnel':{'encryption':'none','cluster_key':'other-" K32 "'}", NULL);
 	restart("," KEY, "," KEY ",'timeouts':{'connect_ms':100,'sniff_ms':5}", NULL);
 	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", "cloud.address");
 	restart("," KEY ",'cloud':{'address':'c:1'}", "," KEY ",'cloud':{'address':'c:1'}", NULL);
@@ -528,12 +529,12 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY ",'capture':{'exclude_cidrs':['10.96.0.1/32']}",
 	        "capture.exclude_cidrs");
 	restart("," KEY, "," KEY ",'capture':{'exclude_ports':[22]}", "capture.exclude_ports");
-	restart("," KEY, ",'tunnel':{'listen':'0.0.0.0:20007','cluster_key':'" K32 "'}",
+	restart("," KEY, ",'tunnel':{'encryption':'none','listen':'0.0.0.0:20007','cluster_key':'" K32 "'}",
 	        "tunnel.listen");
-	restart("," KEY, ",'tunnel':{'listen':''}", "tunnel.listen");
+	restart("," KEY, ",'tunnel':{'encryption':'none','listen':''}", "tunnel.listen");
 }
 
-#define TKEY(x) "{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'" K32 "'," x "}}"
+#define TKEY(x) "{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','cluster_key':'" K32 "'," x "}}"
 
 Test(config, tunnel_session_keys)
 {
@@ -612,21 +613,21 @@ Test(config, capture_mark)
 
 Test(config, cluster_key_strength)
 {
-	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'short'}}",
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','cluster_key':'short'}}",
 	             NAME ": tunnel.cluster_key: expected at least 32 bytes, got 5: make one "
 	                  "with `openssl rand -hex 32`");
 	/* One byte short of the minimum, then the minimum. */
-	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':"
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','cluster_key':"
 	             "'k0123456789abcdef0123456789abcd'}}",
 	             NAME ": tunnel.cluster_key: expected at least 32 bytes, got 31: make one "
 	                  "with `openssl rand -hex 32`");
 	em_config_free(parse_ok(BASE "}"));
 	/* A node that only dials the cloud needs a strong key as well. */
-	expect_error("{'role':'edge','node_name':'n1','tunnel':{'listen':'','cluster_key':'k'},"
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','listen':'','cluster_key':'k'},"
 	             "'cloud':{'address':'cloud:20006'}}",
 	             NAME ": tunnel.cluster_key: expected at least 32 bytes, got 1: make one "
 	                  "with `openssl rand -hex 32`");
-	expect_error("{'role':'edge','node_name':'n1','tunnel':{'cluster_key':'" PLACEHOLDER "'}}",
+	expect_error("{'role':'edge','node_name':'n1','tunnel':{'encryption':'none','cluster_key':'" PLACEHOLDER "'}}",
 	             NAME ": tunnel.cluster_key: the placeholder key shipped with edgemesh is "
 	                  "public and is refused; expected a secret of at least 32 bytes shared "
 	                  "by the cluster's nodes: make one with `openssl rand -hex 32`");
@@ -832,30 +833,9 @@ Test(config, fifo_is_refused_without_blocking, .timeout = 5)
 	rmdir(path);
 }
 
-/* A self-signed certificate <crt> and its key <key> (EC P-256). */
 static void write_cert(const char *crt, const char *key)
 {
-	EVP_PKEY *k = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	FILE *f;
-	cr_assert(k && x);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, k);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-	                           (const unsigned char *)"router", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
-	cr_assert_not_null(f = fopen(crt, "w"));
-	PEM_write_X509(f, x);
-	fclose(f);
-	cr_assert_not_null(f = fopen(key, "w"));
-	PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-	X509_free(x);
-	EVP_PKEY_free(k);
+	em_test_self_signed(crt, key);
 }
 
 #define CLOUD "{'role':'cloud','node_name':'c1'," KEY
@@ -971,4 +951,62 @@ Test(config, router_tls_files)
 	unlink(crt2);
 	unlink(k2);
 	rmdir(dir);
+}
+
+/* tunnel.tls: all three files or none; none is "managed" (files under
+ * data_dir), which an edge may only use with a cloud to enroll with and a
+ * cloud only with its CA (ca_dir); ca_dir is the cloud's only. */
+#define TLS_TUN(x) "'tunnel':{'cluster_key':'" K32 "','encryption':'tls'" x "}"
+Test(config, tunnel_tls_managed)
+{
+	struct em_config *c = parse_ok("{'role':'edge','node_name':'n1','data_dir':'/d',"
+	                               "'cloud':{'address':'10.0.0.1:20006'}," TLS_TUN("") "}");
+	cr_expect(c->tunnel.tls.managed);
+	cr_expect_str_eq(c->tunnel.tls.cert_file, "/d/tls/node.pem");
+	cr_expect_str_eq(c->tunnel.tls.key_file, "/d/tls/node.pem");
+	cr_expect_str_eq(c->tunnel.tls.ca_file, "/d/tls/ca.crt");
+	cr_expect_eq(c->tunnel.tls.cert_days, 365);
+	em_config_free(c);
+	c = parse_ok("{'role':'cloud','node_name':'c1','data_dir':'/d',"
+	             TLS_TUN(",'tls':{'ca_dir':'/ca','cert_days':7}") "}");
+	cr_expect(c->tunnel.tls.managed);
+	cr_expect_str_eq(c->tunnel.tls.ca_file, "/ca/ca.crt");
+	cr_expect_eq(c->tunnel.tls.cert_days, 7);
+	em_config_free(c);
+	c = parse_ok("{'role':'edge','node_name':'n1'," TLS_TUN(
+	        ",'tls':{'ca_file':'/a','cert_file':'/b','key_file':'/c'}") "}");
+	cr_expect(!c->tunnel.tls.managed);
+	cr_expect_str_eq(c->tunnel.tls.cert_file, "/b");
+	em_config_free(c);
+
+	/* "tls" is the default; a node without a cluster key has no tunnels
+	 * and needs no certificate. */
+	c = parse_ok("{'role':'edge','node_name':'n1','cloud':{'address':'c:1'},"
+	             "'tunnel':{'cluster_key':'" K32 "'}}");
+	cr_expect_eq(c->tunnel.encryption, EM_TUNNEL_TLS);
+	cr_expect(c->tunnel.tls.managed);
+	em_config_free(c);
+	c = parse_ok("{'role':'edge','node_name':'n1','tunnel':{'listen':''}}");
+	cr_expect_eq(c->tunnel.encryption, EM_TUNNEL_TLS);
+	cr_expect(!c->tunnel.tls.managed);
+	em_config_free(c);
+
+	expect_error("{'role':'edge','node_name':'n1'," TLS_TUN("") "}",
+	             NAME ": tunnel.tls: expected ca_file, cert_file and key_file on an edge "
+	                  "without cloud.address (it has no cloud to enroll with), or tunnel.encryption "
+	                  "\"none\"");
+	expect_error("{'role':'cloud','node_name':'c1'," TLS_TUN("") "}",
+	             NAME ": tunnel.tls.ca_dir: expected the CA directory (made at first start "
+	                  "when empty, or by meshctl ca init) on the cloud when ca_file, cert_file "
+	                  "and key_file are not set");
+	expect_error("{'role':'edge','node_name':'n1'," TLS_TUN(",'tls':{'ca_file':'/a'}") "}",
+	             NAME ": tunnel.tls.cert_file: expected a PEM file: set all three of "
+	                  "ca_file, cert_file and key_file, or none (certificates kept under "
+	                  "data_dir)");
+	expect_error("{'role':'edge','node_name':'n1','cloud':{'address':'a:1'}," TLS_TUN(
+	                     ",'tls':{'ca_dir':'/ca'}") "}",
+	             NAME ": tunnel.tls.ca_dir: expected \"\" on an edge: only role \"cloud\" "
+	                  "holds the CA and signs");
+	expect_error("{'role':'cloud','node_name':'c1'," TLS_TUN(",'tls':{'cert_days':0}") "}",
+	             NAME ": tunnel.tls.cert_days: expected integer 1..36500");
 }

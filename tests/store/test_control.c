@@ -57,7 +57,7 @@ static void cloud_up(void)
 	char json[PATH_MAX + 512];
 	snprintf(json, sizeof(json),
 	         "{\"role\":\"cloud\",\"node_name\":\"c1\",\"data_dir\":\"%s\","
-	         "\"tunnel\":{\"cluster_key\":\"" KEY "\"}}",
+	         "\"tunnel\":{\"cluster_key\":\"" KEY "\",\"encryption\":\"none\"}}",
 	         cloud.db.dir);
 	cloud.cfg = config(json);
 	cr_assert_eq(em_store_open(cloud.db.dir, "c1", &cloud.st), 0);
@@ -90,7 +90,7 @@ static int dial(void *ctx, int fd, const struct em_addr *a)
 	}
 	struct em_addr src;
 	em_addr_parse("192.0.2.7", false, &src);
-	em_ctl_accept(cloud.ctl, fd, "e1", &src);
+	em_ctl_accept(cloud.ctl, fd, "e1", &src, false);
 	return 0;
 }
 
@@ -342,7 +342,7 @@ static void hostile(const char *line, const char *expect)
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	struct em_addr src;
 	em_addr_parse("192.0.2.8", false, &src);
-	em_ctl_accept(cloud.ctl, sv[1], "e9", &src);
+	em_ctl_accept(cloud.ctl, sv[1], "e9", &src, false);
 	cr_assert_eq(write(sv[0], line, strlen(line)), (ssize_t)strlen(line));
 	char buf[4096];
 	size_t have = 0;

@@ -9,8 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -369,4 +371,79 @@ Test(pki, meshctl_commands)
 	cr_assert(strstr(out, "expected a number of days"), "%s", out);
 	cr_assert_eq(run("cert issue node-3", out, sizeof(out)), 2, "%s", out);
 	cr_assert(strstr(out, "--ca DIR"), "%s", out);
+}
+
+/* Enrollment: a request made here is signed by the CA for its node only;
+ * a forged or foreign request is refused with what was wrong. */
+Test(pki, request_signed_for_its_node_only)
+{
+	char err[512], *key = NULL, *csr = NULL, *cert = NULL;
+	make_ca("ca");
+	struct em_pki_ca *ca = em_pki_ca_load(at("ca"), err, sizeof(err));
+	cr_assert_not_null(ca, "%s", err);
+	cr_assert_eq(em_pki_csr_new("edge-a", &key, &csr, err, sizeof(err)), 0, "%s", err);
+	cr_expect(strstr(key, "PRIVATE KEY") && strstr(csr, "CERTIFICATE REQUEST"));
+
+	struct em_pki_cert_info info;
+	cr_assert_eq(em_pki_ca_sign(ca, csr, strlen(csr), "edge-a", 30, 0, &cert, &info, err,
+	                            sizeof(err)),
+	             0, "%s", err);
+	cr_expect_str_eq(info.node, "edge-a");
+	cr_expect(info.serial[0]);
+	cr_expect_eq(info.not_after - info.not_before, 30 * 86400 + EM_PKI_SKEW_S);
+	cr_expect(!em_pki_renew_due(&info, time(NULL)));
+	cr_expect(em_pki_renew_due(&info, info.not_before + 21 * 86400));
+	cr_expect(em_pki_renew_due(&info, info.not_after + 1));
+	/* The certificate verifies against the CA and carries the request's key. */
+	BIO *b = BIO_new_mem_buf(cert, -1);
+	X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+	BIO_free(b);
+	b = BIO_new_mem_buf(key, -1);
+	EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+	BIO_free(b);
+	X509 *cax = read_cert(at("ca/ca.crt"));
+	cr_assert(x && k);
+	cr_expect_eq(verify(cax, x, X509_PURPOSE_SSL_CLIENT), 0);
+	cr_expect_eq(X509_check_private_key(x, k), 1);
+	X509_free(x);
+	X509_free(cax);
+	EVP_PKEY_free(k);
+	free(cert);
+
+	/* Another node's request, a broken signature, not PEM, too long. */
+	cert = NULL;
+	cr_expect_eq(em_pki_ca_sign(ca, csr, strlen(csr), "edge-b", 30, 0, &cert, NULL, err,
+	                            sizeof(err)),
+	             -EINVAL);
+	cr_expect(strstr(err, "not for node edge-b"), "%s", err);
+	char *bad = strdup(csr);
+	char *mid = bad + strlen(bad) / 2;
+	*mid = *mid == 'A' ? 'B' : 'A';
+	int rc = em_pki_ca_sign(ca, bad, strlen(bad), "edge-a", 30, 0, &cert, NULL, err, sizeof(err));
+	cr_expect_eq(rc, -EINVAL, "a damaged request: %d %s", rc, err);
+	free(bad);
+	cr_expect_eq(em_pki_ca_sign(ca, "hello", 5, "edge-a", 30, 0, &cert, NULL, err, sizeof(err)),
+	             -EINVAL);
+	cr_expect_eq(em_pki_ca_sign(ca, csr, EM_PKI_CSR_MAX + 1, "edge-a", 30, 0, &cert, NULL, err,
+	                            sizeof(err)),
+	             -EINVAL);
+	cr_expect_null(cert);
+	free(key);
+	free(csr);
+
+	/* The CA's own issue: certificate then key in one PEM, usable as both. */
+	char *pem = NULL;
+	cr_assert_eq(em_pki_ca_issue_pem(ca, "cloud", 10, 0, &pem, &info, err, sizeof(err)), 0, "%s",
+	             err);
+	cr_expect(strstr(pem, "CERTIFICATE") < strstr(pem, "PRIVATE KEY"));
+	cr_assert_eq(em_pki_write_file(at("out/node.pem"), pem, strlen(pem), 0600, err, sizeof(err)),
+	             0, "%s", err);
+	cr_expect_eq(mode_of(at("out/node.pem")), 0600);
+	cr_expect_eq(mode_of(at("out")), 0700);
+	struct em_pki_cert_info f;
+	cr_assert_eq(em_pki_cert_info_file(at("out/node.pem"), &f, err, sizeof(err)), 0);
+	cr_expect_str_eq(f.node, "cloud");
+	cr_expect_str_eq(f.serial, info.serial);
+	free(pem);
+	em_pki_ca_free(ca);
 }
