@@ -74,8 +74,17 @@ key=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 python3 - "$R/etc/cloud.json" "$key" <<'EOF'
 import json, sys
 path, key = sys.argv[1:]
-c = json.load(open("conf/cloud.json"))
-c.update(data_dir="/tmp/data", api_socket="/tmp/data/edgemesh.sock", admin={"listen": ""})
+# The shipped cloud config, its paths under /var/lib/edgemesh moved to /tmp/data.
+def moved(v):
+    if isinstance(v, dict):
+        return {k: moved(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [moved(x) for x in v]
+    if isinstance(v, str) and v.startswith("/var/lib/edgemesh"):
+        return "/tmp/data" + v[len("/var/lib/edgemesh"):]
+    return v
+c = moved(json.load(open("conf/cloud.json")))
+c["admin"] = {"listen": ""}
 c["tunnel"].update(listen="127.0.0.1:20006", cluster_key=key)
 json.dump(c, open(path, "w"), indent=1)
 EOF
