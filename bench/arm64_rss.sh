@@ -41,7 +41,8 @@ if [ ! -e "$VM/vmlinuz" ] || [ ! -x "$VM/busybox" ]; then
 	(cd "$VM/debs" && apt-get download -qq "$kpkg" busybox-static:arm64 2>/dev/null)
 	rm -rf "$VM/x" && mkdir "$VM/x"
 	for d in "$VM"/debs/*.deb; do dpkg -x "$d" "$VM/x"; done
-	cp "$(ls "$VM"/x/boot/vmlinuz-* | head -n 1)" "$VM/vmlinuz"
+	kernels=("$VM"/x/boot/vmlinuz-*)
+	cp "${kernels[0]}" "$VM/vmlinuz"
 	cp "$VM/x/bin/busybox" "$VM/busybox"
 	rm -rf "$VM/x" "$VM/debs"
 fi

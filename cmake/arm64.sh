@@ -195,6 +195,7 @@ run_test() {
 	build
 	local start re tmp key f out rc
 	start=$(date +%s)
+	# shellcheck disable=SC2086 # unquoted: one space between names
 	re="^($(echo $PURE_TESTS | tr ' ' '|'))\$"
 	# ctest runs the programs under qemu-aarch64-static (the toolchain's
 	# emulator); the shim turns Criterion's re-exec of the test program
