@@ -2,7 +2,8 @@
 # `make demo`, `make bench` and `make bench-quick` first install the missing
 # Debian packages (`make deps`), then build and run; see README.md.
 # `make deb` builds the Debian package build/edgemesh_VERSION_ARCH.deb
-# (packaging/build-deb.sh, in its own build dir build-deb/).
+# (packaging/build-deb.sh, in its own build dir build-deb/); `make deb
+# ARCH=arm64` the arm64 one (build-deb-arm64/).
 
 PACKAGES := build-essential cmake pkg-config clang \
 	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev libyaml-dev liburcu-dev libcriterion-dev libssl-dev \
@@ -14,7 +15,7 @@ PROMTOOL := build/tools/promtool
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build debug asan tsan fuzz test unit-test asan-test tsan-test fuzz-test \
-	integration-test demo bench bench-quick format clean deb
+	integration-test demo bench bench-quick format clean deb cross-arm64 arm64-test
 
 all: build
 
@@ -47,7 +48,7 @@ tsan:
 # The package is built from the install rules of a Release build with
 # prefix /usr (build-deb/, Debian's hardening flags); see README.md, Install.
 deb:
-	JOBS=$(JOBS) packaging/build-deb.sh
+	JOBS=$(JOBS) packaging/build-deb.sh $(if $(ARCH),-a $(ARCH))
 
 fuzz:
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DEM_FUZZ=ON >/dev/null
@@ -84,7 +85,7 @@ $(PROMTOOL):
 	cd .. && rm -rf pkg && echo "fetched $(PROMTOOL)"
 
 test: deps
-	$(MAKE) unit-test asan-test tsan-test fuzz-test integration-test
+	$(MAKE) unit-test asan-test tsan-test fuzz-test integration-test arm64-test
 	@echo "make test: all suites passed"
 
 demo: deps
@@ -102,5 +103,14 @@ bench-quick: deps
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
+# arm64: the cross build in build-arm64/ (edgemesh, meshctl, the pure unit
+# tests) and its tests under qemu-aarch64-static, with the package check;
+# both install what they need first (cmake/arm64.sh; README.md, arm64).
+cross-arm64:
+	JOBS=$(JOBS) cmake/arm64.sh build
+
+arm64-test:
+	JOBS=$(JOBS) cmake/arm64.sh test
+
 clean:
-	rm -rf build build-debug build-asan build-tsan build-fuzz build-deb
+	rm -rf build build-debug build-asan build-tsan build-fuzz build-deb build-arm64 build-deb-arm64

@@ -22,11 +22,28 @@
  *             trip, prints "READY <n>" on stdout, holds them -H seconds (any
  *             byte or close from the far side during the hold is an error),
  *             round-trips on every one again, closes
+ *   rate      open loop: -r requests/s of -s bytes in all, spread evenly
+ *             over -c keep-alive connections for -d seconds, each echoed
+ *             back and checked. Request k is due at start + k / rate on
+ *             connection k mod -c, and is sent when due whether or not the
+ *             earlier ones were answered (pipelined on the connection); its
+ *             latency runs from when it was due, not from when it left, so a
+ *             stall of the server (or of emload) counts for every request
+ *             it delayed (no coordinated omission). lag_p99_us is how late
+ *             emload itself sent (99th percentile), max_inflight the most
+ *             requests waiting at once. Every request due before the end
+ *             must be answered within 2 s after it. The first -w seconds
+ *             (default 0.5) are sent and checked but not counted
+ *   first     -c connections one after another: connect, send -s bytes,
+ *             receive them back. first_us is the time from the connect()
+ *             of the first to the first byte of its answer; next_us the
+ *             median of the same for the others (set-up cost of a path
+ *             that is already warm)
  *
  * Usage: emload -m MODE -a IP:PORT [-c CONNS] [-d SECS] [-s SIZE] [-t THREADS]
- *               [-H HOLD_SECS] [-w WARM_SECS] [-u PATH] [-x PATH]
+ *               [-H HOLD_SECS] [-w WARM_SECS] [-u PATH] [-x PATH] [-r RATE]
  * The last stdout line is "RESULT key=value ..." (mode, conns, secs, ops,
- * rps, gbps, p50_us, p99_us, p999_us, errors, and for bulk open_ms: how long
+ * rps, gbps, p50_us, p90_us, p99_us, p999_us, errors, and for bulk open_ms: how long
  * opening every stream took, and gb_all: the GB received in the whole run,
  * the divisor of a proxy's CPU per GB measured over the whole run). Exit status 1 when any error
  * occurred, and the first error is named on stderr. Latency is kept in a
@@ -41,9 +58,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -57,8 +76,9 @@
 #define LD_RECV_BUF (256 * 1024)
 #define LD_HTTP_REQ  512  /* request head (-u is limited to fit) */
 #define LD_HTTP_HEAD 4096 /* response head */
+#define LD_RATE_SPIN_NS 100000 /* rate: polled, not slept, before a request is due */
 
-enum ld_mode { LD_PINGPONG, LD_CONNECT, LD_BULK, LD_IDLE, LD_HTTP };
+enum ld_mode { LD_PINGPONG, LD_CONNECT, LD_BULK, LD_IDLE, LD_HTTP, LD_RATE, LD_FIRST };
 enum ld_state { LD_CONNECTING, LD_SENDING, LD_RECVING, LD_CLOSED };
 
 struct ld_hist {
@@ -78,6 +98,7 @@ struct ld_conn {
 	size_t need;              /* http: head + body, once the head is in */
 	uint64_t t0;
 	uint64_t seed, offset; /* bulk stream position */
+	uint64_t due, sent_seq, rcvd_seq; /* rate: requests due, sent, answered */
 	bool watch_out;        /* EPOLLOUT (instead of EPOLLIN) is registered */
 	char *req, *resp;
 	struct ld_thread *th;
@@ -95,14 +116,16 @@ struct ld_thread {
 	uint64_t checked;  /* responses verified, also those after the deadline */
 	char first_error[160];
 	struct ld_hist hist;
-	char *rbuf; /* bulk receive buffer */
+	struct ld_hist lag;    /* rate: how late each request was sent */
+	uint64_t max_inflight; /* rate */
+	char *rbuf; /* bulk and rate receive buffer */
 };
 
 static enum ld_mode g_mode;
 static struct sockaddr_storage g_target;
 static socklen_t g_target_len;
 static int g_conns = 50, g_threads = 1;
-static double g_secs = 5, g_hold = 5;
+static double g_secs = 5, g_hold = 5, g_rate;
 static size_t g_size = 100;
 static const char *g_path = "", *g_expect; /* http: -u, -x */
 static uint64_t g_deadline_ns;
@@ -599,6 +622,267 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* ---- rate: open loop ---- */
+
+static uint64_t g_rate_t0;  /* when request 0 is due */
+static double g_rate_gap;   /* ns between two requests of one thread */
+
+/* When request <seq> of connection <c> is due: the thread's k-th request,
+ * k = seq * nconns + the connection's place in the thread; the threads'
+ * schedules are interleaved. */
+static uint64_t rate_due_k(const struct ld_thread *th, uint64_t k)
+{
+	return g_rate_t0 + (uint64_t)(((double)k + (double)th->index / g_threads) * g_rate_gap);
+}
+
+static uint64_t rate_due(const struct ld_conn *c, uint64_t seq)
+{
+	const struct ld_thread *th = c->th;
+	return rate_due_k(th, seq * (uint64_t)th->nconns + (uint64_t)(c - th->conns));
+}
+
+static void rate_tag(const struct ld_conn *c, uint64_t seq, char tag[8])
+{
+	uint64_t t = ((uint64_t)c->id << 40) ^ (seq + 1);
+	memcpy(tag, &t, 8);
+}
+
+static void rate_watch(struct ld_conn *c, bool out, int op)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0), .data.ptr = c};
+	epoll_ctl(c->th->ep, op, c->fd, &ev);
+	c->watch_out = out;
+}
+
+/* Sends every request of <c> that is due and not yet (fully) sent. */
+static void rate_send(struct ld_conn *c)
+{
+	struct ld_thread *th = c->th;
+	while (c->sent_seq < c->due) {
+		if (c->sent == 0) {
+			char tag[8];
+			uint64_t now = em_now_ns(), due = rate_due(c, c->sent_seq);
+			rate_tag(c, c->sent_seq, tag);
+			memcpy(c->req, tag, EM_MIN(g_size, (size_t)8));
+			if (due >= g_window_ns)
+				hist_add(&th->lag, now > due ? now - due : 0);
+		}
+		ssize_t n = send(c->fd, c->req + c->sent, g_size - c->sent, MSG_NOSIGNAL);
+		if (n == -1) {
+			if (errno == EAGAIN) {
+				if (!c->watch_out)
+					rate_watch(c, true, EPOLL_CTL_MOD);
+				return;
+			}
+			fail(th, "send: %s", strerror(errno));
+			conn_close(c);
+			return;
+		}
+		c->sent += (size_t)n;
+		if (c->sent == g_size) {
+			c->sent = 0;
+			c->sent_seq++;
+		}
+	}
+	if (c->watch_out)
+		rate_watch(c, false, EPOLL_CTL_MOD);
+}
+
+/* Reads answers on <c>: each must be its request byte for byte, in order. */
+static void rate_recv(struct ld_conn *c)
+{
+	struct ld_thread *th = c->th;
+	for (;;) {
+		ssize_t n = recv(c->fd, th->rbuf, LD_RECV_BUF, 0);
+		uint64_t now = em_now_ns();
+		if (n == -1) {
+			if (errno == EAGAIN)
+				return;
+			fail(th, "recv: %s", strerror(errno));
+			conn_close(c);
+			return;
+		}
+		if (n == 0) {
+			fail(th, "connection %u closed by peer with %llu requests unanswered", c->id,
+			     (unsigned long long)(c->sent_seq - c->rcvd_seq));
+			conn_close(c);
+			return;
+		}
+		for (size_t i = 0; i < (size_t)n;) {
+			size_t take = EM_MIN((size_t)n - i, g_size - c->rcvd);
+			/* Never more than was sent: an echo answers sent bytes only. */
+			if (c->rcvd_seq > c->sent_seq ||
+			    (c->rcvd_seq == c->sent_seq && c->rcvd + take > c->sent)) {
+				fail(th, "connection %u: bytes beyond what was sent", c->id);
+				conn_close(c);
+				return;
+			}
+			char tag[8];
+			rate_tag(c, c->rcvd_seq, tag);
+			const char *b = th->rbuf + i;
+			bool ok = true;
+			for (size_t k = c->rcvd; k < c->rcvd + take && k < 8; k++)
+				ok &= b[k - c->rcvd] == tag[k];
+			if (c->rcvd + take > 8) {
+				size_t from = EM_MAX(c->rcvd, (size_t)8);
+				ok &= !memcmp(b + (from - c->rcvd), c->req + from, c->rcvd + take - from);
+			}
+			if (!ok) {
+				fail(th, "answer differs from request (connection %u, request %llu)", c->id,
+				     (unsigned long long)c->rcvd_seq);
+				conn_close(c);
+				return;
+			}
+			c->rcvd += take;
+			i += take;
+			if (c->rcvd == g_size) {
+				uint64_t due = rate_due(c, c->rcvd_seq);
+				th->checked++;
+				if (due >= g_window_ns) {
+					th->ops++;
+					hist_add(&th->hist, now > due ? now - due : 0);
+				}
+				c->rcvd = 0;
+				c->rcvd_seq++;
+			}
+		}
+	}
+}
+
+static void *rate_main(void *arg)
+{
+	struct ld_thread *th = arg;
+	struct epoll_event evs[256];
+	th->ep = epoll_create1(EPOLL_CLOEXEC);
+	/* Wake-ups on time: the default 50 us of timer slack would be in
+	 * every latency. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+	for (int i = 0; i < th->nconns; i++) {
+		struct ld_conn *c = &th->conns[i];
+		c->th = th;
+		c->fd = connect_blocking(th);
+		if (c->fd < 0) {
+			c->state = LD_CLOSED;
+			continue;
+		}
+		set_nonblock(c->fd);
+		c->state = LD_RECVING;
+		rate_watch(c, false, EPOLL_CTL_ADD);
+	}
+	if (pthread_barrier_wait(&g_opened) == PTHREAD_BARRIER_SERIAL_THREAD) {
+		g_rate_t0 = em_now_ns() + 1000000;
+		g_window_ns = g_rate_t0 + (uint64_t)(g_warm * 1e9);
+		g_deadline_ns = g_window_ns + (uint64_t)(g_secs * 1e9);
+	}
+	pthread_barrier_wait(&g_opened);
+	uint64_t k = 0, hard_stop = g_deadline_ns + 2000000000ULL;
+	for (;;) {
+		uint64_t now = em_now_ns(), next;
+		while ((next = rate_due_k(th, k)) <= now && next < g_deadline_ns) {
+			th->conns[k % (uint64_t)th->nconns].due++;
+			k++;
+		}
+		uint64_t inflight = 0;
+		bool waiting = false;
+		for (int i = 0; i < th->nconns; i++) {
+			struct ld_conn *c = &th->conns[i];
+			if (c->state == LD_CLOSED)
+				continue;
+			if (c->sent_seq < c->due && !c->watch_out)
+				rate_send(c);
+			if (c->state == LD_CLOSED)
+				continue;
+			inflight += c->due - c->rcvd_seq;
+			waiting |= c->rcvd_seq < c->due;
+		}
+		th->max_inflight = EM_MAX(th->max_inflight, inflight);
+		if (next >= g_deadline_ns && !waiting)
+			break;
+		if (now >= hard_stop) {
+			fail(th, "%llu requests got no answer within 2 s after the end",
+			     (unsigned long long)inflight);
+			break;
+		}
+		/* Sleep until shortly before the next request is due, then poll:
+		 * waking from a sleep takes tens of microseconds here, which
+		 * would be in every request's latency. */
+		uint64_t until = next < g_deadline_ns ? next : now + 50000000ULL;
+		until = until > now + LD_RATE_SPIN_NS ? until - LD_RATE_SPIN_NS : now;
+		struct timespec ts = {0, 0};
+		if (until > now)
+			ts.tv_sec = (time_t)((until - now) / 1000000000ULL),
+			ts.tv_nsec = (long)((until - now) % 1000000000ULL);
+		int n = epoll_pwait2(th->ep, evs, EM_ARRAY_SIZE(evs), &ts, NULL);
+		for (int i = 0; i < n; i++) {
+			struct ld_conn *c = evs[i].data.ptr;
+			if (c->state != LD_CLOSED && (evs[i].events & EPOLLOUT))
+				rate_send(c);
+			if (c->state != LD_CLOSED && (evs[i].events & ~EPOLLOUT))
+				rate_recv(c);
+		}
+	}
+	for (int i = 0; i < th->nconns; i++)
+		conn_close(&th->conns[i]);
+	close(th->ep);
+	return NULL;
+}
+
+/* ---- first: set-up time of a new path ---- */
+
+/* One connection: connect, send <req>, read it back; the ns from connect()
+ * to the answer's first byte, or 0 (error counted). */
+static uint64_t first_one(struct ld_thread *th, const char *req, char *resp, uint32_t id)
+{
+	struct timeval tv = {.tv_sec = 5};
+	uint64_t t0 = em_now_ns(), t1 = 0;
+	int fd = connect_blocking(th);
+	if (fd < 0)
+		return 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (send(fd, req, g_size, MSG_NOSIGNAL) != (ssize_t)g_size) {
+		fail(th, "first send: %s", strerror(errno));
+		close(fd);
+		return 0;
+	}
+	size_t got = 0;
+	while (got < g_size) {
+		ssize_t n = recv(fd, resp + got, g_size - got, 0);
+		if (n <= 0) {
+			fail(th, "connection %u: %s after %zu bytes", id,
+			     n == 0 ? "closed by peer" : strerror(errno), got);
+			close(fd);
+			return 0;
+		}
+		if (!got)
+			t1 = em_now_ns();
+		got += (size_t)n;
+	}
+	close(fd);
+	if (memcmp(req, resp, g_size) != 0) {
+		fail(th, "connection %u: answer differs from request", id);
+		return 0;
+	}
+	return t1 - t0;
+}
+
+static uint64_t g_first_ns;
+
+static uint64_t run_first(struct ld_thread *th, const char *req, char *resp)
+{
+	uint64_t ok = 0;
+	for (int i = 0; i < g_conns; i++) {
+		uint64_t ns = first_one(th, req, resp, (uint32_t)i);
+		if (!ns)
+			continue;
+		ok++;
+		if (i == 0)
+			g_first_ns = ns;
+		else
+			hist_add(&th->hist, ns);
+	}
+	return ok;
+}
+
 /* One blocking round trip on <fd> with a 5 s timeout. */
 static int idle_ping(struct ld_thread *th, int fd, uint32_t id, uint64_t round)
 {
@@ -681,9 +965,9 @@ static uint64_t run_idle(struct ld_thread *th)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: emload -m pingpong|connect|bulk|idle|http -a IP:PORT [-c CONNS] "
-	                "[-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS] [-w WARM_SECS] "
-	                "[-u PATH] [-x PATH]\n");
+	fprintf(stderr, "usage: emload -m pingpong|connect|bulk|idle|http|rate|first -a IP:PORT "
+	                "[-c CONNS] [-d SECS] [-s SIZE] [-t THREADS] [-H HOLD_SECS] "
+	                "[-w WARM_SECS] [-u PATH] [-x PATH] [-r RATE]\n");
 	exit(2);
 }
 
@@ -692,7 +976,7 @@ int main(int argc, char **argv)
 	struct em_addr target;
 	bool have_target = false;
 	int opt;
-	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:w:u:x:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:a:c:d:s:t:H:w:u:x:r:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "pingpong"))
@@ -705,6 +989,10 @@ int main(int argc, char **argv)
 				g_mode = LD_IDLE;
 			else if (!strcmp(optarg, "http"))
 				g_mode = LD_HTTP;
+			else if (!strcmp(optarg, "rate"))
+				g_mode = LD_RATE;
+			else if (!strcmp(optarg, "first"))
+				g_mode = LD_FIRST;
 			else
 				usage();
 			break;
@@ -737,20 +1025,25 @@ int main(int argc, char **argv)
 		case 'x':
 			g_expect = optarg;
 			break;
+		case 'r':
+			g_rate = atof(optarg);
+			break;
 		default:
 			usage();
 		}
 	}
 	if (!have_target || g_conns < 1 || g_threads < 1 || g_threads > 64 || g_size < 1 ||
 	    g_size > (1 << 20) || g_secs <= 0 || g_warm < 0 || strlen(g_path) > 256 ||
-	    (g_expect && strlen(g_expect) > 256))
+	    (g_expect && strlen(g_expect) > 256) || (g_mode == LD_RATE && g_rate <= 0))
 		usage();
 	if (!g_expect)
 		g_expect = g_path;
 	if (g_threads > g_conns)
 		g_threads = g_conns;
-	if (g_mode == LD_BULK)
+	if (g_mode == LD_BULK || g_mode == LD_RATE)
 		pthread_barrier_init(&g_opened, NULL, (unsigned)g_threads);
+	if (g_mode == LD_RATE)
+		g_rate_gap = 1e9 * g_threads / g_rate;
 	g_target_len = em_addr_to_sockaddr(&target, &g_target);
 	signal(SIGPIPE, SIG_IGN);
 	struct rlimit rl;
@@ -759,7 +1052,7 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
-	const char *mode_name[] = {"pingpong", "connect", "bulk", "idle", "http"};
+	const char *mode_name[] = {"pingpong", "connect", "bulk", "idle", "http", "rate", "first"};
 	struct ld_thread *ths = calloc((size_t)g_threads, sizeof(*ths));
 	struct ld_conn *conns = calloc((size_t)g_conns, sizeof(*conns));
 	if (!ths || !conns)
@@ -770,8 +1063,22 @@ int main(int argc, char **argv)
 	struct ld_hist *total = calloc(1, sizeof(*total));
 	if (!total)
 		return 2;
-	if (g_mode == LD_IDLE) {
-		ops = run_idle(&ths[0]);
+	struct ld_hist *lag = calloc(1, sizeof(*lag));
+	uint64_t max_inflight = 0;
+	if (!lag)
+		return 2;
+	if (g_mode == LD_IDLE || g_mode == LD_FIRST) {
+		if (g_mode == LD_IDLE) {
+			ops = run_idle(&ths[0]);
+		} else {
+			char *req = malloc(g_size), *resp = malloc(g_size);
+			if (!req || !resp)
+				return 2;
+			for (size_t k = 0; k < g_size; k++)
+				req[k] = (char)('a' + k % 26);
+			ops = run_first(&ths[0], req, resp);
+			*total = ths[0].hist;
+		}
 		t_end = em_now_ns();
 		errors = ths[0].errors;
 		if (errors)
@@ -798,9 +1105,10 @@ int main(int argc, char **argv)
 			ths[t].conns = conns + at;
 			ths[t].nconns = per + (t < extra);
 			at += ths[t].nconns;
-			if (g_mode == LD_BULK && !(ths[t].rbuf = malloc(LD_RECV_BUF)))
+			if ((g_mode == LD_BULK || g_mode == LD_RATE) && !(ths[t].rbuf = malloc(LD_RECV_BUF)))
 				return 2;
-			pthread_create(&ths[t].tid, NULL, thread_main, &ths[t]);
+			pthread_create(&ths[t].tid, NULL, g_mode == LD_RATE ? rate_main : thread_main,
+			               &ths[t]);
 		}
 		for (int t = 0; t < g_threads; t++) {
 			pthread_join(ths[t].tid, NULL);
@@ -816,9 +1124,13 @@ int main(int argc, char **argv)
 			errors += ths[t].errors;
 			if (ths[t].errors && !first_error)
 				first_error = ths[t].first_error;
-			for (unsigned b = 0; b < LD_BUCKETS; b++)
+			for (unsigned b = 0; b < LD_BUCKETS; b++) {
 				total->count[b] += ths[t].hist.count[b];
+				lag->count[b] += ths[t].lag.count[b];
+			}
 			total->n += ths[t].hist.n;
+			lag->n += ths[t].lag.n;
+			max_inflight = EM_MAX(max_inflight, ths[t].max_inflight);
 		}
 		t_end = EM_MIN(em_now_ns(), g_deadline_ns);
 	}
@@ -827,24 +1139,33 @@ int main(int argc, char **argv)
 		open_ms = (double)(g_open_ns - t_start) / 1e6;
 		t_start = g_window_ns;
 	}
+	if (g_mode == LD_RATE)
+		t_start = g_window_ns;
 	double secs = t_end > t_start ? (double)(t_end - t_start) / 1e9 : 0;
 	if (g_mode == LD_IDLE)
 		secs = g_hold;
 	printf("RESULT mode=%s conns=%d secs=%.3f ops=%llu rps=%.0f gbps=%.3f p50_us=%.1f "
-	       "p99_us=%.1f p999_us=%.1f errors=%llu",
+	       "p90_us=%.1f p99_us=%.1f p999_us=%.1f errors=%llu",
 	       mode_name[g_mode], g_conns, secs, (unsigned long long)ops,
-	       g_mode == LD_IDLE || secs <= 0 ? 0.0 : (double)ops / secs,
+	       g_mode == LD_IDLE || g_mode == LD_FIRST || secs <= 0 ? 0.0 : (double)ops / secs,
 	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0, hist_percentile(total, 50) / 1e3,
-	       hist_percentile(total, 99) / 1e3, hist_percentile(total, 99.9) / 1e3,
-	       (unsigned long long)errors);
+	       hist_percentile(total, 90) / 1e3, hist_percentile(total, 99) / 1e3,
+	       hist_percentile(total, 99.9) / 1e3, (unsigned long long)errors);
 	if (g_mode == LD_BULK)
 		printf(" open_ms=%.0f gb_all=%.4f", open_ms, (double)bytes_all / 1e9);
+	if (g_mode == LD_RATE)
+		printf(" rate=%.0f lag_p50_us=%.1f lag_p99_us=%.1f max_inflight=%llu", g_rate,
+		       hist_percentile(lag, 50) / 1e3, hist_percentile(lag, 99) / 1e3,
+		       (unsigned long long)max_inflight);
+	if (g_mode == LD_FIRST)
+		printf(" first_us=%.1f next_us=%.1f", (double)g_first_ns / 1e3,
+		       hist_percentile(total, 50) / 1e3);
 	printf("\n");
-	if (g_mode == LD_IDLE && ops != (uint64_t)g_conns && !errors)
-		errors = 1, first_error = "fewer idle connections than asked";
+	if ((g_mode == LD_IDLE || g_mode == LD_FIRST) && ops != (uint64_t)g_conns && !errors)
+		errors = 1, first_error = "fewer connections than asked";
 	/* A slow first answer is not an error (the rate shows it); no answer
 	 * at all is. */
-	if (g_mode != LD_IDLE && g_mode != LD_BULK && checked == 0 && !errors)
+	if (g_mode != LD_IDLE && g_mode != LD_BULK && g_mode != LD_FIRST && checked == 0 && !errors)
 		errors = 1, first_error = "no request completed";
 	if (g_mode == LD_BULK && bytes == 0 && !errors)
 		errors = 1, first_error = "no bulk bytes received";

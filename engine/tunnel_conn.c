@@ -223,6 +223,15 @@ static void tls_input(struct em_worker *w, struct em_tconn *tc, const uint8_t *d
 		const char *why = em_tls_pipe_error(tc->tls);
 		char msg[EM_TLS_PIPE_ERR_LEN + 8];
 		snprintf(msg, sizeof(msg), "TLS: %s", why[0] ? why : "input stalled");
+		/* The close logs only tunnels dialled or up: a refused inbound
+		 * handshake (an expired certificate, another CA) says why here,
+		 * as rate-limited as the other refusals. */
+		uint32_t quiet;
+		if (!tc->tp && !(tc->flags & TC_UP) && tun_hs_log_ok(t, w->now_ms, &quiet))
+			EM_WARN("tunnel",
+			        "worker %u: tunnel from %s refused: %s (%u more handshake refusals "
+			        "and failures not logged)",
+			        w->id, tc->addr, msg, quiet);
 		w->tun->dead(w, tc, msg);
 	}
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package of edgemesh from the CMake install rules:
 #
-#   packaging/build-deb.sh [-v VERSION] [-o OUTDIR] [-B BUILDDIR]
+#   packaging/build-deb.sh [-v VERSION] [-o OUTDIR] [-B BUILDDIR] [-a ARCH]
 #
 # Configures BUILDDIR (default build-deb/) as a Release build with prefix
 # /usr (the install rules put the configs in /etc and the unit in
@@ -13,16 +13,25 @@
 # "-" made "~" (0.4.0-dev -> 0.4.0~dev, which sorts before 0.4.0).
 # Depends comes from dpkg-shlibdeps (dpkg-dev) when present, else from a
 # fixed list of Debian 12 package names.
+#
+# -a arm64 (make deb ARCH=arm64) cross-builds the package for arm64: it
+# installs the cross toolchain and the arm64 -dev packages first
+# (cmake/arm64.sh deps), configures with cmake/aarch64.cmake in
+# build-deb-arm64/, takes Debian's flags for arm64, and dpkg-shlibdeps
+# names the arm64 runtime packages (the multiarch libraries the programs
+# were linked against). -a with the machine's own architecture is the
+# native build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-version="" out=build bdir=build-deb
-while getopts v:o:B: opt; do
+version="" out=build bdir="" arch=""
+while getopts v:o:B:a: opt; do
 	case $opt in
 	v) version=$OPTARG ;;
 	o) out=$OPTARG ;;
 	B) bdir=$OPTARG ;;
-	*) echo "usage: $0 [-v VERSION] [-o OUTDIR] [-B BUILDDIR]" >&2; exit 2 ;;
+	a) arch=$OPTARG ;;
+	*) echo "usage: $0 [-v VERSION] [-o OUTDIR] [-B BUILDDIR] [-a ARCH]" >&2; exit 2 ;;
 	esac
 done
 maintainer=${DEB_MAINTAINER:-edgemesh maintainers <maintainers@edgemesh.invalid>}
@@ -34,7 +43,18 @@ fi
 # Debian: starts with a digit, then digits, letters and . + ~ (no "-": the
 # package is native, with no Debian revision).
 [[ $version =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "bad package version '$version'" >&2; exit 1; }
-arch=$(dpkg --print-architecture)
+native=$(dpkg --print-architecture)
+arch=${arch:-$native}
+cross=()
+if [ "$arch" != "$native" ]; then
+	[ "$arch" = arm64 ] || { echo "cross packages: arm64 only, not '$arch'" >&2; exit 2; }
+	cmake/arm64.sh deps >&2
+	bdir=${bdir:-build-deb-arm64}
+	[ -e "$bdir/CMakeCache.txt" ] || cross=(-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64.cmake)
+	# DEB_HOST_* of arm64, for dpkg-buildflags and dpkg-shlibdeps.
+	eval "$(CC=aarch64-linux-gnu-gcc dpkg-architecture -a "$arch" -s 2>/dev/null)"
+fi
+bdir=${bdir:-build-deb}
 
 # Debian's hardening flags (stack protector, fortify, relro/now) when
 # dpkg-buildflags is there; they join the project's own flags.
@@ -44,7 +64,7 @@ if [ ! -e "$bdir/CMakeCache.txt" ] && command -v dpkg-buildflags >/dev/null; the
 	LDFLAGS=$(dpkg-buildflags --get LDFLAGS)
 	export CFLAGS LDFLAGS
 fi
-cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+cmake -S . -B "$bdir" "${cross[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
 cmake --build "$bdir" -j "${JOBS:-2}" --target edgemesh meshctl >/dev/null
 
 mkdir -p "$out"
@@ -77,6 +97,13 @@ if [ -z "$depends" ]; then
 	echo "dpkg-shlibdeps not available: Depends from the fixed list" >&2
 	depends="libc6, libcjson1, libmimalloc2.0, libsqlite3-0, libssl3, liburcu8, liburing2, libyaml-0-2"
 fi
+for f in edgemesh meshctl; do
+	m=$(readelf -h "$root/usr/bin/$f" 2>/dev/null | sed -n 's/^ *Machine: *//p') || true
+	case $arch:$m in
+	amd64:*X86-64 | arm64:AArch64 | *:) ;;
+	*) echo "/usr/bin/$f is built for '$m', not $arch" >&2; exit 1 ;;
+	esac
+done
 
 size=$(du -sk --apparent-size "$root" | cut -f1)
 mkdir -p "$root/DEBIAN"

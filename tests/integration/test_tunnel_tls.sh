@@ -8,6 +8,9 @@
 #   - a peer with a certificate of another CA is refused in the TLS
 #     handshake, a peer whose valid certificate names node-c but who says
 #     it is node-b in HELLO is refused, each counted (tls_failures);
+#   - a certificate of the cluster CA for node-b that expired yesterday,
+#     and one valid only from tomorrow (made with openssl ca), are refused,
+#     counted, and node-a's log says why;
 #   - 400 connections that never finish a TLS handshake, from 8 addresses:
 #     node-a holds at most 128 (each has a TLS pipe), refuses the rest at
 #     once, grows by less than 24 MiB, and keeps serving;
@@ -137,6 +140,66 @@ it_check "node-a counts the two TLS refusals ($f0 -> $f1)" test $((f1 - f0)) -ge
 it_check "node-a says why it refused node-c" \
 	grep -q "node-b" "${EM_LOG[node-a]}"
 it_check "F2 still works after the strangers" echo_via "$NSA" 10.96.0.42:7 "still here"
+
+# Certificates of the cluster CA for node-b outside their validity: made
+# with the openssl CLI (meshctl issues only valid ones), with the same
+# extensions as meshctl's and node-b's own key.
+dated() { # NAME STARTDATE ENDDATE (YYYYMMDDHHMMSSZ)
+	local d=$IT_TMP/dated-$1
+	mkdir -p "$d"
+	: >"$d/index.txt"
+	echo 1000 >"$d/serial"
+	cat >"$d/ca.cnf" <<EOF
+[ca]
+default_ca = dated
+[dated]
+database = $d/index.txt
+serial = $d/serial
+new_certs_dir = $d
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+[node]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = DNS:node-b
+EOF
+	openssl req -new -key "$IT_TMP/certs/node-b.key" -subj /CN=node-b -out "$d/node-b.csr" 2>/dev/null &&
+		openssl ca -batch -notext -config "$d/ca.cnf" -extensions node \
+			-cert "$IT_TMP/ca/ca.crt" -keyfile "$IT_TMP/ca/ca.key" \
+			-startdate "$2" -enddate "$3" -in "$d/node-b.csr" -out "$d/node-b.crt" >"$d/ca.log" 2>&1 &&
+		cp "$IT_TMP/certs/node-b.key" "$d/node-b.key" && cp "$IT_TMP/ca/ca.crt" "$d/ca.crt"
+}
+day() { date -u -d "$1" +%Y%m%d%H%M%SZ; }
+dated expired "$(day '-30 days')" "$(day '-1 day')" ||
+	it_die "openssl ca (expired): $(tail -n 2 "$IT_TMP/dated-expired/ca.log")"
+dated future "$(day '+1 day')" "$(day '+30 days')" ||
+	it_die "openssl ca (not yet valid): $(tail -n 2 "$IT_TMP/dated-future/ca.log")"
+it_check "the expired certificate is signed by the cluster CA and past notAfter" sh -c \
+	"openssl verify -no_check_time -CAfile '$IT_TMP/ca/ca.crt' '$IT_TMP/dated-expired/node-b.crt' &&
+	 ! openssl x509 -checkend 0 -noout -in '$IT_TMP/dated-expired/node-b.crt'"
+# Refusals are logged at most once a second per worker.
+sleep 1.1
+fe0=$(fails)
+got=$(peer node-b dated-expired dated-expired node-b)
+it_check "an expired certificate of the cluster CA is refused ($got)" \
+	sh -c "case '$got' in tls_refused*|refused*) true ;; *) false ;; esac"
+fe1=$(fails)
+it_check "... counted in tls_failures ($fe0 -> $fe1)" test $((fe1 - fe0)) -ge 1
+it_check "... and node-a's log says the certificate has expired" \
+	grep -q "certificate has expired" "${EM_LOG[node-a]}"
+sleep 1.1
+got=$(peer node-b dated-future dated-future node-b)
+it_check "a certificate of the cluster CA not valid yet is refused ($got)" \
+	sh -c "case '$got' in tls_refused*|refused*) true ;; *) false ;; esac"
+fe2=$(fails)
+it_check "... counted in tls_failures ($fe1 -> $fe2)" test $((fe2 - fe1)) -ge 1
+it_check "... and node-a's log says the certificate is not yet valid" \
+	grep -q "certificate is not yet valid" "${EM_LOG[node-a]}"
+it_check "F2 still works after the dated certificates" echo_via "$NSA" 10.96.0.42:7 "still here"
 
 # Strangers that never finish a TLS handshake.
 pending() { ctl node-a stats | python3 -c 'import json,sys; t=json.load(sys.stdin)["tunnel"]; print(t["handshakes_pending"], t["handshakes_refused"])'; }
