@@ -107,7 +107,10 @@ mkdir -p "$ADMIN/info" "$ADMIN/updates" "$ADMIN/triggers"
 # names, so dpkg checks the dependencies for real (and finds them met).
 : >"$ADMIN/status"
 for p in $dep_names; do
-	dpkg-query -s "$p" >>"$ADMIN/status" 2>/dev/null || it_die "host lacks $p, which the package depends on"
+	# With a foreign architecture added (make arm64-test), a name alone is
+	# ambiguous for packages installed for both: ask for ours first.
+	{ dpkg-query -s "$p:$arch" 2>/dev/null || dpkg-query -s "$p" 2>/dev/null; } >>"$ADMIN/status" ||
+		it_die "host lacks $p, which the package depends on"
 	echo >>"$ADMIN/status"
 	: >"$ADMIN/info/$p.list"
 	: >"$ADMIN/info/$p:$arch.list"
