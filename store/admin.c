@@ -313,22 +313,6 @@ int em_admin_metrics_qps(struct em_buf *out)
 	return o.rc;
 }
 
-/* Room for <n> more bytes at the end of <b>. */
-static char *reserve(struct em_buf *b, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *d = realloc(b->data, cap);
-		if (!d)
-			return NULL;
-		b->data = d;
-		b->cap = cap;
-	}
-	return b->data + b->len;
-}
-
 static char *put_u64(char *p, uint64_t v)
 {
 	char tmp[20];
@@ -348,7 +332,7 @@ static void svc_line(struct em_buf *b, const char *name, size_t nlen, const char
                      size_t llen, const char *extra, uint64_t v, int *rc)
 {
 	size_t elen = extra ? strlen(extra) : 0;
-	char *p = reserve(b, nlen + llen + elen + 28);
+	char *p = em_buf_reserve(b, nlen + llen + elen + 28);
 	if (!p) {
 		*rc = -ENOMEM;
 		return;

@@ -9,7 +9,7 @@
 #include "store/qps.h"
 #include "store/store.h"
 
-int em_buf_append(struct em_buf *b, const void *p, size_t n)
+char *em_buf_reserve(struct em_buf *b, size_t n)
 {
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 4096;
@@ -17,10 +17,17 @@ int em_buf_append(struct em_buf *b, const void *p, size_t n)
 			cap *= 2;
 		char *d = realloc(b->data, cap);
 		if (!d)
-			return -ENOMEM;
+			return NULL;
 		b->data = d;
 		b->cap = cap;
 	}
+	return b->data + b->len;
+}
+
+int em_buf_append(struct em_buf *b, const void *p, size_t n)
+{
+	if (!em_buf_reserve(b, n))
+		return -ENOMEM;
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
 	b->data[b->len] = 0;

@@ -33,6 +33,10 @@ struct em_buf {
 	size_t len, cap;
 };
 
+/* Room for <n> more bytes (and a terminator) at the end of <b>: returns
+ * where they go (b->data + b->len; the caller advances b->len), or NULL
+ * when out of memory. */
+char *em_buf_reserve(struct em_buf *b, size_t n);
 /* Appends <n> bytes; returns 0 or -ENOMEM. */
 int em_buf_append(struct em_buf *b, const void *p, size_t n);
 void em_buf_free(struct em_buf *b);

@@ -169,6 +169,14 @@ struct em_ctl {
 	uint64_t c_page_hits;
 };
 
+/* Wakes the sync thread's poll (any thread). */
+static void wake(struct em_ctl *c)
+{
+	uint64_t one = 1;
+	if (write(c->wake_fd, &one, sizeof(one)) < 0)
+		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+}
+
 static int64_t wall_ms(void)
 {
 	struct timespec ts;
@@ -685,9 +693,7 @@ void em_ctl_set_cert(struct em_ctl *c, const struct em_ctl_cert_ops *ops)
 	c->cert = ops ? *ops : (struct em_ctl_cert_ops){0};
 	c->revs_dirty = ops != NULL;
 	pthread_mutex_unlock(&c->mu);
-	uint64_t one = 1;
-	if (write(c->wake_fd, &one, sizeof(one)) < 0)
-		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+	wake(c);
 }
 
 int em_ctl_revoke(struct em_ctl *c, const char *node, char *err, size_t errlen)
@@ -1174,9 +1180,7 @@ void em_ctl_accept(struct em_ctl *c, int fd, const char *node, const struct em_a
 		close(fd);
 		return;
 	}
-	uint64_t one = 1;
-	if (write(c->wake_fd, &one, sizeof(one)) < 0)
-		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+	wake(c);
 }
 
 /* The Nodes of this turn's registrations, in one store change (one
@@ -1742,9 +1746,7 @@ void em_ctl_set_dialer(struct em_ctl *c, em_ctl_dial_fn fn, void *ctx)
 	c->dial = fn;
 	c->dial_ctx = ctx;
 	pthread_mutex_unlock(&c->mu);
-	uint64_t one = 1;
-	if (write(c->wake_fd, &one, sizeof(one)) < 0)
-		EM_DEBUG(MOD, "wake: %s", strerror(errno));
+	wake(c);
 }
 
 int em_ctl_wake_fd(const struct em_ctl *c)
