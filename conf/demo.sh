@@ -39,7 +39,9 @@ CLOUD=127.0.0.3:20006
 MDIR=$tmp/manifests
 
 # write_config NODE IP LOG_LEVEL [LISTENERS]: edge NODE accepts tunnels on
-# IP:20006 and learns everything from the cloud.
+# IP:20006 and learns everything from the cloud. Redials back off to 2 s at
+# most (default 30 s), so that the edges are back within the demo's wait
+# after the cloud's restart.
 write_config() {
 	cat >"$tmp/$1.json" <<EOF
 {
@@ -51,7 +53,7 @@ write_config() {
 	"log_level": "$3",
 	"capture": { "enabled": false },
 	"listeners": [${4:-}],
-	"tunnel": { "listen": "$2:20006", "cluster_key": "$KEY" },
+	"tunnel": { "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_max_ms": 2000 },
 	"cloud": { "address": "$CLOUD" }
 }
 EOF
