@@ -6,22 +6,27 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
 #include <liburing.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "engine/list.h"
 #include "proto/clock.h"
 #include "proto/em.h"
 
-/* A send the socket did not take at once: what is left of it. */
+/* A send: submitted, then tried with the others of its turn, then what is
+ * left of it while the socket has no room. */
 struct esend {
 	struct esend *next; /* on the free list */
 	uint64_t ud;
 	int flags;
-	bool all; /* MSG_WAITALL: completes once every byte went */
+	bool all;   /* MSG_WAITALL: completes once every byte went */
+	bool tried; /* sent from (else it waits on e->pend) */
 	uint32_t done;
 	unsigned iov_i, n_iov;
 	struct iovec iov[EM_EPOLL_IOV];
@@ -60,7 +65,20 @@ _Static_assert(sizeof(struct efd) <= 32, "struct efd grew: memory per idle conne
 #define CHUNK_SHIFT 8u
 #define CHUNK       (1u << CHUNK_SHIFT)
 #define EVENTS      256
-#define SEND_POOL   64u
+#define SEND_POOL   256u
+/* Sends per io_submit, and the events of the AIO context. */
+#define AIO_BATCH 128u
+#define AIO_NR    256u
+
+/* The head of the completion ring an AIO context maps into the process
+ * (fs/aio.c's struct aio_ring): events are reaped from it without a
+ * system call when its magic and features are the ones known here. */
+struct aio_ring_hdr {
+	unsigned id, nr, head, tail;
+	unsigned magic, compat_features, incompat_features, header_length;
+	struct io_event events[];
+};
+#define AIO_RING_MAGIC 0xa10a10a1u
 
 struct em_epoll {
 	int epfd;
@@ -74,15 +92,52 @@ struct em_epoll {
 	 * budget); swapped with run2 while they run */
 	int *run, *run2;
 	unsigned n_run, cap_run;
+	/* descriptors whose send was submitted and not tried yet, in
+	 * submission order */
+	int *pend;
+	unsigned n_pend, cap_pend;
 	struct em_dlist conns; /* connects waiting, deadline order */
 	bool tick_on;
 	uint64_t tick_at, tick_ud;
 	struct esend *send_free;
 	unsigned n_send_free;
+	/* Linux AIO, where io_setup works and SIGPIPE is ignored: a turn's
+	 * sends go to the kernel in one io_submit (0: one send(2) each) */
+	aio_context_t aio;
+	bool aio_ring; /* reap from the mapped ring */
+	struct iocb *cbs;
+	struct iocb **cbp;
 	struct em_bufring *groups[8]; /* the buffer groups recvs took */
 	unsigned n_groups;
 	unsigned skips; /* turns in a row that did not ask the kernel */
 };
+
+/* Socket writes through AIO complete during io_submit, as send(2) with
+ * MSG_DONTWAIT would (the sockets are non-blocking), but without
+ * MSG_NOSIGNAL: only where SIGPIPE is ignored (edgemesh's main ignores it).
+ * Without AIO (a seccomp filter, fs.aio-max-nr reached) each send is its
+ * own send(2). */
+static void aio_init(struct em_epoll *e)
+{
+	struct sigaction sa;
+	if (getenv("EDGEMESH_EPOLL_NO_AIO") || sigaction(SIGPIPE, NULL, &sa) == -1 ||
+	    sa.sa_handler != SIG_IGN)
+		return;
+	e->cbs = calloc(AIO_BATCH, sizeof(*e->cbs));
+	e->cbp = calloc(AIO_BATCH, sizeof(*e->cbp));
+	aio_context_t ctx = 0;
+	if (!e->cbs || !e->cbp || syscall(SYS_io_setup, AIO_NR, &ctx) == -1) {
+		free(e->cbs);
+		free(e->cbp);
+		e->cbs = NULL;
+		e->cbp = NULL;
+		return;
+	}
+	e->aio = ctx;
+	const struct aio_ring_hdr *rg = (const struct aio_ring_hdr *)(uintptr_t)ctx;
+	e->aio_ring = rg->magic == AIO_RING_MAGIC && rg->incompat_features == 0 &&
+	              rg->header_length == sizeof(*rg);
+}
 
 int em_epoll_new(struct em_epoll **out)
 {
@@ -102,6 +157,7 @@ int em_epoll_new(struct em_epoll **out)
 		return -ENOMEM;
 	}
 	em_dlist_init(&e->conns);
+	aio_init(e);
 	*out = e;
 	return 0;
 }
@@ -128,6 +184,11 @@ void em_epoll_free(struct em_epoll *e)
 	free(e->q);
 	free(e->run);
 	free(e->run2);
+	free(e->pend);
+	if (e->aio)
+		syscall(SYS_io_destroy, e->aio);
+	free(e->cbs);
+	free(e->cbp);
 	if (e->epfd >= 0)
 		close(e->epfd);
 	free(e);
@@ -392,6 +453,7 @@ static void iov_advance(struct esend *s, size_t n)
 static void do_send(struct em_epoll *e, int fd, struct efd *r)
 {
 	struct esend *s = r->snd;
+	s->tried = true;
 	for (;;) {
 		struct msghdr mh = {.msg_iov = s->iov + s->iov_i,
 		                    .msg_iovlen = s->n_iov - s->iov_i};
@@ -522,10 +584,51 @@ void em_epoll_read(struct em_epoll *e, int fd, void *buf, uint32_t len, uint64_t
 		mark_run(e, fd, r);
 }
 
-/* The first try of a send of <v> (<n> vectors, <len> bytes): completes it
- * when it may, else leaves the rest waiting for EPOLLOUT. */
-static void send_start(struct em_epoll *e, int fd, const struct iovec *v, unsigned n, size_t len,
-                       int flags, uint64_t ud)
+/* The first try of <r>'s send, with the other sends of its turn: completes
+ * it when it may, else leaves the rest waiting for EPOLLOUT. */
+/* The outcome of the first try of <r>'s send: <k> bytes, or -errno. */
+static void send_result(struct em_epoll *e, int fd, struct efd *r, long k)
+{
+	struct esend *s = r->snd;
+	if (k < 0) {
+		if (k == -EINTR) {
+			r->writable = true;
+			mark_run(e, fd, r);
+		} else if (k == -EAGAIN || k == -EWOULDBLOCK) {
+			r->writable = false;
+		} else {
+			send_done(e, r, (int32_t)k);
+		}
+		return;
+	}
+	s->done = (uint32_t)k;
+	iov_advance(s, (size_t)k);
+	if (s->iov_i == s->n_iov || !s->all)
+		send_done(e, r, (int32_t)k);
+	else
+		r->writable = false;
+}
+
+static void send_try(struct em_epoll *e, int fd, struct efd *r)
+{
+	struct esend *s = r->snd;
+	s->tried = true;
+	ssize_t k;
+	if (s->n_iov == 1) {
+		k = send(fd, s->iov[0].iov_base, s->iov[0].iov_len, s->flags);
+	} else {
+		struct msghdr mh = {.msg_iov = s->iov, .msg_iovlen = s->n_iov};
+		k = sendmsg(fd, &mh, s->flags);
+	}
+	send_result(e, fd, r, k < 0 ? -errno : k);
+}
+
+/* Sends wait for the end of the turn, as SQEs wait for the next submit: the
+ * sends of a turn then go one after another, so that a peer woken by the
+ * first finds the next ones' bytes when it runs, instead of one wake-up
+ * (and, on a shared core, one preemption of this thread) per send. */
+static void send_start(struct em_epoll *e, int fd, const struct iovec *v, unsigned n, int flags,
+                       uint64_t ud)
 {
 	int rc;
 	struct efd *r = armable(e, fd, &rc);
@@ -534,62 +637,143 @@ static void send_start(struct em_epoll *e, int fd, const struct iovec *v, unsign
 		return;
 	}
 	EM_ASSERT(!r->snd && n <= EM_EPOLL_IOV);
-	bool all = flags & MSG_WAITALL;
-	flags = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
-	ssize_t k;
-	if (n == 1) {
-		k = send(fd, v[0].iov_base, v[0].iov_len, flags);
-	} else {
-		struct msghdr mh = {.msg_iov = (struct iovec *)(uintptr_t)v, .msg_iovlen = n};
-		k = sendmsg(fd, &mh, flags);
-	}
-	if ((size_t)k == len || (k > 0 && !all)) {
-		push(e, ud, (int32_t)k, 0);
-		return;
-	}
-	if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		push(e, ud, -errno, 0);
-		return;
+	if (e->n_pend == e->cap_pend) {
+		unsigned c = e->cap_pend ? e->cap_pend * 2 : 256;
+		int *a = realloc(e->pend, c * sizeof(*a));
+		if (!a) {
+			push(e, ud, -ENOMEM, 0);
+			return;
+		}
+		e->pend = a;
+		e->cap_pend = c;
 	}
 	struct esend *s = e->send_free;
 	if (s) {
 		e->send_free = s->next;
 		e->n_send_free--;
 	} else if (!(s = malloc(sizeof(*s)))) {
-		push(e, ud, k > 0 ? (int32_t)k : -ENOMEM, 0);
+		push(e, ud, -ENOMEM, 0);
 		return;
 	}
 	s->ud = ud;
-	s->flags = flags;
-	s->all = all;
+	s->all = flags & MSG_WAITALL;
+	s->flags = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
+	s->tried = false;
 	s->done = 0;
 	s->iov_i = 0;
 	s->n_iov = n;
 	memcpy(s->iov, v, n * sizeof(*v));
-	if (k > 0) {
-		s->done = (uint32_t)k;
-		iov_advance(s, (size_t)k);
-	}
 	r->snd = s;
-	if (k < 0 && errno == EINTR) {
-		mark_run(e, fd, r);
-		return;
+	e->pend[e->n_pend++] = fd;
+}
+
+/* Reaps <n> completions of sends, in <ev> when the ring is not read. */
+static void aio_reap(struct em_epoll *e, unsigned n)
+{
+	struct aio_ring_hdr *rg = (struct aio_ring_hdr *)(uintptr_t)e->aio;
+	struct io_event ev[AIO_BATCH];
+	unsigned got = 0;
+	while (got < n) {
+		const struct io_event *v;
+		unsigned k;
+		unsigned head = rg->head, tail = __atomic_load_n(&rg->tail, __ATOMIC_ACQUIRE);
+		if (e->aio_ring && head != tail && head < rg->nr && tail < rg->nr) {
+			/* Up to the ring's end; the rest on the next round. */
+			k = (tail > head ? tail : rg->nr) - head;
+			v = rg->events + head;
+		} else {
+			/* Socket writes complete within io_submit: this does
+			 * not block. */
+			long m = syscall(SYS_io_getevents, e->aio, 1L, (long)(n - got), ev, NULL);
+			if (m <= 0) {
+				EM_ASSERT(m == -1 && errno == EINTR);
+				continue;
+			}
+			k = (unsigned)m;
+			v = ev;
+			head = UINT32_MAX;
+		}
+		for (unsigned j = 0; j < k; j++) {
+			int fd = (int)v[j].data;
+			struct efd *r = rec_get(e, fd);
+			EM_ASSERT(r && r->snd);
+			send_result(e, fd, r, (long)v[j].res);
+		}
+		if (head != UINT32_MAX)
+			__atomic_store_n(&rg->head, (head + k) % rg->nr, __ATOMIC_RELEASE);
+		got += k;
 	}
-	r->writable = false;
+}
+
+/* Submits the untried sends of e->pend from <i> on, up to AIO_BATCH of
+ * them, in one io_submit, and hands out their results. Returns the index
+ * after the last one it took (those the kernel refused were tried with
+ * send(2)). */
+static unsigned aio_flush(struct em_epoll *e, unsigned i)
+{
+	unsigned n = 0;
+	for (; i < e->n_pend && n < AIO_BATCH; i++) {
+		int fd = e->pend[i];
+		struct efd *r = rec_get(e, fd);
+		if (!r || !r->snd || r->snd->tried)
+			continue;
+		struct esend *s = r->snd;
+		/* A write(2) is a send(2) of MSG_DONTWAIT on a non-blocking
+		 * socket, and with SIGPIPE ignored also of MSG_NOSIGNAL. */
+		if (!r->nb || (s->flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL))) {
+			send_try(e, fd, r);
+			continue;
+		}
+		s->tried = true;
+		struct iocb *cb = &e->cbs[n];
+		*cb = (struct iocb){.aio_data = (uint64_t)fd,
+		                    .aio_fildes = (uint32_t)fd,
+		                    .aio_lio_opcode = IOCB_CMD_PWRITE,
+		                    .aio_buf = (uint64_t)(uintptr_t)s->iov[0].iov_base,
+		                    .aio_nbytes = s->iov[0].iov_len};
+		if (s->n_iov > 1) {
+			cb->aio_lio_opcode = IOCB_CMD_PWRITEV;
+			cb->aio_buf = (uint64_t)(uintptr_t)s->iov;
+			cb->aio_nbytes = s->n_iov;
+		}
+		e->cbp[n++] = cb;
+	}
+	long m = n ? syscall(SYS_io_submit, e->aio, (long)n, e->cbp) : 0;
+	if (m < 0)
+		m = 0;
+	if (m)
+		aio_reap(e, (unsigned)m);
+	for (unsigned k = (unsigned)m; k < n; k++) {
+		int fd = (int)e->cbs[k].aio_data;
+		send_try(e, fd, rec_get(e, fd));
+	}
+	return i;
+}
+
+/* The first tries of the sends submitted since the last turn. A descriptor
+ * whose send was cancelled (or that was closed) since has none untried. */
+static void send_flush(struct em_epoll *e)
+{
+	unsigned i = 0;
+	while (e->aio && i < e->n_pend)
+		i = aio_flush(e, i);
+	for (; i < e->n_pend; i++) {
+		struct efd *r = rec_get(e, e->pend[i]);
+		if (r && r->snd && !r->snd->tried)
+			send_try(e, e->pend[i], r);
+	}
+	e->n_pend = 0;
 }
 
 void em_epoll_send(struct em_epoll *e, int fd, const void *p, uint32_t len, int flags, uint64_t ud)
 {
 	struct iovec v = {(void *)(uintptr_t)p, len};
-	send_start(e, fd, &v, 1, len, flags, ud);
+	send_start(e, fd, &v, 1, flags, ud);
 }
 
 void em_epoll_sendmsg(struct em_epoll *e, int fd, const struct msghdr *mh, int flags, uint64_t ud)
 {
-	size_t len = 0;
-	for (size_t i = 0; i < mh->msg_iovlen; i++)
-		len += mh->msg_iov[i].iov_len;
-	send_start(e, fd, mh->msg_iov, (unsigned)mh->msg_iovlen, len, flags, ud);
+	send_start(e, fd, mh->msg_iov, (unsigned)mh->msg_iovlen, flags, ud);
 }
 
 void em_epoll_connect(struct em_epoll *e, int fd, const struct sockaddr *sa, socklen_t sl,
@@ -644,6 +828,10 @@ fail:
 
 void em_epoll_shutdown(struct em_epoll *e, int fd, int how, uint64_t ud)
 {
+	/* After the bytes of a send submitted before it. */
+	struct efd *r = rec_get(e, fd);
+	if (r && r->snd && !r->snd->tried)
+		send_try(e, fd, r);
 	push(e, ud, shutdown(fd, how) == -1 ? -errno : 0, 0);
 }
 
@@ -724,7 +912,7 @@ void em_epoll_close(struct em_epoll *e, int fd)
 
 bool em_epoll_ready(const struct em_epoll *e)
 {
-	return e->q_tail != e->q_head || e->n_run;
+	return e->q_tail != e->q_head || e->n_run || e->n_pend;
 }
 
 unsigned em_epoll_nfds(const struct em_epoll *e)
@@ -782,6 +970,8 @@ static int next_timer(const struct em_epoll *e, uint64_t now)
 
 unsigned em_epoll_wait(struct em_epoll *e, struct em_cqe *out, unsigned max, bool block)
 {
+	if (e->n_pend)
+		send_flush(e);
 	if (e->n_run)
 		run_list(e);
 	int timeout = 0;
