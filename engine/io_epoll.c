@@ -915,6 +915,11 @@ bool em_epoll_ready(const struct em_epoll *e)
 	return e->q_tail != e->q_head || e->n_run || e->n_pend;
 }
 
+bool em_epoll_aio(const struct em_epoll *e)
+{
+	return e->aio != 0;
+}
+
 unsigned em_epoll_nfds(const struct em_epoll *e)
 {
 	return e->nfds;

@@ -15,8 +15,14 @@
  * and made non-blocking then. Every descriptor an operation was submitted on
  * must be closed with em_epoll_close (which forgets its state before the
  * number can be reused), and only once no operation on it is in flight.
- * Sends are tried at once (the data must stay valid until the completion,
- * as with io_uring); what the socket did not take waits for EPOLLOUT.
+ * Sends wait for the next em_epoll_wait, as SQEs wait for the next submit,
+ * and the sends of a turn then go to the kernel together: in one io_submit
+ * of socket writes where Linux AIO works (io_setup) and SIGPIPE is ignored
+ * when the backend is made (edgemesh's main ignores it; the environment
+ * variable EDGEMESH_EPOLL_NO_AIO turns this off), else one send(2) each.
+ * The data must stay valid until the completion, as with io_uring; what
+ * the socket did not take waits for EPOLLOUT. A shutdown goes after the
+ * bytes of a send submitted before it.
  * Receives take buffers from a plain em_bufring (em_bufring_init without a
  * ring): the same buffers and the same bounds as the io_uring groups.
  *
@@ -70,7 +76,8 @@ void em_epoll_recv(struct em_epoll *e, int fd, struct em_bufring *rb, bool multi
  * readable. */
 void em_epoll_read(struct em_epoll *e, int fd, void *buf, uint32_t len, uint64_t ud);
 
-/* Sends <len> bytes at <p> on <fd> with send(2) <flags>. With MSG_WAITALL
+/* Sends <len> bytes at <p> on <fd> with send(2) <flags> (MSG_NOSIGNAL and
+ * MSG_WAITALL; any other flag makes it a send(2) of its own). With MSG_WAITALL
  * the completion comes once all of them went (or with the error that
  * stopped them, or the bytes sent before a cancel); without it, with what
  * the first send that took anything took. At most one send per
@@ -117,6 +124,9 @@ bool em_epoll_ready(const struct em_epoll *e);
  * first waits until a descriptor is ready or a timer is due (and with no
  * timer armed, indefinitely). */
 unsigned em_epoll_wait(struct em_epoll *e, struct em_cqe *out, unsigned max, bool block);
+
+/* True when <e> hands a turn's sends to the kernel with one io_submit. */
+bool em_epoll_aio(const struct em_epoll *e);
 
 /* Descriptors <e> holds state for (tests). */
 unsigned em_epoll_nfds(const struct em_epoll *e);

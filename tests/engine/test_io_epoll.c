@@ -8,6 +8,9 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -327,4 +330,107 @@ Test(io_epoll, close_forgets_the_descriptor)
 	next(&g);
 	next(&g);
 	rig_fini(&g);
+}
+
+/* With SIGPIPE ignored the sends of a turn go to the kernel in one
+ * io_submit: the same results as send(2) gives, in submission order. */
+Test(io_epoll, sends_of_a_turn_together)
+{
+	signal(SIGPIPE, SIG_IGN);
+	struct rig g;
+	rig_init(&g, 8);
+	cr_assert(em_epoll_aio(g.e), "io_setup failed here: the batched path is not tested");
+	int a[2], b[2], c[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c), 0);
+	close(c[1]);
+	struct iovec v[2] = {{"one ", 4}, {"two", 3}};
+	struct msghdr mh = {.msg_iov = v, .msg_iovlen = 2};
+	em_epoll_send(g.e, g.sv[0], "first", 5, MSG_NOSIGNAL | MSG_WAITALL, 1);
+	em_epoll_sendmsg(g.e, a[0], &mh, MSG_NOSIGNAL | MSG_WAITALL, 2);
+	em_epoll_send(g.e, c[0], "x", 1, MSG_NOSIGNAL, 3);
+	em_epoll_send(g.e, b[0], "gone", 4, MSG_NOSIGNAL, 4);
+	em_epoll_cancel_fd(g.e, b[0], 5); /* before its turn: nothing went */
+	char buf[16];
+	cr_assert_eq(recv(g.sv[1], buf, sizeof(buf), MSG_DONTWAIT), -1, "sent during the call");
+	uint64_t order[5];
+	int32_t res[5];
+	for (int i = 0; i < 5; i++) {
+		struct em_cqe x = next(&g);
+		order[i] = x.ud;
+		res[i] = x.res;
+	}
+	/* The cancel's two first; then the tries in submission order. */
+	cr_assert_eq(order[0], 4);
+	cr_assert_eq(res[0], -ECANCELED);
+	cr_assert_eq(order[1], 5);
+	cr_assert_eq(res[1], 1);
+	cr_assert_eq(order[2], 1);
+	cr_assert_eq(res[2], 5);
+	cr_assert_eq(order[3], 2);
+	cr_assert_eq(res[3], 7);
+	cr_assert_eq(order[4], 3);
+	cr_assert_eq(res[4], -EPIPE);
+	cr_assert_eq(read(g.sv[1], buf, sizeof(buf)), 5);
+	cr_assert_eq(read(a[1], buf, sizeof(buf)), 7);
+	cr_assert_eq(memcmp(buf, "one two", 7), 0);
+	cr_assert_eq(recv(b[1], buf, sizeof(buf), MSG_DONTWAIT), -1);
+	/* A shutdown after a send: the bytes, then the end. */
+	em_epoll_send(g.e, a[0], "last", 4, MSG_NOSIGNAL | MSG_WAITALL, 6);
+	em_epoll_shutdown(g.e, a[0], SHUT_WR, 7);
+	struct em_cqe x = next(&g);
+	cr_assert_eq(x.ud, 6);
+	cr_assert_eq(x.res, 4);
+	x = next(&g);
+	cr_assert_eq(x.ud, 7);
+	cr_assert_eq(x.res, 0);
+	cr_assert_eq(read(a[1], buf, sizeof(buf)), 4);
+	cr_assert_eq(read(a[1], buf, sizeof(buf)), 0);
+	/* A send the socket takes part of: the rest waits for room. */
+	int sz = 4096;
+	setsockopt(b[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	size_t len = 1u << 20;
+	char *big = malloc(len), *sink = malloc(len);
+	memset(big, 'q', len);
+	em_epoll_send(g.e, b[0], big, (uint32_t)len, MSG_NOSIGNAL | MSG_WAITALL, 8);
+	none(&g);
+	size_t got = 0;
+	bool done = false;
+	while (!done || got < len) {
+		ssize_t k = recv(b[1], sink, len, MSG_DONTWAIT);
+		if (k > 0)
+			got += (size_t)k;
+		if (em_epoll_wait(g.e, &x, 1, false) == 1) {
+			cr_assert_eq(x.ud, 8);
+			cr_assert_eq(x.res, (int32_t)len);
+			done = true;
+		}
+	}
+	cr_assert_eq(got, len);
+	free(big);
+	free(sink);
+	for (int i = 0; i < 2; i++) {
+		em_epoll_close(g.e, i ? a[0] : b[0]);
+		close(i ? a[1] : b[1]);
+	}
+	em_epoll_close(g.e, c[0]);
+	rig_fini(&g);
+}
+
+/* Without SIGPIPE ignored, or with EDGEMESH_EPOLL_NO_AIO, each send is a
+ * send(2) of its own (MSG_NOSIGNAL kept). */
+Test(io_epoll, no_aio_without_sigpipe_ignored)
+{
+	signal(SIGPIPE, SIG_DFL);
+	struct rig g;
+	rig_init(&g, 8);
+	cr_assert_not(em_epoll_aio(g.e));
+	rig_fini(&g);
+	signal(SIGPIPE, SIG_IGN);
+	setenv("EDGEMESH_EPOLL_NO_AIO", "1", 1);
+	rig_init(&g, 8);
+	cr_assert_not(em_epoll_aio(g.e));
+	rig_fini(&g);
+	unsetenv("EDGEMESH_EPOLL_NO_AIO");
 }
