@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,6 +313,9 @@ static void engine_down(void)
 
 static void init(void)
 {
+	/* As edgemesh's main: on the epoll backend, sends then go through
+	 * Linux AIO (engine/io_epoll.h). */
+	signal(SIGPIPE, SIG_IGN);
 	em_table_init();
 }
 
