@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "engine/client.h"
+#include "engine/io_epoll.h"
 #include "engine/router_tls.h"
 #include "engine/tunnel.h"
 #include "proto/log.h"
@@ -319,9 +320,10 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 	if (e->epoll)
 		EM_INFO("engine",
 		        "%u workers, io backend epoll (io_backend \"%s\"), edge-triggered, "
-		        "buffers %u x %u, %zu listeners per worker",
-		        e->n_workers, want == EM_IO_EPOLL ? "epoll" : "auto", EM_BUF_COUNT,
-		        EM_BUF_SIZE, e->workers[0].n_listeners);
+		        "sends %s, buffers %u x %u, %zu listeners per worker",
+		        e->n_workers, want == EM_IO_EPOLL ? "epoll" : "auto",
+		        em_epoll_aio(e->workers[0].ep) ? "batched with Linux AIO" : "one send(2) each",
+		        EM_BUF_COUNT, EM_BUF_SIZE, e->workers[0].n_listeners);
 	else
 		EM_INFO("engine",
 		        "%u workers, io backend io_uring %s, multishot accept, buffer ring %u x "
