@@ -311,9 +311,13 @@ it_wait_line() {
 #   IT_LOG_LEVEL default info
 #   IT_WORKERS   default 2
 #   IT_EXTRA     extra top-level members, each followed by a comma
+#   IT_FASTPATH  default {"mode": "off"}: several daemons on one machine must
+#                not all attach at the root cgroup and rewrite each other's
+#                connects, so a test turns the fast path on itself
 it_em_config() {
-	local f=${1:-$IT_CONF} cap='{"enabled": false}' lis='[]'
+	local f=${1:-$IT_CONF} cap='{"enabled": false}' lis='[]' fp='{"mode": "off"}'
 	[ -n "${IT_CAPTURE:-}" ] && cap=$IT_CAPTURE
+	[ -n "${IT_FASTPATH:-}" ] && fp=$IT_FASTPATH
 	[ -n "${IT_LISTENERS:-}" ] && lis=$IT_LISTENERS
 	cat >"$f" <<EOF
 {
@@ -324,6 +328,7 @@ it_em_config() {
 	"workers": ${IT_WORKERS:-2},
 	"log_level": "${IT_LOG_LEVEL:-info}",
 	${IT_EXTRA:-}
+	"fastpath": $fp,
 	"capture": $cap,
 	"listeners": $lis,
 	"tunnel": { "listen": "" }

@@ -40,7 +40,8 @@ KEY=admin-test-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")
 conf() { # NAME EXTRA
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
- "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/$1.sock", "workers": 2,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY"},
  "listeners": [{"listen": "127.0.0.1:18080", "service": "default/web", "port": 80},
    {"listen": "127.0.0.1:18081", "service": "default/lim", "port": 80},
@@ -221,7 +222,8 @@ done
 peer_conf() { # NAME IP
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
- "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/$1.sock", "workers": 2,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "tls", "tls": {"ca_file": "$IT_TMP/ca/ca.crt",
    "cert_file": "$IT_TMP/certs/$1.crt", "key_file": "$IT_TMP/certs/$1.key"},
   "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,

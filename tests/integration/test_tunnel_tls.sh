@@ -45,7 +45,8 @@ tls() { # NAME
 }
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
- "api_socket": "$IT_TMP/cloud.sock", "workers": 1, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", $(tls cloud)},
  "router": {"listen": ""}, "admin": {"listen": ""},
  "controller": {"manifests_dir": "$MDIR"}}
@@ -53,7 +54,8 @@ EOF
 edge_conf() { # NAME LISTEN
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
- "api_socket": "$IT_TMP/$1.sock", "workers": 1, "capture": {"enabled": true, "port": 15001},
+ "api_socket": "$IT_TMP/$1.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": true, "port": 15001},
  "admin": {"listen": ""},
  "tunnel": {"listen": "$2", "cluster_key": "$KEY", "reconnect_min_ms": 100,
   "reconnect_max_ms": 1000, $(tls $1)},
