@@ -96,7 +96,7 @@ static __always_inline const struct fp_ep *aff_ep(const struct fp_svc *s, const 
 static __always_inline int pick(struct bpf_sock_addr *ctx, const struct fp_svc_key *k,
                                 struct fp_ep *out)
 {
-	const struct fp_svc *s = bpf_map_lookup_elem(&fp_svcs, k);
+	struct fp_svc *s = bpf_map_lookup_elem(&fp_svcs, k);
 	const struct fp_ep *ep = 0;
 	struct fp_count *c;
 	struct fp_aff_key ak;
@@ -120,10 +120,8 @@ static __always_inline int pick(struct bpf_sock_addr *ctx, const struct fp_svc_k
 		struct fp_ep_key ek = {.slot = s->slot, .ver = s->ver};
 		if (s->flags & FP_RANDOM)
 			idx = bpf_get_prandom_u32() % n;
-		else if (c)
-			idx = c->rr++ % n;
 		else
-			idx = 0;
+			idx = __sync_fetch_and_add(&s->rr, 1) % n;
 		ek.idx = idx;
 		ep = bpf_map_lookup_elem(&fp_eps, &ek);
 		if (!ep)

@@ -359,6 +359,7 @@ static bool prepare(struct em_fastpath *fp, struct fp_ent *e, enum em_balancer a
 	e->val.flags = (algo == EM_LB_RANDOM ? FP_RANDOM : 0) |
 	               (svc->affinity_client_ip ? FP_AFFINITY : 0);
 	e->val.affinity_ns = (uint64_t)svc->affinity_timeout_s * 1000000000ull;
+	/* rr is the programs' to move: not part of what changed. */
 	uint64_t h = em_hash64(&e->val, sizeof(e->val), EM_HASH_SEED);
 	e->hash = em_hash64(fp->eps, e->n * sizeof(*fp->eps), h);
 	return true;

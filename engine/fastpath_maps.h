@@ -35,6 +35,8 @@ struct fp_svc {
 	__u32 ver;
 	__u32 n;    /* ready endpoints 0 .. n-1 */
 	__u32 flags;
+	__u32 rr;          /* round-robin position, shared by every CPU */
+	__u32 pad;
 	__u64 affinity_ns; /* affinity timeout */
 };
 
@@ -51,12 +53,10 @@ struct fp_ep {
 	__u8 local; /* on this node: the connect goes straight to it */
 };
 
-/* Per CPU, per fp_svc_key: counters and the round-robin position. */
+/* Per CPU, per fp_svc_key: what the programs did. */
 struct fp_count {
 	__u64 conns;    /* connects sent straight to a local endpoint */
 	__u64 handoffs; /* connects left to the engine with the kernel's pick */
-	__u32 rr;
-	__u32 pad;
 };
 
 /* ClientIP affinity: a client is its network namespace (a pod). */
