@@ -28,7 +28,7 @@ SHIM=$PWD/$BDIR/qemu-exec
 # libraries, and the arm64 runtime libraries of the unpacked Criterion.
 PACKAGES="crossbuild-essential-arm64 qemu-user-static dpkg-dev pkg-config
 	liburing-dev:arm64 libsqlite3-dev:arm64 libmimalloc-dev:arm64 libcjson-dev:arm64
-	libyaml-dev:arm64 liburcu-dev:arm64 libssl-dev:arm64
+	libyaml-dev:arm64 liburcu-dev:arm64 libssl-dev:arm64 libbpf-dev:arm64 clang bpftool
 	libffi8:arm64 libgit2-1.5:arm64"
 CRITERION_DEBS="libcriterion3:arm64 libcriterion-dev:arm64 libnanomsg5:arm64"
 
