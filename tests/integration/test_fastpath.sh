@@ -11,7 +11,8 @@
 #   - bytes exact both ways (emload pingpong and bulk, a 4 MB echo with both
 #     directions at once), counted by the fast path and not by the engine;
 #   - the spread over three endpoints (round robin), ClientIP affinity;
-#   - getpeername() on the client returns the cluster IP;
+#   - getpeername() on the client returns the cluster IP (IPv6 too, where
+#     the namespace has it);
 #   - an endpoint removed, added and changed while connections run: those
 #     connections carry on, new ones follow the new set;
 #   - services that stay on the engine: HTTP ports (by name or appProtocol,
@@ -152,12 +153,13 @@ detached() { [ -z "$(attached)" ]; }
 
 # svc NS NAME IP PORTS_JSON [EXTRA_SPEC [ANNOTATIONS_JSON]]: a Service.
 svc() {
-	local ann=""
+	local ann="" fam=IPv4
 	[ -n "${6:-}" ] && ann=", \"annotations\": $6"
+	case $3 in *:*) fam=IPv6 ;; esac
 	cat <<EOF
 {"apiVersion": "v1", "kind": "Service",
  "metadata": {"name": "$2", "namespace": "$1", "resourceVersion": "1"$ann},
- "spec": {"clusterIP": "$3", "clusterIPs": ["$3"], "ipFamilies": ["IPv4"], "type": "ClusterIP",
+ "spec": {"clusterIP": "$3", "clusterIPs": ["$3"], "ipFamilies": ["$fam"], "type": "ClusterIP",
   "ports": $4${5:+, $5}}}
 EOF
 }
@@ -288,6 +290,21 @@ it_wait 5 eng_ge one $((e0 + 1))
 e1=$(eng one)
 it_check "the engine accepted only the client outside the cgroup ($e0 -> $e1)" [ "$((e1 - e0))" = 1 ]
 it_check "and the fast path did not count it" [ "$(fp one connections)" = "$f1" ]
+
+# ---- IPv6 (connect6, getpeername6), where the namespace has it
+if [ "$IT_V6" = 1 ]; then
+	it_backend eb6 echo '[::1]:7008'
+	p0=$(fp one publishes)
+	it_apply "$(it_list "$(svc default echo6 fd00:10:96::7 "[$(port p 7 7008)]")" \
+		"$(it_ep default echo6 7008 ::1)")"
+	it_wait 10 gt_fp one publishes "$p0" || it_fail "no publish after the IPv6 Service"
+	out=$(incg "$NS1" timeout 10 python3 "$FPC" peer fd00:10:96::7 7 2 2>&1)
+	it_check "IPv6: served, getpeername returns the cluster IP ($(echo $out))" \
+		[ "$(echo $out)" = "fd00:10:96::7:7 fd00:10:96::7:7" ]
+	it_check "IPv6: both on the fast path" [ "$(fp_svc one default/echo6 connections)" = 2 ]
+else
+	it_log "IPv6 not checked: no IPv6 capture in the namespace"
+fi
 
 # ---- getpeername and the spread
 out=$(incg "$NS1" timeout 10 python3 "$FPC" peer 10.96.0.7 7 3 2>&1)
