@@ -134,6 +134,7 @@ EOF
 echo "scrape.sh: $SVCS Services, ${ok:-0} of $ACTIVE requests answered 200 in $(echo "$(date +%s.%N) - $t0" | bc) s"
 
 ticks() { awk '{print $14 + $15}' "/proc/$EM/stat"; }
+minflt() { awk '{print $10}' "/proc/$EM/stat"; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$EM/status"; }
 HZ=$(getconf CLK_TCK)
 rss0=$(rss)
@@ -147,9 +148,10 @@ if [ -n "${SCRAPE_PERF:-}" ]; then
 	sleep 0.5
 fi
 for i in $(seq "$SCRAPES"); do
+	f0=$(minflt)
 	t=$(inns curl -s -m 10 -o "$RUN/page.txt" -w '%{http_code} %{time_total} %{size_download}' \
 		http://127.0.0.1:15000/metrics)
-	echo "scrape $i: $t"
+	echo "scrape $i: $t (page faults $(($(minflt) - f0)))"
 	set -- $t
 	[ "$1" = 200 ] || { echo "scrape.sh: scrape $i answered $1" >&2; exit 1; }
 	echo "$2" >>"$RUN/times"

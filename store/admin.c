@@ -317,10 +317,10 @@ int em_admin_metrics_qps(struct em_buf *out)
  * 24 MB): they are written without snprintf or a bounds check per line,
  * into room reserved once per family from the view's sizes. */
 
-/* Bytes a line takes besides its name, labels and extra labels: '{', "} ",
- * a value of up to 20 digits, '\n'. The _sum line's value, seconds with
- * up to 9 decimals, takes 10 more. */
-#define SVC_LINE_FIXED 24u
+/* Bytes a line takes at most besides its name, labels and extra labels:
+ * '{', "} ", '\n' and a value of up to 30 characters (a count's 20 digits,
+ * or seconds: 20 digits, '.' and 9 decimals). */
+#define SVC_LINE_FIXED 34u
 
 static char *put_u64(char *p, uint64_t v)
 {
@@ -374,7 +374,7 @@ static inline char *svc_head(char *p, const char *name, size_t nlen, const char 
 static char *svc_room(struct em_buf *b, const struct em_svcstat_view *v, size_t k, size_t nlen,
                       size_t elen)
 {
-	return em_buf_reserve(b, k * (v->n * (nlen + elen + SVC_LINE_FIXED + 10) + v->labels_bytes));
+	return em_buf_reserve(b, k * (v->n * (nlen + elen + SVC_LINE_FIXED) + v->labels_bytes));
 }
 
 static void svc_done(struct em_buf *b, char *p)
@@ -432,10 +432,10 @@ int em_admin_metrics_services(struct em_buf *out)
 	 * once, not once per doubling. */
 	size_t total = 4096;
 	for (size_t f = 0; f < EM_ARRAY_SIZE(fams); f++)
-		total += v.n * (strlen(fams[f].name) + SVC_LINE_FIXED + 10) + v.labels_bytes;
-	total += 5 * (v.n * (sizeof(rname) + CODE_LEN + SVC_LINE_FIXED + 10) + v.labels_bytes);
+		total += v.n * (strlen(fams[f].name) + SVC_LINE_FIXED) + v.labels_bytes;
+	total += 5 * (v.n * (sizeof(rname) + CODE_LEN + SVC_LINE_FIXED) + v.labels_bytes);
 	total += (EM_SVCSTAT_LAT_BOUNDS + 3) *
-	         (v.n * (sizeof(bname) + le_max + SVC_LINE_FIXED + 10) + v.labels_bytes);
+	         (v.n * (sizeof(bname) + le_max + SVC_LINE_FIXED) + v.labels_bytes);
 	if (!em_buf_reserve(out, total))
 		return -ENOMEM;
 
@@ -465,8 +465,8 @@ int em_admin_metrics_services(struct em_buf *out)
 	for (size_t i = 0; i < v.n; i++)
 		for (int k = 0; k < 5; k++)
 			if (v.sum[i].responses[k]) {
-				p = svc_head(p, rname, sizeof(rname) - 1, v.labels[i], v.labels_len[i],
-				             codes[k], CODE_LEN);
+				p = svc_head(p, rname, sizeof(rname) - 1, v.labels[i],
+				             v.labels_len[i], codes[k], CODE_LEN);
 				p = put_u64(p, v.sum[i].responses[k]);
 				*p++ = '\n';
 			}

@@ -80,7 +80,8 @@ Test(svcstat, slots_sum_over_workers)
 	cr_assert_eq(em_svcstat_view(&v), 0);
 	/* <b> had no traffic: there too, with zero counts. */
 	cr_assert_eq(v.n, 2);
-	size_t ia = strcmp(v.labels[0], "namespace=\"default\",service=\"web\",port=\"80\"") ? 1 : 0;
+	size_t ia =
+	        strcmp(v.labels[0], "namespace=\"default\",service=\"web\",port=\"80\"") ? 1 : 0;
 	cr_assert_str_eq(v.labels[ia], "namespace=\"default\",service=\"web\",port=\"80\"");
 	cr_assert_str_eq(v.labels[1 - ia], "namespace=\"default\",service=\"web\",port=\"8080\"");
 	cr_assert_eq(v.labels_bytes, v.labels_len[0] + v.labels_len[1]);
@@ -221,10 +222,14 @@ Test(svcstat, zero_traffic_ports_listed)
 	const char *l = "{namespace=\"default\",service=\"idle\",port=\"80\"";
 	char want[256];
 	static const char *const fams[] = {
-	        "connections_total",          "requests_total",
-	        "received_bytes_total",       "sent_bytes_total",
-	        "upstream_connect_failures_total", "qps_rejected_total",
-	        "upstream_latency_seconds_sum", "upstream_latency_seconds_count",
+	        "connections_total",
+	        "requests_total",
+	        "received_bytes_total",
+	        "sent_bytes_total",
+	        "upstream_connect_failures_total",
+	        "qps_rejected_total",
+	        "upstream_latency_seconds_sum",
+	        "upstream_latency_seconds_count",
 	};
 	for (size_t i = 0; i < EM_ARRAY_SIZE(fams); i++)
 		HAS("\nedgemesh_service_%s%s} 0\n", fams[i], l);
