@@ -219,6 +219,7 @@ Test(svcstat, zero_traffic_ports_listed)
 	em_svcstat_observe(em_svcstat_at(em_svcstat_set(1), busy), 1000000001ull);
 	struct em_buf b = {0};
 	cr_assert_eq(em_admin_metrics_services(&b), 0);
+	cr_assert_not_null(b.data, "nothing rendered");
 	const char *l = "{namespace=\"default\",service=\"idle\",port=\"80\"";
 	char want[256];
 	static const char *const fams[] = {
