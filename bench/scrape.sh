@@ -59,12 +59,27 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 die() { echo "scrape.sh: $*" >&2; exit 2; }
 inns() { ip netns exec "$NS" "$@"; }
+# started PID: the program ip netns exec (pid PID) runs, itself or its
+# child, added to PIDS (a child outlives a killed ip).
+started() {
+	local c=
+	for _ in $(seq 100); do
+		c=$(pgrep -P "$1" | head -n 1)
+		[ -n "$c" ] && break
+		[ "$(cat "/proc/$1/comm" 2>/dev/null)" = ip ] || { c=$1; break; }
+		sleep 0.02
+	done
+	[ -n "$c" ] || die "pid $1 started nothing"
+	PIDS+=("$c")
+	echo "$c"
+}
 
 ip netns add "$NS" || die "ip netns add"
 ip -n "$NS" link set lo up && ip -n "$NS" route add local 10.96.0.0/12 dev lo || die "routes"
 
 inns "$BUILD/embackend" -m http -l 127.0.0.1:8080 -t 1 -b 16 >"$RUN/backend.log" 2>&1 &
 PIDS+=($!)
+started $! >/dev/null
 cat >"$RUN/edge.json" <<EOF
 {"role": "edge", "node_name": "bench-node", "data_dir": "$RUN/data",
  "api_socket": "$RUN/api.sock", "workers": $WORKERS, "log_level": "warn",
@@ -74,11 +89,10 @@ cat >"$RUN/edge.json" <<EOF
 EOF
 inns "$BUILD/edgemesh" -c "$RUN/edge.json" >"$RUN/edge.log" 2>&1 &
 PIDS+=($!)
+EM=$(started $!)
+PIDS+=("$EM")
 for _ in $(seq 100); do [ -S "$RUN/api.sock" ] && break; sleep 0.05; done
 [ -S "$RUN/api.sock" ] || die "no API socket: $(tail -2 "$RUN/edge.log")"
-# ip netns exec may run the daemon as its child: the daemon's own pid.
-EM=$(pgrep -n -f "^$BUILD/edgemesh -c $RUN/edge.json")
-[ -n "$EM" ] || die "no edgemesh process"
 
 # Service i: ns-(i % 50)/svc-i at 10.96.(i / 250).(i % 250 + 1), port 80
 # named http, its endpoint the backend.
