@@ -56,6 +56,10 @@ static size_t n_buckets, n_regs;
 static struct freed *fifo;
 static size_t fifo_head, fifo_len, fifo_cap;
 static uint32_t reuse_ms = EM_SVCSTAT_REUSE_MS;
+/* The port holding each slot (NULL: free or the sink), so that a scrape
+ * walks the workers' counters in memory order. */
+static struct reg **owner;
+static uint32_t owner_cap;
 /* em_svcstat_view's arrays, kept from one scrape to the next. */
 static const char **view_labels;
 static size_t *view_len;
@@ -235,6 +239,23 @@ static uint32_t new_slot(struct em_svcstat **base, uint64_t *base_epoch)
 	return slot;
 }
 
+/* Room in <owner> for every slot below <n>. */
+static int owner_room(uint32_t n)
+{
+	if (n <= owner_cap)
+		return 0;
+	uint32_t cap = owner_cap ? owner_cap : 1024;
+	while (cap < n)
+		cap *= 2;
+	struct reg **o = realloc(owner, cap * sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	memset(o + owner_cap, 0, (cap - owner_cap) * sizeof(*o));
+	owner = o;
+	owner_cap = cap;
+	return 0;
+}
+
 uint32_t em_svcstat_get(uint64_t key, const char *ns, const char *name, uint16_t port,
                         uint64_t mark)
 {
@@ -246,7 +267,7 @@ uint32_t em_svcstat_get(uint64_t key, const char *ns, const char *name, uint16_t
 				return r->slot;
 			}
 	}
-	if (n_regs + 1 > n_buckets && rehash())
+	if ((n_regs + 1 > n_buckets && rehash()) || owner_room(n_slots + 1))
 		return EM_SVCSTAT_SINK;
 	struct reg *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -264,6 +285,7 @@ uint32_t em_svcstat_get(uint64_t key, const char *ns, const char *name, uint16_t
 	r->mark = mark;
 	r->next = buckets[key & (n_buckets - 1)];
 	buckets[key & (n_buckets - 1)] = r;
+	owner[r->slot] = r;
 	n_regs++;
 	return r->slot;
 fail:
@@ -314,6 +336,7 @@ void em_svcstat_sweep(uint64_t mark, uint64_t now_ms)
 				continue;
 			}
 			*pp = r->next;
+			owner[r->slot] = NULL;
 			fifo_push(r->slot, now_ms);
 			reg_free(r);
 			n_regs--;
@@ -335,6 +358,9 @@ void em_svcstat_clear(void)
 	fifo = NULL;
 	fifo_head = fifo_len = fifo_cap = 0;
 	view_free();
+	free(owner);
+	owner = NULL;
+	owner_cap = 0;
 	pthread_mutex_lock(&mu);
 	free_sets();
 	n_slots = 1;
@@ -365,21 +391,25 @@ int em_svcstat_view(struct em_svcstat_view *v)
 	}
 	size_t n = 0, bytes = 0;
 	pthread_mutex_lock(&mu);
-	for (size_t b = 0; b < n_buckets; b++)
-		for (const struct reg *r = buckets[b]; r; r = r->next) {
-			struct em_svcstat *s = &view_sum[n];
-			sum_slot(r->slot, s);
-			if (r->base && r->base_epoch == epoch) {
-				uint64_t *o = (uint64_t *)s;
-				const uint64_t *z = (const uint64_t *)r->base;
-				for (size_t k = 0; k < EM_SVCSTAT_WORDS; k++)
-					o[k] = o[k] >= z[k] ? o[k] - z[k] : 0;
-			}
-			view_labels[n] = r->labels;
-			view_len[n] = r->labels_len;
-			bytes += r->labels_len;
-			n++;
+	/* In slot order: the sets' chunks are read front to back, and a
+	 * port keeps its place in the page from one scrape to the next. */
+	for (uint32_t slot = 1; slot < n_slots && slot < owner_cap; slot++) {
+		const struct reg *r = owner[slot];
+		if (!r)
+			continue;
+		struct em_svcstat *s = &view_sum[n];
+		sum_slot(slot, s);
+		if (r->base && r->base_epoch == epoch) {
+			uint64_t *o = (uint64_t *)s;
+			const uint64_t *z = (const uint64_t *)r->base;
+			for (size_t k = 0; k < EM_SVCSTAT_WORDS; k++)
+				o[k] = o[k] >= z[k] ? o[k] - z[k] : 0;
 		}
+		view_labels[n] = r->labels;
+		view_len[n] = r->labels_len;
+		bytes += r->labels_len;
+		n++;
+	}
 	pthread_mutex_unlock(&mu);
 	v->n = n;
 	v->labels = view_labels;

@@ -139,9 +139,10 @@ struct em_svcstat_set *em_svcstat_set(unsigned i);
  * Services, with or without traffic): its label text
  * ("namespace=\"..\",service=\"..\",port=\"..\"", escaped, made once
  * when the port entered the registry) and its counters summed over the
- * workers, in no set order. The arrays belong to the registry and are
- * reused from one call to the next (a scrape does not fault in fresh
- * memory): valid until the next registry call. */
+ * workers, in slot order (a port keeps its place while it stays). The
+ * arrays belong to the registry and are reused from one call to the next
+ * (a scrape does not fault in fresh memory): valid until the next
+ * registry call. */
 struct em_svcstat_view {
 	size_t n;
 	const char *const *labels;

@@ -157,6 +157,11 @@ Test(svcstat, many_slots_cross_chunks)
 	cr_assert_eq(em_svcstat_view(&v), 0);
 	cr_assert_eq(v.n, 3 * EM_SVCSTAT_CHUNK);
 	char want[64];
+	/* In slot order: here, the order the ports came in. */
+	for (uint32_t i = 0; i < v.n; i += 517) {
+		snprintf(want, sizeof(want), "namespace=\"default\",service=\"s%u\",port=\"80\"", i);
+		cr_assert_str_eq(v.labels[i], want);
+	}
 	snprintf(want, sizeof(want), "namespace=\"default\",service=\"s%u\",port=\"80\"",
 	         3 * EM_SVCSTAT_CHUNK - 1);
 	cr_assert_eq(v.sum[find(&v, want)].tx_bytes, 9);
