@@ -10,7 +10,8 @@
 # ports carry every counter and a latency. Then SCRAPES scrapes (default 20)
 # one after the other with curl. Prints one line per scrape and a RESULT
 # line: the page's bytes and samples, the Service ports it lists (must be
-# SERVICES), the wall time of a scrape (median, max), the daemon's CPU
+# SERVICES), the wall time of a scrape (median, max; and the median time to
+# its first byte: the page rendered, its head sent), the daemon's CPU
 # (utime + stime) per scrape, and its RSS before and after the scrapes.
 # promtool (build/tools/promtool, fetched by make integration-test) checks
 # the last page when it is there. SCRAPE_PERF=FILE records perf -g of the
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
 	-n) SCRAPES=$2; shift ;;
 	-w) WORKERS=$2; shift ;;
 	--build) BUILD=$(cd "$2" && pwd); shift ;;
-	*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -154,6 +155,7 @@ HZ=$(getconf CLK_TCK)
 rss0=$(rss)
 c0=$(ticks)
 : >"$RUN/times"
+: >"$RUN/ttfb"
 # SCRAPE_PERF=FILE: perf record -g of the daemon over the scrapes.
 if [ -n "${SCRAPE_PERF:-}" ]; then
 	perf record -q -g -p "$EM" -o "$SCRAPE_PERF" 2>"$RUN/perf.log" &
@@ -163,12 +165,16 @@ if [ -n "${SCRAPE_PERF:-}" ]; then
 fi
 for i in $(seq "$SCRAPES"); do
 	f0=$(minflt)
-	t=$(inns curl -s -m 10 -o "$RUN/page.txt" -w '%{http_code} %{time_total} %{size_download}' \
+	# The page goes to /dev/null but for the last scrape (checked).
+	out=/dev/null
+	[ "$i" = "$SCRAPES" ] && out=$RUN/page.txt
+	t=$(inns curl -s -m 10 -o "$out" -w '%{http_code} %{time_total} %{size_download} %{time_starttransfer}' \
 		http://127.0.0.1:15000/metrics)
 	echo "scrape $i: $t (page faults $(($(minflt) - f0)))"
 	set -- $t
 	[ "$1" = 200 ] || { echo "scrape.sh: scrape $i answered $1" >&2; exit 1; }
 	echo "$2" >>"$RUN/times"
+	echo "$4" >>"$RUN/ttfb"
 done
 c1=$(ticks)
 [ -n "${SCRAPE_PERF:-}" ] && kill -INT "$PERF" && wait "$PERF"
@@ -189,12 +195,13 @@ if [ -x "$PROMTOOL" ]; then
 else
 	prom="not run (no $PROMTOOL)"
 fi
+ttfb=$(sort -g "$RUN/ttfb" | awk '{t[NR] = $1} END {printf "%.1f", t[int((NR + 1) / 2)] * 1000}')
 sort -g "$RUN/times" | awk -v n="$SCRAPES" -v cpu=$((c1 - c0)) -v hz="$HZ" \
 	-v bytes="$(stat -c %s "$RUN/page.txt")" -v lines="$(grep -vc '^#' "$RUN/page.txt")" \
-	-v ports="$ports" -v busy="$busy" -v r0="$rss0" -v r1="$rss1" -v prom="$prom" \
+	-v ports="$ports" -v busy="$busy" -v r0="$rss0" -v r1="$rss1" -v prom="$prom" -v ttfb="$ttfb" \
 	'{t[NR] = $1} END {
 		med = (n % 2) ? t[(n + 1) / 2] : (t[n / 2] + t[n / 2 + 1]) / 2
-		printf "RESULT bytes=%d samples=%d ports=%d ports_with_traffic=%d scrape_ms_median=%.1f scrape_ms_max=%.1f cpu_ms_per_scrape=%.1f rss_kib_before=%d rss_kib_after=%d promtool=%s\n",
-			bytes, lines, ports, busy, med * 1000, t[n] * 1000, cpu * 1000 / hz / n, r0, r1, prom
+		printf "RESULT bytes=%d samples=%d ports=%d ports_with_traffic=%d scrape_ms_median=%.1f scrape_ms_max=%.1f first_byte_ms_median=%s cpu_ms_per_scrape=%.1f rss_kib_before=%d rss_kib_after=%d promtool=%s\n",
+			bytes, lines, ports, busy, med * 1000, t[n] * 1000, ttfb, cpu * 1000 / hz / n, r0, r1, prom
 	}'
 exit $rc
