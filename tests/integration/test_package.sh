@@ -68,7 +68,7 @@ it_check "Recommends: iptables" [ "$(field "$deb1" Recommends)" = iptables ]
 it_check "Description set" [ -n "$(field "$deb1" Description)" ]
 depends=$(field "$deb1" Depends)
 dep_names=$(echo "$depends" | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/[[:space:]]//g' | grep -v '^$')
-for p in libc6 liburing2 libsqlite3-0 libmimalloc2.0 libcjson1 libyaml-0-2 liburcu8 libssl3; do
+for p in libc6 liburing2 libsqlite3-0 libmimalloc2.0 libcjson1 libyaml-0-2 liburcu8 libssl3 libbpf1; do
 	it_check "Depends names $p" grep -qx "$p" <<<"$dep_names"
 done
 # Every library the programs load comes from a package Depends names.
