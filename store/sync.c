@@ -27,6 +27,7 @@
 #include "store/kube.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
+#include "store/table.h"
 
 #define MAX_CLIENTS    64
 #define CLIENT_IDLE_MS 30000
@@ -220,6 +221,10 @@ static void reload_config(struct em_sync *s)
 	em_config_publish(next);
 	atomic_fetch_add(&s->reloads, 1);
 	EM_INFO("config", "reloaded %s", s->config_path);
+	/* What follows the table may depend on the config too (the balancer):
+	 * it sees the current snapshot again. This thread is its only
+	 * publisher, so the snapshot stays valid for the call. */
+	locked_published(s, em_table_current());
 }
 
 static int control_status(void *ctx, struct cJSON *reply)
