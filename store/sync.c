@@ -27,6 +27,7 @@
 #include "store/kube.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
+#include "store/table.h"
 
 #define MAX_CLIENTS     64
 #define CLIENT_IDLE_MS  30000
@@ -86,6 +87,9 @@ struct em_sync {
 	void *counters_ctx;
 	int (*stats_fn)(void *ctx, struct cJSON *reply); /* under counters_mu too */
 	void *stats_ctx;
+	pthread_mutex_t published_mu; /* guards published_fn/ctx and their calls */
+	void (*published_fn)(void *ctx, const struct em_table *t);
+	void *published_ctx;
 };
 
 static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
@@ -149,6 +153,24 @@ void em_sync_set_stats(struct em_sync *s, int (*fn)(void *ctx, struct cJSON *rep
 	pthread_mutex_unlock(&s->counters_mu);
 }
 
+void em_sync_set_published(struct em_sync *s, void (*fn)(void *ctx, const struct em_table *t),
+                           void *ctx)
+{
+	pthread_mutex_lock(&s->published_mu);
+	s->published_fn = fn;
+	s->published_ctx = ctx;
+	pthread_mutex_unlock(&s->published_mu);
+}
+
+static void locked_published(void *ctx, const struct em_table *t)
+{
+	struct em_sync *s = ctx;
+	pthread_mutex_lock(&s->published_mu);
+	if (s->published_fn)
+		s->published_fn(s->published_ctx, t);
+	pthread_mutex_unlock(&s->published_mu);
+}
+
 static int locked_stats(void *ctx, struct cJSON *reply)
 {
 	struct em_sync *s = ctx;
@@ -206,6 +228,10 @@ static void reload_config(struct em_sync *s)
 	em_config_publish(next);
 	atomic_fetch_add(&s->reloads, 1);
 	EM_INFO("config", "reloaded %s", s->config_path);
+	/* What follows the table may depend on the config too (the balancer):
+	 * it sees the current snapshot again. This thread is its only
+	 * publisher, so the snapshot stays valid for the call. */
+	locked_published(s, em_table_current());
 }
 
 static int control_status(void *ctx, struct cJSON *reply)
@@ -717,6 +743,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	}
 	s->listen_fd = s->wake_fd = s->admin_fd = -1;
 	pthread_mutex_init(&s->counters_mu, NULL);
+	pthread_mutex_init(&s->published_mu, NULL);
 	snprintf(s->config_path, sizeof(s->config_path), "%s", cfg->path);
 	snprintf(s->node_name, sizeof(s->node_name), "%s", cfg->node_name);
 	snprintf(s->socket_path, sizeof(s->socket_path), "%s", cfg->api_socket);
@@ -727,6 +754,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	    (rc = store_limits(s, cfg)))
 		goto fail;
 	em_store_defer_publish(s->store, true);
+	em_store_set_published(s->store, locked_published, s);
 	if (cfg->role == EM_ROLE_CLOUD) {
 		struct em_store_stats ss;
 		em_store_stats(s->store, &ss);
@@ -847,5 +875,6 @@ void em_sync_stop(struct em_sync *s)
 	em_store_close(s->store);
 	em_clog_free(s->clog);
 	pthread_mutex_destroy(&s->counters_mu);
+	pthread_mutex_destroy(&s->published_mu);
 	free(s);
 }

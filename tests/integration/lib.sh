@@ -26,6 +26,12 @@ EMLOAD=$B/emload
 # check the daemon's log line for it.
 [ -n "${EM_IO_BACKEND:-}" ] && export EDGEMESH_IO_BACKEND=$EM_IO_BACKEND
 
+# The fast path (engine/fastpath.h) stays off in every daemon a test starts:
+# with its default cgroup (the root) each daemon would rewrite the connects of
+# every process on the machine, other tests' daemons' clients included. A test
+# of the fast path sets EDGEMESH_FASTPATH=auto and its own cgroup.
+export EDGEMESH_FASTPATH=${EDGEMESH_FASTPATH:-off}
+
 IT_TMP=$(mktemp -d /tmp/em-it.XXXXXX)
 IT_PIDS=()
 declare -A IT_OUT=()
