@@ -379,6 +379,8 @@ static char *svc_room(struct em_buf *b, const struct em_svcstat_view *v, size_t 
 
 static void svc_done(struct em_buf *b, char *p)
 {
+	/* svc_room's bound held (a line longer than it says is a bug). */
+	EM_ASSERT((size_t)(p - b->data) < b->cap);
 	b->len = (size_t)(p - b->data);
 	b->data[b->len] = 0;
 }
