@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -29,7 +30,8 @@ struct fp_ent {
 	uint64_t hash; /* of what was written: id, flags, endpoints */
 	uint64_t id;
 	uint32_t slot, ver, n;
-	uint16_t port; /* service port, host order */
+	uint32_t flags; /* fp_svc.flags written */
+	uint16_t port;  /* service port, host order */
 	char *name;    /* "ns/name" */
 	/* Only during a publish: the snapshot's port and what to write. */
 	const struct em_svc_port *sp;
@@ -53,10 +55,12 @@ struct em_fastpath {
 	uint32_t *free_slots;
 	size_t n_free, cap_free;
 	uint32_t next_slot;
+	uint32_t ver_clock; /* the last endpoint-set version written */
 	uint64_t publishes;
 	uint64_t publish_ns;
 	uint64_t generation; /* of the last table written */
 	uint64_t write_failures;
+	uint64_t failed_now; /* write failures of the publish running */
 	struct fp_ep *eps; /* scratch: endpoints of one port, FP_MAX_EPS */
 };
 
@@ -271,7 +275,10 @@ static void remove_ent(struct em_fastpath *fp, struct fp_ent *e)
 static int write_ent(struct em_fastpath *fp, struct fp_ent *ne, const struct fp_ent *old)
 {
 	ne->slot = old ? old->slot : slot_get(fp);
-	ne->ver = old ? old->ver + 1 : 1;
+	/* Versions are never reused, slots are: a program that read a removed
+	 * port's entry just before it went must not find another port's
+	 * endpoints under the same (slot, version). */
+	ne->ver = ++fp->ver_clock;
 	ne->val.slot = ne->slot;
 	ne->val.ver = ne->ver;
 	for (uint32_t i = 0; i < ne->n; i++) {
@@ -293,9 +300,11 @@ static int write_ent(struct em_fastpath *fp, struct fp_ent *ne, const struct fp_
 		del_eps(fp, old->slot, old->ver, old->n);
 	return 0;
 fail:
+	/* One line per publish: a full map would otherwise log every port. */
+	if (fp->failed_now++ == 0)
+		EM_WARN("fastpath", "service %s port %u: map write failed (%s); left to the engine",
+		        ne->name ? ne->name : "?", ne->port, strerror(errno));
 	fp->write_failures++;
-	EM_WARN("fastpath", "service %s port %u: map write failed (%s); left to the engine",
-	        ne->name ? ne->name : "?", ne->port, strerror(errno));
 	bpf_map_delete_elem(fp->fd_svcs, &ne->key);
 	del_eps(fp, ne->slot, ne->ver, ne->n);
 	if (old)
@@ -383,6 +392,7 @@ void em_fastpath_publish(struct em_fastpath *fp, const struct em_table *t)
 		return;
 	}
 	fp->generation = em_table_generation(t);
+	fp->failed_now = 0;
 	if (algo != EM_LB_LEAST_REQUESTS)
 		nv = wanted(t, &n_new);
 	else
@@ -409,6 +419,7 @@ void em_fastpath_publish(struct em_fastpath *fp, const struct em_table *t)
 				remove_ent(fp, old);
 			continue;
 		}
+		ne->flags = ne->val.flags;
 		if (old && old->hash == ne->hash) {
 			ne->slot = old->slot;
 			ne->ver = old->ver;
@@ -437,6 +448,9 @@ void em_fastpath_publish(struct em_fastpath *fp, const struct em_table *t)
 	free(fp->ents);
 	fp->ents = nv;
 	fp->n_ents = kept;
+	if (fp->failed_now > 1)
+		EM_WARN("fastpath", "%" PRIu64 " ports could not be written; left to the engine",
+		        fp->failed_now);
 	fp->publishes++;
 	fp->publish_ns = em_now_ns() - t0;
 	pthread_mutex_unlock(&fp->mu);
@@ -517,6 +531,10 @@ int em_fastpath_stats(struct em_fastpath *fp, struct cJSON *stats)
 		                             em_addr_format(&a, false, ip, sizeof(ip))) ||
 		    !cJSON_AddNumberToObject(s, "port", e->port) ||
 		    !cJSON_AddNumberToObject(s, "endpoints", e->n) ||
+		    !cJSON_AddStringToObject(s, "policy",
+		                             e->flags & FP_AFFINITY ? "client_ip"
+		                             : e->flags & FP_RANDOM ? "random"
+		                                                    : "round_robin") ||
 		    !cJSON_AddNumberToObject(s, "connections", (double)c) ||
 		    !cJSON_AddNumberToObject(s, "handoffs", (double)h))
 			goto out;

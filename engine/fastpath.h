@@ -70,8 +70,10 @@ const struct em_endpoint *em_fastpath_handoff(struct em_fastpath *fp,
  * "cgroup", "ports" (cluster IP and port entries in the maps), "publishes",
  * "publish_us" (the last publish's cost), "connections" (connects sent
  * straight to an endpoint), "handoffs" (connects left to the engine with the
- * kernel's pick), "services": [{"service": "ns/name", "port",
- * "connections", "handoffs"}] (per port, over its cluster IPs)}. Returns 0
+ * kernel's pick), "write_failures", "services": [{"service": "ns/name",
+ * "cluster_ip", "port", "endpoints" (ready ones in the maps), "policy"
+ * ("round_robin", "random" or "client_ip"), "connections", "handoffs"}]
+ * (per cluster IP and port)}. Returns 0
  * or -ENOMEM. */
 int em_fastpath_stats(struct em_fastpath *fp, struct cJSON *stats);
 

@@ -313,6 +313,15 @@ int em_admin_metrics_qps(struct em_buf *out)
 	return o.rc;
 }
 
+/* The per Service port families are most of a large page (10,000 ports:
+ * 24 MB): they are written without snprintf or a bounds check per line,
+ * into room reserved once per family from the view's sizes. */
+
+/* Bytes a line takes at most besides its name, labels and extra labels:
+ * '{', "} ", '\n' and a value of up to 30 characters (a count's 20 digits,
+ * or seconds: 20 digits, '.' and 9 decimals). */
+#define SVC_LINE_FIXED 34u
+
 static char *put_u64(char *p, uint64_t v)
 {
 	char tmp[20];
@@ -326,32 +335,53 @@ static char *put_u64(char *p, uint64_t v)
 	return p;
 }
 
-/* One line <name>{<labels><extra>} <v>: <extra> is NULL or more labels,
- * with their leading comma. Sets <*rc> on failure. */
-static void svc_line(struct em_buf *b, const char *name, size_t nlen, const char *labels,
-                     size_t llen, const char *extra, uint64_t v, int *rc)
+/* <ns> nanoseconds as seconds, exactly: "0.032", "12", "1.000000001". */
+static char *put_seconds(char *p, uint64_t ns)
 {
-	size_t elen = extra ? strlen(extra) : 0;
-	char *p = em_buf_reserve(b, nlen + llen + elen + 28);
-	if (!p) {
-		*rc = -ENOMEM;
-		return;
-	}
-	char *s = p;
+	p = put_u64(p, ns / 1000000000u);
+	uint32_t f = (uint32_t)(ns % 1000000000u);
+	if (!f)
+		return p;
+	char d[9];
+	for (int k = 8; k >= 0; k--, f /= 10)
+		d[k] = (char)('0' + f % 10);
+	size_t n = 9;
+	while (d[n - 1] == '0')
+		n--;
+	*p++ = '.';
+	memcpy(p, d, n);
+	return p + n;
+}
+
+/* "<name>{<labels><extra>} " at <p>; returns the end. */
+static inline char *svc_head(char *p, const char *name, size_t nlen, const char *labels,
+                             size_t llen, const char *extra, size_t elen)
+{
 	memcpy(p, name, nlen);
 	p += nlen;
 	*p++ = '{';
 	memcpy(p, labels, llen);
 	p += llen;
-	if (elen) {
-		memcpy(p, extra, elen);
-		p += elen;
-	}
+	memcpy(p, extra, elen);
+	p += elen;
 	*p++ = '}';
 	*p++ = ' ';
-	p = put_u64(p, v);
-	*p++ = '\n';
-	b->len += (size_t)(p - s);
+	return p;
+}
+
+/* Room for <k> lines per port of <v>, of a name of <nlen> bytes and extra
+ * labels of at most <elen>: the write position, or NULL. */
+static char *svc_room(struct em_buf *b, const struct em_svcstat_view *v, size_t k, size_t nlen,
+                      size_t elen)
+{
+	return em_buf_reserve(b, k * (v->n * (nlen + elen + SVC_LINE_FIXED) + v->labels_bytes));
+}
+
+static void svc_done(struct em_buf *b, char *p)
+{
+	/* svc_room's bound held (a line longer than it says is a bug). */
+	EM_ASSERT((size_t)(p - b->data) < b->cap);
+	b->len = (size_t)(p - b->data);
 	b->data[b->len] = 0;
 }
 
@@ -380,64 +410,96 @@ int em_admin_metrics_services(struct em_buf *out)
 	         "Requests (HTTP ports) or connections refused over the Service's QPS limit.",
 	         offsetof(struct em_svcstat, qps_rejected)},
 	};
+	static const char rname[] = "edgemesh_service_responses_total";
+	static const char *const codes[] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
+	                                    ",code=\"4xx\"", ",code=\"5xx\""};
+	enum { CODE_LEN = 11 };
+	static const char hname[] = "edgemesh_service_upstream_latency_seconds";
+	static const char bname[] = "edgemesh_service_upstream_latency_seconds_bucket";
+	static const char sname[] = "edgemesh_service_upstream_latency_seconds_sum";
+	static const char cname[] = "edgemesh_service_upstream_latency_seconds_count";
 	struct em_svcstat_view v;
 	int rc = em_svcstat_view(&v);
-	if (rc)
+	if (rc || !v.n)
 		return rc;
-	if (!v.n) {
-		em_svcstat_view_free(&v);
-		return 0;
+	char le[EM_SVCSTAT_LAT_BOUNDS + 1][24];
+	size_t le_len[EM_SVCSTAT_LAT_BOUNDS + 1], le_max = 0;
+	for (int k = 0; k <= EM_SVCSTAT_LAT_BOUNDS; k++) {
+		int n = snprintf(le[k], sizeof(le[k]), ",le=\"%s\"",
+		                 k < EM_SVCSTAT_LAT_BOUNDS ? em_svcstat_lat_le[k] : "+Inf");
+		le_len[k] = (size_t)n;
+		le_max = EM_MAX(le_max, le_len[k]);
 	}
+	/* The whole section's room at once: the buffer grows (and copies)
+	 * once, not once per doubling. */
+	size_t total = 4096;
+	for (size_t f = 0; f < EM_ARRAY_SIZE(fams); f++)
+		total += v.n * (strlen(fams[f].name) + SVC_LINE_FIXED) + v.labels_bytes;
+	total += 5 * (v.n * (sizeof(rname) + CODE_LEN + SVC_LINE_FIXED) + v.labels_bytes);
+	total += (EM_SVCSTAT_LAT_BOUNDS + 3) *
+	         (v.n * (sizeof(bname) + le_max + SVC_LINE_FIXED) + v.labels_bytes);
+	if (!em_buf_reserve(out, total))
+		return -ENOMEM;
+
 	struct out o = {.b = out};
-	for (size_t f = 0; f < EM_ARRAY_SIZE(fams) && !rc; f++) {
+	for (size_t f = 0; f < EM_ARRAY_SIZE(fams) && !o.rc; f++) {
 		family(&o, fams[f].name, "counter", fams[f].help);
 		size_t nlen = strlen(fams[f].name);
-		for (size_t i = 0; i < v.n && !rc; i++) {
+		char *p = o.rc ? NULL : svc_room(out, &v, 1, nlen, 0);
+		if (!p)
+			return -ENOMEM;
+		for (size_t i = 0; i < v.n; i++) {
 			uint64_t val;
 			memcpy(&val, (const char *)&v.sum[i] + fams[f].off, sizeof(val));
-			svc_line(out, fams[f].name, nlen, v.labels[i], v.labels_len[i], NULL, val, &rc);
+			p = svc_head(p, fams[f].name, nlen, v.labels[i], v.labels_len[i], "", 0);
+			p = put_u64(p, val);
+			*p++ = '\n';
 		}
+		svc_done(out, p);
 	}
-	static const char rname[] = "edgemesh_service_responses_total";
 	family(&o, rname, "counter",
 	       "HTTP responses to a Service port's clients by status class, the proxy's own "
 	       "(400, 408, 429, 431, 502, 503, 504) included; a class shows once it occurred.");
-	static const char *const codes[] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
-	                                    ",code=\"4xx\"", ",code=\"5xx\""};
+	char *p = o.rc ? NULL : svc_room(out, &v, 5, sizeof(rname) - 1, CODE_LEN);
+	if (!p)
+		return -ENOMEM;
 	/* A class shows once it occurred (as promhttp's codes do). */
-	for (size_t i = 0; i < v.n && !rc; i++)
+	for (size_t i = 0; i < v.n; i++)
 		for (int k = 0; k < 5; k++)
-			if (v.sum[i].responses[k])
-				svc_line(out, rname, sizeof(rname) - 1, v.labels[i], v.labels_len[i], codes[k],
-			         v.sum[i].responses[k], &rc);
-	static const char hname[] = "edgemesh_service_upstream_latency_seconds";
-	static const char bname[] = "edgemesh_service_upstream_latency_seconds_bucket";
-	static const char cname[] = "edgemesh_service_upstream_latency_seconds_count";
+			if (v.sum[i].responses[k]) {
+				p = svc_head(p, rname, sizeof(rname) - 1, v.labels[i],
+				             v.labels_len[i], codes[k], CODE_LEN);
+				p = put_u64(p, v.sum[i].responses[k]);
+				*p++ = '\n';
+			}
+	svc_done(out, p);
 	family(&o, hname, "histogram",
 	       "Upstream round trip of a Service port: HTTP, from the request head handed to "
 	       "the upstream connection (its connect included when new) to the response head; "
 	       "plain TCP, the time to connect to the endpoint (not observed through a tunnel).");
-	char le[EM_SVCSTAT_LAT_BOUNDS][24];
-	for (int k = 0; k < EM_SVCSTAT_LAT_BOUNDS; k++)
-		snprintf(le[k], sizeof(le[k]), ",le=\"%s\"", em_svcstat_lat_le[k]);
-	for (size_t i = 0; i < v.n && !rc; i++) {
+	p = o.rc ? NULL : svc_room(out, &v, EM_SVCSTAT_LAT_BOUNDS + 3, sizeof(bname) - 1, le_max);
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < v.n; i++) {
 		const struct em_svcstat *s = &v.sum[i];
+		const char *l = v.labels[i];
+		size_t llen = v.labels_len[i];
 		uint64_t cum = 0;
-		for (int k = 0; k < EM_SVCSTAT_LAT_BOUNDS; k++) {
+		for (int k = 0; k <= EM_SVCSTAT_LAT_BOUNDS; k++) {
 			cum += s->lat[k];
-			svc_line(out, bname, sizeof(bname) - 1, v.labels[i], v.labels_len[i], le[k],
-			         cum, &rc);
+			p = svc_head(p, bname, sizeof(bname) - 1, l, llen, le[k], le_len[k]);
+			p = put_u64(p, cum);
+			*p++ = '\n';
 		}
-		cum += s->lat[EM_SVCSTAT_LAT_BOUNDS];
-		svc_line(out, bname, sizeof(bname) - 1, v.labels[i], v.labels_len[i],
-		         ",le=\"+Inf\"", cum, &rc);
-		put(&o, "edgemesh_service_upstream_latency_seconds_sum{", 46);
-		put(&o, v.labels[i], v.labels_len[i]);
-		putf(&o, "} %.9g\n", (double)s->lat_sum_ns / 1e9);
-		svc_line(out, cname, sizeof(cname) - 1, v.labels[i], v.labels_len[i], NULL, cum, &rc);
+		p = svc_head(p, sname, sizeof(sname) - 1, l, llen, "", 0);
+		p = put_seconds(p, s->lat_sum_ns);
+		*p++ = '\n';
+		p = svc_head(p, cname, sizeof(cname) - 1, l, llen, "", 0);
+		p = put_u64(p, cum);
+		*p++ = '\n';
 	}
-	em_svcstat_view_free(&v);
-	return rc ? rc : o.rc;
+	svc_done(out, p);
+	return 0;
 }
 
 int em_admin_metrics(const cJSON *stats, struct em_buf *out)

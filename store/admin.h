@@ -36,10 +36,12 @@ int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
 int em_admin_metrics_qps(struct em_buf *out);
 
 /* Appends the per Service port families (store/svcstat.h) summed over the
- * workers' sets: the ports that had a connection or a QPS rejection on
- * this node, labelled
- * namespace, service and port. The caller is the registry's thread (the
- * sync thread). Returns 0 or -ENOMEM. */
+ * workers' sets: every TCP port of the table's Services, those without
+ * traffic with zero counts and an empty histogram, labelled namespace,
+ * service and port (a response class shows once it occurred). Reserves
+ * the room of the whole section in <out> at once: a buffer kept from an
+ * earlier call is reused without growing. The caller is the registry's
+ * thread (the sync thread). Returns 0 or -ENOMEM. */
 int em_admin_metrics_services(struct em_buf *out);
 
 enum em_admin_parse {

@@ -38,7 +38,8 @@ struct cJSON;
 void em_sync_set_stats(struct em_sync *s, int (*fn)(void *ctx, struct cJSON *reply), void *ctx);
 
 /* Sets what is told of every snapshot published from now on (NULL: none),
- * called on the sync thread with the snapshot, valid for the call. Returns
+ * and of the current one again after every applied reload, called on the
+ * sync thread with the snapshot, valid for the call. Returns
  * once no call of the previous receiver is running. Any thread may call it;
  * the receiver gets only later snapshots, so a caller that needs the
  * current one reads it itself (em_table_current) after this call. */

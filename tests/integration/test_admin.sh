@@ -7,7 +7,8 @@
 #     Debian's prometheus package) and its counters follow the traffic: N
 #     connections through a listener show as N more accepted, the QPS
 #     bucket of a limited Service counts its rejections;
-#   - per Service port: connections, requests, responses by class (a 429
+#   - per Service port: every TCP port of the table listed before any
+#     traffic, its counters and histogram at 0; connections, requests, responses by class (a 429
 #     of an HTTP port over its QPS limit, a 502 of an endpoint that
 #     refuses, counted with its connect failures), the bytes each way equal
 #     to what curl sent and read, the latency histogram's count equal to
@@ -85,6 +86,19 @@ fi
 metric() { # FILE NAME: the value of the unlabelled sample NAME, or of "NAME{LABELS}"
 	awk -v n="$2" '$1 == n {print $2; exit}' "$1"
 }
+# Before any traffic, every TCP port of the table is there at zero.
+zeros=
+for v in web lim hlim dead raw; do
+	l="namespace=\"default\",service=\"$v\",port=\"80\""
+	zeros+="$v:$(metric "$IT_TMP/m0.txt" "edgemesh_service_connections_total{$l}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_requests_total{$l}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_upstream_latency_seconds_bucket{$l,le=\"0.0005\"}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_upstream_latency_seconds_bucket{$l,le=\"+Inf\"}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_upstream_latency_seconds_count{$l}") "
+done
+it_check "the 5 Service ports are listed before any traffic, counters and histogram at 0 ($zeros)" \
+	test "$zeros" = "web:0,0,0,0,0 lim:0,0,0,0,0 hlim:0,0,0,0,0 dead:0,0,0,0,0 raw:0,0,0,0,0 "
+it_check "... with no response class yet" test "$(grep -c '^edgemesh_service_responses_total{' "$IT_TMP/m0.txt")" = 0
 acc0=$(metric "$IT_TMP/m0.txt" edgemesh_engine_connections_accepted_total)
 it_check "the counters are there (connections accepted: $acc0)" test -n "$acc0"
 ok=0 sent=0 read=0
