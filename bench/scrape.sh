@@ -84,7 +84,7 @@ started $! >/dev/null
 cat >"$RUN/edge.json" <<EOF
 {"role": "edge", "node_name": "bench-node", "data_dir": "$RUN/data",
  "api_socket": "$RUN/api.sock", "workers": $WORKERS, "log_level": "warn",
- "tunnel": {"listen": ""},
+ "fastpath": {"mode": "off"}, "tunnel": {"listen": ""},
  "capture": {"enabled": true, "port": 15001, "service_cidrs": ["10.96.0.0/12"]},
  "listeners": []}
 EOF
