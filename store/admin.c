@@ -502,13 +502,6 @@ int em_admin_metrics_services(struct em_buf *out)
 	return 0;
 }
 
-/* <v> as a count: a number that is not one, or is negative, is 0. */
-static uint64_t count_of(const cJSON *obj, const char *key)
-{
-	double v = num(obj, key);
-	return v > 0 && v < 1.8e19 ? (uint64_t)v : 0;
-}
-
 /* A label value at <p>, escaped (at most twice its length); returns the end. */
 static char *esc(char *p, const char *v, size_t n)
 {
@@ -523,71 +516,98 @@ static char *esc(char *p, const char *v, size_t n)
 	return p;
 }
 
+/* A member as a count: not a number, or negative, is 0. */
+static uint64_t u64_of(const cJSON *m)
+{
+	return cJSON_IsNumber(m) && m->valuedouble > 0 && m->valuedouble < 1.8e19
+	               ? (uint64_t)m->valuedouble
+	               : 0;
+}
+
 /* The fast path's ports (the "services" array of the "fastpath" object):
- * each port's label text is made once per scrape, then its families are
- * written like the per Service port families, in room reserved once per
- * family. */
+ * each port's members are read in one walk (a lookup by name per member
+ * was most of the time) and its label text made once per scrape; then its
+ * families are written like the per Service port families, in room
+ * reserved once per family. */
 static void fastpath_ports(struct out *o, const cJSON *list)
 {
 	static const struct {
-		const char *name, *type, *help, *member;
+		const char *name, *type, *help;
 	} fams[] = {
 	        {"edgemesh_fastpath_connections_total", "counter",
 	         "Connects to a Service's cluster IP and port the fast path sent straight to an "
-	         "endpoint (this node's pick, nothing relays).",
-	         "connections"},
+	         "endpoint (this node's pick, nothing relays)."},
 	        {"edgemesh_fastpath_handoffs_total", "counter",
 	         "Connects to a Service's cluster IP and port whose kernel pick was not local, "
-	         "left to the engine with that pick.",
-	         "handoffs"},
+	         "left to the engine with that pick."},
 	        {"edgemesh_fastpath_endpoints", "gauge",
-	         "Ready endpoints of a Service's cluster IP and port in the fast path's maps.",
-	         "endpoints"},
+	         "Ready endpoints of a Service's cluster IP and port in the fast path's maps."},
 	};
-	enum { NF = 3 };
+	enum { NF = 3, CONNS = 0, HANDS = 1, EPS = 2 };
 	struct line {
+		const char *svc, *ip;
 		size_t off, len; /* of its label text in <text> */
-		uint64_t val[NF];
+		uint64_t port, val[NF];
 	} *ln = NULL;
-	size_t n = 0, room = 0;
+	char *text = NULL;
+	size_t n = (size_t)cJSON_GetArraySize(list), room = 0, i = 0;
+	if (!n || o->rc)
+		return;
+	ln = calloc(n, sizeof(*ln));
+	if (!ln) {
+		o->rc = -ENOMEM;
+		return;
+	}
 	const cJSON *e;
 	cJSON_ArrayForEach(e, list)
 	{
-		n++;
-		room += 2 * (strlen(str(e, "service")) + strlen(str(e, "cluster_ip"))) + 64;
+		struct line *l = &ln[i++];
+		l->svc = l->ip = "";
+		for (const cJSON *m = e->child; m; m = m->next) {
+			const char *k = m->string;
+			if (!k)
+				continue;
+			if (cJSON_IsString(m) && m->valuestring) {
+				if (strcmp(k, "service") == 0)
+					l->svc = m->valuestring;
+				else if (strcmp(k, "cluster_ip") == 0)
+					l->ip = m->valuestring;
+				continue;
+			}
+			int at = k[0] == 'c' ? CONNS : k[0] == 'h' ? HANDS : k[0] == 'e' ? EPS : -1;
+			if (strcmp(k, "port") == 0)
+				l->port = u64_of(m) & 0xffff;
+			else if (at >= 0 && strcmp(k, at == CONNS   ? "connections"
+			                              : at == HANDS ? "handoffs"
+			                                            : "endpoints") == 0)
+				l->val[at] = u64_of(m);
+		}
+		room += 2 * (strlen(l->svc) + strlen(l->ip)) + 64;
 	}
-	if (!n || o->rc)
-		return;
-	ln = malloc(n * sizeof(*ln));
-	char *text = malloc(room);
-	if (!ln || !text) {
+	text = malloc(room);
+	if (!text) {
 		o->rc = -ENOMEM;
 		goto out;
 	}
-	size_t i = 0, bytes = 0;
+	size_t bytes = 0;
 	char *p = text;
-	cJSON_ArrayForEach(e, list)
-	{
+	for (i = 0; i < n; i++) {
+		struct line *l = &ln[i];
 		/* "ns/name": a namespace has no '/'. */
-		const char *svc = str(e, "service"), *slash = strchr(svc, '/');
-		const char *name = slash ? slash + 1 : svc;
-		size_t nslen = slash ? (size_t)(slash - svc) : 0;
-		const char *ip = str(e, "cluster_ip");
-		ln[i].off = (size_t)(p - text);
+		const char *slash = strchr(l->svc, '/');
+		const char *name = slash ? slash + 1 : l->svc;
+		l->off = (size_t)(p - text);
 		memcpy(p, "namespace=\"", 11);
-		p = esc(p + 11, svc, nslen);
+		p = esc(p + 11, l->svc, slash ? (size_t)(slash - l->svc) : 0);
 		memcpy(p, "\",service=\"", 11);
 		p = esc(p + 11, name, strlen(name));
 		memcpy(p, "\",cluster_ip=\"", 14);
-		p = esc(p + 14, ip, strlen(ip));
+		p = esc(p + 14, l->ip, strlen(l->ip));
 		memcpy(p, "\",port=\"", 8);
-		p = put_u64(p + 8, count_of(e, "port") & 0xffff);
+		p = put_u64(p + 8, l->port);
 		*p++ = '"';
-		ln[i].len = (size_t)(p - text) - ln[i].off;
-		bytes += ln[i].len;
-		for (int f = 0; f < NF; f++)
-			ln[i].val[f] = count_of(e, fams[f].member);
-		i++;
+		l->len = (size_t)(p - text) - l->off;
+		bytes += l->len;
 	}
 	for (int f = 0; f < NF && !o->rc; f++) {
 		family(o, fams[f].name, fams[f].type, fams[f].help);
