@@ -55,6 +55,7 @@ struct em_fastpath {
 	uint32_t *free_slots;
 	size_t n_free, cap_free;
 	uint32_t next_slot;
+	uint32_t ver_clock; /* the last endpoint-set version written */
 	uint64_t publishes;
 	uint64_t publish_ns;
 	uint64_t generation; /* of the last table written */
@@ -274,7 +275,10 @@ static void remove_ent(struct em_fastpath *fp, struct fp_ent *e)
 static int write_ent(struct em_fastpath *fp, struct fp_ent *ne, const struct fp_ent *old)
 {
 	ne->slot = old ? old->slot : slot_get(fp);
-	ne->ver = old ? old->ver + 1 : 1;
+	/* Versions are never reused, slots are: a program that read a removed
+	 * port's entry just before it went must not find another port's
+	 * endpoints under the same (slot, version). */
+	ne->ver = ++fp->ver_clock;
 	ne->val.slot = ne->slot;
 	ne->val.ver = ne->ver;
 	for (uint32_t i = 0; i < ne->n; i++) {
