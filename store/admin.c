@@ -561,6 +561,8 @@ static void fastpath_ports(struct out *o, const cJSON *list)
 	const cJSON *e;
 	cJSON_ArrayForEach(e, list)
 	{
+		if (!cJSON_IsObject(e))
+			continue;
 		struct line *l = &ln[i++];
 		l->svc = l->ip = "";
 		for (const cJSON *m = e->child; m; m = m->next) {
@@ -574,16 +576,19 @@ static void fastpath_ports(struct out *o, const cJSON *list)
 					l->ip = m->valuestring;
 				continue;
 			}
-			int at = k[0] == 'c' ? CONNS : k[0] == 'h' ? HANDS : k[0] == 'e' ? EPS : -1;
 			if (strcmp(k, "port") == 0)
 				l->port = u64_of(m) & 0xffff;
-			else if (at >= 0 && strcmp(k, at == CONNS   ? "connections"
-			                              : at == HANDS ? "handoffs"
-			                                            : "endpoints") == 0)
-				l->val[at] = u64_of(m);
+			else if (strcmp(k, "connections") == 0)
+				l->val[CONNS] = u64_of(m);
+			else if (strcmp(k, "handoffs") == 0)
+				l->val[HANDS] = u64_of(m);
+			else if (strcmp(k, "endpoints") == 0)
+				l->val[EPS] = u64_of(m);
 		}
 		room += 2 * (strlen(l->svc) + strlen(l->ip)) + 64;
 	}
+	if (!(n = i))
+		goto out;
 	text = malloc(room);
 	if (!text) {
 		o->rc = -ENOMEM;

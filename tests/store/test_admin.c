@@ -156,6 +156,10 @@ Test(admin, fastpath_off)
 	HAS(&b, "\nedgemesh_fastpath_up 0\n");
 	HAS(&b, "\nedgemesh_fastpath_ports 0\n");
 	HAS_NOT(&b, "edgemesh_fastpath_connections_total");
+	/* A "services" array without an object in it: no per port family. */
+	render("{\"fastpath\": {\"state\": \"on\", \"services\": [1, \"x\", null]}}", &b);
+	HAS(&b, "\nedgemesh_fastpath_up 1\n");
+	HAS_NOT(&b, "edgemesh_fastpath_connections_total");
 	em_buf_free(&b);
 }
 
