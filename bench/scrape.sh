@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # /metrics scrape time of an edge with many Services (bench/RESULTS.md).
 #
-#   bench/scrape.sh [-s SERVICES] [-a ACTIVE] [-n SCRAPES] [-w WORKERS] [--build DIR]
+#   bench/scrape.sh [-s SERVICES] [-a ACTIVE] [-n SCRAPES] [-w WORKERS] [-f] [--build DIR]
 #
 # In a network namespace of its own: one edgemesh (capture on, the admin
 # listener on 127.0.0.1:15000), SERVICES Services (default 10,000) with one
@@ -15,7 +15,11 @@
 # (utime + stime) per scrape, and its RSS before and after the scrapes.
 # promtool (build/tools/promtool, fetched by make integration-test) checks
 # the last page when it is there. SCRAPE_PERF=FILE records perf -g of the
-# daemon over the scrapes into FILE.
+# daemon over the scrapes into FILE. The fast path is off
+# (EDGEMESH_FASTPATH=off), but with -f: the ports are plain TCP (named
+# "tcp") and the fast path is on, attached to a cgroup made for the run
+# with no process in it, so that every port is in its maps and on the page
+# (the requests still come through capture).
 # Exit status: 0 when measured, 1 when the page is wrong, 2 on a set-up error.
 set -uo pipefail
 
@@ -25,14 +29,16 @@ SVCS=10000
 ACTIVE=
 SCRAPES=20
 WORKERS=2
+FAST=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-s) SVCS=$2; shift ;;
 	-a) ACTIVE=$2; shift ;;
 	-n) SCRAPES=$2; shift ;;
 	-w) WORKERS=$2; shift ;;
+	-f) FAST=1 ;;
 	--build) BUILD=$(cd "$2" && pwd); shift ;;
-	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	*) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -46,6 +52,7 @@ done
 RUN=$(mktemp -d /tmp/emscrape.XXXXXX)
 NS=emscrape$$
 PIDS=()
+CG=
 cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
@@ -54,6 +61,12 @@ cleanup() {
 		kill -KILL "$p" 2>/dev/null
 	done
 	ip netns del "$NS" 2>/dev/null
+	if [ -n "$CG" ]; then
+		rmdir "$CG" 2>/dev/null
+		umount "$RUN/cg" 2>/dev/null
+		# Not into a cgroup file system that is still mounted.
+		mountpoint -q "$RUN/cg" && { echo "scrape.sh: $RUN/cg still mounted" >&2; return; }
+	fi
 	rm -rf "$RUN"
 }
 trap cleanup EXIT
@@ -81,12 +94,25 @@ ip -n "$NS" link set lo up && ip -n "$NS" route add local 10.96.0.0/12 dev lo ||
 inns "$BUILD/embackend" -m http -l 127.0.0.1:8080 -t 1 -b 16 >"$RUN/backend.log" 2>&1 &
 PIDS+=($!)
 started $! >/dev/null
+FASTPATH=
+PORTNAME=http
+export EDGEMESH_FASTPATH=off
+if [ -n "$FAST" ]; then
+	# ip netns exec mounts a /sys of its own, without the cgroup file
+	# systems: the unified hierarchy mounted again where the daemon sees it.
+	mkdir "$RUN/cg" && mount -t cgroup2 none "$RUN/cg" || die "mount cgroup2"
+	CG=$RUN/cg/emscrape$$
+	mkdir "$CG" || die "mkdir $CG"
+	FASTPATH=", \"fastpath\": {\"mode\": \"auto\", \"cgroup\": \"$CG\"}"
+	PORTNAME=tcp
+	EDGEMESH_FASTPATH=auto
+fi
 cat >"$RUN/edge.json" <<EOF
 {"role": "edge", "node_name": "bench-node", "data_dir": "$RUN/data",
  "api_socket": "$RUN/api.sock", "workers": $WORKERS, "log_level": "warn",
  "fastpath": {"mode": "off"}, "tunnel": {"listen": ""},
  "capture": {"enabled": true, "port": 15001, "service_cidrs": ["10.96.0.0/12"]},
- "listeners": []}
+ "listeners": []$FASTPATH}
 EOF
 inns "$BUILD/edgemesh" -c "$RUN/edge.json" >"$RUN/edge.log" 2>&1 &
 PIDS+=($!)
@@ -97,20 +123,20 @@ for _ in $(seq 100); do [ -S "$RUN/api.sock" ] && break; sleep 0.05; done
 
 # Service i: ns-(i % 50)/svc-i at 10.96.(i / 250).(i % 250 + 1), port 80
 # named http, its endpoint the backend.
-python3 - "$SVCS" >"$RUN/svcs.json" <<'EOF'
+python3 - "$SVCS" "$PORTNAME" >"$RUN/svcs.json" <<'EOF'
 import json, sys
-n = int(sys.argv[1])
+n, pname = int(sys.argv[1]), sys.argv[2]
 items = []
 for i in range(n):
     ns, name, ip = "ns-%d" % (i % 50), "svc-%d" % i, "10.96.%d.%d" % (i // 250, i % 250 + 1)
     meta = {"name": name, "namespace": ns, "resourceVersion": "1"}
     items.append({"apiVersion": "v1", "kind": "Service", "metadata": meta,
                   "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
-                           "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                           "ports": [{"name": pname, "port": 80, "protocol": "TCP",
                                       "targetPort": 8080}]}})
     items.append({"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
                   "subsets": [{"addresses": [{"ip": "127.0.0.1", "nodeName": "bench-node"}],
-                               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
+                               "ports": [{"name": pname, "port": 8080, "protocol": "TCP"}]}]})
 json.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout)
 EOF
 "$BUILD/meshctl" -s "$RUN/api.sock" apply -f "$RUN/svcs.json" >"$RUN/apply.log" 2>&1 ||
@@ -181,8 +207,13 @@ c1=$(ticks)
 rss1=$(rss)
 ports=$(grep -c '^edgemesh_service_connections_total{' "$RUN/page.txt")
 busy=$(grep '^edgemesh_service_connections_total{' "$RUN/page.txt" | grep -vc ' 0$')
+fports=$(grep -c '^edgemesh_fastpath_connections_total{' "$RUN/page.txt")
 rc=0
 [ "$ports" = "$SVCS" ] || { echo "scrape.sh: the page lists $ports Service ports, not $SVCS" >&2; rc=1; }
+if [ -n "$FAST" ] && { [ "$fports" != "$SVCS" ] || ! grep -q '^edgemesh_fastpath_up 1$' "$RUN/page.txt"; }; then
+	echo "scrape.sh: the fast path is not on, or the page lists $fports of its ports, not $SVCS" >&2
+	rc=1
+fi
 PROMTOOL=$ROOT/build/tools/promtool
 if [ -x "$PROMTOOL" ]; then
 	if "$PROMTOOL" check metrics <"$RUN/page.txt" >"$RUN/promtool.out" 2>&1; then
@@ -198,10 +229,10 @@ fi
 ttfb=$(sort -g "$RUN/ttfb" | awk '{t[NR] = $1} END {printf "%.1f", t[int((NR + 1) / 2)] * 1000}')
 sort -g "$RUN/times" | awk -v n="$SCRAPES" -v cpu=$((c1 - c0)) -v hz="$HZ" \
 	-v bytes="$(stat -c %s "$RUN/page.txt")" -v lines="$(grep -vc '^#' "$RUN/page.txt")" \
-	-v ports="$ports" -v busy="$busy" -v r0="$rss0" -v r1="$rss1" -v prom="$prom" -v ttfb="$ttfb" \
+	-v ports="$ports" -v fports="$fports" -v busy="$busy" -v r0="$rss0" -v r1="$rss1" -v prom="$prom" -v ttfb="$ttfb" \
 	'{t[NR] = $1} END {
 		med = (n % 2) ? t[(n + 1) / 2] : (t[n / 2] + t[n / 2 + 1]) / 2
-		printf "RESULT bytes=%d samples=%d ports=%d ports_with_traffic=%d scrape_ms_median=%.1f scrape_ms_max=%.1f first_byte_ms_median=%s cpu_ms_per_scrape=%.1f rss_kib_before=%d rss_kib_after=%d promtool=%s\n",
-			bytes, lines, ports, busy, med * 1000, t[n] * 1000, ttfb, cpu * 1000 / hz / n, r0, r1, prom
+		printf "RESULT bytes=%d samples=%d ports=%d fastpath_ports=%d ports_with_traffic=%d scrape_ms_median=%.1f scrape_ms_max=%.1f first_byte_ms_median=%s cpu_ms_per_scrape=%.1f rss_kib_before=%d rss_kib_after=%d promtool=%s\n",
+			bytes, lines, ports, fports, busy, med * 1000, t[n] * 1000, ttfb, cpu * 1000 / hz / n, r0, r1, prom
 	}'
 exit $rc

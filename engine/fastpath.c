@@ -489,6 +489,17 @@ const struct em_endpoint *em_fastpath_handoff(struct em_fastpath *fp,
 
 /* ---- stats -------------------------------------------------------------- */
 
+/* Adds <v> (NULL: out of memory) to <o> under the constant name <k>, not
+ * copied: a stats reply with 10,000 ports makes 80,000 fewer allocations
+ * (every scrape of /metrics builds one; the policy is a constant too). */
+static bool add(cJSON *o, const char *k, cJSON *v)
+{
+	if (!v)
+		return false;
+	cJSON_AddItemToObjectCS(o, k, v);
+	return true;
+}
+
 int em_fastpath_stats(struct em_fastpath *fp, struct cJSON *stats)
 {
 	cJSON *o = cJSON_AddObjectToObject(stats, "fastpath");
@@ -526,17 +537,17 @@ int em_fastpath_stats(struct em_fastpath *fp, struct cJSON *stats)
 		if (!s)
 			goto out;
 		cJSON_AddItemToArray(list, s);
-		if (!cJSON_AddStringToObject(s, "service", e->name ? e->name : "") ||
-		    !cJSON_AddStringToObject(s, "cluster_ip",
-		                             em_addr_format(&a, false, ip, sizeof(ip))) ||
-		    !cJSON_AddNumberToObject(s, "port", e->port) ||
-		    !cJSON_AddNumberToObject(s, "endpoints", e->n) ||
-		    !cJSON_AddStringToObject(s, "policy",
-		                             e->flags & FP_AFFINITY ? "client_ip"
-		                             : e->flags & FP_RANDOM ? "random"
-		                                                    : "round_robin") ||
-		    !cJSON_AddNumberToObject(s, "connections", (double)c) ||
-		    !cJSON_AddNumberToObject(s, "handoffs", (double)h))
+		if (!add(s, "service", cJSON_CreateString(e->name ? e->name : "")) ||
+		    !add(s, "cluster_ip",
+		         cJSON_CreateString(em_addr_format(&a, false, ip, sizeof(ip)))) ||
+		    !add(s, "port", cJSON_CreateNumber(e->port)) ||
+		    !add(s, "endpoints", cJSON_CreateNumber(e->n)) ||
+		    !add(s, "policy",
+		         cJSON_CreateStringReference(e->flags & FP_AFFINITY ? "client_ip"
+		                                     : e->flags & FP_RANDOM ? "random"
+		                                                            : "round_robin")) ||
+		    !add(s, "connections", cJSON_CreateNumber((double)c)) ||
+		    !add(s, "handoffs", cJSON_CreateNumber((double)h)))
 			goto out;
 	}
 	if (!cJSON_AddNumberToObject(o, "ports", (double)fp->n_ents) ||

@@ -127,7 +127,7 @@ static void groups(struct out *o, const cJSON *stats)
 	cJSON_ArrayForEach(g, stats)
 	{
 		if (!cJSON_IsObject(g) || !g->string || !plain(g->string) ||
-		    strcmp(g->string, "objects") == 0)
+		    strcmp(g->string, "objects") == 0 || strcmp(g->string, "fastpath") == 0)
 			continue;
 		const cJSON *m;
 		bool all = g->child != NULL;
@@ -502,6 +502,167 @@ int em_admin_metrics_services(struct em_buf *out)
 	return 0;
 }
 
+/* A label value at <p>, escaped (at most twice its length); returns the end. */
+static char *esc(char *p, const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (c == '\\' || c == '"' || c == '\n') {
+			*p++ = '\\';
+			c = c == '\n' ? 'n' : c;
+		}
+		*p++ = c;
+	}
+	return p;
+}
+
+/* A member as a count: not a number, or negative, is 0. */
+static uint64_t u64_of(const cJSON *m)
+{
+	return cJSON_IsNumber(m) && m->valuedouble > 0 && m->valuedouble < 1.8e19
+	               ? (uint64_t)m->valuedouble
+	               : 0;
+}
+
+/* The fast path's ports (the "services" array of the "fastpath" object):
+ * each port's members are read in one walk (a lookup by name per member
+ * was most of the time) and its label text made once per scrape; then its
+ * families are written like the per Service port families, in room
+ * reserved once per family. */
+static void fastpath_ports(struct out *o, const cJSON *list)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fams[] = {
+	        {"edgemesh_fastpath_connections_total", "counter",
+	         "Connects to a Service's cluster IP and port the fast path sent straight to an "
+	         "endpoint (this node's pick, nothing relays)."},
+	        {"edgemesh_fastpath_handoffs_total", "counter",
+	         "Connects to a Service's cluster IP and port whose kernel pick was not local, "
+	         "left to the engine with that pick."},
+	        {"edgemesh_fastpath_endpoints", "gauge",
+	         "Ready endpoints of a Service's cluster IP and port in the fast path's maps."},
+	};
+	enum { NF = 3, CONNS = 0, HANDS = 1, EPS = 2 };
+	struct line {
+		const char *svc, *ip;
+		size_t off, len; /* of its label text in <text> */
+		uint64_t port, val[NF];
+	} *ln = NULL;
+	char *text = NULL;
+	size_t n = (size_t)cJSON_GetArraySize(list), room = 0, i = 0;
+	if (!n || o->rc)
+		return;
+	ln = calloc(n, sizeof(*ln));
+	if (!ln) {
+		o->rc = -ENOMEM;
+		return;
+	}
+	const cJSON *e;
+	cJSON_ArrayForEach(e, list)
+	{
+		if (!cJSON_IsObject(e))
+			continue;
+		struct line *l = &ln[i++];
+		l->svc = l->ip = "";
+		for (const cJSON *m = e->child; m; m = m->next) {
+			const char *k = m->string;
+			if (!k)
+				continue;
+			if (cJSON_IsString(m) && m->valuestring) {
+				if (strcmp(k, "service") == 0)
+					l->svc = m->valuestring;
+				else if (strcmp(k, "cluster_ip") == 0)
+					l->ip = m->valuestring;
+				continue;
+			}
+			if (strcmp(k, "port") == 0)
+				l->port = u64_of(m) & 0xffff;
+			else if (strcmp(k, "connections") == 0)
+				l->val[CONNS] = u64_of(m);
+			else if (strcmp(k, "handoffs") == 0)
+				l->val[HANDS] = u64_of(m);
+			else if (strcmp(k, "endpoints") == 0)
+				l->val[EPS] = u64_of(m);
+		}
+		room += 2 * (strlen(l->svc) + strlen(l->ip)) + 64;
+	}
+	if (!(n = i))
+		goto out;
+	text = malloc(room);
+	if (!text) {
+		o->rc = -ENOMEM;
+		goto out;
+	}
+	size_t bytes = 0;
+	char *p = text;
+	for (i = 0; i < n; i++) {
+		struct line *l = &ln[i];
+		/* "ns/name": a namespace has no '/'. */
+		const char *slash = strchr(l->svc, '/');
+		const char *name = slash ? slash + 1 : l->svc;
+		l->off = (size_t)(p - text);
+		memcpy(p, "namespace=\"", 11);
+		p = esc(p + 11, l->svc, slash ? (size_t)(slash - l->svc) : 0);
+		memcpy(p, "\",service=\"", 11);
+		p = esc(p + 11, name, strlen(name));
+		memcpy(p, "\",cluster_ip=\"", 14);
+		p = esc(p + 14, l->ip, strlen(l->ip));
+		memcpy(p, "\",port=\"", 8);
+		p = put_u64(p + 8, l->port);
+		*p++ = '"';
+		l->len = (size_t)(p - text) - l->off;
+		bytes += l->len;
+	}
+	for (int f = 0; f < NF && !o->rc; f++) {
+		family(o, fams[f].name, fams[f].type, fams[f].help);
+		size_t nlen = strlen(fams[f].name);
+		char *w = o->rc ? NULL : em_buf_reserve(o->b, n * (nlen + SVC_LINE_FIXED) + bytes);
+		if (!w) {
+			o->rc = -ENOMEM;
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			w = svc_head(w, fams[f].name, nlen, text + ln[i].off, ln[i].len, "", 0);
+			w = put_u64(w, ln[i].val[f]);
+			*w++ = '\n';
+		}
+		svc_done(o->b, w);
+	}
+out:
+	free(ln);
+	free(text);
+}
+
+/* The fast path (engine/fastpath.h): whether it is on, its maps and
+ * publishes; the reason it is off stays out (free text: meshctl stats and
+ * the start's log line say it). */
+static void fastpath(struct out *o, const cJSON *stats)
+{
+	const cJSON *fp = cJSON_GetObjectItemCaseSensitive(stats, "fastpath");
+	if (!cJSON_IsObject(fp))
+		return;
+	family(o, "edgemesh_fastpath_up", "gauge",
+	       "Whether connect-time balancing in the kernel is on (1) or off (0; meshctl stats "
+	       "says why).");
+	sample(o, "edgemesh_fastpath_up", NULL, strcmp(str(fp, "state"), "on") == 0 ? 1 : 0);
+	family(o, "edgemesh_fastpath_ports", "gauge",
+	       "Cluster IPs and ports in the fast path's maps.");
+	sample(o, "edgemesh_fastpath_ports", NULL, num(fp, "ports"));
+	family(o, "edgemesh_fastpath_publishes_total", "counter",
+	       "Tables written to the fast path's maps.");
+	sample(o, "edgemesh_fastpath_publishes_total", NULL, num(fp, "publishes"));
+	family(o, "edgemesh_fastpath_publish_seconds", "gauge",
+	       "Time the last write of a table to the fast path's maps took.");
+	sample(o, "edgemesh_fastpath_publish_seconds", NULL, num(fp, "publish_us") / 1e6);
+	family(o, "edgemesh_fastpath_write_failures_total", "counter",
+	       "Ports whose map write failed (left to the engine).");
+	sample(o, "edgemesh_fastpath_write_failures_total", NULL, num(fp, "write_failures"));
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(fp, "services");
+	if (cJSON_IsArray(list))
+		fastpath_ports(o, list);
+}
+
 int em_admin_metrics(const cJSON *stats, struct em_buf *out)
 {
 	struct out o = {.b = out};
@@ -510,6 +671,7 @@ int em_admin_metrics(const cJSON *stats, struct em_buf *out)
 	table(&o, stats);
 	groups(&o, stats);
 	arrays(&o, stats);
+	fastpath(&o, stats);
 	return o.rc;
 }
 

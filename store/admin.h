@@ -25,8 +25,11 @@ struct cJSON;
 /* Appends the Prometheus text of <stats> (the "stats" object of an API stats
  * reply, store/api.h) to <out>: every counter as edgemesh_<group>_<name>_total,
  * the levels as gauges, the per-Service QPS buckets, the cloud's relay pairs
- * and edges, an edge's cloud link. Members it does not know are left out.
- * Returns 0 or -ENOMEM. */
+ * and edges, an edge's cloud link, and the fast path ("fastpath": whether it
+ * is on, its maps, and per cluster IP and port its connects, labelled
+ * namespace, service, cluster_ip and port; the per port lines are written
+ * like em_admin_metrics_services', its label text made once per call).
+ * Members it does not know are left out. Returns 0 or -ENOMEM. */
 int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
 
 /* Appends the per-Service QPS families straight from the registry

@@ -7,6 +7,8 @@
 #     Debian's prometheus package) and its counters follow the traffic: N
 #     connections through a listener show as N more accepted, the QPS
 #     bucket of a limited Service counts its rejections;
+#   - the fast path (off here, as the suite runs it): edgemesh_fastpath_up 0,
+#     its other families without labels at 0, no per port series;
 #   - per Service port: every TCP port of the table listed before any
 #     traffic, its counters and histogram at 0; connections, requests, responses by class (a 429
 #     of an HTTP port over its QPS limit, a 502 of an endpoint that
@@ -99,6 +101,18 @@ done
 it_check "the 5 Service ports are listed before any traffic, counters and histogram at 0 ($zeros)" \
 	test "$zeros" = "web:0,0,0,0,0 lim:0,0,0,0,0 hlim:0,0,0,0,0 dead:0,0,0,0,0 raw:0,0,0,0,0 "
 it_check "... with no response class yet" test "$(grep -c '^edgemesh_service_responses_total{' "$IT_TMP/m0.txt")" = 0
+# The suite runs with EDGEMESH_FASTPATH=off: the fast path shows off, its
+# families without labels at 0, no per port family, the reason not a label.
+fp=
+for f in up ports publishes_total publish_seconds write_failures_total; do
+	fp+="$f=$(metric "$IT_TMP/m0.txt" "edgemesh_fastpath_$f") "
+done
+it_check "the fast path is off on /metrics ($fp)" test "$fp" = \
+	"up=0 ports=0 publishes_total=0 publish_seconds=0 write_failures_total=0 "
+it_check "... without per port series" \
+	test "$(grep -c '^edgemesh_fastpath_[a-z_]*{' "$IT_TMP/m0.txt")" = 0
+it_check "... and the engine's count of kernel picks taken is there" \
+	test "$(metric "$IT_TMP/m0.txt" edgemesh_engine_fastpath_handoffs_taken_total)" = 0
 acc0=$(metric "$IT_TMP/m0.txt" edgemesh_engine_connections_accepted_total)
 it_check "the counters are there (connections accepted: $acc0)" test -n "$acc0"
 ok=0 sent=0 read=0
