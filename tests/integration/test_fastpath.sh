@@ -54,6 +54,7 @@ cg_cleanup() {
 	done
 	rmdir "$CG" 2>/dev/null || echo "test_fastpath: could not remove $CG" >&2
 }
+# shellcheck disable=SC2154 # fp_rc is assigned inside the trap
 trap 'fp_rc=$?; cg_cleanup; (exit $fp_rc); it_cleanup' EXIT
 
 # incg NS CMD...: CMD in namespace NS as a member of the cgroup.
@@ -183,9 +184,11 @@ served_n() {
 
 # delta BEFORE AFTER: the element-wise difference of two served_n lines.
 delta() {
-	local a=($1) b=($2) i out=()
-	for i in "${!b[@]}"; do out+=($((b[i] - ${a[i]:-0}))); done
-	echo "${out[*]}"
+	local a b i d=()
+	read -ra a <<<"$1"
+	read -ra b <<<"$2"
+	for i in "${!b[@]}"; do d+=($((b[i] - ${a[i]:-0}))); done
+	echo "${d[*]}"
 }
 
 # emload_ok FILE: RESULT with requests (or bulk bytes) and no error.
