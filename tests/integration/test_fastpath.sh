@@ -328,6 +328,32 @@ it_check "default/spread counted 30 connections" \
 n=$(incg "$NS1" timeout 30 python3 "$FPC" spread 10.96.0.91 80 12 2>&1 | head -n 1 | wc -w)
 it_check "ClientIP affinity: 12 connections reach one endpoint ($n distinct)" [ "$n" = 1 ]
 
+# ---- the balancer of a reload reaches the maps
+pol() { # NS/SVC: that service's policy in the maps
+	st one "[e['policy'] for e in s['fastpath']['services'] if e['service'] == '$1'][0]"
+}
+it_check "default/spread is round robin in the kernel, default/sticky ClientIP ($(pol default/spread), $(pol default/sticky))" \
+	[ "$(pol default/spread) $(pol default/sticky)" = "round_robin client_ip" ]
+sed -i 's/"log_level": "info",/"log_level": "info", "balancer": "random",/' "$IT_TMP/one.json"
+kill -HUP "${EM_PID[one]}"
+policy_is() { [ "$(pol default/spread)" = "$1" ]; }
+it_wait 10 policy_is random
+it_check "a SIGHUP with balancer random: the maps say random ($(pol default/spread))" policy_is random
+out=$(incg "$NS1" timeout 60 python3 "$FPC" spread 10.96.0.90 80 60 2>&1)
+counts=$(head -n 1 <<<"$out")
+read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
+# Uniform picks leave one of three endpoints without any of 60 connections
+# with a chance of 3 x (2/3)^60, about 1e-10.
+if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 60 ] && [ "$c0" -gt 0 ] && [ "$c1" -gt 0 ] && [ "$c2" -gt 0 ]; then
+	it_ok "60 connections picked at random reach all three endpoints ($c0/$c1/$c2)"
+else
+	it_fail "60 connections at random: $out"
+fi
+sed -i 's/"log_level": "info", "balancer": "random",/"log_level": "info",/' "$IT_TMP/one.json"
+kill -HUP "${EM_PID[one]}"
+it_wait 10 policy_is round_robin
+it_check "a SIGHUP back to round robin reaches the maps ($(pol default/spread))" policy_is round_robin
+
 # ---- endpoint churn under running connections
 incg_bg churn "$NS1" "$EMLOAD" -m pingpong -a 10.96.0.7:7 -c 6 -s 1000 -d 12 -t 1
 CH=$IT_LAST_PID
