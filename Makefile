@@ -9,7 +9,7 @@ PACKAGES := build-essential cmake pkg-config clang \
 	liburing-dev libsqlite3-dev libmimalloc-dev libcjson-dev libyaml-dev liburcu-dev libcriterion-dev libssl-dev \
 	sqlite3 iptables iproute2 procps psmisc socat curl python3 openssl \
 	haproxy nginx libnginx-mod-stream wrk \
-	dpkg-dev systemd
+	dpkg-dev systemd libbpf-dev bpftool
 JOBS ?= $(shell nproc)
 PROMTOOL := build/tools/promtool
 CMAKE_FLAGS ?=

@@ -28,7 +28,7 @@ SHIM=$PWD/$BDIR/qemu-exec
 # libraries, and the arm64 runtime libraries of the unpacked Criterion.
 PACKAGES="crossbuild-essential-arm64 qemu-user-static dpkg-dev pkg-config
 	liburing-dev:arm64 libsqlite3-dev:arm64 libmimalloc-dev:arm64 libcjson-dev:arm64
-	libyaml-dev:arm64 liburcu-dev:arm64 libssl-dev:arm64
+	libyaml-dev:arm64 liburcu-dev:arm64 libssl-dev:arm64 libbpf-dev:arm64 clang bpftool
 	libffi8:arm64 libgit2-1.5:arm64"
 CRITERION_DEBS="libcriterion3:arm64 libcriterion-dev:arm64 libnanomsg5:arm64"
 
@@ -135,7 +135,7 @@ logged() { # logged LOG COMMAND...: its output to LOG, shown when it fails
 }
 
 # The arm64 package (packaging/build-deb.sh -a arm64): its architecture,
-# programs and Depends, an install and purge with dpkg into a throwaway root
+# programs and Depends, an install, an upgrade and a purge with dpkg into a throwaway root
 # whose database holds the host's arm64 runtime packages, and the installed
 # edgemesh -t under qemu on the installed config.
 package_check() {
@@ -145,7 +145,7 @@ package_check() {
 		bash -c "[[ '$deb' == */edgemesh_*_arm64.deb ]] && [ -f '$deb' ]"
 	check "Architecture: arm64" [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ]
 	dep_names=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/[[:space:]]//g' | grep -v '^$')
-	for p in libc6 liburing2 libsqlite3-0 libmimalloc2.0 libcjson1 libyaml-0-2 liburcu8 libssl3; do
+	for p in libc6 liburing2 libsqlite3-0 libmimalloc2.0 libcjson1 libyaml-0-2 liburcu8 libssl3 libbpf1; do
 		check "Depends names $p" grep -qx "$p" <<<"$dep_names"
 	done
 	check "Depends names no -dev package" refuses grep -q -- '-dev$' <<<"$dep_names"
@@ -186,6 +186,20 @@ package_check() {
 		qemu-aarch64-static "$R/usr/bin/edgemesh" -c "$R/etc/edgemesh/edge.json" -t
 	check "installed arm64 meshctl runs (usage)" \
 		bash -c "qemu-aarch64-static '$R/usr/bin/meshctl' -h 2>&1 | grep -q '^usage: meshctl'"
+	# An upgrade to a later version keeps the edited conffile.
+	local v1 v2 deb2 edited
+	v1=$(dpkg-deb -f "$deb" Version)
+	v2=$v1+up1
+	deb2=$(packaging/build-deb.sh -a arm64 -B "$BDIR" -o "$tmp/deb2" -v "$v2" | tail -n 1)
+	edited=$(md5sum <"$R/etc/edgemesh/edge.json")
+	check "dpkg --root -i upgrades the arm64 package to $v2" \
+		logged "$tmp/upgrade.log" "${DPKG[@]}" --force-confold -i "$deb2"
+	check "the upgraded package is $v2" \
+		[ "$(dpkg-query --admindir="$ADMIN" -W -f='${Version}' edgemesh)" = "$v2" ]
+	check "the upgrade keeps the edited edge.json" \
+		[ "$(md5sum <"$R/etc/edgemesh/edge.json")" = "$edited" ]
+	check "upgraded arm64 edgemesh -t accepts it" \
+		qemu-aarch64-static "$R/usr/bin/edgemesh" -c "$R/etc/edgemesh/edge.json" -t
 	check "dpkg --root -P purges it" logged "$tmp/purge.log" "${DPKG[@]}" -P edgemesh
 	check "purge leaves no file of the package" \
 		bash -c "[ ! -e '$R/usr/bin/edgemesh' ] && [ ! -e '$R/etc/edgemesh' ] && [ ! -e '$R/lib/systemd/system/edgemesh.service' ]"

@@ -1,6 +1,7 @@
 /* Engine start and stop: listeners, worker threads, the choice of I/O
  * backend and the io_uring feature probe. */
 #include "engine/engine.h"
+#include "engine/fastpath.h"
 
 #include <cjson/cJSON.h>
 #include <netinet/tcp.h>
@@ -380,7 +381,15 @@ int em_engine_node_stats(void *eng, struct cJSON *stats)
 	struct em_engine *e = eng;
 	if (!cJSON_AddStringToObject(stats, "io_backend", e->epoll ? "epoll" : "io_uring"))
 		return -ENOMEM;
+	struct em_fastpath *fp = __atomic_load_n(&e->fastpath, __ATOMIC_ACQUIRE);
+	if (fp && em_fastpath_stats(fp, stats))
+		return -ENOMEM;
 	return e->cloud ? em_engine_stats(eng, stats) : em_engine_peer_stats(eng, stats);
+}
+
+void em_engine_set_fastpath(struct em_engine *e, struct em_fastpath *fp)
+{
+	__atomic_store_n(&e->fastpath, fp, __ATOMIC_RELEASE);
 }
 
 void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx)

@@ -45,7 +45,8 @@ int em_engine_stats(void *eng, struct cJSON *stats);
 int em_engine_peer_stats(void *eng, struct cJSON *stats);
 
 /* Adds "io_backend" ("io_uring" or "epoll", the backend the workers run)
- * to the stats object <stats>, then what em_engine_stats adds on a cloud
+ * to the stats object <stats>, "fastpath" (em_fastpath_stats) when one is
+ * set (em_engine_set_fastpath), then what em_engine_stats adds on a cloud
  * and em_engine_peer_stats on an edge. Returns 0 or -ENOMEM. */
 int em_engine_node_stats(void *eng, struct cJSON *stats);
 
@@ -64,6 +65,12 @@ typedef void (*em_engine_control_fn)(void *ctx, int fd, const char *node,
  * REFUSED "no controller here"). Returns once no call of the previous one
  * runs, so the caller may free what its <ctx> points to. Any thread. */
 void em_engine_set_control(struct em_engine *e, em_engine_control_fn fn, void *ctx);
+
+/* Makes the workers take the kernel's pick for captured connections that
+ * the fast path handed over (em_fastpath_handoff); NULL stops that. <fp>
+ * must outlive em_engine_stop or a later call with NULL. Any thread. */
+struct em_fastpath;
+void em_engine_set_fastpath(struct em_engine *e, struct em_fastpath *fp);
 
 /* An edge's control stream: worker 0 opens a stream of protocol CONTROL to
  * the cloud at <cloud> over its tunnel there (dialled at that address, with

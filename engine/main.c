@@ -23,6 +23,7 @@
 #include "engine/capture.h"
 #include "engine/certs.h"
 #include "engine/engine.h"
+#include "engine/fastpath.h"
 #include "proto/log.h"
 #include "store/config.h"
 #include "store/control.h"
@@ -104,6 +105,12 @@ static int control_dial(void *ctx, int fd, const struct em_addr *cloud)
 	return em_engine_control_open(ctx, fd, cloud);
 }
 
+/* The sync thread's receiver of snapshots: the fast path's maps follow. */
+static void fastpath_publish(void *ctx, const struct em_table *t)
+{
+	em_fastpath_publish(ctx, t);
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = NULL;
@@ -113,6 +120,7 @@ int main(int argc, char **argv)
 	struct em_sync *sync = NULL;
 	struct em_engine *eng = NULL;
 	struct em_certs *certs = NULL;
+	struct em_fastpath *fp = NULL;
 	const struct em_config *live = NULL;
 	bool captured = false;
 	char err[1024];
@@ -194,6 +202,17 @@ int main(int argc, char **argv)
 		goto out;
 	if (certs)
 		em_certs_attach(certs, eng);
+	/* The fast path: its maps follow every snapshot from here on, the
+	 * current one written first (publish keeps the newer of the two). */
+	if (!(fp = em_fastpath_start(live))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (em_fastpath_on(fp)) {
+		em_sync_set_published(sync, fastpath_publish, fp);
+		em_fastpath_publish(fp, em_table_current());
+	}
+	em_engine_set_fastpath(eng, fp);
 	em_sync_set_counters(sync, em_engine_counters, eng);
 	em_sync_set_stats(sync, em_engine_node_stats, eng);
 	/* The control stream: the cloud's workers hand edges' streams to the
@@ -247,6 +266,11 @@ out:
 	live = em_config_current();
 	if (captured)
 		em_capture_remove(live);
+	/* New connects take the engine's path while it drains; the maps stay
+	 * for the handoffs of connections already captured. */
+	if (sync)
+		em_sync_set_published(sync, NULL, NULL);
+	em_fastpath_detach(fp);
 	drain_ms = live ? live->timeouts.shutdown_ms : 0;
 	live = NULL;
 	/* Unregistered before anything below waits for a grace period
@@ -265,6 +289,7 @@ out:
 		em_engine_stop(eng, drain_ms);
 	}
 	em_sync_stop(sync);
+	em_fastpath_free(fp);
 	em_certs_free(certs);
 	em_config_publish(NULL);
 	em_table_shutdown();

@@ -1,6 +1,7 @@
 /* Routing: service lookup, balancer pick, direct or tunnelled, connect. */
 #include "engine/route.h"
 
+#include "engine/fastpath.h"
 #include "engine/io.h"
 
 #include <unistd.h>
@@ -61,6 +62,22 @@ const struct em_endpoint *em_route_pick(struct em_worker *w, const struct em_soc
                                         const struct em_svc_port *sp, const struct em_addr *avoid)
 {
 	struct em_addr peer, *pp = NULL;
+	struct em_fastpath *fp = __atomic_load_n(&w->eng->fastpath, __ATOMIC_ACQUIRE);
+	if (fp && !avoid && c->listener == EM_LISTENER_CAPTURE && em_fastpath_on(fp) &&
+	    em_fastpath_port_ok(sp)) {
+		/* The kernel picked a remote endpoint at connect(): take the
+		 * same one, or the spread would be skewed by a second pick. */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 &&
+		    em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0) {
+			const struct em_endpoint *ep = em_fastpath_handoff(fp, sp, &peer, &c->dst);
+			if (ep) {
+				w->cnt[EM_C_FASTPATH_HANDOFF]++;
+				return ep;
+			}
+		}
+	}
 	if (sp->svc && sp->svc->affinity_client_ip) {
 		/* Only affinity needs the client address: ask for it only then. */
 		struct sockaddr_storage ss;

@@ -149,6 +149,7 @@ struct em_listener {
 	X(NOBUFS, "engine", "recv_buffer_shortages")                                               \
 	X(SPILLED, "engine", "recv_buffers_spilled")                                               \
 	X(QPS_REJECTED, "engine", "qps_rejected")                                                  \
+	X(FASTPATH_HANDOFF, "engine", "fastpath_handoffs_taken")                                   \
 	X(T_UP, "tunnel", "tunnels_up")                                                            \
 	X(T_DIALED, "tunnel", "tunnels_dialed")                                                    \
 	X(T_ACCEPTED, "tunnel", "tunnels_accepted")                                                \
@@ -317,6 +318,9 @@ struct em_engine {
 	bool recv_cap_off; /* EDGEMESH_RECV_CAP=0: never cap them (kill switch) */
 	uint32_t mark;     /* SO_MARK of outgoing sockets; 0: none (no capture) */
 	sem_t ready;       /* posted by each worker once set up (or failed) */
+	/* Connect-time balancing (engine/fastpath.h), or NULL: read with
+	 * __atomic_load_n, set by em_engine_set_fastpath. */
+	struct em_fastpath *fastpath;
 	atomic_bool stop;
 	atomic_uint drain_ms;
 	/* Control streams (em_engine_set_control, em_engine_control_open):

@@ -127,7 +127,7 @@ static void groups(struct out *o, const cJSON *stats)
 	cJSON_ArrayForEach(g, stats)
 	{
 		if (!cJSON_IsObject(g) || !g->string || !plain(g->string) ||
-		    strcmp(g->string, "objects") == 0)
+		    strcmp(g->string, "objects") == 0 || strcmp(g->string, "fastpath") == 0)
 			continue;
 		const cJSON *m;
 		bool all = g->child != NULL;
@@ -313,6 +313,15 @@ int em_admin_metrics_qps(struct em_buf *out)
 	return o.rc;
 }
 
+/* The per Service port families are most of a large page (10,000 ports:
+ * 24 MB): they are written without snprintf or a bounds check per line,
+ * into room reserved once per family from the view's sizes. */
+
+/* Bytes a line takes at most besides its name, labels and extra labels:
+ * '{', "} ", '\n' and a value of up to 30 characters (a count's 20 digits,
+ * or seconds: 20 digits, '.' and 9 decimals). */
+#define SVC_LINE_FIXED 34u
+
 static char *put_u64(char *p, uint64_t v)
 {
 	char tmp[20];
@@ -326,32 +335,53 @@ static char *put_u64(char *p, uint64_t v)
 	return p;
 }
 
-/* One line <name>{<labels><extra>} <v>: <extra> is NULL or more labels,
- * with their leading comma. Sets <*rc> on failure. */
-static void svc_line(struct em_buf *b, const char *name, size_t nlen, const char *labels,
-                     size_t llen, const char *extra, uint64_t v, int *rc)
+/* <ns> nanoseconds as seconds, exactly: "0.032", "12", "1.000000001". */
+static char *put_seconds(char *p, uint64_t ns)
 {
-	size_t elen = extra ? strlen(extra) : 0;
-	char *p = em_buf_reserve(b, nlen + llen + elen + 28);
-	if (!p) {
-		*rc = -ENOMEM;
-		return;
-	}
-	char *s = p;
+	p = put_u64(p, ns / 1000000000u);
+	uint32_t f = (uint32_t)(ns % 1000000000u);
+	if (!f)
+		return p;
+	char d[9];
+	for (int k = 8; k >= 0; k--, f /= 10)
+		d[k] = (char)('0' + f % 10);
+	size_t n = 9;
+	while (d[n - 1] == '0')
+		n--;
+	*p++ = '.';
+	memcpy(p, d, n);
+	return p + n;
+}
+
+/* "<name>{<labels><extra>} " at <p>; returns the end. */
+static inline char *svc_head(char *p, const char *name, size_t nlen, const char *labels,
+                             size_t llen, const char *extra, size_t elen)
+{
 	memcpy(p, name, nlen);
 	p += nlen;
 	*p++ = '{';
 	memcpy(p, labels, llen);
 	p += llen;
-	if (elen) {
-		memcpy(p, extra, elen);
-		p += elen;
-	}
+	memcpy(p, extra, elen);
+	p += elen;
 	*p++ = '}';
 	*p++ = ' ';
-	p = put_u64(p, v);
-	*p++ = '\n';
-	b->len += (size_t)(p - s);
+	return p;
+}
+
+/* Room for <k> lines per port of <v>, of a name of <nlen> bytes and extra
+ * labels of at most <elen>: the write position, or NULL. */
+static char *svc_room(struct em_buf *b, const struct em_svcstat_view *v, size_t k, size_t nlen,
+                      size_t elen)
+{
+	return em_buf_reserve(b, k * (v->n * (nlen + elen + SVC_LINE_FIXED) + v->labels_bytes));
+}
+
+static void svc_done(struct em_buf *b, char *p)
+{
+	/* svc_room's bound held (a line longer than it says is a bug). */
+	EM_ASSERT((size_t)(p - b->data) < b->cap);
+	b->len = (size_t)(p - b->data);
 	b->data[b->len] = 0;
 }
 
@@ -380,64 +410,257 @@ int em_admin_metrics_services(struct em_buf *out)
 	         "Requests (HTTP ports) or connections refused over the Service's QPS limit.",
 	         offsetof(struct em_svcstat, qps_rejected)},
 	};
+	static const char rname[] = "edgemesh_service_responses_total";
+	static const char *const codes[] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
+	                                    ",code=\"4xx\"", ",code=\"5xx\""};
+	enum { CODE_LEN = 11 };
+	static const char hname[] = "edgemesh_service_upstream_latency_seconds";
+	static const char bname[] = "edgemesh_service_upstream_latency_seconds_bucket";
+	static const char sname[] = "edgemesh_service_upstream_latency_seconds_sum";
+	static const char cname[] = "edgemesh_service_upstream_latency_seconds_count";
 	struct em_svcstat_view v;
 	int rc = em_svcstat_view(&v);
-	if (rc)
+	if (rc || !v.n)
 		return rc;
-	if (!v.n) {
-		em_svcstat_view_free(&v);
-		return 0;
+	char le[EM_SVCSTAT_LAT_BOUNDS + 1][24];
+	size_t le_len[EM_SVCSTAT_LAT_BOUNDS + 1], le_max = 0;
+	for (int k = 0; k <= EM_SVCSTAT_LAT_BOUNDS; k++) {
+		int n = snprintf(le[k], sizeof(le[k]), ",le=\"%s\"",
+		                 k < EM_SVCSTAT_LAT_BOUNDS ? em_svcstat_lat_le[k] : "+Inf");
+		le_len[k] = (size_t)n;
+		le_max = EM_MAX(le_max, le_len[k]);
 	}
+	/* The whole section's room at once: the buffer grows (and copies)
+	 * once, not once per doubling. */
+	size_t total = 4096;
+	for (size_t f = 0; f < EM_ARRAY_SIZE(fams); f++)
+		total += v.n * (strlen(fams[f].name) + SVC_LINE_FIXED) + v.labels_bytes;
+	total += 5 * (v.n * (sizeof(rname) + CODE_LEN + SVC_LINE_FIXED) + v.labels_bytes);
+	total += (EM_SVCSTAT_LAT_BOUNDS + 3) *
+	         (v.n * (sizeof(bname) + le_max + SVC_LINE_FIXED) + v.labels_bytes);
+	if (!em_buf_reserve(out, total))
+		return -ENOMEM;
+
 	struct out o = {.b = out};
-	for (size_t f = 0; f < EM_ARRAY_SIZE(fams) && !rc; f++) {
+	for (size_t f = 0; f < EM_ARRAY_SIZE(fams) && !o.rc; f++) {
 		family(&o, fams[f].name, "counter", fams[f].help);
 		size_t nlen = strlen(fams[f].name);
-		for (size_t i = 0; i < v.n && !rc; i++) {
+		char *p = o.rc ? NULL : svc_room(out, &v, 1, nlen, 0);
+		if (!p)
+			return -ENOMEM;
+		for (size_t i = 0; i < v.n; i++) {
 			uint64_t val;
 			memcpy(&val, (const char *)&v.sum[i] + fams[f].off, sizeof(val));
-			svc_line(out, fams[f].name, nlen, v.labels[i], v.labels_len[i], NULL, val, &rc);
+			p = svc_head(p, fams[f].name, nlen, v.labels[i], v.labels_len[i], "", 0);
+			p = put_u64(p, val);
+			*p++ = '\n';
 		}
+		svc_done(out, p);
 	}
-	static const char rname[] = "edgemesh_service_responses_total";
 	family(&o, rname, "counter",
 	       "HTTP responses to a Service port's clients by status class, the proxy's own "
 	       "(400, 408, 429, 431, 502, 503, 504) included; a class shows once it occurred.");
-	static const char *const codes[] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
-	                                    ",code=\"4xx\"", ",code=\"5xx\""};
+	char *p = o.rc ? NULL : svc_room(out, &v, 5, sizeof(rname) - 1, CODE_LEN);
+	if (!p)
+		return -ENOMEM;
 	/* A class shows once it occurred (as promhttp's codes do). */
-	for (size_t i = 0; i < v.n && !rc; i++)
+	for (size_t i = 0; i < v.n; i++)
 		for (int k = 0; k < 5; k++)
-			if (v.sum[i].responses[k])
-				svc_line(out, rname, sizeof(rname) - 1, v.labels[i], v.labels_len[i], codes[k],
-			         v.sum[i].responses[k], &rc);
-	static const char hname[] = "edgemesh_service_upstream_latency_seconds";
-	static const char bname[] = "edgemesh_service_upstream_latency_seconds_bucket";
-	static const char cname[] = "edgemesh_service_upstream_latency_seconds_count";
+			if (v.sum[i].responses[k]) {
+				p = svc_head(p, rname, sizeof(rname) - 1, v.labels[i],
+				             v.labels_len[i], codes[k], CODE_LEN);
+				p = put_u64(p, v.sum[i].responses[k]);
+				*p++ = '\n';
+			}
+	svc_done(out, p);
 	family(&o, hname, "histogram",
 	       "Upstream round trip of a Service port: HTTP, from the request head handed to "
 	       "the upstream connection (its connect included when new) to the response head; "
 	       "plain TCP, the time to connect to the endpoint (not observed through a tunnel).");
-	char le[EM_SVCSTAT_LAT_BOUNDS][24];
-	for (int k = 0; k < EM_SVCSTAT_LAT_BOUNDS; k++)
-		snprintf(le[k], sizeof(le[k]), ",le=\"%s\"", em_svcstat_lat_le[k]);
-	for (size_t i = 0; i < v.n && !rc; i++) {
+	p = o.rc ? NULL : svc_room(out, &v, EM_SVCSTAT_LAT_BOUNDS + 3, sizeof(bname) - 1, le_max);
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < v.n; i++) {
 		const struct em_svcstat *s = &v.sum[i];
+		const char *l = v.labels[i];
+		size_t llen = v.labels_len[i];
 		uint64_t cum = 0;
-		for (int k = 0; k < EM_SVCSTAT_LAT_BOUNDS; k++) {
+		for (int k = 0; k <= EM_SVCSTAT_LAT_BOUNDS; k++) {
 			cum += s->lat[k];
-			svc_line(out, bname, sizeof(bname) - 1, v.labels[i], v.labels_len[i], le[k],
-			         cum, &rc);
+			p = svc_head(p, bname, sizeof(bname) - 1, l, llen, le[k], le_len[k]);
+			p = put_u64(p, cum);
+			*p++ = '\n';
 		}
-		cum += s->lat[EM_SVCSTAT_LAT_BOUNDS];
-		svc_line(out, bname, sizeof(bname) - 1, v.labels[i], v.labels_len[i],
-		         ",le=\"+Inf\"", cum, &rc);
-		put(&o, "edgemesh_service_upstream_latency_seconds_sum{", 46);
-		put(&o, v.labels[i], v.labels_len[i]);
-		putf(&o, "} %.9g\n", (double)s->lat_sum_ns / 1e9);
-		svc_line(out, cname, sizeof(cname) - 1, v.labels[i], v.labels_len[i], NULL, cum, &rc);
+		p = svc_head(p, sname, sizeof(sname) - 1, l, llen, "", 0);
+		p = put_seconds(p, s->lat_sum_ns);
+		*p++ = '\n';
+		p = svc_head(p, cname, sizeof(cname) - 1, l, llen, "", 0);
+		p = put_u64(p, cum);
+		*p++ = '\n';
 	}
-	em_svcstat_view_free(&v);
-	return rc ? rc : o.rc;
+	svc_done(out, p);
+	return 0;
+}
+
+/* A label value at <p>, escaped (at most twice its length); returns the end. */
+static char *esc(char *p, const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (c == '\\' || c == '"' || c == '\n') {
+			*p++ = '\\';
+			c = c == '\n' ? 'n' : c;
+		}
+		*p++ = c;
+	}
+	return p;
+}
+
+/* A member as a count: not a number, or negative, is 0. */
+static uint64_t u64_of(const cJSON *m)
+{
+	return cJSON_IsNumber(m) && m->valuedouble > 0 && m->valuedouble < 1.8e19
+	               ? (uint64_t)m->valuedouble
+	               : 0;
+}
+
+/* The fast path's ports (the "services" array of the "fastpath" object):
+ * each port's members are read in one walk (a lookup by name per member
+ * was most of the time) and its label text made once per scrape; then its
+ * families are written like the per Service port families, in room
+ * reserved once per family. */
+static void fastpath_ports(struct out *o, const cJSON *list)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fams[] = {
+	        {"edgemesh_fastpath_connections_total", "counter",
+	         "Connects to a Service's cluster IP and port the fast path sent straight to an "
+	         "endpoint (this node's pick, nothing relays)."},
+	        {"edgemesh_fastpath_handoffs_total", "counter",
+	         "Connects to a Service's cluster IP and port whose kernel pick was not local, "
+	         "left to the engine with that pick."},
+	        {"edgemesh_fastpath_endpoints", "gauge",
+	         "Ready endpoints of a Service's cluster IP and port in the fast path's maps."},
+	};
+	enum { NF = 3, CONNS = 0, HANDS = 1, EPS = 2 };
+	struct line {
+		const char *svc, *ip;
+		size_t off, len; /* of its label text in <text> */
+		uint64_t port, val[NF];
+	} *ln = NULL;
+	char *text = NULL;
+	size_t n = (size_t)cJSON_GetArraySize(list), room = 0, i = 0;
+	if (!n || o->rc)
+		return;
+	ln = calloc(n, sizeof(*ln));
+	if (!ln) {
+		o->rc = -ENOMEM;
+		return;
+	}
+	const cJSON *e;
+	cJSON_ArrayForEach(e, list)
+	{
+		if (!cJSON_IsObject(e))
+			continue;
+		struct line *l = &ln[i++];
+		l->svc = l->ip = "";
+		for (const cJSON *m = e->child; m; m = m->next) {
+			const char *k = m->string;
+			if (!k)
+				continue;
+			if (cJSON_IsString(m) && m->valuestring) {
+				if (strcmp(k, "service") == 0)
+					l->svc = m->valuestring;
+				else if (strcmp(k, "cluster_ip") == 0)
+					l->ip = m->valuestring;
+				continue;
+			}
+			if (strcmp(k, "port") == 0)
+				l->port = u64_of(m) & 0xffff;
+			else if (strcmp(k, "connections") == 0)
+				l->val[CONNS] = u64_of(m);
+			else if (strcmp(k, "handoffs") == 0)
+				l->val[HANDS] = u64_of(m);
+			else if (strcmp(k, "endpoints") == 0)
+				l->val[EPS] = u64_of(m);
+		}
+		room += 2 * (strlen(l->svc) + strlen(l->ip)) + 64;
+	}
+	if (!(n = i))
+		goto out;
+	text = malloc(room);
+	if (!text) {
+		o->rc = -ENOMEM;
+		goto out;
+	}
+	size_t bytes = 0;
+	char *p = text;
+	for (i = 0; i < n; i++) {
+		struct line *l = &ln[i];
+		/* "ns/name": a namespace has no '/'. */
+		const char *slash = strchr(l->svc, '/');
+		const char *name = slash ? slash + 1 : l->svc;
+		l->off = (size_t)(p - text);
+		memcpy(p, "namespace=\"", 11);
+		p = esc(p + 11, l->svc, slash ? (size_t)(slash - l->svc) : 0);
+		memcpy(p, "\",service=\"", 11);
+		p = esc(p + 11, name, strlen(name));
+		memcpy(p, "\",cluster_ip=\"", 14);
+		p = esc(p + 14, l->ip, strlen(l->ip));
+		memcpy(p, "\",port=\"", 8);
+		p = put_u64(p + 8, l->port);
+		*p++ = '"';
+		l->len = (size_t)(p - text) - l->off;
+		bytes += l->len;
+	}
+	for (int f = 0; f < NF && !o->rc; f++) {
+		family(o, fams[f].name, fams[f].type, fams[f].help);
+		size_t nlen = strlen(fams[f].name);
+		char *w = o->rc ? NULL : em_buf_reserve(o->b, n * (nlen + SVC_LINE_FIXED) + bytes);
+		if (!w) {
+			o->rc = -ENOMEM;
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			w = svc_head(w, fams[f].name, nlen, text + ln[i].off, ln[i].len, "", 0);
+			w = put_u64(w, ln[i].val[f]);
+			*w++ = '\n';
+		}
+		svc_done(o->b, w);
+	}
+out:
+	free(ln);
+	free(text);
+}
+
+/* The fast path (engine/fastpath.h): whether it is on, its maps and
+ * publishes; the reason it is off stays out (free text: meshctl stats and
+ * the start's log line say it). */
+static void fastpath(struct out *o, const cJSON *stats)
+{
+	const cJSON *fp = cJSON_GetObjectItemCaseSensitive(stats, "fastpath");
+	if (!cJSON_IsObject(fp))
+		return;
+	family(o, "edgemesh_fastpath_up", "gauge",
+	       "Whether connect-time balancing in the kernel is on (1) or off (0; meshctl stats "
+	       "says why).");
+	sample(o, "edgemesh_fastpath_up", NULL, strcmp(str(fp, "state"), "on") == 0 ? 1 : 0);
+	family(o, "edgemesh_fastpath_ports", "gauge",
+	       "Cluster IPs and ports in the fast path's maps.");
+	sample(o, "edgemesh_fastpath_ports", NULL, num(fp, "ports"));
+	family(o, "edgemesh_fastpath_publishes_total", "counter",
+	       "Tables written to the fast path's maps.");
+	sample(o, "edgemesh_fastpath_publishes_total", NULL, num(fp, "publishes"));
+	family(o, "edgemesh_fastpath_publish_seconds", "gauge",
+	       "Time the last write of a table to the fast path's maps took.");
+	sample(o, "edgemesh_fastpath_publish_seconds", NULL, num(fp, "publish_us") / 1e6);
+	family(o, "edgemesh_fastpath_write_failures_total", "counter",
+	       "Ports whose map write failed (left to the engine).");
+	sample(o, "edgemesh_fastpath_write_failures_total", NULL, num(fp, "write_failures"));
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(fp, "services");
+	if (cJSON_IsArray(list))
+		fastpath_ports(o, list);
 }
 
 int em_admin_metrics(const cJSON *stats, struct em_buf *out)
@@ -448,6 +671,7 @@ int em_admin_metrics(const cJSON *stats, struct em_buf *out)
 	table(&o, stats);
 	groups(&o, stats);
 	arrays(&o, stats);
+	fastpath(&o, stats);
 	return o.rc;
 }
 

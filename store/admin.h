@@ -25,8 +25,11 @@ struct cJSON;
 /* Appends the Prometheus text of <stats> (the "stats" object of an API stats
  * reply, store/api.h) to <out>: every counter as edgemesh_<group>_<name>_total,
  * the levels as gauges, the per-Service QPS buckets, the cloud's relay pairs
- * and edges, an edge's cloud link. Members it does not know are left out.
- * Returns 0 or -ENOMEM. */
+ * and edges, an edge's cloud link, and the fast path ("fastpath": whether it
+ * is on, its maps, and per cluster IP and port its connects, labelled
+ * namespace, service, cluster_ip and port; the per port lines are written
+ * like em_admin_metrics_services', its label text made once per call).
+ * Members it does not know are left out. Returns 0 or -ENOMEM. */
 int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
 
 /* Appends the per-Service QPS families straight from the registry
@@ -36,10 +39,12 @@ int em_admin_metrics(const struct cJSON *stats, struct em_buf *out);
 int em_admin_metrics_qps(struct em_buf *out);
 
 /* Appends the per Service port families (store/svcstat.h) summed over the
- * workers' sets: the ports that had a connection or a QPS rejection on
- * this node, labelled
- * namespace, service and port. The caller is the registry's thread (the
- * sync thread). Returns 0 or -ENOMEM. */
+ * workers' sets: every TCP port of the table's Services, those without
+ * traffic with zero counts and an empty histogram, labelled namespace,
+ * service and port (a response class shows once it occurred). Reserves
+ * the room of the whole section in <out> at once: a buffer kept from an
+ * earlier call is reused without growing. The caller is the registry's
+ * thread (the sync thread). Returns 0 or -ENOMEM. */
 int em_admin_metrics_services(struct em_buf *out);
 
 enum em_admin_parse {

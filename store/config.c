@@ -83,6 +83,15 @@ static bool dns_name(const char *s, size_t n, size_t max, bool dots)
 	return true;
 }
 
+/* An absolute path without "..": fastpath.cgroup names a directory the
+ * daemon attaches to, never one reached by a detour. */
+static bool abs_path_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return s[0] == '/' && !strstr(s, "/../") && !(n >= 3 && strcmp(s + n - 3, "/..") == 0);
+}
+
 static bool node_name_ok(const char *s)
 {
 	return dns_name(s, strlen(s), 253, true);
@@ -554,6 +563,22 @@ static const struct key socket_keys[] = {
         INT("upstream_rcvbuf", CFG(sockets.upstream_rcvbuf), 0, SOCKBUF_MAX, 0),
 };
 
+static const struct key fastpath_keys[] = {
+        {.name = "mode",
+         .type = K_ENUM,
+         CFG(fastpath.mode),
+         NAMES("auto", "off"),
+         .expect = "\"auto\" or \"off\""},
+        {.name = "cgroup",
+         .type = K_STR,
+         CFG(fastpath.cgroup),
+         .lo = 1,
+         .hi = EM_CONFIG_DATA_DIR_MAX,
+         .def_str = EM_CONFIG_FASTPATH_CGROUP_DEFAULT,
+         .check = abs_path_ok,
+         .expect = "absolute path of a cgroup v2 directory, at most 4000 bytes"},
+};
+
 static const struct key timeout_keys[] = {
         INT("connect_ms", CFG(timeouts.connect_ms), 1, MS_MAX_10MIN, 5000),
         INT("idle_ms", CFG(timeouts.idle_ms), 1, MS_MAX_DAY, 300000),
@@ -565,7 +590,8 @@ static const struct key timeout_keys[] = {
 /* Enums are read as int: the index of the name, in the enum's order. */
 _Static_assert(sizeof(enum em_role) == sizeof(int) && sizeof(enum em_balancer) == sizeof(int) &&
                        sizeof(enum em_tunnel_encryption) == sizeof(int) &&
-                       sizeof(enum em_io_backend) == sizeof(int),
+                       sizeof(enum em_io_backend) == sizeof(int) &&
+                       sizeof(enum em_fastpath_mode) == sizeof(int),
                "enum keys are stored as int");
 
 static const struct key top_keys[] = {
@@ -617,6 +643,7 @@ static const struct key top_keys[] = {
         {.name = "cloud", .type = K_OBJECT, ROWS(cloud_keys)},
         {.name = "router", .type = K_OBJECT, ROWS(router_keys)},
         {.name = "admin", .type = K_OBJECT, ROWS(admin_keys)},
+        {.name = "fastpath", .type = K_OBJECT, ROWS(fastpath_keys)},
         {.name = "controller", .type = K_OBJECT, ROWS(controller_keys)},
         {.name = "sockets", .type = K_OBJECT, ROWS(socket_keys)},
         {.name = "timeouts", .type = K_OBJECT, ROWS(timeout_keys)},
@@ -1128,6 +1155,10 @@ const char *em_config_restart_key(const struct em_config *cur, const struct em_c
 		return "workers";
 	if (cur->io_backend != next->io_backend)
 		return "io_backend";
+	if (cur->fastpath.mode != next->fastpath.mode)
+		return "fastpath.mode";
+	if (strcmp(cur->fastpath.cgroup, next->fastpath.cgroup) != 0)
+		return "fastpath.cgroup";
 	if (cur->capture.enabled != next->capture.enabled)
 		return "capture.enabled";
 	if (cur->capture.port != next->capture.port)

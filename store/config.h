@@ -35,6 +35,14 @@ enum em_io_backend {
 	EM_IO_EPOLL,    /* "epoll" */
 };
 
+/* fastpath.mode: connect-time balancing in the kernel (engine/fastpath.h). */
+enum em_fastpath_mode {
+	EM_FASTPATH_AUTO = 0, /* "auto": on where the kernel and privileges allow */
+	EM_FASTPATH_OFF,      /* "off" */
+};
+
+#define EM_CONFIG_FASTPATH_CGROUP_DEFAULT "/sys/fs/cgroup/unified"
+
 enum em_balancer {
 	EM_LB_ROUND_ROBIN = 0,
 	EM_LB_RANDOM,
@@ -144,6 +152,13 @@ struct em_config {
 		struct em_addr listen;
 		bool listen_set;
 	} admin;
+
+	/* Connect-time balancing (engine/fastpath.h), restart-only: <mode>, and
+	 * the cgroup v2 directory whose processes' connects it acts on. */
+	struct {
+		enum em_fastpath_mode mode;
+		char cgroup[PATH_MAX];
+	} fastpath;
 
 	struct {
 		/* Cloud role: a directory of manifest files watched and applied

@@ -625,6 +625,16 @@ static int decode_qps(struct dec *d, const cJSON *root, struct em_k8s_service *s
 		         EM_QPS_BURST_ANNOTATION);
 		s->qps_burst = 0;
 	}
+	const cJSON *fp = em_json_get(ann, EM_FASTPATH_ANNOTATION);
+	if (cJSON_IsString(fp) && fp->valuestring && strcmp(fp->valuestring, "off") == 0) {
+		s->fastpath_off = true;
+	} else if (fp && !(cJSON_IsString(fp) && fp->valuestring &&
+	                   strcmp(fp->valuestring, "on") == 0)) {
+		size_t used = strlen(why);
+		snprintf(why + used, sizeof(why) - used,
+		         "%sannotation %s: expected \"on\" or \"off\"; ignored", used ? "; " : "",
+		         EM_FASTPATH_ANNOTATION);
+	}
 	return why[0] ? dup_str(d, why, &s->qps_warn) : 0;
 }
 

@@ -89,7 +89,14 @@ struct em_k8s_service {
 	double qps;
 	double qps_burst;
 	char *qps_warn; /* NULL when both are fine or absent */
+	/* Annotation edgemesh.io/fastpath "off": connects to this Service are
+	 * never balanced in the kernel (engine/fastpath.h). "on" or absent:
+	 * false; another value is ignored with a word in <qps_warn>. */
+	bool fastpath_off;
 };
+
+#define EM_FASTPATH_ANNOTATION "edgemesh.io/fastpath"
+
 
 /* An endpoint address of an Endpoints subset or an EndpointSlice. */
 struct em_k8s_ep_addr {

@@ -40,6 +40,8 @@ struct em_store {
 	size_t n_service_cidrs;
 	em_store_observer_fn observer;
 	void *observer_ctx;
+	em_store_published_fn published;
+	void *published_ctx;
 	bool defer; /* em_store_defer_publish: changes leave the table to ... */
 	bool dirty; /* ... em_store_publish_pending, which builds it once */
 	/* Rules: their entries (status->index is the place), the counters of
@@ -52,6 +54,12 @@ struct em_store {
 	struct em_rule_status **scratch_status;
 	uint64_t last_flush_ms;
 };
+
+void em_store_set_published(struct em_store *st, em_store_published_fn fn, void *ctx)
+{
+	st->published = fn;
+	st->published_ctx = ctx;
+}
 
 void em_store_set_observer(struct em_store *st, em_store_observer_fn fn, void *ctx)
 {
@@ -282,6 +290,8 @@ static int build(struct em_store *st)
 	st->last_build_ns = em_now_ns() - t0;
 	st->dirty = false;
 	em_table_publish(t);
+	if (st->published)
+		st->published(st->published_ctx, t);
 	/* The published table has none of the retired counters, and the old
 	 * one is gone with its readers. */
 	for (size_t i = 0; i < st->n_retired; i++)

@@ -55,6 +55,14 @@ typedef void (*em_store_observer_fn)(void *ctx, uint64_t generation, enum em_bh_
 /* Sets the observer (NULL: none). */
 void em_store_set_observer(struct em_store *st, em_store_observer_fn fn, void *ctx);
 
+/* Told of every snapshot this store publishes, right after
+ * em_table_publish, on the thread that made the change: <t> stays valid for
+ * the call (only that thread publishes). Must not call back into the store. */
+struct em_table;
+typedef void (*em_store_published_fn)(void *ctx, const struct em_table *t);
+/* Sets the receiver (NULL: none). */
+void em_store_set_published(struct em_store *st, em_store_published_fn fn, void *ctx);
+
 /* An object named for deletion. */
 struct em_store_key {
 	enum em_kind kind;

@@ -56,6 +56,26 @@ static size_t n_buckets, n_regs;
 static struct freed *fifo;
 static size_t fifo_head, fifo_len, fifo_cap;
 static uint32_t reuse_ms = EM_SVCSTAT_REUSE_MS;
+/* The port holding each slot (NULL: free or the sink), so that a scrape
+ * walks the workers' counters in memory order. */
+static struct reg **owner;
+static uint32_t owner_cap;
+/* em_svcstat_view's arrays, kept from one scrape to the next. */
+static const char **view_labels;
+static size_t *view_len;
+static struct em_svcstat *view_sum;
+static size_t view_cap;
+
+static void view_free(void)
+{
+	free(view_labels);
+	free(view_len);
+	free(view_sum);
+	view_labels = NULL;
+	view_len = NULL;
+	view_sum = NULL;
+	view_cap = 0;
+}
 
 void em_svcstat_set_reuse_ms(uint32_t ms)
 {
@@ -219,6 +239,23 @@ static uint32_t new_slot(struct em_svcstat **base, uint64_t *base_epoch)
 	return slot;
 }
 
+/* Room in <owner> for every slot below <n>. */
+static int owner_room(uint32_t n)
+{
+	if (n <= owner_cap)
+		return 0;
+	uint32_t cap = owner_cap ? owner_cap : 1024;
+	while (cap < n)
+		cap *= 2;
+	struct reg **o = realloc(owner, cap * sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	memset(o + owner_cap, 0, (cap - owner_cap) * sizeof(*o));
+	owner = o;
+	owner_cap = cap;
+	return 0;
+}
+
 uint32_t em_svcstat_get(uint64_t key, const char *ns, const char *name, uint16_t port,
                         uint64_t mark)
 {
@@ -230,7 +267,7 @@ uint32_t em_svcstat_get(uint64_t key, const char *ns, const char *name, uint16_t
 				return r->slot;
 			}
 	}
-	if (n_regs + 1 > n_buckets && rehash())
+	if ((n_regs + 1 > n_buckets && rehash()) || owner_room(n_slots + 1))
 		return EM_SVCSTAT_SINK;
 	struct reg *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -248,6 +285,7 @@ uint32_t em_svcstat_get(uint64_t key, const char *ns, const char *name, uint16_t
 	r->mark = mark;
 	r->next = buckets[key & (n_buckets - 1)];
 	buckets[key & (n_buckets - 1)] = r;
+	owner[r->slot] = r;
 	n_regs++;
 	return r->slot;
 fail:
@@ -298,6 +336,7 @@ void em_svcstat_sweep(uint64_t mark, uint64_t now_ms)
 				continue;
 			}
 			*pp = r->next;
+			owner[r->slot] = NULL;
 			fifo_push(r->slot, now_ms);
 			reg_free(r);
 			n_regs--;
@@ -318,6 +357,10 @@ void em_svcstat_clear(void)
 	free(fifo);
 	fifo = NULL;
 	fifo_head = fifo_len = fifo_cap = 0;
+	view_free();
+	free(owner);
+	owner = NULL;
+	owner_cap = 0;
 	pthread_mutex_lock(&mu);
 	free_sets();
 	n_slots = 1;
@@ -332,41 +375,46 @@ size_t em_svcstat_count(void)
 int em_svcstat_view(struct em_svcstat_view *v)
 {
 	memset(v, 0, sizeof(*v));
-	size_t cap = n_regs ? n_regs : 1;
-	v->labels = malloc(cap * sizeof(*v->labels));
-	v->labels_len = malloc(cap * sizeof(*v->labels_len));
-	v->sum = malloc(cap * sizeof(*v->sum));
-	if (!v->labels || !v->labels_len || !v->sum) {
-		em_svcstat_view_free(v);
-		return -ENOMEM;
-	}
-	pthread_mutex_lock(&mu);
-	for (size_t b = 0; b < n_buckets; b++)
-		for (const struct reg *r = buckets[b]; r; r = r->next) {
-			struct em_svcstat *s = &v->sum[v->n];
-			sum_slot(r->slot, s);
-			if (r->base && r->base_epoch == epoch) {
-				uint64_t *o = (uint64_t *)s;
-				const uint64_t *z = (const uint64_t *)r->base;
-				for (size_t k = 0; k < EM_SVCSTAT_WORDS; k++)
-					o[k] = o[k] >= z[k] ? o[k] - z[k] : 0;
-			}
-			/* A stream a peer opened to a plain TCP port over its
-			 * limit is refused without a connection here. */
-			if (!s->connections && !s->qps_rejected)
-				continue;
-			v->labels[v->n] = r->labels;
-			v->labels_len[v->n] = r->labels_len;
-			v->n++;
+	if (n_regs > view_cap) {
+		size_t cap = n_regs + n_regs / 4;
+		free(view_labels);
+		free(view_len);
+		free(view_sum);
+		view_labels = malloc(cap * sizeof(*view_labels));
+		view_len = malloc(cap * sizeof(*view_len));
+		view_sum = malloc(cap * sizeof(*view_sum));
+		view_cap = cap;
+		if (!view_labels || !view_len || !view_sum) {
+			view_free();
+			return -ENOMEM;
 		}
+	}
+	size_t n = 0, bytes = 0;
+	pthread_mutex_lock(&mu);
+	/* In slot order: the sets' chunks are read front to back, and a
+	 * port keeps its place in the page from one scrape to the next. */
+	for (uint32_t slot = 1; slot < n_slots && slot < owner_cap; slot++) {
+		const struct reg *r = owner[slot];
+		if (!r)
+			continue;
+		struct em_svcstat *s = &view_sum[n];
+		sum_slot(slot, s);
+		if (r->base && r->base_epoch == epoch) {
+			uint64_t *o = (uint64_t *)s;
+			const uint64_t *z = (const uint64_t *)r->base;
+			for (size_t k = 0; k < EM_SVCSTAT_WORDS; k++)
+				o[k] = o[k] >= z[k] ? o[k] - z[k] : 0;
+		}
+		view_labels[n] = r->labels;
+		view_len[n] = r->labels_len;
+		bytes += r->labels_len;
+		n++;
+	}
 	pthread_mutex_unlock(&mu);
+	v->n = n;
+	v->labels = view_labels;
+	v->labels_len = view_len;
+	v->sum = view_sum;
+	v->labels_bytes = bytes;
 	return 0;
-}
-
-void em_svcstat_view_free(struct em_svcstat_view *v)
-{
-	free(v->labels);
-	free(v->labels_len);
-	free(v->sum);
-	memset(v, 0, sizeof(*v));
 }

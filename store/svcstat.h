@@ -135,19 +135,24 @@ struct em_svcstat_set *em_svcstat_set(unsigned i);
 
 /* Scrape (sync thread). ----------------------------------------------------- */
 
-/* The registry's ports whose counters, summed over the workers, show any
- * connection or QPS rejection: their label text ("namespace=\"..\",service=\"..\",port=\"..\"",
- * escaped) and sums, in no set order. */
+/* Every port of the registry (the TCP ports of the published table's
+ * Services, with or without traffic): its label text
+ * ("namespace=\"..\",service=\"..\",port=\"..\"", escaped, made once
+ * when the port entered the registry) and its counters summed over the
+ * workers, in slot order (a port keeps its place while it stays). The
+ * arrays belong to the registry and are reused from one call to the next
+ * (a scrape does not fault in fresh memory): valid until the next
+ * registry call. */
 struct em_svcstat_view {
 	size_t n;
-	const char **labels; /* valid until the next registry call */
-	size_t *labels_len;
-	struct em_svcstat *sum;
+	const char *const *labels;
+	const size_t *labels_len;
+	const struct em_svcstat *sum;
+	size_t labels_bytes; /* sum of labels_len */
 };
 
-/* Fills <v> (free it with em_svcstat_view_free). Returns 0 or -ENOMEM. */
+/* Fills <v>. Returns 0 or -ENOMEM (then <v> is empty). */
 int em_svcstat_view(struct em_svcstat_view *v);
-void em_svcstat_view_free(struct em_svcstat_view *v);
 
 /* Ports in the registry (the sink not counted). */
 size_t em_svcstat_count(void);

@@ -27,9 +27,11 @@
 #include "store/kube.h"
 #include "store/manifest_dir.h"
 #include "store/store.h"
+#include "store/table.h"
 
-#define MAX_CLIENTS    64
-#define CLIENT_IDLE_MS 30000
+#define MAX_CLIENTS     64
+#define CLIENT_IDLE_MS  30000
+#define METRICS_KEEP_MS 300000u /* longer than any scrape interval in use */
 
 struct client {
 	int fd;
@@ -57,6 +59,12 @@ struct em_sync {
 	int admin_fd; /* admin.listen, -1 when off */
 	struct admin_client admin[EM_ADMIN_MAX_CLIENTS];
 	size_t n_admin;
+	/* The largest answer buffer of the admin clients gone, kept for the
+	 * next /metrics: a page of 10,000 ports with traffic is 24 MB, and
+	 * faulting in fresh pages for it costs more than rendering it. Let go
+	 * after METRICS_KEEP_MS without a scrape. */
+	struct em_buf metrics_buf;
+	uint64_t metrics_last_ms;
 	atomic_bool stop;
 	atomic_bool reload;
 	atomic_uint_fast64_t reloads, reload_failures;
@@ -79,6 +87,9 @@ struct em_sync {
 	void *counters_ctx;
 	int (*stats_fn)(void *ctx, struct cJSON *reply); /* under counters_mu too */
 	void *stats_ctx;
+	pthread_mutex_t published_mu; /* guards published_fn/ctx and their calls */
+	void (*published_fn)(void *ctx, const struct em_table *t);
+	void *published_ctx;
 };
 
 static size_t locked_counters(void *ctx, struct em_api_counter *out, size_t cap)
@@ -142,6 +153,24 @@ void em_sync_set_stats(struct em_sync *s, int (*fn)(void *ctx, struct cJSON *rep
 	pthread_mutex_unlock(&s->counters_mu);
 }
 
+void em_sync_set_published(struct em_sync *s, void (*fn)(void *ctx, const struct em_table *t),
+                           void *ctx)
+{
+	pthread_mutex_lock(&s->published_mu);
+	s->published_fn = fn;
+	s->published_ctx = ctx;
+	pthread_mutex_unlock(&s->published_mu);
+}
+
+static void locked_published(void *ctx, const struct em_table *t)
+{
+	struct em_sync *s = ctx;
+	pthread_mutex_lock(&s->published_mu);
+	if (s->published_fn)
+		s->published_fn(s->published_ctx, t);
+	pthread_mutex_unlock(&s->published_mu);
+}
+
 static int locked_stats(void *ctx, struct cJSON *reply)
 {
 	struct em_sync *s = ctx;
@@ -199,6 +228,10 @@ static void reload_config(struct em_sync *s)
 	em_config_publish(next);
 	atomic_fetch_add(&s->reloads, 1);
 	EM_INFO("config", "reloaded %s", s->config_path);
+	/* What follows the table may depend on the config too (the balancer):
+	 * it sees the current snapshot again. This thread is its only
+	 * publisher, so the snapshot stays valid for the call. */
+	locked_published(s, em_table_current());
 }
 
 static int control_status(void *ctx, struct cJSON *reply)
@@ -313,7 +346,13 @@ static void accept_clients(struct em_sync *s)
 static void admin_close(struct em_sync *s, size_t i)
 {
 	close(s->admin[i].fd);
-	em_buf_free(&s->admin[i].out);
+	struct em_buf *o = &s->admin[i].out;
+	if (o->cap > s->metrics_buf.cap) {
+		em_buf_free(&s->metrics_buf);
+		s->metrics_buf = *o;
+		*o = (struct em_buf){0};
+	}
+	em_buf_free(o);
 	s->admin[i] = s->admin[--s->n_admin];
 	memset(&s->admin[s->n_admin], 0, sizeof(s->admin[0]));
 }
@@ -367,6 +406,12 @@ static void admin_answer(struct em_sync *s, struct admin_client *a, const char *
 		enum { HEAD_ROOM = 256 };
 		static const char room[HEAD_ROOM];
 		struct em_buf *b = &a->out, h = {0};
+		if (s->metrics_buf.cap > b->cap) {
+			em_buf_free(b);
+			*b = s->metrics_buf;
+			s->metrics_buf = (struct em_buf){0};
+		}
+		s->metrics_last_ms = em_now_ms();
 		b->len = 0;
 		cJSON *r = em_api_stats(s->store, &info, false);
 		rc = r ? em_buf_append(b, room, HEAD_ROOM) : -ENOMEM;
@@ -560,6 +605,8 @@ static void *sync_main(void *arg)
 		}
 		if (pfd[ADMIN_PFD].revents & POLLIN)
 			admin_accept(s);
+		if (s->metrics_buf.cap && now > s->metrics_last_ms + METRICS_KEEP_MS)
+			em_buf_free(&s->metrics_buf);
 		/* Last: what the manifests and API requests changed this turn is
 		 * pushed to the edges now. */
 		if (s->ctl)
@@ -574,6 +621,7 @@ static void *sync_main(void *arg)
 		client_close(s, s->n_clients - 1);
 	while (s->n_admin)
 		admin_close(s, s->n_admin - 1);
+	em_buf_free(&s->metrics_buf);
 	return NULL;
 }
 
@@ -695,6 +743,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	}
 	s->listen_fd = s->wake_fd = s->admin_fd = -1;
 	pthread_mutex_init(&s->counters_mu, NULL);
+	pthread_mutex_init(&s->published_mu, NULL);
 	snprintf(s->config_path, sizeof(s->config_path), "%s", cfg->path);
 	snprintf(s->node_name, sizeof(s->node_name), "%s", cfg->node_name);
 	snprintf(s->socket_path, sizeof(s->socket_path), "%s", cfg->api_socket);
@@ -705,6 +754,7 @@ int em_sync_start(struct em_config *cfg, struct em_sync **out)
 	    (rc = store_limits(s, cfg)))
 		goto fail;
 	em_store_defer_publish(s->store, true);
+	em_store_set_published(s->store, locked_published, s);
 	if (cfg->role == EM_ROLE_CLOUD) {
 		struct em_store_stats ss;
 		em_store_stats(s->store, &ss);
@@ -825,5 +875,6 @@ void em_sync_stop(struct em_sync *s)
 	em_store_close(s->store);
 	em_clog_free(s->clog);
 	pthread_mutex_destroy(&s->counters_mu);
+	pthread_mutex_destroy(&s->published_mu);
 	free(s);
 }

@@ -37,6 +37,16 @@ void em_sync_set_counters(struct em_sync *s, em_api_counters_fn fn, void *ctx);
 struct cJSON;
 void em_sync_set_stats(struct em_sync *s, int (*fn)(void *ctx, struct cJSON *reply), void *ctx);
 
+/* Sets what is told of every snapshot published from now on (NULL: none),
+ * and of the current one again after every applied reload, called on the
+ * sync thread with the snapshot, valid for the call. Returns
+ * once no call of the previous receiver is running. Any thread may call it;
+ * the receiver gets only later snapshots, so a caller that needs the
+ * current one reads it itself (em_table_current) after this call. */
+struct em_table;
+void em_sync_set_published(struct em_sync *s, void (*fn)(void *ctx, const struct em_table *t),
+                           void *ctx);
+
 /* The control stream's side of this node (store/control.h): the cloud's,
  * or an edge's with cloud.address set; NULL otherwise. Lives until
  * em_sync_stop; only its thread-safe calls (em_ctl_accept,

@@ -147,6 +147,18 @@ const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t
 	return NULL;
 }
 
+const struct em_svc_port *em_table_next_port(const struct em_table *t, size_t *cursor)
+{
+	if (!t->key_slots)
+		return NULL;
+	while (*cursor <= t->key_mask) {
+		const struct em_svc_port *sp = t->key_slots[(*cursor)++].sp;
+		if (sp)
+			return sp;
+	}
+	return NULL;
+}
+
 const struct em_svc_port *em_table_port_by_key(const struct em_table *t, uint64_t key)
 {
 	size_t i = mix64(key) & t->key_mask;
@@ -569,6 +581,7 @@ static int build_service(struct builder *b, const struct em_k8s_object *o, struc
 	svc->headless = ks->headless;
 	svc->affinity_client_ip = ks->affinity_client_ip;
 	svc->affinity_timeout_s = ks->affinity_timeout_s;
+	svc->fastpath_off = ks->fastpath_off;
 	svc->qps_rate = 0;
 	svc->qps_burst = 0;
 	svc->qps = NULL;

@@ -65,6 +65,7 @@ struct em_service {
 	double qps_rate;
 	double qps_burst;
 	struct em_qps *qps; /* shared bucket, NULL when qps_rate is 0 */
+	bool fastpath_off;  /* annotation edgemesh.io/fastpath "off" */
 };
 
 struct em_node_info {
@@ -125,6 +126,11 @@ const struct em_svc_port *em_service_port(const struct em_service *svc, uint16_t
 
 /* Service port whose key (em_svc_port.key) is <key>; NULL when none. */
 const struct em_svc_port *em_table_port_by_key(const struct em_table *t, uint64_t key);
+
+/* Every service port of <t> once, in no particular order: call with
+ * <*cursor> 0, then again with the cursor it left, until it returns NULL.
+ * Allocates nothing. */
+const struct em_svc_port *em_table_next_port(const struct em_table *t, size_t *cursor);
 
 /* Node by name; NULL when none. */
 const struct em_node_info *em_table_node(const struct em_table *t, const char *name);

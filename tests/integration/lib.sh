@@ -26,6 +26,12 @@ EMLOAD=$B/emload
 # check the daemon's log line for it.
 [ -n "${EM_IO_BACKEND:-}" ] && export EDGEMESH_IO_BACKEND=$EM_IO_BACKEND
 
+# The fast path (engine/fastpath.h) stays off in every daemon a test starts:
+# with its default cgroup (the root) each daemon would rewrite the connects of
+# every process on the machine, other tests' daemons' clients included. A test
+# of the fast path sets EDGEMESH_FASTPATH=auto and its own cgroup.
+export EDGEMESH_FASTPATH=${EDGEMESH_FASTPATH:-off}
+
 IT_TMP=$(mktemp -d /tmp/em-it.XXXXXX)
 IT_PIDS=()
 declare -A IT_OUT=()
@@ -311,9 +317,13 @@ it_wait_line() {
 #   IT_LOG_LEVEL default info
 #   IT_WORKERS   default 2
 #   IT_EXTRA     extra top-level members, each followed by a comma
+#   IT_FASTPATH  default {"mode": "off"}: several daemons on one machine must
+#                not all attach at the root cgroup and rewrite each other's
+#                connects, so a test turns the fast path on itself
 it_em_config() {
-	local f=${1:-$IT_CONF} cap='{"enabled": false}' lis='[]'
+	local f=${1:-$IT_CONF} cap='{"enabled": false}' lis='[]' fp='{"mode": "off"}'
 	[ -n "${IT_CAPTURE:-}" ] && cap=$IT_CAPTURE
+	[ -n "${IT_FASTPATH:-}" ] && fp=$IT_FASTPATH
 	[ -n "${IT_LISTENERS:-}" ] && lis=$IT_LISTENERS
 	cat >"$f" <<EOF
 {
@@ -324,6 +334,7 @@ it_em_config() {
 	"workers": ${IT_WORKERS:-2},
 	"log_level": "${IT_LOG_LEVEL:-info}",
 	${IT_EXTRA:-}
+	"fastpath": $fp,
 	"capture": $cap,
 	"listeners": $lis,
 	"tunnel": { "listen": "" }

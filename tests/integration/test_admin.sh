@@ -7,7 +7,10 @@
 #     Debian's prometheus package) and its counters follow the traffic: N
 #     connections through a listener show as N more accepted, the QPS
 #     bucket of a limited Service counts its rejections;
-#   - per Service port: connections, requests, responses by class (a 429
+#   - the fast path (off here, as the suite runs it): edgemesh_fastpath_up 0,
+#     its other families without labels at 0, no per port series;
+#   - per Service port: every TCP port of the table listed before any
+#     traffic, its counters and histogram at 0; connections, requests, responses by class (a 429
 #     of an HTTP port over its QPS limit, a 502 of an endpoint that
 #     refuses, counted with its connect failures), the bytes each way equal
 #     to what curl sent and read, the latency histogram's count equal to
@@ -40,7 +43,8 @@ KEY=admin-test-key-$$-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")
 conf() { # NAME EXTRA
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
- "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/$1.sock", "workers": 2,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY"},
  "listeners": [{"listen": "127.0.0.1:18080", "service": "default/web", "port": 80},
    {"listen": "127.0.0.1:18081", "service": "default/lim", "port": 80},
@@ -84,6 +88,31 @@ fi
 metric() { # FILE NAME: the value of the unlabelled sample NAME, or of "NAME{LABELS}"
 	awk -v n="$2" '$1 == n {print $2; exit}' "$1"
 }
+# Before any traffic, every TCP port of the table is there at zero.
+zeros=
+for v in web lim hlim dead raw; do
+	l="namespace=\"default\",service=\"$v\",port=\"80\""
+	zeros+="$v:$(metric "$IT_TMP/m0.txt" "edgemesh_service_connections_total{$l}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_requests_total{$l}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_upstream_latency_seconds_bucket{$l,le=\"0.0005\"}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_upstream_latency_seconds_bucket{$l,le=\"+Inf\"}")"
+	zeros+=",$(metric "$IT_TMP/m0.txt" "edgemesh_service_upstream_latency_seconds_count{$l}") "
+done
+it_check "the 5 Service ports are listed before any traffic, counters and histogram at 0 ($zeros)" \
+	test "$zeros" = "web:0,0,0,0,0 lim:0,0,0,0,0 hlim:0,0,0,0,0 dead:0,0,0,0,0 raw:0,0,0,0,0 "
+it_check "... with no response class yet" test "$(grep -c '^edgemesh_service_responses_total{' "$IT_TMP/m0.txt")" = 0
+# The suite runs with EDGEMESH_FASTPATH=off: the fast path shows off, its
+# families without labels at 0, no per port family, the reason not a label.
+fp=
+for f in up ports publishes_total publish_seconds write_failures_total; do
+	fp+="$f=$(metric "$IT_TMP/m0.txt" "edgemesh_fastpath_$f") "
+done
+it_check "the fast path is off on /metrics ($fp)" test "$fp" = \
+	"up=0 ports=0 publishes_total=0 publish_seconds=0 write_failures_total=0 "
+it_check "... without per port series" \
+	test "$(grep -c '^edgemesh_fastpath_[a-z_]*{' "$IT_TMP/m0.txt")" = 0
+it_check "... and the engine's count of kernel picks taken is there" \
+	test "$(metric "$IT_TMP/m0.txt" edgemesh_engine_fastpath_handoffs_taken_total)" = 0
 acc0=$(metric "$IT_TMP/m0.txt" edgemesh_engine_connections_accepted_total)
 it_check "the counters are there (connections accepted: $acc0)" test -n "$acc0"
 ok=0 sent=0 read=0
@@ -221,7 +250,8 @@ done
 peer_conf() { # NAME IP
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
- "api_socket": "$IT_TMP/$1.sock", "workers": 2, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/$1.sock", "workers": 2,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "tls", "tls": {"ca_file": "$IT_TMP/ca/ca.crt",
    "cert_file": "$IT_TMP/certs/$1.crt", "key_file": "$IT_TMP/certs/$1.key"},
   "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,

@@ -86,6 +86,7 @@ node_conf() {
 	"data_dir": "$IT_TMP/data-$1",
 	"api_socket": "$IT_TMP/$1.sock",
 	"workers": 1,
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": true, "port": 15001, "service_cidrs": [$3]},
 	"tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$KEY", "reconnect_min_ms": 100,
 		"reconnect_max_ms": 500},

@@ -31,7 +31,8 @@ ip -n "$NSB" addr add "$IPB/24" dev "emi$$-b" && ip -n "$NSB" link set "emi$$-b"
 
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
- "api_socket": "$IT_TMP/cloud.sock", "workers": 1, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY"},
  "router": {"listen": "127.0.0.1:9443"},
  "listeners": [{"listen": "127.0.0.1:18007", "service": "default/becho", "port": 7}],
@@ -39,7 +40,8 @@ cat >"$IT_TMP/cloud.json" <<EOF
 EOF
 cat >"$IT_TMP/node-b.json" <<EOF
 {"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
- "api_socket": "$IT_TMP/node-b.sock", "workers": 1, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/node-b.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "reconnect_min_ms": 100,
   "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"}}

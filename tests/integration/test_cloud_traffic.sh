@@ -41,7 +41,8 @@ it_bridge "$NSX" "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"
 
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
- "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 2,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
  "router": {"listen": "$IPC:9443", "timeout_ms": 1500},
@@ -55,7 +56,7 @@ edge_conf() {
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
  "api_socket": "$IT_TMP/$1.sock", "workers": $3,
- "capture": {"enabled": true, "port": 15001},
+ "fastpath": {"mode": "off"}, "capture": {"enabled": true, "port": 15001},
  "tunnel": {"encryption": "none", "listen": "$2", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"},

@@ -37,6 +37,7 @@ conf() {
 	"api_socket": "${4:-$IT_SOCK}",
 	"workers": 1,
 	"log_level": "info",
+	"fastpath": {"mode": "off"},
 	"capture": $3,
 	"listeners": [{"listen": "$N.1:18080", "service": "default/web", "port": 80}],
 	"tunnel": {"encryption": "none", "listen": "$N.1:20006", "cluster_key": "$2"}

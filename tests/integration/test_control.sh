@@ -28,7 +28,8 @@ it_bridge "$NSX" "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB"
 
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
- "api_socket": "$IT_TMP/cloud.sock", "workers": 1, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY"},
  "controller": {"manifests_dir": "$MDIR"}}
 EOF
@@ -37,7 +38,7 @@ edge_conf() {
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$1", "data_dir": "$IT_TMP/data-$1",
  "api_socket": "$IT_TMP/$1.sock", "workers": 1,
- "capture": {"enabled": true, "port": 15001},
+ "fastpath": {"mode": "off"}, "capture": {"enabled": true, "port": 15001},
  "tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$3", "keepalive_ms": 1000,
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"},

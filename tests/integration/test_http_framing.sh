@@ -42,6 +42,7 @@ em_conf() {
 	"api_socket": "$IT_TMP/$1.sock",
 	"workers": 1,
 	"log_level": "info",
+	"fastpath": {"mode": "off"},
 	"listeners": $3,
 	"tunnel": {"encryption": "none", "listen": "$2:20007", "cluster_key": "$KEY"},
 	"timeouts": {"connect_ms": 2000}

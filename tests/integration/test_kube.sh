@@ -27,6 +27,7 @@ cloud_conf() { # SERVER [EXTRA MEMBERS OF controller.kubernetes]
 	"data_dir": "$IT_DATA",
 	"api_socket": "$IT_SOCK",
 	"workers": 1,
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": false},
 	"tunnel": {"listen": ""},
 	"controller": {"kubernetes": {"server": "$1"${2:+, $2}}}

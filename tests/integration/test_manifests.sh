@@ -17,6 +17,7 @@ cloud_conf() {
 	"data_dir": "$IT_DATA",
 	"api_socket": "$IT_SOCK",
 	"workers": 1,
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": false},
 	"tunnel": {"listen": ""},
 	"controller": {"manifests_dir": "$MD"}

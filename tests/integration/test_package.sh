@@ -68,21 +68,27 @@ it_check "Recommends: iptables" [ "$(field "$deb1" Recommends)" = iptables ]
 it_check "Description set" [ -n "$(field "$deb1" Description)" ]
 depends=$(field "$deb1" Depends)
 dep_names=$(echo "$depends" | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/[[:space:]]//g' | grep -v '^$')
-for p in libc6 liburing2 libsqlite3-0 libmimalloc2.0 libcjson1 libyaml-0-2 liburcu8 libssl3; do
+for p in libc6 liburing2 libsqlite3-0 libmimalloc2.0 libcjson1 libyaml-0-2 liburcu8 libssl3 libbpf1; do
 	it_check "Depends names $p" grep -qx "$p" <<<"$dep_names"
 done
-# Every library the programs load comes from a package Depends names.
+# Every library the programs link (their NEEDED entries, as ldd resolves
+# them) comes from a package Depends names; what those libraries load in
+# turn (libbpf's libelf, say) is their packages' own Depends.
 dpkg-deb -x "$deb1" "$IT_TMP/x"
-if command -v ldd >/dev/null; then
+if command -v ldd >/dev/null && command -v readelf >/dev/null; then
 	missing=""
-	for lib in $(ldd "$IT_TMP/x/usr/bin/edgemesh" "$IT_TMP/x/usr/bin/meshctl" | awk '$3 ~ /^\// { print $3 }' | sort -u); do
+	needed=$(readelf -d "$IT_TMP/x/usr/bin/edgemesh" "$IT_TMP/x/usr/bin/meshctl" |
+		sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u)
+	for lib in $(ldd "$IT_TMP/x/usr/bin/edgemesh" "$IT_TMP/x/usr/bin/meshctl" |
+		awk '$3 ~ /^\// { print $1, $3 }' | sort -u |
+		while read -r name path; do grep -qx "$name" <<<"$needed" && echo "$path"; done | sort -u); do
 		alt=$lib
 		case $lib in /usr/lib/*) alt=${lib#/usr} ;; /lib/*) alt=/usr$lib ;; esac
 		pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$alt" 2>/dev/null) || { missing="$missing $lib(no package)"; continue; }
 		pkg=${pkg%%:*}
 		grep -qx "$pkg" <<<"$dep_names" || missing="$missing $lib($pkg)"
 	done
-	it_check "Depends covers every library ldd lists${missing:+; missing:$missing}" [ -z "$missing" ]
+	it_check "Depends covers every library the programs link${missing:+; missing:$missing}" [ -z "$missing" ]
 fi
 dpkg-deb -I "$deb1" conffiles >"$IT_TMP/conffiles"
 it_check "conffiles: /etc/edgemesh/edge.json and cloud.json" \

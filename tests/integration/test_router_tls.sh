@@ -42,7 +42,8 @@ mkcert other "DNS:other.example"
 cloud_conf() {
 	cat >"$1" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
- "api_socket": "$IT_TMP/cloud.sock", "workers": 2, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 2,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "$IPC:20006", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000},
  "router": {"listen": "$IPC:9443", "timeout_ms": 1500, "tls": {$2}},
@@ -90,7 +91,8 @@ it_check "-t accepts the cloud's config with router.tls ($out)" [ $? = 0 ]
 it_veth_pair "$NSC" "$NSB" "emtc$$" "emtb$$" "$IPC" "$IPB"
 cat >"$IT_TMP/node-b.json" <<EOF
 {"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
- "api_socket": "$IT_TMP/node-b.sock", "workers": 1, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/node-b.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "keepalive_ms": 1000,
   "dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000},
  "cloud": {"address": "$IPC:20006"}}

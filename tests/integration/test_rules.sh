@@ -25,6 +25,7 @@ cloud_conf() { # CONTROLLER MEMBERS
 	"data_dir": "$IT_DATA",
 	"api_socket": "$IT_SOCK",
 	"workers": 1,
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": false},
 	"tunnel": {"listen": ""},
 	"controller": {$1}

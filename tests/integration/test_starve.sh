@@ -87,6 +87,7 @@ cat >"$IT_CONF" <<EOF
 	"api_socket": "$IT_SOCK",
 	"workers": 1,
 	"log_level": "info",
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": false},
 	"listeners": [{"listen": "127.0.0.1:18005", "service": "default/noep", "port": 80}],
 	"tunnel": {"encryption": "none", "listen": "127.0.0.1:20006", "cluster_key": "$KEY"},

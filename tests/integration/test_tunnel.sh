@@ -51,6 +51,7 @@ em_conf() {
 	"api_socket": "$IT_TMP/$1.sock",
 	"workers": 1,
 	"log_level": "info",
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": true, "port": 15001},
 	"tunnel": {"encryption": "none", "listen": "$2:20006", "cluster_key": "$3", "keepalive_ms": 1000,
 		"dead_after_ms": 3000, "reconnect_min_ms": 100, "reconnect_max_ms": 1000,

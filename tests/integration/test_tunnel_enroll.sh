@@ -34,7 +34,8 @@ it_bridge "$NSX" "$NSC:$IPC" "$NSA:$IPA" "$NSB:$IPB" "$NSI:$IPI"
 
 cat >"$IT_TMP/cloud.json" <<EOF
 {"role": "cloud", "node_name": "cloud", "data_dir": "$IT_TMP/data-cloud",
- "api_socket": "$IT_TMP/cloud.sock", "workers": 1, "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/cloud.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"listen": "$IPC:20006", "cluster_key": "$KEY", "encryption": "tls",
   "tls": {"ca_dir": "$IT_TMP/ca", "cert_days": 30}},
  "router": {"listen": ""}, "admin": {"listen": ""},
@@ -43,7 +44,8 @@ EOF
 edge_conf() { # FILE NAME LISTEN DATA CAPTURE
 	cat >"$IT_TMP/$1.json" <<EOF
 {"role": "edge", "node_name": "$2", "data_dir": "$4",
- "api_socket": "$IT_TMP/$1.sock", "workers": 1, "capture": {"enabled": $5, "port": 15001},
+ "api_socket": "$IT_TMP/$1.sock", "workers": 1,
+ "fastpath": {"mode": "off"}, "capture": {"enabled": $5, "port": 15001},
  "admin": {"listen": ""},
  "tunnel": {"listen": "$3", "cluster_key": "$KEY", "reconnect_min_ms": 100,
   "reconnect_max_ms": 1000, "encryption": "tls"},

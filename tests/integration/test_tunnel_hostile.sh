@@ -52,7 +52,7 @@ NEW_KEYS=0
 probe_conf() {
 	cat >"$IT_TMP/probe.json" <<EOF2
 {"role": "edge", "node_name": "probe", "data_dir": "$IT_TMP/data-probe",
- "api_socket": "$IT_TMP/probe.sock", "capture": {"enabled": false},
+ "api_socket": "$IT_TMP/probe.sock", "fastpath": {"mode": "off"}, "capture": {"enabled": false},
  "tunnel": {"encryption": "none", "listen": "127.0.0.1:20006", "cluster_key": "$KEY", "handshake_ms": 2000}}
 EOF2
 	"$EDGEMESH" -t -c "$IT_TMP/probe.json" >/dev/null 2>&1
@@ -68,6 +68,7 @@ conf_b() {
 {
 	"role": "edge", "node_name": "node-b", "data_dir": "$IT_TMP/data-node-b",
 	"api_socket": "$IT_TMP/node-b.sock", "workers": 1, "log_level": "info",
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": false},
 	"tunnel": {"encryption": "none", "listen": "127.0.0.1:20006", "cluster_key": "$KEY",
 		"max_streams": $1$extra},
@@ -82,6 +83,7 @@ conf_a() {
 {
 	"role": "edge", "node_name": "node-a", "data_dir": "$IT_TMP/data-node-a",
 	"api_socket": "$IT_TMP/node-a.sock", "workers": 1, "log_level": "info",
+	"fastpath": {"mode": "off"},
 	"capture": {"enabled": false},
 	"listeners": [{"listen": "127.0.0.2:9000", "service": "default/echo", "port": 7}],
 	"tunnel": {"encryption": "none", "listen": "", "cluster_key": "$KEY", "reconnect_min_ms": 100,

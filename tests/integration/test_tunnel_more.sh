@@ -77,6 +77,7 @@ em_conf() {
 	"api_socket": "$IT_TMP/$1.sock",
 	"workers": 1,
 	"log_level": "info",
+	"fastpath": {"mode": "off"},
 	"capture": $4,
 	"listeners": ${5:-[]},
 	"tunnel": {"encryption": "none", "listen": "$3", "cluster_key": "$KEY", "keepalive_ms": 2000,

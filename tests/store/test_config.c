@@ -135,6 +135,8 @@ Test(config, defaults)
 	cr_assert_eq(cfg->log_level, EM_LOG_INFO);
 	cr_assert_eq(cfg->balancer, EM_LB_ROUND_ROBIN);
 	cr_assert_eq(cfg->io_backend, EM_IO_AUTO);
+	cr_assert_eq(cfg->fastpath.mode, EM_FASTPATH_AUTO);
+	cr_assert_str_eq(cfg->fastpath.cgroup, "/sys/fs/cgroup/unified");
 	cr_assert_not(cfg->capture.enabled);
 	cr_assert_eq(cfg->capture.port, 15001);
 	cr_assert_eq(cfg->capture.n_service_cidrs, 1);
@@ -174,6 +176,7 @@ Test(config, every_key_set)
 	struct em_config *cfg = parse_ok(
 	        "{'role':'edge','node_name':'edge-2','data_dir':'/d','api_socket':'/run/em.sock',"
 	        "'workers':3,'log_level':'debug','balancer':'least_requests','io_backend':'epoll',"
+	        "'fastpath':{'mode':'off','cgroup':'/sys/fs/cgroup/pods'},"
 	        "'capture':{'enabled':true,'port':15006,'service_cidrs':['10.96.0.0/12','fd00::/"
 	        "108'],"
 	        "'exclude_cidrs':['10.96.0.1/32'],'exclude_ports':[22,6443]},"
@@ -188,6 +191,8 @@ Test(config, every_key_set)
 	cr_assert_eq(cfg->log_level, EM_LOG_DEBUG);
 	cr_assert_eq(cfg->balancer, EM_LB_LEAST_REQUESTS);
 	cr_assert_eq(cfg->io_backend, EM_IO_EPOLL);
+	cr_assert_eq(cfg->fastpath.mode, EM_FASTPATH_OFF);
+	cr_assert_str_eq(cfg->fastpath.cgroup, "/sys/fs/cgroup/pods");
 	cr_assert_eq(cfg->capture.port, 15006);
 	cr_assert_eq(cfg->capture.n_service_cidrs, 2);
 	cr_assert_eq(cfg->capture.service_cidrs[1].addr.family, AF_INET6);
@@ -298,6 +303,18 @@ Test(config, top_level_errors)
 	             NAME ": balancer: expected \"round_robin\", \"random\" or \"least_requests\"");
 	expect_error(BASE ",'io_backend':'poll'}",
 	             NAME ": io_backend: expected \"auto\", \"io_uring\" or \"epoll\"");
+	expect_error(BASE ",'fastpath':{'mode':'on'}}",
+	             NAME ": fastpath.mode: expected \"auto\" or \"off\"");
+	expect_error(BASE ",'fastpath':{'cgroup':'sys/fs/cgroup'}}",
+	             NAME ": fastpath.cgroup: expected absolute path of a cgroup v2 directory, "
+	                  "at most 4000 bytes");
+	expect_error(BASE ",'fastpath':{'cgroup':'/sys/fs/cgroup/../../etc'}}",
+	             NAME ": fastpath.cgroup: expected absolute path of a cgroup v2 directory, "
+	                  "at most 4000 bytes");
+	expect_error(BASE ",'fastpath':{'cgroup':'/sys/fs/cgroup/a/..'}}",
+	             NAME ": fastpath.cgroup: expected absolute path of a cgroup v2 directory, "
+	                  "at most 4000 bytes");
+	expect_error(BASE ",'fastpath':{'cgroups':'/sys'}}", NAME ": fastpath.cgroups: unknown key");
 	expect_error(BASE ",'io_backend':1}",
 	             NAME ": io_backend: expected \"auto\", \"io_uring\" or \"epoll\"");
 }
@@ -507,6 +524,9 @@ Test(config, restart_key)
 	restart("," KEY, "," KEY ",'cloud':{'address':'c:1'}", "cloud.address");
 	restart("," KEY, "," KEY ",'io_backend':'epoll'", "io_backend");
 	restart("," KEY ",'io_backend':'auto'", "," KEY, NULL);
+	restart("," KEY, "," KEY ",'fastpath':{'mode':'off'}", "fastpath.mode");
+	restart("," KEY, "," KEY ",'fastpath':{'cgroup':'/sys/fs/cgroup/x'}", "fastpath.cgroup");
+	restart("," KEY ",'fastpath':{'mode':'auto'}", "," KEY, NULL);
 	restart("," KEY ",'cloud':{'address':'c:1'}", "," KEY ",'cloud':{'address':'c:1'}", NULL);
 	{
 		char a[512], b[512];
