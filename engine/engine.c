@@ -318,13 +318,15 @@ int em_engine_start(const struct em_config *cfg, struct em_engine **out)
 		goto fail;
 	}
 	unsigned f = e->ring_flags;
+	const char *sends = "one send(2) each";
+	if (e->epoll && em_epoll_aio(e->workers[0].ep))
+		sends = "batched with Linux AIO";
 	if (e->epoll)
 		EM_INFO("engine",
 		        "%u workers, io backend epoll (io_backend \"%s\"), edge-triggered, "
 		        "sends %s, buffers %u x %u, %zu listeners per worker",
-		        e->n_workers, want == EM_IO_EPOLL ? "epoll" : "auto",
-		        em_epoll_aio(e->workers[0].ep) ? "batched with Linux AIO" : "one send(2) each",
-		        EM_BUF_COUNT, EM_BUF_SIZE, e->workers[0].n_listeners);
+		        e->n_workers, want == EM_IO_EPOLL ? "epoll" : "auto", sends, EM_BUF_COUNT,
+		        EM_BUF_SIZE, e->workers[0].n_listeners);
 	else
 		EM_INFO("engine",
 		        "%u workers, io backend io_uring %s, multishot accept, buffer ring %u x "
