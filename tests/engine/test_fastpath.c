@@ -224,7 +224,10 @@ static void cg_fini(void)
 		rmdir(cg);
 }
 
-Test(fastpath, maps_follow_tables, .fini = cg_fini)
+/* The fast path on in a child cgroup of this test (cg), its config in
+ * <*cfg>; skips the test without root, a cgroup v2 hierarchy or a kernel
+ * that takes the programs. */
+static struct em_fastpath *fastpath_on(struct em_config **cfg)
 {
 	snprintf(cg, sizeof(cg), CGROUP_ROOT "/em-unit-%d", (int)getpid());
 	if (geteuid() != 0 || mkdir(cg, 0755) != 0) {
@@ -232,17 +235,24 @@ Test(fastpath, maps_follow_tables, .fini = cg_fini)
 		cr_skip_test("needs root and a cgroup v2 hierarchy at " CGROUP_ROOT);
 	}
 	unsetenv("EDGEMESH_FASTPATH");
-	struct em_config *c = config(EM_FASTPATH_AUTO, cg);
-	struct em_fastpath *fp = em_fastpath_start(c);
+	*cfg = config(EM_FASTPATH_AUTO, cg);
+	struct em_fastpath *fp = em_fastpath_start(*cfg);
 	cr_assert_not_null(fp);
 	if (!em_fastpath_on(fp)) {
 		cJSON *s = stats(fp);
 		cr_log_warn("fast path off: %s", str_of(s, "reason"));
 		cJSON_Delete(s);
 		em_fastpath_free(fp);
-		free(c);
+		free(*cfg);
 		cr_skip_test("the kernel refuses the programs here");
 	}
+	return fp;
+}
+
+Test(fastpath, maps_follow_tables, .fini = cg_fini)
+{
+	struct em_config *c;
+	struct em_fastpath *fp = fastpath_on(&c);
 	em_table_init();
 	struct em_k8s_object *objs[] = {
 	        service("db", "10.96.0.1", "", "[{\"port\":5432,\"targetPort\":5432}]"),
@@ -324,20 +334,8 @@ Test(fastpath, maps_follow_tables, .fini = cg_fini)
 Test(fastpath, scrape_10000_ports, .fini = cg_fini)
 {
 	enum { N = 10000 };
-	snprintf(cg, sizeof(cg), CGROUP_ROOT "/em-unit-%d", (int)getpid());
-	if (geteuid() != 0 || mkdir(cg, 0755) != 0) {
-		cg[0] = '\0';
-		cr_skip_test("needs root and a cgroup v2 hierarchy at " CGROUP_ROOT);
-	}
-	unsetenv("EDGEMESH_FASTPATH");
-	struct em_config *c = config(EM_FASTPATH_AUTO, cg);
-	struct em_fastpath *fp = em_fastpath_start(c);
-	cr_assert_not_null(fp);
-	if (!em_fastpath_on(fp)) {
-		em_fastpath_free(fp);
-		free(c);
-		cr_skip_test("the kernel refuses the programs here");
-	}
+	struct em_config *c;
+	struct em_fastpath *fp = fastpath_on(&c);
 	em_table_init();
 	struct em_k8s_object **objs = calloc(2 * N, sizeof(*objs));
 	cr_assert_not_null(objs);

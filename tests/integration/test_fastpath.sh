@@ -191,6 +191,14 @@ delta() {
 	echo "${d[*]}"
 }
 
+# spread_of OUT: c0 c1 c2, the connections each of backend-0..2 got, from
+# the first line of fastpath_client.py spread's output OUT.
+spread_of() {
+	local counts
+	counts=$(head -n 1 <<<"$1")
+	read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
+}
+
 # emload_ok FILE: RESULT with requests (or bulk bytes) and no error.
 emload_ok() {
 	local r
@@ -314,9 +322,8 @@ out=$(incg "$NS1" timeout 10 python3 "$FPC" peer 10.96.0.7 7 3 2>&1)
 it_check "getpeername on the client returns the cluster IP ($(echo $out))" \
 	[ "$(echo $out)" = "10.96.0.7:7 10.96.0.7:7 10.96.0.7:7" ]
 out=$(incg "$NS1" timeout 30 python3 "$FPC" spread 10.96.0.90 80 30 2>&1)
-counts=$(head -n 1 <<<"$out")
 it_log "spread: $(echo $out)"
-read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
+spread_of "$out"
 if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
 	it_ok "30 connections round robin over three endpoints ($c0/$c1/$c2)"
 else
@@ -340,8 +347,7 @@ policy_is() { [ "$(pol default/spread)" = "$1" ]; }
 it_wait 10 policy_is random
 it_check "a SIGHUP with balancer random: the maps say random ($(pol default/spread))" policy_is random
 out=$(incg "$NS1" timeout 60 python3 "$FPC" spread 10.96.0.90 80 60 2>&1)
-counts=$(head -n 1 <<<"$out")
-read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
+spread_of "$out"
 # Uniform picks leave one of three endpoints without any of 60 connections
 # with a chance of 3 x (2/3)^60, about 1e-10.
 if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 60 ] && [ "$c0" -gt 0 ] && [ "$c1" -gt 0 ] && [ "$c2" -gt 0 ]; then
@@ -494,8 +500,7 @@ it_wait 15 tunnel_up || it_fail "no answer from node B through the tunnel"
 f0=$(fp node-a connections) h0=$(fp node-a handoffs) e0=$(eng node-a)
 out=$(incg "$NSA" timeout 60 python3 "$FPC" spread 10.96.0.90 80 30 2>&1)
 it_log "far: $(echo $out)"
-counts=$(head -n 1 <<<"$out")
-read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
+spread_of "$out"
 if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
 	it_ok "only remote endpoints: 30 connections through the tunnel, spread $c0/$c1/$c2"
 else
@@ -511,8 +516,7 @@ it_check "node A's engine accepted the 30 ($e0 -> $(eng node-a))" [ "$(($(eng no
 h0=$(fp node-a handoffs) e0=$(eng node-a) m0=$(fp_svc node-a default/mix connections)
 out=$(incg "$NSA" timeout 60 python3 "$FPC" spread 10.96.0.91 80 30 2>&1)
 it_log "mix: $(echo $out)"
-counts=$(head -n 1 <<<"$out")
-read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
+spread_of "$out"
 if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
 	it_ok "one local and two remote endpoints: spread $c0/$c1/$c2 (A's own is backend-0)"
 else
