@@ -199,6 +199,17 @@ spread_of() {
 	read -r c0 c1 c2 <<<"$(for i in 0 1 2; do sed -nE "s/.*backend-$i=([0-9]+).*/\1/p" <<<"$counts"; done | tr '\n' ' ')"
 }
 
+# round_robin_30 OUT TEXT: an ok line TEXT (its %s the spread) when the 30
+# connections of OUT reached the three endpoints within one of each other.
+round_robin_30() {
+	spread_of "$1"
+	if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
+		it_ok "${2//%s/$c0/$c1/$c2}"
+	else
+		it_fail "${2//%s/?}: $(echo $1)"
+	fi
+}
+
 # emload_ok FILE: RESULT with requests (or bulk bytes) and no error.
 emload_ok() {
 	local r
@@ -323,12 +334,7 @@ it_check "getpeername on the client returns the cluster IP ($(echo $out))" \
 	[ "$(echo $out)" = "10.96.0.7:7 10.96.0.7:7 10.96.0.7:7" ]
 out=$(incg "$NS1" timeout 30 python3 "$FPC" spread 10.96.0.90 80 30 2>&1)
 it_log "spread: $(echo $out)"
-spread_of "$out"
-if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
-	it_ok "30 connections round robin over three endpoints ($c0/$c1/$c2)"
-else
-	it_fail "30 connections over three endpoints: $out"
-fi
+round_robin_30 "$out" "30 connections round robin over three endpoints (%s)"
 it_check "every one of them saw the cluster IP as its peer" grep -qx 'peer_ok=30' <<<"$out"
 it_check "default/spread counted 30 connections" \
 	[ "$(fp_svc one default/spread connections)" = 30 ]
@@ -500,12 +506,7 @@ it_wait 15 tunnel_up || it_fail "no answer from node B through the tunnel"
 f0=$(fp node-a connections) h0=$(fp node-a handoffs) e0=$(eng node-a)
 out=$(incg "$NSA" timeout 60 python3 "$FPC" spread 10.96.0.90 80 30 2>&1)
 it_log "far: $(echo $out)"
-spread_of "$out"
-if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
-	it_ok "only remote endpoints: 30 connections through the tunnel, spread $c0/$c1/$c2"
-else
-	it_fail "only remote endpoints: $out"
-fi
+round_robin_30 "$out" "only remote endpoints: 30 connections through the tunnel, spread %s"
 it_check "they saw the cluster IP as their peer" grep -qx 'peer_ok=30' <<<"$out"
 it_wait 5 ge fp node-a handoffs $((h0 + 30))
 it_check "node A handed all 30 to the engine (handoffs $h0 -> $(fp node-a handoffs))" \
@@ -516,12 +517,7 @@ it_check "node A's engine accepted the 30 ($e0 -> $(eng node-a))" [ "$(($(eng no
 h0=$(fp node-a handoffs) e0=$(eng node-a) m0=$(fp_svc node-a default/mix connections)
 out=$(incg "$NSA" timeout 60 python3 "$FPC" spread 10.96.0.91 80 30 2>&1)
 it_log "mix: $(echo $out)"
-spread_of "$out"
-if [ -n "$c2" ] && [ $((c0 + c1 + c2)) = 30 ] && it_within_one "$c0" "$c1" "$c2"; then
-	it_ok "one local and two remote endpoints: spread $c0/$c1/$c2 (A's own is backend-0)"
-else
-	it_fail "one local and two remote endpoints: $out"
-fi
+round_robin_30 "$out" "one local and two remote endpoints: spread %s (A's own is backend-0)"
 it_wait 5 eng_ge node-a $((e0 + c1 + c2))
 it_check "the remote picks ($((c1 + c2))) were handed off, the local ones ($c0) not" \
 	eval '[ "$(($(fp node-a handoffs) - h0))" = $((c1 + c2)) ] && [ "$(($(eng node-a) - e0))" = $((c1 + c2)) ]'
