@@ -5,16 +5,14 @@
 # "N passed, N failed" and exits non-zero on any failure.
 #
 # I/O backends: the tests run on the daemon's default (io_backend "auto"),
-# then a set that exercises every path of the engine (EPOLL_TESTS: L4 and
-# HTTP forwarding and framing, tunnels, starved peers, the cloud's relay,
-# Router and QPS) runs again with every daemon on the epoll backend
-# (EDGEMESH_IO_BACKEND=epoll), reported as NAME@epoll. The others pass on
-# epoll too (run them with EM_IO_BACKEND=epoll); they stay out of `make
-# test` to keep it well under 30 minutes on 2 cores.
+# then again with every daemon on the epoll backend
+# (EDGEMESH_IO_BACKEND=epoll), reported as NAME@epoll: every test whose
+# daemons carry traffic, all but NOT_ENGINE (config checks, the store, the
+# package, the backend choice itself, which runs both).
 # EM_IO_BACKEND=epoll (or io_uring) instead runs every selected test once,
 # on that backend.
 set -u
-EPOLL_TESTS=" test_forward test_http_framing test_tunnel test_starve test_cloud_traffic "
+NOT_ENGINE=" test_config test_capture_guard test_manifests test_store test_package test_io_backend "
 cd "$(dirname "$0")/../.."
 pass=0 fail=0 skip=0 failed=()
 scripts=(tests/integration/test_*.sh)
@@ -32,7 +30,7 @@ if [ -n "${EM_IO_BACKEND:-}" ]; then
 else
 	for t in "${scripts[@]}"; do runs+=("$t@"); done
 	for t in "${scripts[@]}"; do
-		case "$EPOLL_TESTS" in *" $(basename "$t" .sh) "*) runs+=("$t@epoll") ;; esac
+		case "$NOT_ENGINE" in *" $(basename "$t" .sh) "*) ;; *) runs+=("$t@epoll") ;; esac
 	done
 fi
 for r in "${runs[@]}"; do
