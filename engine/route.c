@@ -61,31 +61,32 @@ static const struct em_endpoint *pick_local(struct em_worker *w, const struct em
 const struct em_endpoint *em_route_pick(struct em_worker *w, const struct em_sock *c,
                                         const struct em_svc_port *sp, const struct em_addr *avoid)
 {
-	struct em_addr peer, *pp = NULL;
+	struct em_addr peer;
+	bool have_peer = false; /* <peer> holds the client's address */
+	bool handoff = false;
 	struct em_fastpath *fp = __atomic_load_n(&w->eng->fastpath, __ATOMIC_ACQUIRE);
 	if (fp && !avoid && c->listener == EM_LISTENER_CAPTURE && em_fastpath_on(fp) &&
-	    em_fastpath_port_ok(sp)) {
+	    em_fastpath_port_ok(sp))
+		handoff = true;
+	/* The client's address: for the kernel's pick and for affinity only,
+	 * asked for once. */
+	if (handoff || (sp->svc && sp->svc->affinity_client_ip)) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		have_peer = getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 &&
+		            em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0;
+	}
+	if (handoff && have_peer) {
 		/* The kernel picked a remote endpoint at connect(): take the
 		 * same one, or the spread would be skewed by a second pick. */
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 &&
-		    em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0) {
-			const struct em_endpoint *ep = em_fastpath_handoff(fp, sp, &peer, &c->dst);
-			if (ep) {
-				w->cnt[EM_C_FASTPATH_HANDOFF]++;
-				return ep;
-			}
+		const struct em_endpoint *ep = em_fastpath_handoff(fp, sp, &peer, &c->dst);
+		if (ep) {
+			w->cnt[EM_C_FASTPATH_HANDOFF]++;
+			return ep;
 		}
 	}
-	if (sp->svc && sp->svc->affinity_client_ip) {
-		/* Only affinity needs the client address: ask for it only then. */
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 &&
-		    em_addr_from_sockaddr((struct sockaddr *)&ss, &peer) == 0)
-			pp = &peer;
-	}
+	const struct em_addr *pp =
+	        have_peer && sp->svc && sp->svc->affinity_client_ip ? &peer : NULL;
 	const struct em_endpoint *ep = em_lb_pick(&w->lb, sp, pp, avoid, w->now_ms);
 	if (!ep || ep->local || c->listener != EM_LISTENER_SERVED)
 		return ep;
